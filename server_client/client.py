@@ -1,0 +1,262 @@
+"""Provides the async Python SDK for the codex-tui HTTP + SSE contract.
+
+Exceptions::
+
+    CodexTuiError
+     └── ApiError            the server answered with a 4xx/5xx problem body
+          └── NotFoundError  404: no such task (or not yours)
+
+Network failures surface as :mod:`httpx` exceptions (``httpx.TransportError`` and its
+subclasses), except inside :meth:`CodexTuiClient.stream_events`, which retries them.
+
+Example::
+
+    async with CodexTuiClient("http://127.0.0.1:8765", token) as client:
+        task = await client.create_task("add a test for parse()", workdir="/srv/app")
+        async for event in client.stream_events(task.id):
+            print(event.seq, event.kind, event.data)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator, Iterable
+from types import TracebackType
+from typing import Any, Self
+
+import httpx
+from httpx_sse import SSEError, aconnect_sse
+
+from server_client.models import (
+    Event,
+    Health,
+    Me,
+    Problem,
+    Sandbox,
+    Task,
+    TaskCreate,
+    TaskPage,
+    TaskStatus,
+)
+
+#: The server sends an SSE heartbeat at least this often (s); design.md.
+HEARTBEAT_S = 15.0
+#: Read timeout of an event stream (s): longer than two heartbeats (reliability.md E3).
+STREAM_READ_TIMEOUT_S = 2 * HEARTBEAT_S + 5.0
+
+
+class CodexTuiError(Exception):
+    """Base class of the SDK's own errors."""
+
+
+class ApiError(CodexTuiError):
+    """The server refused a request; ``problem`` is its RFC 9457 body."""
+
+    def __init__(self, problem: Problem) -> None:
+        super().__init__(f"{problem.status} {problem.title}: {problem.detail or ''}".strip())
+        self.problem = problem
+
+    @property
+    def status(self) -> int:
+        """The HTTP status code."""
+        return self.problem.status
+
+
+class NotFoundError(ApiError):
+    """404: the task does not exist or belongs to someone else."""
+
+
+def problem_from_response(response: httpx.Response) -> ApiError:
+    """Build the :class:`ApiError` for a failed response (the body must already be read)."""
+    try:
+        problem = Problem.model_validate_json(response.content)
+    except ValueError:
+        problem = Problem(
+            title=response.reason_phrase or "error",
+            status=response.status_code,
+            detail=response.text[:500] or None,
+        )
+    if response.status_code == 404:
+        return NotFoundError(problem)
+    return ApiError(problem)
+
+
+def raise_for_problem(response: httpx.Response) -> None:
+    """Raise :class:`ApiError` for a 4xx/5xx response; do nothing otherwise."""
+    if response.is_error:
+        raise problem_from_response(response)
+
+
+def backoff_delays(base_s: float = 0.25, cap_s: float = 10.0) -> Iterable[float]:
+    """Yield retry delays (s): exponential with full jitter, capped at ``cap_s``."""
+    attempt = 0
+    while True:
+        yield random.uniform(0, min(cap_s, base_s * 2**attempt))  # noqa: S311 - jitter only
+        attempt = min(attempt + 1, 30)
+
+
+class CodexTuiClient:
+    """Async client for one codex-tui server, authenticated with a user token.
+
+    Args:
+        base_url: The server's address, e.g. ``http://127.0.0.1:8765``.
+        token: A user token (sent as ``Authorization: Bearer``).
+        timeout: Timeout of ordinary requests (s).
+        transport: An httpx transport, for tests.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str,
+        *,
+        timeout: float = 10.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._http = httpx.AsyncClient(
+            base_url=self.base_url,
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=timeout,
+            transport=transport,
+        )
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self._http.aclose()
+
+    async def _request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        response = await self._http.request(method, url, **kwargs)
+        raise_for_problem(response)
+        return response
+
+    async def health(self) -> Health:
+        """``GET /healthz`` (no token needed). Raises httpx errors when unreachable."""
+        return Health.model_validate_json((await self._request("GET", "/healthz")).content)
+
+    async def me(self) -> Me:
+        """``GET /api/me``: whom the token belongs to. Raises ApiError 401 for a bad token."""
+        return Me.model_validate_json((await self._request("GET", "/api/me")).content)
+
+    async def create_task(
+        self,
+        prompt: str,
+        *,
+        workdir: str | None = None,
+        model: str | None = None,
+        sandbox: Sandbox | str = Sandbox.WORKSPACE_WRITE,
+    ) -> Task:
+        """Submit a prompt; returns the queued task.
+
+        Raises:
+            ApiError: 400 for a workdir outside the allowed roots, 422 for an invalid body.
+        """
+        body = TaskCreate(prompt=prompt, workdir=workdir, model=model, sandbox=Sandbox(sandbox))
+        response = await self._request(
+            "POST", "/api/tasks", json=body.model_dump(mode="json", exclude_none=True)
+        )
+        return Task.model_validate_json(response.content)
+
+    async def list_tasks(
+        self,
+        *,
+        status: Iterable[TaskStatus | str] = (),
+        cursor: str | None = None,
+        limit: int = 50,
+    ) -> TaskPage:
+        """One page of the caller's tasks, newest first (``limit`` 1..200)."""
+        params: list[tuple[str, str | int]] = [("limit", limit)]
+        params += [("status", str(TaskStatus(s))) for s in status]
+        if cursor:
+            params.append(("cursor", cursor))
+        response = await self._request("GET", "/api/tasks", params=params)
+        return TaskPage.model_validate_json(response.content)
+
+    async def get_task(self, task_id: str) -> Task:
+        """One task. Raises NotFoundError when it does not exist or is not the caller's."""
+        response = await self._request("GET", f"/api/tasks/{task_id}")
+        return Task.model_validate_json(response.content)
+
+    async def cancel_task(self, task_id: str) -> Task:
+        """Request a cancel (idempotent); a queued task ends ``canceled`` at once."""
+        response = await self._request("POST", f"/api/tasks/{task_id}/cancel")
+        return Task.model_validate_json(response.content)
+
+    async def get_events(self, task_id: str, *, after: int = 0, limit: int = 1000) -> list[Event]:
+        """One page of stored events with ``seq > after`` (no streaming)."""
+        response = await self._request(
+            "GET",
+            f"/api/tasks/{task_id}/events",
+            params={"after": after, "limit": limit},
+            headers={"Accept": "application/json"},
+        )
+        return [Event.model_validate(item) for item in response.json()]
+
+    async def stream_events(
+        self,
+        task_id: str,
+        *,
+        after: int = 0,
+        read_timeout: float = STREAM_READ_TIMEOUT_S,
+        max_attempts: int | None = None,
+    ) -> AsyncIterator[Event]:
+        """Yield the task's events with ``seq > after``, replayed then live, each exactly once.
+
+        Reconnects after network errors (and after the server closes the stream early) with
+        ``Last-Event-ID`` and jittered exponential backoff; stops after the terminal status
+        event. ``max_attempts`` bounds consecutive failed connection attempts (None: retry
+        forever).
+
+        Raises:
+            ApiError: the server refused the stream (401, 404, ...); not retried.
+            httpx.TransportError: after ``max_attempts`` consecutive failures.
+        """
+        last_seq = after
+        delays = iter(backoff_delays())
+        failures = 0
+        timeout = httpx.Timeout(10.0, read=read_timeout)
+        while True:
+            try:
+                async with aconnect_sse(
+                    self._http,
+                    "GET",
+                    f"/api/tasks/{task_id}/events",
+                    headers={"Last-Event-ID": str(last_seq)},
+                    timeout=timeout,
+                ) as source:
+                    response = source.response
+                    if response.is_error:
+                        await response.aread()
+                        error = problem_from_response(response)
+                        if response.status_code < 500:
+                            raise error
+                        raise httpx.RemoteProtocolError(str(error))
+                    async for sse in source.aiter_sse():
+                        if not sse.data:
+                            continue
+                        event = Event.model_validate_json(sse.data)
+                        if event.seq <= last_seq:
+                            continue
+                        last_seq = event.seq
+                        failures = 0
+                        delays = iter(backoff_delays())
+                        yield event
+                        if event.is_terminal:
+                            return
+            except (httpx.TransportError, SSEError):
+                failures += 1
+                if max_attempts is not None and failures >= max_attempts:
+                    raise
+            await asyncio.sleep(next(delays))

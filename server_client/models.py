@@ -1,0 +1,271 @@
+"""Provides the wire contract: the pydantic models shared by the server, the workers and clients.
+
+Everything that crosses HTTP is one of these models, serialised as JSON. Times are UTC
+ISO 8601 strings; durations are seconds unless a field name says otherwise.
+
+Event envelope (what ``GET /api/tasks/{id}/events`` sends as the SSE ``data:`` of each
+message, and what ``codex-tui logs --json`` prints one per line)::
+
+    {"seq": 7, "ts": "2026-11-21T06:00:00.123456Z", "kind": "codex",
+     "data": {"type": "item.completed", "item": {...}}}
+
+``kind`` is one of :class:`EventKind`: ``codex`` (a JSONL object exactly as ``codex exec
+--json`` printed it, unknown types kept), ``stdout`` (a stdout line that was not a JSON
+object, kept raw), ``stderr`` (one stderr line) or ``status`` (a task state change recorded by
+the server).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+#: Largest prompt the server accepts, in characters.
+MAX_PROMPT_CHARS = 100_000
+
+
+class TaskStatus(StrEnum):
+    """A task's state: ``queued → running → completed | failed | canceled | lost``."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELED = "canceled"
+    LOST = "lost"
+
+    @property
+    def is_terminal(self) -> bool:
+        """True for the states that never change again."""
+        return self in TERMINAL_STATUSES
+
+
+TERMINAL_STATUSES = frozenset(
+    {TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELED, TaskStatus.LOST}
+)
+
+
+class Sandbox(StrEnum):
+    """Codex's ``-s/--sandbox`` modes (codex-facts.md)."""
+
+    READ_ONLY = "read-only"
+    WORKSPACE_WRITE = "workspace-write"
+    DANGER_FULL_ACCESS = "danger-full-access"
+
+
+class EventKind(StrEnum):
+    """What an event carries; see the module docstring."""
+
+    CODEX = "codex"
+    STDOUT = "stdout"
+    STDERR = "stderr"
+    STATUS = "status"
+
+
+def utcnow() -> datetime:
+    """The current time as an aware UTC datetime."""
+    return datetime.now(UTC)
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TaskCreate(_Model):
+    """Body of ``POST /api/tasks``.
+
+    ``workdir`` must be an absolute path inside one of the allowed workdir roots (400
+    otherwise); ``None`` means the worker's first root. ``model`` is passed to codex as
+    ``-m``; ``None`` keeps codex's configured default.
+    """
+
+    prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS)
+    workdir: str | None = Field(default=None, max_length=4096)
+    model: str | None = Field(default=None, min_length=1, max_length=200)
+    sandbox: Sandbox = Sandbox.WORKSPACE_WRITE
+
+
+class Task(_Model):
+    """A task as the server reports it.
+
+    ``last_seq`` is the seq of the newest stored event (0 when none). ``error`` says why a
+    task failed or was lost. ``worker_name`` names the worker that claimed it.
+    """
+
+    id: str
+    prompt: str
+    workdir: str | None
+    model: str | None
+    sandbox: Sandbox
+    status: TaskStatus
+    cancel_requested: bool = False
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    worker_id: str | None = None
+    worker_name: str | None = None
+    thread_id: str | None = None
+    exit_code: int | None = None
+    error: str | None = None
+    last_seq: int = 0
+
+
+class TaskPage(_Model):
+    """One page of ``GET /api/tasks``, newest first; pass ``next_cursor`` as ``?cursor=``."""
+
+    items: list[Task]
+    next_cursor: str | None = None
+
+
+class Event(_Model):
+    """One stored event of a task's log (see the module docstring for the envelope)."""
+
+    seq: int = Field(ge=1)
+    ts: datetime
+    kind: EventKind
+    data: Any
+
+    @property
+    def codex_type(self) -> str | None:
+        """The codex event's ``type`` (``item.completed``, ...) or None for other kinds."""
+        if self.kind is EventKind.CODEX and isinstance(self.data, dict):
+            value = self.data.get("type")
+            return value if isinstance(value, str) else None
+        return None
+
+    @property
+    def status(self) -> TaskStatus | None:
+        """The task status a ``status`` event records, else None."""
+        if self.kind is EventKind.STATUS and isinstance(self.data, dict):
+            try:
+                return TaskStatus(self.data.get("status"))
+            except ValueError:
+                return None
+        return None
+
+    @property
+    def is_terminal(self) -> bool:
+        """True for the status event that ends the task's stream."""
+        status = self.status
+        return status is not None and status.is_terminal
+
+
+class Problem(BaseModel):
+    """An RFC 9457 problem body (``application/problem+json``) sent with every 4xx/5xx."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str | None = None
+    errors: list[dict[str, Any]] | None = None
+    next_index: int | None = None
+
+
+class Health(_Model):
+    """Body of ``GET /healthz``."""
+
+    status: Literal["ok"] = "ok"
+    version: str
+
+
+class Me(_Model):
+    """Body of ``GET /api/me``: who the token belongs to."""
+
+    user_id: str
+    name: str
+
+
+# --------------------------------------------------------------------------------------
+# Worker protocol. A worker authenticates with its owner's token, connects once, then
+# long-polls for work and for cancel signals, and uploads events under a lease.
+# --------------------------------------------------------------------------------------
+
+
+class WorkerHello(_Model):
+    """Body of ``POST /api/workers/connect``: what the worker is and can do."""
+
+    name: str = Field(min_length=1, max_length=100)
+    hostname: str = Field(default="", max_length=255)
+    codex_version: str | None = Field(default=None, max_length=100)
+    workdir_roots: list[str] = Field(default_factory=list, max_length=64)
+    max_tasks: int = Field(default=4, ge=1, le=1000)
+
+
+class Worker(_Model):
+    """A worker as the server knows it."""
+
+    id: str
+    name: str
+    hostname: str
+    codex_version: str | None
+    workdir_roots: list[str]
+    max_tasks: int
+    connected_at: datetime
+    last_seen_at: datetime
+
+
+class Claim(_Model):
+    """Answer to a successful claim: the task and the lease that fences the worker's writes."""
+
+    task: Task
+    lease_id: str
+
+
+class EventIn(_Model):
+    """One event as a worker uploads it; the server assigns the seq."""
+
+    ts: datetime
+    kind: Literal[EventKind.CODEX, EventKind.STDOUT, EventKind.STDERR]
+    data: Any
+
+
+class EventBatch(_Model):
+    """Body of ``POST /api/workers/{wid}/tasks/{tid}/events``.
+
+    ``first_index`` is the 0-based index of ``events[0]`` among all events the worker has
+    produced for this task, which makes uploads idempotent: events the server already has are
+    skipped; a batch that starts past the server's next index is refused with 409 and the
+    problem body's ``next_index`` says where to resume.
+    """
+
+    lease_id: str
+    first_index: int = Field(ge=0)
+    events: list[EventIn] = Field(max_length=10_000)
+    thread_id: str | None = Field(default=None, max_length=200)
+
+
+class UploadResult(_Model):
+    """Answer to an event upload: the next index the server expects and the cancel flag."""
+
+    next_index: int
+    cancel_requested: bool
+
+
+class FinishRequest(_Model):
+    """Body of ``POST /api/workers/{wid}/tasks/{tid}/finish``; idempotent.
+
+    ``event_count`` is how many events the worker produced; the server refuses (409, with
+    ``next_index``) to finish before it has them all, so the terminal event is always last.
+    """
+
+    lease_id: str
+    status: Literal[TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELED]
+    event_count: int = Field(ge=0)
+    exit_code: int | None = None
+    error: str | None = Field(default=None, max_length=10_000)
+    thread_id: str | None = Field(default=None, max_length=200)
+
+
+class SignalsRequest(_Model):
+    """Body of ``POST /api/workers/{wid}/signals``: the tasks the worker is running."""
+
+    task_ids: list[str] = Field(default_factory=list, max_length=1000)
+
+
+class Signals(_Model):
+    """Answer to a signals long poll: running tasks whose cancel was requested."""
+
+    cancel: list[str] = Field(default_factory=list)
