@@ -1,0 +1,74 @@
+"""Provides ``ensure_local_server``: start a background local server when none runs.
+
+Like a tmux server, the local server (and its worker) keeps running after the command that
+started it exits. Its output goes to ``<state>/server.log``.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from urllib.parse import urlsplit
+
+import httpx
+
+from codex_tui.config import ResolvedConnection, resolve_connection
+from server_client.paths import AppDirs
+
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+class LauncherError(RuntimeError):
+    """The local server could not be started or reached; the message says what to do."""
+
+
+def server_is_up(url: str, timeout_s: float = 0.5) -> bool:
+    """True when ``GET /healthz`` answers 200 within ``timeout_s``."""
+    try:
+        return httpx.get(f"{url}/healthz", timeout=timeout_s).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def ensure_local_server(conn: ResolvedConnection, wait_s: float = 20.0) -> ResolvedConnection:
+    """Return a connection to a running server, starting a local one when needed.
+
+    Only when no server was configured (flag, environment or config.toml) and the resolved
+    URL is on this machine's loopback. Waits up to ``wait_s`` for it to answer and to store
+    the local token.
+
+    Raises:
+        LauncherError: the server did not come up; the message names its log file.
+    """
+    if server_is_up(conn.server):
+        return conn
+    parts = urlsplit(conn.server)
+    if conn.explicit or parts.hostname not in LOOPBACK:
+        return conn
+    dirs = AppDirs.resolve().ensure()
+    log_path = dirs.state / "server.log"
+    argv = [sys.executable, "-m", "codex_tui", "server", "--port", str(parts.port or 80)]
+    with open(log_path, "ab") as log_file:
+        subprocess.Popen(  # noqa: S603 - fixed argv, no shell
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=dict(os.environ),
+        )
+    deadline = time.monotonic() + wait_s
+    delay = 0.05
+    while time.monotonic() < deadline:
+        if server_is_up(conn.server):
+            fresh = resolve_connection()
+            if fresh.token:
+                return fresh
+        time.sleep(delay)
+        delay = min(delay * 1.5, 0.5)
+    raise LauncherError(
+        f"started a local server for {conn.server} but it did not answer within "
+        f"{wait_s:.0f} s; see {log_path}"
+    )

@@ -1,0 +1,122 @@
+"""Provides the FastAPI application factory, its settings and the RFC 9457 error bodies."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from server_client import __version__
+from server_client.models import Health, Problem
+from server_client.server.db import create_engine, migrate
+from server_client.server.hub import Hub
+from server_client.server.settings import ServerSettings
+from server_client.server.store import Conflict, NotFound, Store
+
+log = logging.getLogger(__name__)
+
+PROBLEM_JSON = "application/problem+json"
+
+
+def problem_response(
+    status: int, title: str, detail: str | None = None, **extra: Any
+) -> JSONResponse:
+    """A JSON problem body (``application/problem+json``) with ``status``."""
+    problem = Problem(title=title, status=status, detail=detail, **extra)
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse(
+        problem.model_dump(exclude_none=True),
+        status_code=status,
+        media_type=PROBLEM_JSON,
+        headers=headers,
+    )
+
+
+_TITLES = {
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    409: "Conflict",
+    413: "Content Too Large",
+    422: "Unprocessable Content",
+    429: "Too Many Requests",
+}
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        title = _TITLES.get(exc.status_code, "Error")
+        detail = exc.detail if isinstance(exc.detail, str) and exc.detail != title else None
+        return problem_response(exc.status_code, title, detail)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {"loc": list(err.get("loc", ())), "msg": err.get("msg"), "type": err.get("type")}
+            for err in exc.errors()
+        ]
+        first = errors[0] if errors else {}
+        where = ".".join(str(part) for part in first.get("loc", []))
+        detail = f"{where}: {first.get('msg')}" if first else "invalid request"
+        return problem_response(422, "Unprocessable Content", detail, errors=errors)
+
+    @app.exception_handler(NotFound)
+    async def not_found(_request: Request, exc: NotFound) -> JSONResponse:
+        return problem_response(404, "Not Found", str(exc))
+
+    @app.exception_handler(Conflict)
+    async def conflict(_request: Request, exc: Conflict) -> JSONResponse:
+        return problem_response(409, "Conflict", str(exc), next_index=exc.next_index)
+
+    @app.exception_handler(Exception)
+    async def internal(_request: Request, exc: Exception) -> JSONResponse:
+        log.error("unhandled error: %s", type(exc).__name__, exc_info=exc)
+        return problem_response(500, "Internal Server Error", "see the server log")
+
+
+def create_app(settings: ServerSettings) -> FastAPI:
+    """Build the app; the store is opened and migrated in the lifespan.
+
+    ``app.state`` carries ``settings``, ``store`` and ``hub`` for the routes.
+    """
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = create_engine(settings.db_url)
+        await migrate(engine)
+        app.state.store = Store(engine)
+        try:
+            yield
+        finally:
+            await engine.dispose()
+
+    app = FastAPI(
+        title="codex-tui",
+        version=__version__,
+        summary="Run and watch OpenAI Codex agents on remote machines.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.hub = Hub()
+    _install_error_handlers(app)
+
+    from server_client.server import routes_tasks, routes_workers
+
+    app.include_router(routes_tasks.router)
+    app.include_router(routes_workers.router)
+
+    @app.get("/healthz", tags=["meta"])
+    async def healthz() -> Health:
+        """Liveness: 200 when the server is up (no token needed)."""
+        return Health(version=__version__)
+
+    return app

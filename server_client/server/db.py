@@ -1,0 +1,199 @@
+"""Provides the store's schema (SQLAlchemy Core tables) and the async engine factory.
+
+The schema is created and upgraded only by Alembic (``migrations/``); these table objects are
+what queries are written against and must match the newest migration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+    event,
+)
+from sqlalchemy.engine import Connection, Dialect, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timestamp stored without zone and always read back as an aware UTC datetime."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:  # noqa: ARG002
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:  # noqa: ARG002
+        return None if value is None else value.replace(tzinfo=UTC)
+
+
+metadata = MetaData()
+
+users = Table(
+    "users",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("name", String(100), nullable=False, unique=True),
+    Column("is_local", Boolean, nullable=False, default=False),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+tokens = Table(
+    "tokens",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("user_id", String(32), ForeignKey("users.id"), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("revoked_at", UTCDateTime, nullable=True),
+)
+
+workers = Table(
+    "workers",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("owner_id", String(32), ForeignKey("users.id"), nullable=False),
+    Column("name", String(100), nullable=False),
+    Column("hostname", String(255), nullable=False),
+    Column("codex_version", String(100), nullable=True),
+    Column("workdir_roots", Text, nullable=False),
+    Column("max_tasks", Integer, nullable=False),
+    Column("connected_at", UTCDateTime, nullable=False),
+    Column("last_seen_at", UTCDateTime, nullable=False),
+    Index("ix_workers_owner", "owner_id"),
+)
+
+tasks = Table(
+    "tasks",
+    metadata,
+    Column(
+        "pk", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("id", String(32), nullable=False, unique=True),
+    Column("owner_id", String(32), ForeignKey("users.id"), nullable=False),
+    Column("prompt", Text, nullable=False),
+    Column("workdir", Text, nullable=True),
+    Column("model", String(200), nullable=True),
+    Column("sandbox", String(32), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("cancel_requested", Boolean, nullable=False, default=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("started_at", UTCDateTime, nullable=True),
+    Column("finished_at", UTCDateTime, nullable=True),
+    Column("worker_id", String(32), nullable=True),
+    Column("worker_name", String(100), nullable=True),
+    Column("lease_id", String(64), nullable=True),
+    Column("thread_id", String(200), nullable=True),
+    Column("exit_code", Integer, nullable=True),
+    Column("error", Text, nullable=True),
+    Column("last_seq", Integer, nullable=False, default=0),
+    Column("upload_next", Integer, nullable=False, default=0),
+    Index("ix_tasks_owner_pk", "owner_id", "pk"),
+    Index("ix_tasks_status_owner", "status", "owner_id", "pk"),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("task_pk", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("seq", Integer, primary_key=True),
+    Column("ts", UTCDateTime, nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("data", Text, nullable=False),
+)
+
+
+def async_url(url: str) -> str:
+    """Map a user-facing database URL to its async driver.
+
+    ``sqlite:///path`` → ``sqlite+aiosqlite:///path``; ``postgresql://`` →
+    ``postgresql+asyncpg://``. URLs that already name a driver pass through.
+
+    Raises:
+        ValueError: an unsupported database.
+    """
+    parsed = make_url(url)
+    if parsed.drivername == "sqlite":
+        return str(parsed.set(drivername="sqlite+aiosqlite"))
+    if parsed.drivername in ("postgresql", "postgres"):
+        return parsed.set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
+    if parsed.drivername in ("sqlite+aiosqlite", "postgresql+asyncpg"):
+        return url
+    raise ValueError(f"unsupported database URL scheme {parsed.drivername!r}")
+
+
+def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def create_engine(url: str) -> AsyncEngine:
+    """An async engine for ``url`` (see :func:`async_url`); SQLite runs in WAL mode."""
+    full = async_url(url)
+    if full.startswith("sqlite"):
+        path = make_url(full).database
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_async_engine(full, pool_size=8, max_overflow=8)
+        event.listen(engine.sync_engine, "connect", _sqlite_on_connect)
+        return engine
+    return create_async_engine(full, pool_size=10, max_overflow=20, pool_pre_ping=True)
+
+
+def _alembic_config(connection: Connection) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.attributes["connection"] = connection
+    return cfg
+
+
+def _upgrade(connection: Connection) -> None:
+    command.upgrade(_alembic_config(connection), "head")
+
+
+async def migrate(engine: AsyncEngine) -> None:
+    """Bring the schema to the newest Alembic revision (idempotent)."""
+    async with engine.begin() as conn:
+        await conn.run_sync(_upgrade)
+
+
+def migrate_sync(url: str) -> None:
+    """Blocking :func:`migrate` for command-line use."""
+
+    async def run() -> None:
+        engine = create_engine(url)
+        try:
+            await migrate(engine)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(run())

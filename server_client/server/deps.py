@@ -1,0 +1,61 @@
+"""Provides the routes' dependencies: the store, the hub, settings and the bearer-token user."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from server_client.server.hub import Hub
+from server_client.server.settings import ServerSettings
+from server_client.server.store import Store, User
+
+_bearer = HTTPBearer(auto_error=False, description="A user token (`ctu_...`).")
+
+
+def get_store(request: Request) -> Store:
+    """The app's store."""
+    store: Store = request.app.state.store
+    return store
+
+
+def get_hub(request: Request) -> Hub:
+    """The app's wake-up hub."""
+    hub: Hub = request.app.state.hub
+    return hub
+
+
+def get_settings(request: Request) -> ServerSettings:
+    """The app's settings."""
+    settings: ServerSettings = request.app.state.settings
+    return settings
+
+
+StoreDep = Annotated[Store, Depends(get_store)]
+HubDep = Annotated[Hub, Depends(get_hub)]
+SettingsDep = Annotated[ServerSettings, Depends(get_settings)]
+
+
+async def current_user(
+    store: StoreDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> User:
+    """The user the request's bearer token belongs to.
+
+    Raises:
+        HTTPException: 401 when the token is missing, unknown or revoked (never echoed back).
+    """
+    if credentials is None:
+        raise HTTPException(
+            401,
+            "missing bearer token: send 'Authorization: Bearer <token>' "
+            "(codex-tui --token or CODEX_TUI_TOKEN)",
+        )
+    user = await store.authenticate(credentials.credentials)
+    if user is None:
+        raise HTTPException(401, "invalid or revoked token")
+    return user
+
+
+CurrentUser = Annotated[User, Depends(current_user)]

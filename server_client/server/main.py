@@ -1,0 +1,186 @@
+"""Provides ``run_server``: bootstrap the store, start the local worker, serve with uvicorn.
+
+On the first start with an empty store the server creates a local user for the OS user that
+runs it and stores that user's token for the local client (server_client.credentials), so
+``codex-tui`` commands of the same OS user on the same machine connect with no flags.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+import uvicorn
+
+from server_client.credentials import load_connection, save_connection
+from server_client.paths import AppDirs
+from server_client.server.app import create_app
+from server_client.server.db import create_engine, migrate
+from server_client.server.settings import ServerSettings
+from server_client.server.store import Store
+
+log = logging.getLogger(__name__)
+
+LOCAL_WORKER_PIDFILE = "local-worker.pid"
+WORKER_CONFIG_ENV = "CODEX_TUI_WORKER_CONFIG"
+
+
+@dataclass
+class LocalWorkerOptions:
+    """Options of the worker ``codex-tui server`` starts beside itself.
+
+    Attributes:
+        workdir_roots: Allowed workdir roots (default: the home folder).
+        grace_s: SIGINT → SIGKILL grace when a task is cancelled (s).
+        codex_bin: The codex binary (default: CODEX_TUI_CODEX_BIN, else ``codex`` on PATH).
+        max_tasks: Tasks run at once.
+        pass_env: Extra environment variable names passed through to codex.
+    """
+
+    workdir_roots: list[str] = field(default_factory=list)
+    codex_bin: str | None = None
+    max_tasks: int = 4
+    pass_env: list[str] = field(default_factory=list)
+    grace_s: float = 2.0
+
+
+def client_url(host: str, port: int) -> str:
+    """The URL a client on this machine uses for a server bound to ``host:port``."""
+    if host in ("0.0.0.0", "", "::"):  # noqa: S104 - mapping a bind address, not binding
+        host = "127.0.0.1"
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
+
+
+async def bootstrap(settings: ServerSettings, url: str, dirs: AppDirs) -> str:
+    """Migrate the store, ensure the local user, and return a valid local token.
+
+    The token stored for the local client is reused when it still authenticates; otherwise a
+    new one is issued and stored (never when the stored connection names another server:
+    then the token is only returned, for the local worker).
+    """
+    engine = create_engine(settings.db_url)
+    try:
+        await migrate(engine)
+        store = Store(engine)
+        local = await store.local_user()
+        if local is None:
+            name = getpass.getuser()
+            if await store.count_users():
+                name = f"{name}-local"
+            local = await store.create_user(name, is_local=True)
+            log.info("created local user %s", local.name)
+        stored = load_connection(dirs)
+        if stored is not None and stored.server == url:
+            user = await store.authenticate(stored.token)
+            if user is not None and user.id == local.id:
+                return stored.token
+        token = await store.issue_token(local.id)
+        if stored is None or stored.server == url:
+            where = save_connection(url, token, dirs)
+            log.info("stored the local client's token (%s)", where)
+        return token
+    finally:
+        await engine.dispose()
+
+
+def _live_local_worker(pidfile: Path) -> int | None:
+    try:
+        pid = int(pidfile.read_text().strip())
+        proc = psutil.Process(pid)
+        if proc.is_running() and "server_client.worker" in " ".join(proc.cmdline()):
+            return pid
+    except (OSError, ValueError, psutil.Error):
+        pass
+    return None
+
+
+def start_local_worker(url: str, token: str, options: LocalWorkerOptions, dirs: AppDirs) -> int:
+    """Start the local worker as its own process (own session); returns its pid.
+
+    Reuses a local worker that still runs from an earlier server start (pid file in the state
+    folder). The token goes through the environment, never the command line.
+    """
+    pidfile = dirs.state / LOCAL_WORKER_PIDFILE
+    existing = _live_local_worker(pidfile)
+    if existing is not None:
+        log.info("local worker already running (pid %d)", existing)
+        return existing
+    config = {
+        "server": url,
+        "name": "local",
+        "workdir_roots": options.workdir_roots,
+        "codex_bin": options.codex_bin,
+        "max_tasks": options.max_tasks,
+        "pass_env": options.pass_env,
+        "grace_s": options.grace_s,
+    }
+    env = dict(os.environ)
+    env["CODEX_TUI_TOKEN"] = token
+    env[WORKER_CONFIG_ENV] = json.dumps(config)
+    log_path = dirs.state / "local-worker.log"
+    with open(log_path, "ab") as log_file:
+        proc = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
+            [sys.executable, "-m", "server_client.worker"],
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
+    pidfile.write_text(f"{proc.pid}\n")
+    log.info("started local worker (pid %d), log %s", proc.pid, log_path)
+    return proc.pid
+
+
+def stop_local_worker(pid: int, timeout_s: float = 10.0) -> None:
+    """SIGTERM the local worker (it cancels its tasks and exits); SIGKILL after ``timeout_s``."""
+    try:
+        proc = psutil.Process(pid)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout_s)
+    except psutil.TimeoutExpired:
+        proc.kill()
+    except psutil.Error:
+        pass
+
+
+def run_server(
+    settings: ServerSettings,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8765,
+    local_worker: LocalWorkerOptions | None = None,
+    log_level: str = "info",
+) -> None:
+    """Serve until interrupted (blocking). Starts and, on exit, stops the local worker."""
+    dirs = AppDirs.resolve().ensure()
+    url = client_url(host, port)
+    token = asyncio.run(bootstrap(settings, url, dirs))
+    worker_pid = None
+    if local_worker is not None:
+        if not local_worker.workdir_roots:
+            local_worker.workdir_roots = list(settings.workdir_roots)
+        worker_pid = start_local_worker(url, token, local_worker, dirs)
+    try:
+        uvicorn.run(
+            create_app(settings),
+            host=host,
+            port=port,
+            log_level=log_level,
+            timeout_graceful_shutdown=5,
+        )
+    finally:
+        if worker_pid is not None:
+            stop_local_worker(worker_pid)
+            (dirs.state / LOCAL_WORKER_PIDFILE).unlink(missing_ok=True)

@@ -1,0 +1,631 @@
+"""Provides the task store: users, tokens, workers, tasks and their append-only event logs.
+
+Every method scopes by owner: a task or worker of another owner is reported exactly like one
+that does not exist (:class:`NotFound`), so ids never leak. Event seqs are assigned here,
+1..N per task with no gap (reliability.md E1), inside the same transaction that updates the
+task row, so a crash can never leave a gap (R9).
+
+SQLite allows one writer at a time; writes from this process are serialised by an
+``asyncio.Lock`` so concurrent requests queue instead of failing with "database is locked".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import json
+import secrets
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Row, and_, func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from server_client.models import (
+    Claim,
+    EventBatch,
+    EventKind,
+    FinishRequest,
+    Sandbox,
+    Task,
+    TaskCreate,
+    TaskPage,
+    TaskStatus,
+    UploadResult,
+    Worker,
+    WorkerHello,
+    utcnow,
+)
+from server_client.server.db import events, tasks, tokens, users, workers
+
+
+class StoreError(Exception):
+    """Base of the store's refusals."""
+
+
+class NotFound(StoreError):
+    """No such object for this owner."""
+
+
+class Conflict(StoreError):
+    """The request conflicts with the stored state (409).
+
+    Attributes:
+        next_index: For event uploads and finishes: the next event index the server expects.
+    """
+
+    def __init__(self, message: str, next_index: int | None = None) -> None:
+        super().__init__(message)
+        self.next_index = next_index
+
+
+class LeaseLost(Conflict):
+    """The worker's lease on the task is gone (another claim, or the task ended)."""
+
+
+@dataclass(frozen=True)
+class User:
+    """An authenticated principal."""
+
+    id: str
+    name: str
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    """One event row; ``data`` is the JSON text exactly as stored."""
+
+    seq: int
+    ts: datetime
+    kind: str
+    data: str
+
+    def envelope_json(self) -> str:
+        """The wire envelope ``{"seq","ts","kind","data"}`` as JSON text, without re-parsing."""
+        ts = self.ts.isoformat().replace("+00:00", "Z")
+        return f'{{"seq":{self.seq},"ts":"{ts}","kind":"{self.kind}","data":{self.data}}}'
+
+    @property
+    def is_terminal(self) -> bool:
+        """True for the status event that ends a task."""
+        if self.kind != EventKind.STATUS:
+            return False
+        status = json.loads(self.data).get("status")
+        return status in {s.value for s in TaskStatus if s.is_terminal}
+
+
+def hash_token(token: str) -> str:
+    """SHA-256 hex digest of a token; tokens are 256-bit random, so no salt or KDF is needed."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def new_token() -> str:
+    """A new random bearer token (256 bits of entropy, prefixed ``ctu_``)."""
+    return "ctu_" + secrets.token_urlsafe(32)
+
+
+def _new_id(length: int = 12) -> str:
+    return secrets.token_hex(length // 2)
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def encode_cursor(pk: int) -> str:
+    """An opaque pagination cursor for the task with internal key ``pk``."""
+    return base64.urlsafe_b64encode(f"t{pk}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> int:
+    """Inverse of :func:`encode_cursor`. Raises ValueError for a malformed cursor."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError("malformed cursor") from exc
+    if not raw.startswith("t") or not raw[1:].isdigit():
+        raise ValueError("malformed cursor")
+    return int(raw[1:])
+
+
+def _task_from_row(row: Row[Any]) -> Task:
+    return Task(
+        id=row.id,
+        prompt=row.prompt,
+        workdir=row.workdir,
+        model=row.model,
+        sandbox=Sandbox(row.sandbox),
+        status=TaskStatus(row.status),
+        cancel_requested=bool(row.cancel_requested),
+        created_at=row.created_at,
+        started_at=row.started_at,
+        finished_at=row.finished_at,
+        worker_id=row.worker_id,
+        worker_name=row.worker_name,
+        thread_id=row.thread_id,
+        exit_code=row.exit_code,
+        error=row.error,
+        last_seq=row.last_seq,
+    )
+
+
+def _worker_from_row(row: Row[Any]) -> Worker:
+    return Worker(
+        id=row.id,
+        name=row.name,
+        hostname=row.hostname,
+        codex_version=row.codex_version,
+        workdir_roots=json.loads(row.workdir_roots),
+        max_tasks=row.max_tasks,
+        connected_at=row.connected_at,
+        last_seen_at=row.last_seen_at,
+    )
+
+
+class Store:
+    """All persistent state, over an async SQLAlchemy engine (SQLite or PostgreSQL)."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self._sqlite = engine.dialect.name == "sqlite"
+        self._write_lock = asyncio.Lock()
+
+    @asynccontextmanager
+    async def _write(self) -> AsyncIterator[AsyncConnection]:
+        """A write transaction (serialised in-process on SQLite)."""
+        if self._sqlite:
+            async with self._write_lock, self.engine.begin() as conn:
+                yield conn
+        else:
+            async with self.engine.begin() as conn:
+                yield conn
+
+    # ---------------------------------------------------------------- users and tokens
+
+    async def create_user(self, name: str, *, is_local: bool = False) -> User:
+        """Create a user. Raises Conflict when the name is taken."""
+        user = User(id=_new_id(), name=name)
+        async with self._write() as conn:
+            taken = await conn.scalar(select(users.c.id).where(users.c.name == name))
+            if taken:
+                raise Conflict(f"user {name!r} already exists")
+            await conn.execute(
+                insert(users).values(id=user.id, name=name, is_local=is_local, created_at=utcnow())
+            )
+        return user
+
+    async def local_user(self) -> User | None:
+        """The user created for the server's own OS user, if any."""
+        async with self.engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(users.c.id, users.c.name)
+                    .where(users.c.is_local.is_(True))
+                    .order_by(users.c.created_at)
+                    .limit(1)
+                )
+            ).first()
+        return User(id=row.id, name=row.name) if row else None
+
+    async def count_users(self) -> int:
+        """How many users exist."""
+        async with self.engine.connect() as conn:
+            return int(await conn.scalar(select(func.count()).select_from(users)) or 0)
+
+    async def issue_token(self, user_id: str, kind: str = "user") -> str:
+        """Create a token for ``user_id``; returns the plain token (stored only as a hash)."""
+        token = new_token()
+        async with self._write() as conn:
+            await conn.execute(
+                insert(tokens).values(
+                    user_id=user_id,
+                    kind=kind,
+                    token_hash=hash_token(token),
+                    created_at=utcnow(),
+                )
+            )
+        return token
+
+    async def authenticate(self, token: str) -> User | None:
+        """The user a bearer token belongs to, or None (unknown or revoked)."""
+        async with self.engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(users.c.id, users.c.name)
+                    .select_from(tokens.join(users, users.c.id == tokens.c.user_id))
+                    .where(tokens.c.token_hash == hash_token(token), tokens.c.revoked_at.is_(None))
+                )
+            ).first()
+        return User(id=row.id, name=row.name) if row else None
+
+    # ---------------------------------------------------------------- tasks
+
+    async def create_task(self, owner: User, body: TaskCreate, workdir: str | None) -> Task:
+        """Store a new queued task and its first event (``status: queued``)."""
+        now = utcnow()
+        task_id = _new_id()
+        async with self._write() as conn:
+            result = await conn.execute(
+                insert(tasks).values(
+                    id=task_id,
+                    owner_id=owner.id,
+                    prompt=body.prompt,
+                    workdir=workdir,
+                    model=body.model,
+                    sandbox=body.sandbox.value,
+                    status=TaskStatus.QUEUED.value,
+                    cancel_requested=False,
+                    created_at=now,
+                    last_seq=0,
+                    upload_next=0,
+                )
+            )
+            pk = int(result.inserted_primary_key[0])
+            await self._append_status(conn, pk, 0, {"status": "queued"}, now)
+            row = (await conn.execute(select(tasks).where(tasks.c.pk == pk))).one()
+        return _task_from_row(row)
+
+    async def list_tasks(
+        self,
+        owner: User,
+        *,
+        statuses: Sequence[TaskStatus] = (),
+        cursor: str | None = None,
+        limit: int = 50,
+    ) -> TaskPage:
+        """A page of the owner's tasks, newest first. Raises ValueError for a bad cursor."""
+        query = select(tasks).where(tasks.c.owner_id == owner.id)
+        if statuses:
+            query = query.where(tasks.c.status.in_([s.value for s in statuses]))
+        if cursor:
+            query = query.where(tasks.c.pk < decode_cursor(cursor))
+        query = query.order_by(tasks.c.pk.desc()).limit(limit + 1)
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return TaskPage(
+            items=[_task_from_row(r) for r in rows],
+            next_cursor=encode_cursor(rows[-1].pk) if more and rows else None,
+        )
+
+    async def _task_row(self, conn: AsyncConnection, owner_id: str, task_id: str) -> Row[Any]:
+        row = (
+            await conn.execute(
+                select(tasks).where(tasks.c.id == task_id, tasks.c.owner_id == owner_id)
+            )
+        ).first()
+        if row is None:
+            raise NotFound(f"no task {task_id}")
+        return row
+
+    async def get_task(self, owner: User, task_id: str) -> Task:
+        """One task of the owner. Raises NotFound."""
+        async with self.engine.connect() as conn:
+            return _task_from_row(await self._task_row(conn, owner.id, task_id))
+
+    async def task_pk(self, owner: User, task_id: str) -> tuple[int, Task]:
+        """The internal key and the task, for event reads. Raises NotFound."""
+        async with self.engine.connect() as conn:
+            row = await self._task_row(conn, owner.id, task_id)
+        return int(row.pk), _task_from_row(row)
+
+    async def request_cancel(self, owner: User, task_id: str) -> tuple[Task, bool]:
+        """Cancel a task: a queued one ends ``canceled`` at once, a running one is flagged.
+
+        Idempotent: a terminal task, or one already flagged, is returned unchanged.
+
+        Returns:
+            The task and whether anything changed.
+
+        Raises:
+            NotFound: no such task for this owner.
+        """
+        now = utcnow()
+        async with self._write() as conn:
+            row = await self._task_row(conn, owner.id, task_id)
+            status = TaskStatus(row.status)
+            if status is TaskStatus.QUEUED:
+                await conn.execute(
+                    update(tasks)
+                    .where(tasks.c.pk == row.pk)
+                    .values(
+                        status=TaskStatus.CANCELED.value,
+                        cancel_requested=True,
+                        finished_at=now,
+                        error="canceled before it started",
+                    )
+                )
+                await self._append_status(
+                    conn,
+                    row.pk,
+                    row.last_seq,
+                    {"status": "canceled", "reason": "canceled before it started"},
+                    now,
+                )
+            elif status is TaskStatus.RUNNING and not row.cancel_requested:
+                await conn.execute(
+                    update(tasks).where(tasks.c.pk == row.pk).values(cancel_requested=True)
+                )
+                await self._append_status(
+                    conn,
+                    row.pk,
+                    row.last_seq,
+                    {"status": "running", "cancel_requested": True},
+                    now,
+                )
+            else:
+                return _task_from_row(row), False
+            new = (await conn.execute(select(tasks).where(tasks.c.pk == row.pk))).one()
+        return _task_from_row(new), True
+
+    # ---------------------------------------------------------------- events
+
+    async def _append_status(
+        self,
+        conn: AsyncConnection,
+        task_pk: int,
+        last_seq: int,
+        data: dict[str, Any],
+        ts: datetime,
+    ) -> int:
+        seq = last_seq + 1
+        await conn.execute(
+            insert(events).values(
+                task_pk=task_pk, seq=seq, ts=ts, kind=EventKind.STATUS.value, data=_dumps(data)
+            )
+        )
+        await conn.execute(update(tasks).where(tasks.c.pk == task_pk).values(last_seq=seq))
+        return seq
+
+    async def read_events(self, task_pk: int, after: int, limit: int = 500) -> list[StoredEvent]:
+        """Stored events with ``seq > after`` in order, at most ``limit``."""
+        async with self.engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    select(events.c.seq, events.c.ts, events.c.kind, events.c.data)
+                    .where(events.c.task_pk == task_pk, events.c.seq > after)
+                    .order_by(events.c.seq)
+                    .limit(limit)
+                )
+            ).all()
+        return [StoredEvent(seq=r.seq, ts=r.ts, kind=r.kind, data=r.data) for r in rows]
+
+    # ---------------------------------------------------------------- workers
+
+    async def connect_worker(self, owner: User, hello: WorkerHello) -> Worker:
+        """Register (or re-register, by name) one of the owner's workers."""
+        now = utcnow()
+        values = {
+            "hostname": hello.hostname,
+            "codex_version": hello.codex_version,
+            "workdir_roots": _dumps(hello.workdir_roots),
+            "max_tasks": hello.max_tasks,
+            "connected_at": now,
+            "last_seen_at": now,
+        }
+        async with self._write() as conn:
+            existing = await conn.scalar(
+                select(workers.c.id).where(
+                    workers.c.owner_id == owner.id, workers.c.name == hello.name
+                )
+            )
+            if existing:
+                await conn.execute(update(workers).where(workers.c.id == existing).values(values))
+                worker_id = str(existing)
+            else:
+                worker_id = _new_id()
+                await conn.execute(
+                    insert(workers).values(
+                        id=worker_id, owner_id=owner.id, name=hello.name, **values
+                    )
+                )
+            row = (await conn.execute(select(workers).where(workers.c.id == worker_id))).one()
+        return _worker_from_row(row)
+
+    async def get_worker(self, owner: User, worker_id: str) -> Worker:
+        """One of the owner's workers. Raises NotFound."""
+        async with self.engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(workers).where(workers.c.id == worker_id, workers.c.owner_id == owner.id)
+                )
+            ).first()
+        if row is None:
+            raise NotFound(f"no worker {worker_id}")
+        return _worker_from_row(row)
+
+    async def workdir_roots(self, owner: User) -> list[str]:
+        """The union of the workdir roots the owner's workers reported."""
+        async with self.engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    select(workers.c.workdir_roots).where(workers.c.owner_id == owner.id)
+                )
+            ).all()
+        roots: list[str] = []
+        for row in rows:
+            for root in json.loads(row.workdir_roots):
+                if root not in roots:
+                    roots.append(root)
+        return roots
+
+    async def touch_worker(self, worker_id: str) -> None:
+        """Record that the worker was just heard from."""
+        async with self._write() as conn:
+            await conn.execute(
+                update(workers).where(workers.c.id == worker_id).values(last_seen_at=utcnow())
+            )
+
+    async def claim(self, owner: User, worker: Worker) -> Claim | None:
+        """Atomically take the owner's oldest queued task for ``worker``, or None.
+
+        The task becomes ``running`` with a fresh lease id; a ``status: running`` event is
+        appended. Only tasks of the worker's owner are ever considered (R7).
+        """
+        now = utcnow()
+        lease_id = secrets.token_hex(16)
+        async with self._write() as conn:
+            query = (
+                select(tasks.c.pk, tasks.c.last_seq)
+                .where(tasks.c.owner_id == owner.id, tasks.c.status == TaskStatus.QUEUED.value)
+                .order_by(tasks.c.pk)
+                .limit(1)
+            )
+            if not self._sqlite:
+                query = query.with_for_update(skip_locked=True)
+            row = (await conn.execute(query)).first()
+            if row is None:
+                return None
+            result = await conn.execute(
+                update(tasks)
+                .where(tasks.c.pk == row.pk, tasks.c.status == TaskStatus.QUEUED.value)
+                .values(
+                    status=TaskStatus.RUNNING.value,
+                    started_at=now,
+                    worker_id=worker.id,
+                    worker_name=worker.name,
+                    lease_id=lease_id,
+                )
+            )
+            if result.rowcount != 1:
+                return None
+            await self._append_status(
+                conn,
+                row.pk,
+                row.last_seq,
+                {"status": "running", "worker_id": worker.id, "worker": worker.name},
+                now,
+            )
+            task_row = (await conn.execute(select(tasks).where(tasks.c.pk == row.pk))).one()
+        return Claim(task=_task_from_row(task_row), lease_id=lease_id)
+
+    async def _leased_row(
+        self, conn: AsyncConnection, owner: User, worker_id: str, task_id: str, lease_id: str
+    ) -> Row[Any]:
+        query = select(tasks).where(tasks.c.id == task_id, tasks.c.owner_id == owner.id)
+        if not self._sqlite:
+            query = query.with_for_update()
+        row = (await conn.execute(query)).first()
+        if row is None:
+            raise NotFound(f"no task {task_id}")
+        if row.worker_id != worker_id or row.lease_id != lease_id:
+            raise LeaseLost("this worker does not hold the task's lease")
+        return row
+
+    async def append_events(
+        self, owner: User, worker_id: str, task_id: str, batch: EventBatch
+    ) -> tuple[UploadResult, int]:
+        """Append a worker's batch idempotently by index (R4).
+
+        Returns:
+            The upload result and the task's internal key (for notifying subscribers).
+
+        Raises:
+            NotFound: unknown task. LeaseLost: not this worker's lease, or the task ended.
+            Conflict: the batch starts past the next expected index (``next_index`` set).
+        """
+        async with self._write() as conn:
+            row = await self._leased_row(conn, owner, worker_id, task_id, batch.lease_id)
+            if TaskStatus(row.status).is_terminal:
+                raise LeaseLost(f"task {task_id} already ended {row.status}")
+            expected = int(row.upload_next)
+            if batch.first_index > expected:
+                raise Conflict(
+                    f"gap: batch starts at {batch.first_index}, expected {expected}",
+                    next_index=expected,
+                )
+            fresh = batch.events[expected - batch.first_index :]
+            seq = int(row.last_seq)
+            if fresh:
+                rows = []
+                for item in fresh:
+                    seq += 1
+                    rows.append(
+                        {
+                            "task_pk": row.pk,
+                            "seq": seq,
+                            "ts": item.ts,
+                            "kind": item.kind.value,
+                            "data": _dumps(item.data),
+                        }
+                    )
+                await conn.execute(insert(events), rows)
+            values: dict[str, Any] = {
+                "last_seq": seq,
+                "upload_next": expected + len(fresh),
+            }
+            if batch.thread_id and not row.thread_id:
+                values["thread_id"] = batch.thread_id
+            await conn.execute(update(tasks).where(tasks.c.pk == row.pk).values(values))
+        result = UploadResult(
+            next_index=expected + len(fresh), cancel_requested=bool(row.cancel_requested)
+        )
+        return result, int(row.pk)
+
+    async def finish(
+        self, owner: User, worker_id: str, task_id: str, body: FinishRequest
+    ) -> tuple[Task, bool]:
+        """End a task with the worker's verdict; idempotent for the lease holder (R6).
+
+        Returns:
+            The task and whether this call ended it.
+
+        Raises:
+            NotFound, LeaseLost, or Conflict (with ``next_index``) when events are missing.
+        """
+        now = utcnow()
+        async with self._write() as conn:
+            row = await self._leased_row(conn, owner, worker_id, task_id, body.lease_id)
+            if TaskStatus(row.status).is_terminal:
+                return _task_from_row(row), False
+            if body.event_count != row.upload_next:
+                raise Conflict(
+                    f"finish says {body.event_count} events, the server has {row.upload_next}",
+                    next_index=int(row.upload_next),
+                )
+            await conn.execute(
+                update(tasks)
+                .where(tasks.c.pk == row.pk)
+                .values(
+                    status=body.status.value,
+                    finished_at=now,
+                    exit_code=body.exit_code,
+                    error=body.error,
+                    thread_id=body.thread_id or row.thread_id,
+                )
+            )
+            data: dict[str, Any] = {"status": body.status.value}
+            if body.exit_code is not None:
+                data["exit_code"] = body.exit_code
+            if body.error:
+                data["reason"] = body.error
+            await self._append_status(conn, row.pk, row.last_seq, data, now)
+            new = (await conn.execute(select(tasks).where(tasks.c.pk == row.pk))).one()
+        return _task_from_row(new), True
+
+    async def cancel_requested(
+        self, owner: User, worker_id: str, task_ids: Sequence[str]
+    ) -> list[str]:
+        """Which of the worker's running ``task_ids`` have a cancel request."""
+        if not task_ids:
+            return []
+        async with self.engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    select(tasks.c.id).where(
+                        and_(
+                            tasks.c.owner_id == owner.id,
+                            tasks.c.worker_id == worker_id,
+                            tasks.c.id.in_(list(task_ids)),
+                            tasks.c.cancel_requested.is_(True),
+                            tasks.c.status == TaskStatus.RUNNING.value,
+                        )
+                    )
+                )
+            ).all()
+        return [r.id for r in rows]

@@ -1,0 +1,322 @@
+"""Provides ``WorkerAgent``: claims its owner's tasks and runs codex for each of them.
+
+Three loops share one HTTP client: the claim long poll (one request waiting at a time, only
+while a slot is free: no busy polling, reliability.md R8), the signals long poll (cancel
+requests, restarted whenever the set of running tasks changes, so a cancel arrives within
+moments), and one coroutine per running task (runner + uploader + finish).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import Awaitable
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+import httpx
+
+from server_client.client import ApiError, backoff_delays
+from server_client.models import (
+    Claim,
+    EventIn,
+    EventKind,
+    FinishRequest,
+    TaskStatus,
+    WorkerHello,
+    utcnow,
+)
+from server_client.paths import WorkdirError, resolve_workdir
+from server_client.worker.api import WorkerApi
+from server_client.worker.codex_bin import CodexNotFoundError, codex_version, resolve_codex_bin
+from server_client.worker.runner import ExecRunner, RunOutcome, RunSpec, build_child_env
+from server_client.worker.uploader import EventUploader, LeaseLostError
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+@dataclass
+class WorkerConfig:
+    """How a worker runs.
+
+    Attributes:
+        server: Server URL. token: The owner's token (never logged, never passed to codex).
+        name: Worker name, unique per owner. workdir_roots: Allowed workdir roots.
+        codex_bin: Explicit codex binary (else CODEX_TUI_CODEX_BIN, else ``codex`` on PATH).
+        max_tasks: Tasks run at once. pass_env: Extra variable names passed to codex.
+        grace_s: SIGINT → SIGKILL grace on cancel (s). batch_interval_s: Upload batching (s).
+        poll_wait_s: Long-poll length (s).
+    """
+
+    server: str
+    token: str
+    name: str = field(default_factory=socket.gethostname)
+    workdir_roots: list[str] = field(default_factory=list)
+    codex_bin: str | None = None
+    max_tasks: int = 4
+    pass_env: list[str] = field(default_factory=list)
+    grace_s: float = 2.0
+    batch_interval_s: float = 0.05
+    poll_wait_s: float = 25.0
+
+
+class FatalWorkerError(RuntimeError):
+    """The server refused this worker for good (e.g. 401: its token was revoked)."""
+
+
+class WorkerAgent:
+    """One worker process's main object; :meth:`run` until :meth:`stop`."""
+
+    def __init__(self, config: WorkerConfig) -> None:
+        self.config = config
+        self.api = WorkerApi(config.server, config.token)
+        self.worker_id: str | None = None
+        self._runners: dict[str, ExecRunner] = {}
+        self._jobs: set[asyncio.Task[None]] = set()
+        self._changed = asyncio.Event()
+        self._slot_free = asyncio.Event()
+        self._stopping = asyncio.Event()
+
+    @property
+    def running_task_ids(self) -> list[str]:
+        """Ids of the tasks running now."""
+        return list(self._runners)
+
+    def stop(self) -> None:
+        """Stop claiming and cancel every running task; :meth:`run` returns once they ended."""
+        self._stopping.set()
+        for runner in self._runners.values():
+            runner.cancel()
+
+    async def connect(self) -> str:
+        """Register with the server, retrying with jittered backoff until it answers."""
+        version: str | None = None
+        try:
+            version = await asyncio.to_thread(
+                codex_version, resolve_codex_bin(self.config.codex_bin)
+            )
+        except CodexNotFoundError as exc:
+            log.warning("%s", exc)
+        hello = WorkerHello(
+            name=self.config.name,
+            hostname=socket.gethostname(),
+            codex_version=version,
+            workdir_roots=self.config.workdir_roots,
+            max_tasks=self.config.max_tasks,
+        )
+        delays = iter(backoff_delays(0.2, 10.0))
+        while True:
+            try:
+                worker = await self.api.connect(hello)
+                self.worker_id = worker.id
+                log.info(
+                    "connected to %s as worker %s (%s)", self.config.server, worker.name, worker.id
+                )
+                return worker.id
+            except ApiError as exc:
+                if exc.status in (401, 403, 422):
+                    raise FatalWorkerError(f"server refused this worker: {exc}") from exc
+                log.warning("connect refused (%s); retrying", exc)
+            except httpx.TransportError as exc:
+                log.warning(
+                    "cannot reach %s (%s); retrying", self.config.server, type(exc).__name__
+                )
+            await self._sleep_or_stop(next(delays))
+            if self._stopping.is_set():
+                raise asyncio.CancelledError
+
+    async def _sleep_or_stop(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+        except TimeoutError:
+            pass
+
+    async def run(self) -> None:
+        """Connect, then claim and run tasks until :meth:`stop`; waits for running tasks."""
+        await self.connect()
+        signals = asyncio.create_task(self._signals_loop(), name="signals")
+        try:
+            await self._claim_loop()
+        finally:
+            if self._jobs:
+                await asyncio.gather(*self._jobs, return_exceptions=True)
+            signals.cancel()
+            await asyncio.gather(signals, return_exceptions=True)
+            await self.api.aclose()
+
+    async def _claim_loop(self) -> None:
+        assert self.worker_id is not None
+        delays = iter(backoff_delays(0.2, 10.0))
+        while not self._stopping.is_set():
+            if len(self._jobs) >= self.config.max_tasks:
+                self._slot_free.clear()
+                await self._first_of(self._slot_free.wait())
+                continue
+            try:
+                claim = await self._first_of(
+                    self.api.claim(self.worker_id, self.config.poll_wait_s)
+                )
+            except ApiError as exc:
+                if exc.status == 401:
+                    raise FatalWorkerError(f"server refused this worker's token: {exc}") from exc
+                if exc.status == 404:
+                    await self.connect()
+                    continue
+                log.warning("claim refused (%s); retrying", exc)
+                await self._sleep_or_stop(next(delays))
+                continue
+            except httpx.TransportError as exc:
+                log.warning("claim failed (%s); retrying", type(exc).__name__)
+                await self._sleep_or_stop(next(delays))
+                continue
+            delays = iter(backoff_delays(0.2, 10.0))
+            if claim is None:
+                continue
+            job = asyncio.create_task(self._run_task(claim), name=f"task-{claim.task.id}")
+            self._jobs.add(job)
+            job.add_done_callback(self._job_done)
+
+    def _job_done(self, job: asyncio.Task[None]) -> None:
+        self._jobs.discard(job)
+        self._slot_free.set()
+        if not job.cancelled() and job.exception() is not None:
+            log.error("task job crashed", exc_info=job.exception())
+
+    async def _first_of(self, awaitable: Awaitable[T]) -> T | None:
+        """Await ``awaitable`` unless the worker is told to stop first (then None)."""
+        work = asyncio.ensure_future(awaitable)
+        stop = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait({work, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+        if work.done():
+            return work.result()
+        work.cancel()
+        await asyncio.gather(work, return_exceptions=True)
+        return None
+
+    async def _signals_loop(self) -> None:
+        assert self.worker_id is not None
+        delays = iter(backoff_delays(0.2, 10.0))
+        while True:
+            self._changed.clear()
+            poll = asyncio.ensure_future(
+                self.api.signals(self.worker_id, self.running_task_ids, self.config.poll_wait_s)
+            )
+            changed = asyncio.ensure_future(self._changed.wait())
+            await asyncio.wait({poll, changed}, return_when=asyncio.FIRST_COMPLETED)
+            changed.cancel()
+            if not poll.done():
+                poll.cancel()
+                await asyncio.gather(poll, return_exceptions=True)
+                continue
+            try:
+                answer = poll.result()
+            except (httpx.TransportError, ApiError) as exc:
+                log.warning("signals poll failed (%s); retrying", type(exc).__name__)
+                await asyncio.sleep(next(delays))
+                continue
+            delays = iter(backoff_delays(0.2, 10.0))
+            for task_id in answer.cancel:
+                runner = self._runners.get(task_id)
+                if runner is not None:
+                    log.info("task %s: cancel requested", task_id)
+                    runner.cancel()
+            if answer.cancel:
+                # The server answers at once while the flag stays set; wait for a change.
+                await self._first_of(self._changed.wait())
+
+    def _prepare(self, claim: Claim) -> RunSpec | str:
+        """Build the run spec, or return the error that fails the task before codex starts."""
+        task = claim.task
+        try:
+            codex_bin = resolve_codex_bin(self.config.codex_bin)
+        except CodexNotFoundError as exc:
+            return str(exc)
+        try:
+            workdir = resolve_workdir(task.workdir, self.config.workdir_roots)
+        except WorkdirError as exc:
+            return str(exc)
+        env = build_child_env(self.config.pass_env, task_id=task.id)
+        return RunSpec(
+            task_id=task.id,
+            prompt=task.prompt,
+            workdir=workdir,
+            sandbox=task.sandbox,
+            model=task.model,
+            codex_bin=codex_bin,
+            env=env,
+        )
+
+    async def _run_task(self, claim: Claim) -> None:
+        assert self.worker_id is not None
+        task = claim.task
+        log.info("task %s: claimed", task.id)
+        runner: ExecRunner | None = None
+        uploader = EventUploader(
+            self.api,
+            self.worker_id,
+            task.id,
+            claim.lease_id,
+            interval_s=self.config.batch_interval_s,
+            on_cancel_requested=lambda: runner.cancel() if runner is not None else None,
+        )
+        uploader.start()
+        prepared = self._prepare(claim)
+        if isinstance(prepared, str):
+            uploader.add(EventIn(ts=utcnow(), kind=EventKind.STDERR, data={"line": prepared}))
+            outcome = RunOutcome(
+                status=TaskStatus.FAILED,
+                exit_code=None,
+                error=prepared,
+                thread_id=None,
+                event_count=0,
+            )
+        else:
+            runner = ExecRunner(prepared, uploader.add, grace_s=self.config.grace_s)
+            if task.cancel_requested or self._stopping.is_set():
+                runner.cancel()
+            self._runners[task.id] = runner
+            self._changed.set()
+            try:
+                outcome = await runner.run()
+            finally:
+                self._runners.pop(task.id, None)
+                self._changed.set()
+            if outcome.status is TaskStatus.CANCELED and self._stopping.is_set():
+                outcome.error = outcome.error or "the worker was stopped"
+        try:
+            await uploader.close()
+        except LeaseLostError:
+            log.error("task %s: lease lost; not reporting its end", task.id)
+            return
+        await self._finish(claim, uploader, outcome)
+
+    async def _finish(self, claim: Claim, uploader: EventUploader, outcome: RunOutcome) -> None:
+        assert self.worker_id is not None
+        body = FinishRequest(
+            lease_id=claim.lease_id,
+            status=outcome.status,  # type: ignore[arg-type]
+            event_count=uploader.count,
+            exit_code=outcome.exit_code,
+            error=outcome.error,
+            thread_id=outcome.thread_id or uploader.thread_id,
+        )
+        delays = iter(backoff_delays(0.2, 10.0))
+        while True:
+            try:
+                await self.api.finish(self.worker_id, claim.task.id, body)
+                log.info("task %s: %s", claim.task.id, outcome.status.value)
+                return
+            except httpx.TransportError as exc:
+                log.warning("finish of %s failed (%s); retrying", claim.task.id, type(exc).__name__)
+            except ApiError as exc:
+                if exc.status in (404, 409) and exc.problem.next_index is None:
+                    log.error("task %s: finish refused: %s", claim.task.id, exc)
+                    return
+                log.warning("finish of %s refused (%s); retrying", claim.task.id, exc)
+            await asyncio.sleep(next(delays))

@@ -1,0 +1,701 @@
+"""Provides ExecRunner: one ``codex exec --json`` process for one task, from spawn to cleanup.
+
+The runner spawns the native codex binary directly (no shell) in its own session, with stdin
+from ``/dev/null`` and an allow-listed environment (reliability.md C2, S3), turns every output
+line into an :class:`~server_client.models.EventIn` (E6, E7), and decides the task's outcome.
+Facts about codex's behaviour come from ``/work/shared/codex-facts.md``.
+
+Argv (S5)::
+
+    <codex> exec --json --skip-git-repo-check --sandbox=<mode> --cd=<workdir> [--model=<m>]
+            -- <prompt>
+
+``--`` ends option parsing, so a prompt such as ``-h`` or
+``--dangerously-bypass-approvals-and-sandbox`` stays prompt text (checked against codex-cli
+0.169.0: the model receives it verbatim). Options use the ``--name=value`` form so that a value
+starting with ``-`` can never be taken for a flag. The one prompt codex still interprets is a
+lone ``-`` ("read the prompt from stdin"); it is refused with :class:`PromptError`.
+
+Cancel (C1): SIGINT to codex's process group at once; if codex is still alive after
+``grace_s`` seconds, SIGKILL to the group. Codex runs its commands in their own sessions, so
+after codex exits (cancelled or not) the runner also SIGKILLs every process codex started that
+is still alive, found two ways: descendants of codex recorded while it ran (periodically, at
+cancel time and just before the SIGKILL), and processes whose environment carries
+``CODEX_TUI_TASK_ID=<task id>`` (:data:`TASK_ENV`, set by :func:`build_child_env`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import psutil
+
+from server_client.models import EventIn, EventKind, Sandbox, TaskStatus, utcnow
+from server_client.worker.codex_bin import INSTALL_HINT
+
+__all__ = [
+    "ALLOWED_ENV",
+    "DEFAULT_MAX_LINE_BYTES",
+    "TASK_ENV",
+    "ExecRunner",
+    "PromptError",
+    "RunOutcome",
+    "RunSpec",
+    "become_subreaper",
+    "build_argv",
+    "build_child_env",
+    "reap_orphan_zombies",
+]
+
+log = logging.getLogger(__name__)
+
+#: Environment variables copied from the worker's environment into codex's (S3).
+ALLOWED_ENV: tuple[str, ...] = ("PATH", "HOME", "CODEX_HOME", "LANG", "USER", "LOGNAME", "TMPDIR")
+
+#: Marker variable that tags every process of one task (value: the task id).
+TASK_ENV = "CODEX_TUI_TASK_ID"
+
+#: Longest output line kept, in bytes; the rest of a longer line is dropped and counted (E6).
+DEFAULT_MAX_LINE_BYTES = 4 * 1024 * 1024
+
+#: Largest ``error`` text of an outcome, in characters (``FinishRequest.error`` allows 10,000).
+MAX_ERROR_CHARS = 4000
+
+_READ_CHUNK = 256 * 1024
+_STDERR_TAIL_LINES = 8
+_REAP_TIMEOUT_S = 2.0
+_CLEANUP_ROUNDS = 4
+
+_OutputKind = Literal[EventKind.CODEX, EventKind.STDOUT, EventKind.STDERR]
+
+#: pids of codex processes spawned by runners that asyncio has not reaped yet.
+_ACTIVE_CODEX_PIDS: set[int] = set()
+
+
+class PromptError(ValueError):
+    """The prompt cannot be passed to codex as plain text (a lone ``-`` or a NUL character)."""
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """What to run: one task's prompt and codex options.
+
+    Attributes:
+        task_id: the task's id; also the value of :data:`TASK_ENV` in ``env``.
+        prompt: the prompt text, passed as one argv element after ``--``.
+        workdir: absolute, already validated real path; codex's ``--cd`` and the child's cwd.
+        sandbox: codex's ``--sandbox`` mode.
+        model: codex's ``--model``; None keeps codex's configured default.
+        codex_bin: path of the native codex binary (see ``codex_bin.resolve_codex_bin``).
+        env: the child's complete environment (see :func:`build_child_env`).
+    """
+
+    task_id: str
+    prompt: str
+    workdir: str
+    sandbox: Sandbox
+    model: str | None
+    codex_bin: str
+    env: Mapping[str, str]
+
+
+@dataclass
+class RunOutcome:
+    """How a run ended.
+
+    Attributes:
+        status: ``COMPLETED``, ``FAILED`` or ``CANCELED``.
+        exit_code: codex's exit code; negative when killed by that signal; None if never started.
+        error: a human-readable reason when ``status`` is ``FAILED``, else None.
+        thread_id: the ``thread.started.thread_id`` codex printed, if any.
+        event_count: how many events were passed to ``emit``.
+    """
+
+    status: TaskStatus
+    exit_code: int | None
+    error: str | None
+    thread_id: str | None
+    event_count: int
+
+
+def build_argv(spec: RunSpec) -> list[str]:
+    """Build codex's argv for ``spec`` (see the module docstring); never goes through a shell.
+
+    Returns:
+        ``[codex_bin, "exec", "--json", "--skip-git-repo-check", "--sandbox=<mode>",
+        "--cd=<workdir>", ("--model=<model>",) "--", prompt]``.
+
+    Raises:
+        PromptError: the prompt is a lone ``-`` (codex would read stdin) or contains NUL.
+        ValueError: ``workdir`` is not absolute.
+    """
+    if spec.prompt.strip() == "-":
+        raise PromptError(
+            'a prompt of just "-" is not allowed: codex reads the prompt from stdin then'
+        )
+    if "\x00" in spec.prompt:
+        raise PromptError("the prompt contains a NUL character, which cannot be passed to codex")
+    if not os.path.isabs(spec.workdir):
+        raise ValueError(f"workdir must be an absolute path, got {spec.workdir!r}")
+    argv = [
+        spec.codex_bin,
+        "exec",
+        "--json",
+        "--skip-git-repo-check",
+        f"--sandbox={Sandbox(spec.sandbox).value}",
+        f"--cd={spec.workdir}",
+    ]
+    if spec.model:
+        argv.append(f"--model={spec.model}")
+    argv += ["--", spec.prompt]
+    return argv
+
+
+def build_child_env(
+    passthrough: Iterable[str] = (),
+    *,
+    task_id: str,
+    source: Mapping[str, str] = os.environ,
+) -> dict[str, str]:
+    """Build codex's environment from an allow-list (reliability.md S3).
+
+    Args:
+        passthrough: extra variable names to copy (e.g. ``OPENAI_API_KEY`` if the admin wants it).
+        task_id: value of the :data:`TASK_ENV` marker that tags the task's processes.
+        source: where values come from (default: the worker's environment).
+
+    Returns:
+        The variables of :data:`ALLOWED_ENV` and ``passthrough`` that exist in ``source``, plus
+        ``CODEX_TUI_TASK_ID=<task_id>``. Nothing else (the worker's ``CODEX_TUI_TOKEN`` never).
+    """
+    names = dict.fromkeys([*ALLOWED_ENV, *passthrough])
+    env = {name: source[name] for name in names if name in source and name != TASK_ENV}
+    env[TASK_ENV] = task_id
+    return env
+
+
+def become_subreaper() -> bool:
+    """Make this process a child subreaper (Linux ``prctl(PR_SET_CHILD_SUBREAPER)``).
+
+    Orphaned descendants (e.g. commands whose codex died) are then re-parented to this process
+    instead of init. A subreaper must reap them: call :func:`reap_orphan_zombies` periodically.
+
+    Returns:
+        True on success, False on other platforms or when the call fails.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    pr_set_child_subreaper = 36
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return int(libc.prctl(pr_set_child_subreaper, 1, 0, 0, 0)) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def reap_orphan_zombies() -> list[int]:
+    """Reap zombie children of this process that are not a running codex of a runner.
+
+    Only needed after :func:`become_subreaper`. Must not be used if this process starts other
+    subprocesses whose exit status matters and that are not reaped at once by their owner.
+
+    Returns:
+        The pids reaped.
+    """
+    reaped: list[int] = []
+    try:
+        children = psutil.Process().children()
+    except psutil.Error:
+        return reaped
+    for child in children:
+        if child.pid in _ACTIVE_CODEX_PIDS:
+            continue
+        try:
+            if child.status() != psutil.STATUS_ZOMBIE:
+                continue
+        except psutil.Error:
+            continue
+        if _waitpid_nohang(child.pid):
+            reaped.append(child.pid)
+    return reaped
+
+
+def _waitpid_nohang(pid: int) -> bool:
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return False
+    return done == pid
+
+
+def _scrub_surrogates(value: Any) -> Any:
+    """Replace lone surrogates (from ``\\ud800``-style JSON escapes) so the value encodes."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return value.encode("utf-8", "replace").decode("utf-8")
+        return value
+    if isinstance(value, list):
+        return [_scrub_surrogates(v) for v in value]
+    if isinstance(value, dict):
+        return {_scrub_surrogates(k): _scrub_surrogates(v) for k, v in value.items()}
+    return value
+
+
+def _preflight(spec: RunSpec) -> str | None:
+    """Check the workdir and the binary before spawning; returns the problem or None."""
+    if not os.path.isdir(spec.workdir):
+        return f"workdir {spec.workdir} does not exist or is not a folder"
+    if not os.access(spec.workdir, os.R_OK | os.X_OK):
+        return f"workdir {spec.workdir} is not accessible"
+    if not os.path.isfile(spec.codex_bin) or not os.access(spec.codex_bin, os.X_OK):
+        return f"codex binary {spec.codex_bin} does not exist or is not executable. " + INSTALL_HINT
+    return None
+
+
+def _exit_reason(code: int | None) -> str:
+    if code is None:
+        return "codex did not exit"
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = str(-code)
+        return f"codex was killed by signal {name} before the turn finished"
+    return f"codex exited with code {code} before the turn finished"
+
+
+def _ancestor_pids() -> set[int]:
+    pids = {os.getpid()}
+    try:
+        pids.update(p.pid for p in psutil.Process().parents())
+    except psutil.Error:
+        pass
+    return pids
+
+
+def _descendants(pid: int) -> list[psutil.Process]:
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.Error:
+        return []
+
+
+def _marked_processes(task_id: str, skip: set[int]) -> list[psutil.Process]:
+    """Processes of this user whose environment has ``CODEX_TUI_TASK_ID=<task_id>``."""
+    uid = os.getuid() if hasattr(os, "getuid") else None
+    found: list[psutil.Process] = []
+    for proc in psutil.process_iter(["uids"]):
+        if proc.pid in skip:
+            continue
+        uids = proc.info.get("uids")
+        if uids is None or (uid not in (None, 0) and uids.real != uid):
+            continue
+        try:
+            if proc.environ().get(TASK_ENV) == task_id:
+                found.append(proc)
+        except (psutil.Error, OSError):
+            continue
+    return found
+
+
+def _wait_gone(procs: Iterable[psutil.Process], timeout_s: float) -> None:
+    """Wait until each process is gone or a zombie, reaping the ones that are our children."""
+    me = os.getpid()
+    pending = list(procs)
+    deadline = time.monotonic() + timeout_s
+    while pending:
+        still: list[psutil.Process] = []
+        for proc in pending:
+            try:
+                if proc.status() == psutil.STATUS_ZOMBIE:
+                    if proc.ppid() == me and proc.pid not in _ACTIVE_CODEX_PIDS:
+                        _waitpid_nohang(proc.pid)
+                    continue
+            except psutil.Error:
+                continue
+            still.append(proc)
+        pending = still
+        if not pending or time.monotonic() >= deadline:
+            return
+        time.sleep(0.01)
+
+
+class ExecRunner:
+    """Runs one ``codex exec --json`` for one task and reports its events and outcome.
+
+    ``emit`` is called, in the event loop's thread, once per event in output order. Create one
+    runner per run; :meth:`run` may be awaited once. :meth:`cancel` may be called at any time
+    from the event loop's thread.
+
+    Args:
+        spec: what to run.
+        emit: receives each event (kinds ``codex``, ``stdout``, ``stderr``).
+        grace_s: seconds between SIGINT and SIGKILL on cancel (codex-facts.md suggests 2 s).
+        max_line_bytes: longest output line kept, in bytes; longer lines are truncated (E6).
+        track_interval_s: seconds between snapshots of codex's descendants while it runs
+            (None: only at cancel time).
+        drain_timeout_s: seconds to wait for the output pipes to close after codex exited.
+    """
+
+    def __init__(
+        self,
+        spec: RunSpec,
+        emit: Callable[[EventIn], None],
+        *,
+        grace_s: float = 2.0,
+        max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+        track_interval_s: float | None = 1.0,
+        drain_timeout_s: float = 2.0,
+    ) -> None:
+        self.spec = spec
+        self._emit_cb = emit
+        self._grace_s = grace_s
+        self._max_line = max(1, max_line_bytes)
+        self._track_interval_s = track_interval_s
+        self._drain_timeout_s = drain_timeout_s
+        self._cancel_requested = False
+        self._cancel_event = asyncio.Event()
+        self._result_at_cancel: str | None = None
+        self._started = False
+        self._proc: asyncio.subprocess.Process | None = None
+        self._known: dict[int, psutil.Process] = {}
+        self._thread_id: str | None = None
+        self._turn_result: str | None = None  # "completed" | "failed"
+        self._turn_error: str | None = None
+        self._event_count = 0
+        self._stderr_tail: list[str] = []
+        self._internal_error: BaseException | None = None
+
+    # ---- public ------------------------------------------------------------------------
+
+    @property
+    def pid(self) -> int | None:
+        """codex's pid once spawned (also its process group and session id), else None."""
+        return self._proc.pid if self._proc is not None else None
+
+    @property
+    def thread_id(self) -> str | None:
+        """The thread id from codex's ``thread.started`` event, once seen."""
+        return self._thread_id
+
+    @property
+    def cancel_requested(self) -> bool:
+        """True once :meth:`cancel` was called."""
+        return self._cancel_requested
+
+    def cancel(self) -> None:
+        """Ask the run to stop: SIGINT now, SIGKILL after ``grace_s``. Idempotent.
+
+        Before :meth:`run` the run ends ``CANCELED`` without starting codex; after it, a no-op.
+        """
+        if self._cancel_requested:
+            return
+        self._cancel_requested = True
+        self._result_at_cancel = self._turn_result
+        self._cancel_event.set()
+
+    async def run(self) -> RunOutcome:
+        """Run codex to the end and return the outcome.
+
+        Never raises for codex's failures: a missing binary, an unusable workdir or a bad
+        prompt give a ``FAILED`` outcome with the reason. If the task awaiting ``run`` is
+        cancelled, codex and its processes get SIGKILL before ``CancelledError`` propagates.
+
+        Raises:
+            RuntimeError: ``run`` was already called on this runner.
+        """
+        if self._started:
+            raise RuntimeError("ExecRunner.run() may only be called once")
+        self._started = True
+        if self._cancel_requested:
+            return self._outcome(TaskStatus.CANCELED, None, None)
+        spec = self.spec
+        try:
+            argv = build_argv(spec)
+        except ValueError as exc:
+            return self._outcome(TaskStatus.FAILED, None, str(exc))
+        problem = _preflight(spec)
+        if problem is not None:
+            return self._outcome(TaskStatus.FAILED, None, problem)
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                cwd=spec.workdir,
+                env=dict(spec.env),
+                start_new_session=True,
+            )
+        except (OSError, ValueError) as exc:
+            return self._outcome(
+                TaskStatus.FAILED, None, f"could not start codex ({spec.codex_bin}): {exc}"
+            )
+        self._proc = proc
+        _ACTIVE_CODEX_PIDS.add(proc.pid)
+        try:
+            return await self._supervise(proc)
+        finally:
+            if proc.returncode is not None:
+                _ACTIVE_CODEX_PIDS.discard(proc.pid)
+
+    # ---- supervision -------------------------------------------------------------------
+
+    async def _supervise(self, proc: asyncio.subprocess.Process) -> RunOutcome:
+        assert proc.stdout is not None and proc.stderr is not None
+        readers = [
+            asyncio.create_task(self._pump(proc.stdout, self._on_stdout_line)),
+            asyncio.create_task(self._pump(proc.stderr, self._on_stderr_line)),
+        ]
+        helpers = [asyncio.create_task(self._cancel_flow(proc))]
+        if self._track_interval_s is not None:
+            helpers.append(asyncio.create_task(self._track(proc)))
+        try:
+            await proc.wait()
+        except asyncio.CancelledError:
+            self._cancel_requested = True
+            self._snapshot(proc)
+            self._signal_group(proc, signal.SIGKILL)
+            raise
+        finally:
+            for task in helpers:
+                task.cancel()
+            await asyncio.gather(*helpers, return_exceptions=True)
+            if proc.returncode is None:  # only when run() itself was cancelled
+                with contextlib.suppress(asyncio.CancelledError):
+                    await proc.wait()
+            await asyncio.to_thread(self._kill_leftovers, proc.pid)
+            _, pending = await asyncio.wait(readers, timeout=self._drain_timeout_s)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*readers, return_exceptions=True)
+        return self._final_outcome(proc.returncode)
+
+    async def _cancel_flow(self, proc: asyncio.subprocess.Process) -> None:
+        await self._cancel_event.wait()
+        if proc.returncode is not None:
+            return
+        self._snapshot(proc)
+        self._signal_group(proc, signal.SIGINT)
+        try:
+            await asyncio.wait_for(proc.wait(), self._grace_s)
+        except TimeoutError:
+            self._snapshot(proc)
+            self._signal_group(proc, signal.SIGKILL)
+
+    async def _track(self, proc: asyncio.subprocess.Process) -> None:
+        assert self._track_interval_s is not None
+        while proc.returncode is None:
+            found = await asyncio.to_thread(_descendants, proc.pid)
+            if proc.returncode is None:
+                self._remember(found)
+            await asyncio.sleep(self._track_interval_s)
+
+    def _snapshot(self, proc: asyncio.subprocess.Process) -> None:
+        if proc.returncode is None:
+            self._remember(_descendants(proc.pid))
+
+    def _remember(self, procs: Iterable[psutil.Process]) -> None:
+        for child in procs:
+            self._known.setdefault(child.pid, child)
+
+    def _signal_group(self, proc: asyncio.subprocess.Process, sig: signal.Signals) -> None:
+        """Send ``sig`` to codex's process group (its pgid is its pid: own session)."""
+        if proc.returncode is not None:
+            return
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(sig)
+
+    def _kill_leftovers(self, codex_pid: int) -> None:
+        """SIGKILL every process codex started that is still alive (runs in a thread)."""
+        skip = _ancestor_pids() | _ACTIVE_CODEX_PIDS
+        own_pgid = os.getpgid(0)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            if codex_pid != own_pgid:
+                os.killpg(codex_pid, signal.SIGKILL)
+        for _ in range(_CLEANUP_ROUNDS):
+            victims: dict[int, psutil.Process] = {}
+            for proc in [*self._known.values(), *_marked_processes(self.spec.task_id, skip)]:
+                if proc.pid in skip or proc.pid in victims:
+                    continue
+                try:
+                    if not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE:
+                        continue
+                    victims[proc.pid] = proc
+                    for child in proc.children(recursive=True):
+                        if child.pid not in skip:
+                            victims.setdefault(child.pid, child)
+                except psutil.Error:
+                    continue
+            if not victims:
+                return
+            log.info(
+                "task %s: killing %d leftover process(es) of codex: %s",
+                self.spec.task_id,
+                len(victims),
+                sorted(victims),
+            )
+            for proc in victims.values():
+                try:
+                    pgid = os.getpgid(proc.pid)
+                    if pgid == proc.pid and pgid != own_pgid and pgid not in skip:
+                        os.killpg(pgid, signal.SIGKILL)
+                    proc.kill()
+                except (psutil.Error, ProcessLookupError, PermissionError):
+                    continue
+            self._known.update(victims)
+            _wait_gone(victims.values(), _REAP_TIMEOUT_S)
+
+    # ---- output ------------------------------------------------------------------------
+
+    async def _pump(
+        self, stream: asyncio.StreamReader, on_line: Callable[[bytes, int], None]
+    ) -> None:
+        """Split ``stream`` into lines of at most ``max_line_bytes`` and pass them on."""
+        limit = self._max_line
+        buf = bytearray()
+        dropped = 0
+        try:
+            while True:
+                chunk = await stream.read(_READ_CHUNK)
+                if not chunk:
+                    break
+                start = 0
+                while True:
+                    end = chunk.find(b"\n", start)
+                    piece = chunk[start:] if end < 0 else chunk[start:end]
+                    room = limit - len(buf)
+                    if len(piece) <= room:
+                        buf += piece
+                    else:
+                        buf += piece[:room]
+                        dropped += len(piece) - room
+                    if end < 0:
+                        break
+                    self._deliver(on_line, bytes(buf), dropped)
+                    buf.clear()
+                    dropped = 0
+                    start = end + 1
+            if buf or dropped:
+                self._deliver(on_line, bytes(buf), dropped)
+        except OSError as exc:
+            self._fail_internally(exc)
+
+    def _deliver(self, on_line: Callable[[bytes, int], None], raw: bytes, dropped: int) -> None:
+        """Pass one line on; after a failure in ``emit``, keep draining but drop the output."""
+        if self._internal_error is not None:
+            return
+        try:
+            on_line(raw, dropped)
+        except Exception as exc:  # a bug in emit must not leave codex running or blocked
+            self._fail_internally(exc)
+
+    def _fail_internally(self, exc: BaseException) -> None:
+        log.error("task %s: handling codex output failed: %r", self.spec.task_id, exc)
+        if self._internal_error is None:
+            self._internal_error = exc
+        self.cancel()
+
+    def _emit(self, kind: _OutputKind, data: Any) -> None:
+        self._emit_cb(EventIn(ts=utcnow(), kind=kind, data=data))
+        self._event_count += 1
+
+    def _on_stdout_line(self, raw: bytes, dropped: int) -> None:
+        text = raw.decode("utf-8", errors="replace")
+        if dropped:
+            self._emit(EventKind.STDOUT, {"line": text, "truncated_bytes": dropped})
+            return
+        if not text.strip():
+            return
+        try:
+            obj = json.loads(text)
+        except (ValueError, RecursionError):
+            obj = None
+        if not isinstance(obj, dict):
+            self._emit(EventKind.STDOUT, {"line": text.rstrip("\r")})
+            return
+        if "\\ud" in text or "\\uD" in text:
+            obj = _scrub_surrogates(obj)
+        self._observe(obj)
+        self._emit(EventKind.CODEX, obj)
+
+    def _on_stderr_line(self, raw: bytes, dropped: int) -> None:
+        text = raw.decode("utf-8", errors="replace").rstrip("\r")
+        data: dict[str, Any] = {"line": text}
+        if dropped:
+            data["truncated_bytes"] = dropped
+        if text.strip():
+            self._stderr_tail.append(text[:500])
+            del self._stderr_tail[:-_STDERR_TAIL_LINES]
+        self._emit(EventKind.STDERR, data)
+
+    def _observe(self, event: dict[str, Any]) -> None:
+        kind = event.get("type")
+        if kind == "thread.started":
+            thread_id = event.get("thread_id")
+            if isinstance(thread_id, str) and thread_id:
+                self._thread_id = thread_id
+        elif kind == "turn.completed":
+            self._turn_result = "completed"
+            self._turn_error = None
+        elif kind == "turn.failed":
+            self._turn_result = "failed"
+            error = event.get("error")
+            message = error.get("message") if isinstance(error, dict) else None
+            self._turn_error = (
+                message if isinstance(message, str) and message else "codex reported turn.failed"
+            )
+
+    # ---- outcome -----------------------------------------------------------------------
+
+    def _outcome(self, status: TaskStatus, code: int | None, error: str | None) -> RunOutcome:
+        if error is not None and len(error) > MAX_ERROR_CHARS:
+            error = error[: MAX_ERROR_CHARS - 1] + "…"
+        return RunOutcome(
+            status=status,
+            exit_code=code,
+            error=error,
+            thread_id=self._thread_id,
+            event_count=self._event_count,
+        )
+
+    def _final_outcome(self, code: int | None) -> RunOutcome:
+        if self._internal_error is not None:
+            return self._outcome(
+                TaskStatus.FAILED,
+                code,
+                f"worker error while reading codex output: {self._internal_error!r}",
+            )
+        result = self._result_at_cancel if self._cancel_requested else self._turn_result
+        if result == "failed":
+            return self._outcome(TaskStatus.FAILED, code, self._turn_error)
+        if result == "completed":
+            if code == 0 or self._cancel_requested:
+                return self._outcome(TaskStatus.COMPLETED, code, None)
+            return self._outcome(
+                TaskStatus.FAILED, code, f"codex exited with code {code} after the turn completed"
+            )
+        if self._cancel_requested:
+            return self._outcome(TaskStatus.CANCELED, code, None)
+        reason = _exit_reason(code)
+        if self._stderr_tail:
+            reason += "; stderr: " + " | ".join(self._stderr_tail)
+        return self._outcome(TaskStatus.FAILED, code, reason)

@@ -1,0 +1,188 @@
+"""Provides ``EventUploader``: batches one task's events and uploads them, idempotently.
+
+Events are encoded to JSON once, when codex produces them, and kept until the server has
+acknowledged them. A flush happens at most ``interval_s`` after the first unsent event
+(about 50 ms), with batches capped by count and bytes. Network errors and 5xx answers are
+retried with capped, jittered backoff and nothing is dropped (reliability.md R4, R5); a 409
+gap answer rewinds to the server's ``next_index``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections import deque
+from collections.abc import Callable
+
+import httpx
+
+from server_client.client import ApiError, backoff_delays
+from server_client.models import EventIn
+from server_client.worker.api import WorkerApi
+
+log = logging.getLogger(__name__)
+
+#: Largest batch, in events and in encoded bytes.
+MAX_BATCH_EVENTS = 500
+MAX_BATCH_BYTES = 4 * 1024 * 1024
+
+
+class LeaseLostError(RuntimeError):
+    """The server says this worker no longer holds the task's lease (409 without an index)."""
+
+
+class EventUploader:
+    """Uploads the events of one task under one lease.
+
+    Args:
+        api: The worker's HTTP client.
+        worker_id: This worker's id.
+        task_id: The task.
+        lease_id: The lease from the claim.
+        interval_s: Longest time an event waits before a flush (s).
+        on_cancel_requested: Called (once) when an upload answer carries the cancel flag.
+    """
+
+    def __init__(
+        self,
+        api: WorkerApi,
+        worker_id: str,
+        task_id: str,
+        lease_id: str,
+        *,
+        interval_s: float = 0.05,
+        on_cancel_requested: Callable[[], None] | None = None,
+    ) -> None:
+        self._api = api
+        self._worker_id = worker_id
+        self._task_id = task_id
+        self._lease_id = lease_id
+        self._interval_s = interval_s
+        self._on_cancel = on_cancel_requested
+        self._pending: deque[str] = deque()
+        self._base_index = 0
+        self._count = 0
+        self._thread_id: str | None = None
+        self._wake = asyncio.Event()
+        self._closing = False
+        self._closed = asyncio.Event()
+        self._lease_lost = False
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def count(self) -> int:
+        """How many events were added so far."""
+        return self._count
+
+    @property
+    def lease_lost(self) -> bool:
+        """True once the server refused this worker's lease."""
+        return self._lease_lost
+
+    def start(self) -> None:
+        """Start the background flush loop."""
+        self._task = asyncio.get_running_loop().create_task(
+            self._run(), name=f"upload-{self._task_id}"
+        )
+
+    def add(self, event: EventIn) -> None:
+        """Queue one event (cheap and synchronous; called for every line codex prints)."""
+        if (
+            self._thread_id is None
+            and isinstance(event.data, dict)
+            and event.data.get("type") == "thread.started"
+        ):
+            thread = event.data.get("thread_id")
+            self._thread_id = thread if isinstance(thread, str) else None
+        self._pending.append(event.model_dump_json())
+        self._count += 1
+        self._wake.set()
+
+    @property
+    def thread_id(self) -> str | None:
+        """Codex's thread id once ``thread.started`` was seen."""
+        return self._thread_id
+
+    async def close(self) -> None:
+        """Flush everything still pending (retrying as needed) and stop the loop.
+
+        Raises:
+            LeaseLostError: the server refused the lease; the remaining events are dropped.
+        """
+        self._closing = True
+        self._closed.set()
+        self._wake.set()
+        if self._task is not None:
+            await self._task
+        if self._lease_lost:
+            raise LeaseLostError(f"lease on task {self._task_id} lost")
+
+    def _next_body(self) -> tuple[bytes, int]:
+        parts: list[str] = []
+        size = 0
+        for encoded in self._pending:
+            if parts and (len(parts) >= MAX_BATCH_EVENTS or size + len(encoded) > MAX_BATCH_BYTES):
+                break
+            parts.append(encoded)
+            size += len(encoded) + 1
+        head = {"lease_id": self._lease_id, "first_index": self._base_index}
+        if self._thread_id:
+            head["thread_id"] = self._thread_id
+        prefix = json.dumps(head)[:-1]
+        body = f'{prefix},"events":[{",".join(parts)}]}}'
+        return body.encode(), len(parts)
+
+    async def _run(self) -> None:
+        delays = iter(backoff_delays(0.1, 5.0))
+        while True:
+            if not self._pending:
+                if self._closing:
+                    return
+                self._wake.clear()
+                await self._wake.wait()
+                # Batch: give codex up to interval_s to print more before flushing.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._closed.wait(), self._interval_s)
+                continue
+            body, sent = self._next_body()
+            try:
+                result = await self._api.upload(self._worker_id, self._task_id, body)
+            except (httpx.TransportError, httpx.TimeoutException) as exc:
+                log.warning("upload for task %s failed (%s); retrying", self._task_id, exc)
+                await asyncio.sleep(next(delays))
+                continue
+            except ApiError as exc:
+                if exc.status == 409 and exc.problem.next_index is not None:
+                    self._rewind(exc.problem.next_index)
+                    continue
+                if exc.status == 409 or exc.status == 404:
+                    log.error("task %s: lease lost (%s)", self._task_id, exc.problem.detail)
+                    self._lease_lost = True
+                    self._pending.clear()
+                    return
+                log.warning("upload for task %s refused (%s); retrying", self._task_id, exc)
+                await asyncio.sleep(next(delays))
+                continue
+            delays = iter(backoff_delays(0.1, 5.0))
+            self._rewind(result.next_index, sent_hint=sent)
+            if result.cancel_requested and self._on_cancel is not None:
+                self._on_cancel()
+
+    def _rewind(self, next_index: int, sent_hint: int | None = None) -> None:
+        """Drop what the server has acknowledged, up to ``next_index``."""
+        acked = next_index - self._base_index
+        if acked < 0:
+            log.error(
+                "task %s: server expects index %d but events before %d were already dropped",
+                self._task_id,
+                next_index,
+                self._base_index,
+            )
+            return
+        if sent_hint is not None and acked > sent_hint:
+            acked = sent_hint
+        for _ in range(min(acked, len(self._pending))):
+            self._pending.popleft()
+        self._base_index += acked

@@ -1,0 +1,1 @@
+"""Provides the test suite (a package, so tests import shared helpers as tests.X)."""
