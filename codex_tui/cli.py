@@ -16,6 +16,7 @@ import click
 import httpx
 
 from codex_tui.config import DEFAULT_PORT, ResolvedConnection, resolve_connection
+from codex_tui.plain import EventPrinter
 from server_client.client import ApiError, CodexTuiClient
 from server_client.models import Event, Sandbox, Task, TaskStatus
 
@@ -79,20 +80,18 @@ def connection_options(func: Callable[..., Any]) -> Callable[..., Any]:
     )(func)
 
 
-def _print_event(event: Event, as_json: bool) -> None:
+def _printer(as_json: bool) -> Callable[[Event], None]:
+    """Print events as JSON lines (the envelope) or rendered for people."""
     if as_json:
-        click.echo(event.model_dump_json())
-        return
-    from codex_tui.plain import render_plain
-
-    for line in render_plain(event):
-        click.echo(line)
+        return lambda event: click.echo(event.model_dump_json())
+    return EventPrinter().print
 
 
 async def _follow(client: CodexTuiClient, task_id: str, after: int, as_json: bool) -> int:
+    show = _printer(as_json)
     final: TaskStatus | None = None
     async for event in client.stream_events(task_id, after=after):
-        _print_event(event, as_json)
+        show(event)
         if event.is_terminal:
             final = event.status
     return 0 if final is TaskStatus.COMPLETED else EXIT_TASK_NOT_COMPLETED
@@ -338,11 +337,12 @@ def logs(
     async def work(client: CodexTuiClient) -> int:
         if follow:
             return await _follow(client, task_id, 0, as_json)
+        show = _printer(as_json)
         after = 0
         while True:
             page = await client.get_events(task_id, after=after, limit=1000)
             for event in page:
-                _print_event(event, as_json)
+                show(event)
             if len(page) < 1000:
                 return 0
             after = page[-1].seq

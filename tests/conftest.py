@@ -21,6 +21,15 @@ from server_client.client import CodexTuiClient
 
 TESTS = Path(__file__).parent
 FAKE_CODEX = TESTS / "fake_codex.py"
+#: The fake codex's settings, passed through the worker's environment allow-list.
+FAKE_ENV = (
+    "FAKE_CODEX_MODE",
+    "FAKE_CODEX_EVENTS",
+    "FAKE_CODEX_SLEEP",
+    "FAKE_CODEX_SIZE_MB",
+    "FAKE_CODEX_ERROR",
+    "FAKE_CODEX_RECORD",
+)
 
 
 def free_port() -> int:
@@ -157,7 +166,7 @@ def server_factory(tmp_path: Path) -> Iterator[ServerFactory]:
             argv.append("--no-local-worker")
         if codex_bin:
             argv += ["--codex-bin", codex_bin]
-        for name in ("FAKE_CODEX_MODE", "FAKE_CODEX_EVENTS", "FAKE_CODEX_SLEEP", *pass_env):
+        for name in (*FAKE_ENV, *pass_env):
             argv += ["--pass-env", name]
         if grace_s is not None:
             argv += ["--cancel-grace", str(grace_s)]

@@ -16,19 +16,38 @@ class Hub:
 
     def __init__(self) -> None:
         self._events: dict[str, asyncio.Event] = {}
+        self._closing: asyncio.Event | None = None
 
-    def current(self, key: str) -> asyncio.Event:
-        """The event the next :meth:`notify` of ``key`` will set."""
-        event = self._events.get(key)
-        if event is None:
-            event = self._events[key] = asyncio.Event()
-        return event
+    @property
+    def closing(self) -> bool:
+        """True once the server began shutting down: long polls and streams return early."""
+        return self._closing is not None and self._closing.is_set()
+
+    def close(self) -> None:
+        """Wake every waiter for good (server shutdown, reliability.md E5)."""
+        if self._closing is None:
+            self._closing = asyncio.Event()
+        self._closing.set()
+        for event in self._events.values():
+            event.set()
+        self._events.clear()
 
     def notify(self, key: str) -> None:
         """Wake everyone waiting on ``key``."""
         event = self._events.pop(key, None)
         if event is not None:
             event.set()
+
+    def current(self, key: str) -> asyncio.Event:
+        """The event the next :meth:`notify` of ``key`` will set (already set when closing)."""
+        if self.closing:
+            fired = asyncio.Event()
+            fired.set()
+            return fired
+        event = self._events.get(key)
+        if event is None:
+            event = self._events[key] = asyncio.Event()
+        return event
 
     @staticmethod
     async def wait(event: asyncio.Event, timeout_s: float) -> bool:

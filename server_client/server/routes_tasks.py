@@ -97,6 +97,8 @@ async def _follow(
                 return
         if len(rows) == REPLAY_PAGE:
             continue
+        if hub.closing:
+            return  # the client reconnects with Last-Event-ID once a server is back
         while not await hub.wait(wake, 5.0):
             if await request.is_disconnected():
                 return

@@ -60,6 +60,8 @@ async def claim(
     await store.touch_worker(worker.id)
     deadline = _deadline(wait, settings.max_wait_s)
     while True:
+        if hub.closing:
+            return Response(status_code=204)
         wake = hub.current(queue_key(user.id))
         got = await store.claim(user, worker)
         if got is not None:
@@ -88,7 +90,7 @@ async def signals(
     while True:
         wake = hub.current(cancel_key(user.id))
         cancel = await store.cancel_requested(user, worker.id, body.task_ids)
-        if cancel or not await Hub.wait(wake, _left(deadline)):
+        if cancel or hub.closing or not await Hub.wait(wake, _left(deadline)):
             return Signals(cancel=cancel)
 
 

@@ -73,6 +73,7 @@ DEFAULT_MAX_LINE_BYTES = 4 * 1024 * 1024
 MAX_ERROR_CHARS = 4000
 
 _READ_CHUNK = 256 * 1024
+_STREAM_LIMIT = 1024 * 1024
 _STDERR_TAIL_LINES = 8
 _REAP_TIMEOUT_S = 2.0
 _CLEANUP_ROUNDS = 4
@@ -81,6 +82,20 @@ _OutputKind = Literal[EventKind.CODEX, EventKind.STDOUT, EventKind.STDERR]
 
 #: pids of codex processes spawned by runners that asyncio has not reaped yet.
 _ACTIVE_CODEX_PIDS: set[int] = set()
+
+
+class _ExitAwareProtocol(asyncio.subprocess.SubprocessStreamProtocol):
+    """asyncio's subprocess protocol that also sets ``exited`` when the process exits."""
+
+    def __init__(
+        self, exited: asyncio.Event, *, limit: int, loop: asyncio.AbstractEventLoop
+    ) -> None:
+        super().__init__(limit=limit, loop=loop)
+        self._exited_event = exited
+
+    def process_exited(self) -> None:
+        super().process_exited()
+        self._exited_event.set()
 
 
 class PromptError(ValueError):
@@ -140,7 +155,7 @@ def build_argv(spec: RunSpec) -> list[str]:
         PromptError: the prompt is a lone ``-`` (codex would read stdin) or contains NUL.
         ValueError: ``workdir`` is not absolute.
     """
-    if spec.prompt.strip() == "-":
+    if spec.prompt == "-":
         raise PromptError(
             'a prompt of just "-" is not allowed: codex reads the prompt from stdin then'
         )
@@ -371,6 +386,8 @@ class ExecRunner:
         self._result_at_cancel: str | None = None
         self._started = False
         self._proc: asyncio.subprocess.Process | None = None
+        self._transport: asyncio.SubprocessTransport | None = None
+        self._exited = asyncio.Event()
         self._known: dict[int, psutil.Process] = {}
         self._thread_id: str | None = None
         self._turn_result: str | None = None  # "completed" | "failed"
@@ -431,20 +448,11 @@ class ExecRunner:
         if problem is not None:
             return self._outcome(TaskStatus.FAILED, None, problem)
         try:
-            proc = await asyncio.create_subprocess_exec(
-                *argv,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-                cwd=spec.workdir,
-                env=dict(spec.env),
-                start_new_session=True,
-            )
+            proc = await self._spawn(argv)
         except (OSError, ValueError) as exc:
             return self._outcome(
                 TaskStatus.FAILED, None, f"could not start codex ({spec.codex_bin}): {exc}"
             )
-        self._proc = proc
         _ACTIVE_CODEX_PIDS.add(proc.pid)
         try:
             return await self._supervise(proc)
@@ -453,6 +461,32 @@ class ExecRunner:
                 _ACTIVE_CODEX_PIDS.discard(proc.pid)
 
     # ---- supervision -------------------------------------------------------------------
+
+    async def _spawn(self, argv: list[str]) -> asyncio.subprocess.Process:
+        """Start codex like ``asyncio.create_subprocess_exec``, with an exit notification.
+
+        ``Process.wait()`` also waits for the output pipes to close, which a leftover process
+        holding codex's stdout can delay forever; ``self._exited`` is set when codex itself exits.
+        """
+        loop = asyncio.get_running_loop()
+        exited = self._exited
+
+        def factory() -> _ExitAwareProtocol:
+            return _ExitAwareProtocol(exited, limit=_STREAM_LIMIT, loop=loop)
+
+        transport, protocol = await loop.subprocess_exec(
+            factory,
+            *argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            cwd=self.spec.workdir,
+            env=dict(self.spec.env),
+            start_new_session=True,
+        )
+        self._transport = transport
+        self._proc = asyncio.subprocess.Process(transport, protocol, loop)
+        return self._proc
 
     async def _supervise(self, proc: asyncio.subprocess.Process) -> RunOutcome:
         assert proc.stdout is not None and proc.stderr is not None
@@ -464,7 +498,7 @@ class ExecRunner:
         if self._track_interval_s is not None:
             helpers.append(asyncio.create_task(self._track(proc)))
         try:
-            await proc.wait()
+            await self._exited.wait()
         except asyncio.CancelledError:
             self._cancel_requested = True
             self._snapshot(proc)
@@ -474,38 +508,44 @@ class ExecRunner:
             for task in helpers:
                 task.cancel()
             await asyncio.gather(*helpers, return_exceptions=True)
-            if proc.returncode is None:  # only when run() itself was cancelled
+            if not self._exited.is_set():  # only when run() itself was cancelled
                 with contextlib.suppress(asyncio.CancelledError):
-                    await proc.wait()
+                    await self._exited.wait()
             await asyncio.to_thread(self._kill_leftovers, proc.pid)
             _, pending = await asyncio.wait(readers, timeout=self._drain_timeout_s)
             for task in pending:
                 task.cancel()
             await asyncio.gather(*readers, return_exceptions=True)
+            if pending and self._transport is not None:
+                log.warning(
+                    "task %s: codex's output pipes stayed open after it exited; closing them",
+                    self.spec.task_id,
+                )
+                self._transport.close()
         return self._final_outcome(proc.returncode)
 
     async def _cancel_flow(self, proc: asyncio.subprocess.Process) -> None:
         await self._cancel_event.wait()
-        if proc.returncode is not None:
+        if self._exited.is_set():
             return
         self._snapshot(proc)
         self._signal_group(proc, signal.SIGINT)
         try:
-            await asyncio.wait_for(proc.wait(), self._grace_s)
+            await asyncio.wait_for(self._exited.wait(), self._grace_s)
         except TimeoutError:
             self._snapshot(proc)
             self._signal_group(proc, signal.SIGKILL)
 
     async def _track(self, proc: asyncio.subprocess.Process) -> None:
         assert self._track_interval_s is not None
-        while proc.returncode is None:
+        while not self._exited.is_set():
             found = await asyncio.to_thread(_descendants, proc.pid)
-            if proc.returncode is None:
+            if not self._exited.is_set():
                 self._remember(found)
             await asyncio.sleep(self._track_interval_s)
 
     def _snapshot(self, proc: asyncio.subprocess.Process) -> None:
-        if proc.returncode is None:
+        if not self._exited.is_set():
             self._remember(_descendants(proc.pid))
 
     def _remember(self, procs: Iterable[psutil.Process]) -> None:
@@ -514,7 +554,7 @@ class ExecRunner:
 
     def _signal_group(self, proc: asyncio.subprocess.Process, sig: signal.Signals) -> None:
         """Send ``sig`` to codex's process group (its pgid is its pid: own session)."""
-        if proc.returncode is not None:
+        if self._exited.is_set():
             return
         try:
             os.killpg(proc.pid, sig)
@@ -526,6 +566,12 @@ class ExecRunner:
 
     def _kill_leftovers(self, codex_pid: int) -> None:
         """SIGKILL every process codex started that is still alive (runs in a thread)."""
+        try:
+            self._kill_leftover_rounds(codex_pid)
+        finally:
+            reap_orphan_zombies()
+
+    def _kill_leftover_rounds(self, codex_pid: int) -> None:
         skip = _ancestor_pids() | _ACTIVE_CODEX_PIDS
         own_pgid = os.getpgid(0)
         with contextlib.suppress(ProcessLookupError, PermissionError):

@@ -1,0 +1,373 @@
+#!/usr/bin/env python3
+"""Provides a stand-in for ``codex exec --json`` that prints the real JSONL schema on cue.
+
+Accepts codex's argv: ``exec --json --skip-git-repo-check -s S|--sandbox=S -C D|--cd=D
+[-m M|--model=M] [--] PROMPT``. Like clap, an unknown option before ``--`` is an error (exit 2)
+and ``-h``/``--help`` prints usage (exit 0), so a prompt that leaks into the options shows up.
+Like the real codex it prints "Reading additional input from stdin..." to stderr, appends an
+open stdin to the prompt, and exits 1 at once and silently on SIGINT (codex-facts.md).
+
+Environment:
+    FAKE_CODEX_MODE: ok (default), reconnect, burst, sleep, crash, fail, ignore-sigint, fork,
+        fork-exit, malformed, huge, echo-argv.
+    FAKE_CODEX_EVENTS: number of items for ``burst`` (default 1000).
+    FAKE_CODEX_SLEEP: seconds to sleep in ``sleep``/``ignore-sigint``/``fork`` (default 600).
+    FAKE_CODEX_SIZE_MB: size of the ``huge`` line in MiB (default 12).
+    FAKE_CODEX_ERROR: message of ``turn.failed`` in ``fail``.
+    FAKE_CODEX_RECORD: path; written (atomically) once the fake is set up, with its argv,
+        prompt, env, pid, pgid, sid, cwd, whether stdin is /dev/null and, for ``fork``
+        modes, the grandchild's pid.
+    FAKE_CODEX_FORK_KEEP_STDIO=1: the grandchild keeps codex's stdout/stderr open.
+    FAKE_CODEX_FORK_SCRUB_ENV=1: the grandchild execs with an empty environment (no marker).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from typing import Any
+
+USAGE = "Usage: codex exec [OPTIONS] [PROMPT]\n"
+THREAD_ID = "0199a213-81c0-7800-8aa1-bbab2a035a53"
+
+
+def out(event: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(event, separators=(",", ":")) + "\n")
+    sys.stdout.flush()
+
+
+def raw(line: str) -> None:
+    sys.stdout.write(line)
+    sys.stdout.flush()
+
+
+class Items:
+    def __init__(self) -> None:
+        self.next = 0
+
+    def new_id(self) -> str:
+        item_id = f"item_{self.next}"
+        self.next += 1
+        return item_id
+
+
+def parse_argv(argv: list[str]) -> dict[str, Any]:
+    if not argv or argv[0] != "exec":
+        sys.stderr.write("fake codex: expected 'exec'\n")
+        sys.exit(2)
+    opts: dict[str, Any] = {"json": False, "skip_git": False, "sandbox": None, "cd": None}
+    opts["model"] = None
+    positional: list[str] = []
+    takes_value = {"-s": "sandbox", "--sandbox": "sandbox", "-C": "cd", "--cd": "cd"}
+    takes_value |= {"-m": "model", "--model": "model"}
+    i = 1
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--":
+            positional.extend(argv[i + 1 :])
+            break
+        if arg in ("-h", "--help"):
+            sys.stdout.write(USAGE)
+            sys.exit(0)
+        if arg == "--json":
+            opts["json"] = True
+        elif arg == "--skip-git-repo-check":
+            opts["skip_git"] = True
+        elif arg in takes_value:
+            if i + 1 >= len(argv) or argv[i + 1].startswith("-"):
+                sys.stderr.write(f"error: a value is required for '{arg}'\n")
+                sys.exit(2)
+            opts[takes_value[arg]] = argv[i + 1]
+            i += 1
+        elif arg.startswith("--") and "=" in arg and arg.split("=", 1)[0] in takes_value:
+            name, value = arg.split("=", 1)
+            opts[takes_value[name]] = value
+        elif arg.startswith("-") and arg != "-":
+            sys.stderr.write(f"error: unexpected argument '{arg}' found\n")
+            sys.exit(2)
+        else:
+            positional.append(arg)
+        i += 1
+    if len(positional) > 1:
+        sys.stderr.write(f"error: unexpected argument '{positional[1]}' found\n")
+        sys.exit(2)
+    opts["prompt"] = positional[0] if positional else None
+    return opts
+
+
+def stdin_is_devnull() -> bool:
+    try:
+        st = os.fstat(0)
+    except OSError:
+        return True
+    devnull = os.stat(os.devnull)
+    return (st.st_dev, st.st_ino, st.st_rdev) == (devnull.st_dev, devnull.st_ino, devnull.st_rdev)
+
+
+def write_record(path: str | None, data: dict[str, Any]) -> None:
+    if not path:
+        return
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(data, fh)
+    os.replace(tmp, path)
+
+
+def exit_on_sigint() -> None:
+    signal.signal(signal.SIGINT, lambda *_: os._exit(1))
+
+
+def fork_grandchild(sleep_s: float) -> int:
+    """Fork a process in its own session (like codex's commands) that ignores SIGINT/SIGTERM."""
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # grandchild
+        try:
+            os.close(read_fd)
+            os.setsid()
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            if os.environ.get("FAKE_CODEX_FORK_KEEP_STDIO") != "1":
+                null = os.open(os.devnull, os.O_RDWR)
+                for fd in (0, 1, 2):
+                    os.dup2(null, fd)
+            os.write(write_fd, b"ready")
+            os.close(write_fd)
+            if os.environ.get("FAKE_CODEX_FORK_SCRUB_ENV") == "1":
+                code = (
+                    "import signal, time\n"
+                    "signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+                    "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+                    f"time.sleep({sleep_s!r})\n"
+                )
+                os.execve(sys.executable, [sys.executable, "-c", code], {})
+            time.sleep(sleep_s)
+        finally:
+            os._exit(0)
+    os.close(write_fd)
+    os.read(read_fd, 16)  # wait until the grandchild is in its own session
+    os.close(read_fd)
+    return pid
+
+
+def main() -> int:
+    opts = parse_argv(sys.argv[1:])
+    mode = os.environ.get("FAKE_CODEX_MODE", "ok")
+    sleep_s = float(os.environ.get("FAKE_CODEX_SLEEP", "600"))
+
+    if mode == "ignore-sigint":
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    else:
+        exit_on_sigint()
+
+    prompt = opts["prompt"]
+    devnull = stdin_is_devnull()
+    sys.stderr.write("Reading additional input from stdin...\n")
+    sys.stderr.flush()
+    if not devnull and not sys.stdin.isatty():
+        extra = sys.stdin.read()
+        prompt = (prompt or "") + (f"\n<stdin>\n{extra}\n</stdin>" if extra else "")
+    if prompt == "-":
+        prompt = ""
+    if not prompt:
+        sys.stderr.write("No prompt provided via stdin.\n")
+        return 1
+
+    grandchild = None
+    if mode in ("fork", "fork-exit"):
+        grandchild = fork_grandchild(sleep_s)
+
+    record = {
+        "argv": sys.argv,
+        "opts": opts,
+        "prompt": prompt,
+        "env": dict(os.environ),
+        "pid": os.getpid(),
+        "pgid": os.getpgid(0),
+        "sid": os.getsid(0),
+        "cwd": os.getcwd(),
+        "stdin_is_devnull": devnull,
+        "grandchild": grandchild,
+    }
+    write_record(os.environ.get("FAKE_CODEX_RECORD"), record)
+
+    items = Items()
+    out({"type": "thread.started", "thread_id": THREAD_ID})
+    out({"type": "turn.started"})
+    usage = {"input_tokens": 1200, "cached_input_tokens": 1000, "output_tokens": 42}
+
+    if mode == "ok":
+        cmd_id = items.new_id()
+        command = {
+            "id": cmd_id,
+            "type": "command_execution",
+            "command": "bash -lc ls",
+            "aggregated_output": "",
+            "exit_code": None,
+            "status": "in_progress",
+        }
+        out({"type": "item.started", "item": command})
+        done = command | {"aggregated_output": "README.md\nsrc\n", "exit_code": 0}
+        out({"type": "item.completed", "item": done | {"status": "completed"}})
+        out(
+            {
+                "type": "item.completed",
+                "item": {
+                    "id": items.new_id(),
+                    "type": "reasoning",
+                    "text": "**Planning the change**",
+                },
+            }
+        )
+        todo_id = items.new_id()
+        todo = {"id": todo_id, "type": "todo_list"}
+        out(
+            {
+                "type": "item.started",
+                "item": todo | {"items": [{"text": "edit README", "completed": False}]},
+            }
+        )
+        out(
+            {
+                "type": "item.completed",
+                "item": {
+                    "id": items.new_id(),
+                    "type": "file_change",
+                    "changes": [{"path": os.path.join(os.getcwd(), "README.md"), "kind": "update"}],
+                    "status": "completed",
+                },
+            }
+        )
+        out(
+            {
+                "type": "item.completed",
+                "item": todo | {"items": [{"text": "edit README", "completed": True}]},
+            }
+        )
+        out(
+            {
+                "type": "item.completed",
+                "item": {"id": items.new_id(), "type": "agent_message", "text": "Done."},
+            }
+        )
+        out({"type": "turn.completed", "usage": usage})
+        return 0
+
+    if mode == "reconnect":  # a transient top-level error, then a normal turn
+        out({"type": "error", "message": "Reconnecting... 1/3"})
+        out(
+            {
+                "type": "item.completed",
+                "item": {"id": items.new_id(), "type": "agent_message", "text": "back"},
+            }
+        )
+        out({"type": "turn.completed", "usage": usage})
+        return 0
+
+    if mode == "burst":
+        count = int(os.environ.get("FAKE_CODEX_EVENTS", "1000"))
+        lines = []
+        for n in range(count):
+            item = {"id": items.new_id(), "type": "agent_message", "text": f"message {n}"}
+            lines.append(json.dumps({"type": "item.completed", "item": item}) + "\n")
+        raw("".join(lines))
+        out({"type": "turn.completed", "usage": usage})
+        return 0
+
+    if mode in ("sleep", "ignore-sigint", "fork"):
+        command = {
+            "id": items.new_id(),
+            "type": "command_execution",
+            "command": f"sleep {sleep_s:g}",
+            "aggregated_output": "",
+            "exit_code": None,
+            "status": "in_progress",
+        }
+        out({"type": "item.started", "item": command})
+        time.sleep(sleep_s)
+        out({"type": "item.completed", "item": command | {"exit_code": 0, "status": "completed"}})
+        out({"type": "turn.completed", "usage": usage})
+        return 0
+
+    if mode == "fork-exit":  # the command outlives the turn (codex-facts.md)
+        command = {
+            "id": items.new_id(),
+            "type": "command_execution",
+            "command": "sleep 600 &",
+            "aggregated_output": "",
+            "exit_code": None,
+            "status": "in_progress",
+        }
+        out({"type": "item.started", "item": command})
+        out({"type": "turn.completed", "usage": usage})
+        return 0
+
+    if mode == "crash":
+        out(
+            {
+                "type": "item.started",
+                "item": {
+                    "id": items.new_id(),
+                    "type": "command_execution",
+                    "command": "make",
+                    "aggregated_output": "",
+                    "exit_code": None,
+                    "status": "in_progress",
+                },
+            }
+        )
+        sys.stderr.write("thread 'main' panicked at src/exec.rs:1:1: boom\n")
+        sys.stderr.flush()
+        return 3
+
+    if mode == "fail":
+        out({"type": "error", "message": "Reconnecting... 1/3"})
+        message = os.environ.get("FAKE_CODEX_ERROR", "model overloaded")
+        out({"type": "turn.failed", "error": {"message": message}})
+        return 1
+
+    if mode == "malformed":
+        raw("this is not json\n")
+        raw('{"type":"item.completed","item":{"id":"item_0","type":"agent_mess\n')
+        raw("\n")
+        raw("[1, 2, 3]\n")
+        sys.stdout.buffer.write(b"\xff\xfe bad utf-8 \xc3\n")
+        sys.stdout.flush()
+        raw('{"type":"x.custom","text":"lone \\ud800 surrogate"}\n')
+        raw("[" * 100_000 + "\n")
+        out(
+            {
+                "type": "item.completed",
+                "item": {"id": items.new_id(), "type": "agent_message", "text": "still here"},
+            }
+        )
+        out({"type": "turn.completed", "usage": usage})
+        return 0
+
+    if mode == "huge":
+        size = int(float(os.environ.get("FAKE_CODEX_SIZE_MB", "12")) * 1024 * 1024)
+        item = {"id": items.new_id(), "type": "agent_message", "text": "x" * size}
+        out({"type": "item.completed", "item": item})
+        out({"type": "turn.completed", "usage": usage})
+        return 0
+
+    if mode == "echo-argv":
+        text = json.dumps({"argv": sys.argv[1:], "prompt": prompt, "env": dict(os.environ)})
+        out(
+            {
+                "type": "item.completed",
+                "item": {"id": items.new_id(), "type": "agent_message", "text": text},
+            }
+        )
+        out({"type": "turn.completed", "usage": usage})
+        return 0
+
+    sys.stderr.write(f"fake codex: unknown FAKE_CODEX_MODE {mode!r}\n")
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

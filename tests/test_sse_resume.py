@@ -1,0 +1,172 @@
+"""SSE resume (reliability.md E1–E3): a client whose connection is cut at random byte offsets,
+during replay and during live streaming, still receives every seq exactly once, in order."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from urllib.parse import urlsplit
+
+import httpx
+
+from server_client.client import CodexTuiClient
+from server_client.models import (
+    EventBatch,
+    EventIn,
+    EventKind,
+    FinishRequest,
+    TaskStatus,
+    WorkerHello,
+    utcnow,
+)
+from server_client.worker.api import WorkerApi
+from tests.conftest import LiveServer, ServerFactory
+
+
+class CuttingProxy:
+    """A TCP proxy that drops each connection after a random number of response bytes."""
+
+    def __init__(self, upstream: str, seed: int, low: int = 150, high: int = 6000) -> None:
+        parts = urlsplit(upstream)
+        self.host = parts.hostname or "127.0.0.1"
+        self.port = parts.port or 80
+        self.random = random.Random(seed)
+        self.low, self.high = low, high
+        self.connections = 0
+        self.cuts = 0
+        self.server: asyncio.Server | None = None
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        port = self.server.sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}"
+
+    async def __aenter__(self) -> CuttingProxy:
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.server is not None
+        self.server.close()
+        await self.server.wait_closed()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        budget = self.random.randint(self.low, self.high)
+        up_reader, up_writer = await asyncio.open_connection(self.host, self.port)
+
+        async def pump_up() -> None:
+            with contextlib.suppress(ConnectionError):
+                while data := await reader.read(65536):
+                    up_writer.write(data)
+                    await up_writer.drain()
+
+        async def pump_down() -> None:
+            nonlocal budget
+            with contextlib.suppress(ConnectionError):
+                while data := await up_reader.read(512):
+                    if len(data) >= budget:
+                        writer.write(data[:budget])
+                        await writer.drain()
+                        self.cuts += 1
+                        return
+                    budget -= len(data)
+                    writer.write(data)
+                    await writer.drain()
+
+        up = asyncio.create_task(pump_up())
+        await pump_down()
+        up.cancel()
+        for w in (writer, up_writer):
+            w.close()
+            with contextlib.suppress(ConnectionError):
+                await w.wait_closed()
+
+
+async def _act_as_worker(
+    server: LiveServer, task_id: str, total: int, started: asyncio.Event
+) -> None:
+    """Claim the task and upload ``total`` events in small batches, then finish it."""
+    api = WorkerApi(server.url, server.token)
+    try:
+        worker = await api.connect(WorkerHello(name="resume-test", workdir_roots=["/"]))
+        claim = await api.claim(worker.id, 5)
+        assert claim is not None and claim.task.id == task_id
+        index = 0
+        while index < total:
+            size = min(random.randint(1, 40), total - index)
+            events = [
+                EventIn(
+                    ts=utcnow(),
+                    kind=EventKind.CODEX,
+                    data={
+                        "type": "item.completed",
+                        "item": {
+                            "id": f"item_{index + i}",
+                            "type": "agent_message",
+                            "text": "x" * random.randint(0, 300),
+                        },
+                    },
+                )
+                for i in range(size)
+            ]
+            batch = EventBatch(lease_id=claim.lease_id, first_index=index, events=events)
+            body = batch.model_dump_json().encode()
+            result = await api.upload(worker.id, task_id, body)
+            assert result.next_index == index + size
+            index += size
+            if index >= total // 3:
+                started.set()
+            await asyncio.sleep(0)
+        await api.finish(
+            worker.id,
+            task_id,
+            FinishRequest(lease_id=claim.lease_id, status=TaskStatus.COMPLETED, event_count=total),
+        )
+    finally:
+        await api.aclose()
+
+
+async def test_resume_after_random_cuts_yields_every_seq_once(
+    server_factory: ServerFactory,
+) -> None:
+    server = server_factory(local_worker=False)
+    total = 600
+    async with server.client() as client:
+        task = await client.create_task("resume me")
+    started = asyncio.Event()
+    producer = asyncio.create_task(_act_as_worker(server, task.id, total, started))
+    await started.wait()
+    async with CuttingProxy(server.url, seed=7) as proxy:
+        async with CodexTuiClient(proxy.url, server.token) as flaky:
+            seqs = [e.seq async for e in flaky.stream_events(task.id)]
+    await producer
+    # queued + running + `total` codex events + completed
+    assert seqs == list(range(1, total + 4))
+    assert proxy.cuts > 20, "the proxy should have cut the stream many times"
+
+
+async def test_last_event_id_and_after_resume_from_the_store(server_factory: ServerFactory) -> None:
+    server = server_factory(local_worker=False)
+    async with server.client() as client:
+        task = await client.create_task("short")
+        started = asyncio.Event()
+        await _act_as_worker(server, task.id, 10, started)
+        everything = [e.seq async for e in client.stream_events(task.id)]
+        assert everything == list(range(1, 14))
+        tail = [e.seq async for e in client.stream_events(task.id, after=9)]
+        assert tail == [10, 11, 12, 13]
+        page = await client.get_events(task.id, after=3, limit=4)
+        assert [e.seq for e in page] == [4, 5, 6, 7]
+    headers = {"Authorization": f"Bearer {server.token}", "Last-Event-ID": "11"}
+    async with httpx.AsyncClient() as http:
+        async with http.stream(
+            "GET", f"{server.url}/api/tasks/{task.id}/events", headers=headers
+        ) as r:
+            assert r.headers["content-type"].startswith("text/event-stream")
+            assert r.headers["x-accel-buffering"] == "no"
+            text = (await r.aread()).decode()
+    ids = [line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("id:")]
+    assert ids == ["12", "13"]
