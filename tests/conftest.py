@@ -18,6 +18,8 @@ import psutil
 import pytest
 
 from server_client.client import CodexTuiClient
+from tests.codex_home import CodexBinaryNotFound, find_test_codex_bin, write_codex_home
+from tests.mock_model_server import MockModel
 
 TESTS = Path(__file__).parent
 FAKE_CODEX = TESTS / "fake_codex.py"
@@ -201,3 +203,26 @@ def server_factory(tmp_path: Path) -> Iterator[ServerFactory]:
 def live_server(server_factory: ServerFactory) -> LiveServer:
     """A real server whose local worker runs the fake codex in its default mode."""
     return server_factory()
+
+
+@pytest.fixture(scope="session")
+def codex_bin() -> str:
+    """The pinned real codex binary; a missing binary fails (never skips) with install steps."""
+    try:
+        return find_test_codex_bin()
+    except CodexBinaryNotFound as exc:
+        message = str(exc)
+    pytest.fail(message, pytrace=False)
+
+
+@pytest.fixture
+def mock_model() -> Iterator[MockModel]:
+    """A scripted mock of the OpenAI Responses API on loopback (tests/mock_model_server.py)."""
+    with MockModel() as model:
+        yield model
+
+
+@pytest.fixture
+def codex_home(tmp_path: Path, mock_model: MockModel) -> Path:
+    """A CODEX_HOME whose config points the real codex at ``mock_model`` (no login)."""
+    return write_codex_home(tmp_path / "codex-home", mock_model.base_url)

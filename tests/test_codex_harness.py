@@ -14,7 +14,7 @@ import os
 import signal
 import time
 import uuid
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 import psutil
 import pytest
 
-from tests.codex_home import CodexBinaryNotFound, codex_env, find_test_codex_bin, write_codex_home
+from tests.codex_home import codex_env
 from tests.mock_model_server import MockModel, call_shell, fail_http, say, think
 
 pytestmark = pytest.mark.timeout(60)
@@ -34,27 +34,6 @@ T = TypeVar("T")
 # --------------------------------------------------------------------------------------------
 # Fixtures and helpers
 # --------------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def codex_bin() -> str:
-    """The pinned codex binary; a missing binary fails (never skips) with install steps."""
-    try:
-        return find_test_codex_bin()
-    except CodexBinaryNotFound as exc:
-        message = str(exc)
-    pytest.fail(message, pytrace=False)
-
-
-@pytest.fixture
-def mock_model() -> Iterator[MockModel]:
-    with MockModel() as model:
-        yield model
-
-
-@pytest.fixture
-def codex_home(tmp_path: Path, mock_model: MockModel) -> Path:
-    return write_codex_home(tmp_path / "codex-home", mock_model.base_url)
 
 
 @pytest.fixture
