@@ -140,10 +140,9 @@ class Event(_Model):
     def status(self) -> TaskStatus | None:
         """The task status a ``status`` event records, else None."""
         if self.kind is EventKind.STATUS and isinstance(self.data, dict):
-            try:
-                return TaskStatus(self.data.get("status"))
-            except ValueError:
-                return None
+            value = self.data.get("status")
+            if isinstance(value, str) and value in TaskStatus.__members__.values():
+                return TaskStatus(value)
         return None
 
     @property

@@ -9,14 +9,17 @@ install instructions when it is missing. ``codex_env`` builds the minimal child 
 
 from __future__ import annotations
 
+import fcntl
 import os
+import shutil
+import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 
 __all__ = [
     "CODEX_BIN_ENV",
     "CODEX_VERSION",
-    "DEFAULT_CODEX_BIN",
+    "CODEX_CACHE",
     "CodexBinaryNotFound",
     "codex_env",
     "find_test_codex_bin",
@@ -25,21 +28,15 @@ __all__ = [
 
 CODEX_VERSION = "0.169.0"
 CODEX_BIN_ENV = "CODEX_TUI_TEST_CODEX_BIN"
-DEFAULT_CODEX_BIN = Path(
-    f"/root/.cache/codex-tui-ci/codex-{CODEX_VERSION}/node_modules/@openai/codex-linux-x64"
-    "/vendor/x86_64-unknown-linux-musl/bin/codex"
-)
+#: Where the tests install the pinned npm package when no binary is configured.
+CODEX_CACHE = Path.home() / ".cache" / "codex-tui-ci" / f"codex-{CODEX_VERSION}"
+LAUNCHER = CODEX_CACHE / "node_modules" / "@openai" / "codex" / "bin" / "codex.js"
 
 INSTALL_HINT = (
     f"The real codex binary (codex-cli {CODEX_VERSION}) is required for these tests.\n"
-    f"Install it with:\n"
-    f"    mkdir -p ~/.cache/codex-tui-ci/codex-{CODEX_VERSION} && "
-    f"cd ~/.cache/codex-tui-ci/codex-{CODEX_VERSION} && "
-    f"npm install @openai/codex@{CODEX_VERSION}\n"
-    f"then point {CODEX_BIN_ENV} at the native binary inside the package, e.g.\n"
-    f"    export {CODEX_BIN_ENV}=$PWD/node_modules/@openai/codex-linux-x64/vendor/"
-    f"x86_64-unknown-linux-musl/bin/codex\n"
-    f"(default looked up when the variable is unset: {DEFAULT_CODEX_BIN})"
+    f"They install it themselves when npm is on PATH; otherwise install Node.js 20+ and npm,\n"
+    f"or run:  npm install --prefix {CODEX_CACHE} @openai/codex@{CODEX_VERSION}\n"
+    f"or point {CODEX_BIN_ENV} at a codex {CODEX_VERSION} binary."
 )
 
 
@@ -51,7 +48,7 @@ def find_test_codex_bin() -> str:
     """Return the path of the codex binary to test against.
 
     ``$CODEX_TUI_TEST_CODEX_BIN`` wins when set (it must then exist and be executable);
-    otherwise the CI cache path :data:`DEFAULT_CODEX_BIN` is used if present.
+    otherwise the pinned npm package in :data:`CODEX_CACHE` (installed on first use).
 
     Raises:
         CodexBinaryNotFound: with instructions (``npm install @openai/codex@0.169.0``).
@@ -64,9 +61,44 @@ def find_test_codex_bin() -> str:
                 f"{CODEX_BIN_ENV}={configured!r} is not an executable file.\n{INSTALL_HINT}"
             )
         return str(path)
-    if DEFAULT_CODEX_BIN.is_file() and os.access(DEFAULT_CODEX_BIN, os.X_OK):
-        return str(DEFAULT_CODEX_BIN)
-    raise CodexBinaryNotFound(f"{CODEX_BIN_ENV} is not set.\n{INSTALL_HINT}")
+    return _installed_codex_bin()
+
+
+def _installed_codex_bin() -> str:
+    """The native binary of the pinned npm package in :data:`CODEX_CACHE`, installing it with
+    npm on first use (under a file lock, so concurrent test runs install it once)."""
+    from server_client.worker.codex_bin import CodexBinError, native_from_launcher
+
+    CODEX_CACHE.mkdir(parents=True, exist_ok=True)
+    with open(CODEX_CACHE / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not LAUNCHER.is_file():
+            npm = shutil.which("npm")
+            if npm is None:
+                raise CodexBinaryNotFound(f"npm is not on PATH.\n{INSTALL_HINT}")
+            done = subprocess.run(
+                [
+                    npm,
+                    "install",
+                    "--prefix",
+                    str(CODEX_CACHE),
+                    "--no-audit",
+                    "--no-fund",
+                    f"@openai/codex@{CODEX_VERSION}",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=600,
+            )
+            if done.returncode != 0:
+                raise CodexBinaryNotFound(
+                    f"npm install failed ({done.returncode}):\n"
+                    f"{done.stderr[-2000:]}\n{INSTALL_HINT}"
+                )
+    try:
+        return native_from_launcher(LAUNCHER)
+    except CodexBinError as exc:
+        raise CodexBinaryNotFound(f"{exc}\n{INSTALL_HINT}") from exc
 
 
 def _toml_str(value: str) -> str:

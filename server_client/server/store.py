@@ -264,7 +264,9 @@ class Store:
                     upload_next=0,
                 )
             )
-            pk = int(result.inserted_primary_key[0])
+            inserted = result.inserted_primary_key
+            assert inserted is not None
+            pk = int(inserted[0])
             await self._append_status(conn, pk, 0, {"status": "queued"}, now)
             row = (await conn.execute(select(tasks).where(tasks.c.pk == pk))).one()
         return _task_from_row(row)

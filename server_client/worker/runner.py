@@ -355,6 +355,18 @@ class ExecRunner:
     runner per run; :meth:`run` may be awaited once. :meth:`cancel` may be called at any time
     from the event loop's thread.
 
+    Events: a stdout line that parses as a JSON object is a ``codex`` event (data: the object);
+    any other non-blank stdout line is ``stdout`` ``{"line": text}``; each stderr line is
+    ``stderr`` ``{"line": text}``. Text is decoded as UTF-8 with replacement. A line longer
+    than ``max_line_bytes`` keeps its first ``max_line_bytes`` bytes and becomes
+    ``{"line": head, "truncated_bytes": dropped}`` (``stdout`` or ``stderr``).
+
+    Outcome, in this order: a ``turn.failed`` seen (before any cancel) → ``FAILED`` with its
+    ``error.message``; a ``turn.completed`` seen (before any cancel) → ``COMPLETED`` if codex
+    exited 0 or was cancelled afterwards, else ``FAILED``; cancel requested → ``CANCELED``;
+    otherwise ``FAILED`` with the exit code or signal and the tail of stderr. A top-level
+    ``error`` event is not fatal (codex-facts.md: it can be a "Reconnecting..." notice).
+
     Args:
         spec: what to run.
         emit: receives each event (kinds ``codex``, ``stdout``, ``stderr``).
@@ -642,7 +654,9 @@ class ExecRunner:
                     start = end + 1
             if buf or dropped:
                 self._deliver(on_line, bytes(buf), dropped)
-        except OSError as exc:
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # e.g. a pipe error: stop codex rather than leave it blocked
             self._fail_internally(exc)
 
     def _deliver(self, on_line: Callable[[bytes, int], None], raw: bytes, dropped: int) -> None:
