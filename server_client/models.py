@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 #: Largest prompt the server accepts, in characters.
 MAX_PROMPT_CHARS = 100_000
@@ -86,6 +86,22 @@ class TaskCreate(_Model):
     workdir: str | None = Field(default=None, max_length=4096)
     model: str | None = Field(default=None, min_length=1, max_length=200)
     sandbox: Sandbox = Sandbox.WORKSPACE_WRITE
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt_is_text(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("the prompt is blank")
+        if value.strip() == "-":
+            raise ValueError('a prompt of just "-" would make codex read stdin')
+        return value
+
+    @field_validator("prompt", "workdir", "model")
+    @classmethod
+    def _no_nul(cls, value: str | None) -> str | None:
+        if value is not None and "\x00" in value:
+            raise ValueError("must not contain NUL characters")
+        return value
 
 
 class Task(_Model):

@@ -60,7 +60,10 @@ def test_bad_input_gets_problem_bodies_and_loses_nothing(server: LiveServer) -> 
     _problem(httpx.get(f"{server.url}/api/tasks/nope/events", headers=auth), 404)
     body = _problem(httpx.post(f"{server.url}/api/tasks", json={"promt": "x"}, headers=auth), 422)
     assert "prompt" in str(body["detail"])
-    _problem(httpx.post(f"{server.url}/api/tasks", json={"prompt": ""}, headers=auth), 422)
+    for bad_prompt in ("", "   ", "-", "nul\x00byte"):
+        _problem(
+            httpx.post(f"{server.url}/api/tasks", json={"prompt": bad_prompt}, headers=auth), 422
+        )
     _problem(
         httpx.post(
             f"{server.url}/api/tasks",

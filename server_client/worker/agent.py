@@ -30,7 +30,13 @@ from server_client.models import (
 from server_client.paths import WorkdirError, resolve_workdir
 from server_client.worker.api import WorkerApi
 from server_client.worker.codex_bin import CodexNotFoundError, codex_version, resolve_codex_bin
-from server_client.worker.runner import ExecRunner, RunOutcome, RunSpec, build_child_env
+from server_client.worker.runner import (
+    ExecRunner,
+    RunOutcome,
+    RunSpec,
+    build_child_env,
+    reap_orphan_zombies,
+)
 from server_client.worker.uploader import EventUploader, LeaseLostError
 
 log = logging.getLogger(__name__)
@@ -137,15 +143,26 @@ class WorkerAgent:
     async def run(self) -> None:
         """Connect, then claim and run tasks until :meth:`stop`; waits for running tasks."""
         await self.connect()
-        signals = asyncio.create_task(self._signals_loop(), name="signals")
+        background = [
+            asyncio.create_task(self._signals_loop(), name="signals"),
+            asyncio.create_task(self._reaper_loop(), name="reaper"),
+        ]
         try:
             await self._claim_loop()
         finally:
             if self._jobs:
                 await asyncio.gather(*self._jobs, return_exceptions=True)
-            signals.cancel()
-            await asyncio.gather(signals, return_exceptions=True)
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
             await self.api.aclose()
+
+    async def _reaper_loop(self, interval_s: float = 10.0) -> None:
+        """Reap orphaned command processes that exited on their own: the worker is their
+        subreaper (runner.become_subreaper), so they would stay zombies otherwise."""
+        while True:
+            await asyncio.sleep(interval_s)
+            reap_orphan_zombies()
 
     async def _claim_loop(self) -> None:
         assert self.worker_id is not None
