@@ -3,7 +3,7 @@
 Precedence, lowest first: defaults → ``<config>/config.toml`` → environment
 (``CODEX_TUI_SERVER``, ``CODEX_TUI_TOKEN``, ...) → command-line flags. When neither names a
 server, the connection the local server stored (server_client.credentials) is used, and
-failing that ``http://127.0.0.1:8765``. Tokens never appear in logs; keep them out of
+failing that ``http://127.0.0.1:<local_port>`` (8765). Tokens never appear in logs; keep them out of
 config.toml where the keyring works.
 
 ``CODEX_TUI_HOME``, when set, puts all config, data and state folders under it.
@@ -24,7 +24,6 @@ from server_client.credentials import load_connection
 from server_client.paths import AppDirs
 
 DEFAULT_PORT = 8765
-DEFAULT_SERVER = f"http://127.0.0.1:{DEFAULT_PORT}"
 
 
 class ClientSettings(BaseSettings):
@@ -33,12 +32,15 @@ class ClientSettings(BaseSettings):
     Attributes:
         server: The server URL (``CODEX_TUI_SERVER``).
         token: A user token (``CODEX_TUI_TOKEN``).
+        local_port: Port of the local server the TUI starts when no server is configured
+            (``CODEX_TUI_LOCAL_PORT``).
     """
 
     model_config = SettingsConfigDict(env_prefix="CODEX_TUI_", extra="ignore")
 
     server: str | None = None
     token: str | None = None
+    local_port: int = DEFAULT_PORT
 
     @classmethod
     def settings_customise_sources(
@@ -74,7 +76,8 @@ def resolve_connection(server: str | None = None, token: str | None = None) -> R
     overrides = {k: v for k, v in {"server": server, "token": token}.items() if v}
     settings = ClientSettings(**overrides)
     stored = load_connection()
-    url = settings.server or (stored.server if stored else None) or DEFAULT_SERVER
+    default = f"http://127.0.0.1:{settings.local_port}"
+    url = settings.server or (stored.server if stored else None) or default
     url = url.rstrip("/")
     found = settings.token
     if found is None and stored is not None and stored.server.rstrip("/") == url:

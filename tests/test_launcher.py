@@ -1,0 +1,94 @@
+"""With no server configured or running, codex-tui starts a local server and worker in the
+background; they keep running after the command exits, and later commands reuse them."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from tests.conftest import FAKE_CODEX, free_port
+
+
+def _procs_of(home: Path) -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter(["environ"]):
+        try:
+            if (proc.info["environ"] or {}).get("CODEX_TUI_HOME") == str(home):
+                found.append(proc)
+        except psutil.Error:
+            continue
+    return found
+
+
+@pytest.fixture
+def isolated(tmp_path: Path) -> Iterator[tuple[dict[str, str], Path]]:
+    home = tmp_path / "home"
+    work = tmp_path / "work"
+    work.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CODEX_TUI_")}
+    env.update(
+        CODEX_TUI_HOME=str(home),
+        CODEX_TUI_KEYRING="0",
+        CODEX_TUI_LOCAL_PORT=str(free_port()),
+        CODEX_TUI_CODEX_BIN=str(FAKE_CODEX),
+        HOME=str(tmp_path),
+    )
+    yield env, work
+    for proc in _procs_of(home):
+        try:
+            proc.kill()
+        except psutil.Error:
+            pass
+
+
+def _cli(env: dict[str, str], cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "codex_tui", *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+
+
+def test_submit_starts_a_background_server_that_outlives_it(
+    isolated: tuple[dict[str, str], Path],
+) -> None:
+    env, work = isolated
+    url = f"http://127.0.0.1:{env['CODEX_TUI_LOCAL_PORT']}"
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{url}/healthz")
+
+    first = _cli(env, work, "submit", "--follow", "--json", "hello")
+    assert first.returncode == 0, first.stderr
+    envelopes = [json.loads(line) for line in first.stdout.splitlines()[1:]]
+    assert envelopes[-1]["data"]["status"] == "completed"
+
+    # The server and its worker still run after the command exited; `ls` needs no flags.
+    assert httpx.get(f"{url}/healthz").status_code == 200
+    home = Path(env["CODEX_TUI_HOME"])
+    assert (home / "config" / "token").stat().st_mode & 0o777 == 0o600
+    listed = _cli(env, work, "ls", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert json.loads(listed.stdout.splitlines()[0])["id"] == first.stdout.splitlines()[0]
+    servers = [p for p in _procs_of(home) if "server" in p.cmdline()]
+    assert len(servers) == 1
+
+
+def test_ls_without_a_server_names_the_fix(isolated: tuple[dict[str, str], Path]) -> None:
+    env, work = isolated
+    env["CODEX_TUI_SERVER"] = f"http://127.0.0.1:{free_port()}"
+    env["CODEX_TUI_TOKEN"] = "ctu_anything"
+    result = _cli(env, work, "ls")
+    assert result.returncode == 2
+    assert "cannot reach the server" in result.stderr
+    assert "codex-tui server" in result.stderr
