@@ -3,6 +3,7 @@ local worker process, run by ``codex-tui server`` exactly as a user runs it."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -55,6 +56,23 @@ def wait_until(
             raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
         time.sleep(delay)
         delay = min(delay * 2, 0.2)
+
+
+async def wait_until_async(
+    condition: Callable[[], object], timeout_s: float = 15.0, what: str = "condition"
+) -> object:
+    """Like :func:`wait_until`, without blocking the event loop."""
+    deadline = time.monotonic() + timeout_s
+    delay = 0.005
+    for _ in range(1_000_000):
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            break
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 0.1)
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
 
 
 @dataclass

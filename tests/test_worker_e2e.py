@@ -4,6 +4,7 @@ fake codex for deterministic edge cases (tests/fake_codex.py)."""
 from __future__ import annotations
 
 import json
+import signal
 import time
 
 import psutil
@@ -211,3 +212,34 @@ def test_cli_without_token_names_the_fix(server_factory: ServerFactory) -> None:
     )
     assert result.returncode == 2
     assert "401" in result.stderr and "ctu_wrong" not in result.stderr
+
+
+async def test_stopping_the_server_stops_its_worker_which_reports_its_tasks(
+    server_factory: ServerFactory,
+) -> None:
+    from server_client.server.db import create_engine
+    from server_client.server.store import Store, User
+
+    server = server_factory(fake_mode="sleep", grace_s=0.5)
+    async with server.client() as client:
+        me = await client.me()
+        task = await client.create_task("long", workdir=str(server.workdir))
+        async for event in client.stream_events(task.id):
+            if event.codex_type == "item.started":
+                break
+    server.proc.send_signal(signal.SIGTERM)
+    assert server.proc.wait(20) == 0, server.log()
+    assert _processes_of(server, task.id) == []
+    worker_pid = (
+        int((server.home / "state" / "local-worker.pid").read_text())
+        if (server.home / "state" / "local-worker.pid").exists()
+        else None
+    )
+    assert worker_pid is None or not psutil.pid_exists(worker_pid)
+    engine = create_engine(f"sqlite:///{server.home / 'data' / 'codex-tui.db'}")
+    try:
+        stored = await Store(engine).get_task(User(id=me.user_id, name=me.name), task.id)
+    finally:
+        await engine.dispose()
+    assert stored.status is TaskStatus.CANCELED
+    assert stored.error == "the worker was stopped"

@@ -13,8 +13,10 @@ import json
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -158,16 +160,52 @@ def stop_local_worker(pid: int, timeout_s: float = 10.0) -> None:
 
 
 class _Server(uvicorn.Server):
-    """uvicorn's server, which also ends long polls and event streams when asked to exit,
-    so a graceful shutdown takes moments, not the length of a long poll (E5)."""
+    """uvicorn's server with an orderly exit.
 
-    def __init__(self, config: uvicorn.Config, hub: Hub) -> None:
+    On the first SIGINT/SIGTERM it first runs ``before_exit`` while still serving (the local
+    worker is stopped then, so it can report its cancelled tasks), then ends long polls and
+    event streams (reliability.md E5) and shuts down. A second signal forces the exit. Unlike
+    plain uvicorn it does not re-raise the signal afterwards, so the caller's cleanup runs.
+    """
+
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        hub: Hub,
+        before_exit: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         super().__init__(config)
         self._hub = hub
+        self._before_exit = before_exit
+        self._exiting = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._draining: asyncio.Task[None] | None = None
 
-    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        self._loop = asyncio.get_running_loop()
+        await super().startup(sockets)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:  # noqa: ARG002
+        if self._exiting or self._before_exit is None or self._loop is None:
+            self.force_exit = self._exiting
+            self._exiting = True
+            self._hub.close()
+            self.should_exit = True
+            return
+        self._exiting = True
+        self._loop.call_soon_threadsafe(self._start_draining)
+
+    def _start_draining(self) -> None:
+        self._draining = asyncio.ensure_future(self._drain())
+
+    async def _drain(self) -> None:
+        assert self._before_exit is not None
+        try:
+            await self._before_exit()
+        except Exception:  # noqa: BLE001 - the exit must go on whatever happened
+            log.exception("error while stopping before exit")
         self._hub.close()
-        super().handle_exit(sig, frame)
+        self.should_exit = True
 
 
 def run_server(
@@ -191,9 +229,16 @@ def run_server(
     config = uvicorn.Config(
         app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5
     )
-    try:
-        _Server(config, app.state.hub).run()
-    finally:
+
+    async def stop_worker() -> None:
         if worker_pid is not None:
-            stop_local_worker(worker_pid)
+            await asyncio.to_thread(stop_local_worker, worker_pid, timeout_s)
+            (dirs.state / LOCAL_WORKER_PIDFILE).unlink(missing_ok=True)
+
+    timeout_s = (local_worker.grace_s if local_worker else 0) + 10.0
+    try:
+        _Server(config, app.state.hub, stop_worker).run()
+    finally:
+        if worker_pid is not None and psutil.pid_exists(worker_pid):
+            stop_local_worker(worker_pid, timeout_s)
             (dirs.state / LOCAL_WORKER_PIDFILE).unlink(missing_ok=True)
