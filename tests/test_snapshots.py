@@ -25,6 +25,7 @@ from tests.tui_helpers import (
     ClosingApp,
     FrozenClock,
     Seeded,
+    dashboard_ready,
     event_view,
     seed_tasks,
     task_list,
@@ -55,6 +56,7 @@ def make_app(server: LiveServer, clock: FrozenClock | None = None) -> ClosingApp
 
 async def settle(pilot: Pilot[Any], app: ClosingApp, task_index: int | None = None) -> None:
     """Wait until the list is loaded and the selected task's events are all on screen."""
+    await wait_for(pilot, lambda: dashboard_ready(app), "the dashboard")
     tasks = task_list(app)
     view = event_view(app)
     await wait_for(pilot, lambda: tasks.loaded, "the first poll")
@@ -175,6 +177,7 @@ def test_offline_dashboard(snap_compare: SnapCompare) -> None:
     app = ClosingApp(client, clock=FrozenClock(SEED_TS), poll_interval_s=0.2)
 
     async def run_before(pilot: Pilot[Any]) -> None:
+        await wait_for(pilot, lambda: dashboard_ready(app), "the dashboard")
         await wait_for(pilot, lambda: task_list(app).error is not None, "the error line")
 
     assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
