@@ -113,7 +113,7 @@ def main(ctx: click.Context, server: str | None, token: str | None) -> None:
     from codex_tui.app import CodexTuiApp
 
     client = CodexTuiClient(conn.server, conn.token)
-    CodexTuiApp(client, default_workdir=os.getcwd()).run()
+    CodexTuiApp(client, default_workdir=os.getcwd(), close_client=True).run()
 
 
 @main.command()
@@ -166,7 +166,9 @@ def server(
     dirs = AppDirs.resolve().ensure()
     url = db_url or f"sqlite:///{dirs.data / 'codex-tui.db'}"
     roots = [os.path.abspath(os.path.expanduser(r)) for r in workdir_roots]
-    settings = ServerSettings(db_url=url, **({"workdir_roots": roots} if roots else {}))
+    settings = ServerSettings.model_validate(
+        {"db_url": url, **({"workdir_roots": roots} if roots else {})}
+    )
     worker = None
     if not no_local_worker:
         worker = LocalWorkerOptions(

@@ -73,8 +73,8 @@ class ResolvedConnection:
 
 def resolve_connection(server: str | None = None, token: str | None = None) -> ResolvedConnection:
     """Apply the precedence rules of this module to the ``--server``/``--token`` flags."""
-    overrides = {k: v for k, v in {"server": server, "token": token}.items() if v}
-    settings = ClientSettings(**overrides)
+    overrides: dict[str, object] = {"server": server, "token": token}
+    settings = ClientSettings.model_validate({k: v for k, v in overrides.items() if v})
     stored = load_connection()
     default = f"http://127.0.0.1:{settings.local_port}"
     url = settings.server or (stored.server if stored else None) or default

@@ -16,15 +16,16 @@ from typing import Any
 import pytest
 from textual.pilot import Pilot
 
+from codex_tui.app import CodexTuiApp
 from codex_tui.screens.compose import ComposeScreen
 from codex_tui.screens.confirm import ConfirmModal
 from server_client.client import CodexTuiClient
 from tests.conftest import LiveServer, ServerFactory, free_port
 from tests.tui_helpers import (
     SEED_TS,
-    ClosingApp,
     FrozenClock,
     Seeded,
+    closing_app,
     dashboard_ready,
     event_view,
     seed_tasks,
@@ -44,9 +45,9 @@ def seeded(server_factory: ServerFactory) -> tuple[LiveServer, Seeded]:
     return server, asyncio.run(seed_tasks(server))
 
 
-def make_app(server: LiveServer, clock: FrozenClock | None = None) -> ClosingApp:
+def make_app(server: LiveServer, clock: FrozenClock | None = None) -> CodexTuiApp:
     """The app for a snapshot: its own client (closed in the app's loop) and a frozen clock."""
-    return ClosingApp(
+    return closing_app(
         server.client(),
         clock=clock or FrozenClock(SEED_TS),
         default_workdir="/srv/app",
@@ -54,7 +55,7 @@ def make_app(server: LiveServer, clock: FrozenClock | None = None) -> ClosingApp
     )
 
 
-async def settle(pilot: Pilot[Any], app: ClosingApp, task_index: int | None = None) -> None:
+async def settle(pilot: Pilot[Any], app: CodexTuiApp, task_index: int | None = None) -> None:
     """Wait until the list is loaded and the selected task's events are all on screen."""
     await wait_for(pilot, lambda: dashboard_ready(app), "the dashboard")
     tasks = task_list(app)
@@ -174,7 +175,7 @@ def test_empty_dashboard(snap_compare: SnapCompare, server_factory: ServerFactor
 def test_offline_dashboard(snap_compare: SnapCompare) -> None:
     """The server cannot be reached: an error line in the list and a notification."""
     client = CodexTuiClient(f"http://127.0.0.1:{free_port()}", "ctu_nobody")
-    app = ClosingApp(client, clock=FrozenClock(SEED_TS), poll_interval_s=0.2)
+    app = closing_app(client, clock=FrozenClock(SEED_TS), poll_interval_s=0.2)
 
     async def run_before(pilot: Pilot[Any]) -> None:
         await wait_for(pilot, lambda: dashboard_ready(app), "the dashboard")
