@@ -80,6 +80,36 @@ def connection_options(func: Callable[..., Any]) -> Callable[..., Any]:
     )(func)
 
 
+def worker_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Add the options of a worker (``codex-tui worker`` and the server's local worker)."""
+    options = [
+        click.option(
+            "--workdir-root",
+            "workdir_roots",
+            multiple=True,
+            help="Allowed workdir root (repeatable; default: your home folder).",
+        ),
+        click.option(
+            "--codex-bin", help="Codex binary (default: CODEX_TUI_CODEX_BIN, else codex on PATH)."
+        ),
+        click.option("--max-tasks", default=4, show_default=True, type=int, help="Tasks at once."),
+        click.option(
+            "--pass-env", multiple=True, help="Environment variable passed through to codex."
+        ),
+        click.option(
+            "--cancel-grace",
+            "grace_s",
+            default=2.0,
+            show_default=True,
+            type=click.FloatRange(0, 60),
+            help="Seconds between SIGINT and SIGKILL when a task is cancelled.",
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
 def _printer(as_json: bool) -> Callable[[Event], None]:
     """Print events as JSON lines (the envelope) or rendered for people."""
     if as_json:
@@ -121,25 +151,7 @@ def main(ctx: click.Context, server: str | None, token: str | None) -> None:
 @click.option("--port", default=DEFAULT_PORT, show_default=True, type=int, help="Port to bind.")
 @click.option("--db", "db_url", help="Database URL (default: a SQLite file in the data folder).")
 @click.option("--no-local-worker", is_flag=True, help="Do not start a worker beside the server.")
-@click.option(
-    "--workdir-root",
-    "workdir_roots",
-    multiple=True,
-    help="Allowed workdir root (repeatable; default: your home folder).",
-)
-@click.option("--codex-bin", help="Codex binary for the local worker.")
-@click.option(
-    "--max-tasks", default=4, show_default=True, type=int, help="Local worker's tasks at once."
-)
-@click.option("--pass-env", multiple=True, help="Environment variable passed through to codex.")
-@click.option(
-    "--cancel-grace",
-    "grace_s",
-    default=2.0,
-    show_default=True,
-    type=click.FloatRange(0, 60),
-    help="Seconds between SIGINT and SIGKILL when a task is cancelled.",
-)
+@worker_options
 @click.option("--log-level", default="info", show_default=True)
 def server(
     host: str,
@@ -192,25 +204,7 @@ def server(
     "--token", envvar="CODEX_TUI_TOKEN", required=True, help="Token (or CODEX_TUI_TOKEN)."
 )
 @click.option("--name", default=None, help="Worker name (default: this host's name).")
-@click.option(
-    "--workdir-root",
-    "workdir_roots",
-    multiple=True,
-    help="Allowed workdir root (repeatable; default: home).",
-)
-@click.option(
-    "--codex-bin", help="Codex binary (default: CODEX_TUI_CODEX_BIN, else codex on PATH)."
-)
-@click.option("--max-tasks", default=4, show_default=True, type=int, help="Tasks run at once.")
-@click.option("--pass-env", multiple=True, help="Environment variable passed through to codex.")
-@click.option(
-    "--cancel-grace",
-    "grace_s",
-    default=2.0,
-    show_default=True,
-    type=click.FloatRange(0, 60),
-    help="Seconds between SIGINT and SIGKILL when a task is cancelled.",
-)
+@worker_options
 def worker(
     server_url: str,
     token: str,
