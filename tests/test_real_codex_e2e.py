@@ -127,3 +127,33 @@ async def test_cancel_of_a_long_running_real_command_leaves_no_process(
         if (p.info["environ"] or {}).get("CODEX_TUI_TASK_ID") == task.id
     ]
     assert leftovers == []
+
+
+async def test_tui_shows_a_real_codex_run_live_and_cancels_a_running_one(
+    real_server: LiveServer, mock_model: MockModel
+) -> None:
+    from codex_tui.screens.confirm import ConfirmModal
+    from tests.test_tui import running_app, submit
+    from tests.tui_helpers import event_view, log_text, wait_for
+
+    marker = f"tui-{uuid.uuid4().hex[:10]}"
+    sleeper = f"codex-tui-tui-sleeper-{uuid.uuid4().hex[:10]}"
+    mock_model.script([call_shell(f"echo {marker}"), say(f"Saw {marker}.")])
+    async with real_server.client() as client, running_app(client, real_server) as (app, pilot):
+        view = event_view(app)
+        await submit(pilot, app, "echo the marker")
+        await wait_for(pilot, lambda: view.status is TaskStatus.COMPLETED, "completed", 60)
+        text = log_text(view)
+        assert f"echo {marker}" in text and "exit 0" in text and f"Saw {marker}." in text
+
+        mock_model.script(
+            [call_shell(f"bash -c 'exec -a {sleeper} sleep 120' & wait", yield_time_ms=30000)]
+        )
+        await submit(pilot, app, "sleep a long time")
+        await wait_for(pilot, lambda: bool(_marked(sleeper)), "the command to run", 60)
+        await wait_for(pilot, lambda: "running… " in log_text(view), "the running command")
+        await pilot.press("x")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmModal))
+        await pilot.press("y")
+        await wait_for(pilot, lambda: view.status is TaskStatus.CANCELED, "canceled", 30)
+    assert _marked(sleeper) == []

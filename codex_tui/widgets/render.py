@@ -390,18 +390,16 @@ def _render_command(
 ) -> list[RenderableType]:
     palette = state.palette
     command = _str(item.get("command")) or compact_json(item.get("command"))
-    head = Text(no_wrap=True, overflow="ellipsis")
-    head.append("$ ", style=f"bold {palette.accent}")
-    head.append(truncate(command, MAX_LINE_CHARS).replace("\n", " ⏎ "), style="bold")
     status = _str(item.get("status"))
     exit_code = item.get("exit_code")
-    if phase != "completed" and status in ("", "in_progress"):
-        if phase == "updated":
-            return []
-        head.append("  running…", style=palette.muted)
-        return [head]
-    head.append("  ")
-    if status == "declined":
+    running = phase != "completed" and status in ("", "in_progress")
+    if running and phase == "updated":
+        return []
+    # The badge comes first so that a long command, cut at the view's edge, never hides it.
+    head = Text(no_wrap=True, overflow="ellipsis")
+    if running:
+        head.append(" running… ", style=f"bold {palette.muted}")
+    elif status == "declined":
         head.append(" declined ", style=f"bold reverse {palette.warning}")
     elif isinstance(exit_code, int) and exit_code == 0 and status != "failed":
         head.append(" exit 0 ", style=f"bold reverse {palette.success}")
@@ -409,6 +407,10 @@ def _render_command(
         head.append(f" exit {exit_code} ", style=f"bold reverse {palette.error}")
     else:
         head.append(f" {status or 'done'} ", style=f"bold reverse {palette.error}")
+    head.append(" $ ", style=f"bold {palette.accent}")
+    head.append(truncate(command, MAX_LINE_CHARS).replace("\n", " ⏎ "), style="bold")
+    if running:
+        return [head]
     output = _str(item.get("aggregated_output"))
     lines, more = head_lines(output, state.max_output_lines)
     parts: list[RenderableType] = [head]
