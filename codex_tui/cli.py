@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 import click
@@ -152,6 +152,27 @@ def main(ctx: click.Context, server: str | None, token: str | None) -> None:
 @click.option("--db", "db_url", help="Database URL (default: a SQLite file in the data folder).")
 @click.option("--no-local-worker", is_flag=True, help="Do not start a worker beside the server.")
 @worker_options
+@click.option(
+    "--lease-ttl",
+    default=30.0,
+    show_default=True,
+    type=click.FloatRange(1, 3600),
+    help="Seconds without a heartbeat after which a worker's running tasks end lost.",
+)
+@click.option(
+    "--sweep-interval",
+    default=5.0,
+    show_default=True,
+    type=click.FloatRange(0.1, 600),
+    help="Seconds between looks for lost leases.",
+)
+@click.option(
+    "--pairing-ttl",
+    default=600.0,
+    show_default=True,
+    type=click.FloatRange(1, 86400),
+    help="Seconds a pairing code stays valid.",
+)
 @click.option("--log-level", default="info", show_default=True)
 def server(
     host: str,
@@ -163,6 +184,9 @@ def server(
     max_tasks: int,
     pass_env: tuple[str, ...],
     grace_s: float,
+    lease_ttl: float,
+    sweep_interval: float,
+    pairing_ttl: float,
     log_level: str,
 ) -> None:
     """Run the server (and, by default, one local worker)."""
@@ -179,7 +203,13 @@ def server(
     url = db_url or f"sqlite:///{dirs.data / 'codex-tui.db'}"
     roots = [os.path.abspath(os.path.expanduser(r)) for r in workdir_roots]
     settings = ServerSettings.model_validate(
-        {"db_url": url, **({"workdir_roots": roots} if roots else {})}
+        {
+            "db_url": url,
+            "lease_ttl_s": lease_ttl,
+            "sweep_interval_s": sweep_interval,
+            "pairing_ttl_s": pairing_ttl,
+            **({"workdir_roots": roots} if roots else {}),
+        }
     )
     worker = None
     if not no_local_worker:
@@ -197,29 +227,79 @@ def server(
 
 
 @main.command()
+@click.option("--server", "server_url", help="Server URL (default: the one it was paired with).")
+@click.option("--pair", "code", help="Pairing code from `codex-tui pair` or the TUI (key w).")
 @click.option(
-    "--server", "server_url", envvar="CODEX_TUI_SERVER", required=True, help="Server URL."
-)
-@click.option(
-    "--token", envvar="CODEX_TUI_TOKEN", required=True, help="Token (or CODEX_TUI_TOKEN)."
+    "--token",
+    envvar="CODEX_TUI_TOKEN",
+    help="A user token instead of pairing (or CODEX_TUI_TOKEN).",
 )
 @click.option("--name", default=None, help="Worker name (default: this host's name).")
+@click.option("--label", "labels", multiple=True, help="A label for routing (repeatable).")
 @worker_options
 def worker(
-    server_url: str,
-    token: str,
+    server_url: str | None,
+    code: str | None,
+    token: str | None,
     name: str | None,
+    labels: tuple[str, ...],
     workdir_roots: tuple[str, ...],
     codex_bin: str | None,
     max_tasks: int,
     pass_env: tuple[str, ...],
     grace_s: float,
 ) -> None:
-    """Run a worker: claim tasks from the server and run codex for them."""
+    """Run a worker: claim your tasks from the server and run codex for them.
+
+    The first time, pair it with a code: `codex-tui worker --server URL --pair CODE`. Its
+    token is saved (0600) in the config folder, so later a plain `codex-tui worker` (after a
+    reboot, say) reconnects without a new code.
+    """
     import socket
 
+    from server_client.credentials import (
+        WorkerCredentials,
+        load_worker_credentials,
+        save_worker_credentials,
+    )
     from server_client.worker.main import WorkerSettings, run_worker
 
+    saved = load_worker_credentials()
+    if code:
+        if not server_url:
+            _fail("--pair needs --server URL (the command shown with the code has it)")
+        assert server_url is not None
+        from server_client.client import redeem_pairing_code
+
+        hostname = socket.gethostname()
+        try:
+            result = asyncio.run(
+                redeem_pairing_code(
+                    server_url, code, name=name or hostname, hostname=hostname, labels=labels
+                )
+            )
+        except ApiError as exc:
+            _fail(f"pairing failed: {exc.problem.detail}; ask for a new code with `codex-tui pair`")
+        except httpx.TransportError as exc:
+            _fail(f"cannot reach the server at {server_url} ({type(exc).__name__})")
+        path = save_worker_credentials(
+            WorkerCredentials(server=server_url, token=result.token, name=result.worker.name)
+        )
+        click.echo(f"paired as worker {result.worker.name!r}; token saved in {path}", err=True)
+        token, name = result.token, result.worker.name
+    elif token is None:
+        if saved is None:
+            _fail(
+                "this worker is not paired: run `codex-tui pair` where you use codex-tui, "
+                "then the command it prints here (codex-tui worker --server URL --pair CODE)"
+            )
+        assert saved is not None
+        if server_url and server_url.rstrip("/") != saved.server.rstrip("/"):
+            _fail(f"this worker is paired with {saved.server}; pair it again for {server_url}")
+        server_url, token, name = saved.server, saved.token, name or saved.name
+    if not server_url:
+        _fail("--token needs --server URL")
+    assert server_url is not None and token is not None
     settings = WorkerSettings(
         server=server_url,
         token=token,
@@ -230,8 +310,30 @@ def worker(
         max_tasks=max_tasks,
         pass_env=list(pass_env),
         grace_s=grace_s,
+        labels=list(labels),
     )
     run_worker(settings)
+
+
+@main.command()
+@connection_options
+@click.option("--json", "as_json", is_flag=True, help="Print the code as JSON.")
+@click.pass_context
+def pair(ctx: click.Context, server: str | None, token: str | None, as_json: bool) -> None:
+    """Create a one-time pairing code (valid 10 minutes) for a worker on another machine."""
+    conn = _connection(ctx, server, token, start=False)
+
+    async def work(client: CodexTuiClient) -> None:
+        code = await client.create_pairing_code()
+        if as_json:
+            click.echo(code.model_dump_json())
+            return
+        expires = code.expires_at.astimezone().strftime("%H:%M")
+        click.echo(f"Pairing code {code.code} (single use, expires at {expires}).")
+        click.echo("On the other machine, run:")
+        click.echo(f"  {code.command}")
+
+    _run(conn, work)
 
 
 @main.command()
@@ -244,6 +346,10 @@ def worker(
     show_default=True,
 )
 @click.option("--model", help="Model (default: codex's configured one).")
+@click.option("--worker", "worker_name", help="Run on the worker with this name.")
+@click.option(
+    "--label", "labels", multiple=True, help="Run on a worker with this label (repeatable)."
+)
 @click.option("--follow", "-f", is_flag=True, help="Stream the events until the task ends.")
 @click.option("--json", "as_json", is_flag=True, help="With --follow: one JSON event per line.")
 @click.argument("prompt")
@@ -255,6 +361,8 @@ def submit(
     workdir: str | None,
     sandbox: str,
     model: str | None,
+    worker_name: str | None,
+    labels: tuple[str, ...],
     follow: bool,
     as_json: bool,
     prompt: str,
@@ -268,7 +376,14 @@ def submit(
     folder = os.path.abspath(workdir) if workdir else os.getcwd()
 
     async def work(client: CodexTuiClient) -> int:
-        task = await client.create_task(prompt, workdir=folder, model=model, sandbox=sandbox)
+        task = await client.create_task(
+            prompt,
+            workdir=folder,
+            model=model,
+            sandbox=sandbox,
+            worker=worker_name,
+            labels=labels,
+        )
         click.echo(task.id)
         sys.stdout.flush()
         if not follow:
@@ -360,3 +475,118 @@ def cancel(ctx: click.Context, server: str | None, token: str | None, task_id: s
         click.echo(f"{task.id} {state}")
 
     _run(conn, work)
+
+
+def _default_db() -> str:
+    from server_client.paths import AppDirs
+
+    return f"sqlite:///{AppDirs.resolve().data / 'codex-tui.db'}"
+
+
+def _admin_run(work: Coroutine[Any, Any, T]) -> T:
+    from server_client.server.store import StoreError
+
+    try:
+        return asyncio.run(work)
+    except StoreError as exc:
+        _fail(str(exc), 1)
+    raise AssertionError("unreachable")
+
+
+db_option = click.option(
+    "--db", "db_url", default=None, help="Database URL (default: the local server's SQLite file)."
+)
+
+
+@main.group()
+def admin() -> None:
+    """Manage users and tokens (on the server's machine, directly in its store)."""
+
+
+@admin.group(name="user")
+def admin_user() -> None:
+    """Users."""
+
+
+@admin_user.command(name="add")
+@db_option
+@click.argument("name")
+def admin_user_add(db_url: str | None, name: str) -> None:
+    """Create user NAME and print their token (shown only this once)."""
+    from server_client.server import admin as ops
+
+    user, token = _admin_run(ops.add_user(db_url or _default_db(), name))
+    click.echo(f"created user {user.name}; their token (shown once):", err=True)
+    click.echo(token)
+
+
+@admin_user.command(name="list")
+@db_option
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+def admin_user_list(db_url: str | None, as_json: bool) -> None:
+    """List users."""
+    import json
+
+    from server_client.server import admin as ops
+
+    for user, created, live in _admin_run(ops.list_users(db_url or _default_db())):
+        if as_json:
+            row = {"id": user.id, "name": user.name, "created_at": created.isoformat()}
+            click.echo(json.dumps({**row, "tokens": live}))
+        else:
+            click.echo(
+                f"{user.name:<20} {user.id}  created {created:%Y-%m-%d %H:%M}  tokens {live}"
+            )
+
+
+@admin.group(name="token")
+def admin_token() -> None:
+    """Tokens (stored only as hashes: a lost token is revoked and replaced, never shown)."""
+
+
+@admin_token.command(name="add")
+@db_option
+@click.argument("user")
+def admin_token_add(db_url: str | None, user: str) -> None:
+    """Create a new token for USER and print it (shown only this once)."""
+    from server_client.server import admin as ops
+
+    click.echo(_admin_run(ops.add_token(db_url or _default_db(), user)))
+
+
+@admin_token.command(name="list")
+@db_option
+@click.option("--user", "user_name", help="Only this user's tokens.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+def admin_token_list(db_url: str | None, user_name: str | None, as_json: bool) -> None:
+    """List tokens: id, user, kind (user or worker), worker, created, revoked."""
+    import dataclasses
+    import json
+
+    from server_client.server import admin as ops
+
+    for info in _admin_run(ops.list_tokens(db_url or _default_db(), user_name)):
+        if as_json:
+            click.echo(json.dumps(dataclasses.asdict(info), default=str))
+            continue
+        revoked = f"revoked {info.revoked_at:%Y-%m-%d %H:%M}" if info.revoked_at else "active"
+        worker = f" worker {info.worker}" if info.worker else ""
+        click.echo(f"{info.id:>5}  {info.user:<16} {info.kind:<6}{worker}  {revoked}")
+
+
+@admin_token.command(name="revoke")
+@db_option
+@click.option("--user", "user_name", help="Revoke every token of this user.")
+@click.argument("token_ids", nargs=-1, type=int)
+def admin_token_revoke(
+    db_url: str | None, user_name: str | None, token_ids: tuple[int, ...]
+) -> None:
+    """Revoke tokens by id (see `admin token list`) or all of --user's; they fail at once."""
+    from server_client.server import admin as ops
+
+    if bool(token_ids) == bool(user_name):
+        _fail("give token ids or --user NAME (one of the two)")
+    count = _admin_run(ops.revoke_tokens(db_url or _default_db(), token_ids, user_name))
+    click.echo(f"revoked {count} token(s)")
+    if count == 0:
+        raise SystemExit(1)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
 from types import TracebackType
 from typing import Any, Self
 
@@ -32,12 +32,16 @@ from server_client.models import (
     Event,
     Health,
     Me,
+    PairingCode,
+    PairRequest,
+    PairResult,
     Problem,
     Sandbox,
     Task,
     TaskCreate,
     TaskPage,
     TaskStatus,
+    Worker,
 )
 
 #: The server sends an SSE heartbeat at least this often (s); design.md.
@@ -94,6 +98,27 @@ def backoff_delays(base_s: float = 0.25, cap_s: float = 10.0) -> Iterable[float]
     while True:
         yield random.uniform(0, min(cap_s, base_s * 2**attempt))  # noqa: S311 - jitter only
         attempt = min(attempt + 1, 30)
+
+
+async def redeem_pairing_code(
+    base_url: str,
+    code: str,
+    *,
+    name: str,
+    hostname: str = "",
+    labels: Sequence[str] = (),
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> PairResult:
+    """Exchange a pairing code for a worker token (no bearer token needed).
+
+    Raises:
+        ApiError: 400 when the code is unknown, used or expired.
+    """
+    body = PairRequest(code=code, name=name, hostname=hostname, labels=list(labels))
+    async with httpx.AsyncClient(base_url=base_url.rstrip("/"), transport=transport) as http:
+        response = await http.post("/api/pair", json=body.model_dump())
+    raise_for_problem(response)
+    return PairResult.model_validate_json(response.content)
 
 
 class CodexTuiClient:
@@ -157,13 +182,26 @@ class CodexTuiClient:
         workdir: str | None = None,
         model: str | None = None,
         sandbox: Sandbox | str = Sandbox.WORKSPACE_WRITE,
+        worker: str | None = None,
+        labels: Sequence[str] = (),
     ) -> Task:
         """Submit a prompt; returns the queued task.
 
+        ``worker`` (a worker name) and ``labels`` route it: it waits queued until a worker of
+        the caller with that name and all those labels is online.
+
         Raises:
-            ApiError: 400 for a workdir outside the allowed roots, 422 for an invalid body.
+            ApiError: 400 for a workdir outside the allowed roots or an unknown worker, 422
+                for an invalid body.
         """
-        body = TaskCreate(prompt=prompt, workdir=workdir, model=model, sandbox=Sandbox(sandbox))
+        body = TaskCreate(
+            prompt=prompt,
+            workdir=workdir,
+            model=model,
+            sandbox=Sandbox(sandbox),
+            worker=worker,
+            labels=list(labels),
+        )
         response = await self._request(
             "POST", "/api/tasks", json=body.model_dump(mode="json", exclude_none=True)
         )
@@ -193,6 +231,20 @@ class CodexTuiClient:
         """Request a cancel (idempotent); a queued task ends ``canceled`` at once."""
         response = await self._request("POST", f"/api/tasks/{task_id}/cancel")
         return Task.model_validate_json(response.content)
+
+    async def list_workers(self) -> list[Worker]:
+        """The caller's workers, with online state, labels and running tasks."""
+        response = await self._request("GET", "/api/workers")
+        return [Worker.model_validate(item) for item in response.json()]
+
+    async def revoke_worker(self, worker_id: str) -> None:
+        """Revoke a worker: its token stops working and its running tasks end ``lost``."""
+        await self._request("DELETE", f"/api/workers/{worker_id}")
+
+    async def create_pairing_code(self) -> PairingCode:
+        """A one-time pairing code (10 minutes) and the command to run on the new machine."""
+        response = await self._request("POST", "/api/pairing-codes")
+        return PairingCode.model_validate_json(response.content)
 
     async def get_events(self, task_id: str, *, after: int = 0, limit: int = 1000) -> list[Event]:
         """One page of stored events with ``seq > after`` (no streaming)."""

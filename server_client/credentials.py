@@ -103,3 +103,36 @@ def load_connection(dirs: AppDirs | None = None) -> Connection | None:
         except Exception:  # noqa: BLE001 - an unusable keyring means no stored token
             token = None
     return Connection(server=server, token=token) if token else None
+
+
+WORKER_FILE = "worker.json"
+
+
+@dataclass(frozen=True)
+class WorkerCredentials:
+    """What a paired worker keeps so it reconnects after a reboot without a new code."""
+
+    server: str
+    token: str
+    name: str
+
+
+def save_worker_credentials(creds: WorkerCredentials, dirs: AppDirs | None = None) -> Path:
+    """Store a paired worker's server, token and name in ``<config>/worker.json`` (0600)."""
+    dirs = (dirs or AppDirs.resolve()).ensure()
+    path = dirs.config / WORKER_FILE
+    body = {"server": creds.server, "token": creds.token, "name": creds.name}
+    write_private(path, json.dumps(body) + "\n")
+    return path
+
+
+def load_worker_credentials(dirs: AppDirs | None = None) -> WorkerCredentials | None:
+    """The paired worker's stored credentials, or None."""
+    dirs = dirs or AppDirs.resolve()
+    try:
+        body = json.loads((dirs.config / WORKER_FILE).read_text())
+        return WorkerCredentials(
+            server=str(body["server"]), token=str(body["token"]), name=str(body["name"])
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return None

@@ -19,12 +19,17 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 #: Largest prompt the server accepts, in characters.
 MAX_PROMPT_CHARS = 100_000
+
+#: A worker label: short, no spaces (e.g. ``gpu``, ``os:linux``).
+Label = Annotated[
+    str, Field(min_length=1, max_length=50, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/=-]*$")
+]
 
 
 class TaskStatus(StrEnum):
@@ -79,13 +84,17 @@ class TaskCreate(_Model):
 
     ``workdir`` must be an absolute path inside one of the allowed workdir roots (400
     otherwise); ``None`` means the worker's first root. ``model`` is passed to codex as
-    ``-m``; ``None`` keeps codex's configured default.
+    ``--model``; ``None`` keeps codex's configured default. ``worker`` (a worker name of the
+    caller's, 400 if unknown) and ``labels`` (all of which the worker must carry) route the
+    task; it stays queued until a matching worker is online.
     """
 
     prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS)
     workdir: str | None = Field(default=None, max_length=4096)
     model: str | None = Field(default=None, min_length=1, max_length=200)
     sandbox: Sandbox = Sandbox.WORKSPACE_WRITE
+    worker: str | None = Field(default=None, min_length=1, max_length=100)
+    labels: list[Label] = Field(default_factory=list, max_length=20)
 
     @field_validator("prompt")
     @classmethod
@@ -127,6 +136,8 @@ class Task(_Model):
     exit_code: int | None = None
     error: str | None = None
     last_seq: int = 0
+    target_worker: str | None = None
+    labels: list[str] = Field(default_factory=list)
 
 
 class TaskPage(_Model):
@@ -207,10 +218,16 @@ class WorkerHello(_Model):
     codex_version: str | None = Field(default=None, max_length=100)
     workdir_roots: list[str] = Field(default_factory=list, max_length=64)
     max_tasks: int = Field(default=4, ge=1, le=1000)
+    labels: list[Label] = Field(default_factory=list, max_length=50)
 
 
 class Worker(_Model):
-    """A worker as the server knows it."""
+    """A worker as the server knows it.
+
+    ``online`` is true while the worker was heard from within the lease TTL; ``running``
+    counts its running tasks; ``heartbeat_s`` is how often the worker must poll (s) to keep
+    its leases.
+    """
 
     id: str
     name: str
@@ -218,8 +235,40 @@ class Worker(_Model):
     codex_version: str | None
     workdir_roots: list[str]
     max_tasks: int
+    labels: list[str] = Field(default_factory=list)
     connected_at: datetime
     last_seen_at: datetime
+    online: bool = False
+    running: int = 0
+    heartbeat_s: float = 10.0
+
+
+class PairingCode(_Model):
+    """Answer to ``POST /api/pairing-codes``: a one-time code and the command that uses it.
+
+    The code is shown once; the server keeps only its hash. It expires at ``expires_at``
+    (10 minutes) and works once.
+    """
+
+    code: str
+    expires_at: datetime
+    command: str
+
+
+class PairRequest(_Model):
+    """Body of ``POST /api/pair``: redeem a pairing code for a worker token."""
+
+    code: str = Field(min_length=1, max_length=64)
+    name: str = Field(min_length=1, max_length=100)
+    hostname: str = Field(default="", max_length=255)
+    labels: list[Label] = Field(default_factory=list, max_length=50)
+
+
+class PairResult(_Model):
+    """Answer to a successful pairing: the new worker and its token (shown once)."""
+
+    worker: Worker
+    token: str
 
 
 class Claim(_Model):

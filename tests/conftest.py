@@ -158,12 +158,15 @@ def server_factory(tmp_path: Path) -> Iterator[ServerFactory]:
         extra_env: dict[str, str] | None = None,
         pass_env: tuple[str, ...] = (),
         grace_s: float | None = None,
+        server_args: tuple[str, ...] = (),
+        reuse: LiveServer | None = None,
     ) -> LiveServer:
+        """Start a server; ``reuse`` restarts on the home, workdir and port of a stopped one."""
         index = len(started)
-        home = tmp_path / f"home{index}"
-        workdir = tmp_path / f"work{index}"
-        workdir.mkdir()
-        port = free_port()
+        home = reuse.home if reuse else tmp_path / f"home{index}"
+        workdir = reuse.workdir if reuse else tmp_path / f"work{index}"
+        workdir.mkdir(exist_ok=True)
+        port = int(reuse.url.rsplit(":", 1)[1]) if reuse else free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("CODEX_TUI_")}
         env["CODEX_TUI_HOME"] = str(home)
         env["CODEX_TUI_KEYRING"] = "0"
@@ -190,6 +193,7 @@ def server_factory(tmp_path: Path) -> Iterator[ServerFactory]:
             argv += ["--pass-env", name]
         if grace_s is not None:
             argv += ["--cancel-grace", str(grace_s)]
+        argv += list(server_args)
         log_path = tmp_path / f"server{index}.log"
         with open(log_path, "wb") as log_file:
             proc = subprocess.Popen(

@@ -36,6 +36,12 @@ def test_every_api_route_needs_a_token(server: LiveServer) -> None:
         for method in methods
     ]
     assert len(api_routes) >= 10
+    # Redeeming a pairing code is the one route whose credential is the code in its body.
+    assert ("post", "/api/pair") in api_routes
+    api_routes.remove(("post", "/api/pair"))
+    assert (
+        httpx.post(f"{server.url}/api/pair", json={"code": "nope", "name": "w"}).status_code == 400
+    )
     for method, path in api_routes:
         url = server.url + path.replace("{task_id}", "x").replace("{worker_id}", "y")
         for headers in ({}, {"Authorization": "Bearer ctu_wrong"}):

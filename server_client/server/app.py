@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -15,9 +16,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from server_client import __version__
 from server_client.models import Health, Problem
 from server_client.server.db import create_engine, migrate
-from server_client.server.hub import Hub
+from server_client.server.hub import Hub, cancel_key, task_key
 from server_client.server.settings import ServerSettings
-from server_client.server.store import Conflict, NotFound, Store
+from server_client.server.store import Conflict, NotFound, PairingError, Store
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,10 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def not_found(_request: Request, exc: NotFound) -> JSONResponse:
         return problem_response(404, "Not Found", str(exc))
 
+    @app.exception_handler(PairingError)
+    async def pairing_error(_request: Request, exc: PairingError) -> JSONResponse:
+        return problem_response(400, "Bad Request", str(exc))
+
     @app.exception_handler(Conflict)
     async def conflict(_request: Request, exc: Conflict) -> JSONResponse:
         return problem_response(409, "Conflict", str(exc), next_index=exc.next_index)
@@ -81,6 +86,24 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def internal(_request: Request, exc: Exception) -> JSONResponse:
         log.error("unhandled error: %s", type(exc).__name__, exc_info=exc)
         return problem_response(500, "Internal Server Error", "see the server log")
+
+
+async def _sweep_lost(store: Store, hub: Hub, settings: ServerSettings) -> None:
+    """Every ``sweep_interval_s``, end ``lost`` the running tasks of silent workers.
+
+    The first sweep waits one lease TTL after the start, so workers that kept running while
+    the server was down can reconnect before their leases are judged (reliability.md R1).
+    """
+    await asyncio.sleep(settings.lease_ttl_s)
+    while True:
+        try:
+            for task_pk, owner_id in await store.sweep_lost():
+                log.warning("task %d lost: its worker stopped responding", task_pk)
+                hub.notify(task_key(task_pk))
+                hub.notify(cancel_key(owner_id))
+        except Exception:  # noqa: BLE001 - keep sweeping after a transient store error
+            log.exception("sweep of lost leases failed")
+        await asyncio.sleep(settings.sweep_interval_s)
 
 
 def create_app(settings: ServerSettings) -> FastAPI:
@@ -93,10 +116,14 @@ def create_app(settings: ServerSettings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = create_engine(settings.db_url)
         await migrate(engine)
-        app.state.store = Store(engine)
+        store = Store(engine, lease_ttl_s=settings.lease_ttl_s)
+        app.state.store = store
+        sweeper = asyncio.create_task(_sweep_lost(store, app.state.hub, settings), name="sweep")
         try:
             yield
         finally:
+            sweeper.cancel()
+            await asyncio.gather(sweeper, return_exceptions=True)
             await engine.dispose()
 
     app = FastAPI(
@@ -109,10 +136,11 @@ def create_app(settings: ServerSettings) -> FastAPI:
     app.state.hub = Hub()
     _install_error_handlers(app)
 
-    from server_client.server import routes_tasks, routes_workers
+    from server_client.server import routes_pairing, routes_tasks, routes_workers
 
     app.include_router(routes_tasks.router)
     app.include_router(routes_workers.router)
+    app.include_router(routes_pairing.router)
 
     @app.get("/healthz", tags=["meta"])
     async def healthz() -> Health:

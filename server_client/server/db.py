@@ -71,6 +71,7 @@ tokens = Table(
     Column("token_hash", String(64), nullable=False, unique=True),
     Column("created_at", UTCDateTime, nullable=False),
     Column("revoked_at", UTCDateTime, nullable=True),
+    Column("worker_id", String(32), nullable=True),
 )
 
 workers = Table(
@@ -85,7 +86,21 @@ workers = Table(
     Column("max_tasks", Integer, nullable=False),
     Column("connected_at", UTCDateTime, nullable=False),
     Column("last_seen_at", UTCDateTime, nullable=False),
+    Column("labels", Text, nullable=False, default="[]"),
+    Column("revoked_at", UTCDateTime, nullable=True),
     Index("ix_workers_owner", "owner_id"),
+)
+
+pairing_codes = Table(
+    "pairing_codes",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("owner_id", String(32), ForeignKey("users.id"), nullable=False),
+    Column("code_hash", String(64), nullable=False, unique=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Column("used_at", UTCDateTime, nullable=True),
+    Column("worker_id", String(32), nullable=True),
 )
 
 tasks = Table(
@@ -113,8 +128,11 @@ tasks = Table(
     Column("error", Text, nullable=True),
     Column("last_seq", Integer, nullable=False, default=0),
     Column("upload_next", Integer, nullable=False, default=0),
+    Column("target_worker", String(100), nullable=True),
+    Column("labels", Text, nullable=False, default="[]"),
     Index("ix_tasks_owner_pk", "owner_id", "pk"),
     Index("ix_tasks_status_owner", "status", "owner_id", "pk"),
+    Index("ix_tasks_worker_status", "worker_id", "status"),
 )
 
 events = Table(

@@ -9,7 +9,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from server_client.server.hub import Hub
 from server_client.server.settings import ServerSettings
-from server_client.server.store import Store, User
+from server_client.server.store import Principal, Store, User
 
 _bearer = HTTPBearer(auto_error=False, description="A user token (`ctu_...`).")
 
@@ -37,11 +37,11 @@ HubDep = Annotated[Hub, Depends(get_hub)]
 SettingsDep = Annotated[ServerSettings, Depends(get_settings)]
 
 
-async def current_user(
+async def current_principal(
     store: StoreDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> User:
-    """The user the request's bearer token belongs to.
+) -> Principal:
+    """Who the request's bearer token speaks for (a user or one of their workers).
 
     Raises:
         HTTPException: 401 when the token is missing, unknown or revoked (never echoed back).
@@ -52,10 +52,24 @@ async def current_user(
             "missing bearer token: send 'Authorization: Bearer <token>' "
             "(codex-tui --token or CODEX_TUI_TOKEN)",
         )
-    user = await store.authenticate(credentials.credentials)
-    if user is None:
+    principal = await store.authenticate(credentials.credentials)
+    if principal is None:
         raise HTTPException(401, "invalid or revoked token")
-    return user
+    return principal
+
+
+CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
+
+
+async def current_user(principal: CurrentPrincipal) -> User:
+    """The user of a *user* token.
+
+    Raises:
+        HTTPException: 403 for a worker token, which may only use the worker routes.
+    """
+    if principal.kind != "user":
+        raise HTTPException(403, "a worker token can only be used by its worker")
+    return principal.user
 
 
 CurrentUser = Annotated[User, Depends(current_user)]

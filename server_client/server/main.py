@@ -86,8 +86,8 @@ async def bootstrap(settings: ServerSettings, url: str, dirs: AppDirs) -> str:
             log.info("created local user %s", local.name)
         stored = load_connection(dirs)
         if stored is not None and stored.server == url:
-            user = await store.authenticate(stored.token)
-            if user is not None and user.id == local.id:
+            principal = await store.authenticate(stored.token)
+            if principal is not None and principal.user.id == local.id:
                 return stored.token
         token = await store.issue_token(local.id)
         if stored is None or stored.server == url:

@@ -33,12 +33,22 @@ async def create_task(
     """Queue a prompt for one of the caller's workers.
 
     The workdir must be absolute and inside a root of the server's settings or of one of the
-    caller's workers (400 otherwise); workers check the real path again at spawn.
+    caller's workers (of the named worker, when ``worker`` routes the task), 400 otherwise;
+    workers check the real path again at spawn. An unknown worker name is a 400.
     """
+    target = None
+    if body.worker is not None:
+        target = await store.worker_by_name(user, body.worker)
+        if target is None:
+            names = ", ".join(w.name for w in await store.list_workers(user)) or "none yet"
+            raise HTTPException(400, f"you have no worker named {body.worker!r} (yours: {names})")
     workdir = None
     if body.workdir is not None:
-        roots = list(settings.workdir_roots)
-        roots += [r for r in await store.workdir_roots(user) if r not in roots]
+        if target is not None and target.workdir_roots:
+            roots = list(target.workdir_roots)
+        else:
+            roots = list(settings.workdir_roots)
+            roots += [r for r in await store.workdir_roots(user) if r not in roots]
         try:
             workdir = check_workdir_lexically(body.workdir, roots)
         except WorkdirError as exc:

@@ -19,8 +19,15 @@ from server_client.models import (
     Worker,
     WorkerHello,
 )
-from server_client.server.deps import CurrentUser, HubDep, SettingsDep, StoreDep
+from server_client.server.deps import (
+    CurrentPrincipal,
+    CurrentUser,
+    HubDep,
+    SettingsDep,
+    StoreDep,
+)
 from server_client.server.hub import Hub, cancel_key, queue_key, task_key
+from server_client.server.store import NotFound, Principal, Store
 
 router = APIRouter(prefix="/api/workers", tags=["workers"])
 
@@ -35,10 +42,36 @@ def _left(deadline: float) -> float:
     return deadline - asyncio.get_running_loop().time()
 
 
+async def _worker(principal: Principal, store: Store, worker_id: str) -> Worker:
+    """The worker a request acts as; a worker token may act only as its own worker (404)."""
+    if principal.kind == "worker" and principal.worker_id != worker_id:
+        raise NotFound(f"no worker {worker_id}")
+    return await store.get_worker(principal.user, worker_id)
+
+
+@router.get("")
+async def list_workers(user: CurrentUser, store: StoreDep) -> list[Worker]:
+    """The caller's workers with online state, labels, running tasks and last contact."""
+    return await store.list_workers(user)
+
+
+@router.delete("/{worker_id}", status_code=204)
+async def revoke_worker(
+    worker_id: str, user: CurrentUser, store: StoreDep, hub: HubDep
+) -> Response:
+    """Revoke a worker: its token fails from the next request on and its running tasks end
+    ``lost`` (they are not re-run)."""
+    for task_pk in await store.revoke_worker(user, worker_id):
+        hub.notify(task_key(task_pk))
+    hub.notify(cancel_key(user.id))
+    return Response(status_code=204)
+
+
 @router.post("/connect")
-async def connect(hello: WorkerHello, user: CurrentUser, store: StoreDep) -> Worker:
-    """Register the calling worker (by name, per owner) with its capabilities."""
-    return await store.connect_worker(user, hello)
+async def connect(hello: WorkerHello, principal: CurrentPrincipal, store: StoreDep) -> Worker:
+    """Register the calling worker with its capabilities: a worker token updates its own
+    worker; a user token registers one of the user's workers by name."""
+    return await store.connect_worker(principal.user, hello, worker_id=principal.worker_id)
 
 
 @router.post(
@@ -48,15 +81,17 @@ async def connect(hello: WorkerHello, user: CurrentUser, store: StoreDep) -> Wor
 )
 async def claim(
     worker_id: str,
-    user: CurrentUser,
+    principal: CurrentPrincipal,
     store: StoreDep,
     hub: HubDep,
     settings: SettingsDep,
     wait: WaitQuery = 25.0,
 ) -> Claim | Response:
-    """Long poll: the owner's oldest queued task as soon as there is one, else 204 after
-    ``wait`` seconds. Each queued task is handed to exactly one worker (R7)."""
-    worker = await store.get_worker(user, worker_id)
+    """Long poll: the owner's oldest queued task this worker may run (routing by name and
+    labels), as soon as there is one, else 204 after ``wait`` seconds. Each queued task is
+    handed to exactly one worker (R7)."""
+    user = principal.user
+    worker = await _worker(principal, store, worker_id)
     await store.touch_worker(worker.id)
     deadline = _deadline(wait, settings.max_wait_s)
     while True:
@@ -76,22 +111,27 @@ async def claim(
 async def signals(
     worker_id: str,
     body: SignalsRequest,
-    user: CurrentUser,
+    principal: CurrentPrincipal,
     store: StoreDep,
     hub: HubDep,
     settings: SettingsDep,
-    wait: WaitQuery = 25.0,
+    wait: WaitQuery = 10.0,
 ) -> Signals:
-    """Long poll (and heartbeat): returns as soon as one of the listed running tasks has a
-    cancel request, else an empty answer after ``wait`` seconds."""
-    worker = await store.get_worker(user, worker_id)
+    """Long poll and heartbeat: returns as soon as one of the listed tasks must stop (a
+    cancel request, or the worker no longer holds it), else an empty answer after ``wait``
+    seconds (at most the worker's ``heartbeat_s``, so its leases stay fresh)."""
+    user = principal.user
+    worker = await _worker(principal, store, worker_id)
     await store.touch_worker(worker.id)
-    deadline = _deadline(wait, settings.max_wait_s)
-    while True:
-        wake = hub.current(cancel_key(user.id))
-        cancel = await store.cancel_requested(user, worker.id, body.task_ids)
-        if cancel or hub.closing or not await Hub.wait(wake, _left(deadline)):
-            return Signals(cancel=cancel)
+    deadline = _deadline(min(wait, worker.heartbeat_s), settings.max_wait_s)
+    try:
+        while True:
+            wake = hub.current(cancel_key(user.id))
+            stop = await store.tasks_to_stop(user, worker.id, body.task_ids)
+            if stop or hub.closing or not await Hub.wait(wake, _left(deadline)):
+                return Signals(cancel=stop)
+    finally:
+        await store.touch_worker(worker.id)
 
 
 @router.post("/{worker_id}/tasks/{task_id}/events")
@@ -99,14 +139,14 @@ async def upload_events(
     worker_id: str,
     task_id: str,
     batch: EventBatch,
-    user: CurrentUser,
+    principal: CurrentPrincipal,
     store: StoreDep,
     hub: HubDep,
 ) -> UploadResult:
     """Append a batch of events; idempotent by ``first_index`` (R4); 409 with ``next_index``
     on a gap, 409 when the worker no longer holds the lease (R3)."""
-    worker = await store.get_worker(user, worker_id)
-    result, task_pk = await store.append_events(user, worker.id, task_id, batch)
+    worker = await _worker(principal, store, worker_id)
+    result, task_pk = await store.append_events(principal.user, worker.id, task_id, batch)
     hub.notify(task_key(task_pk))
     return result
 
@@ -116,15 +156,15 @@ async def finish(
     worker_id: str,
     task_id: str,
     body: FinishRequest,
-    user: CurrentUser,
+    principal: CurrentPrincipal,
     store: StoreDep,
     hub: HubDep,
 ) -> Task:
     """Record the task's end (idempotent); refused with 409 and ``next_index`` until every
-    event the worker produced has been uploaded."""
-    worker = await store.get_worker(user, worker_id)
-    task, changed = await store.finish(user, worker.id, task_id, body)
+    event the worker produced has been uploaded, and with 409 once the lease is lost."""
+    worker = await _worker(principal, store, worker_id)
+    task, changed = await store.finish(principal.user, worker.id, task_id, body)
     if changed:
-        pk, _ = await store.task_pk(user, task_id)
+        pk, _ = await store.task_pk(principal.user, task_id)
         hub.notify(task_key(pk))
     return task

@@ -19,10 +19,10 @@ import secrets
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Row, and_, func, insert, select, update
+from sqlalchemy import Row, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from server_client.models import (
@@ -30,6 +30,7 @@ from server_client.models import (
     EventBatch,
     EventKind,
     FinishRequest,
+    PairRequest,
     Sandbox,
     Task,
     TaskCreate,
@@ -40,7 +41,7 @@ from server_client.models import (
     WorkerHello,
     utcnow,
 )
-from server_client.server.db import events, tasks, tokens, users, workers
+from server_client.server.db import events, pairing_codes, tasks, tokens, users, workers
 
 
 class StoreError(Exception):
@@ -76,6 +77,51 @@ class User:
 
 
 @dataclass(frozen=True)
+class Principal:
+    """Who a bearer token speaks for: a user, or one of the user's workers.
+
+    Attributes:
+        kind: ``user`` or ``worker``. worker_id: the worker a worker token is bound to.
+    """
+
+    user: User
+    kind: str
+    worker_id: str | None = None
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    """A token's record (never the token itself)."""
+
+    id: int
+    user: str
+    kind: str
+    worker: str | None
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+class PairingError(StoreError):
+    """The pairing code is unknown, already used or expired (one message for all three)."""
+
+
+#: Alphabet of pairing codes: Crockford's base32, no I, L, O or U to misread.
+PAIRING_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+
+def new_pairing_code() -> str:
+    """A pairing code such as ``K7PQ-3MZD``: 8 symbols of base32, 40 bits."""
+    raw = "".join(secrets.choice(PAIRING_ALPHABET) for _ in range(8))
+    return f"{raw[:4]}-{raw[4:]}"
+
+
+def normalise_pairing_code(code: str) -> str:
+    """Upper-case, drop separators and map look-alikes (O→0, I/L→1), as typed by a person."""
+    table = str.maketrans({"O": "0", "I": "1", "L": "1"})
+    return "".join(ch for ch in code.upper() if ch.isalnum()).translate(table)
+
+
+@dataclass(frozen=True)
 class StoredEvent:
     """One event row; ``data`` is the JSON text exactly as stored."""
 
@@ -96,6 +142,10 @@ class StoredEvent:
             return False
         status = json.loads(self.data).get("status")
         return status in {s.value for s in TaskStatus if s.is_terminal}
+
+
+#: How many of the oldest queued tasks one claim looks through for a routing match.
+CLAIM_SCAN = 200
 
 
 def hash_token(token: str) -> str:
@@ -150,10 +200,13 @@ def _task_from_row(row: Row[Any]) -> Task:
         exit_code=row.exit_code,
         error=row.error,
         last_seq=row.last_seq,
+        target_worker=row.target_worker,
+        labels=json.loads(row.labels),
     )
 
 
-def _worker_from_row(row: Row[Any]) -> Worker:
+def _worker_from_row(row: Row[Any], *, ttl_s: float = 30.0, running: int = 0) -> Worker:
+    online = row.revoked_at is None and row.last_seen_at > utcnow() - timedelta(seconds=ttl_s)
     return Worker(
         id=row.id,
         name=row.name,
@@ -161,16 +214,21 @@ def _worker_from_row(row: Row[Any]) -> Worker:
         codex_version=row.codex_version,
         workdir_roots=json.loads(row.workdir_roots),
         max_tasks=row.max_tasks,
+        labels=json.loads(row.labels),
         connected_at=row.connected_at,
         last_seen_at=row.last_seen_at,
+        online=online,
+        running=running,
+        heartbeat_s=max(1.0, min(10.0, ttl_s / 3)),
     )
 
 
 class Store:
     """All persistent state, over an async SQLAlchemy engine (SQLite or PostgreSQL)."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, *, lease_ttl_s: float = 30.0) -> None:
         self.engine = engine
+        self.lease_ttl_s = lease_ttl_s
         self._sqlite = engine.dialect.name == "sqlite"
         self._write_lock = asyncio.Lock()
 
@@ -217,30 +275,114 @@ class Store:
             return int(await conn.scalar(select(func.count()).select_from(users)) or 0)
 
     async def issue_token(self, user_id: str, kind: str = "user") -> str:
-        """Create a token for ``user_id``; returns the plain token (stored only as a hash)."""
+        """Create a user token for ``user_id``; returns the plain token (stored only hashed)."""
         token = new_token()
         async with self._write() as conn:
-            await conn.execute(
-                insert(tokens).values(
-                    user_id=user_id,
-                    kind=kind,
-                    token_hash=hash_token(token),
-                    created_at=utcnow(),
-                )
-            )
+            await self._insert_token(conn, user_id, token, kind)
         return token
 
-    async def authenticate(self, token: str) -> User | None:
-        """The user a bearer token belongs to, or None (unknown or revoked)."""
+    async def _insert_token(
+        self,
+        conn: AsyncConnection,
+        user_id: str,
+        token: str,
+        kind: str,
+        worker_id: str | None = None,
+    ) -> None:
+        await conn.execute(
+            insert(tokens).values(
+                user_id=user_id,
+                kind=kind,
+                token_hash=hash_token(token),
+                created_at=utcnow(),
+                worker_id=worker_id,
+            )
+        )
+
+    async def authenticate(self, token: str) -> Principal | None:
+        """Who a bearer token speaks for, or None (unknown or revoked)."""
         async with self.engine.connect() as conn:
             row = (
                 await conn.execute(
-                    select(users.c.id, users.c.name)
+                    select(users.c.id, users.c.name, tokens.c.kind, tokens.c.worker_id)
                     .select_from(tokens.join(users, users.c.id == tokens.c.user_id))
                     .where(tokens.c.token_hash == hash_token(token), tokens.c.revoked_at.is_(None))
                 )
             ).first()
-        return User(id=row.id, name=row.name) if row else None
+        if row is None:
+            return None
+        return Principal(User(id=row.id, name=row.name), kind=row.kind, worker_id=row.worker_id)
+
+    async def user_by_name(self, name: str) -> User:
+        """A user by name. Raises NotFound."""
+        async with self.engine.connect() as conn:
+            row = (
+                await conn.execute(select(users.c.id, users.c.name).where(users.c.name == name))
+            ).first()
+        if row is None:
+            raise NotFound(f"no user named {name!r}")
+        return User(id=row.id, name=row.name)
+
+    async def list_users(self) -> list[tuple[User, datetime, int]]:
+        """Every user with their creation time and number of live tokens."""
+        live = (
+            select(func.count())
+            .where(tokens.c.user_id == users.c.id, tokens.c.revoked_at.is_(None))
+            .scalar_subquery()
+        )
+        async with self.engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    select(
+                        users.c.id, users.c.name, users.c.created_at, live.label("live")
+                    ).order_by(users.c.created_at)
+                )
+            ).all()
+        return [(User(id=r.id, name=r.name), r.created_at, int(r.live)) for r in rows]
+
+    async def list_tokens(self, user: User | None = None) -> list[TokenInfo]:
+        """Token records (of one user, or all), oldest first."""
+        query = (
+            select(
+                tokens.c.id,
+                users.c.name.label("user"),
+                tokens.c.kind,
+                workers.c.name.label("worker"),
+                tokens.c.created_at,
+                tokens.c.revoked_at,
+            )
+            .select_from(
+                tokens.join(users, users.c.id == tokens.c.user_id).outerjoin(
+                    workers, workers.c.id == tokens.c.worker_id
+                )
+            )
+            .order_by(tokens.c.id)
+        )
+        if user is not None:
+            query = query.where(tokens.c.user_id == user.id)
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [
+            TokenInfo(
+                id=r.id,
+                user=r.user,
+                kind=r.kind,
+                worker=r.worker,
+                created_at=r.created_at,
+                revoked_at=r.revoked_at,
+            )
+            for r in rows
+        ]
+
+    async def revoke_tokens(self, token_ids: Sequence[int] = (), user: User | None = None) -> int:
+        """Revoke tokens by id, or every token of ``user``; returns how many were revoked."""
+        query = update(tokens).where(tokens.c.revoked_at.is_(None)).values(revoked_at=utcnow())
+        if user is not None:
+            query = query.where(tokens.c.user_id == user.id)
+        else:
+            query = query.where(tokens.c.id.in_(list(token_ids)))
+        async with self._write() as conn:
+            return int((await conn.execute(query)).rowcount)
 
     # ---------------------------------------------------------------- tasks
 
@@ -262,6 +404,8 @@ class Store:
                     created_at=now,
                     last_seq=0,
                     upload_next=0,
+                    target_worker=body.worker,
+                    labels=_dumps(sorted(set(body.labels))),
                 )
             )
             inserted = result.inserted_primary_key
@@ -399,62 +543,288 @@ class Store:
 
     # ---------------------------------------------------------------- workers
 
-    async def connect_worker(self, owner: User, hello: WorkerHello) -> Worker:
-        """Register (or re-register, by name) one of the owner's workers."""
+    async def connect_worker(
+        self, owner: User, hello: WorkerHello, *, worker_id: str | None = None
+    ) -> Worker:
+        """Register one of the owner's workers with its capabilities.
+
+        A worker token passes its bound ``worker_id``: that record is updated (its name
+        stays). A user token registers by name, creating the record or re-activating it.
+
+        Raises:
+            NotFound: ``worker_id`` is not the owner's, or was revoked.
+        """
         now = utcnow()
         values = {
             "hostname": hello.hostname,
             "codex_version": hello.codex_version,
             "workdir_roots": _dumps(hello.workdir_roots),
             "max_tasks": hello.max_tasks,
+            "labels": _dumps(sorted(set(hello.labels))),
             "connected_at": now,
             "last_seen_at": now,
         }
         async with self._write() as conn:
-            existing = await conn.scalar(
-                select(workers.c.id).where(
-                    workers.c.owner_id == owner.id, workers.c.name == hello.name
+            if worker_id is not None:
+                result = await conn.execute(
+                    update(workers)
+                    .where(
+                        workers.c.id == worker_id,
+                        workers.c.owner_id == owner.id,
+                        workers.c.revoked_at.is_(None),
+                    )
+                    .values(values)
                 )
-            )
-            if existing:
-                await conn.execute(update(workers).where(workers.c.id == existing).values(values))
-                worker_id = str(existing)
+                if result.rowcount != 1:
+                    raise NotFound(f"no worker {worker_id}")
             else:
-                worker_id = _new_id()
-                await conn.execute(
-                    insert(workers).values(
-                        id=worker_id, owner_id=owner.id, name=hello.name, **values
+                existing = await conn.scalar(
+                    select(workers.c.id).where(
+                        workers.c.owner_id == owner.id, workers.c.name == hello.name
                     )
                 )
+                if existing:
+                    worker_id = str(existing)
+                    await conn.execute(
+                        update(workers)
+                        .where(workers.c.id == worker_id)
+                        .values(values, revoked_at=None)
+                    )
+                else:
+                    worker_id = _new_id()
+                    await conn.execute(
+                        insert(workers).values(
+                            id=worker_id, owner_id=owner.id, name=hello.name, **values
+                        )
+                    )
             row = (await conn.execute(select(workers).where(workers.c.id == worker_id))).one()
-        return _worker_from_row(row)
+        return _worker_from_row(row, ttl_s=self.lease_ttl_s)
 
     async def get_worker(self, owner: User, worker_id: str) -> Worker:
-        """One of the owner's workers. Raises NotFound."""
+        """One of the owner's (not revoked) workers. Raises NotFound."""
         async with self.engine.connect() as conn:
             row = (
                 await conn.execute(
-                    select(workers).where(workers.c.id == worker_id, workers.c.owner_id == owner.id)
+                    select(workers).where(
+                        workers.c.id == worker_id,
+                        workers.c.owner_id == owner.id,
+                        workers.c.revoked_at.is_(None),
+                    )
                 )
             ).first()
         if row is None:
             raise NotFound(f"no worker {worker_id}")
-        return _worker_from_row(row)
+        return _worker_from_row(row, ttl_s=self.lease_ttl_s)
 
-    async def workdir_roots(self, owner: User) -> list[str]:
-        """The union of the workdir roots the owner's workers reported."""
+    async def list_workers(self, owner: User) -> list[Worker]:
+        """The owner's workers (not revoked), by name, with online state and running count."""
+        running = (
+            select(func.count())
+            .where(tasks.c.worker_id == workers.c.id, tasks.c.status == TaskStatus.RUNNING.value)
+            .scalar_subquery()
+        )
         async with self.engine.connect() as conn:
             rows = (
                 await conn.execute(
-                    select(workers.c.workdir_roots).where(workers.c.owner_id == owner.id)
+                    select(workers, running.label("running_count"))
+                    .where(workers.c.owner_id == owner.id, workers.c.revoked_at.is_(None))
+                    .order_by(workers.c.name)
                 )
             ).all()
+        return [
+            _worker_from_row(r, ttl_s=self.lease_ttl_s, running=int(r.running_count)) for r in rows
+        ]
+
+    async def worker_by_name(self, owner: User, name: str) -> Worker | None:
+        """The owner's (not revoked) worker called ``name``, if any."""
+        async with self.engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(workers).where(
+                        workers.c.owner_id == owner.id,
+                        workers.c.name == name,
+                        workers.c.revoked_at.is_(None),
+                    )
+                )
+            ).first()
+        return _worker_from_row(row, ttl_s=self.lease_ttl_s) if row else None
+
+    async def workdir_roots(self, owner: User) -> list[str]:
+        """The union of the workdir roots the owner's workers reported."""
         roots: list[str] = []
-        for row in rows:
-            for root in json.loads(row.workdir_roots):
-                if root not in roots:
-                    roots.append(root)
+        for worker in await self.list_workers(owner):
+            roots += [root for root in worker.workdir_roots if root not in roots]
         return roots
+
+    # ---------------------------------------------------------------- pairing and revocation
+
+    async def create_pairing_code(self, owner: User, ttl_s: float = 600.0) -> tuple[str, datetime]:
+        """A new single-use pairing code for ``owner``; returns it (shown once) and its expiry."""
+        code = new_pairing_code()
+        now = utcnow()
+        expires = now + timedelta(seconds=ttl_s)
+        async with self._write() as conn:
+            await conn.execute(
+                insert(pairing_codes).values(
+                    owner_id=owner.id,
+                    code_hash=hash_token(normalise_pairing_code(code)),
+                    created_at=now,
+                    expires_at=expires,
+                )
+            )
+        return code, expires
+
+    async def redeem_pairing_code(self, request: PairRequest) -> tuple[User, Worker, str]:
+        """Exchange a pairing code for a worker of its owner and that worker's token.
+
+        Atomic: of concurrent redemptions of one code exactly one succeeds (a conditional
+        update). Re-pairing a worker name of the owner replaces that worker's old tokens.
+
+        Raises:
+            PairingError: unknown, used or expired code.
+        """
+        now = utcnow()
+        code_hash = hash_token(normalise_pairing_code(request.code))
+        token = new_token()
+        async with self._write() as conn:
+            owner_id = await conn.scalar(
+                select(pairing_codes.c.owner_id).where(pairing_codes.c.code_hash == code_hash)
+            )
+            worker_id = _new_id()
+            claimed = await conn.execute(
+                update(pairing_codes)
+                .where(
+                    pairing_codes.c.code_hash == code_hash,
+                    pairing_codes.c.used_at.is_(None),
+                    pairing_codes.c.expires_at > now,
+                )
+                .values(used_at=now, worker_id=worker_id)
+            )
+            if owner_id is None or claimed.rowcount != 1:
+                raise PairingError("invalid, used or expired pairing code")
+            owner_row = (
+                await conn.execute(select(users.c.id, users.c.name).where(users.c.id == owner_id))
+            ).one()
+            existing = await conn.scalar(
+                select(workers.c.id).where(
+                    workers.c.owner_id == owner_id, workers.c.name == request.name
+                )
+            )
+            values = {
+                "hostname": request.hostname,
+                "labels": _dumps(sorted(set(request.labels))),
+                "connected_at": now,
+                "last_seen_at": now,
+                "revoked_at": None,
+            }
+            if existing:
+                worker_id = str(existing)
+                await conn.execute(
+                    update(tokens)
+                    .where(tokens.c.worker_id == worker_id, tokens.c.revoked_at.is_(None))
+                    .values(revoked_at=now)
+                )
+                await conn.execute(update(workers).where(workers.c.id == worker_id).values(values))
+                await conn.execute(
+                    update(pairing_codes)
+                    .where(pairing_codes.c.code_hash == code_hash)
+                    .values(worker_id=worker_id)
+                )
+            else:
+                await conn.execute(
+                    insert(workers).values(
+                        id=worker_id,
+                        owner_id=owner_id,
+                        name=request.name,
+                        codex_version=None,
+                        workdir_roots="[]",
+                        max_tasks=1,
+                        **values,
+                    )
+                )
+            await self._insert_token(conn, owner_id, token, "worker", worker_id)
+            row = (await conn.execute(select(workers).where(workers.c.id == worker_id))).one()
+        owner = User(id=owner_row.id, name=owner_row.name)
+        return owner, _worker_from_row(row, ttl_s=self.lease_ttl_s), token
+
+    async def revoke_worker(self, owner: User, worker_id: str) -> list[int]:
+        """Revoke a worker: its tokens stop working at once and its running tasks end ``lost``.
+
+        Returns:
+            The internal keys of the tasks that ended (to wake their streams).
+
+        Raises:
+            NotFound: not one of the owner's workers.
+        """
+        now = utcnow()
+        async with self._write() as conn:
+            result = await conn.execute(
+                update(workers)
+                .where(
+                    workers.c.id == worker_id,
+                    workers.c.owner_id == owner.id,
+                    workers.c.revoked_at.is_(None),
+                )
+                .values(revoked_at=now)
+            )
+            if result.rowcount != 1:
+                raise NotFound(f"no worker {worker_id}")
+            await conn.execute(
+                update(tokens)
+                .where(tokens.c.worker_id == worker_id, tokens.c.revoked_at.is_(None))
+                .values(revoked_at=now)
+            )
+            rows = (
+                await conn.execute(
+                    select(tasks.c.pk, tasks.c.last_seq).where(
+                        tasks.c.worker_id == worker_id,
+                        tasks.c.status == TaskStatus.RUNNING.value,
+                    )
+                )
+            ).all()
+            for row in rows:
+                await self._end_lost(conn, row.pk, row.last_seq, "its worker was revoked", now)
+        return [int(r.pk) for r in rows]
+
+    async def _end_lost(
+        self, conn: AsyncConnection, task_pk: int, last_seq: int, reason: str, now: datetime
+    ) -> None:
+        await conn.execute(
+            update(tasks)
+            .where(tasks.c.pk == task_pk)
+            .values(status=TaskStatus.LOST.value, finished_at=now, error=reason, lease_id=None)
+        )
+        await self._append_status(
+            conn, task_pk, last_seq, {"status": TaskStatus.LOST.value, "reason": reason}, now
+        )
+
+    async def sweep_lost(self) -> list[tuple[int, str]]:
+        """End ``lost`` every running task whose worker was not heard from within the lease
+        TTL (reliability.md R2); such tasks are never re-run on their own.
+
+        Returns:
+            ``(task_pk, owner_id)`` of each task that ended.
+        """
+        now = utcnow()
+        cutoff = now - timedelta(seconds=self.lease_ttl_s)
+        async with self._write() as conn:
+            rows = (
+                await conn.execute(
+                    select(tasks.c.pk, tasks.c.last_seq, tasks.c.owner_id, workers.c.name)
+                    .select_from(tasks.join(workers, workers.c.id == tasks.c.worker_id))
+                    .where(
+                        tasks.c.status == TaskStatus.RUNNING.value,
+                        workers.c.last_seen_at < cutoff,
+                    )
+                )
+            ).all()
+            for row in rows:
+                reason = (
+                    f"worker {row.name} stopped responding "
+                    f"(no heartbeat for {self.lease_ttl_s:g} s)"
+                )
+                await self._end_lost(conn, row.pk, row.last_seq, reason, now)
+        return [(int(r.pk), str(r.owner_id)) for r in rows]
 
     async def touch_worker(self, worker_id: str) -> None:
         """Record that the worker was just heard from."""
@@ -467,20 +837,29 @@ class Store:
         """Atomically take the owner's oldest queued task for ``worker``, or None.
 
         The task becomes ``running`` with a fresh lease id; a ``status: running`` event is
-        appended. Only tasks of the worker's owner are ever considered (R7).
+        appended. Only tasks of the worker's owner are ever considered (R7), and of those only
+        the ones routed to this worker by name, or to none, whose labels it all carries.
         """
         now = utcnow()
         lease_id = secrets.token_hex(16)
         async with self._write() as conn:
             query = (
-                select(tasks.c.pk, tasks.c.last_seq)
-                .where(tasks.c.owner_id == owner.id, tasks.c.status == TaskStatus.QUEUED.value)
+                select(tasks.c.pk, tasks.c.last_seq, tasks.c.target_worker, tasks.c.labels)
+                .where(
+                    tasks.c.owner_id == owner.id,
+                    tasks.c.status == TaskStatus.QUEUED.value,
+                    or_(tasks.c.target_worker.is_(None), tasks.c.target_worker == worker.name),
+                )
                 .order_by(tasks.c.pk)
-                .limit(1)
+                .limit(CLAIM_SCAN)
             )
             if not self._sqlite:
                 query = query.with_for_update(skip_locked=True)
-            row = (await conn.execute(query)).first()
+            have = set(worker.labels)
+            row = next(
+                (r for r in (await conn.execute(query)).all() if set(json.loads(r.labels)) <= have),
+                None,
+            )
             if row is None:
                 return None
             result = await conn.execute(
@@ -610,24 +989,26 @@ class Store:
             new = (await conn.execute(select(tasks).where(tasks.c.pk == row.pk))).one()
         return _task_from_row(new), True
 
-    async def cancel_requested(
+    async def tasks_to_stop(
         self, owner: User, worker_id: str, task_ids: Sequence[str]
     ) -> list[str]:
-        """Which of the worker's running ``task_ids`` have a cancel request."""
+        """Which of the ``task_ids`` a worker runs it must stop: those with a cancel request,
+        and those it no longer holds (ended ``lost``, or not its task at all)."""
         if not task_ids:
             return []
         async with self.engine.connect() as conn:
             rows = (
                 await conn.execute(
-                    select(tasks.c.id).where(
-                        and_(
-                            tasks.c.owner_id == owner.id,
-                            tasks.c.worker_id == worker_id,
-                            tasks.c.id.in_(list(task_ids)),
-                            tasks.c.cancel_requested.is_(True),
-                            tasks.c.status == TaskStatus.RUNNING.value,
-                        )
-                    )
+                    select(
+                        tasks.c.id, tasks.c.status, tasks.c.worker_id, tasks.c.cancel_requested
+                    ).where(tasks.c.owner_id == owner.id, tasks.c.id.in_(list(task_ids)))
                 )
             ).all()
-        return [r.id for r in rows]
+        held = {
+            r.id
+            for r in rows
+            if r.worker_id == worker_id
+            and r.status == TaskStatus.RUNNING.value
+            and not r.cancel_requested
+        }
+        return [task_id for task_id in task_ids if task_id not in held]

@@ -54,7 +54,9 @@ class WorkerConfig:
         codex_bin: Explicit codex binary (else CODEX_TUI_CODEX_BIN, else ``codex`` on PATH).
         max_tasks: Tasks run at once. pass_env: Extra variable names passed to codex.
         grace_s: SIGINT → SIGKILL grace on cancel (s). batch_interval_s: Upload batching (s).
-        poll_wait_s: Long-poll length (s).
+        poll_wait_s: Longest claim long poll (s); the signals poll, which is also the
+            heartbeat, uses the server's ``heartbeat_s``.
+        labels: Labels this worker carries, for routing (``--label``).
     """
 
     server: str
@@ -67,6 +69,7 @@ class WorkerConfig:
     grace_s: float = 2.0
     batch_interval_s: float = 0.05
     poll_wait_s: float = 25.0
+    labels: list[str] = field(default_factory=list)
 
 
 class FatalWorkerError(RuntimeError):
@@ -85,6 +88,8 @@ class WorkerAgent:
         self._changed = asyncio.Event()
         self._slot_free = asyncio.Event()
         self._stopping = asyncio.Event()
+        self._fatal: str | None = None
+        self._heartbeat_s = 10.0
 
     @property
     def running_task_ids(self) -> list[str]:
@@ -96,6 +101,16 @@ class WorkerAgent:
         self._stopping.set()
         for runner in self._runners.values():
             runner.cancel()
+
+    def _refused(self, exc: ApiError) -> None:
+        """The server refused this worker's token (revoked): stop everything, exit non-zero."""
+        if self._fatal is None:
+            log.error("the server refused this worker's token: %s", exc.problem.detail)
+            self._fatal = (
+                f"the server refused this worker's token ({exc.status}); "
+                "pair it again with a new code: codex-tui worker --server URL --pair CODE"
+            )
+        self.stop()
 
     async def connect(self) -> str:
         """Register with the server, retrying with jittered backoff until it answers."""
@@ -112,12 +127,14 @@ class WorkerAgent:
             codex_version=version,
             workdir_roots=self.config.workdir_roots,
             max_tasks=self.config.max_tasks,
+            labels=self.config.labels,
         )
         delays = iter(backoff_delays(0.2, 10.0))
         while True:
             try:
                 worker = await self.api.connect(hello)
                 self.worker_id = worker.id
+                self._heartbeat_s = worker.heartbeat_s
                 log.info(
                     "connected to %s as worker %s (%s)", self.config.server, worker.name, worker.id
                 )
@@ -149,6 +166,8 @@ class WorkerAgent:
         ]
         try:
             await self._claim_loop()
+            if self._fatal is not None:
+                raise FatalWorkerError(self._fatal)
         finally:
             if self._jobs:
                 await asyncio.gather(*self._jobs, return_exceptions=True)
@@ -177,8 +196,9 @@ class WorkerAgent:
                     self.api.claim(self.worker_id, self.config.poll_wait_s)
                 )
             except ApiError as exc:
-                if exc.status == 401:
-                    raise FatalWorkerError(f"server refused this worker's token: {exc}") from exc
+                if exc.status in (401, 403):
+                    self._refused(exc)
+                    continue
                 if exc.status == 404:
                     await self.connect()
                     continue
@@ -222,7 +242,7 @@ class WorkerAgent:
         while True:
             self._changed.clear()
             poll = asyncio.ensure_future(
-                self.api.signals(self.worker_id, self.running_task_ids, self.config.poll_wait_s)
+                self.api.signals(self.worker_id, self.running_task_ids, self._heartbeat_s)
             )
             changed = asyncio.ensure_future(self._changed.wait())
             await asyncio.wait({poll, changed}, return_when=asyncio.FIRST_COMPLETED)
@@ -233,7 +253,14 @@ class WorkerAgent:
                 continue
             try:
                 answer = poll.result()
-            except (httpx.TransportError, ApiError) as exc:
+            except ApiError as exc:
+                if exc.status in (401, 403):
+                    self._refused(exc)
+                    return
+                log.warning("signals poll refused (%s); retrying", exc)
+                await asyncio.sleep(next(delays))
+                continue
+            except httpx.TransportError as exc:
                 log.warning("signals poll failed (%s); retrying", type(exc).__name__)
                 await asyncio.sleep(next(delays))
                 continue
@@ -281,6 +308,7 @@ class WorkerAgent:
             claim.lease_id,
             interval_s=self.config.batch_interval_s,
             on_cancel_requested=lambda: runner.cancel() if runner is not None else None,
+            on_lease_lost=lambda: runner.cancel() if runner is not None else None,
         )
         uploader.start()
         prepared = self._prepare(claim)
@@ -332,7 +360,9 @@ class WorkerAgent:
             except httpx.TransportError as exc:
                 log.warning("finish of %s failed (%s); retrying", claim.task.id, type(exc).__name__)
             except ApiError as exc:
-                if exc.status in (404, 409) and exc.problem.next_index is None:
+                if exc.status in (401, 403, 404) or (
+                    exc.status == 409 and exc.problem.next_index is None
+                ):
                     log.error("task %s: finish refused: %s", claim.task.id, exc)
                     return
                 log.warning("finish of %s refused (%s); retrying", claim.task.id, exc)

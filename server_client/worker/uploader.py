@@ -42,7 +42,9 @@ class EventUploader:
         task_id: The task.
         lease_id: The lease from the claim.
         interval_s: Longest time an event waits before a flush (s).
-        on_cancel_requested: Called (once) when an upload answer carries the cancel flag.
+        on_cancel_requested: Called when an upload answer carries the cancel flag.
+        on_lease_lost: Called once when the server refuses the lease (or the token): the task
+            is no longer this worker's, so its codex must stop (reliability.md R3).
     """
 
     def __init__(
@@ -54,6 +56,7 @@ class EventUploader:
         *,
         interval_s: float = 0.05,
         on_cancel_requested: Callable[[], None] | None = None,
+        on_lease_lost: Callable[[], None] | None = None,
     ) -> None:
         self._api = api
         self._worker_id = worker_id
@@ -61,6 +64,7 @@ class EventUploader:
         self._lease_id = lease_id
         self._interval_s = interval_s
         self._on_cancel = on_cancel_requested
+        self._on_lease_lost = on_lease_lost
         self._pending: deque[str] = deque()
         self._base_index = 0
         self._count = 0
@@ -157,10 +161,12 @@ class EventUploader:
                 if exc.status == 409 and exc.problem.next_index is not None:
                     self._rewind(exc.problem.next_index)
                     continue
-                if exc.status == 409 or exc.status == 404:
+                if exc.status in (401, 403, 404, 409):
                     log.error("task %s: lease lost (%s)", self._task_id, exc.problem.detail)
                     self._lease_lost = True
                     self._pending.clear()
+                    if self._on_lease_lost is not None:
+                        self._on_lease_lost()
                     return
                 log.warning("upload for task %s refused (%s); retrying", self._task_id, exc)
                 await asyncio.sleep(next(delays))
