@@ -1,16 +1,22 @@
-"""Provides snapshot tests of the dashboard, compose and confirm screens at 80×24.
+"""Provides snapshot tests of the dashboard, compose, confirm and workers screens and the
+pairing modal, at 80×24 (and the workers screen and pairing modal also at 160×48).
 
 Every snapshot runs against a real server on loopback. The data is made deterministic by
 :func:`tests.tui_helpers.seed_tasks` (fixed prompts and events, uploaded over the real worker
 protocol) and a clock frozen relative to the tasks' creation times; nothing random (task ids,
-ports, temporary paths) is on screen. Update with ``pytest --snapshot-update`` and review the
-report.
+ports, temporary paths) is on screen. The workers come from the real pairing API with fixed
+names; their relative "last seen" reads "just now" under a clock frozen just after seeding,
+and a heartbeat thread keeps the online ones online. The pairing modal is given a fixed code.
+Update with ``pytest --snapshot-update`` and review the report.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -19,8 +25,13 @@ from textual.pilot import Pilot
 from codex_tui.app import CodexTuiApp
 from codex_tui.screens.compose import ComposeScreen
 from codex_tui.screens.confirm import ConfirmModal
+from codex_tui.screens.pairing import PairingModal
+from codex_tui.screens.workers import WorkersScreen
 from server_client.client import CodexTuiClient
+from server_client.models import PairingCode, WorkerHello
+from server_client.worker.api import WorkerApi
 from tests.conftest import LiveServer, ServerFactory, free_port
+from tests.test_tui_workers import CODEX_VERSION, Heartbeat, pair_worker
 from tests.tui_helpers import (
     SEED_TS,
     FrozenClock,
@@ -34,6 +45,7 @@ from tests.tui_helpers import (
 )
 
 SIZE = (80, 24)
+LARGE = (160, 48)
 SnapCompare = Callable[..., bool]
 RunBefore = Callable[[Pilot[Any]], Awaitable[None]]
 
@@ -182,3 +194,126 @@ def test_offline_dashboard(snap_compare: SnapCompare) -> None:
         await wait_for(pilot, lambda: task_list(app).error is not None, "the error line")
 
     assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+
+
+# -- workers and pairing ---------------------------------------------------------------------
+
+
+@dataclass
+class SeededWorkers:
+    """What :func:`seed_workers` set up: a server, and a clock just after the seeding."""
+
+    server: LiveServer
+    clock: FrozenClock
+
+
+async def seed_workers(server: LiveServer) -> tuple[list[tuple[str, str]], datetime]:
+    """Three workers on ``server`` (no local worker, a 5 s lease TTL), by the real APIs:
+    ``old-laptop`` paired but never connected and offline by now, ``devbox`` connected with
+    the user's token, ``gpu-box`` paired and connected, running one of its two tasks.
+
+    Returns:
+        ``(worker id, token)`` of the two online workers, and when the seeding ended.
+    """
+    async with server.client() as client:
+        await pair_worker(
+            client, server, "old-laptop", ["mac"], connect=False, hostname="old-laptop.lan"
+        )
+        deadline = time.monotonic() + 30
+        while any(w.online for w in await client.list_workers()):
+            assert time.monotonic() < deadline, "old-laptop never went offline"
+            await asyncio.sleep(0.1)
+        api = WorkerApi(server.url, server.token)
+        try:
+            devbox = await api.connect(
+                WorkerHello(
+                    name="devbox",
+                    hostname="devbox",
+                    codex_version=CODEX_VERSION,
+                    workdir_roots=["/srv/app"],
+                )
+            )
+        finally:
+            await api.aclose()
+        gpu = await pair_worker(
+            client,
+            server,
+            "gpu-box",
+            ["gpu", "linux"],
+            hostname="gpu-box.lan",
+            max_tasks=2,
+            workdir_roots=["/srv/models"],
+        )
+        task = await client.create_task("train the model", worker="gpu-box")
+        gpu_api = WorkerApi(server.url, gpu.token)
+        try:
+            claim = await gpu_api.claim(gpu.worker.id, wait_s=5)
+            assert claim is not None and claim.task.id == task.id
+        finally:
+            await gpu_api.aclose()
+    return [(devbox.id, server.token), (gpu.worker.id, gpu.token)], datetime.now(UTC)
+
+
+@pytest.fixture
+def workers_seeded(server_factory: ServerFactory) -> Iterator[SeededWorkers]:
+    """A server with :func:`seed_workers`' workers, the online ones kept online meanwhile."""
+    server = server_factory(local_worker=False, server_args=("--lease-ttl", "5"))
+    online, seeded_at = asyncio.run(seed_workers(server))
+    with Heartbeat(server.url, online):
+        yield SeededWorkers(server, FrozenClock(seeded_at + timedelta(seconds=10)))
+
+
+#: A fixed pairing code for the modal's snapshots (the Pilot tests cover the real one).
+PAIRING = PairingCode(
+    code="K7PQ-3MZD",
+    expires_at=SEED_TS + timedelta(minutes=10),
+    command="codex-tui worker --server http://192.168.1.20:8765 --pair K7PQ-3MZD",
+)
+
+
+async def open_workers_screen(pilot: Pilot[Any], app: CodexTuiApp) -> WorkersScreen:
+    """Press ``w`` and wait until the three seeded workers show in their seeded states."""
+    await settle(pilot, app)
+    await pilot.press("w")
+    await wait_for(pilot, lambda: isinstance(app.screen, WorkersScreen), "the workers screen")
+    screen = app.screen
+    assert isinstance(screen, WorkersScreen)
+
+    def seeded_states() -> bool:
+        return [(w.name, w.online, w.running) for w in screen.shown_workers] == [
+            ("devbox", True, 0),
+            ("gpu-box", True, 1),
+            ("old-laptop", False, 0),
+        ]
+
+    await wait_for(pilot, seeded_states, "the seeded workers")
+    await pilot.press("down")  # gpu-box: its labels and roots in the detail line
+    return screen
+
+
+@pytest.mark.parametrize("size", [SIZE, LARGE], ids=["80x24", "160x48"])
+def test_workers_screen(
+    snap_compare: SnapCompare, workers_seeded: SeededWorkers, size: tuple[int, int]
+) -> None:
+    """``w`` opens the workers screen: online and offline workers, labels, running tasks."""
+    app = make_app(workers_seeded.server, workers_seeded.clock)
+
+    async def run_before(pilot: Pilot[Any]) -> None:
+        await open_workers_screen(pilot, app)
+
+    assert snap_compare(app, terminal_size=size, run_before=run_before)
+
+
+@pytest.mark.parametrize("size", [SIZE, LARGE], ids=["80x24", "160x48"])
+def test_pairing_modal(
+    snap_compare: SnapCompare, workers_seeded: SeededWorkers, size: tuple[int, int]
+) -> None:
+    """The pairing modal over the workers screen: the code, the command and the expiry."""
+    app = make_app(workers_seeded.server, workers_seeded.clock)
+
+    async def run_before(pilot: Pilot[Any]) -> None:
+        await open_workers_screen(pilot, app)
+        app.push_screen(PairingModal(PAIRING, clock=FrozenClock(SEED_TS)))
+        await wait_for(pilot, lambda: isinstance(app.screen, PairingModal), "the modal")
+
+    assert snap_compare(app, terminal_size=size, run_before=run_before)

@@ -1,7 +1,9 @@
-"""Provides ComposeScreen: write a prompt, pick workdir, sandbox and model, and submit a task."""
+"""Provides ComposeScreen: write a prompt, pick workdir, sandbox, model and the worker to run
+it on, and submit a task."""
 
 from __future__ import annotations
 
+import re
 from typing import ClassVar
 
 import httpx
@@ -11,12 +13,23 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.content import Content
 from textual.screen import Screen
+from textual.suggester import SuggestFromList
 from textual.widgets import Footer, Input, Label, Select, Static, TextArea
 
-from server_client.client import ApiError, CodexTuiClient
+from server_client.client import ApiError, CodexTuiClient, CodexTuiError
 from server_client.models import Problem, Sandbox, Task, TaskCreate
 
-__all__ = ["ComposeScreen", "describe_problem"]
+__all__ = ["ComposeScreen", "describe_problem", "parse_labels"]
+
+#: Most worker names offered as suggestions.
+MAX_WORKER_SUGGESTIONS = 200
+#: Longest placeholder of the worker field (it names the first workers), in characters.
+PLACEHOLDER_CHARS = 20
+
+
+def parse_labels(text: str) -> list[str]:
+    """Labels typed as ``gpu, linux`` or ``gpu linux``: split, blanks dropped, each once."""
+    return list(dict.fromkeys(part for part in re.split(r"[,\s]+", text) if part))
 
 
 def describe_problem(problem: Problem) -> str:
@@ -33,6 +46,12 @@ def describe_problem(problem: Problem) -> str:
 
 class ComposeScreen(Screen[Task | None]):
     """A form for a new task; submits it itself.
+
+    Besides the prompt, workdir, sandbox and model, the task can be routed: ``Worker`` names
+    one of the user's workers (suggested as you type, from ``client.list_workers()``;
+    right arrow accepts a suggestion) and ``Labels`` lists labels the worker must carry
+    (comma or space separated). Both are optional; a routed task waits queued until a
+    matching worker is online.
 
     ``ctrl+s`` validates the form and calls ``client.create_task`` in a worker; on success the
     screen dismisses with the created :class:`~server_client.models.Task`, on failure it shows
@@ -76,17 +95,17 @@ class ComposeScreen(Screen[Task | None]):
         padding: 1 1 0 0;
         color: $foreground-muted;
     }
-    ComposeScreen #model-label {
+    ComposeScreen #model-label, ComposeScreen #labels-label {
         margin-left: 1;
         width: 7;
     }
     ComposeScreen #workdir-input {
         width: 1fr;
     }
-    ComposeScreen #sandbox-select {
+    ComposeScreen #sandbox-select, ComposeScreen #worker-input {
         width: 26;
     }
-    ComposeScreen #model-input {
+    ComposeScreen #model-input, ComposeScreen #labels-input {
         width: 1fr;
     }
     ComposeScreen #compose-error {
@@ -121,6 +140,7 @@ class ComposeScreen(Screen[Task | None]):
         self.initial_prompt = prompt
         self._submitting = False
         self._error = ""
+        self._worker_names: list[str] | None = None
 
     def compose(self) -> ComposeResult:
         with Vertical(id="compose-form"):
@@ -151,13 +171,25 @@ class ComposeScreen(Screen[Task | None]):
                 )
                 yield Label("Model", classes="compose-label", id="model-label")
                 yield Input(placeholder="codex default", id="model-input")
+            with Horizontal(classes="compose-row"):
+                yield Label("Worker", classes="compose-label")
+                yield Input(placeholder="any worker", id="worker-input")
+                yield Label("Labels", classes="compose-label", id="labels-label")
+                yield Input(placeholder="none (e.g. gpu, linux)", id="labels-input")
             yield Static(id="compose-error")
             yield Static("Submitting…", id="compose-busy")
         yield Footer()
 
     def on_mount(self) -> None:
-        """Start in the prompt."""
+        """Start in the prompt; fetch worker names for the worker field's suggestions."""
         self.query_one("#prompt-input", TextArea).focus()
+        self.run_worker(
+            self._load_worker_names(),
+            name="compose-worker-names",
+            group="compose-worker-names",
+            exclusive=True,
+            exit_on_error=False,
+        )
 
     # -- public API -------------------------------------------------------------------------
 
@@ -165,6 +197,11 @@ class ComposeScreen(Screen[Task | None]):
     def error(self) -> str | None:
         """The error shown, if any."""
         return self._error if self.has_class("-error") else None
+
+    @property
+    def worker_names(self) -> list[str] | None:
+        """The worker names offered as suggestions, or None until they are loaded."""
+        return self._worker_names
 
     def build_request(self) -> TaskCreate:
         """The form as a request body.
@@ -178,11 +215,15 @@ class ComposeScreen(Screen[Task | None]):
         workdir = self.query_one("#workdir-input", Input).value.strip()
         model = self.query_one("#model-input", Input).value.strip()
         sandbox = self.query_one("#sandbox-select", Select).value
+        worker = self.query_one("#worker-input", Input).value.strip()
+        labels = parse_labels(self.query_one("#labels-input", Input).value)
         return TaskCreate(
             prompt=prompt,
             workdir=workdir or None,
             model=model or None,
             sandbox=Sandbox(sandbox) if isinstance(sandbox, str) else Sandbox.WORKSPACE_WRITE,
+            worker=worker or None,
+            labels=labels,
         )
 
     def action_submit(self) -> None:
@@ -227,6 +268,8 @@ class ComposeScreen(Screen[Task | None]):
                 workdir=request.workdir,
                 model=request.model,
                 sandbox=request.sandbox,
+                worker=request.worker,
+                labels=request.labels,
             )
         except ApiError as error:
             self._show_error(describe_problem(error.problem))
@@ -237,6 +280,20 @@ class ComposeScreen(Screen[Task | None]):
         finally:
             self._submitting = False
             self.remove_class("-submitting")
+
+    async def _load_worker_names(self) -> None:
+        try:
+            workers = await self.client.list_workers()
+        except (CodexTuiError, httpx.HTTPError, ValueError):
+            return  # no suggestions; the field still takes any name
+        names = [worker.name for worker in workers][:MAX_WORKER_SUGGESTIONS]
+        self._worker_names = names
+        field = self.query_one("#worker-input", Input)
+        field.suggester = SuggestFromList(names, case_sensitive=False)
+        if names:
+            shown = "any: " + ", ".join(names[:5])
+            limit = PLACEHOLDER_CHARS
+            field.placeholder = shown if len(shown) <= limit else shown[: limit - 1] + "…"
 
     def _show_error(self, message: str) -> None:
         self._error = message

@@ -17,6 +17,7 @@ from textual.widgets import Footer, OptionList
 
 from codex_tui.screens.compose import ComposeScreen, describe_problem
 from codex_tui.screens.confirm import ConfirmModal
+from codex_tui.screens.workers import WorkersScreen
 from codex_tui.widgets.event_view import EventView
 from codex_tui.widgets.task_list import TaskList, short_prompt
 from server_client.client import ApiError, CodexTuiClient
@@ -29,18 +30,20 @@ class DashboardScreen(Screen[None]):
     """The main screen: live task list and the selected task's live event stream.
 
     Keys: ``n`` opens the compose screen, ``x`` cancels the selected task after a confirm,
-    Enter on a task moves into its events, Tab moves between the two panes.
+    ``w`` opens the workers screen, Enter on a task moves into its events, Tab moves between
+    the two panes.
 
     Args:
         client: The SDK client.
         default_workdir: Prefill for the compose screen's workdir.
         clock: Current UTC time for the task list's ages.
-        poll_interval_s: Seconds between task-list polls.
+        poll_interval_s: Seconds between task-list polls (and workers-screen polls).
     """
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("n", "new_task", "New task", id="new-task"),
         Binding("x", "cancel_task", "Cancel task", id="cancel-task"),
+        Binding("w", "workers", "Workers", id="workers"),
     ]
 
     DEFAULT_CSS = """
@@ -97,6 +100,12 @@ class DashboardScreen(Screen[None]):
         self.app.push_screen(
             ComposeScreen(self.client, default_workdir=self.default_workdir),
             self._task_created,
+        )
+
+    def action_workers(self) -> None:
+        """Open the workers screen (pair, inspect and revoke workers)."""
+        self.app.push_screen(
+            WorkersScreen(self.client, clock=self.clock, poll_interval_s=self.poll_interval_s)
         )
 
     def action_cancel_task(self) -> None:

@@ -20,7 +20,7 @@ from codex_tui.widgets.render import status_icon
 from server_client.client import CodexTuiClient, CodexTuiError
 from server_client.models import Task, TaskStatus
 
-__all__ = ["TaskList", "format_age", "short_prompt"]
+__all__ = ["TaskList", "format_age", "short_prompt", "worker_text"]
 
 #: Theme variable of each status icon.
 _STATUS_VARIABLES: dict[TaskStatus, str] = {
@@ -49,6 +49,17 @@ def short_prompt(prompt: str, limit: int = 200) -> str:
     """The prompt on one line with whitespace collapsed, cut to ``limit`` characters."""
     text = " ".join(prompt[: limit * 4].split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def worker_text(task: Task) -> str:
+    """Who runs the task: its worker's name; for a queued routed task, where it waits to go
+    (``→ gpu-box``, ``→ [gpu, linux]`` or both); ``—`` when nobody yet."""
+    if task.status is TaskStatus.QUEUED and (task.target_worker or task.labels):
+        target = task.target_worker or ""
+        if task.labels:
+            target = f"{target} [{', '.join(task.labels)}]".strip()
+        return f"→ {target}"
+    return task.worker_name or "—"
 
 
 def _utcnow() -> datetime:
@@ -80,7 +91,8 @@ class _Row:
 
 class TaskList(Widget, can_focus=False):
     """The caller's newest tasks, one two-line row each: status icon and prompt, then the
-    status word, worker and age.
+    status word, worker (or, while a routed task is queued, its target: ``→ gpu-box``) and
+    age.
 
     A worker polls ``client.list_tasks()`` every ``poll_interval_s`` (and at once after
     :meth:`poll_now`); a row is redrawn only when what it shows changed. When the server cannot
@@ -267,7 +279,7 @@ class TaskList(Widget, can_focus=False):
         return _Row(
             status=task.status,
             prompt=short_prompt(task.prompt),
-            worker=task.worker_name or "—",
+            worker=worker_text(task),
             age=format_age(task.created_at, now),
             canceling=task.cancel_requested and not task.status.is_terminal,
         )
