@@ -8,9 +8,11 @@ Like the real codex it prints "Reading additional input from stdin..." to stderr
 open stdin to the prompt, and exits 1 at once and silently on SIGINT (codex-facts.md).
 
 Environment:
-    FAKE_CODEX_MODE: ok (default), reconnect, burst, sleep, crash, fail, ignore-sigint, fork,
-        fork-exit, malformed, huge, echo-argv.
-    FAKE_CODEX_EVENTS: number of items for ``burst`` (default 1000).
+    FAKE_CODEX_MODE: ok (default), reconnect, burst, slow-burst, sleep, crash, fail,
+        ignore-sigint, fork, fork-exit, malformed, huge, echo-argv.
+    FAKE_CODEX_EVENTS: number of items for ``burst`` (default 1000) and ``slow-burst``
+        (default 100).
+    FAKE_CODEX_INTERVAL: seconds between the items of ``slow-burst`` (default 0.1).
     FAKE_CODEX_SLEEP: seconds to sleep in ``sleep``/``ignore-sigint``/``fork`` (default 600).
     FAKE_CODEX_SIZE_MB: size of the ``huge`` line in MiB (default 12).
     FAKE_CODEX_ERROR: message of ``turn.failed`` in ``fail``.
@@ -274,6 +276,16 @@ def main() -> int:
             item = {"id": items.new_id(), "type": "agent_message", "text": f"message {n}"}
             lines.append(json.dumps({"type": "item.completed", "item": item}) + "\n")
         raw("".join(lines))
+        out({"type": "turn.completed", "usage": usage})
+        return 0
+
+    if mode == "slow-burst":  # one item at a time, so events keep coming for a while
+        count = int(os.environ.get("FAKE_CODEX_EVENTS", "100"))
+        interval = float(os.environ.get("FAKE_CODEX_INTERVAL", "0.1"))
+        for n in range(count):
+            item = {"id": items.new_id(), "type": "agent_message", "text": f"message {n}"}
+            out({"type": "item.completed", "item": item})
+            time.sleep(interval)
         out({"type": "turn.completed", "usage": usage})
         return 0
 

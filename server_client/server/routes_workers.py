@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query, Request, Response
 
 from server_client.models import (
     Claim,
@@ -68,10 +68,20 @@ async def revoke_worker(
 
 
 @router.post("/connect")
-async def connect(hello: WorkerHello, principal: CurrentPrincipal, store: StoreDep) -> Worker:
+async def connect(
+    hello: WorkerHello, principal: CurrentPrincipal, store: StoreDep, hub: HubDep
+) -> Worker:
     """Register the calling worker with its capabilities: a worker token updates its own
-    worker; a user token registers one of the user's workers by name."""
-    return await store.connect_worker(principal.user, hello, worker_id=principal.worker_id)
+    worker; a user token registers one of the user's workers by name. A worker connects once
+    per process start, so tasks still running under it were its old process's: they end
+    ``lost`` (R2), they are not re-run."""
+    worker = await store.connect_worker(principal.user, hello, worker_id=principal.worker_id)
+    ended = await store.end_previous_runs(principal.user, worker)
+    for task_pk in ended:
+        hub.notify(task_key(task_pk))
+    if ended:
+        hub.notify(cancel_key(principal.user.id))
+    return worker
 
 
 @router.post(
@@ -81,6 +91,7 @@ async def connect(hello: WorkerHello, principal: CurrentPrincipal, store: StoreD
 )
 async def claim(
     worker_id: str,
+    request: Request,
     principal: CurrentPrincipal,
     store: StoreDep,
     hub: HubDep,
@@ -89,13 +100,14 @@ async def claim(
 ) -> Claim | Response:
     """Long poll: the owner's oldest queued task this worker may run (routing by name and
     labels), as soon as there is one, else 204 after ``wait`` seconds. Each queued task is
-    handed to exactly one worker (R7)."""
+    handed to exactly one worker (R7). A poll whose worker has hung up claims nothing: the
+    task would go to a process that is gone (e.g. a worker restarted mid-poll)."""
     user = principal.user
     worker = await _worker(principal, store, worker_id)
     await store.touch_worker(worker.id)
     deadline = _deadline(wait, settings.max_wait_s)
     while True:
-        if hub.closing:
+        if hub.closing or await request.is_disconnected():
             return Response(status_code=204)
         wake = hub.current(queue_key(user.id))
         got = await store.claim(user, worker)

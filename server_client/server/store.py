@@ -786,6 +786,33 @@ class Store:
                 await self._end_lost(conn, row.pk, row.last_seq, "its worker was revoked", now)
         return [int(r.pk) for r in rows]
 
+    async def end_previous_runs(self, owner: User, worker: Worker) -> list[int]:
+        """End ``lost`` the tasks still running under ``worker`` when it (re)connects.
+
+        A worker connects once per process start, with no task running; tasks the server still
+        has running under its id belonged to its previous process (killed, say, and restarted
+        before its lease expired). Nobody supervises them any more, and they are never re-run,
+        so they end now instead of staying ``running`` behind a worker that heartbeats again.
+
+        Returns:
+            The internal keys of the tasks that ended (to wake their streams).
+        """
+        now = utcnow()
+        reason = f"worker {worker.name} restarted; the run it had was lost with its old process"
+        async with self._write() as conn:
+            rows = (
+                await conn.execute(
+                    select(tasks.c.pk, tasks.c.last_seq).where(
+                        tasks.c.owner_id == owner.id,
+                        tasks.c.worker_id == worker.id,
+                        tasks.c.status == TaskStatus.RUNNING.value,
+                    )
+                )
+            ).all()
+            for row in rows:
+                await self._end_lost(conn, row.pk, row.last_seq, reason, now)
+        return [int(r.pk) for r in rows]
+
     async def _end_lost(
         self, conn: AsyncConnection, task_pk: int, last_seq: int, reason: str, now: datetime
     ) -> None:
