@@ -283,7 +283,12 @@ def worker(
         except httpx.TransportError as exc:
             _fail(f"cannot reach the server at {server_url} ({type(exc).__name__})")
         path = save_worker_credentials(
-            WorkerCredentials(server=server_url, token=result.token, name=result.worker.name)
+            WorkerCredentials(
+                server=server_url,
+                token=result.token,
+                name=result.worker.name,
+                labels=tuple(labels),
+            )
         )
         click.echo(f"paired as worker {result.worker.name!r}; token saved in {path}", err=True)
         token, name = result.token, result.worker.name
@@ -297,6 +302,7 @@ def worker(
         if server_url and server_url.rstrip("/") != saved.server.rstrip("/"):
             _fail(f"this worker is paired with {saved.server}; pair it again for {server_url}")
         server_url, token, name = saved.server, saved.token, name or saved.name
+        labels = labels or saved.labels
     if not server_url:
         _fail("--token needs --server URL")
     assert server_url is not None and token is not None

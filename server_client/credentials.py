@@ -115,13 +115,20 @@ class WorkerCredentials:
     server: str
     token: str
     name: str
+    labels: tuple[str, ...] = ()
 
 
 def save_worker_credentials(creds: WorkerCredentials, dirs: AppDirs | None = None) -> Path:
-    """Store a paired worker's server, token and name in ``<config>/worker.json`` (0600)."""
+    """Store a paired worker's server, token, name and labels in ``<config>/worker.json``
+    (mode 0600)."""
     dirs = (dirs or AppDirs.resolve()).ensure()
     path = dirs.config / WORKER_FILE
-    body = {"server": creds.server, "token": creds.token, "name": creds.name}
+    body = {
+        "server": creds.server,
+        "token": creds.token,
+        "name": creds.name,
+        "labels": list(creds.labels),
+    }
     write_private(path, json.dumps(body) + "\n")
     return path
 
@@ -132,7 +139,10 @@ def load_worker_credentials(dirs: AppDirs | None = None) -> WorkerCredentials | 
     try:
         body = json.loads((dirs.config / WORKER_FILE).read_text())
         return WorkerCredentials(
-            server=str(body["server"]), token=str(body["token"]), name=str(body["name"])
+            server=str(body["server"]),
+            token=str(body["token"]),
+            name=str(body["name"]),
+            labels=tuple(str(label) for label in body.get("labels", [])),
         )
     except (OSError, ValueError, KeyError, TypeError):
         return None

@@ -93,8 +93,9 @@ def test_pair_prints_a_short_code_and_the_command_that_pairs_a_worker_which_surv
     assert stat.S_IMODE(saved.stat().st_mode) == 0o600
     assert stat.S_IMODE(saved.parent.stat().st_mode) & 0o077 == 0
     body = json.loads(saved.read_text())
-    assert set(body) == {"server", "token", "name"}
+    assert set(body) == {"server", "token", "name", "labels"}
     assert body["server"] == server.url and body["name"] == "remote-1"
+    assert body["labels"] == ["gpu"]
     assert TOKEN_RE.match(body["token"])
     assert server.token not in saved.read_text()
     assert _status(server.url, body["token"]) == 403  # a worker token, not a user token
@@ -104,6 +105,7 @@ def test_pair_prints_a_short_code_and_the_command_that_pairs_a_worker_which_surv
     assert remote.terminate() == 0, remote.describe()
     again = remote.restart_plain()
     assert again.id == first.id and again.connected_at > first.connected_at
+    assert again.labels == ["gpu"], "the labels given at pairing are kept"
     done = server.cli(
         "submit", "--worker", "remote-1", "--workdir", str(remote.workroot), "-f", "hello remote"
     )

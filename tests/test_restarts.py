@@ -10,6 +10,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 
 from server_client.client import CodexTuiClient
@@ -126,8 +127,22 @@ async def test_worker_kill_9_ends_its_task_lost_within_the_lease_and_it_is_never
         await _running(client, task.id)
         assert (await client.get_task(task.id)).worker_name == "victim"
         spare = workers.start(server, "spare", fake_mode="ok")  # idle, polling for work
+        assert task_processes(task.id), "codex runs"
         victim.kill()
         killed_at = utcnow()
+
+        def codex_alive() -> list[psutil.Process]:
+            alive = []
+            for proc in task_processes(task.id):
+                try:
+                    if proc.status() != psutil.STATUS_ZOMBIE:
+                        alive.append(proc)
+                except psutil.Error:
+                    continue
+            return alive
+
+        # codex dies with its worker (PR_SET_PDEATHSIG), it does not go on editing files.
+        await wait_until_async(lambda: not codex_alive(), 5, "codex to die with its worker")
         events = await _lost_event(client, task.id, LEASE_TTL_S + SWEEP_S + 10)
         lost = events[-1]
         assert lost.ts - killed_at < timedelta(seconds=LEASE_TTL_S + SWEEP_S + 2.0)

@@ -714,7 +714,8 @@ class Store:
                 "hostname": request.hostname,
                 "labels": _dumps(sorted(set(request.labels))),
                 "connected_at": now,
-                "last_seen_at": now,
+                # Not seen yet: it shows offline until its process connects.
+                "last_seen_at": now - timedelta(seconds=self.lease_ttl_s),
                 "revoked_at": None,
             }
             if existing:

@@ -200,6 +200,18 @@ def build_child_env(
     return env
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL codex if the worker dies (Linux ``PR_SET_PDEATHSIG``),
+    so a worker killed with ``kill -9`` does not leave codex editing files for a task that the
+    server ends ``lost``. Commands codex started run in their own sessions and are not covered.
+    """
+    if sys.platform != "linux":
+        return
+    pr_set_pdeathsig = 1
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+
+
 def become_subreaper() -> bool:
     """Make this process a child subreaper (Linux ``prctl(PR_SET_CHILD_SUBREAPER)``).
 
@@ -495,6 +507,7 @@ class ExecRunner:
             cwd=self.spec.workdir,
             env=dict(self.spec.env),
             start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
         self._transport = transport
         self._proc = asyncio.subprocess.Process(transport, protocol, loop)
