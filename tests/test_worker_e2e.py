@@ -238,3 +238,27 @@ async def test_stopping_the_server_stops_its_worker_which_reports_its_tasks(
         await engine.dispose()
     assert stored.status is TaskStatus.CANCELED
     assert stored.error == "the worker was stopped"
+
+
+async def test_revoking_the_local_worker_stops_it_and_it_does_not_come_back(
+    server_factory: ServerFactory,
+) -> None:
+    server = server_factory(fake_mode="sleep", grace_s=0.5)
+    pid = int((server.home / "state" / "local-worker.pid").read_text())
+    async with server.client() as client:
+        task = await client.create_task("long", workdir=str(server.workdir))
+        async for event in client.stream_events(task.id):
+            if event.codex_type == "item.started":
+                break
+        local = next(w for w in await client.list_workers() if w.name == "local")
+        await client.revoke_worker(local.id)
+        events = [e async for e in client.stream_events(task.id, after=event.seq)]
+        assert events[-1].status is TaskStatus.LOST
+        wait_until(
+            lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie",
+            15,
+            "the local worker to exit",
+        )
+        assert [w.name for w in await client.list_workers()] == []
+    assert _processes_of(server, task.id) == []
+    assert "the server refused this worker" in server.log()

@@ -103,11 +103,12 @@ class WorkerAgent:
             runner.cancel()
 
     def _refused(self, exc: ApiError) -> None:
-        """The server refused this worker's token (revoked): stop everything, exit non-zero."""
+        """The server refused this worker (revoked, or its token was): stop everything, exit
+        non-zero."""
         if self._fatal is None:
-            log.error("the server refused this worker's token: %s", exc.problem.detail)
+            log.error("the server refused this worker: %s", exc.problem.detail)
             self._fatal = (
-                f"the server refused this worker's token ({exc.status}); "
+                f"the server refused this worker ({exc.status}: {exc.problem.detail}); "
                 "pair it again with a new code: codex-tui worker --server URL --pair CODE"
             )
         self.stop()
@@ -196,11 +197,10 @@ class WorkerAgent:
                     self.api.claim(self.worker_id, self.config.poll_wait_s)
                 )
             except ApiError as exc:
-                if exc.status in (401, 403):
+                # 401/403: the token was revoked; 404: this worker was revoked (a worker run
+                # with a user token keeps a valid token, but must not come back by itself).
+                if exc.status in (401, 403, 404):
                     self._refused(exc)
-                    continue
-                if exc.status == 404:
-                    await self.connect()
                     continue
                 log.warning("claim refused (%s); retrying", exc)
                 await self._sleep_or_stop(next(delays))
@@ -254,7 +254,7 @@ class WorkerAgent:
             try:
                 answer = poll.result()
             except ApiError as exc:
-                if exc.status in (401, 403):
+                if exc.status in (401, 403, 404):
                     self._refused(exc)
                     return
                 log.warning("signals poll refused (%s); retrying", exc)
