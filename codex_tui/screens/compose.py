@@ -16,10 +16,11 @@ from textual.screen import Screen
 from textual.suggester import SuggestFromList
 from textual.widgets import Footer, Input, Label, Select, Static, TextArea
 
-from server_client.client import ApiError, CodexTuiClient, CodexTuiError
-from server_client.models import Problem, Sandbox, Task, TaskCreate
+from codex_tui.failures import REQUEST_ERRORS, describe_action_failure
+from server_client.client import ApiError, CodexTuiClient
+from server_client.models import Sandbox, Task, TaskCreate
 
-__all__ = ["ComposeScreen", "describe_problem", "parse_labels"]
+__all__ = ["ComposeScreen", "parse_labels"]
 
 #: Most worker names offered as suggestions.
 MAX_WORKER_SUGGESTIONS = 200
@@ -30,18 +31,6 @@ PLACEHOLDER_CHARS = 20
 def parse_labels(text: str) -> list[str]:
     """Labels typed as ``gpu, linux`` or ``gpu linux``: split, blanks dropped, each once."""
     return list(dict.fromkeys(part for part in re.split(r"[,\s]+", text) if part))
-
-
-def describe_problem(problem: Problem) -> str:
-    """One readable paragraph for a server problem body (title, detail, field errors)."""
-    text = problem.title
-    if problem.detail:
-        text = f"{text}: {problem.detail}"
-    for error in (problem.errors or [])[:5]:
-        where = ".".join(str(part) for part in error.get("loc", ()) if part != "body")
-        message = error.get("msg") or error.get("message") or ""
-        text += f"\n• {where}: {message}" if where else f"\n• {message}"
-    return text
 
 
 class ComposeScreen(Screen[Task | None]):
@@ -271,10 +260,8 @@ class ComposeScreen(Screen[Task | None]):
                 worker=request.worker,
                 labels=request.labels,
             )
-        except ApiError as error:
-            self._show_error(describe_problem(error.problem))
-        except httpx.HTTPError as error:
-            self._show_error(f"Cannot reach the server: {error or type(error).__name__}")
+        except (ApiError, httpx.HTTPError) as error:
+            self._show_error(describe_action_failure(error))
         else:
             self.dismiss(task)
         finally:
@@ -284,7 +271,7 @@ class ComposeScreen(Screen[Task | None]):
     async def _load_worker_names(self) -> None:
         try:
             workers = await self.client.list_workers()
-        except (CodexTuiError, httpx.HTTPError, ValueError):
+        except REQUEST_ERRORS:
             return  # no suggestions; the field still takes any name
         names = [worker.name for worker in workers][:MAX_WORKER_SUGGESTIONS]
         self._worker_names = names

@@ -15,7 +15,8 @@ from textual.content import Content
 from textual.screen import Screen
 from textual.widgets import Footer, OptionList
 
-from codex_tui.screens.compose import ComposeScreen, describe_problem
+from codex_tui.failures import describe_action_failure
+from codex_tui.screens.compose import ComposeScreen
 from codex_tui.screens.confirm import ConfirmModal
 from codex_tui.screens.workers import WorkersScreen
 from codex_tui.widgets.event_view import EventView
@@ -170,13 +171,8 @@ class DashboardScreen(Screen[None]):
     async def _cancel(self, task_id: str) -> None:
         try:
             task = await self.client.cancel_task(task_id)
-        except ApiError as error:
-            self.notify(describe_problem(error.problem), title="Cancel failed", severity="error")
-            return
-        except httpx.HTTPError as error:
-            self.notify(
-                f"Cannot reach the server: {error}", title="Cancel failed", severity="error"
-            )
+        except (ApiError, httpx.HTTPError) as error:
+            self.notify(describe_action_failure(error), title="Cancel failed", severity="error")
             return
         self.task_list.upsert(task)
         self.task_list.poll_now()

@@ -18,12 +18,17 @@ from textual.content import Content
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
-from codex_tui.screens.compose import describe_problem
+from codex_tui.failures import (
+    REQUEST_ERRORS,
+    describe_action_failure,
+    describe_poll_failure,
+    poll_forever,
+)
 from codex_tui.screens.confirm import ConfirmModal
 from codex_tui.screens.pairing import PairingModal
 from codex_tui.widgets.render import Palette
 from codex_tui.widgets.task_list import format_age
-from server_client.client import ApiError, CodexTuiClient, CodexTuiError, NotFoundError
+from server_client.client import ApiError, CodexTuiClient, NotFoundError
 from server_client.models import Worker
 
 __all__ = ["WorkersScreen", "format_last_seen", "short_version"]
@@ -208,7 +213,10 @@ class WorkersScreen(Screen[None]):
         self.table.focus()
         self.app.theme_changed_signal.subscribe(self, self._redraw_rows)
         self.run_worker(
-            self._poll_loop(), name="workers-poll", group="workers-poll", exclusive=True
+            poll_forever(self._poll_once, self._wake, self.poll_interval_s),
+            name="workers-poll",
+            group="workers-poll",
+            exclusive=True,
         )
 
     # -- public API -------------------------------------------------------------------------
@@ -381,26 +389,11 @@ class WorkersScreen(Screen[None]):
             )
         )
 
-    async def _poll_loop(self) -> None:
-        while True:
-            self._wake.clear()
-            await self._poll_once()
-            try:
-                await asyncio.wait_for(self._wake.wait(), self.poll_interval_s)
-            except TimeoutError:
-                pass
-
     async def _poll_once(self) -> None:
         try:
             workers = await self.client.list_workers()
-        except CodexTuiError as error:
-            self._set_error(f"The server refused the request: {error}")
-            return
-        except httpx.HTTPError as error:
-            self._set_error(f"Cannot reach the server: {error or type(error).__name__}")
-            return
-        except ValueError as error:  # an answer that is not a list of workers
-            self._set_error(f"Unexpected answer from the server: {error}")
+        except REQUEST_ERRORS as error:
+            self._set_error(describe_poll_failure(error))
             return
         self._loaded = True
         self._set_error(None)
@@ -420,17 +413,9 @@ class WorkersScreen(Screen[None]):
     async def _create_pairing_code(self) -> None:
         try:
             pairing = await self.client.create_pairing_code()
-        except ApiError as error:
+        except (ApiError, httpx.HTTPError) as error:
             self.notify(
-                describe_problem(error.problem),
-                title="Pairing failed",
-                severity="error",
-                markup=False,
-            )
-            return
-        except httpx.HTTPError as error:
-            self.notify(
-                f"Cannot reach the server: {error or type(error).__name__}",
+                describe_action_failure(error),
                 title="Pairing failed",
                 severity="error",
                 markup=False,
@@ -443,17 +428,9 @@ class WorkersScreen(Screen[None]):
             await self.client.revoke_worker(worker_id)
         except NotFoundError:
             self.notify(f"Worker {name} was already gone.", severity="warning", markup=False)
-        except ApiError as error:
+        except (ApiError, httpx.HTTPError) as error:
             self.notify(
-                describe_problem(error.problem),
-                title="Revoke failed",
-                severity="error",
-                markup=False,
-            )
-            return
-        except httpx.HTTPError as error:
-            self.notify(
-                f"Cannot reach the server: {error or type(error).__name__}",
+                describe_action_failure(error),
                 title="Revoke failed",
                 severity="error",
                 markup=False,

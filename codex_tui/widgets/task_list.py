@@ -7,7 +7,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-import httpx
 from textual import on
 from textual.app import ComposeResult
 from textual.content import Content
@@ -16,8 +15,9 @@ from textual.widget import Widget
 from textual.widgets import OptionList, Static
 from textual.widgets.option_list import Option
 
+from codex_tui.failures import REQUEST_ERRORS, describe_poll_failure, poll_forever
 from codex_tui.widgets.render import status_icon
-from server_client.client import CodexTuiClient, CodexTuiError
+from server_client.client import CodexTuiClient
 from server_client.models import Task, TaskStatus
 
 __all__ = ["TaskList", "format_age", "short_prompt", "worker_text"]
@@ -190,7 +190,12 @@ class TaskList(Widget, can_focus=False):
 
     def on_mount(self) -> None:
         """Start polling."""
-        self.run_worker(self._poll_loop(), name="task-list-poll", group="poll", exclusive=True)
+        self.run_worker(
+            poll_forever(self._poll_once, self._wake, self.poll_interval_s),
+            name="task-list-poll",
+            group="poll",
+            exclusive=True,
+        )
 
     # -- public API -------------------------------------------------------------------------
 
@@ -284,26 +289,11 @@ class TaskList(Widget, can_focus=False):
             canceling=task.cancel_requested and not task.status.is_terminal,
         )
 
-    async def _poll_loop(self) -> None:
-        while True:
-            self._wake.clear()
-            await self._poll_once()
-            try:
-                await asyncio.wait_for(self._wake.wait(), self.poll_interval_s)
-            except TimeoutError:
-                pass
-
     async def _poll_once(self) -> None:
         try:
             page = await self.client.list_tasks(limit=self.page_size)
-        except CodexTuiError as error:
-            self._set_error(f"The server refused the request: {error}")
-            return
-        except httpx.HTTPError as error:
-            self._set_error(f"Cannot reach the server: {error or type(error).__name__}")
-            return
-        except ValueError as error:  # an answer that is not a task page
-            self._set_error(f"Unexpected answer from the server: {error}")
+        except REQUEST_ERRORS as error:
+            self._set_error(describe_poll_failure(error))
             return
         self._loaded = True
         self._set_error(None)
