@@ -133,8 +133,8 @@ async def test_tui_shows_a_real_codex_run_live_and_cancels_a_running_one(
     real_server: LiveServer, mock_model: MockModel
 ) -> None:
     from codex_tui.screens.confirm import ConfirmModal
-    from tests.test_tui import running_app, submit
-    from tests.tui_helpers import event_view, log_text, wait_for
+    from tests.test_tui import submit
+    from tests.tui_helpers import event_view, log_text, running_app, wait_for
 
     marker = f"tui-{uuid.uuid4().hex[:10]}"
     sleeper = f"codex-tui-tui-sleeper-{uuid.uuid4().hex[:10]}"

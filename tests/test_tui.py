@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 from textual.pilot import Pilot
@@ -16,30 +14,17 @@ from codex_tui.screens.confirm import ConfirmModal
 from codex_tui.screens.dashboard import DashboardScreen
 from server_client.client import CodexTuiClient
 from server_client.models import TaskStatus
-from tests.conftest import LiveServer, ServerFactory, free_port
+from tests.conftest import ServerFactory, free_port
 from tests.tui_helpers import (
+    SIZE,
     event_view,
     log_text,
     row_texts,
+    running_app,
     task_list,
     type_text,
     wait_for,
 )
-
-SIZE = (80, 24)
-
-
-@asynccontextmanager
-async def running_app(
-    client: CodexTuiClient, server: LiveServer | None = None, **kwargs: Any
-) -> AsyncIterator[tuple[CodexTuiApp, Pilot[None]]]:
-    """Run the app at 80×24 against ``client``; fast polling so tests wait less."""
-    kwargs.setdefault("poll_interval_s", 0.2)
-    if server is not None:
-        kwargs.setdefault("default_workdir", str(server.workdir))
-    app = CodexTuiApp(client, **kwargs)
-    async with app.run_test(size=SIZE) as pilot:
-        yield app, pilot
 
 
 def focused(app: CodexTuiApp) -> Widget | None:

@@ -10,8 +10,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from types import TracebackType
@@ -33,9 +32,16 @@ from server_client.client import ApiError, CodexTuiClient, redeem_pairing_code
 from server_client.models import PairingCode, Task, TaskStatus, Worker, WorkerHello
 from server_client.worker.api import WorkerApi
 from tests.conftest import LiveServer, ServerFactory, free_port
-from tests.tui_helpers import SEED_TS, FrozenClock, row_texts, task_list, type_text, wait_for
+from tests.tui_helpers import (
+    SEED_TS,
+    FrozenClock,
+    row_texts,
+    running_app,
+    task_list,
+    type_text,
+    wait_for,
+)
 
-SIZE = (80, 24)
 CODEX_VERSION = "codex-cli 0.169.0"
 
 
@@ -141,19 +147,6 @@ class Heartbeat:
             self.beat()
             if self._stop.wait(self.interval_s):
                 return
-
-
-@asynccontextmanager
-async def running_app(
-    client: CodexTuiClient, server: LiveServer | None = None, **kwargs: Any
-) -> AsyncIterator[tuple[CodexTuiApp, Pilot[None]]]:
-    """Run the app at 80×24 against ``client``; fast polling so tests wait less."""
-    kwargs.setdefault("poll_interval_s", 0.2)
-    if server is not None:
-        kwargs.setdefault("default_workdir", str(server.workdir))
-    app = CodexTuiApp(client, **kwargs)
-    async with app.run_test(size=SIZE) as pilot:
-        yield app, pilot
 
 
 async def open_workers(pilot: Pilot[None], app: CodexTuiApp) -> WorkersScreen:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -28,8 +29,24 @@ from server_client.models import (
 from server_client.worker.api import WorkerApi
 from tests.conftest import LiveServer
 
+#: The terminal size of the Pilot tests (80×24: what must work over SSH).
+SIZE = (80, 24)
+
 #: Default bound of :func:`wait_for`, in seconds.
 WAIT_S = 20.0
+
+
+@asynccontextmanager
+async def running_app(
+    client: CodexTuiClient, server: LiveServer | None = None, **kwargs: Any
+) -> AsyncIterator[tuple[CodexTuiApp, Pilot[None]]]:
+    """Run the app at 80×24 against ``client``; fast polling so tests wait less."""
+    kwargs.setdefault("poll_interval_s", 0.2)
+    if server is not None:
+        kwargs.setdefault("default_workdir", str(server.workdir))
+    app = CodexTuiApp(client, **kwargs)
+    async with app.run_test(size=SIZE) as pilot:
+        yield app, pilot
 
 
 async def wait_for(
