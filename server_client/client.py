@@ -46,8 +46,17 @@ from server_client.models import (
 
 #: The server sends an SSE heartbeat at least this often (s); design.md.
 HEARTBEAT_S = 15.0
-#: Read timeout of an event stream (s): longer than two heartbeats (reliability.md E3).
-STREAM_READ_TIMEOUT_S = 2 * HEARTBEAT_S + 5.0
+#: How many heartbeats in a row a stream may miss before it counts as dead.
+MISSED_HEARTBEATS = 3
+#: Read timeout of an event stream (s): three missed heartbeats plus a 5 s margin, 50 s.
+#:
+#: A live stream is never silent for longer than one heartbeat interval, so 45 s without a
+#: byte means three heartbeats in a row did not arrive: the connection is dead (a half-open
+#: TCP connection after a network change, a hung server or proxy) and
+#: :meth:`CodexTuiClient.stream_events` reconnects with ``Last-Event-ID`` (reliability.md
+#: E3). One or two late heartbeats on a slow link (SSH over a mobile connection) do not drop
+#: a healthy stream; the margin absorbs latency and scheduling delay around the third.
+STREAM_READ_TIMEOUT_S = MISSED_HEARTBEATS * HEARTBEAT_S + 5.0
 
 
 class CodexTuiError(Exception):
@@ -211,12 +220,35 @@ class CodexTuiClient:
         self,
         *,
         status: Iterable[TaskStatus | str] = (),
+        q: str | None = None,
+        worker: str | None = None,
         cursor: str | None = None,
         limit: int = 50,
     ) -> TaskPage:
-        """One page of the caller's tasks, newest first (``limit`` 1..200)."""
+        """One page of the caller's tasks, newest first.
+
+        The filters combine with AND; pass the same ones again with ``cursor`` (the previous
+        page's ``next_cursor``) for the next, older page.
+
+        Args:
+            status: Only tasks in one of these states (empty: any).
+            q: Only tasks whose prompt contains this text, ignoring case; ``%`` and ``_`` are
+                literal (at most 200 characters). None or empty: any prompt.
+            worker: Only tasks run by, or routed to, the worker of this name.
+            cursor: The previous page's ``next_cursor``.
+            limit: Page size, 1..200 tasks.
+
+        Raises:
+            ValueError: an unknown status.
+            ApiError: 400 for a malformed cursor, 422 for a ``q`` over 200 characters or
+                another out-of-range value.
+        """
         params: list[tuple[str, str | int]] = [("limit", limit)]
         params += [("status", str(TaskStatus(s))) for s in status]
+        if q:
+            params.append(("q", q))
+        if worker is not None:
+            params.append(("worker", worker))
         if cursor:
             params.append(("cursor", cursor))
         response = await self._request("GET", "/api/tasks", params=params)
@@ -246,15 +278,58 @@ class CodexTuiClient:
         response = await self._request("POST", "/api/pairing-codes")
         return PairingCode.model_validate_json(response.content)
 
-    async def get_events(self, task_id: str, *, after: int = 0, limit: int = 1000) -> list[Event]:
-        """One page of stored events with ``seq > after`` (no streaming)."""
+    async def get_events(
+        self,
+        task_id: str,
+        *,
+        after: int = 0,
+        before: int | None = None,
+        limit: int = 1000,
+    ) -> list[Event]:
+        """One page of stored events in ascending seq order (no streaming).
+
+        Without ``before``: the first ``limit`` events with ``seq > after`` (paging
+        forwards: pass the last seq as the next ``after``). With ``before``: the last
+        ``limit`` events with ``after < seq < before`` (paging backwards: pass the first seq
+        as the next ``before``; an empty list means the start was reached).
+
+        Args:
+            task_id: The task.
+            after: Only events with a larger seq (≥ 0).
+            before: Only events with a smaller seq (≥ 1), nearest first when cut by ``limit``.
+            limit: Page size, 1..5000 events.
+
+        Raises:
+            NotFoundError: no such task (or not the caller's).
+            ApiError: 422 for an out-of-range ``after``, ``before`` or ``limit``.
+        """
+        params: dict[str, int] = {"after": after, "limit": limit}
+        if before is not None:
+            params["before"] = before
         response = await self._request(
             "GET",
             f"/api/tasks/{task_id}/events",
-            params={"after": after, "limit": limit},
+            params=params,
             headers={"Accept": "application/json"},
         )
         return [Event.model_validate(item) for item in response.json()]
+
+    async def rerun_task(self, task_id: str) -> Task:
+        """Submit a task again: a new queued task with the same prompt, workdir, model,
+        sandbox and routing (target worker and labels) as ``task_id``.
+
+        The old task is left as it is (a running one keeps running).
+
+        Raises:
+            NotFoundError: no such task (or not the caller's).
+            ApiError: 400 when the workdir is no longer allowed or the target worker is gone.
+        """
+        task = await self.get_task(task_id)
+        body = TaskCreate.from_task(task)
+        response = await self._request(
+            "POST", "/api/tasks", json=body.model_dump(mode="json", exclude_none=True)
+        )
+        return Task.model_validate_json(response.content)
 
     async def stream_events(
         self,

@@ -96,6 +96,26 @@ class TaskCreate(_Model):
     worker: str | None = Field(default=None, min_length=1, max_length=100)
     labels: list[Label] = Field(default_factory=list, max_length=20)
 
+    @classmethod
+    def from_task(cls, task: Task) -> TaskCreate:
+        """The body that submits ``task`` again with the same options: its prompt, workdir,
+        model, sandbox and routing (target worker name and labels).
+
+        The target worker is the one the task was routed to, not the one that happened to
+        run it, so an unrouted task stays unrouted.
+
+        Raises:
+            pydantic.ValidationError: the task's fields no longer fit the body's limits.
+        """
+        return cls(
+            prompt=task.prompt,
+            workdir=task.workdir,
+            model=task.model,
+            sandbox=task.sandbox,
+            worker=task.target_worker,
+            labels=list(task.labels),
+        )
+
     @field_validator("prompt")
     @classmethod
     def _prompt_is_text(cls, value: str) -> str:

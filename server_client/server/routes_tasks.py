@@ -63,12 +63,37 @@ async def list_tasks(
     user: CurrentUser,
     store: StoreDep,
     status: Annotated[list[TaskStatus] | None, Query(description="Only these states.")] = None,
+    q: Annotated[
+        str | None,
+        Query(
+            max_length=200,
+            description="Only prompts containing this text (ignoring case; % and _ are "
+            "literal, not wildcards).",
+        ),
+    ] = None,
+    worker: Annotated[
+        str | None,
+        Query(
+            min_length=1,
+            max_length=100,
+            description="Only tasks run by, or routed to, the worker of this name.",
+        ),
+    ] = None,
     cursor: Annotated[str | None, Query(max_length=64)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> TaskPage:
-    """The caller's tasks, newest first; follow ``next_cursor`` for older ones."""
+    """The caller's tasks, newest first; follow ``next_cursor`` for older ones.
+
+    The filters (``status``, repeatable; ``q``; ``worker``) combine with AND and stay in force
+    across pages: pass the same ones with the cursor. A malformed cursor or a ``q`` with a NUL
+    character is a 400; a ``q`` over 200 characters or an empty worker name a 422.
+    """
+    if q is not None and "\x00" in q:
+        raise HTTPException(400, "q must not contain NUL characters")
     try:
-        return await store.list_tasks(user, statuses=status or (), cursor=cursor, limit=limit)
+        return await store.list_tasks(
+            user, statuses=status or (), q=q, worker=worker, cursor=cursor, limit=limit
+        )
     except ValueError as exc:
         raise HTTPException(400, f"cursor: {exc}") from exc
 
@@ -138,19 +163,42 @@ async def task_events(
     hub: HubDep,
     settings: SettingsDep,
     after: Annotated[int, Query(ge=0, description="Only events with a larger seq.")] = 0,
+    before: Annotated[
+        int | None,
+        Query(
+            ge=1,
+            description="JSON only: the `limit` events with the largest seqs below this one, "
+            "in ascending order (paging backwards); with `after`, only events between the two.",
+        ),
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=5000, description="Page size (JSON only).")] = 1000,
     last_event_id: Annotated[str | None, Header(max_length=32)] = None,
 ) -> Response:
     """The task's events: replayed from the store after ``Last-Event-ID`` (or ``?after=``),
-    then live; a heartbeat comment at least every 15 s; ends after the terminal status."""
+    then live; a heartbeat comment at least every 15 s; ends after the terminal status.
+
+    With ``Accept: application/json``: one page, ascending by seq: the first ``limit`` events
+    after ``after``, or with ``before`` the last ``limit`` events before it (above ``after``).
+    ``before`` on an SSE request is a 400.
+    """
     if last_event_id is not None and last_event_id.strip():
         if not last_event_id.strip().isdigit():
             raise HTTPException(400, "Last-Event-ID must be an event seq (a whole number)")
         after = int(last_event_id)
-    task_pk, _task = await store.task_pk(user, task_id)
     accept = request.headers.get("accept", "")
-    if "application/json" in accept and "text/event-stream" not in accept:
-        rows = await store.read_events(task_pk, after, limit)
+    as_json = "application/json" in accept and "text/event-stream" not in accept
+    if before is not None and not as_json:
+        raise HTTPException(
+            400,
+            "before only applies to JSON pages (Accept: application/json); "
+            "an event stream always runs forwards from after / Last-Event-ID",
+        )
+    task_pk, _task = await store.task_pk(user, task_id)
+    if as_json:
+        if before is None:
+            rows = await store.read_events(task_pk, after, limit)
+        else:
+            rows = await store.read_events_before(task_pk, before, limit, after=after)
         body = "[" + ",".join(row.envelope_json() for row in rows) + "]"
         return Response(body, media_type="application/json")
     return EventSourceResponse(

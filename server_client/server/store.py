@@ -420,13 +420,37 @@ class Store:
         owner: User,
         *,
         statuses: Sequence[TaskStatus] = (),
+        q: str | None = None,
+        worker: str | None = None,
         cursor: str | None = None,
         limit: int = 50,
     ) -> TaskPage:
-        """A page of the owner's tasks, newest first. Raises ValueError for a bad cursor."""
+        """A page of the owner's tasks, newest first; the filters combine with AND.
+
+        Args:
+            owner: Whose tasks.
+            statuses: Only tasks in one of these states (empty: any state).
+            q: Only tasks whose prompt contains this text, ignoring case (on SQLite only the
+                case of ASCII letters). ``%``, ``_`` and the escape character match
+                literally (no wildcards). Empty or None: any. A substring search scans the
+                owner's tasks newest first until the page is full (no index helps it).
+            worker: Only tasks run by the worker of this name, or routed to it (its
+                ``target_worker``) while they wait. None: any.
+            cursor: ``next_cursor`` of the previous page (older tasks follow).
+            limit: Page size (tasks).
+
+        Raises:
+            ValueError: a malformed cursor.
+        """
         query = select(tasks).where(tasks.c.owner_id == owner.id)
         if statuses:
             query = query.where(tasks.c.status.in_([s.value for s in statuses]))
+        if q:
+            # lower(prompt) LIKE '%' || lower(:q) || '%' ESCAPE '/' (ILIKE on PostgreSQL),
+            # with %, _ and / in q escaped so they match themselves.
+            query = query.where(tasks.c.prompt.icontains(q, autoescape=True))
+        if worker is not None:
+            query = query.where(or_(tasks.c.worker_name == worker, tasks.c.target_worker == worker))
         if cursor:
             query = query.where(tasks.c.pk < decode_cursor(cursor))
         query = query.order_by(tasks.c.pk.desc()).limit(limit + 1)
@@ -540,6 +564,33 @@ class Store:
                 )
             ).all()
         return [StoredEvent(seq=r.seq, ts=r.ts, kind=r.kind, data=r.data) for r in rows]
+
+    async def read_events_before(
+        self, task_pk: int, before: int, limit: int = 500, *, after: int = 0
+    ) -> list[StoredEvent]:
+        """The ``limit`` stored events with the largest seqs below ``before`` (and above
+        ``after``), in ascending seq order: one page backwards through a task's log.
+
+        Args:
+            task_pk: The task's internal key.
+            before: Only events with ``seq < before``.
+            limit: At most this many events (the ones nearest to ``before``).
+            after: Only events with ``seq > after`` (0: from the first event).
+        """
+        async with self.engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    select(events.c.seq, events.c.ts, events.c.kind, events.c.data)
+                    .where(
+                        events.c.task_pk == task_pk,
+                        events.c.seq < before,
+                        events.c.seq > after,
+                    )
+                    .order_by(events.c.seq.desc())
+                    .limit(limit)
+                )
+            ).all()
+        return [StoredEvent(seq=r.seq, ts=r.ts, kind=r.kind, data=r.data) for r in reversed(rows)]
 
     # ---------------------------------------------------------------- workers
 
