@@ -1,18 +1,50 @@
-"""Provides the client settings and how a command finds its server and token.
+"""Provides the client and TUI settings and how a command finds its server and token.
 
 Precedence, lowest first: defaults → ``<config>/config.toml`` → environment
-(``CODEX_TUI_SERVER``, ``CODEX_TUI_TOKEN``, ...) → command-line flags. When neither names a
-server, the connection the local server stored (server_client.credentials) is used, and
-failing that ``http://127.0.0.1:<local_port>`` (8765). Tokens never appear in logs; keep them out of
-config.toml where the keyring works.
+(``CODEX_TUI_SERVER``, ``CODEX_TUI_TOKEN``, ``CODEX_TUI_THEME``, ...) → command-line flags.
+When neither names a server, the connection the local server stored
+(server_client.credentials) is used, and failing that ``http://127.0.0.1:<local_port>``
+(8765). Tokens never appear in logs; keep them out of config.toml where the keyring works.
+
+The theme has one more layer, the theme last chosen in the app (remembered in the state
+folder by :mod:`codex_tui.state`, since the app never rewrites config.toml). Highest first:
+``--theme`` flag > ``CODEX_TUI_THEME`` > remembered choice > ``theme`` in config.toml >
+``codex-dark``.
+
+config.toml (every key optional)::
+
+    server = "http://devbox:8765"    # token: keep it in the keyring (stored by `codex-tui server`)
+    local_port = 8765
+    theme = "codex-light"            # codex-dark, codex-light, codex-high-contrast
+
+    [keymap]                         # binding id = comma-separated keys (see `?` in the TUI)
+    new-task = "ctrl+n"
+    cancel-task = "x,delete"
+
+    [notify]                         # when a task finishes
+    toast = true                     # a toast in the TUI
+    bell = true                      # the terminal bell
+    desktop = "auto"                 # OSC 9 desktop notification: true, false or "auto"
+
+Nested settings come from the environment with ``__``: ``CODEX_TUI_NOTIFY__BELL=0``,
+``CODEX_TUI_KEYMAP__NEW_TASK=ctrl+n`` (``_`` in a keymap id reads as ``-``). ``desktop =
+"auto"`` sends OSC 9 only to terminals known to show it (:func:`desktop_supported`).
 
 ``CODEX_TUI_HOME``, when set, puts all config, data and state folders under it.
 """
 
 from __future__ import annotations
 
+import os
+import re
+import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, TypeVar
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -20,10 +52,41 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from codex_tui.state import default_state_path, load_state
 from server_client.credentials import load_connection
 from server_client.paths import AppDirs
 
+__all__ = [
+    "DEFAULT_PORT",
+    "ENV_PREFIX",
+    "ClientSettings",
+    "ConfigError",
+    "NotifySettings",
+    "ResolvedConnection",
+    "TuiSettings",
+    "config_path",
+    "desktop_supported",
+    "load_tui_settings",
+    "resolve_connection",
+]
+
 DEFAULT_PORT = 8765
+#: Prefix of every environment setting.
+ENV_PREFIX = "CODEX_TUI_"
+
+SettingsT = TypeVar("SettingsT", bound=BaseSettings)
+
+
+class ConfigError(ValueError):
+    """config.toml (or a ``CODEX_TUI_*`` variable) cannot be read or holds an invalid value.
+
+    The message names the file or variable and the problem.
+    """
+
+
+def config_path() -> Path:
+    """``<config folder>/config.toml`` (under ``CODEX_TUI_HOME`` when that is set)."""
+    return AppDirs.resolve().config / "config.toml"
 
 
 class ClientSettings(BaseSettings):
@@ -36,7 +99,7 @@ class ClientSettings(BaseSettings):
             (``CODEX_TUI_LOCAL_PORT``).
     """
 
-    model_config = SettingsConfigDict(env_prefix="CODEX_TUI_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
 
     server: str | None = None
     token: str | None = None
@@ -52,10 +115,192 @@ class ClientSettings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,  # noqa: ARG003
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         """Flags (init) over environment over config.toml."""
-        toml = TomlConfigSettingsSource(
-            settings_cls, toml_file=AppDirs.resolve().config / "config.toml"
-        )
+        toml = TomlConfigSettingsSource(settings_cls, toml_file=config_path())
         return (init_settings, env_settings, toml)
+
+
+class NotifySettings(BaseModel):
+    """How the TUI announces a finished task (the ``[notify]`` table).
+
+    Attributes:
+        toast: A toast in the TUI (``CODEX_TUI_NOTIFY__TOAST``).
+        bell: The terminal bell (``CODEX_TUI_NOTIFY__BELL``; flag ``--no-bell``).
+        desktop: An OSC 9 desktop notification: True, False, or ``"auto"`` for only the
+            terminals :func:`desktop_supported` knows (``CODEX_TUI_NOTIFY__DESKTOP``; flag
+            ``--no-desktop-notify``).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    toast: bool = True
+    bell: bool = True
+    desktop: bool | Literal["auto"] = "auto"
+
+
+class TuiSettings(BaseSettings):
+    """The TUI's settings: theme, keymap and notifications (same config.toml as the client).
+
+    Attributes:
+        theme: Theme name (``theme``, ``CODEX_TUI_THEME``, ``--theme``); None: the default.
+            Between the environment and config.toml sits the theme last chosen in the app.
+        keymap: Binding id → comma-separated keys (``[keymap]``), given to
+            :meth:`textual.app.App.set_keymap`.
+        notify: The ``[notify]`` switches.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="ignore", frozen=True
+    )
+
+    theme: str | None = None
+    keymap: dict[str, str] = Field(default_factory=dict)
+    notify: NotifySettings = Field(default_factory=NotifySettings)
+
+    @field_validator("theme", mode="before")
+    @classmethod
+    def _blank_theme_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("keymap", mode="before")
+    @classmethod
+    def _normalise_keymap(cls, value: object) -> object:
+        """Ids in kebab-case (``new_task`` from the environment reads ``new-task``); a list
+        of keys may stand for a comma-separated string."""
+        if not isinstance(value, Mapping):
+            return value
+        keymap: dict[object, object] = {}
+        for binding_id, keys in value.items():
+            name = binding_id
+            if isinstance(binding_id, str):
+                name = binding_id.strip().replace("_", "-")
+            if isinstance(keys, list) and all(isinstance(key, str) for key in keys):
+                keys = ",".join(keys)
+            if isinstance(keys, str):
+                keys = ",".join(key.strip() for key in keys.split(",") if key.strip())
+            keymap[name] = keys
+        return keymap
+
+    @classmethod
+    def defaults(cls) -> TuiSettings:
+        """The built-in defaults, reading neither config.toml, the environment nor state."""
+        return cls.model_construct()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,  # noqa: ARG003
+        file_secret_settings: PydanticBaseSettingsSource,  # noqa: ARG003
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Flags (init) over environment over the remembered theme over config.toml."""
+        toml = TomlConfigSettingsSource(settings_cls, toml_file=config_path())
+        return (init_settings, env_settings, _RememberedThemeSource(settings_cls), toml)
+
+
+class _RememberedThemeSource(PydanticBaseSettingsSource):
+    """The theme last chosen in the app (codex_tui.state), as a settings layer."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:  # noqa: ARG002
+        if field_name == "theme":
+            return load_state(default_state_path()).theme, field_name, False
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        theme = load_state(default_state_path()).theme
+        return {"theme": theme} if theme else {}
+
+
+def _env_name(loc: tuple[int | str, ...]) -> str:
+    return ENV_PREFIX + "__".join(str(part) for part in loc).upper().replace("-", "_")
+
+
+def _describe(error: ValidationError, path: Path) -> str:
+    problems = []
+    for item in error.errors():
+        loc = tuple(item["loc"])
+        if not loc:  # a source failed, e.g. CODEX_TUI_KEYMAP that is not JSON
+            message = str(item["msg"]).removeprefix("Value error, ")
+            found = re.search(r'field "(\w+)" from source "EnvSettingsSource"', message)
+            if found:
+                message = f"environment variable {_env_name((found[1],))}: not a JSON object"
+            problems.append(message)
+            continue
+        where = str(path)
+        for depth in range(len(loc), 0, -1):
+            name = _env_name(loc[:depth])
+            if name in os.environ:
+                where = f"environment variable {name}"
+                break
+        dotted = ".".join(str(part) for part in loc)
+        problems.append(f"{where}: {dotted}: {item['msg']} (got {item.get('input')!r})")
+    return "invalid settings: " + "; ".join(problems)
+
+
+def _load(cls: type[SettingsT], overrides: Mapping[str, Any]) -> SettingsT:
+    """Build settings from every layer; any problem becomes a :class:`ConfigError`."""
+    path = config_path()
+    try:
+        tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except ValueError as exc:  # TOMLDecodeError, UnicodeDecodeError
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    try:
+        return cls.model_validate(dict(overrides))
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, path)) from None
+
+
+def load_tui_settings(
+    *,
+    theme: str | None = None,
+    toast: bool | None = None,
+    bell: bool | None = None,
+    desktop: bool | None = None,
+) -> TuiSettings:
+    """The TUI settings, with the TUI's flags (None: not given) applied on top.
+
+    Raises:
+        ConfigError: config.toml is unreadable or invalid, or an environment value is.
+    """
+    notify = {
+        name: value
+        for name, value in (("toast", toast), ("bell", bell), ("desktop", desktop))
+        if value is not None
+    }
+    overrides: dict[str, Any] = {}
+    if theme:
+        overrides["theme"] = theme
+    if notify:
+        overrides["notify"] = notify
+    return _load(TuiSettings, overrides)
+
+
+#: TERM_PROGRAM values of terminals that show OSC 9 notifications.
+DESKTOP_TERM_PROGRAMS = frozenset({"iTerm.app", "WezTerm", "ghostty"})
+#: TERM prefixes of such terminals (TERM survives SSH, TERM_PROGRAM usually does not).
+DESKTOP_TERM_PREFIXES = ("xterm-kitty", "foot", "wezterm", "xterm-ghostty")
+
+
+def desktop_supported(environ: Mapping[str, str]) -> bool:
+    """True when the terminal is known to show OSC 9 desktop notifications.
+
+    The rule: ``TERM_PROGRAM`` is iTerm.app, WezTerm or ghostty; or ``LC_TERMINAL`` is
+    iTerm2 (it is forwarded over SSH); or ``TERM`` starts with xterm-kitty, foot, wezterm or
+    xterm-ghostty; or ``KITTY_WINDOW_ID`` is set. Windows Terminal (``WT_SESSION``) is left
+    out on purpose: it shows no OSC 9 notification (it reads ``OSC 9;4`` as progress).
+    """
+    term = environ.get("TERM", "")
+    return (
+        environ.get("TERM_PROGRAM", "") in DESKTOP_TERM_PROGRAMS
+        or environ.get("LC_TERMINAL", "") == "iTerm2"
+        or term.startswith(DESKTOP_TERM_PREFIXES)
+        or bool(environ.get("KITTY_WINDOW_ID"))
+    )
 
 
 @dataclass(frozen=True)
@@ -72,9 +317,13 @@ class ResolvedConnection:
 
 
 def resolve_connection(server: str | None = None, token: str | None = None) -> ResolvedConnection:
-    """Apply the precedence rules of this module to the ``--server``/``--token`` flags."""
+    """Apply the precedence rules of this module to the ``--server``/``--token`` flags.
+
+    Raises:
+        ConfigError: config.toml is unreadable or invalid, or an environment value is.
+    """
     overrides: dict[str, object] = {"server": server, "token": token}
-    settings = ClientSettings.model_validate({k: v for k, v in overrides.items() if v})
+    settings = _load(ClientSettings, {k: v for k, v in overrides.items() if v})
     stored = load_connection()
     default = f"http://127.0.0.1:{settings.local_port}"
     url = settings.server or (stored.server if stored else None) or default
