@@ -1,10 +1,22 @@
-"""Provides how the TUI words a failed server request, and the poll loop its lists share."""
+"""Provides how the TUI words a failed server request, and the poll loop its lists share.
+
+The connection rule: the TUI counts the server as disconnected after one failed poll of its
+task list, that is a request that raised one of :data:`REQUEST_ERRORS` — mostly a network
+error or a timeout (every request carries the SDK client's own timeout, 10 s by default), also
+a refusal or an answer that does not parse. While polls fail it polls again after growing
+delays (:func:`poll_retry_delays`: about 1, 2, 4, 8, then every 15 s; a "refresh now" still
+polls at once), and the first poll that succeeds counts as connected again and brings the
+normal interval back. Event streams judge for themselves: a stream counts as dead after three
+missed heartbeats (the server sends one every 15 s; the SDK's stream read timeout matches)
+and reconnects with ``Last-Event-ID`` on its own.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+import random
+from collections.abc import Awaitable, Callable, Iterator
 
 import httpx
 
@@ -39,22 +51,62 @@ def describe_action_failure(error: ApiError | httpx.HTTPError) -> str:
     return _unreachable(error)
 
 
-def describe_poll_failure(error: Exception) -> str:
-    """Why a background refresh failed (one of :data:`REQUEST_ERRORS`), for an error line."""
+def describe_poll_failure(error: Exception, server_url: str | None = None) -> str:
+    """Why a background refresh failed (one of :data:`REQUEST_ERRORS`), for an error line.
+
+    Args:
+        error: What the request raised.
+        server_url: The server's address; when given, a network failure names it (``Cannot
+            reach the server at http://127.0.0.1:8765``, short enough for one line) instead
+            of quoting the exception.
+    """
     if isinstance(error, CodexTuiError):
         return f"The server refused the request: {error}"
     if isinstance(error, httpx.HTTPError):
-        return _unreachable(error)
+        if server_url is None:
+            return _unreachable(error)
+        timed_out = " (timed out)" if isinstance(error, httpx.TimeoutException) else ""
+        return f"Cannot reach the server at {server_url}{timed_out}"
     return f"Unexpected answer from the server: {error}"
 
 
+def poll_retry_delays(
+    base_s: float = 1.0,
+    cap_s: float = 15.0,
+    *,
+    uniform: Callable[[float, float], float] = random.uniform,
+) -> Iterator[float]:
+    """Yield the waits (s) before each retry while polls keep failing.
+
+    The n-th wait is ``base_s·2ⁿ`` capped at ``cap_s``, less up to a fifth of it at random
+    (jitter, so that many TUIs do not retry in step): about 1, 2, 4, 8, 15, 15 … s. Unlike
+    the SDK's stream backoff (full jitter) a wait never drops near zero, so a countdown on
+    screen stays meaningful.
+
+    Args:
+        base_s: The first wait.
+        cap_s: The longest wait.
+        uniform: Draws the jittered wait between its two bounds (injectable for tests).
+    """
+    attempt = 0
+    while True:
+        delay = min(cap_s, base_s * 2**attempt)
+        yield uniform(delay * 0.8, delay)
+        attempt = min(attempt + 1, 30)
+
+
 async def poll_forever(
-    poll_once: Callable[[], Awaitable[None]], wake: asyncio.Event, interval_s: float
+    poll_once: Callable[[], Awaitable[float | None]], wake: asyncio.Event, interval_s: float
 ) -> None:
-    """Run ``poll_once`` now, then every ``interval_s`` seconds, or at once when ``wake`` is
-    set (a "refresh now"); ends only when cancelled with the worker that runs it."""
+    """Run ``poll_once`` now and again after the seconds it returns (``interval_s`` when it
+    returns None), or at once when ``wake`` is set (a "refresh now"); ends only when cancelled
+    with the worker that runs it.
+
+    A poller backs off by returning its next retry delay after a failure (see
+    :func:`poll_retry_delays`) and None once a poll succeeds.
+    """
     while True:
         wake.clear()
-        await poll_once()
+        wait_s = await poll_once()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(wake.wait(), interval_s)
+            await asyncio.wait_for(wake.wait(), interval_s if wait_s is None else wait_s)

@@ -1,9 +1,10 @@
-"""Provides TaskList: the caller's tasks with live status, refreshed by polling the server."""
+"""Provides TaskList: the caller's tasks in attention groups with live status, refreshed by
+polling the server."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -15,12 +16,17 @@ from textual.widget import Widget
 from textual.widgets import OptionList, Static
 from textual.widgets.option_list import Option
 
-from codex_tui.failures import REQUEST_ERRORS, describe_poll_failure, poll_forever
+from codex_tui.failures import (
+    REQUEST_ERRORS,
+    describe_poll_failure,
+    poll_forever,
+    poll_retry_delays,
+)
 from codex_tui.widgets.render import status_icon
 from server_client.client import CodexTuiClient
 from server_client.models import Task, TaskStatus
 
-__all__ = ["TaskList", "format_age", "short_prompt", "worker_text"]
+__all__ = ["TaskCounts", "TaskList", "format_age", "short_prompt", "worker_text"]
 
 #: Theme variable of each status icon.
 _STATUS_VARIABLES: dict[TaskStatus, str] = {
@@ -67,6 +73,48 @@ def _utcnow() -> datetime:
 
 
 @dataclass(frozen=True)
+class TaskCounts:
+    """How many of the listed tasks each attention group holds."""
+
+    running: int = 0
+    """Queued or running."""
+    attention: int = 0
+    """Failed or lost: worth a look."""
+    done: int = 0
+    """Completed or canceled."""
+
+    @property
+    def total(self) -> int:
+        """All listed tasks."""
+        return self.running + self.attention + self.done
+
+
+@dataclass(frozen=True)
+class _Group:
+    """One attention group: a header row, then its tasks newest first."""
+
+    key: str
+    """The group's field in :class:`TaskCounts`; its header's option id is ``group-KEY``."""
+    title: str
+    statuses: frozenset[TaskStatus]
+
+    @property
+    def option_id(self) -> str:
+        return f"group-{self.key}"
+
+    def header(self, count: int) -> Content:
+        return Content.from_markup("[b]$title[/b] · $count", title=self.title, count=str(count))
+
+
+#: The groups, in display order.
+_GROUPS = (
+    _Group("running", "Running", frozenset({TaskStatus.QUEUED, TaskStatus.RUNNING})),
+    _Group("attention", "Needs attention", frozenset({TaskStatus.FAILED, TaskStatus.LOST})),
+    _Group("done", "Done", frozenset({TaskStatus.COMPLETED, TaskStatus.CANCELED})),
+)
+
+
+@dataclass(frozen=True)
 class _Row:
     """What one task's row shows; rows are redrawn only when this changes."""
 
@@ -90,19 +138,31 @@ class _Row:
 
 
 class TaskList(Widget, can_focus=False):
-    """The caller's newest tasks, one two-line row each: status icon and prompt, then the
-    status word, worker (or, while a routed task is queued, its target: ``→ gpu-box``) and
-    age.
+    """The caller's newest tasks in three attention groups, each under a header with its
+    count: "Running" (queued and running), "Needs attention" (failed and lost), "Done"
+    (completed and canceled); empty groups are left out, and each group lists its tasks newest
+    first. Headers cannot be highlighted: the cursor skips them.
+
+    Each task is a two-line row: status icon and prompt, then the status word, worker (or,
+    while a routed task is queued, its target: ``→ gpu-box``) and age.
 
     A worker polls ``client.list_tasks()`` every ``poll_interval_s`` (and at once after
-    :meth:`poll_now`); a row is redrawn only when what it shows changed. When the server cannot
-    be reached an error line appears above the list and polling goes on.
+    :meth:`poll_now`); a row is redrawn only when what it shows changed. When a poll fails the
+    server counts as disconnected (the rule is in :mod:`codex_tui.failures`): an error line
+    appears above the list, which stays as it was and can still be browsed, and polling goes
+    on after growing delays until a poll succeeds.
+
+    Messages: :class:`Selected` when the highlighted task changes, :class:`CountsChanged` when
+    the groups' sizes change, :class:`TaskFinished` when a task seen unfinished has ended, and
+    :class:`ConnectionChanged` after each failed poll and on recovery.
 
     Args:
         client: The SDK client.
         clock: Returns the current UTC time (injectable for deterministic ages).
-        poll_interval_s: Seconds between polls.
+        poll_interval_s: Seconds between polls while the server answers.
         page_size: How many of the newest tasks to show.
+        retry_delays: Returns a new sequence of waits between polls while they fail; the
+            default is :func:`codex_tui.failures.poll_retry_delays` (about 1, 2, 4, 8, 15 s).
     """
 
     DEFAULT_CSS = """
@@ -132,6 +192,9 @@ class TaskList(Widget, can_focus=False):
         text-wrap: nowrap;
         text-overflow: ellipsis;
     }
+    TaskList > OptionList > .option-list--option-disabled {
+        color: $foreground-muted;
+    }
     """
 
     @dataclass
@@ -147,11 +210,51 @@ class TaskList(Widget, can_focus=False):
             return self.task_list
 
     @dataclass
+    class CountsChanged(Message):
+        """The number of tasks in an attention group changed."""
+
+        task_list: TaskList
+        counts: TaskCounts
+
+        @property
+        def control(self) -> TaskList:
+            """The task list that posted the message."""
+            return self.task_list
+
+        def can_replace(self, message: Message) -> bool:
+            """Newer counts make older queued ones obsolete."""
+            return isinstance(message, TaskList.CountsChanged) and (
+                message.task_list is self.task_list
+            )
+
+    @dataclass
+    class TaskFinished(Message):
+        """A task this list had seen queued or running has ended (posted once per task)."""
+
+        task_list: TaskList
+        task: Task
+
+        @property
+        def control(self) -> TaskList:
+            """The task list that posted the message."""
+            return self.task_list
+
+    @dataclass
     class ConnectionChanged(Message):
-        """Polling the server started failing (``error`` set) or recovered (``error`` None)."""
+        """A poll failed (``error`` set; posted after each failure) or the first one after
+        failures succeeded (``error`` None)."""
 
         task_list: TaskList
         error: str | None
+        retry_in_s: float | None = None
+        """Seconds until the next poll, while disconnected."""
+        since: datetime | None = None
+        """When the first poll of this run of failures failed (the task list's clock)."""
+
+        @property
+        def control(self) -> TaskList:
+            """The task list that posted the message."""
+            return self.task_list
 
         @property
         def connected(self) -> bool:
@@ -165,6 +268,7 @@ class TaskList(Widget, can_focus=False):
         clock: Callable[[], datetime] | None = None,
         poll_interval_s: float = 1.5,
         page_size: int = 50,
+        retry_delays: Callable[[], Iterator[float]] | None = None,
         name: str | None = None,
         id: str | None = None,  # noqa: A002 - Textual's naming
         classes: str | None = None,
@@ -174,12 +278,18 @@ class TaskList(Widget, can_focus=False):
         self.clock: Callable[[], datetime] = clock or _utcnow
         self.poll_interval_s = poll_interval_s
         self.page_size = page_size
+        self._new_retry_delays = retry_delays or poll_retry_delays
+        self._retry_delays = self._new_retry_delays()
         self._tasks: dict[str, Task] = {}
         self._rows: dict[str, _Row] = {}
         self._order: list[str] = []
+        self._layout: list[str] = []
+        self._counts = TaskCounts()
+        self._unfinished: set[str] = set()
         self._selected_id: str | None = None
         self._pending_select: str | None = None
         self._error: str | None = None
+        self._offline_since: datetime | None = None
         self._loaded = False
         self._wake = asyncio.Event()
 
@@ -206,8 +316,13 @@ class TaskList(Widget, can_focus=False):
 
     @property
     def tasks(self) -> list[Task]:
-        """The tasks shown, in display order (newest first)."""
+        """The tasks shown, in display order (group by group, newest first in each)."""
         return [self._tasks[task_id] for task_id in self._order]
+
+    @property
+    def counts(self) -> TaskCounts:
+        """How many tasks each attention group holds."""
+        return self._counts
 
     @property
     def selected_task(self) -> Task | None:
@@ -226,15 +341,21 @@ class TaskList(Widget, can_focus=False):
         """Why the last poll failed, or None after a success."""
         return self._error
 
+    @property
+    def offline_since(self) -> datetime | None:
+        """When polls started failing, or None while the server answers."""
+        return self._offline_since
+
     def poll_now(self) -> None:
-        """Poll at once instead of waiting for the interval."""
+        """Poll at once instead of waiting for the interval (or the next retry)."""
         self._wake.set()
 
     def select_task(self, task_id: str) -> None:
         """Highlight a task; if it is not listed yet, highlight it when it appears."""
         if task_id in self._tasks:
             self._pending_select = None
-            self.options.highlighted = self._order.index(task_id)
+            options = self.options
+            options.highlighted = options.get_option_index(task_id)
         else:
             self._pending_select = task_id
 
@@ -247,36 +368,61 @@ class TaskList(Widget, can_focus=False):
         self.update_tasks(tasks)
 
     def update_tasks(self, tasks: Iterable[Task]) -> None:
-        """Show ``tasks`` (newest first), redrawing only the rows that changed."""
+        """Show ``tasks`` in their groups, redrawing only the rows that changed.
+
+        Posts :class:`TaskFinished` for each task that was unfinished when last shown and has
+        ended now, and :class:`CountsChanged` when the groups' sizes changed.
+        """
         tasks = list(tasks)
         if self._selected_id is not None and all(t.id != self._selected_id for t in tasks):
             # Keep the task the user is looking at, even when it drops off the first page.
             selected = self._tasks.get(self._selected_id)
             if selected is not None:
                 tasks.append(selected)
+        finished = [t for t in tasks if t.status.is_terminal and t.id in self._unfinished]
+        self._unfinished = {t.id for t in tasks if not t.status.is_terminal}
         self._tasks = {task.id: task for task in tasks}
+        groups = [
+            (group, members)
+            for group in _GROUPS
+            if (members := _newest_first(t for t in tasks if t.status in group.statuses))
+        ]
+        order = [task_id for _, members in groups for task_id in members]
+        layout = [item for group, members in groups for item in (group.option_id, *members)]
         now = self.clock()
-        rows = {task.id: self._row(task, now) for task in tasks}
-        order = [task.id for task in tasks]
+        rows = {task_id: self._row(self._tasks[task_id], now) for task_id in order}
         options = self.options
-        if order != self._order:
-            options.set_options(Option(rows[task_id].content(), id=task_id) for task_id in order)
-            self._order = order
-            self._rows = rows
+        if layout != self._layout:
+            options.set_options(
+                option
+                for group, members in groups
+                for option in (
+                    Option(group.header(len(members)), id=group.option_id, disabled=True),
+                    *(Option(rows[task_id].content(), id=task_id) for task_id in members),
+                )
+            )
             target = self._pending_select or self._selected_id
-            if target in rows:
+            if target is not None and target in rows:
                 self._pending_select = None
-                options.highlighted = order.index(target)
+                options.highlighted = options.get_option_index(target)
             elif order:
-                options.highlighted = 0
+                options.action_first()
         else:
             for task_id, row in rows.items():
                 if self._rows.get(task_id) != row:
                     options.replace_option_prompt(task_id, row.content())
-            self._rows = rows
-            if self._pending_select in rows:
+            if self._pending_select is not None and self._pending_select in rows:
                 self.select_task(self._pending_select)
+        self._order = order
+        self._layout = layout
+        self._rows = rows
         self.set_class(not order, "-empty")
+        counts = TaskCounts(**{group.key: len(members) for group, members in groups})
+        if counts != self._counts:
+            self._counts = counts
+            self.post_message(self.CountsChanged(self, counts))
+        for task in finished:
+            self.post_message(self.TaskFinished(self, task))
 
     # -- internals --------------------------------------------------------------------------
 
@@ -289,33 +435,48 @@ class TaskList(Widget, can_focus=False):
             canceling=task.cancel_requested and not task.status.is_terminal,
         )
 
-    async def _poll_once(self) -> None:
+    async def _poll_once(self) -> float | None:
+        """One poll; returns how long to wait before the next one (None: the interval)."""
         try:
             page = await self.client.list_tasks(limit=self.page_size)
         except REQUEST_ERRORS as error:
-            self._set_error(describe_poll_failure(error))
-            return
+            retry_in_s = next(self._retry_delays)
+            self._set_offline(describe_poll_failure(error, self.client.base_url), retry_in_s)
+            return retry_in_s
+        self._retry_delays = self._new_retry_delays()
         self._loaded = True
-        self._set_error(None)
+        self._set_online()
         self.update_tasks(page.items)
+        return None
 
-    def _set_error(self, error: str | None) -> None:
-        if error is not None:
-            error = f"{error} — retrying"
-        changed = error != self._error
+    def _set_offline(self, error: str, retry_in_s: float) -> None:
+        if self._offline_since is None:
+            self._offline_since = self.clock()
+        if error != self._error:
+            self.query_one("#task-list-error", Static).update(Content(f"{error} — retrying"))
         self._error = error
-        self.set_class(error is not None, "-offline")
-        if changed:
-            self.query_one("#task-list-error", Static).update(Content(error or ""))
-            self.post_message(self.ConnectionChanged(self, error))
+        self.add_class("-offline")
+        self.post_message(self.ConnectionChanged(self, error, retry_in_s, self._offline_since))
+
+    def _set_online(self) -> None:
+        if self._error is None:
+            return
+        self._error = None
+        self._offline_since = None
+        self.remove_class("-offline")
+        self.query_one("#task-list-error", Static).update(Content(""))
+        self.post_message(self.ConnectionChanged(self, None))
 
     @on(OptionList.OptionHighlighted, "#task-options")
     def _highlight_changed(self, event: OptionList.OptionHighlighted) -> None:
         event.stop()
         task_id = event.option.id
-        if task_id is None or task_id == self._selected_id:
+        if task_id is None or task_id == self._selected_id or task_id not in self._tasks:
             return
         self._selected_id = task_id
-        task = self._tasks.get(task_id)
-        if task is not None:
-            self.post_message(self.Selected(self, task))
+        self.post_message(self.Selected(self, self._tasks[task_id]))
+
+
+def _newest_first(tasks: Iterable[Task]) -> list[str]:
+    """The ids of ``tasks``, newest first (ties keep their order)."""
+    return [task.id for task in sorted(tasks, key=lambda t: t.created_at, reverse=True)]
