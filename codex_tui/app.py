@@ -1,20 +1,34 @@
-"""Provides CodexTuiApp: the Textual app, its global bindings, themes and connection state."""
+"""Provides CodexTuiApp: the Textual app, its global bindings, themes, keymap, command palette,
+notifications and connection state."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime
+from functools import partial
+from pathlib import Path
 from typing import ClassVar
 
 from textual import on
-from textual.app import App
+from textual.app import App, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.screen import Screen
 
+from codex_tui.commands import (
+    binding_commands,
+    binding_sections,
+    known_binding_ids,
+    without_titles,
+)
+from codex_tui.config import TuiSettings
+from codex_tui.notify import Notifier, Severity
 from codex_tui.screens.dashboard import DashboardScreen
+from codex_tui.screens.keys import KeysModal
+from codex_tui.state import TuiState, save_state
 from codex_tui.widgets.task_list import TaskList
 from server_client.client import CodexTuiClient
-from themes import APP_CSS_PATH, DEFAULT_THEME, THEMES
+from server_client.models import Task, TaskStatus
+from themes import APP_CSS_PATH, DEFAULT_THEME, THEME_NAMES, THEMES
 
 __all__ = ["CodexTuiApp"]
 
@@ -26,12 +40,20 @@ class CodexTuiApp(App[None]):
     if ``close_client`` is set, which suits callers that hand the app to :meth:`App.run` (the
     client's connections belong to the app's event loop).
 
+    Only codex-tui's themes are registered (:data:`themes.THEMES`). A theme chosen in the app
+    (the palette's "Theme" picker or its "Theme: NAME" commands) is remembered in
+    ``state_path``; config.toml is never written. An unknown theme or keymap binding id in
+    ``settings`` shows a warning toast at start and is otherwise ignored.
+
     Args:
         client: The SDK client for one server.
         default_workdir: Prefill for the compose screen's workdir field.
         clock: Current UTC time (injectable so that ages are deterministic in tests).
         poll_interval_s: Seconds between polls of the task list.
         close_client: Close ``client`` when the app exits.
+        settings: Theme, keymap and notification settings (default: the built-in defaults,
+            without reading config.toml or the environment).
+        state_path: Where to remember the theme chosen in the app (default: nowhere).
     """
 
     CSS_PATH = APP_CSS_PATH
@@ -39,6 +61,7 @@ class CodexTuiApp(App[None]):
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("q", "quit", "Quit", id="quit"),
+        Binding("question_mark", "show_keys", "Keys", show=False, id="show-keys"),
     ]
 
     def __init__(
@@ -49,6 +72,8 @@ class CodexTuiApp(App[None]):
         clock: Callable[[], datetime] | None = None,
         poll_interval_s: float = 1.5,
         close_client: bool = False,
+        settings: TuiSettings | None = None,
+        state_path: Path | None = None,
     ) -> None:
         super().__init__()
         self.client = client
@@ -56,11 +81,33 @@ class CodexTuiApp(App[None]):
         self.default_workdir = default_workdir
         self.clock = clock
         self.poll_interval_s = poll_interval_s
+        self.settings = settings if settings is not None else TuiSettings.defaults()
+        self.state_path = state_path
         self.connection_error: str | None = None
         """Why the server could not be reached, or None while it answers."""
+        self._warnings: list[str] = []
+        self._remember_theme = False
+        for name in list(self.available_themes):
+            self.unregister_theme(name)
         for theme in THEMES:
             self.register_theme(theme)
-        self.theme = DEFAULT_THEME
+        self.theme = self._initial_theme()
+        if self.settings.keymap:
+            self.set_keymap(self.settings.keymap)
+        self.notifier = Notifier(
+            self.settings.notify, write=self._write_terminal, bell=self.bell, toast=self._toast
+        )
+        """Announces finished tasks (:meth:`announce_finished`)."""
+
+    def _initial_theme(self) -> str:
+        wanted = self.settings.theme
+        if wanted is None or wanted in THEME_NAMES:
+            return wanted or DEFAULT_THEME
+        self._warnings.append(
+            f"Unknown theme {wanted!r}; using {DEFAULT_THEME}. "
+            f"Valid themes: {', '.join(THEME_NAMES)}."
+        )
+        return DEFAULT_THEME
 
     def get_default_screen(self) -> Screen[None]:
         """The dashboard is the base screen."""
@@ -71,10 +118,84 @@ class CodexTuiApp(App[None]):
             poll_interval_s=self.poll_interval_s,
         )
 
+    def on_mount(self) -> None:
+        """Warn about settings that name unknown themes or binding ids; start remembering."""
+        unknown = sorted(set(self.settings.keymap) - known_binding_ids(self))
+        if unknown:
+            valid = ", ".join(sorted(known_binding_ids(self)))
+            self._warnings.append(
+                f"Unknown binding id{'s' if len(unknown) > 1 else ''} in [keymap]: "
+                f"{', '.join(unknown)}. Valid ids: {valid}."
+            )
+        for warning in self._warnings:
+            self.notify(warning, title="Settings", severity="warning", timeout=12, markup=False)
+        self._remember_theme = True
+
     async def on_unmount(self) -> None:
         """Close the client if asked to."""
         if self.close_client:
             await self.client.aclose()
+
+    # -- themes -----------------------------------------------------------------------------
+
+    def watch_theme(self, theme: str) -> None:
+        """Remember a theme chosen while the app runs (not the one it started with)."""
+        if not self._remember_theme or self.state_path is None:
+            return
+        try:
+            save_state(self.state_path, TuiState(theme=theme))
+        except OSError as error:
+            self.notify(
+                f"Could not remember the theme in {self.state_path}: {error.strerror or error}",
+                title="Theme",
+                severity="warning",
+                markup=False,
+            )
+
+    # -- keys and the command palette -------------------------------------------------------
+
+    def action_show_keys(self) -> None:
+        """Open the keys screen: every binding, its current keys and its id."""
+        if not isinstance(self.screen, KeysModal):
+            self.push_screen(KeysModal(binding_sections(self)))
+
+    def get_system_commands(self, screen: Screen[object]) -> Iterable[SystemCommand]:
+        """Textual's commands, one per binding on ``screen``, and one per codex-tui theme.
+
+        A binding's command replaces Textual's command of the same title ("Quit", "Keys").
+        """
+        ours = binding_commands(self, screen)
+        for name in THEME_NAMES:
+            ours.append(
+                SystemCommand(
+                    f"Theme: {name}",
+                    f"Switch to the {name} theme (remembered for the next start)",
+                    partial(setattr, self, "theme", name),
+                )
+            )
+        yield from without_titles(super().get_system_commands(screen), {c.title for c in ours})
+        yield from ours
+
+    # -- notifications ----------------------------------------------------------------------
+
+    def announce_finished(self, task: Task) -> None:
+        """Announce a finished task: toast, bell and desktop notification, as configured."""
+        self.notifier.task_finished(task)
+
+    def _toast(self, message: str, *, title: str, severity: Severity) -> None:
+        self.notify(message, title=title, severity=severity, markup=False)
+
+    def _write_terminal(self, text: str) -> None:
+        """Write raw text (an escape sequence) to the terminal, as :meth:`App.bell` does."""
+        if not self.is_headless and self._driver is not None:
+            self._driver.write(text)
+
+    @on(TaskList.TaskFinished)
+    def _task_finished(self, message: TaskList.TaskFinished) -> None:
+        task = message.task
+        if task.status is TaskStatus.CANCELED and task.cancel_requested:
+            return  # the user asked for it and was told already
+        self.announce_finished(task)
 
     @on(TaskList.ConnectionChanged)
     def _notify_connection(self, message: TaskList.ConnectionChanged) -> None:

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import click
 import httpx
 
-from codex_tui.config import DEFAULT_PORT, ResolvedConnection, resolve_connection
+from codex_tui.config import DEFAULT_PORT, ConfigError, ResolvedConnection, resolve_connection
 from codex_tui.plain import EventPrinter
 from server_client.client import ApiError, CodexTuiClient
 from server_client.models import Event, Sandbox, Task, TaskStatus
@@ -33,7 +33,10 @@ def _fail(message: str, code: int = EXIT_USAGE) -> None:
 
 def _connection(ctx: click.Context, server: str | None, token: str | None, *, start: bool) -> Any:
     parent = ctx.find_root().params
-    conn = resolve_connection(server or parent.get("server"), token or parent.get("token"))
+    try:
+        conn = resolve_connection(server or parent.get("server"), token or parent.get("token"))
+    except ConfigError as exc:
+        _fail(str(exc))
     if start:
         from codex_tui.launcher import LauncherError, ensure_local_server
 
@@ -129,21 +132,58 @@ async def _follow(client: CodexTuiClient, task_id: str, after: int, as_json: boo
 
 @click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
 @connection_options
+@click.option(
+    "--theme",
+    metavar="NAME",
+    help="TUI theme: codex-dark, codex-light or codex-high-contrast (default: the last one "
+    "chosen in the TUI, else config.toml's).",
+)
+@click.option("--no-bell", is_flag=True, help="TUI: no terminal bell when a task finishes.")
+@click.option(
+    "--no-desktop-notify",
+    is_flag=True,
+    help="TUI: no desktop notification (OSC 9) when a task finishes.",
+)
 @click.version_option(package_name="codex-tui")
 @click.pass_context
-def main(ctx: click.Context, server: str | None, token: str | None) -> None:
+def main(
+    ctx: click.Context,
+    server: str | None,
+    token: str | None,
+    theme: str | None,
+    no_bell: bool,
+    no_desktop_notify: bool,
+) -> None:
     """Run and watch OpenAI Codex agents on remote machines.
 
     With no command, opens the TUI (starting a local server in the background when none is
-    configured or running).
+    configured or running). Its settings (theme, [keymap], [notify]) are read from
+    config.toml in the config folder; see the README's Configuration section.
     """
     if ctx.invoked_subcommand is not None:
         return
-    conn = _connection(ctx, server, token, start=True)
+    from codex_tui.config import ConfigError, load_tui_settings
+    from codex_tui.state import default_state_path
+
+    try:
+        settings = load_tui_settings(
+            theme=theme,
+            bell=False if no_bell else None,
+            desktop=False if no_desktop_notify else None,
+        )
+        conn = _connection(ctx, server, token, start=True)
+    except ConfigError as exc:
+        _fail(str(exc))
     from codex_tui.app import CodexTuiApp
 
     client = CodexTuiClient(conn.server, conn.token)
-    CodexTuiApp(client, default_workdir=os.getcwd(), close_client=True).run()
+    CodexTuiApp(
+        client,
+        default_workdir=os.getcwd(),
+        close_client=True,
+        settings=settings,
+        state_path=default_state_path(),
+    ).run()
 
 
 @main.command()
@@ -413,6 +453,14 @@ def _task_row(task: Task) -> str:
 @click.option(
     "--status", "statuses", multiple=True, type=click.Choice([s.value for s in TaskStatus])
 )
+@click.option(
+    "--search",
+    "-q",
+    "search",
+    help="Only prompts containing TEXT (ignoring case; % and _ are literal).",
+    metavar="TEXT",
+)
+@click.option("--worker", "worker_name", help="Only tasks run by or routed to this worker.")
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 200))
 @click.pass_context
 def list_tasks(
@@ -421,17 +469,50 @@ def list_tasks(
     token: str | None,
     as_json: bool,
     statuses: tuple[str, ...],
+    search: str | None,
+    worker_name: str | None,
     limit: int,
 ) -> None:
     """List your tasks, newest first."""
+    if search is not None and len(search) > 200:
+        _fail("--search takes at most 200 characters")
     conn = _connection(ctx, server, token, start=False)
 
     async def work(client: CodexTuiClient) -> None:
-        page = await client.list_tasks(status=statuses, limit=limit)
+        page = await client.list_tasks(status=statuses, q=search, worker=worker_name, limit=limit)
         for task in page.items:
             click.echo(task.model_dump_json() if as_json else _task_row(task))
 
     _run(conn, work)
+
+
+@main.command()
+@connection_options
+@click.option("--follow", "-f", is_flag=True, help="Stream the events until the task ends.")
+@click.option("--json", "as_json", is_flag=True, help="With --follow: one JSON event per line.")
+@click.argument("task_id")
+@click.pass_context
+def rerun(
+    ctx: click.Context,
+    server: str | None,
+    token: str | None,
+    follow: bool,
+    as_json: bool,
+    task_id: str,
+) -> None:
+    """Submit TASK_ID's prompt again with the same workdir, model, sandbox and routing;
+    prints the new task's id alone on stdout."""
+    conn = _connection(ctx, server, token, start=True)
+
+    async def work(client: CodexTuiClient) -> int:
+        task = await client.rerun_task(task_id)
+        click.echo(task.id)
+        sys.stdout.flush()
+        if not follow:
+            return 0
+        return await _follow(client, task.id, 0, as_json)
+
+    raise SystemExit(_run(conn, work))
 
 
 @main.command()

@@ -21,16 +21,19 @@ from typing import Any
 
 import pytest
 from textual.pilot import Pilot
+from textual.widgets import Input
 
 from codex_tui.app import CodexTuiApp
 from codex_tui.screens.compose import ComposeScreen
 from codex_tui.screens.confirm import ConfirmModal
+from codex_tui.screens.export import ExportModal
 from codex_tui.screens.pairing import PairingModal
 from codex_tui.screens.workers import WorkersScreen
+from codex_tui.widgets.pane_grid import PaneGrid
 from server_client.client import CodexTuiClient
 from server_client.models import PairingCode, WorkerHello
 from server_client.worker.api import WorkerApi
-from tests.conftest import LiveServer, ServerFactory, free_port
+from tests.conftest import LiveServer, ServerFactory
 from tests.test_tui_workers import CODEX_VERSION, Heartbeat, pair_worker
 from tests.tui_helpers import (
     SEED_TS,
@@ -67,34 +70,53 @@ def make_app(server: LiveServer, clock: FrozenClock | None = None) -> CodexTuiAp
     )
 
 
-async def settle(pilot: Pilot[Any], app: CodexTuiApp, task_index: int | None = None) -> None:
-    """Wait until the list is loaded and the selected task's events are all on screen."""
+async def settle(pilot: Pilot[Any], app: CodexTuiApp, prompt: str | None = None) -> None:
+    """Wait until the list is loaded; with ``prompt``, highlight the task whose prompt starts
+    with it and wait until all its events are in the active pane."""
     await wait_for(pilot, lambda: dashboard_ready(app), "the dashboard")
     tasks = task_list(app)
-    view = event_view(app)
     await wait_for(pilot, lambda: tasks.loaded, "the first poll")
-    if task_index is None:
+    if prompt is None:
         return
-    await wait_for(pilot, lambda: len(tasks.tasks) > task_index, "the tasks")
-    wanted = tasks.tasks[task_index]
     await wait_for(
-        pilot,
-        lambda: view.task_id == wanted.id and view.last_seq == wanted.last_seq and not view.pending,
-        f"every event of task {task_index}",
+        pilot, lambda: any(t.prompt.startswith(prompt) for t in tasks.tasks), "the tasks"
     )
+    wanted = next(t for t in tasks.tasks if t.prompt.startswith(prompt))
+    tasks.select_task(wanted.id)
+    await settle_pane(pilot, app, wanted.id)
+
+
+async def settle_pane(pilot: Pilot[Any], app: CodexTuiApp, task_id: str) -> None:
+    """Wait until the pane that follows ``task_id`` shows all its events."""
+    tasks = task_list(app)
+    wanted = next(t for t in tasks.tasks if t.id == task_id)
+
+    def done() -> bool:
+        pane = event_view(app).screen.query_one(PaneGrid).pane_for(task_id)
+        return (
+            pane is not None
+            and pane.last_seq == wanted.last_seq
+            and not pane.pending
+            and bool(pane.transcript.entries)
+        )
+
+    await wait_for(pilot, done, f"every event of {wanted.prompt!r}")
+
+
+COMPLETED = "Add a --json flag"
+RUNNING = "Write a migration guide"
+FAILED = "Upgrade httpx"
 
 
 def test_dashboard_completed_task_tail(
     snap_compare: SnapCompare, seeded: tuple[LiveServer, Seeded]
 ) -> None:
-    """The completed task (third row) is selected: the view follows the end of its log."""
+    """The completed task is highlighted: its pane follows the end of its log."""
     server, data = seeded
     app = make_app(server, data.clock())
 
     async def run_before(pilot: Pilot[Any]) -> None:
-        await settle(pilot, app)
-        await pilot.press("down", "down")
-        await settle(pilot, app, 2)
+        await settle(pilot, app, COMPLETED)
 
     assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
 
@@ -102,14 +124,12 @@ def test_dashboard_completed_task_tail(
 def test_dashboard_completed_task_top(
     snap_compare: SnapCompare, seeded: tuple[LiveServer, Seeded]
 ) -> None:
-    """Tab into the log and press Home: the first events of the completed task."""
+    """Tab into the pane and press Home: the first events of the completed task."""
     server, data = seeded
     app = make_app(server, data.clock())
 
     async def run_before(pilot: Pilot[Any]) -> None:
-        await settle(pilot, app)
-        await pilot.press("down", "down")
-        await settle(pilot, app, 2)
+        await settle(pilot, app, COMPLETED)
         await pilot.press("tab", "home")
         await wait_for(pilot, lambda: not event_view(app).following, "the view to stop following")
 
@@ -119,14 +139,118 @@ def test_dashboard_completed_task_top(
 def test_dashboard_running_task(
     snap_compare: SnapCompare, seeded: tuple[LiveServer, Seeded]
 ) -> None:
-    """The running task (second row): its command is still running."""
+    """The running task: its command is still running."""
     server, data = seeded
     app = make_app(server, data.clock())
 
     async def run_before(pilot: Pilot[Any]) -> None:
-        await settle(pilot, app)
-        await pilot.press("down")
-        await settle(pilot, app, 1)
+        await settle(pilot, app, RUNNING)
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+
+
+async def three_panes(pilot: Pilot[Any], app: CodexTuiApp) -> None:
+    """The completed, failed and running tasks side by side (``o`` splits the active pane)."""
+    await settle(pilot, app, COMPLETED)
+    await pilot.press("o")
+    await settle(pilot, app, FAILED)
+    await pilot.press("o")
+    await settle(pilot, app, RUNNING)
+    grid = app.screen.query_one(PaneGrid)
+    await wait_for(pilot, lambda: len(grid.panes) == 3, "three panes")
+
+
+@pytest.mark.parametrize("size", [SIZE, LARGE], ids=["80x24", "160x48"])
+def test_dashboard_three_panes(
+    snap_compare: SnapCompare, seeded: tuple[LiveServer, Seeded], size: tuple[int, int]
+) -> None:
+    """Three tasks streaming side by side, the last opened one active."""
+    server, data = seeded
+    app = make_app(server, data.clock())
+
+    async def run_before(pilot: Pilot[Any]) -> None:
+        await three_panes(pilot, app)
+
+    assert snap_compare(app, terminal_size=size, run_before=run_before)
+
+
+def test_dashboard_maximised_pane(
+    snap_compare: SnapCompare, seeded: tuple[LiveServer, Seeded]
+) -> None:
+    """``m`` maximises the active pane over the list and the other panes."""
+    server, data = seeded
+    app = make_app(server, data.clock())
+
+    async def run_before(pilot: Pilot[Any]) -> None:
+        await three_panes(pilot, app)
+        await pilot.press("m")
+        await wait_for(pilot, lambda: app.screen.maximized is not None, "maximised")
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+
+
+@pytest.mark.parametrize("size", [SIZE, LARGE], ids=["80x24", "160x48"])
+def test_pane_expanded_command_and_raw_event(
+    snap_compare: SnapCompare, seeded: tuple[LiveServer, Seeded], size: tuple[int, int]
+) -> None:
+    """In the completed task's pane: the raw JSON of the last event (``v``), after the
+    cursor moved up (``k``)."""
+    server, data = seeded
+    app = make_app(server, data.clock())
+
+    async def run_before(pilot: Pilot[Any]) -> None:
+        await settle(pilot, app, COMPLETED)
+        await pilot.press("enter", "k", "v")
+        view = event_view(app)
+        await wait_for(
+            pilot,
+            lambda: view.transcript.cursor_entry is not None and view.transcript.cursor_entry.raw,
+            "a raw entry",
+        )
+
+    assert snap_compare(app, terminal_size=size, run_before=run_before)
+
+
+def test_pane_search(snap_compare: SnapCompare, seeded: tuple[LiveServer, Seeded]) -> None:
+    """``/export`` + enter: the newest match is under the cursor, every match highlighted."""
+    server, data = seeded
+    app = make_app(server, data.clock())
+
+    async def run_before(pilot: Pilot[Any]) -> None:
+        await settle(pilot, app, COMPLETED)
+        await pilot.press("enter", "slash", *"export", "enter")
+        view = event_view(app)
+        await wait_for(pilot, lambda: view.transcript.cursor is not None, "a match")
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+
+
+def test_export_modal(snap_compare: SnapCompare, seeded: tuple[LiveServer, Seeded]) -> None:
+    """``e`` asks where to write the transcript."""
+    server, data = seeded
+    app = make_app(server, data.clock())
+
+    async def run_before(pilot: Pilot[Any]) -> None:
+        await settle(pilot, app, COMPLETED)
+        await pilot.press("enter", "e")
+        await wait_for(pilot, lambda: isinstance(app.screen, ExportModal), "the modal")
+        field = app.screen.query_one(Input)
+        field.value = "/srv/exports/codex-task.md"
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+
+
+@pytest.mark.parametrize("theme", ["codex-light", "codex-high-contrast"])
+def test_dashboard_themes(
+    snap_compare: SnapCompare, seeded: tuple[LiveServer, Seeded], theme: str
+) -> None:
+    """The light and high-contrast themes on the completed task."""
+    server, data = seeded
+    app = make_app(server, data.clock())
+
+    async def run_before(pilot: Pilot[Any]) -> None:
+        app.theme = theme
+        await settle(pilot, app, COMPLETED)
 
     assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
 
@@ -137,9 +261,7 @@ def test_confirm_cancel_modal(snap_compare: SnapCompare, seeded: tuple[LiveServe
     app = make_app(server, data.clock())
 
     async def run_before(pilot: Pilot[Any]) -> None:
-        await settle(pilot, app)
-        await pilot.press("down")
-        await settle(pilot, app, 1)
+        await settle(pilot, app, RUNNING)
         await pilot.press("x")
         await wait_for(pilot, lambda: isinstance(app.screen, ConfirmModal), "the modal")
 
@@ -186,7 +308,8 @@ def test_empty_dashboard(snap_compare: SnapCompare, server_factory: ServerFactor
 
 def test_offline_dashboard(snap_compare: SnapCompare) -> None:
     """The server cannot be reached: an error line in the list and a notification."""
-    client = CodexTuiClient(f"http://127.0.0.1:{free_port()}", "ctu_nobody")
+    # Port 9 (discard) is closed on loopback here, and fixed, so the error text is stable.
+    client = CodexTuiClient("http://127.0.0.1:9", "ctu_nobody")
     app = closing_app(client, clock=FrozenClock(SEED_TS), poll_interval_s=0.2)
 
     async def run_before(pilot: Pilot[Any]) -> None:

@@ -307,16 +307,16 @@ async def test_burst_is_batched_bounded_and_sticky(server_factory: ServerFactory
         async with app.run_test(size=SIZE) as pilot:
             view = event_view(app)
             await wait_for(pilot, lambda: task_list(app).loaded)
-            log = view.log_widget
+            log = view.transcript
             writes = 0
-            original_write = log.write
+            original_append = log.append
 
-            def counting_write(*args: Any, **kwargs: Any) -> Any:
+            def counting_append(*args: Any, **kwargs: Any) -> Any:
                 nonlocal writes
                 writes += 1
-                return original_write(*args, **kwargs)
+                return original_append(*args, **kwargs)
 
-            log.write = counting_write  # type: ignore[method-assign]
+            log.append = counting_append  # type: ignore[method-assign]
             await submit(pilot, app, "burst")
             await wait_for(
                 pilot, lambda: view.status is not None and view.status.is_terminal, "end", 60
@@ -326,7 +326,7 @@ async def test_burst_is_batched_bounded_and_sticky(server_factory: ServerFactory
             assert view.events_seen == task.last_seq
             assert task.last_seq > 200, "burst mode should produce many events"
             assert writes < task.last_seq / 5, "events are written in batches"
-            assert len(log.lines) <= view.max_lines
+            assert len(log.entries) <= view.max_entries
             assert view.following and log.scroll_y == log.max_scroll_y
 
 

@@ -277,7 +277,7 @@ async def test_workers_screen_shows_state_labels_running_version_and_last_seen(
                 assert screen.selected_worker.name == "local"
 
                 # Another theme redraws the rows in its colours.
-                app.theme = "textual-light"
+                app.theme = "codex-light"
                 await pilot.pause()
                 assert row_of(screen, "gpu-box")[1] == "● online"
 

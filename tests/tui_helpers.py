@@ -102,14 +102,16 @@ def event_view(app: App[Any]) -> EventView:
 
 
 def log_text(view: EventView) -> str:
-    """The plain text the event view's log holds (all scrollback, not only what is visible)."""
-    return "\n".join(strip.text for strip in view.log_widget.lines)
+    """The plain text of every event the view's window holds (not only what is visible)."""
+    return view.text()
 
 
 def row_texts(tasks: TaskList) -> list[str]:
-    """The plain text of each task row."""
+    """The plain text of each task row (group headers left out)."""
     texts = []
     for option in tasks.options.options:
+        if option.disabled:
+            continue
         prompt = option.prompt
         texts.append(prompt.plain if hasattr(prompt, "plain") else str(prompt))
     return texts

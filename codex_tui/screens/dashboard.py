@@ -1,4 +1,4 @@
-"""Provides DashboardScreen: the task list on the left, the selected task's events on the right."""
+"""Provides DashboardScreen: the task list on the left, a grid of live task panes on the right."""
 
 from __future__ import annotations
 
@@ -18,21 +18,38 @@ from textual.widgets import Footer, OptionList
 from codex_tui.failures import describe_action_failure
 from codex_tui.screens.compose import ComposeScreen
 from codex_tui.screens.confirm import ConfirmModal
+from codex_tui.screens.history import HistoryScreen
 from codex_tui.screens.workers import WorkersScreen
+from codex_tui.widgets.connection_banner import ConnectionBanner
 from codex_tui.widgets.event_view import EventView
-from codex_tui.widgets.task_list import TaskList, short_prompt
+from codex_tui.widgets.pane_grid import PaneGrid
+from codex_tui.widgets.task_list import TaskCounts, TaskList, short_prompt
 from server_client.client import ApiError, CodexTuiClient
 from server_client.models import Task
 
-__all__ = ["DashboardScreen"]
+__all__ = ["DashboardScreen", "tasks_title"]
+
+
+def tasks_title(counts: TaskCounts) -> Content:
+    """The task list's title with its attention counts, e.g. ``Tasks ●2 ✗1 ✓5``."""
+    parts = ["Tasks"]
+    if counts.running:
+        parts.append(f"[$accent]●{counts.running}[/]")
+    if counts.attention:
+        parts.append(f"[$error]✗{counts.attention}[/]")
+    if counts.done:
+        parts.append(f"[$success]✓{counts.done}[/]")
+    return Content.from_markup(" ".join(parts))
 
 
 class DashboardScreen(Screen[None]):
-    """The main screen: live task list and the selected task's live event stream.
+    """The main screen: the live task list and a grid of panes, each streaming one task.
 
-    Keys: ``n`` opens the compose screen, ``x`` cancels the selected task after a confirm,
-    ``w`` opens the workers screen, Enter on a task moves into its events, Tab moves between
-    the two panes.
+    The highlighted task shows in the active pane (the last focused). Keys: ``n`` opens the
+    compose screen, ``o`` opens the highlighted task in a new pane, ``c`` closes the active
+    pane, ``m`` maximises it, ``x`` cancels the highlighted task after a confirm, ``r``
+    re-runs it, ``h`` opens the history, ``w`` the workers screen; Enter on a task moves into
+    its pane, Tab cycles the focus through the list and the panes.
 
     Args:
         client: The SDK client.
@@ -42,8 +59,13 @@ class DashboardScreen(Screen[None]):
     """
 
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("n", "new_task", "New task", id="new-task"),
-        Binding("x", "cancel_task", "Cancel task", id="cancel-task"),
+        Binding("n", "new_task", "New", id="new-task"),
+        Binding("o", "open_pane", "Open pane", id="open-pane"),
+        Binding("c", "close_pane", "Close pane", id="close-pane"),
+        Binding("m", "maximize_pane", "Maximise", show=False, id="maximize-pane"),
+        Binding("x", "cancel_task", "Cancel", id="cancel-task"),
+        Binding("r", "rerun_task", "Re-run", show=False, id="rerun-task"),
+        Binding("h", "history", "History", id="history"),
         Binding("w", "workers", "Workers", id="workers"),
     ]
 
@@ -68,6 +90,7 @@ class DashboardScreen(Screen[None]):
         self.poll_interval_s = poll_interval_s
 
     def compose(self) -> ComposeResult:
+        yield ConnectionBanner(clock=self.clock, id="connection-banner")
         with Horizontal(id="dashboard-panes"):
             task_list = TaskList(
                 self.client,
@@ -77,7 +100,7 @@ class DashboardScreen(Screen[None]):
             )
             task_list.border_title = "Tasks"
             yield task_list
-            yield EventView(self.client, id="event-view")
+            yield PaneGrid(self.client, id="pane-grid")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -90,9 +113,19 @@ class DashboardScreen(Screen[None]):
         return self.query_one("#task-list", TaskList)
 
     @property
+    def pane_grid(self) -> PaneGrid:
+        """The grid of task panes."""
+        return self.query_one("#pane-grid", PaneGrid)
+
+    @property
     def event_view(self) -> EventView:
-        """The event stream pane."""
-        return self.query_one("#event-view", EventView)
+        """The active task pane."""
+        return self.pane_grid.active
+
+    @property
+    def banner(self) -> ConnectionBanner:
+        """The banner shown while the server cannot be reached."""
+        return self.query_one("#connection-banner", ConnectionBanner)
 
     # -- actions ----------------------------------------------------------------------------
 
@@ -108,6 +141,39 @@ class DashboardScreen(Screen[None]):
         self.app.push_screen(
             WorkersScreen(self.client, clock=self.clock, poll_interval_s=self.poll_interval_s)
         )
+
+    async def action_open_pane(self) -> None:
+        """Open the highlighted task in a new pane (or focus the pane that shows it)."""
+        task = self.task_list.selected_task
+        if task is None:
+            self.notify("No task selected.", severity="warning")
+            return
+        if await self.pane_grid.open(task) is None:
+            self.notify(
+                f"No room for another pane ({self.pane_grid.capacity} at this size); "
+                "close one with c.",
+                severity="warning",
+            )
+
+    async def action_close_pane(self) -> None:
+        """Close the active pane (the last one is only cleared)."""
+        await self.pane_grid.close()
+
+    def action_maximize_pane(self) -> None:
+        """Maximise the active pane, or restore it."""
+        self.pane_grid.toggle_maximize()
+
+    def action_history(self) -> None:
+        """Open the history of all tasks; the task picked there opens in a pane."""
+        self.app.push_screen(HistoryScreen(self.client, clock=self.clock), self._open_from_history)
+
+    def action_rerun_task(self) -> None:
+        """Queue the highlighted task again with the same prompt and options."""
+        task = self.task_list.selected_task
+        if task is None:
+            self.notify("No task selected.", severity="warning")
+            return
+        self.run_worker(self._rerun(task.id), group="rerun", exit_on_error=False)
 
     def action_cancel_task(self) -> None:
         """Ask, then cancel the selected task."""
@@ -142,11 +208,11 @@ class DashboardScreen(Screen[None]):
 
     @on(TaskList.Selected)
     def _show_selected(self, message: TaskList.Selected) -> None:
-        self.event_view.follow(message.task)
+        self.pane_grid.show(message.task)
 
     @on(OptionList.OptionSelected, "#task-options")
     def _focus_events(self) -> None:
-        self.event_view.log_widget.focus()
+        self.pane_grid.focus_pane(self.pane_grid.active)
 
     @on(EventView.StatusChanged)
     def _refresh_list(self) -> None:
@@ -157,8 +223,30 @@ class DashboardScreen(Screen[None]):
         self.task_list.border_subtitle = (
             Content.from_markup("[$error]offline[/]") if message.error else None
         )
+        self.banner.set_state(message.error, message.retry_in_s, message.since)
+
+    @on(TaskList.CountsChanged)
+    def _show_counts(self, message: TaskList.CountsChanged) -> None:
+        self.task_list.border_title = tasks_title(message.counts)
 
     # -- internals --------------------------------------------------------------------------
+
+    async def _open_from_history(self, task: Task | None) -> None:
+        if task is None:
+            return
+        self.task_list.poll_now()
+        grid = self.pane_grid
+        pane = grid.pane_for(task.id) or await grid.open(task) or grid.show(task)
+        grid.focus_pane(pane)
+
+    async def _rerun(self, task_id: str) -> None:
+        try:
+            task = await self.client.rerun_task(task_id)
+        except (ApiError, httpx.HTTPError) as error:
+            self.notify(describe_action_failure(error), title="Re-run failed", severity="error")
+            return
+        self.notify(f"Re-run queued: {short_prompt(task.prompt, 60)}")
+        self._task_created(task)
 
     def _task_created(self, task: Task | None) -> None:
         if task is None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from rich.console import Group, RenderableType
@@ -25,14 +26,22 @@ from rich.text import Text
 from server_client.models import Event, EventKind, TaskStatus
 
 __all__ = [
+    "MAX_EXPANDED_LINES",
     "MAX_LINE_CHARS",
     "MAX_TEXT_CHARS",
+    "Annotation",
     "Palette",
     "RenderState",
     "Usage",
+    "annotate",
     "compact_json",
+    "event_text",
+    "format_duration",
     "head_lines",
+    "is_foldable",
+    "render_annotated",
     "render_event",
+    "render_raw",
     "status_icon",
     "truncate",
 ]
@@ -145,14 +154,16 @@ class Usage:
 
 @dataclass
 class RenderState:
-    """What one event stream has rendered so far; :func:`render_event` updates it.
+    """What one event stream has rendered so far; :func:`annotate` updates it.
 
     Attributes:
         palette: Styles for each semantic role.
-        max_output_lines: How many lines of a command's output to show.
+        max_output_lines: How many lines of a command's output to show (folded).
         last_usage: The usage of the previous ``turn.completed`` in this stream.
         turns: How many ``turn.started`` events the stream has shown.
         last_status: The newest task status seen in the stream.
+        started: When each open item (by codex item id) started, for command durations;
+            bounded by :data:`MAX_OPEN_ITEMS`.
     """
 
     palette: Palette = field(default_factory=Palette)
@@ -160,6 +171,98 @@ class RenderState:
     last_usage: Usage | None = None
     turns: int = 0
     last_status: TaskStatus | None = None
+    started: dict[str, datetime] = field(default_factory=dict)
+
+
+#: Most open items whose start time is remembered (older ones lose their duration).
+MAX_OPEN_ITEMS = 1000
+#: Most lines of one command's output shown when it is expanded.
+MAX_EXPANDED_LINES = 2000
+
+
+@dataclass(frozen=True)
+class Annotation:
+    """What an event means in the context of the stream before it, fixed when it arrives.
+
+    Rendering an event again (expanded, say) uses its annotation instead of the stream state,
+    which has moved on by then.
+
+    Attributes:
+        turn: The turn number, for ``turn.started``.
+        previous_usage: The usage reported by the turn before, for ``turn.completed``.
+        duration_s: Seconds from ``item.started`` to this ``item.completed`` (same item id),
+            from the events' timestamps.
+    """
+
+    turn: int | None = None
+    previous_usage: Usage | None = None
+    duration_s: float | None = None
+
+
+@dataclass(frozen=True)
+class _Ctx:
+    palette: Palette
+    note: Annotation
+    expanded: bool
+    max_output_lines: int
+    fold_reasoning: bool
+
+
+def annotate(event: Event, state: RenderState) -> Annotation:
+    """Record ``event`` in ``state`` and return what it means in the stream so far."""
+    if event.kind is EventKind.STATUS:
+        status = event.status
+        if status is not None:
+            state.last_status = status
+        return Annotation()
+    data = event.data
+    if event.kind is not EventKind.CODEX or not isinstance(data, Mapping):
+        return Annotation()
+    kind = data.get("type")
+    if kind == "turn.started":
+        state.turns += 1
+        return Annotation(turn=state.turns)
+    if kind == "turn.completed":
+        previous = state.last_usage
+        state.last_usage = Usage.from_data(data.get("usage"))
+        return Annotation(previous_usage=previous)
+    item = data.get("item")
+    item_id = item.get("id") if isinstance(item, Mapping) else None
+    if not isinstance(item_id, str):
+        return Annotation()
+    if kind == "item.started":
+        if len(state.started) >= MAX_OPEN_ITEMS:
+            state.started.pop(next(iter(state.started)))
+        state.started[item_id] = event.ts
+    elif kind == "item.completed":
+        began = state.started.pop(item_id, None)
+        if began is not None:
+            return Annotation(duration_s=max((event.ts - began).total_seconds(), 0.0))
+    return Annotation()
+
+
+def is_foldable(event: Event) -> bool:
+    """True when ``event`` renders differently expanded (long command output, reasoning)."""
+    data = event.data
+    if event.kind is not EventKind.CODEX or not isinstance(data, Mapping):
+        return False
+    item = data.get("item")
+    if data.get("type") != "item.completed" or not isinstance(item, Mapping):
+        return False
+    return item.get("type") in ("command_execution", "reasoning")
+
+
+def format_duration(seconds: float) -> str:
+    """A compact duration: ``850ms``, ``4.2s``, ``3m05s``, ``1h02m``."""
+    if seconds < 1:
+        return f"{int(seconds * 1000)}ms"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
 
 
 # -- text helpers ---------------------------------------------------------------------------
@@ -223,22 +326,53 @@ def _signed(number: int) -> str:
 
 
 def render_event(event: Event, state: RenderState) -> list[RenderableType]:
-    """Render one event of a task's log; may update ``state``.
+    """Render one event of a task's log in stream order; updates ``state``.
 
+    The same as :func:`render_annotated` with the annotation :func:`annotate` returns, folded.
     Returns an empty list for events that add nothing visible (e.g. ``item.updated`` of an
     agent message, which codex never sends incrementally).
     """
+    return render_annotated(
+        event,
+        annotate(event, state),
+        state.palette,
+        max_output_lines=state.max_output_lines,
+        fold_reasoning=False,
+    )
+
+
+def render_annotated(
+    event: Event,
+    note: Annotation,
+    palette: Palette,
+    *,
+    expanded: bool = False,
+    max_output_lines: int = 20,
+    fold_reasoning: bool = True,
+) -> list[RenderableType]:
+    """Render one event with its :class:`Annotation`; pure, so it can render again.
+
+    Args:
+        event: The event.
+        note: What :func:`annotate` returned when the event arrived.
+        palette: Styles for each semantic role.
+        expanded: Show folded parts: a command's whole output (up to
+            :data:`MAX_EXPANDED_LINES`) and a reasoning item's whole text.
+        max_output_lines: Lines of a command's output shown while folded.
+        fold_reasoning: Show only the first line of a reasoning item unless ``expanded``.
+    """
+    ctx = _Ctx(palette, note, expanded, max_output_lines, fold_reasoning)
     if event.kind is EventKind.CODEX:
         if isinstance(event.data, Mapping):
-            return _render_codex(event.data, state)
-        return [_generic("codex", event.data, state)]
+            return _render_codex(event.data, ctx)
+        return [_generic("codex", event.data, palette)]
     if event.kind is EventKind.STATUS:
-        return _render_status(event.data, state)
+        return _render_status(event.data, palette)
     if event.kind is EventKind.STDERR:
-        return [_line(_as_line(event.data), state.palette.muted)]
+        return [_line(_as_line(event.data), palette.muted)]
     if event.kind is EventKind.STDOUT:
         return [_line(_as_line(event.data))]
-    return [_generic(str(event.kind), event.data, state)]
+    return [_generic(str(event.kind), event.data, palette)]
 
 
 def _as_line(data: object) -> str:
@@ -252,16 +386,15 @@ def _as_line(data: object) -> str:
     return compact_json(data)
 
 
-def _generic(label: str, data: object, state: RenderState) -> Text:
+def _generic(label: str, data: object, palette: Palette) -> Text:
     text = Text(no_wrap=True, overflow="ellipsis")
-    text.append(label, style=f"bold {state.palette.muted}")
+    text.append(label, style=f"bold {palette.muted}")
     text.append(" ")
-    text.append(compact_json(data), style=state.palette.muted)
+    text.append(compact_json(data), style=palette.muted)
     return text
 
 
-def _render_status(data: object, state: RenderState) -> list[RenderableType]:
-    palette = state.palette
+def _render_status(data: object, palette: Palette) -> list[RenderableType]:
     fields: Mapping[str, Any] = data if isinstance(data, Mapping) else {"status": data}
     raw = fields.get("status")
     try:
@@ -269,8 +402,7 @@ def _render_status(data: object, state: RenderState) -> list[RenderableType]:
     except ValueError:
         status = None
     if status is None:
-        return [_generic("status", data, state)]
-    state.last_status = status
+        return [_generic("status", data, palette)]
     text = Text()
     style = palette.for_status(status)
     text.append(f"{status_icon(status)} {status.value}", style=f"bold {style}")
@@ -293,16 +425,16 @@ def _render_status(data: object, state: RenderState) -> list[RenderableType]:
     return [text]
 
 
-def _render_codex(data: Mapping[str, Any], state: RenderState) -> list[RenderableType]:
-    palette = state.palette
+def _render_codex(data: Mapping[str, Any], ctx: _Ctx) -> list[RenderableType]:
+    palette = ctx.palette
     kind = _str(data.get("type"))
     if kind == "thread.started":
         return [Text(f"thread {_str(data.get('thread_id')) or '?'}", style=palette.muted)]
     if kind == "turn.started":
-        state.turns += 1
-        return [Text(f"── turn {state.turns} ──", style=f"bold {palette.muted}")]
+        number = f" {ctx.note.turn}" if ctx.note.turn is not None else ""
+        return [Text(f"── turn{number} ──", style=f"bold {palette.muted}")]
     if kind == "turn.completed":
-        return [_render_usage(Usage.from_data(data.get("usage")), state)]
+        return [_render_usage(Usage.from_data(data.get("usage")), ctx)]
     if kind == "turn.failed":
         error = data.get("error")
         message = _str(error.get("message")) if isinstance(error, Mapping) else _str(error)
@@ -314,8 +446,8 @@ def _render_codex(data: Mapping[str, Any], state: RenderState) -> list[Renderabl
     if kind in ("item.started", "item.updated", "item.completed"):
         item = data.get("item")
         if isinstance(item, Mapping):
-            return _render_item(kind.removeprefix("item."), item, state)
-    return [_generic(kind or "codex", data, state)]
+            return _render_item(kind.removeprefix("item."), item, ctx)
+    return [_generic(kind or "codex", data, palette)]
 
 
 def _error_line(label: str, message: str, style: str) -> Text:
@@ -325,9 +457,10 @@ def _error_line(label: str, message: str, style: str) -> Text:
     return text
 
 
-def _render_usage(usage: Usage, state: RenderState) -> Text:
-    palette = state.palette
-    text = Text(style=palette.muted)
+def _render_usage(usage: Usage, ctx: _Ctx) -> Text:
+    """Codex reports the thread's cumulative usage (codex-facts: ``turn.completed.usage``);
+    the run's own share is the difference from the previous report in the stream."""
+    text = Text(style=ctx.palette.muted)
     text.append("tokens ", style="bold")
     text.append(
         f"in {_fmt(usage.input_tokens)} (cached {_fmt(usage.cached_input_tokens)})"
@@ -335,7 +468,7 @@ def _render_usage(usage: Usage, state: RenderState) -> Text:
     )
     if usage.reasoning_output_tokens:
         text.append(f" (reasoning {_fmt(usage.reasoning_output_tokens)})")
-    previous = state.last_usage
+    previous = ctx.note.previous_usage
     if previous is not None:
         delta = usage.minus(previous)
         text.append(
@@ -343,21 +476,20 @@ def _render_usage(usage: Usage, state: RenderState) -> Text:
             f" ({_signed(delta.cached_input_tokens)} cached)"
             f" {_signed(delta.output_tokens)} out"
         )
-    state.last_usage = usage
     return text
 
 
 # -- items ----------------------------------------------------------------------------------
 
 
-def _render_item(phase: str, item: Mapping[str, Any], state: RenderState) -> list[RenderableType]:
+def _render_item(phase: str, item: Mapping[str, Any], ctx: _Ctx) -> list[RenderableType]:
     """Render ``item.<phase>`` for a codex item (phase: started, updated, completed)."""
-    palette = state.palette
+    palette = ctx.palette
     kind = _str(item.get("type"))
     if kind == "command_execution":
-        return _render_command(phase, item, state)
+        return _render_command(phase, item, ctx)
     if kind == "todo_list":
-        return [_render_todo(item, state)]
+        return [_render_todo(item, palette)]
     if kind in ("agent_message", "reasoning", "file_change", "error") and phase != "completed":
         # Codex sends these complete; an early or repeated copy would only duplicate them.
         return []
@@ -367,28 +499,37 @@ def _render_item(phase: str, item: Mapping[str, Any], state: RenderState) -> lis
             Markdown(truncate(_str(item.get("text")), MAX_TEXT_CHARS)),
         ]
     if kind == "reasoning":
-        # Codex titles its reasoning summaries with Markdown bold; show them as plain text.
-        text = truncate(_str(item.get("text")), MAX_TEXT_CHARS).replace("**", "")
-        return [Text(text, style="dim italic")]
+        return [_render_reasoning(item, ctx)]
     if kind == "file_change":
-        return [_render_file_change(item, state)]
+        return [_render_file_change(item, palette)]
     if kind == "error":
         return [Text(f"⚠ {truncate(_str(item.get('message')), MAX_TEXT_CHARS)}", palette.warning)]
     if kind == "mcp_tool_call":
         if phase == "updated":
             return []
-        return [_render_tool_call(item, state)]
+        return [_render_tool_call(item, palette)]
     if kind == "web_search":
         if phase == "updated":
             return []
         return [_line(f"search: {_str(item.get('query'))}", palette.accent)]
-    return [_generic(f"item.{phase} {kind or '?'}", item, state)]
+    return [_generic(f"item.{phase} {kind or '?'}", item, palette)]
 
 
-def _render_command(
-    phase: str, item: Mapping[str, Any], state: RenderState
-) -> list[RenderableType]:
-    palette = state.palette
+def _render_reasoning(item: Mapping[str, Any], ctx: _Ctx) -> Text:
+    """Reasoning is dimmed; folded, only its first line (codex's bold title) shows."""
+    # Codex titles its reasoning summaries with Markdown bold; show them as plain text.
+    text = truncate(_str(item.get("text")), MAX_TEXT_CHARS).replace("**", "").strip()
+    if ctx.expanded or not ctx.fold_reasoning:
+        return Text(text, style="dim italic")
+    first, _, rest = text.partition("\n")
+    shown = Text(f"▸ {first}", style="dim italic")
+    if rest.strip():
+        shown.append(" …", style="dim")
+    return shown
+
+
+def _render_command(phase: str, item: Mapping[str, Any], ctx: _Ctx) -> list[RenderableType]:
+    palette = ctx.palette
     command = _str(item.get("command")) or compact_json(item.get("command"))
     status = _str(item.get("status"))
     exit_code = item.get("exit_code")
@@ -407,22 +548,25 @@ def _render_command(
         head.append(f" exit {exit_code} ", style=f"bold reverse {palette.error}")
     else:
         head.append(f" {status or 'done'} ", style=f"bold reverse {palette.error}")
+    if ctx.note.duration_s is not None:
+        head.append(f" {format_duration(ctx.note.duration_s)}", style=palette.muted)
     head.append(" $ ", style=f"bold {palette.accent}")
     head.append(truncate(command, MAX_LINE_CHARS).replace("\n", " ⏎ "), style="bold")
     if running:
         return [head]
     output = _str(item.get("aggregated_output"))
-    lines, more = head_lines(output, state.max_output_lines)
+    limit = MAX_EXPANDED_LINES if ctx.expanded else ctx.max_output_lines
+    lines, more = head_lines(output, limit)
     parts: list[RenderableType] = [head]
     parts.extend(_line(f"│ {line}", palette.muted) for line in lines)
     if more:
         noun = "line" if more == 1 else "lines"
-        parts.append(Text(f"│ … {more} more {noun}", style=f"italic {palette.muted}"))
+        hint = "" if ctx.expanded else " (enter shows them)"
+        parts.append(Text(f"│ … {more} more {noun}{hint}", style=f"italic {palette.muted}"))
     return [Group(*parts)]
 
 
-def _render_todo(item: Mapping[str, Any], state: RenderState) -> RenderableType:
-    palette = state.palette
+def _render_todo(item: Mapping[str, Any], palette: Palette) -> RenderableType:
     entries = item.get("items")
     todos = [e for e in entries if isinstance(e, Mapping)] if isinstance(entries, list) else []
     done = sum(1 for e in todos if e.get("completed") is True)
@@ -439,8 +583,7 @@ def _render_todo(item: Mapping[str, Any], state: RenderState) -> RenderableType:
     return Group(*parts)
 
 
-def _render_file_change(item: Mapping[str, Any], state: RenderState) -> RenderableType:
-    palette = state.palette
+def _render_file_change(item: Mapping[str, Any], palette: Palette) -> RenderableType:
     changes = item.get("changes")
     entries = [c for c in changes if isinstance(c, Mapping)] if isinstance(changes, list) else []
     status = _str(item.get("status"))
@@ -460,8 +603,7 @@ def _render_file_change(item: Mapping[str, Any], state: RenderState) -> Renderab
     return Group(*parts)
 
 
-def _render_tool_call(item: Mapping[str, Any], state: RenderState) -> RenderableType:
-    palette = state.palette
+def _render_tool_call(item: Mapping[str, Any], palette: Palette) -> RenderableType:
     name = ".".join(p for p in (_str(item.get("server")), _str(item.get("tool"))) if p)
     status = _str(item.get("status")) or "?"
     style = palette.error if status == "failed" else palette.accent
@@ -471,3 +613,33 @@ def _render_tool_call(item: Mapping[str, Any], state: RenderState) -> Renderable
         message = _str(error.get("message")) if isinstance(error, Mapping) else _str(error)
         return Group(line, _line(f"  {message or compact_json(error)}", palette.error))
     return line
+
+
+def render_raw(event: Event, palette: Palette) -> list[RenderableType]:
+    """The event's envelope as indented JSON (the view's raw toggle), cut to
+    :data:`MAX_TEXT_CHARS`."""
+    envelope = event.model_dump(mode="json")
+    text = json.dumps(envelope, indent=2, ensure_ascii=False, default=str)
+    head = Text(f"raw · seq {event.seq} · {event.kind.value}", style=f"bold {palette.muted}")
+    return [head, Text(truncate(text, MAX_TEXT_CHARS), style=palette.muted)]
+
+
+def event_text(event: Event, limit: int = 100_000) -> str:
+    """Every string value of the event, lower-cased and joined by newlines (what search
+    matches), at most ``limit`` characters."""
+    parts: list[str] = []
+    size = 0
+    stack: list[object] = [event.data]
+    while stack and size < limit:
+        value = stack.pop()
+        if isinstance(value, str):
+            parts.append(value)
+            size += len(value) + 1
+        elif isinstance(value, Mapping):
+            stack.extend(reversed(list(value.values())))
+        elif isinstance(value, list):
+            stack.extend(reversed(value))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            parts.append(str(value))
+            size += 8
+    return "\n".join(parts)[:limit].lower()

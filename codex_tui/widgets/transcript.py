@@ -1,0 +1,730 @@
+"""Provides Transcript: a bounded window of one task's events, drawn with Textual's line API.
+
+The transcript never holds a widget per event or a line per event of the whole task. It keeps
+at most ``max_entries`` :class:`Entry` objects (a contiguous range of the task's seqs) and
+renders an entry to lines only when it scrolls into view; rendered lines are cached for a
+bounded number of entries (:data:`STRIP_CACHE_ENTRIES`). Entries not rendered at the current
+width carry an estimated height; when one is rendered above the top of the view, the scroll
+position moves by the difference so that what the user reads does not jump.
+
+The owner (:class:`~codex_tui.widgets.event_view.EventView`) feeds it and pages the server:
+it appends live events at the tail, prepends older pages when the user nears the top
+(:class:`Transcript.OlderWanted`) and newer pages when a detached window nears the bottom
+(:class:`Transcript.NewerWanted`).
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from itertools import accumulate
+from typing import ClassVar
+
+from rich.cells import cell_len
+from rich.console import RenderableType
+from rich.segment import Segment
+from rich.style import Style
+from textual.binding import Binding, BindingType
+from textual.geometry import Region, Size
+from textual.message import Message
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
+
+from codex_tui.widgets.render import (
+    Annotation,
+    Palette,
+    event_text,
+    is_foldable,
+    render_annotated,
+    render_raw,
+)
+from server_client.models import Event
+
+__all__ = ["STRIP_CACHE_ENTRIES", "Entry", "Transcript"]
+
+#: How many entries keep their rendered lines; others are rendered again when shown.
+STRIP_CACHE_ENTRIES = 400
+#: Cells left of every entry: the cursor bar and a space.
+GUTTER = 2
+#: Lines of a folded command's output.
+FOLDED_OUTPUT_LINES = 6
+
+
+@dataclass(eq=False, slots=True)
+class Entry:
+    """One visible event of the transcript and how it is shown.
+
+    Attributes:
+        event: The stored event.
+        note: Its :class:`~codex_tui.widgets.render.Annotation`, fixed when it arrived.
+        expanded: Show folded parts (long command output, whole reasoning).
+        raw: Show the event's JSON instead.
+        height: Lines at ``width`` (an estimate while ``strips`` is None).
+        width: The width ``height`` was measured at (0: never rendered).
+        strips: Rendered lines at ``width`` (None: not cached).
+    """
+
+    event: Event
+    note: Annotation
+    expanded: bool = False
+    raw: bool = False
+    height: int = 1
+    width: int = 0
+    strips: list[Strip] | None = None
+    _text: str | None = field(default=None, repr=False)
+
+    @property
+    def seq(self) -> int:
+        """The event's seq."""
+        return self.event.seq
+
+    @property
+    def text(self) -> str:
+        """The lower-cased text search matches against."""
+        if self._text is None:
+            self._text = event_text(self.event)
+        return self._text
+
+
+def estimate_height(event: Event, width: int) -> int:
+    """A cheap guess of an entry's height, used until it is rendered (lines ≥ 1)."""
+    data = event.data
+    if not isinstance(data, dict):
+        return 1
+    item = data.get("item")
+    if isinstance(item, dict):
+        kind = item.get("type")
+        if kind == "command_execution":
+            output = item.get("aggregated_output")
+            lines = output.count("\n") + 1 if isinstance(output, str) and output else 0
+            return 1 + min(lines, FOLDED_OUTPUT_LINES + 1)
+        if kind == "agent_message":
+            text = item.get("text")
+            size = len(text) if isinstance(text, str) else 0
+            return 2 + size // max(width - GUTTER, 20)
+        if kind in ("todo_list", "file_change"):
+            entries = item.get("items") or item.get("changes")
+            return 1 + (len(entries) if isinstance(entries, list) else 0)
+    return 1
+
+
+class Transcript(ScrollView, can_focus=True):
+    """A scrollable, bounded window of events with an entry cursor, folding, raw JSON and
+    search highlights.
+
+    Keys: ``up``/``k`` and ``down``/``j`` move the entry cursor, ``enter`` folds or unfolds
+    the entry under it, ``v`` shows its raw JSON, ``end``/``G`` jumps to the newest event and
+    follows again, ``home``/``g`` goes to the top (which pages older events in).
+
+    Args:
+        max_entries: The most entries held; the owner keeps the window within it.
+        palette: Styles for rendering.
+    """
+
+    DEFAULT_CSS = """
+    Transcript {
+        background: $surface;
+        overflow-x: hidden;
+        overflow-y: scroll;
+        scrollbar-size-vertical: 1;
+    }
+    Transcript:focus {
+        background-tint: $foreground 0%;
+    }
+    """
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("up,k", "cursor_up", "Previous entry", show=False, id="entry-up"),
+        Binding("down,j", "cursor_down", "Next entry", show=False, id="entry-down"),
+        Binding("enter", "toggle_fold", "Fold/unfold", id="toggle-fold"),
+        Binding("v", "toggle_raw", "Raw JSON", id="toggle-raw"),
+        Binding("pageup", "page_up", "Page up", show=False, id="page-up"),
+        Binding("pagedown,space", "page_down", "Page down", show=False, id="page-down"),
+        Binding("home,g", "scroll_top", "Top", show=False, id="scroll-top"),
+        Binding("end,G", "follow_tail", "Follow", id="follow-tail"),
+    ]
+
+    @dataclass
+    class ViewChanged(Message):
+        """Following, the unseen count or the cursor changed."""
+
+        transcript: Transcript
+
+        def can_replace(self, message: Message) -> bool:
+            """Only the newest view state matters."""
+            return (
+                isinstance(message, Transcript.ViewChanged)
+                and message.transcript is self.transcript
+            )
+
+    @dataclass
+    class OlderWanted(Message):
+        """The view reached the top of the window and older events exist."""
+
+        transcript: Transcript
+        before: int
+
+    @dataclass
+    class NewerWanted(Message):
+        """The view reached the bottom of a window that does not hold the newest events."""
+
+        transcript: Transcript
+        after: int
+
+    @dataclass
+    class TailWanted(Message):
+        """The user asked for the newest events while the window does not hold them."""
+
+        transcript: Transcript
+
+    def __init__(
+        self,
+        *,
+        max_entries: int = 2000,
+        palette: Palette | None = None,
+        name: str | None = None,
+        id: str | None = None,  # noqa: A002 - Textual's naming
+        classes: str | None = None,
+    ) -> None:
+        super().__init__(name=name, id=id, classes=classes)
+        self.max_entries = max_entries
+        self.palette = palette or Palette()
+        self.entries: list[Entry] = []
+        self._offsets: list[int] = [0]
+        self._offsets_dirty = False
+        self._cached: OrderedDict[int, Entry] = OrderedDict()
+        self.cursor: int | None = None
+        """Index of the entry under the cursor (None: no cursor)."""
+        self.following = True
+        """True while new events scroll the view to the end."""
+        self.unseen = 0
+        """Events that arrived below the view since the user scrolled away from the end."""
+        self.at_start = False
+        """True when the window begins at the task's first event."""
+        self.at_end = True
+        """True when the window ends at the newest event the owner knows of."""
+        self.placeholder: str | None = None
+        """A dim line shown while there are no entries."""
+        self.query_text = ""
+        """The active search, lower-cased ('' when none)."""
+        self._asked_older = False
+        self._asked_newer = False
+
+    # -- window -----------------------------------------------------------------------------
+
+    @property
+    def first_seq(self) -> int | None:
+        """The seq of the oldest entry held."""
+        return self.entries[0].seq if self.entries else None
+
+    @property
+    def last_seq(self) -> int | None:
+        """The seq of the newest entry held."""
+        return self.entries[-1].seq if self.entries else None
+
+    def reset(self, placeholder: str | None = None) -> None:
+        """Drop every entry and state (a new task)."""
+        self.entries.clear()
+        self._cached.clear()
+        self._offsets = [0]
+        self._offsets_dirty = False
+        self.cursor = None
+        self.following = True
+        self.unseen = 0
+        self.at_start = False
+        self.at_end = True
+        self.placeholder = placeholder
+        self._asked_older = self._asked_newer = False
+        self._resize()
+        self.scroll_to(0, 0, animate=False, immediate=True)
+        self.following = True
+        self.refresh()
+        self._changed()
+
+    def make_entries(self, items: Iterable[tuple[Event, Annotation]]) -> list[Entry]:
+        """Entries for events that show something (others, e.g. ``item.updated`` of an
+        agent message, are left out)."""
+        width = self._content_width
+        made: list[Entry] = []
+        for event, note in items:
+            if not self._renderables(event, note, expanded=False, raw=False):
+                continue
+            made.append(Entry(event, note, height=estimate_height(event, width)))
+        return made
+
+    def append(self, entries: Sequence[Entry]) -> None:
+        """Add entries after the newest; drops the oldest beyond ``max_entries``.
+
+        Callers append only while the user follows or the window is not full (see
+        :attr:`room`), so trimming never removes what the user is reading.
+        """
+        if not entries:
+            return
+        last = self.last_seq or 0
+        fresh = [e for e in entries if e.seq > last]
+        if not fresh:
+            return
+        start = len(self.entries)
+        self.entries.extend(fresh)
+        self._offsets_dirty = True
+        overflow = len(self.entries) - self.max_entries
+        if overflow > 0:
+            self._drop_head(overflow)
+            start -= overflow
+        if not self.following:
+            self.unseen += len(fresh)
+        self._resize()
+        if self.following:
+            self._scroll_to_end()
+        self.refresh()
+        self._asked_newer = False
+        self._changed()
+
+    def prepend(self, entries: Sequence[Entry], *, at_start: bool) -> None:
+        """Add older entries before the oldest, keeping the view where it was; drops the
+        newest beyond ``max_entries`` (the window then no longer reaches the end)."""
+        first = self.first_seq
+        fresh = [e for e in entries if first is None or e.seq < first]
+        self.at_start = at_start
+        self._asked_older = False
+        if not fresh:
+            return
+        added = sum(e.height for e in fresh)
+        self.entries[0:0] = fresh
+        self._cached = OrderedDict((id(e), e) for e in self._cached.values())
+        if self.cursor is not None:
+            self.cursor += len(fresh)
+        self._offsets_dirty = True
+        overflow = len(self.entries) - self.max_entries
+        if overflow > 0:
+            self._drop_tail(overflow)
+        self.following = False
+        self._resize()
+        self.scroll_to(y=self.scroll_y + added, animate=False, immediate=True)
+        self.refresh()
+        self._changed()
+
+    @property
+    def room(self) -> int:
+        """How many entries fit before the window is full."""
+        return self.max_entries - len(self.entries)
+
+    def _drop_head(self, count: int) -> None:
+        removed = self.entries[:count]
+        del self.entries[:count]
+        height = sum(e.height for e in removed)
+        for entry in removed:
+            self._cached.pop(id(entry), None)
+        self.at_start = False
+        if self.cursor is not None:
+            self.cursor = self.cursor - count if self.cursor >= count else None
+        self._offsets_dirty = True
+        if not self.following:
+            self.scroll_to(y=max(self.scroll_y - height, 0), animate=False, immediate=True)
+
+    def _drop_tail(self, count: int) -> None:
+        removed = self.entries[-count:]
+        del self.entries[-count:]
+        for entry in removed:
+            self._cached.pop(id(entry), None)
+        self.at_end = False
+        if self.cursor is not None and self.cursor >= len(self.entries):
+            self.cursor = None
+        self._offsets_dirty = True
+
+    # -- geometry ---------------------------------------------------------------------------
+
+    @property
+    def _content_width(self) -> int:
+        width = self.scrollable_content_region.width or self.size.width or 80
+        return max(width - GUTTER, 10)
+
+    @property
+    def offsets(self) -> list[int]:
+        """The first line of each entry; the last element is the total height."""
+        if self._offsets_dirty:
+            self._offsets = [0, *accumulate(e.height for e in self.entries)]
+            self._offsets_dirty = False
+        return self._offsets
+
+    @property
+    def total_lines(self) -> int:
+        """The height of all entries held, in lines (some may be estimates)."""
+        return self.offsets[-1]
+
+    def _resize(self) -> None:
+        height = self.total_lines or (1 if self.placeholder else 0)
+        self.virtual_size = Size(self.scrollable_content_region.width, height)
+
+    def _scroll_to_end(self) -> None:
+        self._render_tail()
+        self.scroll_to(y=self.max_scroll_y, animate=False, immediate=True)
+
+    def _entry_at(self, line: int) -> int:
+        """The index of the entry that holds ``line`` (clamped)."""
+        return max(min(bisect_right(self.offsets, line) - 1, len(self.entries) - 1), 0)
+
+    # -- rendering --------------------------------------------------------------------------
+
+    def _renderables(
+        self, event: Event, note: Annotation, *, expanded: bool, raw: bool
+    ) -> list[RenderableType]:
+        if raw:
+            return render_raw(event, self.palette)
+        return render_annotated(
+            event,
+            note,
+            self.palette,
+            expanded=expanded,
+            max_output_lines=FOLDED_OUTPUT_LINES,
+        )
+
+    def _render_entry(self, entry: Entry) -> list[Strip]:
+        """Render one entry at the current width (cached for a bounded number of entries)."""
+        width = self._content_width
+        if entry.strips is not None and entry.width == width:
+            self._cached.move_to_end(id(entry))
+            return entry.strips
+        console = self.app.console
+        options = console.options.update_width(width)
+        strips: list[Strip] = []
+        for renderable in self._renderables(
+            entry.event, entry.note, expanded=entry.expanded, raw=entry.raw
+        ):
+            lines = Segment.split_and_crop_lines(
+                console.render(renderable, options), width, pad=False, include_new_lines=False
+            )
+            strips.extend(Strip(line) for line in lines)
+        if not strips:
+            strips = [Strip.blank(0)]
+        if entry.height != len(strips):
+            entry.height = len(strips)
+            self._offsets_dirty = True
+        entry.width = width
+        entry.strips = strips
+        self._cached[id(entry)] = entry
+        while len(self._cached) > STRIP_CACHE_ENTRIES:
+            _, old = self._cached.popitem(last=False)
+            old.strips = None
+        return strips
+
+    def _ensure_rendered(self, top: int, bottom: int) -> None:
+        """Render every entry that overlaps lines ``top..bottom``; entries above the view
+        that change height move the view by the difference."""
+        if not self.entries:
+            return
+        for _ in range(4):  # heights settle after a few passes at most
+            offsets = self.offsets
+            first = self._entry_at(top)
+            last = self._entry_at(bottom)
+            shift = 0
+            changed = False
+            for index in range(first, last + 1):
+                entry = self.entries[index]
+                if entry.strips is not None and entry.width == self._content_width:
+                    continue
+                before = entry.height
+                self._render_entry(entry)
+                if entry.height != before:
+                    changed = True
+                    if offsets[index] < top:
+                        shift += entry.height - before
+            if not changed:
+                return
+            self._resize()
+            if self.following:
+                self.scroll_to(y=self.max_scroll_y, animate=False, immediate=True)
+            elif shift:
+                self.scroll_to(y=self.scroll_y + shift, animate=False, immediate=True)
+            top = round(self.scroll_y)
+            bottom = top + self.size.height
+
+    def _render_tail(self) -> None:
+        """Render the newest entries that fill the view, so the end is exact."""
+        needed = self.size.height or 24
+        lines = 0
+        for entry in reversed(self.entries):
+            lines += len(self._render_entry(entry))
+            if lines >= needed:
+                break
+        self._resize()
+
+    def render_lines(self, crop: Region) -> list[Strip]:
+        """Render the entries in view first, then let Textual draw the lines."""
+        top = round(self.scroll_y)
+        self._ensure_rendered(top, top + self.size.height)
+        self._check_edges()
+        return super().render_lines(crop)
+
+    def render_line(self, y: int) -> Strip:
+        """One line of the view: the gutter (cursor bar), the entry's line, highlights."""
+        width = self.scrollable_content_region.width
+        line = round(self.scroll_y) + y
+        style = self.rich_style
+        if not self.entries:
+            if y == 0 and self.placeholder:
+                text = Strip([Segment(self.placeholder[:width], Style(dim=True))])
+                return text.extend_cell_length(width, style).apply_style(style)
+            return Strip.blank(width, style)
+        if line >= self.total_lines:
+            return Strip.blank(width, style)
+        index = self._entry_at(line)
+        entry = self.entries[index]
+        strips = self._render_entry(entry)
+        row = line - self.offsets[index]
+        strip = strips[row] if row < len(strips) else Strip.blank(0)
+        if self.query_text:
+            strip = _highlight(strip, self.query_text, Style(reverse=True, bold=True))
+        if index == self.cursor:
+            gutter = Segment("▌ ", Style.parse(self.palette.accent))
+        else:
+            gutter = Segment("  ")
+        strip = Strip([gutter, *strip])
+        return strip.crop_extend(0, width, style).apply_style(style)
+
+    def on_resize(self) -> None:
+        """A new width: every entry is measured again when next shown."""
+        self._resize()
+        if self.following:
+            self._scroll_to_end()
+
+    def notify_style_update(self) -> None:
+        """Theme changes: render everything again."""
+        super().notify_style_update()
+        for entry in self.entries:
+            entry.strips = None
+        self._cached.clear()
+        self.refresh()
+
+    def set_palette(self, palette: Palette) -> None:
+        """Render with ``palette`` from now on."""
+        self.palette = palette
+        for entry in self.entries:
+            entry.strips = None
+        self._cached.clear()
+        self.refresh()
+
+    # -- scrolling and following --------------------------------------------------------------
+
+    def watch_scroll_y(self, old_value: float, new_value: float) -> None:
+        """Reaching the bottom of a window that holds the newest events follows again."""
+        super().watch_scroll_y(old_value, new_value)
+        at_bottom = new_value >= self.max_scroll_y
+        following = at_bottom and self.at_end
+        if following != self.following:
+            self.following = following
+            if following:
+                self.unseen = 0
+            self._changed()
+        self._check_edges()
+
+    def _check_edges(self) -> None:
+        if not self.entries or not self.is_mounted:
+            return
+        near = max(self.size.height, 1)
+        if not self.at_start and not self._asked_older and self.scroll_y <= near // 2:
+            self._asked_older = True
+            self.post_message(self.OlderWanted(self, self.entries[0].seq))
+        if (
+            not self.at_end
+            and not self._asked_newer
+            and self.scroll_y >= self.max_scroll_y - near // 2
+        ):
+            self._asked_newer = True
+            self.post_message(self.NewerWanted(self, self.entries[-1].seq))
+
+    def older_failed(self) -> None:
+        """The owner could not fetch the older page; ask again on the next scroll."""
+        self._asked_older = False
+
+    def newer_failed(self) -> None:
+        """The owner could not fetch the newer page; ask again on the next scroll."""
+        self._asked_newer = False
+
+    def mark_end(self, at_end: bool) -> None:
+        """Whether the window now ends at the newest event known."""
+        self.at_end = at_end
+        if at_end:
+            self._asked_newer = False
+
+    def count_unseen(self, count: int) -> None:
+        """Count events that arrived but are not in the window (it is detached)."""
+        self.unseen += count
+        self._changed()
+
+    def action_follow_tail(self) -> None:
+        """Jump to the newest event and follow again (asks the owner for the tail when the
+        window does not hold it)."""
+        self.cursor = None
+        if not self.at_end:
+            self.post_message(self.TailWanted(self))
+            return
+        self.following = True
+        self.unseen = 0
+        self._scroll_to_end()
+        self.refresh()
+        self._changed()
+
+    def action_scroll_top(self) -> None:
+        """Go to the oldest entry held (older ones page in from there)."""
+        self.following = False
+        self.scroll_to(y=0, animate=False, immediate=True)
+        self._changed()
+
+    def action_page_up(self) -> None:
+        """One screen up."""
+        self.scroll_to(y=max(self.scroll_y - self.size.height + 1, 0), animate=False)
+
+    def action_page_down(self) -> None:
+        """One screen down."""
+        self.scroll_to(y=self.scroll_y + self.size.height - 1, animate=False)
+
+    # -- cursor, folding, raw -------------------------------------------------------------------
+
+    def action_cursor_up(self) -> None:
+        """Move the cursor to the previous entry (from none: the last entry in view)."""
+        if not self.entries:
+            return
+        if self.cursor is None:
+            self.cursor = self._last_visible()
+        elif self.cursor > 0:
+            self.cursor -= 1
+        else:
+            self.scroll_to(y=0, animate=False, immediate=True)
+        self.show_cursor()
+
+    def action_cursor_down(self) -> None:
+        """Move the cursor to the next entry (from none: the first entry in view)."""
+        if not self.entries:
+            return
+        if self.cursor is None:
+            self.cursor = self._entry_at(round(self.scroll_y))
+        elif self.cursor < len(self.entries) - 1:
+            self.cursor += 1
+        else:
+            self.scroll_to(y=self.max_scroll_y, animate=False, immediate=True)
+        self.show_cursor()
+
+    def _last_visible(self) -> int:
+        bottom = round(self.scroll_y) + max(self.size.height - 1, 0)
+        return self._entry_at(min(bottom, max(self.total_lines - 1, 0)))
+
+    def move_cursor(self, index: int) -> None:
+        """Put the cursor on entry ``index`` and scroll it into view."""
+        self.cursor = max(min(index, len(self.entries) - 1), 0)
+        self.show_cursor()
+
+    def show_cursor(self) -> None:
+        """Scroll so the cursor's entry is in view (its top when it is taller than the view)."""
+        if self.cursor is None:
+            return
+        entry = self.entries[self.cursor]
+        self._render_entry(entry)
+        self._resize()
+        top = self.offsets[self.cursor]
+        bottom = top + entry.height
+        view_top = round(self.scroll_y)
+        height = self.size.height or 1
+        if top < view_top or entry.height > height:
+            self.scroll_to(y=top, animate=False, immediate=True)
+        elif bottom > view_top + height:
+            self.scroll_to(y=bottom - height, animate=False, immediate=True)
+        if self.following and self.scroll_y < self.max_scroll_y:
+            self.following = False
+        self.refresh()
+        self._changed()
+
+    @property
+    def cursor_entry(self) -> Entry | None:
+        """The entry under the cursor."""
+        return self.entries[self.cursor] if self.cursor is not None else None
+
+    def action_toggle_fold(self) -> None:
+        """Fold or unfold the entry under the cursor (long command output, reasoning)."""
+        entry = self.cursor_entry
+        if entry is None:
+            self.action_cursor_up()
+            entry = self.cursor_entry
+        if entry is None:
+            return
+        if not entry.raw and not is_foldable(entry.event):
+            self.app.bell()
+            return
+        if entry.raw:
+            entry.raw = False
+        else:
+            entry.expanded = not entry.expanded
+        self._rerender(entry)
+
+    def action_toggle_raw(self) -> None:
+        """Show the raw JSON of the entry under the cursor, or its rendering again."""
+        entry = self.cursor_entry
+        if entry is None:
+            self.action_cursor_up()
+            entry = self.cursor_entry
+        if entry is None:
+            return
+        entry.raw = not entry.raw
+        self._rerender(entry)
+
+    def _rerender(self, entry: Entry) -> None:
+        entry.strips = None
+        self._cached.pop(id(entry), None)
+        self._render_entry(entry)
+        self._offsets_dirty = True
+        self._resize()
+        self.show_cursor()
+
+    # -- search -------------------------------------------------------------------------------
+
+    def hits(self, query: str) -> list[int]:
+        """Indexes of the entries whose text contains ``query`` (case-insensitive)."""
+        needle = query.lower()
+        return [i for i, entry in enumerate(self.entries) if needle in entry.text]
+
+    def find(self, query: str, *, backwards: bool) -> int | None:
+        """The next entry matching ``query`` from the cursor (or from the view's edge) in one
+        direction, or None when the window holds no further match."""
+        needle = query.lower()
+        if not needle or not self.entries:
+            return None
+        if self.cursor is not None:
+            start = self.cursor
+        elif backwards:
+            start = self._last_visible() + 1
+        else:
+            start = self._entry_at(round(self.scroll_y)) - 1
+        indexes = range(start - 1, -1, -1) if backwards else range(start + 1, len(self.entries))
+        for index in indexes:
+            if needle in self.entries[index].text:
+                return index
+        return None
+
+    def set_query(self, query: str) -> None:
+        """Highlight ``query`` in the lines shown ('' clears)."""
+        self.query_text = query.lower()
+        self.refresh()
+
+    def _changed(self) -> None:
+        if self.is_attached:
+            self.post_message(self.ViewChanged(self))
+
+
+def _highlight(strip: Strip, needle: str, style: Style) -> Strip:
+    """``strip`` with every case-insensitive occurrence of ``needle`` restyled."""
+    text = strip.text
+    lowered = text.lower()
+    if needle not in lowered or len(lowered) != len(text):
+        return strip
+    cuts: list[int] = []
+    start = lowered.find(needle)
+    while start != -1:
+        cuts.extend((cell_len(text[:start]), cell_len(text[: start + len(needle)])))
+        start = lowered.find(needle, start + len(needle))
+    cuts.append(strip.cell_length)
+    parts = strip.divide(cuts)
+    return Strip.join(
+        part.apply_style(style) if index % 2 == 1 else part for index, part in enumerate(parts)
+    )
