@@ -27,6 +27,7 @@ from codex_tui.widgets.render import (
     Palette,
     RenderState,
     annotate,
+    event_text,
     render_annotated,
     render_raw,
     status_icon,
@@ -38,7 +39,8 @@ from server_client.models import Event, Task, TaskStatus
 
 __all__ = ["PAGE_EVENTS", "EventView"]
 
-#: Events fetched per page when the user scrolls past the window or searches the server.
+#: Most events fetched per page when the user scrolls past the window or searches the server
+#: (a pane with a small window fetches half its window).
 PAGE_EVENTS = 500
 
 _NO_TASK = "No task selected. Press n to start one."
@@ -135,7 +137,10 @@ class EventView(Widget):
         self.max_entries = max_entries
         self.flush_interval_s = flush_interval_s
         self._pending: deque[tuple[Event, Annotation]] = deque(maxlen=max_entries)
-        self._recent: deque[tuple[Event, Annotation]] = deque(maxlen=PAGE_EVENTS)
+        self._page = min(PAGE_EVENTS, max(max_entries // 2, 1))
+        """Events per page fetched from the server: at most half the window, so a page
+        never pushes out what the user reads."""
+        self._recent: deque[tuple[Event, Annotation]] = deque(maxlen=self._page)
         self._skipped = 0
         self._followed: Task | None = None
         self._state = RenderState()
@@ -400,8 +405,8 @@ class EventView(Widget):
         """Older entries before ``before`` (skipping pages that show nothing) and whether the
         task's first event was reached."""
         while True:
-            events = await self.client.get_events(task_id, before=before, limit=PAGE_EVENTS)
-            at_start = len(events) < PAGE_EVENTS
+            events = await self.client.get_events(task_id, before=before, limit=self._page)
+            at_start = len(events) < self._page
             entries = self._page_entries(events)
             if entries or at_start:
                 return entries, at_start
@@ -422,7 +427,7 @@ class EventView(Widget):
     async def _load_newer(self, task_id: str, after: int) -> None:
         transcript = self.transcript
         try:
-            events = await self.client.get_events(task_id, after=after, limit=PAGE_EVENTS)
+            events = await self.client.get_events(task_id, after=after, limit=self._page)
         except (ApiError, httpx.HTTPError) as error:
             transcript.newer_failed()
             self.notify(describe_action_failure(error), title="Newer events", severity="error")
@@ -430,7 +435,7 @@ class EventView(Widget):
         if task_id != self.task_id or transcript.last_seq != after:
             return
         transcript.append(self._page_entries(events))
-        if len(events) < PAGE_EVENTS:
+        if len(events) < self._page:
             self._rejoin(task_id)
         self._update_titles()
 
@@ -456,7 +461,7 @@ class EventView(Widget):
         transcript = self.transcript
         try:
             events = await self.client.get_events(
-                task_id, before=self._last_seq + 1, limit=PAGE_EVENTS
+                task_id, before=self._last_seq + 1, limit=self._page
             )
         except (ApiError, httpx.HTTPError) as error:
             self.notify(describe_action_failure(error), title="Newest events", severity="error")
@@ -465,7 +470,7 @@ class EventView(Widget):
             return
         transcript.reset()
         transcript.mark_end(False)
-        transcript.at_start = len(events) < PAGE_EVENTS
+        transcript.at_start = len(events) < self._page
         transcript.append(self._page_entries(events))
         self._rejoin(task_id)
         transcript.action_follow_tail()
@@ -543,46 +548,46 @@ class EventView(Widget):
         )
 
     async def _search_server(self, task_id: str, query: str, backwards: bool) -> None:
-        """Page through stored events beyond the window until one matches, then move the
-        window there (it lets go of events on the other side to stay bounded)."""
+        """Page through the stored events beyond the window until one matches; only then move
+        the window to that page (detached from the live tail) and put the cursor on the
+        match. Without a match the window and the cursor stay where they were."""
         transcript = self.transcript
         needle = query.lower()
+        page = self._page
+        if backwards:
+            before = transcript.first_seq or (self._last_seq + 1)
+        else:
+            after = transcript.last_seq or 0
+        found = False
         try:
             while task_id == self.task_id and query == self._query:
                 if backwards:
-                    before = transcript.first_seq or (self._last_seq + 1)
-                    entries, at_start = await self._fetch_older(task_id, before)
-                    transcript.prepend(entries, at_start=at_start)
-                    hits = [i for i, e in enumerate(entries) if needle in e.text]
-                    if hits:
-                        transcript.move_cursor(hits[-1])
-                        break
-                    if at_start:
-                        self.notify(f"No older match for {query!r}.", severity="warning")
-                        break
+                    events = await self.client.get_events(task_id, before=before, limit=page)
                 else:
-                    after = transcript.last_seq or 0
-                    events = await self.client.get_events(task_id, after=after, limit=PAGE_EVENTS)
-                    start = len(transcript.entries)
-                    page = self._page_entries(events)
-                    transcript.append(page)
-                    if len(events) < PAGE_EVENTS:
-                        self._rejoin(task_id)
-                    first_new = len(transcript.entries) - len(page)
-                    hits = [
-                        i
-                        for i in range(max(first_new, 0), len(transcript.entries))
-                        if needle in transcript.entries[i].text
-                    ]
-                    del start
-                    if hits:
-                        transcript.move_cursor(hits[0])
+                    events = await self.client.get_events(task_id, after=after, limit=page)
+                if any(needle in event_text(e) for e in events):
+                    entries = self._page_entries(events)
+                    hits = [i for i, e in enumerate(entries) if needle in e.text]
+                    if hits and task_id == self.task_id:
+                        transcript.reset()
+                        transcript.mark_end(False)
+                        transcript.at_start = backwards and len(events) < page
+                        transcript.append(entries)
+                        transcript.move_cursor(hits[-1] if backwards else hits[0])
+                        found = True
                         break
-                    if transcript.at_end:
-                        self.notify(f"No newer match for {query!r}.", severity="warning")
-                        break
+                if len(events) < page:
+                    break
+                if backwards:
+                    before = events[0].seq
+                else:
+                    after = events[-1].seq
         except (ApiError, httpx.HTTPError) as error:
             self.notify(describe_action_failure(error), title="Search", severity="error")
+            found = True  # said why already
+        if not found and task_id == self.task_id:
+            direction = "older" if backwards else "newer"
+            self.notify(f"No {direction} match for {query!r}.", severity="warning")
         self._search_note = None
         self._update_titles()
 
