@@ -193,14 +193,14 @@ def test_dashboard_maximised_pane(
 def test_pane_expanded_command_and_raw_event(
     snap_compare: SnapCompare, seeded: tuple[LiveServer, Seeded], size: tuple[int, int]
 ) -> None:
-    """In the completed task's pane: the raw JSON of the last event (``v``), after the
-    cursor moved up (``k``)."""
+    """In the completed task's pane: the raw JSON (``v``) of the seeded ``thread.compacted``
+    event, two entries up (``k``); the status events after it carry the server's clock."""
     server, data = seeded
     app = make_app(server, data.clock())
 
     async def run_before(pilot: Pilot[Any]) -> None:
         await settle(pilot, app, COMPLETED)
-        await pilot.press("enter", "k", "v")
+        await pilot.press("enter", "k", "k", "v")
         view = event_view(app)
         await wait_for(
             pilot,

@@ -641,12 +641,15 @@ class Transcript(ScrollView, can_focus=True):
         """The entry under the cursor."""
         return self.entries[self.cursor] if self.cursor is not None else None
 
+    def _cursor_or_last(self) -> Entry | None:
+        """The entry under the cursor; without a cursor, put it on the last entry in view."""
+        if self.cursor_entry is None:
+            self.action_cursor_up()
+        return self.cursor_entry
+
     def action_toggle_fold(self) -> None:
         """Fold or unfold the entry under the cursor (long command output, reasoning)."""
-        entry = self.cursor_entry
-        if entry is None:
-            self.action_cursor_up()
-            entry = self.cursor_entry
+        entry = self._cursor_or_last()
         if entry is None:
             return
         if not entry.raw and not is_foldable(entry.event):
@@ -660,10 +663,7 @@ class Transcript(ScrollView, can_focus=True):
 
     def action_toggle_raw(self) -> None:
         """Show the raw JSON of the entry under the cursor, or its rendering again."""
-        entry = self.cursor_entry
-        if entry is None:
-            self.action_cursor_up()
-            entry = self.cursor_entry
+        entry = self._cursor_or_last()
         if entry is None:
             return
         entry.raw = not entry.raw
