@@ -28,12 +28,10 @@ from codex_tui.widgets.render import (
     RenderState,
     annotate,
     event_text,
-    render_annotated,
-    render_raw,
     status_icon,
 )
 from codex_tui.widgets.task_list import short_prompt
-from codex_tui.widgets.transcript import FOLDED_OUTPUT_LINES, Entry, Transcript
+from codex_tui.widgets.transcript import Entry, Transcript
 from server_client.client import ApiError, CodexTuiClient
 from server_client.models import Event, Task, TaskStatus
 
@@ -241,17 +239,7 @@ class EventView(Widget):
         if not transcript.entries and transcript.placeholder:
             console.print(transcript.placeholder)
         for entry in transcript.entries:
-            if entry.raw:
-                renderables = render_raw(entry.event, transcript.palette)
-            else:
-                renderables = render_annotated(
-                    entry.event,
-                    entry.note,
-                    transcript.palette,
-                    expanded=entry.expanded,
-                    max_output_lines=FOLDED_OUTPUT_LINES,
-                )
-            for renderable in renderables:
+            for renderable in transcript.entry_renderables(entry):
                 console.print(renderable)
         return buffer.getvalue()
 

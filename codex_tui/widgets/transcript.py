@@ -381,6 +381,10 @@ class Transcript(ScrollView, can_focus=True):
             max_output_lines=FOLDED_OUTPUT_LINES,
         )
 
+    def entry_renderables(self, entry: Entry) -> list[RenderableType]:
+        """What ``entry`` shows now (raw, folded or expanded), as Rich renderables."""
+        return self._renderables(entry.event, entry.note, expanded=entry.expanded, raw=entry.raw)
+
     def _render_entry(self, entry: Entry) -> list[Strip]:
         """Render one entry at the current width (cached for a bounded number of entries)."""
         width = self._content_width
@@ -390,9 +394,7 @@ class Transcript(ScrollView, can_focus=True):
         console = self.app.console
         options = console.options.update_width(width)
         strips: list[Strip] = []
-        for renderable in self._renderables(
-            entry.event, entry.note, expanded=entry.expanded, raw=entry.raw
-        ):
+        for renderable in self.entry_renderables(entry):
             lines = Segment.split_and_crop_lines(
                 console.render(renderable, options), width, pad=False, include_new_lines=False
             )
@@ -678,11 +680,6 @@ class Transcript(ScrollView, can_focus=True):
         self.show_cursor()
 
     # -- search -------------------------------------------------------------------------------
-
-    def hits(self, query: str) -> list[int]:
-        """Indexes of the entries whose text contains ``query`` (case-insensitive)."""
-        needle = query.lower()
-        return [i for i, entry in enumerate(self.entries) if needle in entry.text]
 
     def find(self, query: str, *, backwards: bool) -> int | None:
         """The next entry matching ``query`` from the cursor (or from the view's edge) in one
