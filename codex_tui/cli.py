@@ -194,24 +194,33 @@ def main(
 @worker_options
 @click.option(
     "--lease-ttl",
-    default=30.0,
-    show_default=True,
+    default=None,
     type=click.FloatRange(1, 3600),
-    help="Seconds without a heartbeat after which a worker's running tasks end lost.",
+    help="Seconds without a heartbeat after which a worker's running tasks end lost [default: 30].",
 )
 @click.option(
     "--sweep-interval",
-    default=5.0,
-    show_default=True,
+    default=None,
     type=click.FloatRange(0.1, 600),
-    help="Seconds between looks for lost leases.",
+    help="Seconds between looks for lost leases [default: 5].",
 )
 @click.option(
     "--pairing-ttl",
-    default=600.0,
-    show_default=True,
+    default=None,
     type=click.FloatRange(1, 86400),
-    help="Seconds a pairing code stays valid.",
+    help="Seconds a pairing code stays valid [default: 600].",
+)
+@click.option(
+    "--redis-url",
+    envvar="CODEX_TUI_SERVER_REDIS_URL",
+    help="Redis for rate-limit counters shared by replicas (default: in memory).",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default=None,
+    help="Log lines as text or as one JSON object each (default: text; "
+    "CODEX_TUI_SERVER_LOG_JSON=1 for json).",
 )
 @click.option("--log-level", default="info", show_default=True)
 def server(
@@ -224,33 +233,52 @@ def server(
     max_tasks: int,
     pass_env: tuple[str, ...],
     grace_s: float,
-    lease_ttl: float,
-    sweep_interval: float,
-    pairing_ttl: float,
+    lease_ttl: float | None,
+    sweep_interval: float | None,
+    pairing_ttl: float | None,
+    redis_url: str | None,
+    log_format: str | None,
     log_level: str,
 ) -> None:
-    """Run the server (and, by default, one local worker)."""
-    import logging
+    """Run the server (and, by default, one local worker).
+
+    Everything else (guardrails, rate limits, metrics token) is set by CODEX_TUI_SERVER_*
+    environment variables; see docs/deployment.md.
+    """
+    import pydantic
+    from pydantic_settings import SettingsError
 
     from server_client.paths import AppDirs
+    from server_client.server.logs import configure_logging
     from server_client.server.main import LocalWorkerOptions, run_server
     from server_client.server.settings import ServerSettings
 
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     dirs = AppDirs.resolve().ensure()
     url = db_url or f"sqlite:///{dirs.data / 'codex-tui.db'}"
     roots = [os.path.abspath(os.path.expanduser(r)) for r in workdir_roots]
-    settings = ServerSettings.model_validate(
-        {
-            "db_url": url,
-            "lease_ttl_s": lease_ttl,
-            "sweep_interval_s": sweep_interval,
-            "pairing_ttl_s": pairing_ttl,
-            **({"workdir_roots": roots} if roots else {}),
-        }
-    )
+    overrides: dict[str, Any] = {"db_url": url}
+    for key, value in (
+        ("lease_ttl_s", lease_ttl),
+        ("sweep_interval_s", sweep_interval),
+        ("pairing_ttl_s", pairing_ttl),
+    ):
+        if value is not None:
+            overrides[key] = value
+    if roots:
+        overrides["workdir_roots"] = roots
+    if redis_url:
+        overrides["redis_url"] = redis_url
+    if log_format is not None:
+        overrides["log_json"] = log_format == "json"
+    try:
+        settings = ServerSettings(**overrides)
+    except pydantic.ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        _fail(f"server setting {where} (CODEX_TUI_SERVER_{where.upper()}): {first['msg']}")
+    except SettingsError as exc:
+        _fail(f"server settings: {exc} (lists are JSON, e.g. '[\"gpt-5-codex\"]')")
+    configure_logging(log_level, json_lines=settings.log_json)
     worker = None
     if not no_local_worker:
         worker = LocalWorkerOptions(

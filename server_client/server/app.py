@@ -15,6 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from server_client import __version__
 from server_client.models import Health, Problem
+from server_client.server.context import RequestContextMiddleware
 from server_client.server.db import create_engine, migrate
 from server_client.server.hub import Hub, cancel_key, task_key
 from server_client.server.settings import ServerSettings
@@ -134,6 +135,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
     )
     app.state.settings = settings
     app.state.hub = Hub()
+    app.add_middleware(RequestContextMiddleware)
     _install_error_handlers(app)
 
     from server_client.server import routes_pairing, routes_tasks, routes_workers

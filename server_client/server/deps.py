@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from server_client.server import context
 from server_client.server.hub import Hub
 from server_client.server.settings import ServerSettings
 from server_client.server.store import Principal, Store, User
@@ -55,6 +56,10 @@ async def current_principal(
     principal = await store.authenticate(credentials.credentials)
     if principal is None:
         raise HTTPException(401, "invalid or revoked token")
+    if principal.kind == "worker":
+        context.set_actor(f"worker:{principal.worker_id}")
+    else:
+        context.set_actor(f"user:{principal.user.name}")
     return principal
 
 

@@ -29,6 +29,7 @@ from server_client.paths import AppDirs
 from server_client.server.app import create_app
 from server_client.server.db import create_engine, migrate
 from server_client.server.hub import Hub
+from server_client.server.logs import UVICORN_LOG_CONFIG
 from server_client.server.settings import ServerSettings
 from server_client.server.store import Store
 
@@ -227,7 +228,12 @@ def run_server(
         worker_pid = start_local_worker(url, token, local_worker, dirs)
     app = create_app(settings)
     config = uvicorn.Config(
-        app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        log_config=UVICORN_LOG_CONFIG,
+        timeout_graceful_shutdown=5,
     )
 
     async def stop_worker() -> None:

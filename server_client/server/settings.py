@@ -1,31 +1,70 @@
-"""Provides the server's settings."""
+"""Provides the server's settings: flags of ``codex-tui server``, else ``CODEX_TUI_SERVER_*``
+environment variables, else the defaults below."""
 
 from __future__ import annotations
 
 import os
 
-from pydantic import BaseModel, Field
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from server_client.models import Sandbox
+
+#: Sandbox modes allowed unless configured otherwise (danger-full-access needs an admin's say).
+DEFAULT_SANDBOXES = [Sandbox.READ_ONLY, Sandbox.WORKSPACE_WRITE]
 
 
-class ServerSettings(BaseModel):
-    """How a server runs.
+class ServerSettings(BaseSettings):
+    """How a server runs. Each field can be set by ``CODEX_TUI_SERVER_<FIELD>`` (lists as JSON,
+    e.g. ``CODEX_TUI_SERVER_ALLOWED_MODELS='["gpt-5-codex"]'``).
 
     Attributes:
-        db_url: ``sqlite:///path`` or ``postgresql://...``.
+        db_url: ``sqlite:///path`` or ``postgresql://user@host/db``.
+        redis_url: ``redis://host:port/db``; when set, rate-limit counters live there so that
+            every replica shares them (else in this process's memory).
         workdir_roots: Roots a task's workdir must lie in, besides those its owner's workers
             report (default: the home folder).
-        heartbeat_s: SSE heartbeat interval (s); at most 15 (design.md).
+        heartbeat_s: SSE heartbeat interval (s); at most 15 (reliability.md E3).
         max_wait_s: Longest long poll a worker may ask for (s).
         lease_ttl_s: A worker not heard from for this long (s) loses its leases: its running
             tasks end ``lost`` at the next sweep (reliability.md R2).
         sweep_interval_s: How often lost leases are looked for (s).
         pairing_ttl_s: Lifetime of a pairing code (s).
+        allowed_sandboxes: Sandbox modes a task may ask for (reliability.md S6); a
+            ``danger-full-access`` task is further only claimed by workers an admin marked.
+        allowed_models: Models a task may name; empty means any (``null`` model is always
+            allowed: codex's configured default).
+        max_prompt_bytes: Largest prompt (UTF-8 bytes); larger ones are refused with 413.
+        max_event_bytes: Largest stored event (encoded JSON bytes); longer strings inside
+            are cut and marked ``[… truncated N bytes …]`` (reliability.md E6).
+        max_events_per_task: Events stored per task; past it the task is cancelled and
+            further events are dropped, with one marker event.
+        rate_task_creations: Task creations per user, in ``limits`` notation.
+        max_active_tasks: Queued plus running tasks a user may have at once.
+        max_streams: Open event streams per user.
+        rate_pairing: Pairing-code redemptions per client address, in ``limits`` notation.
+        metrics_token: When set, ``GET /metrics`` needs ``Authorization: Bearer <it>``.
+        log_json: Write structured JSON log lines (one object per line) instead of text.
     """
 
+    model_config = SettingsConfigDict(env_prefix="CODEX_TUI_SERVER_", extra="ignore")
+
     db_url: str
+    redis_url: str | None = None
     workdir_roots: list[str] = Field(default_factory=lambda: [os.path.expanduser("~")])
     heartbeat_s: float = Field(default=15.0, gt=0, le=15.0)
     max_wait_s: float = Field(default=30.0, gt=0)
     lease_ttl_s: float = Field(default=30.0, gt=0)
     sweep_interval_s: float = Field(default=5.0, gt=0)
     pairing_ttl_s: float = Field(default=600.0, gt=0)
+    allowed_sandboxes: list[Sandbox] = Field(default_factory=lambda: list(DEFAULT_SANDBOXES))
+    allowed_models: list[str] = Field(default_factory=list)
+    max_prompt_bytes: int = Field(default=256 * 1024, gt=0)
+    max_event_bytes: int = Field(default=256 * 1024, ge=4096)
+    max_events_per_task: int = Field(default=200_000, gt=0)
+    rate_task_creations: str = "60/minute"
+    max_active_tasks: int = Field(default=50, gt=0)
+    max_streams: int = Field(default=64, gt=0)
+    rate_pairing: str = "10/minute"
+    metrics_token: str | None = None
+    log_json: bool = False
