@@ -10,6 +10,7 @@ import asyncio
 import os
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import click
@@ -189,7 +190,13 @@ def main(
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
 @click.option("--port", default=DEFAULT_PORT, show_default=True, type=int, help="Port to bind.")
-@click.option("--db", "db_url", help="Database URL (default: a SQLite file in the data folder).")
+@click.option(
+    "--db",
+    "db_url",
+    envvar="CODEX_TUI_SERVER_DB_URL",
+    help="Database URL: sqlite:///PATH or postgresql://USER@HOST/DB "
+    "(default: a SQLite file in the data folder).",
+)
 @click.option("--no-local-worker", is_flag=True, help="Do not start a worker beside the server.")
 @worker_options
 @click.option(
@@ -222,6 +229,13 @@ def main(
     help="Log lines as text or as one JSON object each (default: text; "
     "CODEX_TUI_SERVER_LOG_JSON=1 for json).",
 )
+@click.option(
+    "--forwarded-allow-ips",
+    envvar="FORWARDED_ALLOW_IPS",
+    default=None,
+    help="Proxies (comma-separated addresses, or *) whose X-Forwarded-For and "
+    "X-Forwarded-Proto are trusted [default: 127.0.0.1,::1].",
+)
 @click.option("--log-level", default="info", show_default=True)
 def server(
     host: str,
@@ -238,6 +252,7 @@ def server(
     pairing_ttl: float | None,
     redis_url: str | None,
     log_format: str | None,
+    forwarded_allow_ips: str | None,
     log_level: str,
 ) -> None:
     """Run the server (and, by default, one local worker).
@@ -289,7 +304,14 @@ def server(
             grace_s=grace_s,
         )
     try:
-        run_server(settings, host=host, port=port, local_worker=worker, log_level=log_level)
+        run_server(
+            settings,
+            host=host,
+            port=port,
+            local_worker=worker,
+            log_level=log_level,
+            forwarded_allow_ips=forwarded_allow_ips,
+        )
     except ValueError as exc:
         _fail(str(exc))
 
@@ -609,13 +631,18 @@ def _admin_run(work: Coroutine[Any, Any, T]) -> T:
 
 
 db_option = click.option(
-    "--db", "db_url", default=None, help="Database URL (default: the local server's SQLite file)."
+    "--db",
+    "db_url",
+    default=None,
+    envvar="CODEX_TUI_SERVER_DB_URL",
+    help="Database URL (default: the local server's SQLite file).",
 )
 
 
 @main.group()
 def admin() -> None:
-    """Manage users and tokens (on the server's machine, directly in its store)."""
+    """Manage users, tokens and workers and read the audit log (on the server's machine,
+    directly in its store)."""
 
 
 @admin.group(name="user")
@@ -705,3 +732,86 @@ def admin_token_revoke(
     click.echo(f"revoked {count} token(s)")
     if count == 0:
         raise SystemExit(1)
+
+
+@admin.group(name="worker")
+def admin_worker() -> None:
+    """Workers: what they may run."""
+
+
+@admin_worker.command(name="allow-danger")
+@db_option
+@click.option("--revoke", is_flag=True, help="Take the permission away again.")
+@click.argument("user")
+@click.argument("worker")
+def admin_worker_allow_danger(db_url: str | None, revoke: bool, user: str, worker: str) -> None:
+    """Let USER's worker WORKER run danger-full-access tasks (no sandbox at all).
+
+    The server must also allow the mode: CODEX_TUI_SERVER_ALLOWED_SANDBOXES.
+    """
+    from server_client.server import admin as ops
+
+    got = _admin_run(ops.set_worker_danger(db_url or _default_db(), user, worker, not revoke))
+    verb = "may" if got.allow_danger else "may no longer"
+    click.echo(f"worker {got.name} of {user} {verb} run danger-full-access tasks")
+
+
+def _since(value: str | None) -> datetime | None:
+    """``--since``: an ISO 8601 time (UTC when no zone) or an age such as 30m, 2h, 7d."""
+    if value is None:
+        return None
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    if value[-1:] in units and value[:-1].isdigit():
+        return datetime.now(UTC) - timedelta(seconds=int(value[:-1]) * units[value[-1]])
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        _fail(f"--since {value!r}: give an ISO time (2026-11-21T09:00) or an age (30m, 2h, 7d)")
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+@admin.command(name="audit")
+@db_option
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@click.option("--user", "user_name", help="Only rows of this user.")
+@click.option("--action", help="Only this action, e.g. task.create, task.cancel, pairing.redeem.")
+@click.option("--task", "task_id", help="Only rows about this task.")
+@click.option("--since", help="Only rows since an ISO time or an age (30m, 2h, 7d).")
+@click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 100_000))
+def admin_audit(
+    db_url: str | None,
+    as_json: bool,
+    user_name: str | None,
+    action: str | None,
+    task_id: str | None,
+    since: str | None,
+    limit: int,
+) -> None:
+    """Print the audit log: one row per state-changing call, oldest of the newest LIMIT first.
+
+    Columns: time, actor, owner, action, target, request id, client address, detail.
+    """
+    import json
+
+    from server_client.server import admin as ops
+
+    rows = _admin_run(
+        ops.read_audit(
+            db_url or _default_db(),
+            user_name=user_name,
+            action=action,
+            target=f"task:{task_id}" if task_id else None,
+            since=_since(since),
+            limit=limit,
+        )
+    )
+    for row in rows:
+        if as_json:
+            click.echo(json.dumps(row.as_dict()))
+            continue
+        detail = " ".join(f"{k}={v}" for k, v in row.detail.items() if v is not None)
+        click.echo(
+            f"{row.at:%Y-%m-%d %H:%M:%S} {row.actor:<22} {row.owner or '-':<12} "
+            f"{row.action:<18} {row.target or '-':<26} {row.request_id or '-':<16} "
+            f"{row.client_addr or '-':<15} {detail}".rstrip()
+        )

@@ -17,14 +17,28 @@ the server).
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
 #: Largest prompt the server accepts, in characters.
 MAX_PROMPT_CHARS = 100_000
+
+#: Largest seq, event index or exit code on the wire: the store keeps them in 32-bit columns.
+MAX_INT32 = 2**31 - 1
+
+
+def _reject_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+#: Text without NUL characters (PostgreSQL cannot store them in text columns; a 422 says so).
+NulFree = Annotated[str, AfterValidator(_reject_nul)]
 
 #: A worker label: short, no spaces (e.g. ``gpu``, ``os:linux``).
 Label = Annotated[
@@ -125,7 +139,7 @@ class TaskCreate(_Model):
             raise ValueError('a prompt of just "-" would make codex read stdin')
         return value
 
-    @field_validator("prompt", "workdir", "model")
+    @field_validator("prompt", "workdir", "model", "worker")
     @classmethod
     def _no_nul(cls, value: str | None) -> str | None:
         if value is not None and "\x00" in value:
@@ -233,10 +247,12 @@ class Me(_Model):
 class WorkerHello(_Model):
     """Body of ``POST /api/workers/connect``: what the worker is and can do."""
 
-    name: str = Field(min_length=1, max_length=100)
-    hostname: str = Field(default="", max_length=255)
-    codex_version: str | None = Field(default=None, max_length=100)
-    workdir_roots: list[str] = Field(default_factory=list, max_length=64)
+    name: NulFree = Field(min_length=1, max_length=100)
+    hostname: NulFree = Field(default="", max_length=255)
+    codex_version: NulFree | None = Field(default=None, max_length=100)
+    workdir_roots: list[Annotated[NulFree, Field(max_length=4096)]] = Field(
+        default_factory=list, max_length=64
+    )
     max_tasks: int = Field(default=4, ge=1, le=1000)
     labels: list[Label] = Field(default_factory=list, max_length=50)
 
@@ -246,7 +262,8 @@ class Worker(_Model):
 
     ``online`` is true while the worker was heard from within the lease TTL; ``running``
     counts its running tasks; ``heartbeat_s`` is how often the worker must poll (s) to keep
-    its leases.
+    its leases. ``allow_danger`` is an admin's mark: only such workers are handed
+    ``danger-full-access`` tasks (``codex-tui admin worker allow-danger``).
     """
 
     id: str
@@ -261,6 +278,7 @@ class Worker(_Model):
     online: bool = False
     running: int = 0
     heartbeat_s: float = 10.0
+    allow_danger: bool = False
 
 
 class PairingCode(_Model):
@@ -278,9 +296,9 @@ class PairingCode(_Model):
 class PairRequest(_Model):
     """Body of ``POST /api/pair``: redeem a pairing code for a worker token."""
 
-    code: str = Field(min_length=1, max_length=64)
-    name: str = Field(min_length=1, max_length=100)
-    hostname: str = Field(default="", max_length=255)
+    code: NulFree = Field(min_length=1, max_length=64)
+    name: NulFree = Field(min_length=1, max_length=100)
+    hostname: NulFree = Field(default="", max_length=255)
     labels: list[Label] = Field(default_factory=list, max_length=50)
 
 
@@ -299,11 +317,46 @@ class Claim(_Model):
 
 
 class EventIn(_Model):
-    """One event as a worker uploads it; the server assigns the seq."""
+    """One event as a worker uploads it; the server assigns the seq.
 
-    ts: datetime
+    ``ts`` must carry a UTC offset and is kept in UTC (422 for a naive time or one that is out
+    of range once in UTC).
+    """
+
+    ts: AwareDatetime
     kind: Literal[EventKind.CODEX, EventKind.STDOUT, EventKind.STDERR]
     data: Any
+
+    @field_validator("ts")
+    @classmethod
+    def _in_utc(cls, value: datetime) -> datetime:
+        try:
+            return value.astimezone(UTC)
+        except OverflowError:
+            raise ValueError("out of range once converted to UTC") from None
+
+
+def reject_non_finite(batch: EventBatch) -> EventBatch:
+    """Refuse a batch whose event data holds NaN or an infinite number.
+
+    JSON has no such numbers, but Python's parser reads ``NaN`` and ``1e400`` and its encoder
+    would write them back as ``NaN``/``Infinity``, which strict JSON clients cannot read. The
+    server validates uploads with it (route parameter); the worker's own models do not, so a
+    stray line never stops a worker.
+
+    Raises:
+        ValueError: a non-finite number was found (the request gets a 422).
+    """
+    stack: list[Any] = [event.data for event in batch.events]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            raise ValueError("event data must not contain NaN or infinite numbers")
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return batch
 
 
 class EventBatch(_Model):
@@ -315,10 +368,10 @@ class EventBatch(_Model):
     problem body's ``next_index`` says where to resume.
     """
 
-    lease_id: str
-    first_index: int = Field(ge=0)
+    lease_id: NulFree = Field(max_length=64)
+    first_index: int = Field(ge=0, le=MAX_INT32)
     events: list[EventIn] = Field(max_length=10_000)
-    thread_id: str | None = Field(default=None, max_length=200)
+    thread_id: NulFree | None = Field(default=None, max_length=200)
 
 
 class UploadResult(_Model):
@@ -335,18 +388,20 @@ class FinishRequest(_Model):
     ``next_index``) to finish before it has them all, so the terminal event is always last.
     """
 
-    lease_id: str
+    lease_id: NulFree = Field(max_length=64)
     status: Literal[TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELED]
-    event_count: int = Field(ge=0)
-    exit_code: int | None = None
-    error: str | None = Field(default=None, max_length=10_000)
-    thread_id: str | None = Field(default=None, max_length=200)
+    event_count: int = Field(ge=0, le=MAX_INT32)
+    exit_code: int | None = Field(default=None, ge=-MAX_INT32 - 1, le=MAX_INT32)
+    error: NulFree | None = Field(default=None, max_length=10_000)
+    thread_id: NulFree | None = Field(default=None, max_length=200)
 
 
 class SignalsRequest(_Model):
     """Body of ``POST /api/workers/{wid}/signals``: the tasks the worker is running."""
 
-    task_ids: list[str] = Field(default_factory=list, max_length=1000)
+    task_ids: list[Annotated[NulFree, Field(max_length=64)]] = Field(
+        default_factory=list, max_length=1000
+    )
 
 
 class Signals(_Model):

@@ -21,6 +21,7 @@ import pytest
 from server_client.client import CodexTuiClient
 from tests.codex_home import CodexBinaryNotFound, find_test_codex_bin, write_codex_home
 from tests.mock_model_server import MockModel
+from tests.pg import fresh_database
 
 TESTS = Path(__file__).parent
 FAKE_CODEX = TESTS / "fake_codex.py"
@@ -33,6 +34,16 @@ FAKE_ENV = (
     "FAKE_CODEX_ERROR",
     "FAKE_CODEX_RECORD",
 )
+
+#: Rate limits of test servers (reliability.md S8): high, so that tests making many tasks,
+#: streams or pairings in a burst are not refused. Tests of the limits set their own through
+#: ``extra_env``, which is applied after these (tests/test_ratelimits.py).
+TEST_LIMITS = {
+    "CODEX_TUI_SERVER_RATE_TASK_CREATIONS": "100000/minute",
+    "CODEX_TUI_SERVER_MAX_ACTIVE_TASKS": "100000",
+    "CODEX_TUI_SERVER_MAX_STREAMS": "100000",
+    "CODEX_TUI_SERVER_RATE_PAIRING": "100000/minute",
+}
 
 
 def free_port() -> int:
@@ -160,8 +171,10 @@ def server_factory(tmp_path: Path) -> Iterator[ServerFactory]:
         grace_s: float | None = None,
         server_args: tuple[str, ...] = (),
         reuse: LiveServer | None = None,
+        db_url: str | None = None,
     ) -> LiveServer:
-        """Start a server; ``reuse`` restarts on the home, workdir and port of a stopped one."""
+        """Start a server; ``reuse`` restarts on the home, workdir and port of a stopped one;
+        ``db_url`` is its ``--db`` (default: a SQLite file in its own home)."""
         index = len(started)
         home = reuse.home if reuse else tmp_path / f"home{index}"
         workdir = reuse.workdir if reuse else tmp_path / f"work{index}"
@@ -172,6 +185,7 @@ def server_factory(tmp_path: Path) -> Iterator[ServerFactory]:
         env["CODEX_TUI_KEYRING"] = "0"
         if fake_mode is not None:
             env["FAKE_CODEX_MODE"] = fake_mode
+        env.update(TEST_LIMITS)
         env.update(extra_env or {})
         argv = [
             sys.executable,
@@ -193,6 +207,8 @@ def server_factory(tmp_path: Path) -> Iterator[ServerFactory]:
             argv += ["--pass-env", name]
         if grace_s is not None:
             argv += ["--cancel-grace", str(grace_s)]
+        if db_url is not None:
+            argv += ["--db", db_url]
         argv += list(server_args)
         log_path = tmp_path / f"server{index}.log"
         with open(log_path, "wb") as log_file:
@@ -219,6 +235,14 @@ def server_factory(tmp_path: Path) -> Iterator[ServerFactory]:
     yield start
     for server in started:
         server.stop()
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for this test (dropped afterwards), on the server
+    named by ``CODEX_TUI_TEST_PG_URL``; skips without it, fails without it in CI (tests/pg.py)."""
+    with fresh_database() as url:
+        yield url
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ Like the real codex it prints "Reading additional input from stdin..." to stderr
 open stdin to the prompt, and exits 1 at once and silently on SIGINT (codex-facts.md).
 
 Environment:
-    FAKE_CODEX_MODE: ok (default), reconnect, burst, slow-burst, sleep, crash, fail,
+    FAKE_CODEX_MODE: ok (default), reconnect, burst, slow-burst, stamped, sleep, crash, fail,
         ignore-sigint, fork, fork-exit, malformed, huge, echo-argv.
     FAKE_CODEX_EVENTS: number of items for ``burst`` (default 1000) and ``slow-burst``
         (default 100).
@@ -21,6 +21,17 @@ Environment:
         modes, the grandchild's pid.
     FAKE_CODEX_FORK_KEEP_STDIO=1: the grandchild keeps codex's stdout/stderr open.
     FAKE_CODEX_FORK_SCRUB_ENV=1: the grandchild execs with an empty environment (no marker).
+
+``stamped`` (for benchmarks/): ``events`` agent messages paced at ``rate`` lines per second
+on an absolute schedule (0: as fast as possible), each line carrying its index ``n`` and, as
+its last field, ``t_ns``: ``time.time_ns()`` taken just before the line is written. Settings
+come from ``key=value`` words in the prompt (``events=500 rate=20 pad=160 phase=0.01
+gate=/path``), else FAKE_CODEX_EVENTS (default 100) and FAKE_CODEX_RATE (default 0). ``pad``
+adds that many bytes of text to each message; ``phase`` delays the first line by that many
+seconds (so that many fakes do not write in lockstep). With ``gate`` the fake prints
+``thread.started`` and
+``turn.started``, then waits for a shared ``flock`` on that file (the benchmark holds it
+exclusively until every task is ready), so that many tasks start streaming at once.
 """
 
 from __future__ import annotations
@@ -153,6 +164,34 @@ def fork_grandchild(sleep_s: float) -> int:
     os.read(read_fd, 16)  # wait until the grandchild is in its own session
     os.close(read_fd)
     return pid
+
+
+def stamped(prompt: str, usage: dict[str, int]) -> int:
+    """The ``stamped`` mode (see the module docstring); returns the exit code."""
+    import fcntl
+
+    words = dict(w.split("=", 1) for w in prompt.split() if "=" in w)
+    count = int(words.get("events", os.environ.get("FAKE_CODEX_EVENTS", "100")))
+    rate = float(words.get("rate", os.environ.get("FAKE_CODEX_RATE", "0")))
+    text = "x" * int(words.get("pad", "0"))
+    gate = words.get("gate")
+    if gate:
+        with open(gate, "rb") as fh:
+            fcntl.flock(fh, fcntl.LOCK_SH)  # blocks while the benchmark holds LOCK_EX
+            fcntl.flock(fh, fcntl.LOCK_UN)
+    start = time.monotonic() + float(words.get("phase", "0"))
+    for n in range(count):
+        if rate > 0 or n == 0:
+            delay = start + (n / rate if rate > 0 else 0) - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+        head = (
+            f'{{"type":"item.completed","item":{{"id":"item_{n}","type":"agent_message",'
+            f'"text":"message {n} {text}"}},"n":{n},"t_ns":'
+        )
+        os.write(1, f"{head}{time.time_ns()}}}\n".encode())
+    out({"type": "turn.completed", "usage": usage})
+    return 0
 
 
 def main() -> int:
@@ -289,6 +328,9 @@ def main() -> int:
         out({"type": "turn.completed", "usage": usage})
         return 0
 
+    if mode == "stamped":
+        return stamped(prompt, usage)
+
     if mode in ("sleep", "ignore-sigint", "fork"):
         command = {
             "id": items.new_id(),
@@ -350,6 +392,8 @@ def main() -> int:
         sys.stdout.flush()
         raw('{"type":"x.custom","text":"lone \\ud800 surrogate"}\n')
         raw("[" * 100_000 + "\n")
+        raw('{"type":"x.nan","value":NaN}\n')
+        raw('{"type":"x.huge","value":1e400}\n')
         out(
             {
                 "type": "item.completed",

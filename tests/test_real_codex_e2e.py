@@ -8,6 +8,7 @@ import time
 import uuid
 from pathlib import Path
 
+import httpx
 import psutil
 import pytest
 
@@ -93,6 +94,18 @@ def _marked(marker: str) -> list[psutil.Process]:
     return found
 
 
+def allow_danger_on_local_worker(server: LiveServer) -> None:
+    """Mark the server's local worker for danger-full-access, as an admin would (S6)."""
+    name = httpx.get(
+        f"{server.url}/api/me", headers={"Authorization": f"Bearer {server.token}"}
+    ).json()["name"]
+
+    def marked() -> bool:
+        return server.cli("admin", "worker", "allow-danger", name, "local").returncode == 0
+
+    wait_until(marked, 30, "the local worker to register")
+
+
 @pytest.mark.parametrize("sandbox", ["danger-full-access", "workspace-write"])
 async def test_cancel_of_a_long_running_real_command_leaves_no_process(
     server_factory: ServerFactory,
@@ -104,9 +117,14 @@ async def test_cancel_of_a_long_running_real_command_leaves_no_process(
     server = server_factory(
         codex_bin=codex_bin,
         fake_mode=None,
-        extra_env={"CODEX_HOME": str(codex_home)},
+        extra_env={
+            "CODEX_HOME": str(codex_home),
+            "CODEX_TUI_SERVER_ALLOWED_SANDBOXES": '["workspace-write", "danger-full-access"]',
+        },
         grace_s=2.0,
     )
+    if sandbox == "danger-full-access":
+        allow_danger_on_local_worker(server)
     marker = f"codex-tui-sleeper-{uuid.uuid4().hex[:12]}"
     mock_model.script(
         [call_shell(f"bash -c 'exec -a {marker} sleep 120' & wait", yield_time_ms=30000)]

@@ -108,3 +108,22 @@ async def test_last_event_id_and_after_resume_from_the_store(server_factory: Ser
             text = (await r.aread()).decode()
     ids = [line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("id:")]
     assert ids == ["12", "13"]
+
+
+async def test_a_stream_resumed_past_the_end_of_a_finished_task_closes_at_once(
+    live_server: LiveServer,
+) -> None:
+    async with live_server.client() as client:
+        task = await client.create_task("hi", workdir=str(live_server.workdir))
+        events = [e async for e in client.stream_events(task.id)]
+    last = events[-1].seq
+    headers = {"Authorization": f"Bearer {live_server.token}", "Last-Event-ID": str(last)}
+    url = f"{live_server.url}/api/tasks/{task.id}/events"
+    async with httpx.AsyncClient(timeout=10) as http:
+        # The whole answer must come back well within the read timeout: the stream ends.
+        response = await http.get(url, headers=headers)
+        assert response.status_code == 200
+        assert "data:" not in response.text
+        headers["Last-Event-ID"] = str(last - 1)
+        response = await http.get(url, headers=headers)
+    assert response.text.count("data:") == 1 and f"id: {last}" in response.text

@@ -11,6 +11,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from server_client import __version__
@@ -18,6 +19,7 @@ from server_client.models import Health, Problem
 from server_client.server.context import RequestContextMiddleware
 from server_client.server.db import create_engine, migrate
 from server_client.server.hub import Hub, cancel_key, task_key
+from server_client.server.pgnotify import PgWakeRelay
 from server_client.server.settings import ServerSettings
 from server_client.server.store import Conflict, NotFound, PairingError, Store
 
@@ -83,6 +85,22 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def conflict(_request: Request, exc: Conflict) -> JSONResponse:
         return problem_response(409, "Conflict", str(exc), next_index=exc.next_index)
 
+    @app.exception_handler(DBAPIError)
+    async def database_error(_request: Request, exc: DBAPIError) -> JSONResponse:
+        # SQLSTATE class 22, "data exception": a value from the request the database cannot
+        # take, e.g. a NUL character in text or a number out of a column's range on
+        # PostgreSQL. The request is at fault (400), nothing was stored.
+        if str(getattr(exc.orig, "sqlstate", "") or "").startswith("22"):
+            log.warning("refused a value the database cannot store: %s", type(exc.orig).__name__)
+            return problem_response(
+                400,
+                "Bad Request",
+                "the request holds a value the database cannot store "
+                "(a NUL character, or a number out of range)",
+            )
+        log.error("database error: %s", type(exc).__name__, exc_info=exc)
+        return problem_response(500, "Internal Server Error", "see the server log")
+
     @app.exception_handler(Exception)
     async def internal(_request: Request, exc: Exception) -> JSONResponse:
         log.error("unhandled error: %s", type(exc).__name__, exc_info=exc)
@@ -110,21 +128,36 @@ async def _sweep_lost(store: Store, hub: Hub, settings: ServerSettings) -> None:
 def create_app(settings: ServerSettings) -> FastAPI:
     """Build the app; the store is opened and migrated in the lifespan.
 
-    ``app.state`` carries ``settings``, ``store`` and ``hub`` for the routes.
+    ``app.state`` carries ``settings``, ``store`` and ``hub`` for the routes. On PostgreSQL
+    the lifespan also runs a :class:`PgWakeRelay`, so that a notify in one replica wakes the
+    waiters of every replica on the same database (SQLite stays in-process).
     """
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = create_engine(settings.db_url)
         await migrate(engine)
-        store = Store(engine, lease_ttl_s=settings.lease_ttl_s)
+        store = Store(
+            engine,
+            lease_ttl_s=settings.lease_ttl_s,
+            max_event_bytes=settings.max_event_bytes,
+            max_events_per_task=settings.max_events_per_task,
+        )
         app.state.store = store
+        relay = None
+        if engine.dialect.name == "postgresql":
+            # Several replicas may share the database: wake each other's waiters.
+            relay = PgWakeRelay(app.state.hub, settings.db_url)
+            await relay.start()
         sweeper = asyncio.create_task(_sweep_lost(store, app.state.hub, settings), name="sweep")
         try:
             yield
         finally:
             sweeper.cancel()
             await asyncio.gather(sweeper, return_exceptions=True)
+            await app.state.limiter.aclose()
+            if relay is not None:
+                await relay.aclose()
             await engine.dispose()
 
     app = FastAPI(
@@ -132,11 +165,17 @@ def create_app(settings: ServerSettings) -> FastAPI:
         version=__version__,
         summary="Run and watch OpenAI Codex agents on remote machines.",
         lifespan=lifespan,
+        max_body_size=settings.max_body_bytes,
     )
     app.state.settings = settings
     app.state.hub = Hub()
     app.add_middleware(RequestContextMiddleware)
     _install_error_handlers(app)
+
+    from server_client.server import metrics, ratelimit
+
+    ratelimit.install(app, settings)  # app.state.limiter: 429s with Retry-After (S8)
+    metrics.install(app, settings)  # app.state.metrics and GET /metrics
 
     from server_client.server import routes_pairing, routes_tasks, routes_workers
 

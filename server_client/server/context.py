@@ -86,7 +86,11 @@ class RequestContextMiddleware:
         request_id = given if given and _SANE_ID.match(given) else secrets.token_hex(8)
         client = scope.get("client")
         token = _current.set(
-            RequestContext(request_id=request_id, client_addr=client[0] if client else None)
+            RequestContext(
+                request_id=request_id,
+                client_addr=client[0] if client else None,
+                actor="anonymous",
+            )
         )
         raw_id = request_id.encode("ascii")
 

@@ -7,6 +7,8 @@ what queries are written against and must match the newest migration.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     event,
+    text,
 )
 from sqlalchemy.engine import Connection, Dialect, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -88,7 +91,9 @@ workers = Table(
     Column("last_seen_at", UTCDateTime, nullable=False),
     Column("labels", Text, nullable=False, default="[]"),
     Column("revoked_at", UTCDateTime, nullable=True),
+    Column("allow_danger", Boolean, nullable=False, default=False),
     Index("ix_workers_owner", "owner_id"),
+    Index("ux_workers_owner_name", "owner_id", "name", unique=True),
 )
 
 pairing_codes = Table(
@@ -145,6 +150,26 @@ events = Table(
     Column("data", Text, nullable=False),
 )
 
+#: One row per state-changing call (reliability.md S9). Append-only: triggers of migration
+#: 0003 refuse UPDATE and DELETE. ``detail`` is JSON text, never a secret.
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("at", UTCDateTime, nullable=False),
+    Column("actor", String(140), nullable=False),
+    Column("owner_id", String(32), nullable=True),
+    Column("action", String(40), nullable=False),
+    Column("target", String(200), nullable=True),
+    Column("request_id", String(64), nullable=True),
+    Column("client_addr", String(100), nullable=True),
+    Column("detail", Text, nullable=True),
+    Index("ix_audit_owner", "owner_id", "id"),
+    Index("ix_audit_at", "at"),
+)
+
 
 def async_url(url: str) -> str:
     """Map a user-facing database URL to its async driver.
@@ -198,9 +223,38 @@ def _upgrade(connection: Connection) -> None:
     command.upgrade(_alembic_config(connection), "head")
 
 
+#: Key of the PostgreSQL advisory lock held while migrating (any fixed 64-bit number).
+MIGRATION_LOCK_KEY = 0x636F6465785F7475  # "codex_tu"
+#: Key of the PostgreSQL advisory lock held while a server ensures its local user.
+BOOTSTRAP_LOCK_KEY = MIGRATION_LOCK_KEY + 1
+
+
+@asynccontextmanager
+async def advisory_lock(engine: AsyncEngine, key: int) -> AsyncIterator[None]:
+    """Hold the PostgreSQL advisory lock ``key`` (a signed 64-bit number) for the block, on a
+    connection of its own, so that server processes sharing the database take turns; waits
+    for a holder in another process. A no-op on SQLite (one server per file)."""
+    if engine.dialect.name != "postgresql":
+        yield
+        return
+    async with engine.connect() as conn:
+        await conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": key})
+        try:
+            yield
+        finally:
+            await conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+
+
 async def migrate(engine: AsyncEngine) -> None:
-    """Bring the schema to the newest Alembic revision (idempotent)."""
+    """Bring the schema to the newest Alembic revision (idempotent).
+
+    On PostgreSQL a transaction-scoped advisory lock serialises replicas that start at the
+    same time: the second waits for the first's migration to commit, then finds nothing to do.
+    """
     async with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            lock = text("SELECT pg_advisory_xact_lock(:key)")
+            await conn.execute(lock, {"key": MIGRATION_LOCK_KEY})
         await conn.run_sync(_upgrade)
 
 

@@ -27,7 +27,7 @@ import uvicorn
 from server_client.credentials import load_connection, save_connection
 from server_client.paths import AppDirs
 from server_client.server.app import create_app
-from server_client.server.db import create_engine, migrate
+from server_client.server.db import BOOTSTRAP_LOCK_KEY, advisory_lock, create_engine, migrate
 from server_client.server.hub import Hub
 from server_client.server.logs import UVICORN_LOG_CONFIG
 from server_client.server.settings import ServerSettings
@@ -78,13 +78,15 @@ async def bootstrap(settings: ServerSettings, url: str, dirs: AppDirs) -> str:
     try:
         await migrate(engine)
         store = Store(engine)
-        local = await store.local_user()
-        if local is None:
-            name = getpass.getuser()
-            if await store.count_users():
-                name = f"{name}-local"
-            local = await store.create_user(name, is_local=True)
-            log.info("created local user %s", local.name)
+        # Replicas starting at once on one database must agree on one local user.
+        async with advisory_lock(engine, BOOTSTRAP_LOCK_KEY):
+            local = await store.local_user()
+            if local is None:
+                name = getpass.getuser()
+                if await store.count_users():
+                    name = f"{name}-local"
+                local = await store.create_user(name, is_local=True)
+                log.info("created local user %s", local.name)
         stored = load_connection(dirs)
         if stored is not None and stored.server == url:
             principal = await store.authenticate(stored.token)
@@ -216,8 +218,14 @@ def run_server(
     port: int = 8765,
     local_worker: LocalWorkerOptions | None = None,
     log_level: str = "info",
+    forwarded_allow_ips: str | None = None,
 ) -> None:
-    """Serve until interrupted (blocking). Starts and, on exit, stops the local worker."""
+    """Serve until interrupted (blocking). Starts and, on exit, stops the local worker.
+
+    ``forwarded_allow_ips`` (comma-separated, or ``*``) are the proxies whose
+    ``X-Forwarded-For``/``-Proto`` uvicorn trusts for the client address (rate limits per
+    address, audit rows); None keeps uvicorn's default (127.0.0.1, or FORWARDED_ALLOW_IPS).
+    """
     dirs = AppDirs.resolve().ensure()
     url = client_url(host, port)
     token = asyncio.run(bootstrap(settings, url, dirs))
@@ -234,6 +242,8 @@ def run_server(
         log_level=log_level,
         log_config=UVICORN_LOG_CONFIG,
         timeout_graceful_shutdown=5,
+        proxy_headers=True,
+        forwarded_allow_ips=forwarded_allow_ips,
     )
 
     async def stop_worker() -> None:

@@ -8,9 +8,11 @@ import shlex
 from fastapi import APIRouter, Request
 
 from server_client.models import PairingCode, PairRequest, PairResult
-from server_client.server.deps import CurrentUser, SettingsDep, StoreDep
+from server_client.server.deps import PROBLEM_RESPONSES, CurrentUser, SettingsDep, StoreDep
+from server_client.server.ratelimit import PairingLimit
+from server_client.server.store import PairingError
 
-router = APIRouter(prefix="/api", tags=["pairing"])
+router = APIRouter(prefix="/api", tags=["pairing"], responses=PROBLEM_RESPONSES)
 
 
 def public_url(request: Request) -> str:
@@ -28,9 +30,13 @@ async def create_pairing_code(
     return PairingCode(code=code, expires_at=expires, command=command)
 
 
-@router.post("/pair")
+@router.post("/pair", dependencies=[PairingLimit])  # 429 over rate_pairing per address
 async def pair(body: PairRequest, store: StoreDep) -> PairResult:
     """Redeem a pairing code (no bearer token: the code is the credential). Exactly one of
     several concurrent redemptions of a code succeeds; the others get 400."""
-    _owner, worker, token = await store.redeem_pairing_code(body)
+    try:
+        _owner, worker, token = await store.redeem_pairing_code(body)
+    except PairingError:
+        await store.record_audit("pairing.refused", None, None, {"worker": body.name})
+        raise
     return PairResult(worker=worker, token=token)

@@ -6,18 +6,30 @@ from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
-from sse_starlette import EventSourceResponse, ServerSentEvent
+from sse_starlette import ServerSentEvent
 
-from server_client.models import Event, Me, Task, TaskCreate, TaskPage, TaskStatus
+from server_client.models import MAX_INT32, Event, Me, Task, TaskCreate, TaskPage, TaskStatus
 from server_client.paths import WorkdirError, check_workdir_lexically
-from server_client.server.deps import CurrentUser, HubDep, SettingsDep, StoreDep
+from server_client.server.deps import (
+    PROBLEM_RESPONSES,
+    CurrentUser,
+    HubDep,
+    SettingsDep,
+    StoreDep,
+    TaskIdPath,
+)
 from server_client.server.hub import cancel_key, queue_key, task_key
+from server_client.server.policy import check_task, needs_danger_worker
+from server_client.server.ratelimit import LimiterDep, SlotEventSourceResponse, TaskCreationLimit
 from server_client.server.store import Store
 
-router = APIRouter(prefix="/api", tags=["tasks"])
+router = APIRouter(prefix="/api", tags=["tasks"], responses=PROBLEM_RESPONSES)
 
 #: How many events one store read fetches while replaying (rows).
 REPLAY_PAGE = 500
+
+#: A live stream with no wake-up reads the store again after this long (s).
+STORE_RECHECK_S = 5.0
 
 
 @router.get("/me")
@@ -26,7 +38,7 @@ async def me(user: CurrentUser) -> Me:
     return Me(user_id=user.id, name=user.name)
 
 
-@router.post("/tasks", status_code=201)
+@router.post("/tasks", status_code=201, dependencies=[TaskCreationLimit])
 async def create_task(
     body: TaskCreate, user: CurrentUser, store: StoreDep, hub: HubDep, settings: SettingsDep
 ) -> Task:
@@ -35,13 +47,28 @@ async def create_task(
     The workdir must be absolute and inside a root of the server's settings or of one of the
     caller's workers (of the named worker, when ``worker`` routes the task), 400 otherwise;
     workers check the real path again at spawn. An unknown worker name is a 400.
+
+    Server policy (server_client.server.policy): a prompt over ``max_prompt_bytes`` is a 413;
+    a sandbox mode or model the server does not allow is a 403, and so is
+    ``danger-full-access`` when none of the caller's workers (or not the named one) has an
+    admin's mark for it.
     """
+    check_task(body, settings)
     target = None
     if body.worker is not None:
         target = await store.worker_by_name(user, body.worker)
         if target is None:
             names = ", ".join(w.name for w in await store.list_workers(user)) or "none yet"
             raise HTTPException(400, f"you have no worker named {body.worker!r} (yours: {names})")
+    if needs_danger_worker(body):
+        marked = [target] if target is not None else await store.list_workers(user)
+        if not any(w.allow_danger for w in marked):
+            raise HTTPException(
+                403,
+                "danger-full-access runs only on a worker an admin allowed it "
+                "(`codex-tui admin worker allow-danger USER WORKER`); "
+                + (f"worker {target.name} is not" if target else "none of yours is"),
+            )
     workdir = None
     if body.workdir is not None:
         if target is not None and target.workdir_roots:
@@ -85,11 +112,13 @@ async def list_tasks(
     """The caller's tasks, newest first; follow ``next_cursor`` for older ones.
 
     The filters (``status``, repeatable; ``q``; ``worker``) combine with AND and stay in force
-    across pages: pass the same ones with the cursor. A malformed cursor or a ``q`` with a NUL
-    character is a 400; a ``q`` over 200 characters or an empty worker name a 422.
+    across pages: pass the same ones with the cursor. A malformed cursor or a ``q`` or
+    ``worker`` with a NUL character is a 400; a ``q`` over 200 characters or an empty worker
+    name a 422.
     """
-    if q is not None and "\x00" in q:
-        raise HTTPException(400, "q must not contain NUL characters")
+    for name, value in (("q", q), ("worker", worker)):
+        if value is not None and "\x00" in value:
+            raise HTTPException(400, f"{name} must not contain NUL characters")
     try:
         return await store.list_tasks(
             user, statuses=status or (), q=q, worker=worker, cursor=cursor, limit=limit
@@ -99,13 +128,13 @@ async def list_tasks(
 
 
 @router.get("/tasks/{task_id}")
-async def get_task(task_id: str, user: CurrentUser, store: StoreDep) -> Task:
+async def get_task(task_id: TaskIdPath, user: CurrentUser, store: StoreDep) -> Task:
     """One task (404 when it does not exist or is not the caller's)."""
     return await store.get_task(user, task_id)
 
 
 @router.post("/tasks/{task_id}/cancel", status_code=202)
-async def cancel_task(task_id: str, user: CurrentUser, store: StoreDep, hub: HubDep) -> Task:
+async def cancel_task(task_id: TaskIdPath, user: CurrentUser, store: StoreDep, hub: HubDep) -> Task:
     """Request a cancel: a queued task ends ``canceled`` at once; a running one is stopped by
     its worker (SIGINT, then SIGKILL after a grace period). Idempotent."""
     task, changed = await store.request_cancel(user, task_id)
@@ -117,25 +146,28 @@ async def cancel_task(task_id: str, user: CurrentUser, store: StoreDep, hub: Hub
 
 
 async def _follow(
-    request: Request, store: Store, hub: HubDep, task_pk: int, after: int
+    request: Request, store: Store, hub: HubDep, task: Task, task_pk: int, after: int
 ) -> AsyncIterator[ServerSentEvent]:
     yield ServerSentEvent(comment="codex-tui event stream")
+    if task.status.is_terminal and after >= task.last_seq:
+        return  # already past the terminal event: nothing will ever come
     last = after
     key = task_key(task_pk)
     while True:
-        wake = hub.current(key)
-        rows = await store.read_events(task_pk, last, REPLAY_PAGE)
-        for row in rows:
-            yield ServerSentEvent(data=row.envelope_json(), id=str(row.seq))
-            last = row.seq
-            if row.is_terminal:
-                return
-        if len(rows) == REPLAY_PAGE:
-            continue
-        if hub.closing:
-            return  # the client reconnects with Last-Event-ID once a server is back
-        while not await hub.wait(wake, 5.0):
-            if await request.is_disconnected():
+        with hub.watch(key) as wake:  # the key is dropped when the last stream leaves it
+            rows = await store.read_events(task_pk, last, REPLAY_PAGE)
+            for row in rows:
+                yield ServerSentEvent(data=row.envelope_json(), id=str(row.seq))
+                last = row.seq
+                if row.is_terminal:
+                    return
+            if len(rows) == REPLAY_PAGE:
+                continue
+            if hub.closing:
+                return  # the client reconnects with Last-Event-ID once a server is back
+            # Waking is a hint: a wake-up lost between replicas (a NOTIFY dropped with its
+            # connection) delays the stream by at most this long, since the store is read again.
+            if not await hub.wait(wake, STORE_RECHECK_S) and await request.is_disconnected():
                 return
 
 
@@ -145,28 +177,45 @@ async def _follow(
         200: {
             "description": "An SSE stream (`text/event-stream`): `id:` is the seq, `data:` the "
             "event envelope; or, with `Accept: application/json`, one page of events.",
+            "model": list[Event],
             "content": {
-                "text/event-stream": {"schema": {"type": "string"}},
-                "application/json": {
-                    "schema": {"type": "array", "items": Event.model_json_schema()}
-                },
+                "text/event-stream": {
+                    # One SSE event, as OpenAPI 3.2 documents sequential media types.
+                    "itemSchema": {
+                        "type": "object",
+                        "required": ["id", "data"],
+                        "properties": {
+                            "id": {"type": "string", "pattern": "^[0-9]+$"},
+                            "event": {"type": "string"},
+                            "data": {
+                                "type": "string",
+                                "contentMediaType": "application/json",
+                                "contentSchema": {"$ref": "#/components/schemas/Event"},
+                            },
+                        },
+                    }
+                }
             },
         }
     },
     response_model=None,
 )
 async def task_events(
-    task_id: str,
+    task_id: TaskIdPath,
     request: Request,
     user: CurrentUser,
     store: StoreDep,
     hub: HubDep,
     settings: SettingsDep,
-    after: Annotated[int, Query(ge=0, description="Only events with a larger seq.")] = 0,
+    limiter: LimiterDep,
+    after: Annotated[
+        int, Query(ge=0, le=MAX_INT32, description="Only events with a larger seq.")
+    ] = 0,
     before: Annotated[
         int | None,
         Query(
             ge=1,
+            le=MAX_INT32,
             description="JSON only: the `limit` events with the largest seqs below this one, "
             "in ascending order (paging backwards); with `after`, only events between the two.",
         ),
@@ -179,12 +228,14 @@ async def task_events(
 
     With ``Accept: application/json``: one page, ascending by seq: the first ``limit`` events
     after ``after``, or with ``before`` the last ``limit`` events before it (above ``after``).
-    ``before`` on an SSE request is a 400.
+    ``before`` on an SSE request is a 400. A stream beyond the caller's ``max_streams`` open
+    ones is a 429 (server_client.server.ratelimit).
     """
     if last_event_id is not None and last_event_id.strip():
-        if not last_event_id.strip().isdigit():
+        seq = last_event_id.strip()
+        if not (seq.isascii() and seq.isdigit()) or int(seq) > MAX_INT32:
             raise HTTPException(400, "Last-Event-ID must be an event seq (a whole number)")
-        after = int(last_event_id)
+        after = int(seq)
     accept = request.headers.get("accept", "")
     as_json = "application/json" in accept and "text/event-stream" not in accept
     if before is not None and not as_json:
@@ -193,7 +244,7 @@ async def task_events(
             "before only applies to JSON pages (Accept: application/json); "
             "an event stream always runs forwards from after / Last-Event-ID",
         )
-    task_pk, _task = await store.task_pk(user, task_id)
+    task_pk, task = await store.task_pk(user, task_id)
     if as_json:
         if before is None:
             rows = await store.read_events(task_pk, after, limit)
@@ -201,8 +252,10 @@ async def task_events(
             rows = await store.read_events_before(task_pk, before, limit, after=after)
         body = "[" + ",".join(row.envelope_json() for row in rows) + "]"
         return Response(body, media_type="application/json")
-    return EventSourceResponse(
-        _follow(request, store, hub, task_pk, after),
+    slot = await limiter.open_stream(user.id)  # 429 over max_streams; released at the end
+    return SlotEventSourceResponse(
+        _follow(request, store, hub, task, task_pk, after),
+        release=lambda: limiter.close_stream(slot),
         ping=settings.heartbeat_s,
         headers={"Cache-Control": "no-store"},
     )

@@ -7,6 +7,7 @@ import asyncio
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
+from pydantic import AfterValidator
 
 from server_client.models import (
     Claim,
@@ -18,18 +19,23 @@ from server_client.models import (
     UploadResult,
     Worker,
     WorkerHello,
+    reject_non_finite,
 )
 from server_client.server.deps import (
+    PROBLEM_RESPONSES,
     CurrentPrincipal,
     CurrentUser,
     HubDep,
     SettingsDep,
     StoreDep,
+    TaskIdPath,
+    WorkerIdPath,
 )
 from server_client.server.hub import Hub, cancel_key, queue_key, task_key
+from server_client.server.metrics import MetricsDep
 from server_client.server.store import NotFound, Principal, Store
 
-router = APIRouter(prefix="/api/workers", tags=["workers"])
+router = APIRouter(prefix="/api/workers", tags=["workers"], responses=PROBLEM_RESPONSES)
 
 WaitQuery = Annotated[float, Query(ge=0, le=60, description="Longest wait (s).")]
 
@@ -57,7 +63,7 @@ async def list_workers(user: CurrentUser, store: StoreDep) -> list[Worker]:
 
 @router.delete("/{worker_id}", status_code=204)
 async def revoke_worker(
-    worker_id: str, user: CurrentUser, store: StoreDep, hub: HubDep
+    worker_id: WorkerIdPath, user: CurrentUser, store: StoreDep, hub: HubDep
 ) -> Response:
     """Revoke a worker: its token fails from the next request on and its running tasks end
     ``lost`` (they are not re-run)."""
@@ -90,12 +96,13 @@ async def connect(
     responses={204: {"description": "Nothing was queued within the wait."}},
 )
 async def claim(
-    worker_id: str,
+    worker_id: WorkerIdPath,
     request: Request,
     principal: CurrentPrincipal,
     store: StoreDep,
     hub: HubDep,
     settings: SettingsDep,
+    metrics: MetricsDep,
     wait: WaitQuery = 25.0,
 ) -> Claim | Response:
     """Long poll: the owner's oldest queued task this worker may run (routing by name and
@@ -112,6 +119,7 @@ async def claim(
         wake = hub.current(queue_key(user.id))
         got = await store.claim(user, worker)
         if got is not None:
+            metrics.observe_claim(got.task)
             pk, _ = await store.task_pk(user, got.task.id)
             hub.notify(task_key(pk))
             return got
@@ -121,7 +129,7 @@ async def claim(
 
 @router.post("/{worker_id}/signals")
 async def signals(
-    worker_id: str,
+    worker_id: WorkerIdPath,
     body: SignalsRequest,
     principal: CurrentPrincipal,
     store: StoreDep,
@@ -148,35 +156,39 @@ async def signals(
 
 @router.post("/{worker_id}/tasks/{task_id}/events")
 async def upload_events(
-    worker_id: str,
-    task_id: str,
-    batch: EventBatch,
+    worker_id: WorkerIdPath,
+    task_id: TaskIdPath,
+    batch: Annotated[EventBatch, AfterValidator(reject_non_finite)],
     principal: CurrentPrincipal,
     store: StoreDep,
     hub: HubDep,
+    metrics: MetricsDep,
 ) -> UploadResult:
     """Append a batch of events; idempotent by ``first_index`` (R4); 409 with ``next_index``
     on a gap, 409 when the worker no longer holds the lease (R3)."""
     worker = await _worker(principal, store, worker_id)
-    result, task_pk = await store.append_events(principal.user, worker.id, task_id, batch)
+    result, task_pk, fresh = await store.append_events(principal.user, worker.id, task_id, batch)
+    metrics.events_ingested.inc(fresh)
     hub.notify(task_key(task_pk))
     return result
 
 
 @router.post("/{worker_id}/tasks/{task_id}/finish")
 async def finish(
-    worker_id: str,
-    task_id: str,
+    worker_id: WorkerIdPath,
+    task_id: TaskIdPath,
     body: FinishRequest,
     principal: CurrentPrincipal,
     store: StoreDep,
     hub: HubDep,
+    metrics: MetricsDep,
 ) -> Task:
     """Record the task's end (idempotent); refused with 409 and ``next_index`` until every
     event the worker produced has been uploaded, and with 409 once the lease is lost."""
     worker = await _worker(principal, store, worker_id)
     task, changed = await store.finish(principal.user, worker.id, task_id, body)
     if changed:
+        metrics.observe_finish(task)
         pk, _ = await store.task_pk(principal.user, task_id)
         hub.notify(task_key(pk))
     return task

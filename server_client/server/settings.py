@@ -37,6 +37,9 @@ class ServerSettings(BaseSettings):
         max_prompt_bytes: Largest prompt (UTF-8 bytes); larger ones are refused with 413.
         max_event_bytes: Largest stored event (encoded JSON bytes); longer strings inside
             are cut and marked ``[… truncated N bytes …]`` (reliability.md E6).
+        max_body_bytes: Largest request body (bytes); larger ones are refused with 413 before
+            they are read into memory. Must stay above the worker's largest batch (4 MiB of
+            events, which JSON escaping can grow several-fold).
         max_events_per_task: Events stored per task; past it the task is cancelled and
             further events are dropped, with one marker event.
         rate_task_creations: Task creations per user, in ``limits`` notation.
@@ -61,6 +64,7 @@ class ServerSettings(BaseSettings):
     allowed_models: list[str] = Field(default_factory=list)
     max_prompt_bytes: int = Field(default=256 * 1024, gt=0)
     max_event_bytes: int = Field(default=256 * 1024, ge=4096)
+    max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024 * 1024)
     max_events_per_task: int = Field(default=200_000, gt=0)
     rate_task_creations: str = "60/minute"
     max_active_tasks: int = Field(default=50, gt=0)

@@ -20,9 +20,10 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Row, func, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from server_client.models import (
@@ -41,7 +42,17 @@ from server_client.models import (
     WorkerHello,
     utcnow,
 )
-from server_client.server.db import events, pairing_codes, tasks, tokens, users, workers
+from server_client.server import context
+from server_client.server.db import (
+    audit_log,
+    events,
+    pairing_codes,
+    tasks,
+    tokens,
+    users,
+    workers,
+)
+from server_client.server.policy import truncate_event
 
 
 class StoreError(Exception):
@@ -87,6 +98,44 @@ class Principal:
     user: User
     kind: str
     worker_id: str | None = None
+
+
+class Appended(NamedTuple):
+    """What :meth:`Store.append_events` did: ``result`` (the worker's answer), ``task_pk``
+    and ``fresh`` (events of the batch the store had not seen, stored or dropped by the cap)."""
+
+    result: UploadResult
+    task_pk: int
+    fresh: int
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """One audit row (reliability.md S9).
+
+    Attributes:
+        id: Increasing row id. at: When (UTC). actor: ``user:<name>``, ``worker:<id>``,
+        ``admin`` or ``server``. owner: The owning user's name (None when unknown, e.g. a
+        refused pairing code). action: e.g. ``task.create``. target: e.g. ``task:<id>``.
+        request_id: The HTTP request's id. client_addr: The client's address.
+        detail: Extra facts (never secrets).
+    """
+
+    id: int
+    at: datetime
+    actor: str
+    owner: str | None
+    action: str
+    target: str | None
+    request_id: str | None
+    client_addr: str | None
+    detail: dict[str, Any]
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form (time as ISO 8601 with Z)."""
+        out = dict(self.__dict__)
+        out["at"] = self.at.isoformat().replace("+00:00", "Z")
+        return out
 
 
 @dataclass(frozen=True)
@@ -162,8 +211,22 @@ def _new_id(length: int = 12) -> str:
     return secrets.token_hex(length // 2)
 
 
+def _inserted_pk(result: Any) -> int:
+    """The primary key an ``insert`` just assigned."""
+    inserted = result.inserted_primary_key
+    assert inserted is not None
+    return int(inserted[0])
+
+
 def _dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+#: Largest task key (a signed 64-bit BIGINT on PostgreSQL, an INTEGER on SQLite).
+MAX_PK = 2**63 - 1
+#: Largest event seq (a signed 32-bit INTEGER column); bounds are clamped to it, since a
+#: larger number does not fit a query parameter.
+MAX_SEQ = 2**31 - 1
 
 
 def encode_cursor(pk: int) -> str:
@@ -177,7 +240,7 @@ def decode_cursor(cursor: str) -> int:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
     except (ValueError, UnicodeDecodeError) as exc:
         raise ValueError("malformed cursor") from exc
-    if not raw.startswith("t") or not raw[1:].isdigit():
+    if not raw.startswith("t") or not raw[1:].isdigit() or int(raw[1:]) > MAX_PK:
         raise ValueError("malformed cursor")
     return int(raw[1:])
 
@@ -220,15 +283,25 @@ def _worker_from_row(row: Row[Any], *, ttl_s: float = 30.0, running: int = 0) ->
         online=online,
         running=running,
         heartbeat_s=max(1.0, min(10.0, ttl_s / 3)),
+        allow_danger=bool(row.allow_danger),
     )
 
 
 class Store:
     """All persistent state, over an async SQLAlchemy engine (SQLite or PostgreSQL)."""
 
-    def __init__(self, engine: AsyncEngine, *, lease_ttl_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        lease_ttl_s: float = 30.0,
+        max_event_bytes: int = 256 * 1024,
+        max_events_per_task: int = 200_000,
+    ) -> None:
         self.engine = engine
         self.lease_ttl_s = lease_ttl_s
+        self.max_event_bytes = max_event_bytes
+        self.max_events_per_task = max_events_per_task
         self._sqlite = engine.dialect.name == "sqlite"
         self._write_lock = asyncio.Lock()
 
@@ -242,18 +315,107 @@ class Store:
             async with self.engine.begin() as conn:
                 yield conn
 
+    async def _audit(
+        self,
+        conn: AsyncConnection,
+        action: str,
+        owner_id: str | None,
+        target: str | None,
+        detail: dict[str, Any] | None = None,
+        *,
+        actor: str | None = None,
+    ) -> None:
+        """Append one audit row in ``conn``'s transaction (so it commits with the change).
+
+        Actor, request id and client address come from the current call's context
+        (server_client.server.context); ``detail`` must never carry a secret.
+        """
+        ctx = context.current()
+        await conn.execute(
+            insert(audit_log).values(
+                at=utcnow(),
+                actor=actor or ctx.actor,
+                owner_id=owner_id,
+                action=action,
+                target=target,
+                request_id=ctx.request_id,
+                client_addr=ctx.client_addr,
+                detail=_dumps(detail) if detail else None,
+            )
+        )
+
+    async def record_audit(
+        self,
+        action: str,
+        owner_id: str | None,
+        target: str | None,
+        detail: dict[str, Any] | None = None,
+    ) -> None:
+        """Append one audit row on its own (for calls that change nothing else, such as a
+        refused pairing attempt)."""
+        async with self._write() as conn:
+            await self._audit(conn, action, owner_id, target, detail)
+
+    async def list_audit(
+        self,
+        *,
+        owner: User | None = None,
+        action: str | None = None,
+        target: str | None = None,
+        since: datetime | None = None,
+        limit: int = 100,
+    ) -> list[AuditEntry]:
+        """The newest ``limit`` audit rows matching the filters, oldest first."""
+        query = (
+            select(audit_log, users.c.name.label("owner_name"))
+            .select_from(audit_log.outerjoin(users, users.c.id == audit_log.c.owner_id))
+            .order_by(audit_log.c.id.desc())
+            .limit(limit)
+        )
+        if owner is not None:
+            query = query.where(audit_log.c.owner_id == owner.id)
+        if action is not None:
+            query = query.where(audit_log.c.action == action)
+        if target is not None:
+            query = query.where(audit_log.c.target == target)
+        if since is not None:
+            query = query.where(audit_log.c.at >= since)
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [
+            AuditEntry(
+                id=int(r.id),
+                at=r.at,
+                actor=r.actor,
+                owner=r.owner_name,
+                action=r.action,
+                target=r.target,
+                request_id=r.request_id,
+                client_addr=r.client_addr,
+                detail=json.loads(r.detail) if r.detail else {},
+            )
+            for r in reversed(rows)
+        ]
+
     # ---------------------------------------------------------------- users and tokens
 
     async def create_user(self, name: str, *, is_local: bool = False) -> User:
-        """Create a user. Raises Conflict when the name is taken."""
+        """Create a user. Raises Conflict when the name is taken (also when another server
+        process on the same database creates it at the same moment)."""
         user = User(id=_new_id(), name=name)
         async with self._write() as conn:
             taken = await conn.scalar(select(users.c.id).where(users.c.name == name))
             if taken:
                 raise Conflict(f"user {name!r} already exists")
-            await conn.execute(
-                insert(users).values(id=user.id, name=name, is_local=is_local, created_at=utcnow())
-            )
+            try:
+                await conn.execute(
+                    insert(users).values(
+                        id=user.id, name=name, is_local=is_local, created_at=utcnow()
+                    )
+                )
+            except IntegrityError as exc:
+                raise Conflict(f"user {name!r} already exists") from exc
+            await self._audit(conn, "user.create", user.id, f"user:{name}")
         return user
 
     async def local_user(self) -> User | None:
@@ -278,7 +440,8 @@ class Store:
         """Create a user token for ``user_id``; returns the plain token (stored only hashed)."""
         token = new_token()
         async with self._write() as conn:
-            await self._insert_token(conn, user_id, token, kind)
+            token_id = await self._insert_token(conn, user_id, token, kind)
+            await self._audit(conn, "token.issue", user_id, f"token:{token_id}", {"kind": kind})
         return token
 
     async def _insert_token(
@@ -288,8 +451,8 @@ class Store:
         token: str,
         kind: str,
         worker_id: str | None = None,
-    ) -> None:
-        await conn.execute(
+    ) -> int:
+        result = await conn.execute(
             insert(tokens).values(
                 user_id=user_id,
                 kind=kind,
@@ -298,6 +461,9 @@ class Store:
                 worker_id=worker_id,
             )
         )
+        inserted = result.inserted_primary_key
+        assert inserted is not None
+        return int(inserted[0])
 
     async def authenticate(self, token: str) -> Principal | None:
         """Who a bearer token speaks for, or None (unknown or revoked)."""
@@ -376,13 +542,21 @@ class Store:
 
     async def revoke_tokens(self, token_ids: Sequence[int] = (), user: User | None = None) -> int:
         """Revoke tokens by id, or every token of ``user``; returns how many were revoked."""
-        query = update(tokens).where(tokens.c.revoked_at.is_(None)).values(revoked_at=utcnow())
+        query = (
+            update(tokens)
+            .where(tokens.c.revoked_at.is_(None))
+            .values(revoked_at=utcnow())
+            .returning(tokens.c.id, tokens.c.user_id)
+        )
         if user is not None:
             query = query.where(tokens.c.user_id == user.id)
         else:
             query = query.where(tokens.c.id.in_(list(token_ids)))
         async with self._write() as conn:
-            return int((await conn.execute(query)).rowcount)
+            revoked = (await conn.execute(query)).all()
+            for row in revoked:
+                await self._audit(conn, "token.revoke", row.user_id, f"token:{row.id}")
+        return len(revoked)
 
     # ---------------------------------------------------------------- tasks
 
@@ -412,6 +586,13 @@ class Store:
             assert inserted is not None
             pk = int(inserted[0])
             await self._append_status(conn, pk, 0, {"status": "queued"}, now)
+            await self._audit(
+                conn,
+                "task.create",
+                owner.id,
+                f"task:{task_id}",
+                {"sandbox": body.sandbox.value, "model": body.model, "worker": body.worker},
+            )
             row = (await conn.execute(select(tasks).where(tasks.c.pk == pk))).one()
         return _task_from_row(row)
 
@@ -463,12 +644,13 @@ class Store:
             next_cursor=encode_cursor(rows[-1].pk) if more and rows else None,
         )
 
-    async def _task_row(self, conn: AsyncConnection, owner_id: str, task_id: str) -> Row[Any]:
-        row = (
-            await conn.execute(
-                select(tasks).where(tasks.c.id == task_id, tasks.c.owner_id == owner_id)
-            )
-        ).first()
+    async def _task_row(
+        self, conn: AsyncConnection, owner_id: str, task_id: str, *, lock: bool = False
+    ) -> Row[Any]:
+        query = select(tasks).where(tasks.c.id == task_id, tasks.c.owner_id == owner_id)
+        if lock and not self._sqlite:
+            query = query.with_for_update()
+        row = (await conn.execute(query)).first()
         if row is None:
             raise NotFound(f"no task {task_id}")
         return row
@@ -497,7 +679,7 @@ class Store:
         """
         now = utcnow()
         async with self._write() as conn:
-            row = await self._task_row(conn, owner.id, task_id)
+            row = await self._task_row(conn, owner.id, task_id, lock=True)
             status = TaskStatus(row.status)
             if status is TaskStatus.QUEUED:
                 await conn.execute(
@@ -529,7 +711,17 @@ class Store:
                     now,
                 )
             else:
+                await self._audit(
+                    conn, "task.cancel", owner.id, f"task:{task_id}", {"changed": False}
+                )
                 return _task_from_row(row), False
+            await self._audit(
+                conn,
+                "task.cancel",
+                owner.id,
+                f"task:{task_id}",
+                {"changed": True, "was": status.value},
+            )
             new = (await conn.execute(select(tasks).where(tasks.c.pk == row.pk))).one()
         return _task_from_row(new), True
 
@@ -558,7 +750,7 @@ class Store:
             rows = (
                 await conn.execute(
                     select(events.c.seq, events.c.ts, events.c.kind, events.c.data)
-                    .where(events.c.task_pk == task_pk, events.c.seq > after)
+                    .where(events.c.task_pk == task_pk, events.c.seq > min(after, MAX_SEQ))
                     .order_by(events.c.seq)
                     .limit(limit)
                 )
@@ -583,8 +775,8 @@ class Store:
                     select(events.c.seq, events.c.ts, events.c.kind, events.c.data)
                     .where(
                         events.c.task_pk == task_pk,
-                        events.c.seq < before,
-                        events.c.seq > after,
+                        events.c.seq < min(before, MAX_SEQ),
+                        events.c.seq > min(after, MAX_SEQ),
                     )
                     .order_by(events.c.seq.desc())
                     .limit(limit)
@@ -605,6 +797,16 @@ class Store:
         Raises:
             NotFound: ``worker_id`` is not the owner's, or was revoked.
         """
+        try:
+            return await self._connect_worker(owner, hello, worker_id)
+        except IntegrityError:
+            # Another replica registered the same name in the same instant (the unique
+            # owner+name index refused the second row): the row exists now, update it.
+            return await self._connect_worker(owner, hello, worker_id)
+
+    async def _connect_worker(
+        self, owner: User, hello: WorkerHello, worker_id: str | None
+    ) -> Worker:
         now = utcnow()
         values = {
             "hostname": hello.hostname,
@@ -639,7 +841,7 @@ class Store:
                     await conn.execute(
                         update(workers)
                         .where(workers.c.id == worker_id)
-                        .values(values, revoked_at=None)
+                        .values({**values, "revoked_at": None})
                     )
                 else:
                     worker_id = _new_id()
@@ -648,7 +850,37 @@ class Store:
                             id=worker_id, owner_id=owner.id, name=hello.name, **values
                         )
                     )
+            await self._audit(
+                conn,
+                "worker.connect",
+                owner.id,
+                f"worker:{worker_id}",
+                {"name": hello.name, "hostname": hello.hostname, "codex": hello.codex_version},
+            )
             row = (await conn.execute(select(workers).where(workers.c.id == worker_id))).one()
+        return _worker_from_row(row, ttl_s=self.lease_ttl_s)
+
+    async def set_worker_danger(self, owner: User, name: str, allow: bool) -> Worker:
+        """Mark (or unmark) the owner's worker ``name`` as allowed to run ``danger-full-access``
+        tasks (an admin's decision, reliability.md S6). Raises NotFound."""
+        async with self._write() as conn:
+            row = (
+                await conn.execute(
+                    update(workers)
+                    .where(
+                        workers.c.owner_id == owner.id,
+                        workers.c.name == name,
+                        workers.c.revoked_at.is_(None),
+                    )
+                    .values(allow_danger=allow)
+                    .returning(workers)
+                )
+            ).first()
+            if row is None:
+                raise NotFound(f"user {owner.name} has no worker named {name!r}")
+            await self._audit(
+                conn, "worker.allow_danger", owner.id, f"worker:{row.id}", {"allow": allow}
+            )
         return _worker_from_row(row, ttl_s=self.lease_ttl_s)
 
     async def get_worker(self, owner: User, worker_id: str) -> Worker:
@@ -715,13 +947,20 @@ class Store:
         now = utcnow()
         expires = now + timedelta(seconds=ttl_s)
         async with self._write() as conn:
-            await conn.execute(
+            result = await conn.execute(
                 insert(pairing_codes).values(
                     owner_id=owner.id,
                     code_hash=hash_token(normalise_pairing_code(code)),
                     created_at=now,
                     expires_at=expires,
                 )
+            )
+            await self._audit(
+                conn,
+                "pairing.create",
+                owner.id,
+                f"pairing-code:{_inserted_pk(result)}",
+                {"expires_at": expires.isoformat()},
             )
         return code, expires
 
@@ -738,9 +977,14 @@ class Store:
         code_hash = hash_token(normalise_pairing_code(request.code))
         token = new_token()
         async with self._write() as conn:
-            owner_id = await conn.scalar(
-                select(pairing_codes.c.owner_id).where(pairing_codes.c.code_hash == code_hash)
-            )
+            code_row = (
+                await conn.execute(
+                    select(pairing_codes.c.id, pairing_codes.c.owner_id).where(
+                        pairing_codes.c.code_hash == code_hash
+                    )
+                )
+            ).first()
+            owner_id = code_row.owner_id if code_row else None
             worker_id = _new_id()
             claimed = await conn.execute(
                 update(pairing_codes)
@@ -794,7 +1038,19 @@ class Store:
                         **values,
                     )
                 )
-            await self._insert_token(conn, owner_id, token, "worker", worker_id)
+            token_id = await self._insert_token(conn, owner_id, token, "worker", worker_id)
+            await self._audit(
+                conn,
+                "pairing.redeem",
+                owner_id,
+                f"worker:{worker_id}",
+                {
+                    "worker": request.name,
+                    "pairing_code": f"pairing-code:{code_row.id}" if code_row else None,
+                    "token": f"token:{token_id}",
+                },
+                actor=f"worker:{worker_id}",
+            )
             row = (await conn.execute(select(workers).where(workers.c.id == worker_id))).one()
         owner = User(id=owner_row.id, name=owner_row.name)
         return owner, _worker_from_row(row, ttl_s=self.lease_ttl_s), token
@@ -834,9 +1090,13 @@ class Store:
                     )
                 )
             ).all()
-            for row in rows:
-                await self._end_lost(conn, row.pk, row.last_seq, "its worker was revoked", now)
-        return [int(r.pk) for r in rows]
+            await self._audit(conn, "worker.revoke", owner.id, f"worker:{worker_id}")
+            ended = [
+                int(row.pk)
+                for row in rows
+                if await self._end_lost(conn, row.pk, "its worker was revoked", now)
+            ]
+        return ended
 
     async def end_previous_runs(self, owner: User, worker: Worker) -> list[int]:
         """End ``lost`` the tasks still running under ``worker`` when it (re)connects.
@@ -861,21 +1121,36 @@ class Store:
                     )
                 )
             ).all()
-            for row in rows:
-                await self._end_lost(conn, row.pk, row.last_seq, reason, now)
-        return [int(r.pk) for r in rows]
+            ended = [int(row.pk) for row in rows if await self._end_lost(conn, row.pk, reason, now)]
+        return ended
 
     async def _end_lost(
-        self, conn: AsyncConnection, task_pk: int, last_seq: int, reason: str, now: datetime
-    ) -> None:
-        await conn.execute(
-            update(tasks)
-            .where(tasks.c.pk == task_pk)
-            .values(status=TaskStatus.LOST.value, finished_at=now, error=reason, lease_id=None)
-        )
+        self, conn: AsyncConnection, task_pk: int, reason: str, now: datetime
+    ) -> bool:
+        """End a running task ``lost`` with its terminal event and an audit row; False when it
+        is no longer running (another replica's sweep, or its worker, got there first: the
+        conditional update waits for their row lock and then matches nothing, R6)."""
+        ended = (
+            await conn.execute(
+                update(tasks)
+                .where(tasks.c.pk == task_pk, tasks.c.status == TaskStatus.RUNNING.value)
+                .values(status=TaskStatus.LOST.value, finished_at=now, error=reason, lease_id=None)
+                .returning(tasks.c.id, tasks.c.owner_id, tasks.c.last_seq, tasks.c.worker_id)
+            )
+        ).first()
+        if ended is None:
+            return False
         await self._append_status(
-            conn, task_pk, last_seq, {"status": TaskStatus.LOST.value, "reason": reason}, now
+            conn, task_pk, ended.last_seq, {"status": TaskStatus.LOST.value, "reason": reason}, now
         )
+        await self._audit(
+            conn,
+            "task.lease_lost",
+            ended.owner_id,
+            f"task:{ended.id}",
+            {"worker_id": ended.worker_id, "reason": reason},
+        )
+        return True
 
     async def sweep_lost(self) -> list[tuple[int, str]]:
         """End ``lost`` every running task whose worker was not heard from within the lease
@@ -897,13 +1172,15 @@ class Store:
                     )
                 )
             ).all()
+            ended = []
             for row in rows:
                 reason = (
                     f"worker {row.name} stopped responding "
                     f"(no heartbeat for {self.lease_ttl_s:g} s)"
                 )
-                await self._end_lost(conn, row.pk, row.last_seq, reason, now)
-        return [(int(r.pk), str(r.owner_id)) for r in rows]
+                if await self._end_lost(conn, row.pk, reason, now):
+                    ended.append((int(row.pk), str(row.owner_id)))
+        return ended
 
     async def touch_worker(self, worker_id: str) -> None:
         """Record that the worker was just heard from."""
@@ -923,7 +1200,14 @@ class Store:
         lease_id = secrets.token_hex(16)
         async with self._write() as conn:
             query = (
-                select(tasks.c.pk, tasks.c.last_seq, tasks.c.target_worker, tasks.c.labels)
+                select(
+                    tasks.c.pk,
+                    tasks.c.id,
+                    tasks.c.last_seq,
+                    tasks.c.target_worker,
+                    tasks.c.labels,
+                    tasks.c.created_at,
+                )
                 .where(
                     tasks.c.owner_id == owner.id,
                     tasks.c.status == TaskStatus.QUEUED.value,
@@ -932,13 +1216,18 @@ class Store:
                 .order_by(tasks.c.pk)
                 .limit(CLAIM_SCAN)
             )
-            if not self._sqlite:
-                query = query.with_for_update(skip_locked=True)
+            if not worker.allow_danger:
+                query = query.where(tasks.c.sandbox != Sandbox.DANGER_FULL_ACCESS.value)
             have = set(worker.labels)
-            row = next(
-                (r for r in (await conn.execute(query)).all() if set(json.loads(r.labels)) <= have),
-                None,
-            )
+            fits = [
+                r for r in (await conn.execute(query)).all() if set(json.loads(r.labels)) <= have
+            ]
+            row = fits[0] if fits else None
+            if fits and not self._sqlite:
+                # Lock only the oldest fitting task no concurrent claim holds: locking every
+                # candidate would tell the other claims "nothing queued" meanwhile (R8).
+                locking = query.where(tasks.c.pk.in_([r.pk for r in fits])).limit(1)
+                row = (await conn.execute(locking.with_for_update(skip_locked=True))).first()
             if row is None:
                 return None
             result = await conn.execute(
@@ -961,6 +1250,16 @@ class Store:
                 {"status": "running", "worker_id": worker.id, "worker": worker.name},
                 now,
             )
+            await self._audit(
+                conn,
+                "task.claim",
+                owner.id,
+                f"task:{row.id}",
+                {
+                    "worker_id": worker.id,
+                    "waited_s": round((now - row.created_at).total_seconds(), 3),
+                },
+            )
             task_row = (await conn.execute(select(tasks).where(tasks.c.pk == row.pk))).one()
         return Claim(task=_task_from_row(task_row), lease_id=lease_id)
 
@@ -979,11 +1278,16 @@ class Store:
 
     async def append_events(
         self, owner: User, worker_id: str, task_id: str, batch: EventBatch
-    ) -> tuple[UploadResult, int]:
-        """Append a worker's batch idempotently by index (R4).
+    ) -> Appended:
+        """Append a worker's batch idempotently by index (R4), in one transaction.
+
+        Events past ``max_event_bytes`` are cut (policy.truncate_event); past
+        ``max_events_per_task`` they are dropped, once with a marker status event and a
+        cancel request.
 
         Returns:
-            The upload result and the task's internal key (for notifying subscribers).
+            The upload result, the task's internal key (for notifying subscribers) and how
+            many of the batch's events were new (for metrics).
 
         Raises:
             NotFound: unknown task. LeaseLost: not this worker's lease, or the task ended.
@@ -1001,31 +1305,60 @@ class Store:
                 )
             fresh = batch.events[expected - batch.first_index :]
             seq = int(row.last_seq)
-            if fresh:
-                rows = []
-                for item in fresh:
-                    seq += 1
-                    rows.append(
-                        {
-                            "task_pk": row.pk,
-                            "seq": seq,
-                            "ts": item.ts,
-                            "kind": item.kind.value,
-                            "data": _dumps(item.data),
-                        }
-                    )
+            # Room under the per-task cap, keeping one seq for the marker (status events
+            # written by the server later may pass the cap: a task must be able to end).
+            room = max(0, self.max_events_per_task - 1 - seq)
+            kept = fresh[:room] if seq < self.max_events_per_task else []
+            rows = []
+            for item in kept:
+                seq += 1
+                data, _ = truncate_event(item.data, self.max_event_bytes)
+                rows.append(
+                    {
+                        "task_pk": row.pk,
+                        "seq": seq,
+                        "ts": item.ts,
+                        "kind": item.kind.value,
+                        "data": _dumps(data),
+                    }
+                )
+            if rows:
                 await conn.execute(insert(events), rows)
             values: dict[str, Any] = {
                 "last_seq": seq,
                 "upload_next": expected + len(fresh),
             }
+            capped = len(kept) < len(fresh) and int(row.last_seq) < self.max_events_per_task
+            if capped:
+                reason = (
+                    f"the task reached this server's cap of {self.max_events_per_task} events "
+                    "(CODEX_TUI_SERVER_MAX_EVENTS_PER_TASK); later events are dropped and the "
+                    "task is cancelled"
+                )
+                seq = await self._append_status(
+                    conn,
+                    row.pk,
+                    seq,
+                    {"status": "running", "cancel_requested": True, "reason": reason},
+                    utcnow(),
+                )
+                values["last_seq"] = seq
+                values["cancel_requested"] = True
+                await self._audit(
+                    conn,
+                    "task.event_cap",
+                    owner.id,
+                    f"task:{task_id}",
+                    {"cap": self.max_events_per_task, "dropped": len(fresh) - len(kept)},
+                )
             if batch.thread_id and not row.thread_id:
                 values["thread_id"] = batch.thread_id
             await conn.execute(update(tasks).where(tasks.c.pk == row.pk).values(values))
         result = UploadResult(
-            next_index=expected + len(fresh), cancel_requested=bool(row.cancel_requested)
+            next_index=expected + len(fresh),
+            cancel_requested=bool(row.cancel_requested) or capped,
         )
-        return result, int(row.pk)
+        return Appended(result, int(row.pk), len(fresh))
 
     async def finish(
         self, owner: User, worker_id: str, task_id: str, body: FinishRequest
@@ -1065,6 +1398,13 @@ class Store:
             if body.error:
                 data["reason"] = body.error
             await self._append_status(conn, row.pk, row.last_seq, data, now)
+            await self._audit(
+                conn,
+                "task.finish",
+                owner.id,
+                f"task:{task_id}",
+                {"status": body.status.value, "exit_code": body.exit_code, "worker_id": worker_id},
+            )
             new = (await conn.execute(select(tasks).where(tasks.c.pk == row.pk))).one()
         return _task_from_row(new), True
 

@@ -67,7 +67,7 @@ class WorkerConfig:
     max_tasks: int = 4
     pass_env: list[str] = field(default_factory=list)
     grace_s: float = 2.0
-    batch_interval_s: float = 0.05
+    batch_interval_s: float = 0.005
     poll_wait_s: float = 25.0
     labels: list[str] = field(default_factory=list)
 

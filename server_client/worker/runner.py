@@ -31,6 +31,7 @@ import contextlib
 import ctypes
 import json
 import logging
+import math
 import os
 import signal
 import sys
@@ -264,6 +265,19 @@ def _waitpid_nohang(pid: int) -> bool:
     except ChildProcessError:
         return False
     return done == pid
+
+
+def _refuse_constant(name: str) -> Any:
+    """``json.loads`` hook: refuse ``NaN``, ``Infinity`` and ``-Infinity``."""
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    """``json.loads`` hook: a number too large for a float (``1e400``) is refused, not inf."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} does not fit a float")
+    return value
 
 
 def _scrub_surrogates(value: Any) -> Any:
@@ -699,7 +713,9 @@ class ExecRunner:
         if not text.strip():
             return
         try:
-            obj = json.loads(text)
+            # NaN and Infinity are not JSON (RFC 8259) and the server refuses them: such a
+            # line is kept as raw output instead.
+            obj = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
         except (ValueError, RecursionError):
             obj = None
         if not isinstance(obj, dict):

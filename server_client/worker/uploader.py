@@ -2,7 +2,10 @@
 
 Events are encoded to JSON once, when codex produces them, and kept until the server has
 acknowledged them. A flush happens at most ``interval_s`` after the first unsent event
-(about 50 ms), with batches capped by count and bytes. Network errors and 5xx answers are
+(5 ms), and only one upload per task is in flight: what codex prints meanwhile goes in the
+next batch, so under load batches grow instead of requests multiplying. The server commits
+each batch in one transaction: events land in small groups a few ms apart (issue 5). Batches
+are capped by count and bytes. Network errors and 5xx answers are
 retried with capped, jittered backoff and nothing is dropped (reliability.md R4, R5); a 409
 gap answer rewinds to the server's ``next_index``.
 """
@@ -41,7 +44,7 @@ class EventUploader:
         worker_id: This worker's id.
         task_id: The task.
         lease_id: The lease from the claim.
-        interval_s: Longest time an event waits before a flush (s).
+        interval_s: Longest time an event waits before a flush when idle (s).
         on_cancel_requested: Called when an upload answer carries the cancel flag.
         on_lease_lost: Called once when the server refuses the lease (or the token): the task
             is no longer this worker's, so its codex must stop (reliability.md R3).
@@ -54,7 +57,7 @@ class EventUploader:
         task_id: str,
         lease_id: str,
         *,
-        interval_s: float = 0.05,
+        interval_s: float = 0.005,
         on_cancel_requested: Callable[[], None] | None = None,
         on_lease_lost: Callable[[], None] | None = None,
     ) -> None:
