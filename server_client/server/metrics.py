@@ -10,8 +10,9 @@ several apps in one process do not mix their numbers. Exposed:
 - ``codex_tui_events_ingested_total``: events stored from worker uploads (re-sent ones not
   counted), by this process;
 - ``codex_tui_open_event_streams``: SSE event streams open in this process;
-- ``codex_tui_wake_keys``: keys with waiters in this process's wake-up hub (reliability.md
-  E4: streams and long polls that ended must not leave keys behind);
+- ``codex_tui_wake_keys``: keys in this process's wake-up hub: one per task with open event
+  streams, plus per-owner claim and cancel keys (reliability.md E4: streams that ended must
+  not leave keys behind);
 - ``codex_tui_task_claim_latency_seconds``: how long tasks waited queued, from creation to
   their claim by a worker (observed by the process that handed them out);
 - ``codex_tui_task_duration_seconds``: from claim to finish, for tasks a worker finished
@@ -127,7 +128,8 @@ class Metrics:
             self.open_streams.set_function(open_streams)
         self.wake_keys = Gauge(
             "codex_tui_wake_keys",
-            "Keys with waiters in this process's wake-up hub.",
+            "Keys in this process's wake-up hub (tasks with open streams, owners' claim and "
+            "cancel keys).",
             registry=self.registry,
         )
         if wake_keys is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Annotated
 
@@ -155,7 +156,10 @@ async def _follow(
     key = task_key(task_pk)
     while True:
         with hub.watch(key) as wake:  # the key is dropped when the last stream leaves it
-            rows = await store.read_events(task_pk, last, REPLAY_PAGE)
+            # Shielded: a client that resets mid-read cancels only our wait, not the query,
+            # so its pooled connection is returned cleanly instead of being force-closed
+            # (which costs CPU and logs "Task was destroyed but it is pending!").
+            rows = await asyncio.shield(store.read_events(task_pk, last, REPLAY_PAGE))
             for row in rows:
                 yield ServerSentEvent(data=row.envelope_json(), id=str(row.seq))
                 last = row.seq
