@@ -378,13 +378,10 @@ def test_nginx_settings_fit_the_server() -> None:
     assert body and _size(body.group(1)) >= 2 * MAX_BATCH_BYTES
 
 
-@pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx is not installed here")
-def test_nginx_config_tests(tmp_path: Path) -> None:
-    """``nginx -t`` accepts the file inside a minimal ``nginx.conf`` (with a throwaway
-    certificate and logs in a temporary folder)."""
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl is needed for a throwaway certificate")
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+def throwaway_certificate(folder: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for codex.example.com valid one day: ``(cert, key)`` PEM
+    files in ``folder`` (made by openssl)."""
+    cert, key = folder / "cert.pem", folder / "key.pem"
     subprocess.run(
         ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
         + ["-subj", "/CN=codex.example.com", "-keyout", str(key), "-out", str(cert)],
@@ -392,6 +389,16 @@ def test_nginx_config_tests(tmp_path: Path) -> None:
         capture_output=True,
         timeout=60,
     )
+    return cert, key
+
+
+@pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx is not installed here")
+def test_nginx_config_tests(tmp_path: Path) -> None:
+    """``nginx -t`` accepts the file inside a minimal ``nginx.conf`` (with a throwaway
+    certificate and logs in a temporary folder)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is needed for a throwaway certificate")
+    cert, key = throwaway_certificate(tmp_path)
     conf = _nginx_conf()
     conf = re.sub(r"ssl_certificate\s+\S+;", f"ssl_certificate {cert};", conf)
     conf = re.sub(r"ssl_certificate_key\s+\S+;", f"ssl_certificate_key {key};", conf)

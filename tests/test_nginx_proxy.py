@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from tests.conftest import LiveServer, ServerFactory, free_port, wait_until
-from tests.test_deployment_docs import _nginx_conf
+from tests.test_deployment_docs import _nginx_conf, throwaway_certificate
 
 pytestmark = pytest.mark.skipif(
     shutil.which("nginx") is None or shutil.which("openssl") is None,
@@ -36,14 +36,7 @@ def proxied(server_factory: ServerFactory, tmp_path: Path) -> Iterator[tuple[Liv
         extra_env={"FAKE_CODEX_EVENTS": "25", "FAKE_CODEX_INTERVAL": "0.2"},
     )
     port = int(server.url.rsplit(":", 1)[1])
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
-        + ["-subj", "/CN=codex.example.com", "-keyout", str(key), "-out", str(cert)],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
+    cert, key = throwaway_certificate(tmp_path)
     https_port, http_port = free_port(), free_port()
     conf = _nginx_conf()
     conf = re.sub(r"(?m)^\s*server 127\.0\.0\.1:80\d\d[^;]*;\n", "", conf)
