@@ -1,0 +1,238 @@
+"""Provides the report: the flat keys of ``latest.json``, the goals and how each result
+compares, notes on the hot spots of the results that fall short (from the profiles of the same
+run), and the Markdown tables printed at the end."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from benchmarks.harness import rounded
+
+#: The reference number of concurrent tasks of the latency goals.
+REFERENCE_LEVEL = 50
+
+
+@dataclass(frozen=True)
+class Goal:
+    """One goal: ``key`` compared with ``target`` (``<=`` or ``>=``)."""
+
+    title: str
+    key: str
+    target: float
+    op: str
+    unit: str
+
+    def met(self, value: float | None) -> bool | None:
+        """True/False, or None when the value was not measured."""
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            return None
+        return value <= self.target if self.op == "<=" else value >= self.target
+
+
+def goals(flat: dict[str, Any]) -> list[Goal]:
+    """The issue's goals (the cancel goal depends on the grace period of the run)."""
+    grace = flat.get("cancel_grace_s") or 2.0
+    return [
+        Goal("Added latency p50 at 50 tasks", "added_p50_ms_50", 5, "<=", "ms"),
+        Goal("Added latency p99 at 50 tasks", "added_p99_ms_50", 20, "<=", "ms"),
+        Goal("Sustained events/s (p99 ≤ 100 ms)", "sustained_events_per_s", 20000, ">=", "/s"),
+        Goal("Concurrent tasks, nothing lost", "max_concurrent_tasks_ok", 500, ">=", ""),
+        Goal("Server + worker RSS per running task", "rss_mb_per_task", 3, "<=", "MB"),
+        Goal("TUI event-loop lag p99 during a burst", "tui_lag_p99_ms", 16, "<=", "ms"),
+        Goal("TUI cold start to first frame", "tui_cold_start_ms", 400, "<=", "ms"),
+        Goal("Cancel, codex exits on SIGINT", "cancel_s", grace + 0.5, "<=", "s"),
+        Goal("Cancel, codex ignores SIGINT", "cancel_ignore_sigint_s", grace + 0.5, "<=", "s"),
+    ]
+
+
+def flatten(sections: dict[str, Any]) -> dict[str, Any]:
+    """The flat keys of latest.json from the sections' results."""
+    flat: dict[str, Any] = {}
+    pipeline = sections.get("pipeline") or {}
+    levels = (pipeline.get("latency") or {}).get("levels") or {}
+    for n, level in sorted(levels.items()):
+        e2e, base, add = level["e2e"], level["baseline"], level["added_ms"]
+        flat[f"added_p50_ms_{n}"] = add["p50"]
+        flat[f"added_p99_ms_{n}"] = add["p99"]
+        flat[f"added_max_ms_{n}"] = add["max"]
+        flat[f"e2e_p50_ms_{n}"] = e2e["latency_ms"]["p50"]
+        flat[f"e2e_p99_ms_{n}"] = e2e["latency_ms"]["p99"]
+        flat[f"baseline_p50_ms_{n}"] = base["latency_ms"]["p50"]
+        flat[f"baseline_p99_ms_{n}"] = base["latency_ms"]["p99"]
+        flat[f"ok_{n}"] = e2e["ok"]
+        steady = e2e["latency_ms_by_phase"]["steady"]
+        if steady["n"]:
+            flat[f"added_p99_ms_{n}_steady"] = steady["p99"] - base["latency_ms"]["p99"]
+    if levels:
+        ref = REFERENCE_LEVEL if REFERENCE_LEVEL in levels else max(levels)
+        flat["baseline_p99_ms"] = levels[ref]["baseline"]["latency_ms"]["p99"]
+        flat["baseline_p50_ms"] = levels[ref]["baseline"]["latency_ms"]["p50"]
+    latency = pipeline.get("latency") or {}
+    for key in (
+        "max_concurrent_tasks_ok",
+        "max_concurrent_tasks_tried",
+        "rss_mb_per_task",
+        "rss_mb_per_task_at_max",
+    ):
+        if key in latency:
+            flat[key] = latency[key]
+    sustained = pipeline.get("sustained") or {}
+    if sustained:
+        flat["sustained_events_per_s"] = sustained["sustained_events_per_s"]
+        flat["sqlite_events_per_s"] = sustained["sustained_events_per_s"]
+        flat["delivered_at_sustained_per_s"] = sustained.get("delivered_at_sustained")
+    if REFERENCE_LEVEL in levels:
+        flat["sqlite_added_p99_ms_50"] = levels[REFERENCE_LEVEL]["added_ms"]["p99"]
+        flat["sqlite_added_p50_ms_50"] = levels[REFERENCE_LEVEL]["added_ms"]["p50"]
+    postgres = sections.get("postgres") or {}
+    if postgres.get("sustained"):
+        flat["postgres_events_per_s"] = postgres["sustained"]["sustained_events_per_s"]
+    pg_level = postgres.get("level") or {}
+    if pg_level:
+        flat["postgres_added_p99_ms_50"] = pg_level["added_ms"]["p99"]
+        flat["postgres_added_p50_ms_50"] = pg_level["added_ms"]["p50"]
+    for name in ("resume", "tui", "cancel", "real_codex"):
+        for key, value in (sections.get(name) or {}).items():
+            if not isinstance(value, dict | list) or key.endswith("_runs_ms"):
+                flat[key] = value
+    return flat
+
+
+def _fmt(value: Any, unit: str = "") -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "–"
+        text = (
+            f"{value:,.0f}"
+            if abs(value) >= 100
+            else f"{value:.1f}"
+            if abs(value) >= 10
+            else f"{value:.2f}"
+        )
+    elif isinstance(value, int):
+        text = f"{value:,}"
+    else:
+        text = str(value)
+    return f"{text} {unit}".strip()
+
+
+def goal_rows(flat: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each goal with its measured value and whether it is met."""
+    rows = []
+    for goal in goals(flat):
+        value = flat.get(goal.key)
+        met = goal.met(value)
+        if (
+            goal.key == "max_concurrent_tasks_ok"
+            and met is False
+            and value == flat.get("max_concurrent_tasks_tried")
+        ):
+            met = None  # every level tried passed; the target level was not tried
+        rows.append(
+            {
+                "goal": goal.title,
+                "key": goal.key,
+                "target": f"{goal.op} {goal.target:g} {goal.unit}".strip(),
+                "measured": rounded(value) if isinstance(value, float) else value,
+                "met": met,
+            }
+        )
+    return rows
+
+
+def markdown(results: dict[str, Any], flat: dict[str, Any]) -> str:
+    """The Markdown tables of a run (``flat``: its flat keys)."""
+    lines = [
+        f"Mode: {results['meta']['mode']}, {results['meta']['started']}, "
+        f"{results['meta']['cpus']} CPUs, load average {results['meta']['load_before']} before "
+        f"and {results['meta']['load_after']} after; {results['meta']['commit']}.",
+        "",
+        "| Goal | Key | Measured | Target | Met |",
+        "| --- | --- | ---: | ---: | :---: |",
+    ]
+    for row in results["goals"]:
+        met = {True: "✓", False: "✗", None: "–"}[row["met"]]
+        unit = (
+            row["target"].split()[-1]
+            if row["target"].split()[-1] in ("ms", "s", "/s", "MB")
+            else ""
+        )
+        lines.append(
+            f"| {row['goal']} | `{row['key']}` | {_fmt(row['measured'], unit)} | "
+            f"{row['target']} | {met} |"
+        )
+    levels = ((results["sections"].get("pipeline") or {}).get("latency") or {}).get("levels")
+    if levels:
+        lines += [
+            "",
+            "Latency per event, from codex writing the line to the SDK client parsing it (ms); "
+            "pipe = the same fakes read straight from a pipe; added = end to end − pipe, "
+            "quantile by quantile.",
+            "",
+            "| Tasks | Offered /s | Delivered /s | E2E p50 | E2E p99 | E2E max | Pipe p50 | "
+            "Pipe p99 | Added p50 | Added p99 | Added max | Added p99 steady | Nothing lost |",
+            "|" + " ---: |" * 12 + " :---: |",
+        ]
+        for n, level in sorted(levels.items()):
+            e2e, base, add = level["e2e"], level["baseline"], level["added_ms"]
+            lat, blat = e2e["latency_ms"], base["latency_ms"]
+            lines.append(
+                f"| {n} | {_fmt(e2e['offered_per_s'])} | {_fmt(e2e['delivered_per_s'])} | "
+                f"{_fmt(lat['p50'])} | {_fmt(lat['p99'])} | {_fmt(lat['max'])} | "
+                f"{_fmt(blat['p50'])} | {_fmt(blat['p99'])} | {_fmt(add['p50'])} | "
+                f"{_fmt(add['p99'])} | {_fmt(add['max'])} | "
+                f"{_fmt(flat.get(f'added_p99_ms_{n}_steady'))} | {'✓' if e2e['ok'] else '✗'} |"
+            )
+    other = [
+        ("Sustained events/s, SQLite", "sqlite_events_per_s", "/s"),
+        ("Sustained events/s, PostgreSQL", "postgres_events_per_s", "/s"),
+        ("Added p99 at 50 tasks, SQLite", "sqlite_added_p99_ms_50", "ms"),
+        ("Added p99 at 50 tasks, PostgreSQL", "postgres_added_p99_ms_50", "ms"),
+        ("RSS per running task (at the largest level)", "rss_mb_per_task_at_max", "MB"),
+        ("Resume: first replayed event", "resume_first_event_ms", "ms"),
+        ("Resume: replay rate (SDK)", "replay_events_per_s", "/s"),
+        ("Resume: replay rate (raw SSE)", "replay_raw_events_per_s", "/s"),
+        ("TUI memory per retained event", "tui_bytes_per_line", "B"),
+        ("TUI terminal bytes per 1,000 events, 30 events/s", "tui_bytes_per_1000_events", "B"),
+        (
+            "TUI terminal bytes per 1,000 events, 1,000 events/s",
+            "tui_bytes_per_1000_events_1000",
+            "B",
+        ),
+        ("TUI burst into a pane", "tui_burst_events_per_s", "/s"),
+        ("Cancel: canceled status at the client (SIGINT)", "cancel_sleep_status_s", "s"),
+        ("Real codex: end of turn, pipe", "real_codex_pipe_total_s", "s"),
+        ("Real codex: end of turn, end to end", "real_codex_e2e_total_s", "s"),
+        ("Real codex: added to the turn", "real_codex_added_total_s", "s"),
+    ]
+    rows = [(t, k, u) for t, k, u in other if flat.get(k) is not None]
+    if rows:
+        lines += ["", "| Other measurement | Key | Result |", "| --- | --- | ---: |"]
+        lines += [f"| {t} | `{k}` | {_fmt(flat[k], u)} |" for t, k, u in rows]
+    if results.get("notes"):
+        lines += ["", "Notes:", ""] + [f"- {note}" for note in results["notes"]]
+    return "\n".join(lines)
+
+
+def write(results: dict[str, Any], path: Path) -> None:
+    """Write ``results`` as JSON (NaN as null)."""
+
+    def clean(value: Any) -> Any:
+        if isinstance(value, float):
+            return None if math.isnan(value) or math.isinf(value) else round(value, 3)
+        if isinstance(value, dict):
+            return {str(k): clean(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [clean(v) for v in value]
+        return value
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(clean(results), indent=2, ensure_ascii=False) + "\n")

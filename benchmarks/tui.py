@@ -1,0 +1,452 @@
+"""Provides the TUI benchmarks.
+
+- Event-loop lag while a burst streams into a pane: the app runs headless in this process
+  (Textual's ``run_test``) against a real server; a 10 ms Textual timer records how late each
+  tick fires. Headless Textual lays out and renders widgets but writes no terminal output.
+- Memory per retained line: ``tracemalloc`` around filling a transcript (the pane's bounded
+  window) with a realistic mix of codex events, rendered at 80×24.
+- Cold start: ``codex-tui`` spawned under a pseudo-terminal (80×24) against a running server,
+  timed until its first full-screen frame (every row drawn) — what a person waits for.
+- Terminal bytes per 1,000 streamed events: bytes read from the pty's master while a task
+  streams into the pane, less the idle rate (what an SSH link carries).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import gc
+import json
+import os
+import re
+import struct
+import subprocess
+import sys
+import termios
+import threading
+import time
+import tracemalloc
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from benchmarks.harness import (
+    CLEANUP,
+    BenchError,
+    Server,
+    base_env,
+    median,
+    summarize,
+)
+from benchmarks.load import Gate, LoadSpec, bench_client
+
+Log = Callable[[str], None]
+
+#: The terminal size of every TUI benchmark (what must work over SSH).
+COLUMNS, ROWS = 80, 24
+
+_ROW_RE = re.compile(rb"\x1b\[(\d+);\d+H")
+
+
+# -- event-loop lag during a burst -----------------------------------------------------------
+
+
+async def tui_lag(server: Server, events: int, log: Log, tick_s: float = 0.01) -> dict[str, Any]:
+    """Stream a burst of ``events`` events (printed as fast as the fake can) into the active
+    pane of the dashboard and sample the app's event-loop lag with a ``tick_s`` timer."""
+    from codex_tui.app import CodexTuiApp
+    from codex_tui.screens.dashboard import DashboardScreen
+    from server_client.models import TaskStatus
+
+    log(f"tui: event-loop lag while {events} events stream into a pane (headless)")
+    gate = Gate(server.home / "gates")
+    spec = LoadSpec(1, events, 0.0)
+    prompt = spec.prompts(gate.path, word="tui-lag")[0]
+    async with bench_client(server) as client:
+        task = await client.create_task(prompt, workdir=str(server.workdir))
+        app = CodexTuiApp(client, poll_interval_s=1.5)
+        async with app.run_test(size=(COLUMNS, ROWS)) as pilot:
+            dash = next(s for s in app.screen_stack if isinstance(s, DashboardScreen))
+            deadline = time.monotonic() + 10
+            while dash.event_view.task_id != task.id and time.monotonic() < deadline:
+                await pilot.pause(0.05)
+            if dash.event_view.task_id != task.id:
+                # The list highlights another task: show ours in the active pane.
+                dash.event_view.follow(await client.get_task(task.id))
+            view = dash.event_view
+            deadline = time.monotonic() + 30
+            # queued, running, stderr, thread.started, turn.started: the fake waits at the gate
+            while view.events_seen < 5:
+                if time.monotonic() > deadline:
+                    raise BenchError("the TUI pane never showed the burst task")
+                await pilot.pause(0.05)
+            ticks: list[float] = []
+            app.set_interval(tick_s, lambda: ticks.append(time.perf_counter()), name="lag")
+            await pilot.pause(0.3)
+            seen_before = view.events_seen
+            ticks.clear()
+            started = time.perf_counter()
+            gate.release()
+            deadline = time.monotonic() + 120 + events / 200
+            while not (
+                view.status is TaskStatus.COMPLETED and not view.pending and not view.streaming
+            ):
+                if time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.05)
+            done = time.perf_counter()
+            seen = view.events_seen - seen_before
+            await pilot.pause(0.2)
+    gate.close()
+    gaps = [(b - a - tick_s) * 1000 for a, b in zip(ticks, ticks[1:], strict=False)]
+    lag = summarize(gaps)
+    result = {
+        "tui_lag_p99_ms": lag["p99"],
+        "tui_lag_p50_ms": lag["p50"],
+        "tui_lag_max_ms": lag["max"],
+        "tui_lag_ticks": lag["n"],
+        "tui_burst_events": seen,
+        "tui_burst_s": done - started,
+        "tui_burst_events_per_s": seen / max(done - started, 1e-9),
+    }
+    log(
+        f"  lag p50 {lag['p50']:.1f} ms, p99 {lag['p99']:.1f} ms, max {lag['max']:.1f} ms; "
+        f"{seen} events in {done - started:.1f} s"
+    )
+    return result
+
+
+# -- memory per retained line --------------------------------------------------------------
+
+
+def _mix_envelopes(count: int) -> list[str]:
+    """``count`` event envelopes (JSON, as the server sends them) in the proportions of a
+    typical codex turn: commands with output, reasoning, to-do lists, file changes and
+    agent messages."""
+    ts = datetime(2026, 1, 1, tzinfo=UTC).isoformat().replace("+00:00", "Z")
+    out: list[str] = []
+    seq = 0
+    while len(out) < count:
+        n = len(out)
+        output = "".join(f"src/module_{i}.py: line {i} of the output\n" for i in range(12))
+        command = {
+            "id": f"item_{n}",
+            "type": "command_execution",
+            "command": "bash -lc 'rg -n parse src'",
+            "aggregated_output": "",
+            "exit_code": None,
+            "status": "in_progress",
+        }
+        items: list[dict[str, Any]] = [
+            {"type": "item.started", "item": command},
+            {
+                "type": "item.completed",
+                "item": command
+                | {"aggregated_output": output, "exit_code": 0, "status": "completed"},
+            },
+            {
+                "type": "item.completed",
+                "item": {
+                    "id": f"item_{n}r",
+                    "type": "reasoning",
+                    "text": "**Reading the parser** " + "x" * 200,
+                },
+            },
+            {
+                "type": "item.updated",
+                "item": {
+                    "id": f"item_{n}t",
+                    "type": "todo_list",
+                    "items": [
+                        {"text": "add the flag", "completed": True},
+                        {"text": "write the test", "completed": False},
+                    ],
+                },
+            },
+            {
+                "type": "item.completed",
+                "item": {
+                    "id": f"item_{n}f",
+                    "type": "file_change",
+                    "changes": [{"path": "/srv/app/src/cli.py", "kind": "update"}],
+                    "status": "completed",
+                },
+            },
+            {
+                "type": "item.completed",
+                "item": {
+                    "id": f"item_{n}m",
+                    "type": "agent_message",
+                    "text": "Added the flag to `export` and a test for it. " * 3,
+                },
+            },
+        ]
+        for data in items:
+            seq += 1
+            out.append(
+                json.dumps(
+                    {"seq": seq, "ts": ts, "kind": "codex", "data": data}, separators=(",", ":")
+                )
+            )
+    return out[:count]
+
+
+async def tui_memory(entries: int, log: Log) -> dict[str, Any]:
+    """Bytes retained per transcript entry (one codex event) after filling a transcript of
+    ``entries`` events at 80×24 and rendering its visible part (``tracemalloc``)."""
+    from textual.app import App, ComposeResult
+
+    from codex_tui.widgets.render import RenderState, annotate
+    from codex_tui.widgets.transcript import Transcript
+    from server_client.models import Event
+
+    log(f"tui: memory of a transcript holding {entries} events")
+
+    class TranscriptApp(App[None]):
+        def compose(self) -> ComposeResult:
+            yield Transcript(max_entries=entries, id="transcript")
+
+    envelopes = _mix_envelopes(entries)
+    app = TranscriptApp()
+    async with app.run_test(size=(COLUMNS, ROWS)) as pilot:
+        transcript = app.query_one(Transcript)
+        await pilot.pause()
+        gc.collect()
+        tracemalloc.start()
+        before = tracemalloc.get_traced_memory()[0]
+        events = [Event.model_validate_json(raw) for raw in envelopes]
+        state = RenderState()
+        batch = [(event, annotate(event, state)) for event in events]
+        made = transcript.make_entries(batch)
+        transcript.append(made)
+        await pilot.pause()
+        transcript.scroll_to(y=transcript.max_scroll_y // 2, animate=False, immediate=True)
+        await pilot.pause()
+        held = len(transcript.entries)
+        del events, batch, made
+        gc.collect()
+        after = tracemalloc.get_traced_memory()[0]
+        tracemalloc.stop()
+    per_line = (after - before) / max(held, 1)
+    log(f"  {per_line:.0f} bytes per retained event ({held} held)")
+    return {
+        "tui_bytes_per_line": per_line,
+        "tui_lines_held": held,
+        "tui_window_mb": per_line * 2000 / 2**20,
+    }
+
+
+# -- a real terminal -----------------------------------------------------------------------
+
+
+class PtyTui:
+    """``codex-tui`` under a pseudo-terminal of :data:`COLUMNS` × :data:`ROWS`; a thread
+    records every chunk read from the master with its time."""
+
+    def __init__(self, server: Server, home: Path) -> None:
+        env = base_env()
+        env.update(
+            CODEX_TUI_HOME=str(home),
+            CODEX_TUI_SERVER=server.url,
+            CODEX_TUI_TOKEN=server.token,
+            TERM="xterm-256color",
+            COLORTERM="truecolor",
+        )
+        env.pop("NO_COLOR", None)
+        self.chunks: list[tuple[float, bytes]] = []
+        self._lock = threading.Lock()
+        master, slave = os.openpty()
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", ROWS, COLUMNS, 0, 0))
+        command = Path(sys.executable).with_name("codex-tui")
+        argv = [str(command)] if command.exists() else [sys.executable, "-m", "codex_tui"]
+        self.started = time.perf_counter()
+        self.proc = subprocess.Popen(  # noqa: S603 - fixed argv
+            argv,
+            stdin=slave,
+            stdout=slave,
+            stderr=slave,
+            env=env,
+            cwd=server.workdir,
+            start_new_session=True,
+        )
+        os.close(slave)
+        self.master = master
+        self._unregister = CLEANUP.push("a pty TUI", self.close)
+        self._thread = threading.Thread(target=self._read, name="pty-reader", daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        while True:
+            try:
+                data = os.read(self.master, 65536)
+            except OSError:
+                return
+            if not data:
+                return
+            with self._lock:
+                self.chunks.append((time.perf_counter(), data))
+
+    def output(self, since: float = 0.0) -> bytes:
+        """Everything read after ``since`` (perf_counter time)."""
+        with self._lock:
+            return b"".join(d for t, d in self.chunks if t > since)
+
+    def bytes_between(self, start: float, end: float) -> int:
+        """How many bytes arrived in ``(start, end]``."""
+        with self._lock:
+            return sum(len(d) for t, d in self.chunks if start < t <= end)
+
+    def last_time(self) -> float:
+        """When the newest chunk arrived (0 before any)."""
+        with self._lock:
+            return self.chunks[-1][0] if self.chunks else 0.0
+
+    def wait_full_screen(self, timeout_s: float = 30.0) -> float:
+        """Seconds from spawn until every row was drawn (the first full-screen frame).
+
+        Raises:
+            BenchError: no full screen within ``timeout_s``.
+        """
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            with self._lock:
+                chunks = list(self.chunks)
+            rows: set[int] = set()
+            for at, data in chunks:
+                rows.update(int(m.group(1)) for m in _ROW_RE.finditer(data))
+                if rows >= set(range(1, ROWS + 1)):
+                    return at - self.started
+            if self.proc.poll() is not None:
+                raise BenchError(f"codex-tui exited {self.proc.returncode}: {self.output()!r}")
+            time.sleep(0.005)
+        raise BenchError(f"codex-tui drew no full screen in {timeout_s:.0f} s")
+
+    def wait_text(self, text: bytes, timeout_s: float = 20.0, since: float = 0.0) -> bool:
+        """Wait until ``text`` appears in the output after ``since``."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if text in self.output(since):
+                return True
+            time.sleep(0.02)
+        return False
+
+    def wait_quiet(self, quiet_s: float, timeout_s: float) -> float:
+        """Wait until nothing arrived for ``quiet_s``; returns the last chunk's time."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            last = self.last_time()
+            if time.perf_counter() - last >= quiet_s:
+                return last
+            time.sleep(0.05)
+        return self.last_time()
+
+    def close(self) -> None:
+        """Quit with ``q``; kill after 5 s."""
+        self._unregister()
+        if self.proc.poll() is None:
+            with contextlib.suppress(OSError):
+                os.write(self.master, b"q")
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        with contextlib.suppress(OSError):
+            os.close(self.master)
+
+
+async def _wait_running(server: Server, task_id: str) -> None:
+    async with bench_client(server) as client:
+        deadline = time.monotonic() + 60
+        while (await client.get_task(task_id)).status.value != "running":
+            if time.monotonic() > deadline:
+                raise BenchError("the TUI's task never ran")
+            await asyncio.sleep(0.05)
+
+
+async def _wait_done(server: Server, task_id: str, timeout_s: float) -> None:
+    async with bench_client(server) as client:
+        deadline = time.monotonic() + timeout_s
+        while not (await client.get_task(task_id)).status.is_terminal:
+            if time.monotonic() > deadline:
+                raise BenchError("the TUI's task never finished")
+            await asyncio.sleep(0.1)
+
+
+async def tui_terminal(
+    server: Server,
+    run_dir: Path,
+    *,
+    cold_runs: int,
+    streams: list[tuple[int, float]],
+    log: Log,
+    idle_s: float = 2.0,
+) -> dict[str, Any]:
+    """Cold starts under a pty (``cold_runs``), then terminal bytes while each of
+    ``streams`` (events, events/s) streams into the active pane."""
+    log(f"tui: cold start under a pty ({cold_runs} runs), terminal bytes per event")
+    home = run_dir / "tui-home"
+    colds: list[float] = []
+    for _ in range(cold_runs):
+        tui = PtyTui(server, home)
+        try:
+            colds.append(await asyncio.to_thread(tui.wait_full_screen))
+        finally:
+            await asyncio.to_thread(tui.close)
+    log(f"  first full screen after {median(colds) * 1000:.0f} ms (median of {cold_runs})")
+    out: dict[str, Any] = {
+        "tui_cold_start_ms": median(colds) * 1000,
+        "tui_cold_start_runs_ms": [round(c * 1000) for c in colds],
+        "tui_terminal": f"{COLUMNS}x{ROWS}, TERM=xterm-256color, COLORTERM=truecolor",
+    }
+    for index, (events, rate) in enumerate(streams):
+        gate = Gate(run_dir / "gates")
+        spec = LoadSpec(1, events, rate)
+        word = f"tui-bytes-{index}"
+        async with bench_client(server) as client:
+            task = await client.create_task(
+                spec.prompts(gate.path, word=word)[0], workdir=str(server.workdir)
+            )
+        await _wait_running(server, task.id)
+        tui = PtyTui(server, home)
+        try:
+            await asyncio.to_thread(tui.wait_full_screen)
+            if not await asyncio.to_thread(tui.wait_text, word.encode()):
+                log("  (the task's prompt never showed on the screen)")
+            await asyncio.to_thread(tui.wait_quiet, 1.0, 10.0)
+            idle_start = time.perf_counter()
+            await asyncio.sleep(idle_s)
+            idle_end = time.perf_counter()
+            idle_rate = tui.bytes_between(idle_start, idle_end) / idle_s
+            gate.release()
+            released = time.perf_counter()
+            await _wait_done(server, task.id, 60 + events / max(rate, 100))
+            end = await asyncio.to_thread(tui.wait_quiet, 1.0, 30.0)
+            end = max(end, released)
+            total = tui.bytes_between(released, end)
+            streamed = max(total - idle_rate * (end - released), 0.0)
+            shown = b"message %d " % (events - 1) in tui.output(released)
+        finally:
+            gate.close()
+            await asyncio.to_thread(tui.close)
+        per_1000 = streamed / events * 1000
+        key = "tui_bytes_per_1000_events" if index == 0 else f"tui_bytes_per_1000_events_{rate:g}"
+        out[key] = per_1000
+        out[f"tui_stream_{index}"] = {
+            "events": events,
+            "rate_per_s": rate,
+            "bytes_per_event": streamed / events,
+            "bytes": total,
+            "idle_bytes_per_s": idle_rate,
+            "seconds": end - released,
+            "last_event_shown": shown,
+            "kbit_per_s": streamed * 8 / 1000 / max(end - released, 1e-9),
+        }
+        log(
+            f"  {events} events at {rate:g}/s: {per_1000:.0f} bytes per 1,000 events "
+            f"({out[f'tui_stream_{index}']['kbit_per_s']:.0f} kbit/s; idle "
+            f"{idle_rate:.0f} B/s)"
+        )
+    return out
