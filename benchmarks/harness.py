@@ -26,6 +26,9 @@ from pathlib import Path
 import httpx
 import psutil
 
+from server_client.models import Sandbox
+from server_client.worker.runner import RunSpec, build_argv
+
 ROOT = Path(__file__).resolve().parent.parent
 FAKE_CODEX = ROOT / "tests" / "fake_codex.py"
 
@@ -389,6 +392,39 @@ def start_server(
 
 
 # -- PostgreSQL ----------------------------------------------------------------------------
+
+
+async def spawn_codex_pipe(
+    codex_bin: str | Path,
+    prompt: str,
+    workdir: Path,
+    env: dict[str, str],
+    *,
+    limit: int = 1 << 16,
+) -> asyncio.subprocess.Process:
+    """Start codex exactly as the worker would (its argv from ``runner.build_argv``, its own
+    session, stdin from /dev/null), with stdout on a pipe for a baseline reader; ``limit`` is
+    the pipe reader's line limit (bytes)."""
+    spec = RunSpec(
+        task_id="baseline",
+        prompt=prompt,
+        workdir=str(workdir),
+        sandbox=Sandbox.WORKSPACE_WRITE,
+        model=None,
+        codex_bin=str(codex_bin),
+        env=env,
+    )
+    argv = build_argv(spec)
+    return await asyncio.create_subprocess_exec(
+        *argv,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+        cwd=workdir,
+        env=env,
+        start_new_session=True,
+        limit=limit,
+    )
 
 
 def pg_admin_url() -> str:

@@ -34,6 +34,7 @@ from benchmarks.harness import (
     CpuSample,
     Server,
     rounded,
+    spawn_codex_pipe,
     summarize,
 )
 from server_client.client import CodexTuiClient
@@ -409,23 +410,7 @@ async def run_baseline(spec: LoadSpec, gate_dir: Path, workdir: Path) -> dict[st
     last_arrival = 0
 
     async def spawn(prompt: str) -> asyncio.subprocess.Process:
-        return await asyncio.create_subprocess_exec(
-            str(FAKE_CODEX),
-            "exec",
-            "--json",
-            "--skip-git-repo-check",
-            "--sandbox=workspace-write",
-            f"--cd={workdir}",
-            "--",
-            prompt,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.DEVNULL,
-            cwd=workdir,
-            env=env,
-            start_new_session=True,
-            limit=1 << 20,
-        )
+        return await spawn_codex_pipe(FAKE_CODEX, prompt, workdir, env, limit=1 << 20)
 
     async def read(proc: asyncio.subprocess.Process) -> None:
         nonlocal ready, last_arrival

@@ -15,7 +15,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks.harness import CLEANUP, RUN_ENV, RUN_ID, BenchError, Server, median
+from benchmarks.harness import (
+    CLEANUP,
+    RUN_ENV,
+    RUN_ID,
+    BenchError,
+    Server,
+    median,
+    spawn_codex_pipe,
+)
 from benchmarks.load import bench_client
 from server_client.models import EventKind
 
@@ -26,22 +34,7 @@ PROMPT = "run the command, then say done"
 
 async def _direct(codex_bin: str, env: dict[str, str], workdir: Path) -> dict[str, float]:
     started = time.perf_counter()
-    proc = await asyncio.create_subprocess_exec(
-        codex_bin,
-        "exec",
-        "--json",
-        "--skip-git-repo-check",
-        "--sandbox=workspace-write",
-        f"--cd={workdir}",
-        "--",
-        PROMPT,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.DEVNULL,
-        cwd=workdir,
-        env=env,
-        start_new_session=True,
-    )
+    proc = await spawn_codex_pipe(codex_bin, PROMPT, workdir, env)
     assert proc.stdout is not None
     first = None
     lines = 0
