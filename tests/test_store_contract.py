@@ -41,6 +41,7 @@ from server_client.server.store import (
     LeaseLost,
     NotFound,
     PairingError,
+    Principal,
     Store,
     StoredEvent,
     User,
@@ -290,15 +291,15 @@ async def test_uploads_are_idempotent_by_index_and_a_gap_names_the_next_index(
     assert claim is not None
     lease = claim.lease_id
 
-    result, pk, fresh = await store.append_events(
+    result, pk, fresh, committed = await store.append_events(
         alice, worker.id, task_id, _batch(lease, 0, ["a", "b"])
     )
     assert result.next_index == 2 and fresh == 2
-    again, _, fresh = await store.append_events(
+    again, _, fresh, _ = await store.append_events(
         alice, worker.id, task_id, _batch(lease, 0, ["a", "b"])
     )
     assert again.next_index == 2 and fresh == 0
-    overlap, _, fresh = await store.append_events(
+    overlap, _, fresh, _ = await store.append_events(
         alice, worker.id, task_id, _batch(lease, 1, ["b", "c", "d"])
     )
     assert overlap.next_index == 4 and fresh == 2
@@ -308,6 +309,10 @@ async def test_uploads_are_idempotent_by_index_and_a_gap_names_the_next_index(
 
     events = await store.read_events(pk, 0)
     assert [e.seq for e in events] == [1, 2, 3, 4, 5, 6]
+    # The rows an append hands to this process's streams are the rows as read back.
+    as_read = {e.seq: e.envelope_json() for e in events}
+    assert len(committed) == 2
+    assert [e.envelope_json() for e in committed] == [as_read[e.seq] for e in committed]
     assert [e.data for e in events[2:]] == [f'{{"text":"{t}"}}' for t in "abcd"]
     assert (await store.get_task(alice, task_id)).last_seq == 6
 
@@ -355,7 +360,7 @@ async def test_read_events_before_pages_backwards(store: Store) -> None:
     task_id = await _task(store, alice)
     claim = await store.claim(alice, worker)
     assert claim is not None
-    _, pk, _ = await store.append_events(
+    _, pk, _, _ = await store.append_events(
         alice, worker.id, task_id, _batch(claim.lease_id, 0, [str(n) for n in range(8)])
     )
     assert [e.seq for e in await store.read_events_before(pk, 8, 3)] == [5, 6, 7]
@@ -497,6 +502,58 @@ async def test_a_worker_that_lost_its_lease_can_neither_append_nor_finish(store:
     events = await _events(store, alice, task_id)
     _assert_log_sound(events, TaskStatus.LOST)
     assert [e.seq for e in events] == [1, 2, 3, 4]
+
+
+async def test_an_upload_by_token_checks_token_worker_and_lease_in_its_one_read(
+    store: Store,
+) -> None:
+    alice, bob = await store.create_user("alice"), await store.create_user("bob")
+    code, _ = await store.create_pairing_code(alice)
+    _, worker, worker_token = await store.redeem_pairing_code(PairRequest(code=code, name="w"))
+    other = await _worker(store, alice, "other")
+    user_token = await store.issue_token(alice.id)
+    bob_token = await store.issue_token(bob.id)
+    task_id = await _task(store, alice)
+    claim = await store.claim(alice, worker)
+    assert claim is not None
+    lease = claim.lease_id
+
+    got = await store.append_events_by_token(
+        worker_token, worker.id, task_id, _batch(lease, 0, ["a"])
+    )
+    assert got is not None
+    principal, appended = got
+    assert principal == Principal(alice, kind="worker", worker_id=worker.id)
+    assert appended.result.next_index == 1 and [e.seq for e in appended.events] == [3]
+    # The owner's own token may upload as the owner's worker (the local worker does).
+    got = await store.append_events_by_token(
+        user_token, worker.id, task_id, _batch(lease, 1, ["b"])
+    )
+    assert got is not None and got[0].kind == "user" and got[1].result.next_index == 2
+
+    with pytest.raises(NotFound):  # a worker token speaks only for its own worker
+        await store.append_events_by_token(worker_token, other.id, task_id, _batch(lease, 2, ["x"]))
+    with pytest.raises(LeaseLost):
+        await store.append_events_by_token(user_token, other.id, task_id, _batch(lease, 2, ["x"]))
+    with pytest.raises(LeaseLost):
+        await store.append_events_by_token(worker_token, worker.id, task_id, _batch("no", 2, ["x"]))
+    for stranger in (user_token + "x", bob_token):  # unknown, or not the task owner's
+        assert (
+            await store.append_events_by_token(
+                stranger, worker.id, task_id, _batch(lease, 2, ["x"])
+            )
+            is None
+        )
+    assert await store.revoke_tokens(user=alice) == 2  # a revoked token fails on its next upload
+    for revoked in (user_token, worker_token):
+        assert (
+            await store.append_events_by_token(revoked, worker.id, task_id, _batch(lease, 2, ["x"]))
+            is None
+        )
+    assert [json.loads(e.data).get("text") for e in await _events(store, alice, task_id)][2:] == [
+        "a",
+        "b",
+    ]
 
 
 async def test_sweeps_end_silent_workers_tasks_lost_once_even_when_two_race(

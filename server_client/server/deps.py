@@ -16,19 +16,19 @@ from server_client.server.store import Principal, Store, User
 _bearer = HTTPBearer(auto_error=False, description="A user token (`ctu_...`).")
 
 
-def get_store(request: Request) -> Store:
+async def get_store(request: Request) -> Store:
     """The app's store."""
     store: Store = request.app.state.store
     return store
 
 
-def get_hub(request: Request) -> Hub:
+async def get_hub(request: Request) -> Hub:
     """The app's wake-up hub."""
     hub: Hub = request.app.state.hub
     return hub
 
 
-def get_settings(request: Request) -> ServerSettings:
+async def get_settings(request: Request) -> ServerSettings:
     """The app's settings."""
     settings: ServerSettings = request.app.state.settings
     return settings
@@ -66,14 +66,13 @@ PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-async def current_principal(
-    store: StoreDep,
+async def bearer_token(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> Principal:
-    """Who the request's bearer token speaks for (a user or one of their workers).
+) -> str:
+    """The request's bearer token, not yet checked (routes that check it themselves).
 
     Raises:
-        HTTPException: 401 when the token is missing, unknown or revoked (never echoed back).
+        HTTPException: 401 when there is none.
     """
     if credentials is None:
         raise HTTPException(
@@ -81,7 +80,18 @@ async def current_principal(
             "missing bearer token: send 'Authorization: Bearer <token>' "
             "(codex-tui --token or CODEX_TUI_TOKEN)",
         )
-    principal = await store.authenticate(credentials.credentials)
+    return credentials.credentials
+
+
+BearerToken = Annotated[str, Depends(bearer_token)]
+
+
+def set_principal(principal: Principal | None) -> Principal:
+    """Record who the request acts for (logs, audit rows) and return them.
+
+    Raises:
+        HTTPException: 401 for None (an unknown or revoked token, never echoed back).
+    """
     if principal is None:
         raise HTTPException(401, "invalid or revoked token")
     if principal.kind == "worker":
@@ -89,6 +99,25 @@ async def current_principal(
     else:
         context.set_actor(f"user:{principal.user.name}")
     return principal
+
+
+async def upload_principal(store: StoreDep, token: BearerToken) -> Principal:
+    """:func:`current_principal` for the event upload, which checks the token again in its
+    own statement (:meth:`Store.authenticate_known`: no query for a token valid a moment ago).
+
+    Raises:
+        HTTPException: 401 when the token is missing or unknown.
+    """
+    return set_principal(await store.authenticate_known(token))
+
+
+async def current_principal(store: StoreDep, token: BearerToken) -> Principal:
+    """Who the request's bearer token speaks for (a user or one of their workers).
+
+    Raises:
+        HTTPException: 401 when the token is missing, unknown or revoked (never echoed back).
+    """
+    return set_principal(await store.authenticate(token))
 
 
 CurrentPrincipal = Annotated[Principal, Depends(current_principal)]

@@ -4,6 +4,12 @@ A waiter takes :meth:`Hub.current` *before* it reads the store and awaits it aft
 write that lands between the read and the wait still wakes it (no lost wake-up). Waking is
 only a hint to look at the store again; the store is the truth.
 
+Events a process has just committed are also kept, briefly, in a bounded in-memory *tail* per
+watched key (:meth:`Hub.publish`), so the SSE streams of this process take them from memory
+instead of reading each one back from the store. A stream uses the tail only when it continues
+exactly where the stream stands (seqs are contiguous per task); anything else, e.g. events
+written by another process or a status event written without the tail, is read from the store.
+
 With several server processes on one PostgreSQL database a relay
 (server_client.server.pgnotify) carries every :meth:`Hub.notify` to the other processes, whose
 hubs then :meth:`Hub.wake` their own waiters.
@@ -13,7 +19,34 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Iterator
+import itertools
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from server_client.server.store import StoredEvent
+
+#: Most events kept in memory per watched key (a stream further behind reads the store).
+TAIL_EVENTS = 1024
+
+
+class Watch:
+    """A waiter's hold on one key (from :meth:`Hub.watch`): the event to wait on and the
+    key's in-memory tail."""
+
+    def __init__(self, hub: Hub, key: str) -> None:
+        self._hub = hub
+        self.key = key
+
+    def current(self) -> asyncio.Event:
+        """The event the next notify of this key sets (take it *before* reading)."""
+        return self._hub.current(self.key)
+
+    def tail(self, after: int) -> list[StoredEvent] | None:
+        """The events with ``seq > after`` this process committed, when the tail continues
+        right after ``after``; None means "read the store" (see :meth:`Hub.tail`)."""
+        return self._hub.tail(self.key, after)
 
 
 class Hub:
@@ -22,6 +55,7 @@ class Hub:
     def __init__(self) -> None:
         self._events: dict[str, asyncio.Event] = {}
         self._watchers: dict[str, int] = {}
+        self._tails: dict[str, deque[StoredEvent]] = {}
         self._closing: asyncio.Event | None = None
         self._relay: Callable[[str], None] | None = None
 
@@ -54,6 +88,31 @@ class Hub:
         if self._relay is not None:
             self._relay(key)
 
+    def publish(self, key: str, events: Sequence[StoredEvent]) -> None:
+        r""":meth:`notify` ``key`` after ``events`` (in seq order) were committed, keeping them
+        in the key's tail while someone :meth:`watch`\ es it (at most :data:`TAIL_EVENTS`).
+
+        A batch that does not continue the tail (a seq written meanwhile without it) starts
+        it afresh, so a tail never has a hole.
+        """
+        if events and key in self._watchers:
+            tail = self._tails.get(key)
+            if tail is None:
+                tail = self._tails[key] = deque(maxlen=TAIL_EVENTS)
+            elif tail and tail[-1].seq + 1 != events[0].seq:
+                tail.clear()
+            tail.extend(events)
+        self.notify(key)
+
+    def tail(self, key: str, after: int) -> list[StoredEvent] | None:
+        """The events of ``key``'s tail with ``seq > after``, or None when the tail does not
+        continue right after ``after`` (empty, starts later, or has nothing newer): the caller
+        then reads the store, which may hold events other processes wrote."""
+        tail = self._tails.get(key)
+        if not tail or tail[0].seq > after + 1 or tail[-1].seq <= after:
+            return None
+        return list(itertools.islice(tail, after + 1 - tail[0].seq, None))
+
     def wake(self, key: str) -> None:
         """Wake this process's waiters on ``key`` only (a notification from another process)."""
         event = self._events.pop(key, None)
@@ -81,16 +140,17 @@ class Hub:
         return event
 
     @contextlib.contextmanager
-    def watch(self, key: str) -> Iterator[asyncio.Event]:
-        """:meth:`current` for the span of the ``with`` block, for waiters that may stop at
-        any time (SSE streams): when the last watcher of ``key`` leaves, the key is dropped,
-        so streams that ended, e.g. those of a finished task, which is never notified again,
-        leave no key behind (reliability.md E4). Use a key either only through ``watch`` or
-        only through :meth:`current`."""
-        event = self.current(key)
+    def watch(self, key: str) -> Iterator[Watch]:
+        """Hold ``key`` for the span of the ``with`` block, for waiters that may stop at any
+        time (SSE streams): take :meth:`Watch.current` before each read of the store and wait
+        on it after; :meth:`Watch.tail` has what this process committed meanwhile. When the
+        last watcher of ``key`` leaves, the key and its tail are dropped, so streams that
+        ended, e.g. those of a finished task, which is never notified again, leave nothing
+        behind (reliability.md E4). Use a key either only through ``watch`` or only through
+        :meth:`current`."""
         self._watchers[key] = self._watchers.get(key, 0) + 1
         try:
-            yield event
+            yield Watch(self, key)
         finally:
             left = self._watchers[key] - 1
             if left:
@@ -98,6 +158,7 @@ class Hub:
             else:
                 del self._watchers[key]
                 self._events.pop(key, None)
+                self._tails.pop(key, None)
 
     @staticmethod
     async def wait(event: asyncio.Event, timeout_s: float) -> bool:

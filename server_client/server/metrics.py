@@ -204,7 +204,7 @@ class HttpMetricsMiddleware:
             ).inc()
 
 
-def get_metrics(request: Request) -> Metrics:
+async def get_metrics(request: Request) -> Metrics:
     """The app's :class:`Metrics`."""
     metrics: Metrics = request.app.state.metrics
     return metrics

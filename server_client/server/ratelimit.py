@@ -470,7 +470,7 @@ class SlotEventSourceResponse(EventSourceResponse):
 # -- FastAPI wiring ---------------------------------------------------------------------
 
 
-def get_limiter(request: Request) -> Limiter:
+async def get_limiter(request: Request) -> Limiter:
     """The app's :class:`Limiter`."""
     limiter: Limiter = request.app.state.limiter
     return limiter

@@ -153,24 +153,30 @@ async def _follow(
     if task.status.is_terminal and after >= task.last_seq:
         return  # already past the terminal event: nothing will ever come
     last = after
-    key = task_key(task_pk)
-    while True:
-        with hub.watch(key) as wake:  # the key is dropped when the last stream leaves it
-            # Shielded: a client that resets mid-read cancels only our wait, not the query,
-            # so its pooled connection is returned cleanly instead of being force-closed
-            # (which costs CPU and logs "Task was destroyed but it is pending!").
-            rows = await asyncio.shield(store.read_events(task_pk, last, REPLAY_PAGE))
+    with hub.watch(task_key(task_pk)) as watch:  # dropped with the key's last stream
+        while True:
+            wake = watch.current()  # before reading: a write landing meanwhile still wakes us
+            # What this process just committed comes from memory; anything else (other
+            # replicas' writes, status events, a stream behind the tail) from the store.
+            rows = watch.tail(last)
+            if rows is None:
+                # Shielded: a client that resets mid-read cancels only our wait, not the
+                # query, so its pooled connection is returned cleanly instead of being
+                # force-closed (which costs CPU and logs "Task was destroyed but it is
+                # pending!").
+                rows = await asyncio.shield(store.read_events(task_pk, last, REPLAY_PAGE))
             for row in rows:
                 yield ServerSentEvent(data=row.envelope_json(), id=str(row.seq))
                 last = row.seq
                 if row.is_terminal:
                     return
-            if len(rows) == REPLAY_PAGE:
+            if len(rows) >= REPLAY_PAGE:
                 continue
             if hub.closing:
                 return  # the client reconnects with Last-Event-ID once a server is back
             # Waking is a hint: a wake-up lost between replicas (a NOTIFY dropped with its
-            # connection) delays the stream by at most this long, since the store is read again.
+            # connection) delays the stream by at most this long, since the store is read
+            # again.
             if not await hub.wait(wake, STORE_RECHECK_S) and await request.is_disconnected():
                 return
 

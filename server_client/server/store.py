@@ -16,13 +16,14 @@ import base64
 import hashlib
 import json
 import secrets
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
-from sqlalchemy import Row, func, insert, or_, select, update
+from sqlalchemy import Row, bindparam, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -101,12 +102,14 @@ class Principal:
 
 
 class Appended(NamedTuple):
-    """What :meth:`Store.append_events` did: ``result`` (the worker's answer), ``task_pk``
-    and ``fresh`` (events of the batch the store had not seen, stored or dropped by the cap)."""
+    """What :meth:`Store.append_events` did: ``result`` (the worker's answer), ``task_pk``,
+    ``fresh`` (events of the batch the store had not seen, stored or dropped by the cap) and
+    ``events`` (the rows it committed, in seq order, for this process's streams)."""
 
     result: UploadResult
     task_pk: int
     fresh: int
+    events: list[StoredEvent]
 
 
 @dataclass(frozen=True)
@@ -192,6 +195,39 @@ class StoredEvent:
         status = json.loads(self.data).get("status")
         return status in {s.value for s in TaskStatus if s.is_terminal}
 
+
+#: The event upload's one read (:meth:`Store.append_events_by_token`): the task row joined
+#: with the bearer token's facts. Built once: an upload is the server's hot path.
+_UPLOAD_ROW = (
+    select(
+        tasks,
+        tokens.c.kind.label("token_kind"),
+        tokens.c.worker_id.label("token_worker"),
+        users.c.name.label("owner_name"),
+    )
+    .select_from(
+        tasks.join(tokens, tokens.c.user_id == tasks.c.owner_id).join(
+            users, users.c.id == tasks.c.owner_id
+        )
+    )
+    .where(
+        tokens.c.token_hash == bindparam("token_hash"),
+        tokens.c.revoked_at.is_(None),
+        tasks.c.id == bindparam("task_id"),
+    )
+)
+#: The same, locking the task row (PostgreSQL; SQLite writes are serialised in-process).
+_UPLOAD_ROW_LOCKED = _UPLOAD_ROW.with_for_update(of=tasks)
+_INSERT_EVENTS = insert(events)
+#: An upload's update of the task row: its last seq and the next upload index.
+_ADVANCE = (
+    update(tasks)
+    .where(tasks.c.pk == bindparam("b_pk"))
+    .values(last_seq=bindparam("b_last_seq"), upload_next=bindparam("b_upload_next"))
+)
+
+#: How many recently valid tokens :meth:`Store.authenticate_known` remembers.
+KNOWN_TOKENS = 1024
 
 #: How many of the oldest queued tasks one claim looks through for a routing match.
 CLAIM_SCAN = 200
@@ -304,6 +340,7 @@ class Store:
         self.max_events_per_task = max_events_per_task
         self._sqlite = engine.dialect.name == "sqlite"
         self._write_lock = asyncio.Lock()
+        self._known: OrderedDict[str, Principal] = OrderedDict()
 
     @asynccontextmanager
     async def _write(self) -> AsyncIterator[AsyncConnection]:
@@ -479,6 +516,31 @@ class Store:
             return None
         return Principal(User(id=row.id, name=row.name), kind=row.kind, worker_id=row.worker_id)
 
+    async def authenticate_known(self, token: str) -> Principal | None:
+        """:meth:`authenticate`, answered from the last :data:`KNOWN_TOKENS` tokens that were
+        valid here, so an upload does not pay a query before its own.
+
+        Only for a route whose own statement checks the token again (the event upload, see
+        :meth:`append_events_by_token`): the memory only lets a token that was valid reach
+        that statement, which refuses it once revoked, even when another process revoked it.
+        An unknown token is looked up, so it is refused before its body is looked at.
+        """
+        digest = hash_token(token)
+        principal = self._known.get(digest)
+        if principal is not None:
+            self._known.move_to_end(digest)
+            return principal
+        principal = await self.authenticate(token)
+        if principal is not None:
+            self._known[digest] = principal
+            if len(self._known) > KNOWN_TOKENS:
+                self._known.popitem(last=False)
+        return principal
+
+    def forget_token(self, token: str) -> None:
+        """Drop ``token`` from :meth:`authenticate_known`'s memory (it was refused)."""
+        self._known.pop(hash_token(token), None)
+
     async def user_by_name(self, name: str) -> User:
         """A user by name. Raises NotFound."""
         async with self.engine.connect() as conn:
@@ -556,6 +618,7 @@ class Store:
             revoked = (await conn.execute(query)).all()
             for row in revoked:
                 await self._audit(conn, "token.revoke", row.user_id, f"token:{row.id}")
+        self._known.clear()
         return len(revoked)
 
     # ---------------------------------------------------------------- tasks
@@ -886,18 +949,22 @@ class Store:
     async def get_worker(self, owner: User, worker_id: str) -> Worker:
         """One of the owner's (not revoked) workers. Raises NotFound."""
         async with self.engine.connect() as conn:
-            row = (
-                await conn.execute(
-                    select(workers).where(
-                        workers.c.id == worker_id,
-                        workers.c.owner_id == owner.id,
-                        workers.c.revoked_at.is_(None),
-                    )
+            row = await self._worker_row(conn, owner.id, worker_id)
+        return _worker_from_row(row, ttl_s=self.lease_ttl_s)
+
+    async def _worker_row(self, conn: AsyncConnection, owner_id: str, worker_id: str) -> Row[Any]:
+        row = (
+            await conn.execute(
+                select(workers).where(
+                    workers.c.id == worker_id,
+                    workers.c.owner_id == owner_id,
+                    workers.c.revoked_at.is_(None),
                 )
-            ).first()
+            )
+        ).first()
         if row is None:
             raise NotFound(f"no worker {worker_id}")
-        return _worker_from_row(row, ttl_s=self.lease_ttl_s)
+        return row
 
     async def list_workers(self, owner: User) -> list[Worker]:
         """The owner's workers (not revoked), by name, with online state and running count."""
@@ -1082,6 +1149,7 @@ class Store:
                 .where(tokens.c.worker_id == worker_id, tokens.c.revoked_at.is_(None))
                 .values(revoked_at=now)
             )
+            self._known.clear()
             rows = (
                 await conn.execute(
                     select(tasks.c.pk, tasks.c.last_seq).where(
@@ -1295,70 +1363,119 @@ class Store:
         """
         async with self._write() as conn:
             row = await self._leased_row(conn, owner, worker_id, task_id, batch.lease_id)
-            if TaskStatus(row.status).is_terminal:
-                raise LeaseLost(f"task {task_id} already ended {row.status}")
-            expected = int(row.upload_next)
-            if batch.first_index > expected:
-                raise Conflict(
-                    f"gap: batch starts at {batch.first_index}, expected {expected}",
-                    next_index=expected,
-                )
-            fresh = batch.events[expected - batch.first_index :]
-            seq = int(row.last_seq)
-            # Room under the per-task cap, keeping one seq for the marker (status events
-            # written by the server later may pass the cap: a task must be able to end).
-            room = max(0, self.max_events_per_task - 1 - seq)
-            kept = fresh[:room] if seq < self.max_events_per_task else []
-            rows = []
-            for item in kept:
-                seq += 1
-                data, _ = truncate_event(item.data, self.max_event_bytes)
-                rows.append(
-                    {
-                        "task_pk": row.pk,
-                        "seq": seq,
-                        "ts": item.ts,
-                        "kind": item.kind.value,
-                        "data": _dumps(data),
-                    }
-                )
-            if rows:
-                await conn.execute(insert(events), rows)
-            values: dict[str, Any] = {
-                "last_seq": seq,
-                "upload_next": expected + len(fresh),
-            }
-            capped = len(kept) < len(fresh) and int(row.last_seq) < self.max_events_per_task
-            if capped:
-                reason = (
-                    f"the task reached this server's cap of {self.max_events_per_task} events "
-                    "(CODEX_TUI_SERVER_MAX_EVENTS_PER_TASK); later events are dropped and the "
-                    "task is cancelled"
-                )
-                seq = await self._append_status(
-                    conn,
-                    row.pk,
-                    seq,
-                    {"status": "running", "cancel_requested": True, "reason": reason},
-                    utcnow(),
-                )
-                values["last_seq"] = seq
-                values["cancel_requested"] = True
-                await self._audit(
-                    conn,
-                    "task.event_cap",
-                    owner.id,
-                    f"task:{task_id}",
-                    {"cap": self.max_events_per_task, "dropped": len(fresh) - len(kept)},
-                )
-            if batch.thread_id and not row.thread_id:
-                values["thread_id"] = batch.thread_id
+            return await self._append(conn, row, owner.id, task_id, batch)
+
+    async def append_events_by_token(
+        self, token: str, worker_id: str, task_id: str, batch: EventBatch
+    ) -> tuple[Principal, Appended] | None:
+        """:meth:`append_events` for the bearer of ``token``, checking the token, the worker
+        and the lease in the same statement that reads the task row: the upload route's one
+        read per batch (a revoked token fails on its next upload, as on any route).
+
+        Returns:
+            Who the token speaks for and what was appended; None when the token is unknown or
+            revoked, or its owner has no task ``task_id`` (the caller tells which apart).
+
+        Raises:
+            NotFound: a worker token used for another worker. LeaseLost, Conflict: as
+            :meth:`append_events`.
+        """
+        query = _UPLOAD_ROW if self._sqlite else _UPLOAD_ROW_LOCKED
+        params = {"token_hash": hash_token(token), "task_id": task_id}
+        async with self._write() as conn:
+            row = (await conn.execute(query, params)).first()
+            if row is None:
+                return None
+            principal = Principal(
+                User(id=row.owner_id, name=row.owner_name),
+                kind=row.token_kind,
+                worker_id=row.token_worker,
+            )
+            if principal.kind == "worker" and principal.worker_id != worker_id:
+                raise NotFound(f"no worker {worker_id}")
+            try:
+                if row.worker_id != worker_id or row.lease_id != batch.lease_id:
+                    raise LeaseLost("this worker does not hold the task's lease")
+                return principal, await self._append(conn, row, row.owner_id, task_id, batch)
+            except Conflict:
+                # A user token names the worker it acts as: one that is not the owner's (or
+                # was revoked) is a 404, as on every worker route, before any lease answer.
+                await self._worker_row(conn, row.owner_id, worker_id)
+                raise
+
+    async def _append(
+        self, conn: AsyncConnection, row: Row[Any], owner_id: str, task_id: str, batch: EventBatch
+    ) -> Appended:
+        """The body of an append, in the caller's transaction, on the leased task ``row``."""
+        if TaskStatus(row.status).is_terminal:
+            raise LeaseLost(f"task {task_id} already ended {row.status}")
+        expected = int(row.upload_next)
+        if batch.first_index > expected:
+            raise Conflict(
+                f"gap: batch starts at {batch.first_index}, expected {expected}",
+                next_index=expected,
+            )
+        fresh = batch.events[expected - batch.first_index :]
+        seq = int(row.last_seq)
+        # Room under the per-task cap, keeping one seq for the marker (status events
+        # written by the server later may pass the cap: a task must be able to end).
+        room = max(0, self.max_events_per_task - 1 - seq)
+        kept = fresh[:room] if seq < self.max_events_per_task else []
+        rows = []
+        stored: list[StoredEvent] = []
+        for item in kept:
+            seq += 1
+            data, _ = truncate_event(item.data, self.max_event_bytes)
+            text = _dumps(data)
+            rows.append(
+                {
+                    "task_pk": row.pk,
+                    "seq": seq,
+                    "ts": item.ts,
+                    "kind": item.kind.value,
+                    "data": text,
+                }
+            )
+            # As the row reads back: a UTC timestamp (the column keeps microseconds).
+            stored.append(StoredEvent(seq, item.ts.astimezone(UTC), item.kind.value, text))
+        if rows:
+            await conn.execute(_INSERT_EVENTS, rows)
+        values: dict[str, Any] = {
+            "last_seq": seq,
+            "upload_next": expected + len(fresh),
+        }
+        capped = len(kept) < len(fresh) and int(row.last_seq) < self.max_events_per_task
+        if capped:
+            reason = (
+                f"the task reached this server's cap of {self.max_events_per_task} events "
+                "(CODEX_TUI_SERVER_MAX_EVENTS_PER_TASK); later events are dropped and the "
+                "task is cancelled"
+            )
+            marker = {"status": "running", "cancel_requested": True, "reason": reason}
+            now = utcnow()
+            seq = await self._append_status(conn, row.pk, seq, marker, now)
+            stored.append(StoredEvent(seq, now, EventKind.STATUS.value, _dumps(marker)))
+            values["last_seq"] = seq
+            values["cancel_requested"] = True
+            await self._audit(
+                conn,
+                "task.event_cap",
+                owner_id,
+                f"task:{task_id}",
+                {"cap": self.max_events_per_task, "dropped": len(fresh) - len(kept)},
+            )
+        if batch.thread_id and not row.thread_id:
+            values["thread_id"] = batch.thread_id
+        if len(values) == 2:  # the usual case, one prepared statement
+            advance = {"b_pk": row.pk, "b_last_seq": seq, "b_upload_next": values["upload_next"]}
+            await conn.execute(_ADVANCE, advance)
+        else:
             await conn.execute(update(tasks).where(tasks.c.pk == row.pk).values(values))
         result = UploadResult(
             next_index=expected + len(fresh),
             cancel_requested=bool(row.cancel_requested) or capped,
         )
-        return Appended(result, int(row.pk), len(fresh))
+        return Appended(result, int(row.pk), len(fresh), stored)
 
     async def finish(
         self, owner: User, worker_id: str, task_id: str, body: FinishRequest
