@@ -148,7 +148,7 @@ async def cancel_task(task_id: TaskIdPath, user: CurrentUser, store: StoreDep, h
 
 async def _follow(
     request: Request, store: Store, hub: HubDep, task: Task, task_pk: int, after: int
-) -> AsyncIterator[ServerSentEvent]:
+) -> AsyncIterator[ServerSentEvent | bytes]:
     yield ServerSentEvent(comment="codex-tui event stream")
     if task.status.is_terminal and after >= task.last_seq:
         return  # already past the terminal event: nothing will ever come
@@ -165,11 +165,20 @@ async def _follow(
                 # force-closed (which costs CPU and logs "Task was destroyed but it is
                 # pending!").
                 rows = await asyncio.shield(store.read_events(task_pk, last, REPLAY_PAGE))
+            # One write for all the rows at hand (sse-starlette passes bytes through): a
+            # batch of events costs one send, not one each.
+            chunk = bytearray()
+            ended = False
             for row in rows:
-                yield ServerSentEvent(data=row.envelope_json(), id=str(row.seq))
+                chunk += ServerSentEvent(data=row.envelope_json(), id=str(row.seq)).encode()
                 last = row.seq
                 if row.is_terminal:
-                    return
+                    ended = True
+                    break
+            if chunk:
+                yield bytes(chunk)
+            if ended:
+                return
             if len(rows) >= REPLAY_PAGE:
                 continue
             if hub.closing:
