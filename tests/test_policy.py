@@ -11,10 +11,24 @@ import httpx
 import pytest
 
 from server_client.models import TaskStatus, utcnow
-from server_client.server.policy import TRUNCATION_MARKER, encoded_size, truncate_event
+from server_client.server.policy import (
+    TRUNCATION_MARKER,
+    encode_event,
+    encoded_size,
+    truncate_event,
+)
 from tests.conftest import LiveServer, ServerFactory, wait_until
 
 MARK = TRUNCATION_MARKER.split("{", 1)[0]  # "…[truncated "
+
+
+def test_an_event_is_encoded_once_as_stored_and_cut_only_past_the_limit_in_bytes() -> None:
+    fits = {"text": "日本" * 100}  # 600 bytes in UTF-8, 200 characters
+    exact = len(json.dumps(fits, ensure_ascii=False, separators=(",", ":")).encode())
+    assert encode_event(fits, exact) == json.dumps(fits, ensure_ascii=False, separators=(",", ":"))
+    cut = encode_event(fits, exact - 1)  # one byte over: counted in bytes, not characters
+    assert TRUNCATION_MARKER.split("{")[0] in cut and len(cut.encode()) <= exact - 1
+    assert json.loads(cut)["text"].startswith("日本")
 
 
 # -- truncate_event, on its own ----------------------------------------------------------------

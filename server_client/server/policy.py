@@ -63,6 +63,18 @@ def encoded_size(data: Any) -> int:
     return len(json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
 
 
+def encode_event(data: Any, max_bytes: int) -> str:
+    """``data`` as the store keeps it (compact JSON text), cut by :func:`truncate_event` when
+    it is longer than ``max_bytes`` encoded bytes. Encodes once when it fits (the usual case).
+    """
+    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    # A character is at most 4 UTF-8 bytes: most events fit without encoding them to count.
+    if len(text) * 4 <= max_bytes or len(text.encode("utf-8")) <= max_bytes:
+        return text
+    cut, _ = truncate_event(data, max_bytes)
+    return json.dumps(cut, ensure_ascii=False, separators=(",", ":"))
+
+
 def _longest_string(data: Any) -> tuple[tuple[Any, ...], int]:
     """Path to the longest string leaf of ``data`` and its UTF-8 length (``((), -1)`` if none).
 

@@ -53,7 +53,7 @@ from server_client.server.db import (
     users,
     workers,
 )
-from server_client.server.policy import truncate_event
+from server_client.server.policy import encode_event
 
 
 class StoreError(Exception):
@@ -1425,8 +1425,7 @@ class Store:
         stored: list[StoredEvent] = []
         for item in kept:
             seq += 1
-            data, _ = truncate_event(item.data, self.max_event_bytes)
-            text = _dumps(data)
+            text = encode_event(item.data, self.max_event_bytes)
             rows.append(
                 {
                     "task_pk": row.pk,
