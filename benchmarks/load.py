@@ -100,12 +100,8 @@ class Gate:
 
 
 def bench_client(server: Server, timeout_s: float = 60.0) -> CodexTuiClient:
-    """An SDK client for ``server`` without httpx's default pool cap of 100 connections
-    (one stream holds one connection; the default would stall the 101st stream)."""
-    transport = httpx.AsyncHTTPTransport(
-        limits=httpx.Limits(max_connections=None, max_keepalive_connections=None)
-    )
-    return CodexTuiClient(server.url, server.token, timeout=timeout_s, transport=transport)
+    """An SDK client for ``server`` (the SDK does not cap connections: one per stream)."""
+    return CodexTuiClient(server.url, server.token, timeout=timeout_s)
 
 
 def fake_env(mode: str = "stamped") -> dict[str, str]:

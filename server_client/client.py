@@ -130,6 +130,10 @@ async def redeem_pairing_code(
     return PairResult.model_validate_json(response.content)
 
 
+#: Idle keep-alive connections the SDK keeps for reuse.
+MAX_IDLE_CONNECTIONS = 20
+
+
 class CodexTuiClient:
     """Async client for one codex-tui server, authenticated with a user token.
 
@@ -154,6 +158,11 @@ class CodexTuiClient:
             headers={"Authorization": f"Bearer {token}"},
             timeout=timeout,
             transport=transport,
+            # Each open event stream holds a connection: no cap on connections (httpx's
+            # default of 100 would stall the 101st stream), a bounded idle pool.
+            limits=httpx.Limits(
+                max_connections=None, max_keepalive_connections=MAX_IDLE_CONNECTIONS
+            ),
         )
 
     async def __aenter__(self) -> Self:

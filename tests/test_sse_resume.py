@@ -127,3 +127,27 @@ async def test_a_stream_resumed_past_the_end_of_a_finished_task_closes_at_once(
         headers["Last-Event-ID"] = str(last - 1)
         response = await http.get(url, headers=headers)
     assert response.text.count("data:") == 1 and f"id: {last}" in response.text
+
+
+async def test_one_sdk_client_holds_more_event_streams_than_httpx_pools_by_default(
+    server_factory: ServerFactory,
+) -> None:
+    """Each stream holds a connection; httpx's default pool (100) would stall the 101st."""
+    server = server_factory(local_worker=False)
+    streams = 120
+    async with server.client() as client:
+        tasks = [await client.create_task(f"queued {n}") for n in range(streams)]
+        queued = asyncio.Event()
+        seen: list[int] = []
+
+        async def first_event(task_id: str) -> None:
+            async for event in client.stream_events(task_id, max_attempts=1):
+                seen.append(event.seq)
+                if len(seen) == streams:
+                    queued.set()
+                await queued.wait()  # every stream stays open until all have an event
+                return
+
+        async with asyncio.timeout(60):
+            await asyncio.gather(*(first_event(task.id) for task in tasks))
+    assert seen == [1] * streams
