@@ -66,7 +66,9 @@ async def store(db_url: str) -> AsyncIterator[Store]:
     engine = create_engine(db_url)
     await migrate(engine)
     try:
-        yield Store(engine, lease_ttl_s=30.0)
+        store = Store(engine, lease_ttl_s=30.0)
+        yield store
+        await store.aclose()
     finally:
         await engine.dispose()
 

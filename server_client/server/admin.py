@@ -22,10 +22,12 @@ async def open_store(db_url: str) -> AsyncIterator[Store]:
     """
     context.set_actor(f"admin:{getpass.getuser()}")
     engine = create_engine(db_url)
+    store = Store(engine)
     try:
         await migrate(engine)
-        yield Store(engine)
+        yield store
     finally:
+        await store.aclose()
         await engine.dispose()
 
 

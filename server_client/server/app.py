@@ -158,6 +158,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
             await app.state.limiter.aclose()
             if relay is not None:
                 await relay.aclose()
+            await store.aclose()
             await engine.dispose()
 
     app = FastAPI(

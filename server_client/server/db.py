@@ -31,7 +31,8 @@ from sqlalchemy import (
     event,
     text,
 )
-from sqlalchemy.engine import Connection, Dialect, make_url
+from sqlalchemy import create_engine as sa_create_engine
+from sqlalchemy.engine import Connection, Dialect, Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
@@ -210,6 +211,18 @@ def create_engine(url: str) -> AsyncEngine:
         event.listen(engine.sync_engine, "connect", _sqlite_on_connect)
         return engine
     return create_async_engine(full, pool_size=10, max_overflow=20, pool_pre_ping=True)
+
+
+def sqlite_sync_twin(engine: AsyncEngine) -> Engine | None:
+    """A plain (sqlite3, thread-safe pool) engine on the same SQLite file as ``engine``, for
+    work run in a thread with one hop per transaction; None for an in-memory database, which
+    a second engine would not share."""
+    url = engine.url
+    if not url.database or url.database == ":memory:":
+        return None
+    twin = sa_create_engine(url.set(drivername="sqlite"), pool_size=8, max_overflow=8)
+    event.listen(twin, "connect", _sqlite_on_connect)
+    return twin
 
 
 def _alembic_config(connection: Connection) -> Config:
