@@ -2,9 +2,14 @@
 
 - Event-loop lag while a burst streams into a pane: the app runs headless in this process
   (Textual's ``run_test``) against a real server; a 10 ms Textual timer records how late each
-  tick fires. Headless Textual lays out and renders widgets but writes no terminal output.
+  tick fires. The burst is a realistic mix of codex events (commands with output, reasoning,
+  to-do lists, file changes, Markdown agent messages; see :func:`_mix_items`) that a worker
+  played in a subprocess uploads over the real worker protocol as fast as the server takes
+  it, so it reaches the pane through the server's fan-out, SSE and the SDK like codex output.
+  Headless Textual lays out and renders widgets but writes no terminal output.
 - Memory per retained line: ``tracemalloc`` around filling a transcript (the pane's bounded
-  window) with a realistic mix of codex events, rendered at 80×24.
+  window) with a realistic mix of codex events, rendered at 80×24 (after one warm-up render
+  of each kind, so lazily imported renderers are not counted as per-event memory).
 - Cold start: ``codex-tui`` spawned under a pseudo-terminal (80×24) against a running server,
   timed until its first full-screen frame (every row drawn) — what a person waits for.
 - Terminal bytes per 1,000 streamed events: bytes read from the pty's master while a task
@@ -34,6 +39,7 @@ from typing import Any
 
 from benchmarks.harness import (
     CLEANUP,
+    ROOT,
     BenchError,
     Server,
     base_env,
@@ -52,20 +58,126 @@ _ROW_RE = re.compile(rb"\x1b\[(\d+);\d+H")
 
 # -- event-loop lag during a burst -----------------------------------------------------------
 
+#: The worker name the lag burst's task is routed to (played by :func:`_play_mix_worker`).
+MIX_WORKER = "bench-tui-mix"
+#: Events the played worker uploads before the gate: a stderr line, thread and turn started.
+_MIX_PRELUDE = 3
+
+
+def _play_mix_worker() -> None:
+    """Subprocess entry (argv: url, token, gate file, events): play a worker named
+    :data:`MIX_WORKER` over the real worker protocol. Connect and print its id; claim the
+    task routed to it, upload the prelude, wait for the gate, then upload ``events`` events of
+    :func:`_mix_items` in batches of the real uploader's largest size as fast as the server
+    takes them, and finish the task."""
+    import fcntl
+
+    from server_client.models import (
+        EventBatch,
+        EventIn,
+        EventKind,
+        FinishRequest,
+        WorkerHello,
+    )
+    from server_client.models import TaskStatus as Status
+    from server_client.worker.api import WorkerApi
+    from server_client.worker.uploader import MAX_BATCH_EVENTS
+
+    url, token, gate_path, count = sys.argv[1:5]
+
+    async def play() -> None:
+        api = WorkerApi(url, token)
+        try:
+            hello = WorkerHello(name=MIX_WORKER, hostname=MIX_WORKER, workdir_roots=["/"])
+            worker = await api.connect(hello)
+            print(worker.id, flush=True)  # noqa: T201 - tells the benchmark to go on
+            claim = None
+            while claim is None:
+                claim = await api.claim(worker.id, wait_s=10)
+            task_id = claim.task.id
+            sent = 0
+
+            async def upload(events: list[EventIn]) -> None:
+                nonlocal sent
+                batch = EventBatch(lease_id=claim.lease_id, first_index=sent, events=events)
+                await api.upload(worker.id, task_id, batch.model_dump_json().encode())
+                sent += len(events)
+
+            now = datetime.now(UTC)
+            prelude = [
+                EventIn(ts=now, kind=EventKind.STDERR, data="Reading additional input..."),
+                EventIn(ts=now, kind=EventKind.CODEX, data={"type": "thread.started"}),
+                EventIn(ts=now, kind=EventKind.CODEX, data={"type": "turn.started"}),
+            ]
+            await upload(prelude)
+            with open(gate_path, "rb") as gate:  # noqa: ASYNC230 - blocks on purpose
+                fcntl.flock(gate, fcntl.LOCK_SH)  # held exclusively until the burst starts
+            items = _mix_items(int(count), markdown_every=4)
+            for start in range(0, len(items), MAX_BATCH_EVENTS):
+                ts = datetime.now(UTC)
+                await upload(
+                    [
+                        EventIn(ts=ts, kind=EventKind.CODEX, data=data)
+                        for data in items[start : start + MAX_BATCH_EVENTS]
+                    ]
+                )
+            await api.finish(
+                worker.id,
+                task_id,
+                FinishRequest(
+                    lease_id=claim.lease_id,
+                    status=Status.COMPLETED,
+                    event_count=sent,
+                    exit_code=0,
+                ),
+            )
+        finally:
+            await api.aclose()
+
+    asyncio.run(play())
+
+
+def _start_mix_player(server: Server, gate: Gate, events: int) -> subprocess.Popen[bytes]:
+    """Start :func:`_play_mix_worker` in a subprocess (it prints its worker id once
+    connected)."""
+    return subprocess.Popen(  # noqa: S603 - fixed argv
+        [
+            sys.executable,
+            "-c",
+            "from benchmarks.tui import _play_mix_worker; _play_mix_worker()",
+            server.url,
+            server.token,
+            str(gate.path),
+            str(events),
+        ],
+        env=base_env(),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        start_new_session=True,
+    )
+
 
 async def tui_lag(server: Server, events: int, log: Log, tick_s: float = 0.01) -> dict[str, Any]:
-    """Stream a burst of ``events`` events (printed as fast as the fake can) into the active
-    pane of the dashboard and sample the app's event-loop lag with a ``tick_s`` timer."""
+    """Stream a burst of ``events`` codex events (a realistic mix, see :func:`_mix_items`,
+    uploaded by a worker played in a subprocess as fast as the server takes them) into the
+    active pane of the dashboard and sample the app's event-loop lag with a ``tick_s``
+    timer."""
     from codex_tui.app import CodexTuiApp
     from codex_tui.screens.dashboard import DashboardScreen
     from server_client.models import TaskStatus
 
-    log(f"tui: event-loop lag while {events} events stream into a pane (headless)")
+    log(f"tui: event-loop lag while {events} codex events stream into a pane (headless)")
     gate = Gate(server.home / "gates")
-    spec = LoadSpec(1, events, 0.0)
-    prompt = spec.prompts(gate.path, word="tui-lag")[0]
+    player = _start_mix_player(server, gate, events)
+    unregister = CLEANUP.push("the played mix worker", player.kill)
+    assert player.stdout is not None
+    if not await asyncio.to_thread(player.stdout.readline):
+        unregister()
+        raise BenchError(f"the played mix worker did not connect (exit {player.wait()})")
     async with bench_client(server) as client:
-        task = await client.create_task(prompt, workdir=str(server.workdir))
+        task = await client.create_task(
+            "tui-lag: a burst of codex events", workdir=str(server.workdir), worker=MIX_WORKER
+        )
         app = CodexTuiApp(client, poll_interval_s=1.5)
         async with app.run_test(size=(COLUMNS, ROWS)) as pilot:
             dash = next(s for s in app.screen_stack if isinstance(s, DashboardScreen))
@@ -77,9 +189,9 @@ async def tui_lag(server: Server, events: int, log: Log, tick_s: float = 0.01) -
                 dash.event_view.follow(await client.get_task(task.id))
             view = dash.event_view
             deadline = time.monotonic() + 30
-            # queued, running, stderr, thread.started, turn.started: the fake waits at the gate
-            while view.events_seen < 5:
-                if time.monotonic() > deadline:
+            # queued, running and the prelude: the played worker waits at the gate
+            while view.events_seen < 2 + _MIX_PRELUDE:
+                if time.monotonic() > deadline or player.poll() is not None:
                     raise BenchError("the TUI pane never showed the burst task")
                 await pilot.pause(0.05)
             ticks: list[float] = []
@@ -99,6 +211,12 @@ async def tui_lag(server: Server, events: int, log: Log, tick_s: float = 0.01) -
             done = time.perf_counter()
             seen = view.events_seen - seen_before
             await pilot.pause(0.2)
+        try:
+            await asyncio.to_thread(player.wait, 30)
+        finally:
+            unregister()
+            if player.poll() is None:
+                player.kill()
     gate.close()
     gaps = [(b - a - tick_s) * 1000 for a, b in zip(ticks, ticks[1:], strict=False)]
     lag = summarize(gaps)
@@ -110,6 +228,7 @@ async def tui_lag(server: Server, events: int, log: Log, tick_s: float = 0.01) -
         "tui_burst_events": seen,
         "tui_burst_s": done - started,
         "tui_burst_events_per_s": seen / max(done - started, 1e-9),
+        "tui_burst_kind": "codex mix (commands, reasoning, to-dos, file changes, Markdown)",
     }
     log(
         f"  lag p50 {lag['p50']:.1f} ms, p99 {lag['p99']:.1f} ms, max {lag['max']:.1f} ms; "
@@ -121,15 +240,33 @@ async def tui_lag(server: Server, events: int, log: Log, tick_s: float = 0.01) -
 # -- memory per retained line --------------------------------------------------------------
 
 
-def _mix_envelopes(count: int) -> list[str]:
-    """``count`` event envelopes (JSON, as the server sends them) in the proportions of a
-    typical codex turn: commands with output, reasoning, to-do lists, file changes and
-    agent messages."""
-    ts = datetime(2026, 1, 1, tzinfo=UTC).isoformat().replace("+00:00", "Z")
-    out: list[str] = []
-    seq = 0
+#: An agent message that uses most of what codex's final answers use: a heading, emphasis,
+#: inline code, a list and a fenced code block (highlighted by Pygments).
+_RICH_MESSAGE = """## Summary
+
+Added the `--json` flag to **export** and a test for it:
+
+- `codex_tui/export.py`: writes one event per line
+- `tests/test_export.py`: checks the *order* of the lines
+
+```python
+def export(events, fmt="json"):
+    return [event.model_dump_json() for event in events]
+```
+
+Run `uv run pytest tests/test_export.py` to check."""
+
+
+def _mix_items(count: int, markdown_every: int = 0) -> list[dict[str, Any]]:
+    """``count`` codex JSONL objects in the proportions of a typical codex turn: a command
+    started and completed (12 lines of output), reasoning, a to-do list update, a file change
+    and an agent message with inline Markdown; with ``markdown_every`` > 0, every that many
+    turns' agent message is a longer one with a heading, a list and a code block."""
+    out: list[dict[str, Any]] = []
+    turn = 0
     while len(out) < count:
         n = len(out)
+        turn += 1
         output = "".join(f"src/module_{i}.py: line {i} of the output\n" for i in range(12))
         command = {
             "id": f"item_{n}",
@@ -179,18 +316,23 @@ def _mix_envelopes(count: int) -> list[str]:
                 "item": {
                     "id": f"item_{n}m",
                     "type": "agent_message",
-                    "text": "Added the flag to `export` and a test for it. " * 3,
+                    "text": _RICH_MESSAGE
+                    if markdown_every and turn % markdown_every == 0
+                    else "Added the flag to `export` and a test for it. " * 3,
                 },
             },
         ]
-        for data in items:
-            seq += 1
-            out.append(
-                json.dumps(
-                    {"seq": seq, "ts": ts, "kind": "codex", "data": data}, separators=(",", ":")
-                )
-            )
+        out.extend(items)
     return out[:count]
+
+
+def _mix_envelopes(count: int) -> list[str]:
+    """``count`` event envelopes (JSON, as the server sends them) of :func:`_mix_items`."""
+    ts = datetime(2026, 1, 1, tzinfo=UTC).isoformat().replace("+00:00", "Z")
+    return [
+        json.dumps({"seq": seq, "ts": ts, "kind": "codex", "data": data}, separators=(",", ":"))
+        for seq, data in enumerate(_mix_items(count), start=1)
+    ]
 
 
 async def tui_memory(entries: int, log: Log) -> dict[str, Any]:
@@ -212,6 +354,14 @@ async def tui_memory(entries: int, log: Log) -> dict[str, Any]:
     app = TranscriptApp()
     async with app.run_test(size=(COLUMNS, ROWS)) as pilot:
         transcript = app.query_one(Transcript)
+        await pilot.pause()
+        # Render one event of each kind first: renderers imported or built on first use
+        # (Markdown, Pygments) are paid once per process, not per event.
+        warm_state = RenderState()
+        warm = [Event.model_validate_json(raw) for raw in _mix_envelopes(6)]
+        transcript.append(transcript.make_entries((e, annotate(e, warm_state)) for e in warm))
+        await pilot.pause()
+        transcript.reset()
         await pilot.pause()
         gc.collect()
         tracemalloc.start()

@@ -4,20 +4,31 @@ from __future__ import annotations
 
 import io
 import itertools
+import subprocess
+import sys
 from datetime import UTC, datetime
 from typing import Any
 
+import markdown_it
 import pytest
 from rich.console import Console, RenderableType
+from rich.markdown import Markdown
+from rich.segment import Segment
 from rich.text import Text
 
 from codex_tui.widgets.render import (
+    Annotation,
     Palette,
     RenderState,
     compact_json,
     head_lines,
+    is_shown,
+    markdown_parser,
+    render_annotated,
     render_event,
+    render_markdown,
     truncate,
+    warm_up,
 )
 from server_client.models import Event, EventKind
 
@@ -395,3 +406,154 @@ def test_stderr_is_dim_and_stdout_raw() -> None:
 @pytest.mark.parametrize("data", [None, 42, ["a"], "text"])
 def test_malformed_codex_data_never_raises(data: Any) -> None:
     assert render_event(event(EventKind.CODEX, data), RenderState())
+
+
+# -- visibility without rendering -------------------------------------------------------------
+
+_ITEMS: list[dict[str, Any]] = [
+    {"id": "c", "type": "command_execution", "command": "ls", "status": "in_progress"},
+    {"id": "c", "type": "command_execution", "command": "ls", "status": ""},
+    {"id": "c", "type": "command_execution", "command": "ls", "status": "completed"},
+    {"id": "c", "type": "command_execution", "command": "ls", "status": "failed"},
+    {"id": "c", "type": "command_execution", "command": "ls", "status": "declined"},
+    {"id": "c", "type": "command_execution", "command": "ls", "exit_code": 0},
+    {"id": "m", "type": "agent_message", "text": "hello"},
+    {"id": "r", "type": "reasoning", "text": "**Thinking**"},
+    {"id": "f", "type": "file_change", "changes": [{"path": "a", "kind": "add"}]},
+    {"id": "e", "type": "error", "message": "careful"},
+    {"id": "t", "type": "todo_list", "items": [{"text": "x", "completed": False}]},
+    {"id": "p", "type": "mcp_tool_call", "server": "s", "tool": "t", "status": "completed"},
+    {"id": "w", "type": "web_search", "query": "textual"},
+    {"id": "u", "type": "something_new"},
+    {"id": "n"},
+]
+
+
+def _every_kind_of_event() -> list[Event]:
+    events = [
+        codex({"type": phase, "item": item})
+        for phase in ("item.started", "item.updated", "item.completed", "item.other")
+        for item in _ITEMS
+    ]
+    events += [
+        codex({"type": "item.completed", "item": "not an object"}),
+        codex({"type": "item.updated"}),
+        codex({"type": "thread.started", "thread_id": "t"}),
+        codex({"type": "turn.started"}),
+        codex({"type": "turn.completed", "usage": {"input_tokens": 1}}),
+        codex({"type": "turn.failed", "error": {"message": "no"}}),
+        codex({"type": "error", "message": "Reconnecting..."}),
+        codex({"type": "x.custom"}),
+        event(EventKind.CODEX, ["not", "an", "object"]),
+        event(EventKind.STATUS, {"status": "running"}),
+        event(EventKind.STATUS, {"status": "bogus"}),
+        event(EventKind.STDERR, {"line": "warning"}),
+        event(EventKind.STDOUT, "out"),
+    ]
+    return events
+
+
+@pytest.mark.parametrize("ev", _every_kind_of_event(), ids=lambda e: str(e.data)[:60])
+def test_is_shown_agrees_with_the_renderer(ev: Event) -> None:
+    """The cheap predicate decides exactly what rendering would (folded or expanded)."""
+    for expanded in (False, True):
+        rendered = render_annotated(ev, Annotation(), Palette(), expanded=expanded)
+        assert is_shown(ev) == bool(rendered)
+
+
+# -- Markdown -----------------------------------------------------------------------------------
+
+
+def _lines(renderable: RenderableType, width: int) -> list[list[Segment]]:
+    """The lines a transcript would cut ``renderable`` into at ``width``."""
+    console = Console(width=width, color_system="truecolor", force_terminal=True)
+    rendered = console.render(renderable, console.options.update_width(width))
+    return list(Segment.split_and_crop_lines(rendered, width, include_new_lines=False))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Done.",
+        "message 42 " + "x" * 160,
+        "I ran the tests: all 312 passed (in 4.2 s) and nothing else changed!",
+        "First line\nsecond line of the same paragraph",
+        "One paragraph.\n\nAnother one, after a blank line.\n\nAnd a third.",
+        "Unicode: café, 日本語, emoji 🎉 and a URL https://example.com/a?b=c",
+        "2026 was a year; 3 tests failed - then passed",
+    ],
+)
+@pytest.mark.parametrize("width", [20, 76])
+def test_plain_messages_skip_markdown_but_look_the_same(text: str, width: int) -> None:
+    shown = render_markdown(text)
+    assert not isinstance(shown, Markdown), "no Markdown syntax: no parse"
+    assert _lines(shown, width) == _lines(Markdown(text), width)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Added `--json` to export",
+        "**bold** move",
+        "- a list",
+        "1. first",
+        "# Heading",
+        "> quoted",
+        "    indented code",
+        "a line with a hard break  \nnext",
+        "Three\n\n\nblank lines",
+        "Title\n===",
+        "Rule\n---",
+        "a | b\n--|--\n1 | 2",
+        "AT&amp;T",
+        "see [the docs](https://example.com)",
+        "<b>html</b>",
+        "snake_case_name",
+        "~~gone~~",
+        "back\\slash",
+        "tab\there",
+        " leading space",
+        "trailing space ",
+        "\nleading newline",
+    ],
+)
+def test_messages_with_markdown_syntax_are_parsed(text: str) -> None:
+    shown = render_markdown(text)
+    assert isinstance(shown, Markdown)
+    assert _lines(shown, 60) == _lines(Markdown(text), 60)
+
+
+def test_one_markdown_parser_serves_every_message(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Building a markdown-it parser compiles its rule chains and regexes: once per process."""
+    warm_up()
+    built: list[object] = []
+    original = markdown_it.MarkdownIt.__init__
+
+    def counting_init(self: markdown_it.MarkdownIt, *args: Any, **kwargs: Any) -> None:
+        built.append(self)
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(markdown_it.MarkdownIt, "__init__", counting_init)
+    parser = markdown_parser()
+    texts = [f"Message {n}: ran `pytest` with **{n}** failures\n\n- one\n- two" for n in range(50)]
+    for text in texts:
+        plain([render_markdown(text)])
+    assert built == []
+    assert markdown_parser() is parser
+
+
+def test_importing_the_renderers_does_not_import_markdown() -> None:
+    """rich.markdown (markdown-it, Pygments) loads on the first message, not at start.
+
+    (The event view's module also imports httpx, whose command-line module imports Pygments
+    when it is installed; that is outside these modules.)
+    """
+    code = (
+        "import sys, codex_tui.widgets.render, codex_tui.widgets.transcript\n"
+        "print(sorted(m for m in ('rich.markdown', 'markdown_it', 'rich.syntax', 'pygments')"
+        " if m in sys.modules))"
+    )
+    result = subprocess.run(  # noqa: S603 - fixed argv
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "[]"

@@ -5,9 +5,12 @@ export writers and the render annotations.
 
 from __future__ import annotations
 
+import asyncio
+import gc
+import html
 import io
 import json
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -15,6 +18,7 @@ from typing import Any
 import pytest
 from rich.console import Console, RenderableType
 from textual.app import App, ComposeResult
+from textual.geometry import Region
 from textual.pilot import Pilot
 from textual.widgets import Input, Static
 
@@ -22,6 +26,7 @@ from codex_tui.app import CodexTuiApp
 from codex_tui.export import format_for_path, markdown_event
 from codex_tui.screens.dashboard import DashboardScreen
 from codex_tui.screens.export import ExportModal
+from codex_tui.widgets import transcript as transcript_module
 from codex_tui.widgets.event_view import PAGE_EVENTS, EventView
 from codex_tui.widgets.render import (
     Annotation,
@@ -32,9 +37,14 @@ from codex_tui.widgets.render import (
     format_duration,
     render_annotated,
 )
-from codex_tui.widgets.transcript import Entry, Transcript
-from server_client.client import CodexTuiClient
-from server_client.models import Event, EventIn, EventKind, Task, TaskStatus
+from codex_tui.widgets.transcript import (
+    LINE_CACHE_LINES,
+    STRIP_CACHE_ENTRIES,
+    Entry,
+    Transcript,
+)
+from server_client.client import STREAM_READ_TIMEOUT_S, CodexTuiClient
+from server_client.models import Event, EventIn, EventKind, Sandbox, Task, TaskStatus
 from tests.conftest import ServerFactory
 from tests.tui_helpers import (
     SEED_TS,
@@ -801,3 +811,317 @@ def test_turns_are_numbered_and_usage_is_the_difference_to_the_previous_turn() -
 )
 def test_format_duration(seconds: float, text: str) -> None:
     assert format_duration(seconds) == text
+
+
+# -- streaming cost (no server: events fed straight into a pane) ---------------------------------
+
+
+class FakeClock:
+    """Monotonic seconds that move only when the test says so."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class BurstClient(CodexTuiClient):
+    """A client whose stream hands over ``events`` at once, never awaiting between them (as a
+    burst already buffered from the network does)."""
+
+    def __init__(self, events: Sequence[Event] = ()) -> None:
+        super().__init__("http://127.0.0.1:9", "ctu_nobody")
+        self.events = events
+
+    async def stream_events(
+        self,
+        task_id: str,
+        *,
+        after: int = 0,
+        read_timeout: float = STREAM_READ_TIMEOUT_S,
+        max_attempts: int | None = None,
+    ) -> AsyncIterator[Event]:
+        for ev in self.events:
+            yield ev
+
+
+class StreamHost(App[None]):
+    """A bare app with one :class:`EventView` on a fake clock and a fake client."""
+
+    CSS_PATH = APP_CSS_PATH
+
+    def __init__(self, clock: FakeClock, client: CodexTuiClient, max_entries: int = 2000) -> None:
+        super().__init__()
+        self.clock = clock
+        self.client = client
+        self.max_entries = max_entries
+
+    def compose(self) -> ComposeResult:
+        yield EventView(self.client, max_entries=self.max_entries, clock=self.clock, id="pane")
+
+    @property
+    def pane(self) -> EventView:
+        """The pane."""
+        return self.query_one("#pane", EventView)
+
+
+def codex_turns(count: int, first_seq: int = 1) -> list[Event]:
+    """``count`` codex events in the proportions of a turn: a command started and completed
+    with output, reasoning, a to-do update, a file change, an agent message's early copy
+    (which shows nothing) and the message itself, in Markdown."""
+    out: list[Event] = []
+    n = 0
+    while len(out) < count:
+        n += 1
+        cmd = {"id": f"c{n}", "type": "command_execution", "command": "rg -n parse src"}
+        output = "".join(f"src/m{i}.py:{i}: parse\n" for i in range(12))
+        message = {"id": f"m{n}", "type": "agent_message", "text": f"Turn **{n}**: ran `rg`."}
+        bodies: list[dict[str, Any]] = [
+            {"type": "item.started", "item": cmd | {"status": "in_progress"}},
+            {
+                "type": "item.completed",
+                "item": cmd | {"status": "completed", "exit_code": 0, "aggregated_output": output},
+            },
+            {"type": "item.completed", "item": {"id": f"r{n}", "type": "reasoning", "text": "x"}},
+            {
+                "type": "item.updated",
+                "item": {"id": f"t{n}", "type": "todo_list", "items": [{"text": "a"}]},
+            },
+            {
+                "type": "item.completed",
+                "item": {"id": f"f{n}", "type": "file_change", "changes": [{"path": "a.py"}]},
+            },
+            {"type": "item.updated", "item": message},
+            {"type": "item.completed", "item": message},
+        ]
+        base = first_seq + len(out)
+        out.extend(event(EventKind.CODEX, body, seq=base + i) for i, body in enumerate(bodies))
+    return out[:count]
+
+
+def feed(view: EventView, events: Sequence[Event]) -> None:
+    """Deliver ``events`` to ``view`` as its stream would."""
+    for ev in events:
+        view._ingest("task", ev)
+
+
+def counting_renders(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Count full renders of events in the transcript (their seqs, in order)."""
+    rendered: list[int] = []
+
+    def counting(ev: Event, *args: Any, **kwargs: Any) -> list[RenderableType]:
+        rendered.append(ev.seq)
+        return render_annotated(ev, *args, **kwargs)
+
+    monkeypatch.setattr(transcript_module, "render_annotated", counting)
+    return rendered
+
+
+async def test_a_ten_thousand_event_flush_renders_only_what_is_in_view(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rendered = counting_renders(monkeypatch)
+    clock = FakeClock()
+    app = StreamHost(clock, BurstClient())
+    async with app.run_test(size=SIZE) as pilot:
+        view = app.pane
+        transcript = view.transcript
+        events = codex_turns(10_000)
+        feed(view, events)
+        assert rendered == [], "deciding what shows renders nothing"
+        clock.now += 1
+        view._flush()
+        await pilot.pause()
+        assert view.pending == 0
+        assert len(transcript.entries) == view.max_entries
+        assert transcript.last_seq == events[-1].seq
+        assert transcript.following and transcript.scroll_y == transcript.max_scroll_y
+        # Only the newest entries, those that fill the view, were rendered (each once).
+        assert 0 < len(rendered) <= transcript.size.height
+        assert len(set(rendered)) == len(rendered)
+        assert min(rendered) > events[-1].seq - 3 * transcript.size.height
+        view_text = "".join(transcript.render_line(y).text for y in range(transcript.size.height))
+        assert "ran rg" in view_text
+
+
+async def test_memory_stays_bounded_while_a_long_stream_passes_through(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = FakeClock()
+    app = StreamHost(clock, BurstClient(), max_entries=500)
+    async with app.run_test(size=SIZE) as pilot:
+        view = app.pane
+        transcript = view.transcript
+        for start in range(1, 20_000, 2_000):
+            feed(view, codex_turns(2_000, first_seq=start))
+            clock.now += 1
+            view._flush()
+            await pilot.pause()
+        assert len(transcript.entries) == 500
+        gc.collect()
+        alive = sum(1 for obj in gc.get_objects() if isinstance(obj, Entry))
+        assert alive <= 500 + view.max_entries // 10, f"{alive} entries alive"
+        # Read the whole window from the top: the render caches stay bounded.
+        rendered = counting_renders(monkeypatch)
+        transcript.scroll_to(y=0, animate=False, immediate=True)
+        await pilot.pause()
+        while transcript.scroll_y < transcript.max_scroll_y:
+            transcript.scroll_to(y=transcript.scroll_y + 20, animate=False, immediate=True)
+            await pilot.pause()
+        assert len(set(rendered)) > STRIP_CACHE_ENTRIES, "every entry was shown once"
+        assert len(transcript._cached) <= STRIP_CACHE_ENTRIES
+        cached = [entry for entry in transcript.entries if entry.strips is not None]
+        assert len(cached) <= STRIP_CACHE_ENTRIES
+        assert len(transcript._lines) <= LINE_CACHE_LINES
+
+
+async def test_a_steady_stream_redraws_a_following_pane_at_most_ten_times_a_second(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """30 events a second: each event alone would scroll (and so redraw) the whole pane; hand-
+    overs to the transcript come at most every 100 ms, and the first event after a quiet
+    spell shows at the next tick of the 50 ms flush timer."""
+    clock = FakeClock()
+    app = StreamHost(clock, BurstClient())
+    async with app.run_test(size=SIZE) as pilot:
+        view = app.pane
+        transcript = view.transcript
+        handovers: list[tuple[float, int]] = []
+        append = transcript.append
+
+        def spy(entries: Sequence[Entry]) -> None:
+            handovers.append((clock.now, len(entries)))
+            append(entries)
+
+        monkeypatch.setattr(transcript, "append", spy)
+        await pilot.pause()
+        full_redraws = count_full_redraws(view, monkeypatch)
+        events = [event(EventKind.STDERR, {"line": f"line {n}"}, seq=n + 1) for n in range(90)]
+        arrivals = [0.013 + n / 30 for n in range(90)]  # 30/s for 3 s
+        pending = list(zip(arrivals, events, strict=True))
+        for tick in range(1, 80):  # the flush timer: every 50 ms, for 4 s
+            clock.now = tick * 0.05
+            while pending and pending[0][0] <= clock.now:
+                feed(view, [pending.pop(0)[1]])
+            view._flush()
+        await pilot.pause()
+
+        assert sum(count for _, count in handovers) == 90, "every event was handed over"
+        assert handovers[0][0] == 0.05, "the first event shows at the next tick"
+        times = [at for at, _ in handovers]
+        assert all(b - a >= 0.1 - 1e-9 for a, b in zip(times, times[1:], strict=False))
+        for second in range(4):
+            assert len([t for t in times if second <= t < second + 1]) <= 10
+        assert len(handovers) <= 31
+        assert full_redraws == [], "hand-overs do not redraw the pane's border and children"
+        assert transcript.following and transcript.scroll_y == transcript.max_scroll_y
+        assert "line 89" in view.text()
+
+
+def screen_text(app: App[Any]) -> str:
+    """The text of the screen as drawn now (spaces as no-break spaces)."""
+    return html.unescape(app.export_screenshot())
+
+
+def count_full_redraws(view: EventView, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Record every refresh of the whole of ``view`` (border and children): a list of the
+    border title and subtitle at the time."""
+    full: list[str] = []
+    refresh = view.refresh
+
+    def spy(*regions: Region, **kwargs: bool) -> EventView:
+        if not regions and not view._border_rows:
+            full.append(f"{view.border_title} / {view.border_subtitle}")
+        return refresh(*regions, **kwargs)
+
+    monkeypatch.setattr(view, "refresh", spy)
+    return full
+
+
+async def test_counting_new_events_while_reading_redraws_only_the_border_row(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """While the user reads back, every batch changes the "N new" count in the border's
+    subtitle; only that row (and the scrollbar) is marked for repainting, not the lines being
+    read or the rest of the pane."""
+    clock = FakeClock()
+    app = StreamHost(clock, BurstClient())
+    async with app.run_test(size=SIZE) as pilot:
+        view = app.pane
+        transcript = view.transcript
+        task = Task(
+            id="t-read",
+            prompt="read back",
+            workdir=None,
+            model=None,
+            sandbox=Sandbox.WORKSPACE_WRITE,
+            status=TaskStatus.RUNNING,
+            created_at=TS,
+        )
+        view.follow(task)
+        await wait_for(pilot, lambda: not view.streaming, "the (empty) stream")
+        feed(view, codex_turns(200))
+        clock.now += 1
+        view._flush()
+        await pilot.pause()
+        transcript.action_scroll_top()
+        await pilot.pause()
+        assert not transcript.following
+
+        full_redraws = count_full_redraws(view, monkeypatch)
+        repainted: list[tuple[Region, ...]] = []
+        refresh = transcript.refresh
+
+        def spy(*regions: Region, **kwargs: bool) -> Transcript:
+            repainted.append(regions)
+            return refresh(*regions, **kwargs)
+
+        monkeypatch.setattr(transcript, "refresh", spy)
+        for batch in range(3):
+            feed(view, codex_turns(7, first_seq=201 + 7 * batch))
+            clock.now += 1
+            view._flush()
+            await pilot.pause()
+        assert view.unseen == 18  # 6 of every 7 events show something
+        assert full_redraws == []
+        assert repainted == [], "the lines being read were not sent again"
+        assert "18\xa0new\xa0(end)" in screen_text(app)
+        await pilot.press("end")
+        await wait_for(pilot, lambda: transcript.following, "following again")
+        assert "new\xa0(end)" not in screen_text(app)
+
+
+async def test_a_buffered_burst_lets_the_app_run_between_slices() -> None:
+    """A burst already read from the network arrives without an await between events; the
+    stream hands the loop back every few ms instead of running until the burst ends."""
+    events = [
+        event(EventKind.STATUS, {"status": "running"}, seq=1),
+        *codex_turns(10_000, first_seq=2),
+    ]
+    clock = FakeClock()
+    app = StreamHost(clock, BurstClient(events))
+    async with app.run_test(size=SIZE) as pilot:
+        view = app.pane
+        seen: list[int] = []
+        loop = asyncio.get_running_loop()
+
+        def observe() -> None:
+            seen.append(view.events_seen)
+            if view.events_seen < len(events):
+                loop.call_soon(observe)
+
+        task = Task(
+            id="t-burst",
+            prompt="burst",
+            workdir=None,
+            model=None,
+            sandbox=Sandbox.WORKSPACE_WRITE,
+            status=TaskStatus.RUNNING,
+            created_at=TS,
+        )
+        view.follow(task)
+        loop.call_soon(observe)
+        await wait_for(pilot, lambda: view.events_seen == len(events), "the burst", 60)
+        between = {n for n in seen if 0 < n < len(events)}
+        assert len(between) >= 3, f"the loop ran only at {sorted(between)}"

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
+import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Self
 
 import httpx
 from rich.console import Console
@@ -14,6 +17,7 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.content import Content
+from textual.geometry import Region
 from textual.message import Message
 from textual.widget import Widget
 from textual.widgets import Input
@@ -23,12 +27,12 @@ from codex_tui.export import export_task, format_for_path
 from codex_tui.failures import describe_action_failure
 from codex_tui.screens.export import ExportModal
 from codex_tui.widgets.render import (
-    Annotation,
     Palette,
     RenderState,
     annotate,
     event_text,
     status_icon,
+    warm_up,
 )
 from codex_tui.widgets.task_list import short_prompt
 from codex_tui.widgets.transcript import Entry, Transcript
@@ -40,20 +44,33 @@ __all__ = ["PAGE_EVENTS", "EventView"]
 #: Most events fetched per page when the user scrolls past the window or searches the server
 #: (a pane with a small window fetches half its window).
 PAGE_EVENTS = 500
+#: Longest stretch, in seconds, the stream worker handles events that are already buffered
+#: before it lets the rest of the app run (a burst arrives many events per network read).
+STREAM_SLICE_S = 0.002
 
 _NO_TASK = "No task selected. Press n to start one."
+
+
+def _seq(item: Entry | int) -> int:
+    """The seq of a buffered event (an entry, or the seq of an event that shows nothing)."""
+    return item.seq if isinstance(item, Entry) else item
 
 
 class EventView(Widget):
     """A pane that follows one task: replays its stored events, then shows new ones live.
 
     The view owns its stream: :meth:`follow` starts a worker named ``stream:<task id>`` (group
-    ``stream-<view id>``, ``exclusive=True``) that iterates ``client.stream_events()``;
+    ``stream-<view id>``, ``exclusive=True``) that iterates ``client.stream_events()``,
+    yielding to the app at least every :data:`STREAM_SLICE_S` while a burst is buffered;
     following another task cancels it. Events are annotated as they arrive (in stream order,
-    so turn numbers, token deltas and command durations are right), buffered, and handed to
-    the :class:`~codex_tui.widgets.transcript.Transcript` every ``flush_interval_s`` in one
-    batch. The transcript holds at most ``max_entries`` events and renders only what is in
-    view, so a fast stream costs one refresh per flush.
+    so turn numbers, token deltas and command durations are right), turned into transcript
+    entries without being rendered (:meth:`Transcript.make_entry`), buffered, and handed to the
+    :class:`~codex_tui.widgets.transcript.Transcript` in one batch on a ``flush_interval_s``
+    timer, at most once per ``redraw_interval_s``: every hand-over scrolls a following pane,
+    which redraws all of it, so a slow, steady stream costs at most one redraw per
+    ``redraw_interval_s`` instead of one per event (what an SSH link carries), while an event
+    after a quiet spell still shows at the next tick. The transcript holds at most
+    ``max_entries`` events and renders only what is in view.
 
     The tail is sticky: new events scroll the view only while the user is at the bottom;
     otherwise the border counts them and ``end`` jumps back. When the user reads far back, the
@@ -67,10 +84,18 @@ class EventView(Widget):
     Args:
         client: The SDK client.
         max_entries: The most events held in the window.
-        flush_interval_s: Seconds between hand-overs of buffered events.
+        flush_interval_s: Seconds between checks for buffered events.
+        redraw_interval_s: Least seconds between two hand-overs to the transcript.
+        clock: Monotonic seconds (injectable, so tests drive time themselves).
     """
 
     ALLOW_MAXIMIZE = True
+
+    _border_rows: tuple[Region, ...] = ()
+    """While a border title or subtitle is being set: the rows :meth:`refresh` redraws."""
+
+    _warming: ClassVar[bool] = False
+    """True once some view started warming up the Markdown renderer (once per process)."""
 
     DEFAULT_CSS = """
     EventView {
@@ -126,6 +151,8 @@ class EventView(Widget):
         *,
         max_entries: int = 2000,
         flush_interval_s: float = 0.05,
+        redraw_interval_s: float = 0.1,
+        clock: Callable[[], float] = time.monotonic,
         name: str | None = None,
         id: str | None = None,  # noqa: A002 - Textual's naming
         classes: str | None = None,
@@ -134,12 +161,22 @@ class EventView(Widget):
         self.client = client
         self.max_entries = max_entries
         self.flush_interval_s = flush_interval_s
-        self._pending: deque[tuple[Event, Annotation]] = deque(maxlen=max_entries)
+        self.redraw_interval_s = redraw_interval_s
+        self.clock = clock
+        self._pending: deque[Entry | int] = deque()
+        """Events since the last hand-over: an entry, or the seq of an event that shows
+        nothing; the newest ``max_entries`` entries at most (older ones would not fit the
+        window), and at most four times as many events."""
+        self._pending_shown = 0
         self._page = min(PAGE_EVENTS, max(max_entries // 2, 1))
         """Events per page fetched from the server: at most half the window, so a page
         never pushes out what the user reads."""
-        self._recent: deque[tuple[Event, Annotation]] = deque(maxlen=self._page)
-        self._skipped = 0
+        self._recent: deque[Entry | int] = deque(maxlen=self._page)
+        self._first_entry_seq: int | None = None
+        self._next_handover = float("-inf")
+        self._transcript: Transcript | None = None
+        self._title_key: str | None = None
+        self._subtitle_key: tuple[object, ...] | None = None
         self._followed: Task | None = None
         self._state = RenderState()
         self._status: TaskStatus | None = None
@@ -177,7 +214,9 @@ class EventView(Widget):
     @property
     def transcript(self) -> Transcript:
         """The transcript the events are shown in (it holds the keyboard focus)."""
-        return self.query_one("#transcript", Transcript)
+        if self._transcript is None:
+            self._transcript = self.query_one("#transcript", Transcript)
+        return self._transcript
 
     @property
     def log_widget(self) -> Transcript:
@@ -262,8 +301,10 @@ class EventView(Widget):
         self._status = task.status if task else None
         self._state = RenderState(palette=self._palette())
         self._pending.clear()
+        self._pending_shown = 0
         self._recent.clear()
-        self._skipped = 0
+        self._first_entry_seq = None
+        self._next_handover = float("-inf")
         self._events_seen = 0
         self._last_seq = 0
         self._stream_error = None
@@ -272,6 +313,11 @@ class EventView(Widget):
         transcript.set_palette(self._state.palette)
         transcript.reset(None if task else _NO_TASK)
         self.set_class(False, "-stream-error")
+        if task is not None and not EventView._warming:
+            # The first agent message would import and build the Markdown renderer (tens of
+            # ms) on the event loop; do it in a thread while the stream starts.
+            EventView._warming = True
+            self.run_worker(warm_up, thread=True, group="warm-up", exit_on_error=False)
         if task is not None:
             self._stream_worker = self.run_worker(
                 self._stream(task.id),
@@ -289,11 +335,18 @@ class EventView(Widget):
     # -- stream -----------------------------------------------------------------------------
 
     async def _stream(self, task_id: str) -> None:
+        clock = time.perf_counter
         try:
+            slice_end = clock() + STREAM_SLICE_S
             async for event in self.client.stream_events(task_id):
                 if task_id != self.task_id:
                     return
                 self._ingest(task_id, event)
+                if clock() >= slice_end:
+                    # A burst hands over many events per network read without awaiting
+                    # anything: let timers, keys and rendering run between slices.
+                    await asyncio.sleep(0)
+                    slice_end = clock() + STREAM_SLICE_S
         except ApiError as error:
             self._stream_failed(task_id, f"Cannot stream events: {error}")
         except httpx.HTTPError as error:
@@ -304,10 +357,18 @@ class EventView(Widget):
     def _ingest(self, task_id: str, event: Event) -> None:
         self._events_seen += 1
         self._last_seq = event.seq
-        note = annotate(event, self._state)
-        if len(self._pending) == self._pending.maxlen:
-            self._skipped += 1
-        self._pending.append((event, note))
+        entry = self.transcript.make_entry(event, annotate(event, self._state))
+        if entry is not None and self._first_entry_seq is None:
+            self._first_entry_seq = event.seq
+        if entry is None:
+            self._pending.append(event.seq)
+        else:
+            self._pending.append(entry)
+            self._pending_shown += 1
+        limit = self.max_entries
+        while self._pending_shown > limit or len(self._pending) > 4 * limit:
+            if isinstance(self._pending.popleft(), Entry):
+                self._pending_shown -= 1
         self._flush_timer.resume()
         status = event.status
         if status is not None and status != self._status:
@@ -324,27 +385,34 @@ class EventView(Widget):
         self._update_titles()
 
     def _flush(self) -> None:
-        """Hand the buffered events to the transcript in one batch."""
+        """Hand the buffered events to the transcript in one batch (at most once per
+        ``redraw_interval_s``)."""
         if not self._pending:
             self._flush_timer.pause()
             return
         transcript = self.transcript
         if not transcript.size.width:
             return  # not laid out yet; the buffer is bounded, so wait
+        now = self.clock()
+        if now < self._next_handover:
+            return  # the last hand-over redrew the pane a moment ago; keep buffering
+        # Ticks come every flush_interval_s: allow for their jitter, not for a skipped tick.
+        self._next_handover = now + self.redraw_interval_s - self.flush_interval_s / 2
         batch = list(self._pending)
         self._pending.clear()
-        if not transcript.at_end or (not transcript.following and transcript.room < len(batch)):
+        self._pending_shown = 0
+        entries = [item for item in batch if isinstance(item, Entry)]
+        if not transcript.at_end or (not transcript.following and transcript.room < len(entries)):
             # The user reads older events: keep their place, count what is new, and keep the
             # newest events to join them up when the window reaches the end again.
             if transcript.at_end:
                 transcript.mark_end(False)
             self._recent.extend(batch)
-            transcript.count_unseen(len(batch))
+            transcript.count_unseen(len(entries))
         else:
-            if not transcript.entries and batch and batch[0][0].seq == 1 and not self._skipped:
-                transcript.at_start = True
-            transcript.append(transcript.make_entries(batch))
-        self._skipped = 0
+            if not transcript.entries and entries and entries[0].seq == self._first_entry_seq:
+                transcript.at_start = True  # nothing shown was dropped before the first entry
+            transcript.append(entries)
         self._update_titles()
 
     # -- paging -----------------------------------------------------------------------------
@@ -435,13 +503,13 @@ class EventView(Widget):
         """
         transcript = self.transcript
         last = transcript.last_seq or 0
-        recent = [(e, n) for e, n in self._recent if e.seq > last]
-        if recent and recent[0][0].seq > last + 1 and last < self._last_seq:
+        recent = [item for item in self._recent if _seq(item) > last]
+        if recent and _seq(recent[0]) > last + 1 and last < self._last_seq:
             transcript.newer_failed()  # ask again from the new end
             return
         self._recent.clear()
         transcript.mark_end(True)
-        transcript.append(transcript.make_entries(recent))
+        transcript.append([item for item in recent if isinstance(item, Entry)])
         if task_id == self.task_id and transcript.scroll_y >= transcript.max_scroll_y:
             transcript.action_follow_tail()
 
@@ -611,14 +679,16 @@ class EventView(Widget):
     # -- titles -----------------------------------------------------------------------------
 
     def _update_titles(self) -> None:
+        """Set the border's title and subtitle, each only when it changes, and redraw only its
+        border row (see :meth:`refresh`)."""
         if not self.is_mounted:
             return
         task = self._followed
         if task is None:
-            self.border_title = Content("Events")
-            self.border_subtitle = None
+            self._set_title("Events")
+            self._set_subtitle((), None)
             return
-        self.border_title = Content(short_prompt(task.prompt, 120))
+        self._set_title(short_prompt(task.prompt, 120))
         transcript = self.transcript
         parts: list[str] = []
         variables: dict[str, object] = {}
@@ -637,4 +707,44 @@ class EventView(Widget):
         if not transcript.following and transcript.unseen:
             parts.append("[$accent]↓ $unseen new (end)[/]")
             variables["unseen"] = str(transcript.unseen)
-        self.border_subtitle = Content.from_markup(" · ".join(parts), **variables)
+        markup = " · ".join(parts)
+        key = (markup, *sorted(variables.items()))
+        if key != self._subtitle_key:
+            self._set_subtitle(key, Content.from_markup(markup, **variables))
+
+    def _set_title(self, title: str) -> None:
+        if title != self._title_key:
+            self._title_key = title
+            width, _ = self.outer_size
+            offset = self.content_offset
+            self._border_rows = (Region(-offset.x, -offset.y, width, 1),)
+            try:
+                self.border_title = Content(title)
+            finally:
+                self._border_rows = ()
+
+    def _set_subtitle(self, key: tuple[object, ...], subtitle: Content | None) -> None:
+        if key != self._subtitle_key:
+            self._subtitle_key = key
+            width, height = self.outer_size
+            offset = self.content_offset
+            self._border_rows = (Region(-offset.x, height - 1 - offset.y, width, 1),)
+            try:
+                self.border_subtitle = subtitle
+            finally:
+                self._border_rows = ()
+
+    def refresh(
+        self,
+        *regions: Region,
+        repaint: bool = True,
+        layout: bool = False,
+        recompose: bool = False,
+    ) -> Self:
+        """Textual redraws the whole widget, children included, when its border title or
+        subtitle is set; while one is set here, only its border row is redrawn (a pane that
+        counts "N new" while the user reads would otherwise send all of its lines again for
+        every batch of events)."""
+        if self._border_rows and not regions and repaint and not layout and not recompose:
+            regions = self._border_rows
+        return super().refresh(*regions, repaint=repaint, layout=layout, recompose=recompose)

@@ -9,21 +9,36 @@ event view builds from the app's current theme variables.
 Codex output can be huge (one ``aggregated_output`` can be 1 MiB), so every text is cut to a
 display budget before Rich sees it: see :data:`MAX_TEXT_CHARS`, :data:`MAX_LINE_CHARS` and
 :attr:`RenderState.max_output_lines`.
+
+Rendering is the costly part of showing an event, so callers that only need to know whether an
+event shows anything ask :func:`is_shown`, which looks at the event's fields and renders
+nothing. Agent messages are Markdown: :func:`render_markdown` parses them with one shared
+markdown-it parser (:func:`markdown_parser`), and returns a plain :class:`~rich.text.Text`
+when the message has no Markdown syntax at all. ``rich.markdown`` (and through it markdown-it
+and Pygments) is imported on the first message that needs it, not on import.
 """
 
 from __future__ import annotations
 
+import copy
+import io
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Group, RenderableType
-from rich.markdown import Markdown
+from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
+from rich.segment import Segment
 from rich.text import Text
 
 from server_client.models import Event, EventKind, TaskStatus
+
+if TYPE_CHECKING:
+    from markdown_it import MarkdownIt
+    from rich.markdown import Markdown
 
 __all__ = [
     "MAX_EXPANDED_LINES",
@@ -39,11 +54,15 @@ __all__ = [
     "format_duration",
     "head_lines",
     "is_foldable",
+    "is_shown",
+    "markdown_parser",
     "render_annotated",
     "render_event",
+    "render_markdown",
     "render_raw",
     "status_icon",
     "truncate",
+    "warm_up",
 ]
 
 #: Longest message, reasoning or prompt text shown, in characters.
@@ -180,7 +199,7 @@ MAX_OPEN_ITEMS = 1000
 MAX_EXPANDED_LINES = 2000
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Annotation:
     """What an event means in the context of the stream before it, fixed when it arrives.
 
@@ -199,6 +218,10 @@ class Annotation:
     duration_s: float | None = None
 
 
+#: The annotation of most events (nothing to add); shared, as annotations never change.
+_NO_NOTE = Annotation()
+
+
 @dataclass(frozen=True)
 class _Ctx:
     palette: Palette
@@ -214,10 +237,10 @@ def annotate(event: Event, state: RenderState) -> Annotation:
         status = event.status
         if status is not None:
             state.last_status = status
-        return Annotation()
+        return _NO_NOTE
     data = event.data
     if event.kind is not EventKind.CODEX or not isinstance(data, Mapping):
-        return Annotation()
+        return _NO_NOTE
     kind = data.get("type")
     if kind == "turn.started":
         state.turns += 1
@@ -229,7 +252,7 @@ def annotate(event: Event, state: RenderState) -> Annotation:
     item = data.get("item")
     item_id = item.get("id") if isinstance(item, Mapping) else None
     if not isinstance(item_id, str):
-        return Annotation()
+        return _NO_NOTE
     if kind == "item.started":
         if len(state.started) >= MAX_OPEN_ITEMS:
             state.started.pop(next(iter(state.started)))
@@ -238,7 +261,55 @@ def annotate(event: Event, state: RenderState) -> Annotation:
         began = state.started.pop(item_id, None)
         if began is not None:
             return Annotation(duration_s=max((event.ts - began).total_seconds(), 0.0))
-    return Annotation()
+    return _NO_NOTE
+
+
+_ITEM_EVENTS = frozenset(("item.started", "item.updated", "item.completed"))
+
+
+@cache
+def warm_up() -> None:
+    """Import and build what the first Markdown message needs (rich.markdown, markdown-it, the
+    shared parser, Pygments and its Python lexer) by rendering a small message to nowhere.
+    Thread-safe, so a view can run it in a thread instead of stalling on its first message."""
+    console = Console(file=io.StringIO(), width=40, color_system="truecolor")
+    console.print(render_markdown("# Ready\n\n`code` and:\n\n```python\nready = True\n```"))
+
+
+def is_shown(event: Event) -> bool:
+    """True when ``event`` shows anything, i.e. :func:`render_annotated` returns at least one
+    renderable for it (folded or expanded alike); decided from its fields, rendering nothing.
+
+    Hidden are early or repeated copies of items codex sends complete (``item.started`` of an
+    agent message, say) and ``item.updated`` of a running command, a tool call or a search.
+    """
+    if event.kind is not EventKind.CODEX:
+        return True
+    data = event.data
+    if not isinstance(data, Mapping):
+        return True
+    kind = data.get("type")
+    if kind not in _ITEM_EVENTS:
+        return True
+    item = data.get("item")
+    if not isinstance(item, Mapping):
+        return True
+    return not _item_hidden(kind.removeprefix("item."), item)
+
+
+def _item_hidden(phase: str, item: Mapping[str, Any]) -> bool:
+    """True when ``item.<phase>`` adds nothing visible (the one rule both :func:`is_shown`
+    and :func:`_render_item` follow)."""
+    kind = _str(item.get("type"))
+    if kind == "command_execution":
+        # Only the start and the end of a running command show; updates repeat the start.
+        return phase == "updated" and _str(item.get("status")) in ("", "in_progress")
+    if kind in ("agent_message", "reasoning", "file_change", "error"):
+        # Codex sends these complete; an early or repeated copy would only duplicate them.
+        return phase != "completed"
+    if kind in ("mcp_tool_call", "web_search"):
+        return phase == "updated"
+    return False
 
 
 def is_foldable(event: Event) -> bool:
@@ -484,19 +555,18 @@ def _render_usage(usage: Usage, ctx: _Ctx) -> Text:
 
 def _render_item(phase: str, item: Mapping[str, Any], ctx: _Ctx) -> list[RenderableType]:
     """Render ``item.<phase>`` for a codex item (phase: started, updated, completed)."""
+    if _item_hidden(phase, item):
+        return []
     palette = ctx.palette
     kind = _str(item.get("type"))
     if kind == "command_execution":
         return _render_command(phase, item, ctx)
     if kind == "todo_list":
         return [_render_todo(item, palette)]
-    if kind in ("agent_message", "reasoning", "file_change", "error") and phase != "completed":
-        # Codex sends these complete; an early or repeated copy would only duplicate them.
-        return []
     if kind == "agent_message":
         return [
             Text("codex", style=f"bold {palette.primary}"),
-            Markdown(truncate(_str(item.get("text")), MAX_TEXT_CHARS)),
+            render_markdown(truncate(_str(item.get("text")), MAX_TEXT_CHARS)),
         ]
     if kind == "reasoning":
         return [_render_reasoning(item, ctx)]
@@ -505,14 +575,75 @@ def _render_item(phase: str, item: Mapping[str, Any], ctx: _Ctx) -> list[Rendera
     if kind == "error":
         return [Text(f"⚠ {truncate(_str(item.get('message')), MAX_TEXT_CHARS)}", palette.warning)]
     if kind == "mcp_tool_call":
-        if phase == "updated":
-            return []
         return [_render_tool_call(item, palette)]
     if kind == "web_search":
-        if phase == "updated":
-            return []
         return [_line(f"search: {_str(item.get('query'))}", palette.accent)]
     return [_generic(f"item.{phase} {kind or '?'}", item, palette)]
+
+
+# -- Markdown ---------------------------------------------------------------------------------
+
+#: Characters that can start Markdown syntax anywhere in a line (emphasis, code, links, HTML,
+#: entities, escapes, tables, strikethrough) or that Markdown treats as whitespace or replaces.
+_MARKDOWN_INLINE = re.compile(r"[\\`*_\[\]<>&|~\t\r\x00-\x08\x0b-\x1f\x7f]")
+#: How a line may not begin: blocks (lists, headings, quotes, fences, rules, setext
+#: underlines, ordered lists); a leading space (indented code, stripped indentation).
+_MARKDOWN_BLOCK = re.compile(r"^(?:[^\S\n]|[#>+=\-]|\d{1,9}[.)])", re.MULTILINE)
+
+
+def _is_plain(text: str) -> bool:
+    """True when Markdown would show ``text`` as it is: paragraphs of text without any syntax,
+    separated by single blank lines, with no leading or trailing whitespace on any line."""
+    if not text or _MARKDOWN_INLINE.search(text) or _MARKDOWN_BLOCK.search(text):
+        return False
+    if "\n\n\n" in text or text[0].isspace() or text[-1].isspace():
+        return False
+    return not any(line and line[-1].isspace() for line in text.split("\n"))
+
+
+def render_markdown(text: str) -> RenderableType:
+    """``text`` as Rich renders Markdown: a plain :class:`~rich.text.Text` (paragraphs, their
+    lines joined by spaces, left-justified as Markdown does) when it has no Markdown syntax,
+    else a :class:`rich.markdown.Markdown` parsed by the shared :func:`markdown_parser`."""
+    if _is_plain(text):
+        paragraphs = [Text(p.replace("\n", " "), justify="left") for p in text.split("\n\n")]
+        return paragraphs[0] if len(paragraphs) == 1 else _Paragraphs(paragraphs)
+    markdown = copy.copy(_markdown_template())
+    markdown.markup = text
+    markdown.parsed = markdown_parser().parse(text)
+    return markdown
+
+
+class _Paragraphs:
+    """Paragraphs separated by one empty line, as :class:`rich.markdown.Markdown` draws them."""
+
+    def __init__(self, paragraphs: list[Text]) -> None:
+        self.paragraphs = paragraphs
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        for index, paragraph in enumerate(self.paragraphs):
+            if index:
+                yield Segment.line()
+            yield from console.render(paragraph, options)
+
+
+@cache
+def markdown_parser() -> MarkdownIt:
+    """The one markdown-it parser every agent message is parsed with, configured as
+    :class:`rich.markdown.Markdown` configures its own (CommonMark with strikethrough and
+    tables). Building a parser compiles its rule chains, so it is built once."""
+    from markdown_it import MarkdownIt
+
+    return MarkdownIt().enable("strikethrough").enable("table")
+
+
+@cache
+def _markdown_template() -> Markdown:
+    """An empty :class:`rich.markdown.Markdown` with Rich's defaults; messages are shallow
+    copies of it with their own markup and tokens (its ``__init__`` would build a parser)."""
+    from rich.markdown import Markdown
+
+    return Markdown("")
 
 
 def _render_reasoning(item: Mapping[str, Any], ctx: _Ctx) -> Text:

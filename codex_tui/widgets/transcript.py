@@ -2,10 +2,12 @@
 
 The transcript never holds a widget per event or a line per event of the whole task. It keeps
 at most ``max_entries`` :class:`Entry` objects (a contiguous range of the task's seqs) and
-renders an entry to lines only when it scrolls into view; rendered lines are cached for a
-bounded number of entries (:data:`STRIP_CACHE_ENTRIES`). Entries not rendered at the current
-width carry an estimated height; when one is rendered above the top of the view, the scroll
-position moves by the difference so that what the user reads does not jump.
+renders an entry to lines only when it scrolls into view (whether an event shows anything at
+all is decided without rendering it); rendered lines are cached for a bounded number of
+entries (:data:`STRIP_CACHE_ENTRIES`), and finished view lines for a bounded number of lines
+(:data:`LINE_CACHE_LINES`). Entries not rendered at the current width carry an estimated
+height; when one is rendered above the top of the view, the scroll position moves by the
+difference so that what the user reads does not jump.
 
 The owner (:class:`~codex_tui.widgets.event_view.EventView`) feeds it and pages the server:
 it appends live events at the tail, prepends older pages when the user nears the top
@@ -19,7 +21,7 @@ from bisect import bisect_right
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from itertools import accumulate
+from itertools import accumulate, count
 from typing import ClassVar
 
 from rich.cells import cell_len
@@ -27,6 +29,7 @@ from rich.console import RenderableType
 from rich.segment import Segment
 from rich.style import Style
 from textual.binding import Binding, BindingType
+from textual.cache import LRUCache
 from textual.geometry import Region, Size
 from textual.message import Message
 from textual.scroll_view import ScrollView
@@ -37,6 +40,7 @@ from codex_tui.widgets.render import (
     Palette,
     event_text,
     is_foldable,
+    is_shown,
     render_annotated,
     render_raw,
 )
@@ -50,6 +54,11 @@ STRIP_CACHE_ENTRIES = 400
 GUTTER = 2
 #: Lines of a folded command's output.
 FOLDED_OUTPUT_LINES = 6
+#: How many finished view lines (gutter, highlights and style applied) are kept, so that a
+#: following pane that scrolls by a few lines builds only the lines that are new.
+LINE_CACHE_LINES = 512
+
+_render_ids = count(1)
 
 
 @dataclass(eq=False, slots=True)
@@ -64,6 +73,8 @@ class Entry:
         height: Lines at ``width`` (an estimate while ``strips`` is None).
         width: The width ``height`` was measured at (0: never rendered).
         strips: Rendered lines at ``width`` (None: not cached).
+        render_id: Tells this rendering of ``strips`` from any other (0: none yet); keys the
+            transcript's cache of finished lines.
     """
 
     event: Event
@@ -73,6 +84,7 @@ class Entry:
     height: int = 1
     width: int = 0
     strips: list[Strip] | None = None
+    render_id: int = 0
     _text: str | None = field(default=None, repr=False)
 
     @property
@@ -211,6 +223,11 @@ class Transcript(ScrollView, can_focus=True):
         """The active search, lower-cased ('' when none)."""
         self._asked_older = False
         self._asked_newer = False
+        self._lines: LRUCache[tuple[object, ...], Strip] = LRUCache(LINE_CACHE_LINES)
+        """Finished view lines by (entry render id, row, width, cursor, query, style)."""
+        self._width_for: Size | None = None
+        self._width = 0
+        self._line_style: Style | None = None
 
     # -- window -----------------------------------------------------------------------------
 
@@ -228,6 +245,7 @@ class Transcript(ScrollView, can_focus=True):
         """Drop every entry and state (a new task)."""
         self.entries.clear()
         self._cached.clear()
+        self._lines.clear()
         self._offsets = [0]
         self._offsets_dirty = False
         self.cursor = None
@@ -245,14 +263,21 @@ class Transcript(ScrollView, can_focus=True):
 
     def make_entries(self, items: Iterable[tuple[Event, Annotation]]) -> list[Entry]:
         """Entries for events that show something (others, e.g. ``item.updated`` of an
-        agent message, are left out)."""
+        agent message, are left out). Nothing is rendered here: :func:`is_shown` decides from
+        the event's fields, and each entry carries an estimated height until it scrolls into
+        view."""
         width = self._content_width
-        made: list[Entry] = []
-        for event, note in items:
-            if not self._renderables(event, note, expanded=False, raw=False):
-                continue
-            made.append(Entry(event, note, height=estimate_height(event, width)))
-        return made
+        return [
+            Entry(event, note, height=estimate_height(event, width))
+            for event, note in items
+            if is_shown(event)
+        ]
+
+    def make_entry(self, event: Event, note: Annotation) -> Entry | None:
+        """The entry for one event, or None when it shows nothing (see :meth:`make_entries`)."""
+        if not is_shown(event):
+            return None
+        return Entry(event, note, height=estimate_height(event, self._content_width))
 
     def append(self, entries: Sequence[Entry]) -> None:
         """Add entries after the newest; drops the oldest beyond ``max_entries``.
@@ -266,19 +291,20 @@ class Transcript(ScrollView, can_focus=True):
         fresh = [e for e in entries if e.seq > last]
         if not fresh:
             return
-        start = len(self.entries)
+        # Entries that land below the view change nothing on screen but the scrollbar.
+        shown = self.following or self.total_lines < self.scroll_y + self.size.height
         self.entries.extend(fresh)
         self._offsets_dirty = True
         overflow = len(self.entries) - self.max_entries
         if overflow > 0:
             self._drop_head(overflow)
-            start -= overflow
         if not self.following:
             self.unseen += len(fresh)
         self._resize()
         if self.following:
             self._scroll_to_end()
-        self.refresh()
+        if shown:
+            self.refresh()
         self._asked_newer = False
         self._changed()
 
@@ -337,8 +363,22 @@ class Transcript(ScrollView, can_focus=True):
     # -- geometry ---------------------------------------------------------------------------
 
     @property
+    def _view_width(self) -> int:
+        """Cells of a view line (the widget less the scrollbar; 0 before the first layout);
+        looked up once per size of the widget, since the lookup walks the screen's layout."""
+        size = self.outer_size
+        if size != self._width_for:
+            width = self.scrollable_content_region.width
+            if not width:
+                return 0
+            self._width_for = size
+            self._width = width
+        return self._width
+
+    @property
     def _content_width(self) -> int:
-        width = self.scrollable_content_region.width or self.size.width or 80
+        """Cells an entry is rendered in: a view line less the gutter (at least 10)."""
+        width = self._view_width or self.size.width or 80
         return max(width - GUTTER, 10)
 
     @property
@@ -356,7 +396,17 @@ class Transcript(ScrollView, can_focus=True):
 
     def _resize(self) -> None:
         height = self.total_lines or (1 if self.placeholder else 0)
-        self.virtual_size = Size(self.scrollable_content_region.width, height)
+        size = Size(self._view_width, height)
+        if size == self.virtual_size:
+            return
+        if not size.width:
+            self.virtual_size = size
+            return
+        # Only the scroll range changes, not the pane's size (it fills its share of the grid),
+        # so update the scrollbar as Textual does after a layout, without asking for a layout
+        # of the whole screen on every batch of events.
+        self.set_reactive(Transcript.virtual_size, size)
+        self._scroll_update(size)
 
     def _scroll_to_end(self) -> None:
         self._render_tail()
@@ -406,6 +456,7 @@ class Transcript(ScrollView, can_focus=True):
             self._offsets_dirty = True
         entry.width = width
         entry.strips = strips
+        entry.render_id = next(_render_ids)
         self._cached[id(entry)] = entry
         while len(self._cached) > STRIP_CACHE_ENTRIES:
             _, old = self._cached.popitem(last=False)
@@ -458,13 +509,21 @@ class Transcript(ScrollView, can_focus=True):
         top = round(self.scroll_y)
         self._ensure_rendered(top, top + self.size.height)
         self._check_edges()
-        return super().render_lines(crop)
+        self._line_style = self.rich_style  # one look-up per pass, not one per line
+        try:
+            return super().render_lines(crop)
+        finally:
+            self._line_style = None
 
     def render_line(self, y: int) -> Strip:
-        """One line of the view: the gutter (cursor bar), the entry's line, highlights."""
-        width = self.scrollable_content_region.width
+        """One line of the view: the gutter (cursor bar), the entry's line, highlights.
+
+        Finished lines are cached (:data:`LINE_CACHE_LINES`), so a view that scrolls by a few
+        lines builds only the new ones.
+        """
+        width = self._view_width
         line = round(self.scroll_y) + y
-        style = self.rich_style
+        style = self._line_style or self.rich_style
         if not self.entries:
             if y == 0 and self.placeholder:
                 text = Strip([Segment(self.placeholder[:width], Style(dim=True))])
@@ -476,6 +535,10 @@ class Transcript(ScrollView, can_focus=True):
         entry = self.entries[index]
         strips = self._render_entry(entry)
         row = line - self.offsets[index]
+        key = (entry.render_id, row, width, index == self.cursor, self.query_text, style)
+        cached = self._lines.get(key)
+        if cached is not None:
+            return cached
         strip = strips[row] if row < len(strips) else Strip.blank(0)
         if self.query_text:
             strip = _highlight(strip, self.query_text, Style(reverse=True, bold=True))
@@ -483,8 +546,12 @@ class Transcript(ScrollView, can_focus=True):
             gutter = Segment("▌ ", Style.parse(self.palette.accent))
         else:
             gutter = Segment("  ")
-        strip = Strip([gutter, *strip])
-        return strip.crop_extend(0, width, style).apply_style(style)
+        strip = Strip([gutter, *strip]).crop_extend(0, width, style).apply_style(style)
+        # Every segment costs a full escape sequence on the terminal: after the base style is
+        # applied, the gutter, the text and the padding often share one style.
+        strip = strip.simplify()
+        self._lines[key] = strip
+        return strip
 
     def on_resize(self) -> None:
         """A new width: every entry is measured again when next shown."""
@@ -495,17 +562,19 @@ class Transcript(ScrollView, can_focus=True):
     def notify_style_update(self) -> None:
         """Theme changes: render everything again."""
         super().notify_style_update()
-        for entry in self.entries:
-            entry.strips = None
-        self._cached.clear()
-        self.refresh()
+        self._width_for = None
+        self._forget_renders()
 
     def set_palette(self, palette: Palette) -> None:
         """Render with ``palette`` from now on."""
         self.palette = palette
+        self._forget_renders()
+
+    def _forget_renders(self) -> None:
         for entry in self.entries:
             entry.strips = None
         self._cached.clear()
+        self._lines.clear()
         self.refresh()
 
     # -- scrolling and following --------------------------------------------------------------
@@ -552,9 +621,10 @@ class Transcript(ScrollView, can_focus=True):
             self._asked_newer = False
 
     def count_unseen(self, count: int) -> None:
-        """Count events that arrived but are not in the window (it is detached)."""
-        self.unseen += count
-        self._changed()
+        """Count entries that arrived but are not in the window (it is detached)."""
+        if count:
+            self.unseen += count
+            self._changed()
 
     def action_follow_tail(self) -> None:
         """Jump to the newest event and follow again (asks the owner for the tail when the
