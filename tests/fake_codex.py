@@ -21,6 +21,8 @@ Environment:
         modes, the grandchild's pid.
     FAKE_CODEX_FORK_KEEP_STDIO=1: the grandchild keeps codex's stdout/stderr open.
     FAKE_CODEX_FORK_SCRUB_ENV=1: the grandchild execs with an empty environment (no marker).
+    FAKE_CODEX_WAIT_FILE: path; ``sleep``/``ignore-sigint``/``fork`` end their command as soon
+        as it exists (the ``fork`` grandchild still sleeps FAKE_CODEX_SLEEP).
 
 ``stamped`` (for benchmarks/): ``events`` agent messages paced at ``rate`` lines per second
 on an absolute schedule (0: as fast as possible), each line carrying its index ``n`` and, as
@@ -131,6 +133,15 @@ def write_record(path: str | None, data: dict[str, Any]) -> None:
 
 def exit_on_sigint() -> None:
     signal.signal(signal.SIGINT, lambda *_: os._exit(1))
+
+
+def wait_for_file(path: str | None, sleep_s: float) -> None:
+    """Sleep ``sleep_s`` seconds, or less if ``path`` is given and appears meanwhile."""
+    deadline = time.monotonic() + sleep_s
+    while time.monotonic() < deadline:
+        if path is not None and os.path.exists(path):
+            return
+        time.sleep(0.01 if path is not None else max(0.0, deadline - time.monotonic()))
 
 
 def fork_grandchild(sleep_s: float) -> int:
@@ -341,7 +352,7 @@ def main() -> int:
             "status": "in_progress",
         }
         out({"type": "item.started", "item": command})
-        time.sleep(sleep_s)
+        wait_for_file(os.environ.get("FAKE_CODEX_WAIT_FILE"), sleep_s)
         out({"type": "item.completed", "item": command | {"exit_code": 0, "status": "completed"}})
         out({"type": "turn.completed", "usage": usage})
         return 0

@@ -1,11 +1,14 @@
 """SSE heartbeats and shutdown (reliability.md E3, E5) on a real uvicorn server in-process,
-with a short heartbeat interval so the test is quick."""
+with a short heartbeat interval so the test is quick; and the worker's heartbeat, its signals
+long poll, which a burst of task starts restarts only a few times."""
 
 from __future__ import annotations
 
 import asyncio
 import signal
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any, cast
 
 import httpx
 import uvicorn
@@ -15,6 +18,9 @@ from server_client.server.db import create_engine, migrate
 from server_client.server.main import _Server
 from server_client.server.settings import ServerSettings
 from server_client.server.store import Store
+from server_client.worker.agent import SIGNALS_RESTART_S, WorkerAgent, WorkerConfig
+from server_client.worker.api import WorkerApi
+from server_client.worker.runner import ExecRunner
 from tests.conftest import free_port, wait_until_async
 
 
@@ -62,3 +68,47 @@ async def test_heartbeats_arrive_and_shutdown_closes_streams(tmp_path: Path) -> 
     finally:
         server.should_exit = True
         await asyncio.gather(serving, return_exceptions=True)
+
+
+class _SignalsApi:
+    """Stands in for WorkerApi: records each signals long poll, which waits until cancelled."""
+
+    def __init__(self) -> None:
+        self.polls: list[list[str]] = []
+
+    async def signals(self, worker_id: str, task_ids: Sequence[str], wait_s: float) -> Any:
+        self.polls.append(list(task_ids))
+        await asyncio.Event().wait()
+
+
+async def test_a_burst_of_task_starts_restarts_the_signals_poll_a_few_times_only() -> None:
+    agent = WorkerAgent(WorkerConfig(server="http://127.0.0.1:9", token="t"))
+    api = _SignalsApi()
+    agent.api = cast(WorkerApi, api)
+    agent.worker_id = "w1"
+    polling = asyncio.create_task(agent._signals_loop())
+    try:
+        await wait_until_async(lambda: len(api.polls) == 1)
+        started = asyncio.get_running_loop().time()
+        for i in range(50):  # 50 tasks start, one after the other
+            agent._runners[f"t{i}"] = cast(ExecRunner, object())
+            agent._changed.set()
+            await asyncio.sleep(0)
+        await wait_until_async(lambda: len(api.polls[-1]) == 50, what="a poll of all 50")
+        # Restarted once, after SIGNALS_RESTART_S, not once per task (each restart drops a
+        # connection).
+        assert len(api.polls) == 2
+        assert asyncio.get_running_loop().time() - started >= SIGNALS_RESTART_S * 0.9
+
+        # Tasks that end need no restart: the poll still covers every running task.
+        agent._runners.clear()
+        agent._changed.set()
+        await wait_until_async(lambda: not agent._changed.is_set(), what="the change seen")
+        assert len(api.polls) == 2
+        agent._runners["late"] = cast(ExecRunner, object())
+        agent._changed.set()
+        await wait_until_async(lambda: api.polls[-1] == ["late"], what="a poll of the new task")
+        assert len(api.polls) == 3
+    finally:
+        polling.cancel()
+        await asyncio.gather(polling, return_exceptions=True)

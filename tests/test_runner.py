@@ -26,6 +26,8 @@ import pytest
 
 from server_client.models import EventIn, EventKind, Sandbox, TaskStatus
 from server_client.worker import codex_bin as cb
+from server_client.worker import procs
+from server_client.worker.procs import ProcessWatch
 from server_client.worker.runner import (
     ALLOWED_ENV,
     DEFAULT_MAX_LINE_BYTES,
@@ -50,6 +52,7 @@ FAKE_VARS = (
     "FAKE_CODEX_RECORD",
     "FAKE_CODEX_FORK_KEEP_STDIO",
     "FAKE_CODEX_FORK_SCRUB_ENV",
+    "FAKE_CODEX_WAIT_FILE",
 )
 GRACE_S = 0.5
 
@@ -438,6 +441,191 @@ async def test_emit_error_fails_the_run_and_stops_codex(harness: Harness) -> Non
 
     assert outcome.status is TaskStatus.FAILED
     assert outcome.error is not None and "upload buffer exploded" in outcome.error
+
+
+# --------------------------------------------------------------------------------------------
+# The shared process watch
+# --------------------------------------------------------------------------------------------
+
+
+async def test_one_pass_per_interval_records_the_descendants_of_every_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reads = 0
+    real_read = procs.read_process_table
+
+    def counting_read(markers: dict[tuple[int, float], str | None]) -> procs.ProcessTable:
+        nonlocal reads
+        reads += 1
+        return real_read(markers)
+
+    monkeypatch.setattr(procs, "read_process_table", counting_read)
+    watch = ProcessWatch(interval_s=0.2)
+    harnesses = []
+    for i in range(4):
+        (tmp_path / f"run{i}").mkdir()
+        harnesses.append(Harness(tmp_path / f"run{i}"))
+    runners = [
+        ExecRunner(h.spec("fork"), Collector(), grace_s=GRACE_S, watch=watch) for h in harnesses
+    ]
+    tasks = [asyncio.create_task(runner.run()) for runner in runners]
+    try:
+        await wait_until(lambda: all(h.record.exists() for h in harnesses))
+        grandchildren = [read_record(h.record)["grandchild"] for h in harnesses]
+        await wait_until(
+            lambda: all(
+                r.processes is not None and g in r.processes.known
+                for r, g in zip(runners, grandchildren, strict=True)
+            )
+        )
+        passes, reads_before = watch.passes, reads
+        started = time.monotonic()
+        await wait_until(lambda: watch.passes >= passes + 3)
+        elapsed = time.monotonic() - started
+        # One read of /proc per pass for the four runs (a pass may be starting right now),
+        # and passes an interval apart, not one per run.
+        assert reads - reads_before <= watch.passes - passes + 1
+        assert elapsed >= 2.5 * watch.interval_s
+    finally:
+        for runner in runners:
+            runner.cancel()
+        outcomes = await asyncio.gather(*tasks)
+        for h in harnesses:
+            for pid in marked(h.task_id):
+                psutil.Process(pid).kill()
+    assert [o.status for o in outcomes] == [TaskStatus.CANCELED] * 4
+    assert all(is_dead(g) for g in grandchildren)
+    assert watch.runs == 0
+
+
+async def test_a_recorded_descendant_without_marker_is_killed_when_codex_ends(
+    harness: Harness,
+) -> None:
+    done = harness.tmp_path / "done"
+    watch = ProcessWatch(interval_s=0.05)
+    spec = harness.spec("fork", fake={"fork_scrub_env": "1", "wait_file": str(done)})
+    runner = ExecRunner(spec, Collector(), grace_s=GRACE_S, watch=watch)
+    task = asyncio.create_task(runner.run())
+    await wait_until(harness.record.exists)
+    grandchild = read_record(harness.record)["grandchild"]
+    await wait_until(lambda: grandchild not in marked(harness.task_id))  # exec'd, no marker
+    await wait_until(lambda: runner.processes is not None and grandchild in runner.processes.known)
+    assert os.getsid(grandchild) == grandchild  # out of codex's session and group
+
+    done.touch()  # codex finishes its turn and exits by itself
+    outcome = await asyncio.wait_for(task, 10)
+
+    assert outcome.status is TaskStatus.COMPLETED
+    assert is_dead(grandchild)
+    assert runner.processes is not None and grandchild in runner.processes.swept
+
+
+def test_a_pass_reads_each_environment_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    child = subprocess.Popen(
+        ["sleep", "60"],
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), TASK_ENV: "task-table"},
+        start_new_session=True,
+    )
+    try:
+        calls: list[int] = []
+        real_environ = psutil.Process.environ
+
+        def counting_environ(proc: psutil.Process) -> dict[str, str]:
+            calls.append(proc.pid)
+            return real_environ(proc)
+
+        monkeypatch.setattr(psutil.Process, "environ", counting_environ)
+        markers: dict[tuple[int, float], str | None] = {}
+        first = procs.read_process_table(markers)
+        info = first.procs[child.pid]
+        assert (info.marker, info.ppid, info.pgid, info.zombie) == (
+            "task-table",
+            os.getpid(),
+            child.pid,
+            False,
+        )
+        assert child.pid in first.descendants([os.getpid()])
+        assert child.pid in calls
+
+        calls.clear()
+        second = procs.read_process_table(markers)
+        again = [
+            pid
+            for pid in calls
+            if pid in first.procs and pid in second.procs
+            if second.procs[pid].start == first.procs[pid].start
+        ]
+        assert again == []
+        assert second.procs[child.pid].marker == "task-table"
+    finally:
+        child.kill()
+        child.wait()
+
+
+SWEEP_SCRIPT = """
+import asyncio, json, os, sys
+from server_client.models import Sandbox
+from server_client.worker.procs import ProcessWatch, become_subreaper
+from server_client.worker.runner import ExecRunner, RunSpec, build_child_env
+assert become_subreaper()
+fake, work, folder = sys.argv[1:4]
+record = os.path.join(folder, "record.json")
+
+async def run(mode, task_id, watch):
+    source = {**os.environ, "FAKE_CODEX_MODE": mode, "FAKE_CODEX_RECORD": record}
+    env = build_child_env(["FAKE_CODEX_MODE", "FAKE_CODEX_RECORD"], task_id=task_id, source=source)
+    spec = RunSpec(task_id, "hi", work, Sandbox.READ_ONLY, None, fake, env)
+    runner = ExecRunner(spec, lambda e: None, watch=watch)
+    return (await runner.run()).status.value, runner
+
+async def main():
+    watch = ProcessWatch(interval_s=3600)  # no periodic pass during the test
+    clean, _ = await run("ok", "task-clean", watch)
+    passes_clean = watch.passes
+    left, runner = await run("fork-exit", "task-left", watch)
+    with open(record) as file:
+        grandchild = json.load(file)["grandchild"]
+    try:
+        os.kill(grandchild, 0)
+        gone = False
+    except ProcessLookupError:
+        gone = True
+    print(json.dumps({
+        "clean": clean, "passes_clean": passes_clean, "left": left,
+        "passes_left": watch.passes - passes_clean,
+        "swept": grandchild in runner.processes.swept, "gone": gone,
+    }))
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl is Linux-only")
+def test_a_subreaper_skips_the_scan_when_nothing_was_left_behind(tmp_path: Path) -> None:
+    (tmp_path / "work").mkdir()
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            SWEEP_SCRIPT,
+            str(FAKE),
+            str(tmp_path / "work"),
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=Path(__file__).parent.parent,
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    # Codex exited by itself with nothing behind: no scan of /proc at all.
+    assert result["clean"] == "completed" and result["passes_clean"] == 0
+    # A command outlived codex: it was re-parented to the worker, so a pass ran and killed it
+    # (and the worker reaped it).
+    assert result["left"] == "completed" and result["passes_left"] >= 1
+    assert result["swept"] and result["gone"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -876,7 +1064,7 @@ async def test_real_codex_cancel_kills_its_command(tmp_path: Path) -> None:
             env=build_child_env(task_id=task_id, source=source),
         )
         events = Collector()
-        runner = ExecRunner(spec, events, grace_s=GRACE_S, track_interval_s=0.1)
+        runner = ExecRunner(spec, events, grace_s=GRACE_S, watch=ProcessWatch(interval_s=0.1))
         task = asyncio.create_task(runner.run())
         await wait_until(lambda: events.has_type("item.started"), timeout_s=30)
         await wait_until(lambda: len(marked(task_id)) >= 3, timeout_s=10)  # codex + 2 sleeps

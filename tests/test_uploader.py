@@ -1,5 +1,6 @@
 """The worker's uploader against a real server: batches, and retries that lose nothing and
-duplicate nothing when responses are lost after the server stored the batch (R4)."""
+duplicate nothing when responses are lost after the server stored the batch (R4); uploads
+share one kept-alive connection."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import pytest
 
 from server_client.client import ApiError
 from server_client.models import (
+    EventBatch,
     EventIn,
     EventKind,
     FinishRequest,
@@ -20,7 +22,9 @@ from tests.conftest import ServerFactory
 from tests.netproxy import CuttingProxy
 
 
-async def test_lost_responses_are_retried_without_duplicates(server_factory: ServerFactory) -> None:
+async def test_lost_responses_are_retried_without_duplicates(
+    server_factory: ServerFactory,
+) -> None:
     server = server_factory(local_worker=False)
     async with server.client() as client:
         task = await client.create_task("upload")
@@ -71,3 +75,23 @@ async def test_a_stale_lease_cannot_append_or_finish(server_factory: ServerFacto
         )
     assert info.value.status == 409
     await api.aclose()
+
+
+async def test_uploads_share_one_keep_alive_connection(server_factory: ServerFactory) -> None:
+    server = server_factory(local_worker=False)
+    async with server.client() as client:
+        task = await client.create_task("keep-alive")
+    direct = WorkerApi(server.url, server.token)
+    worker = await direct.connect(WorkerHello(name="keep-alive-test", workdir_roots=["/"]))
+    claim = await direct.claim(worker.id, 5)
+    assert claim is not None
+    async with CuttingProxy(server.url, seed=1, low=10**9, high=10**9) as proxy:
+        api = WorkerApi(proxy.url, server.token)
+        for i in range(20):
+            event = EventIn(ts=utcnow(), kind=EventKind.STDERR, data={"line": f"line {i}"})
+            batch = EventBatch(lease_id=claim.lease_id, first_index=i, events=[event])
+            result = await api.upload(worker.id, task.id, batch.model_dump_json().encode())
+            assert result.next_index == i + 1
+        await api.aclose()
+    await direct.aclose()
+    assert proxy.connections == 1

@@ -2,8 +2,10 @@
 
 Three loops share one HTTP client: the claim long poll (one request waiting at a time, only
 while a slot is free: no busy polling, reliability.md R8), the signals long poll (cancel
-requests, restarted whenever the set of running tasks changes, so a cancel arrives within
-moments), and one coroutine per running task (runner + uploader + finish).
+requests; restarted when a task starts, at most every :data:`SIGNALS_RESTART_S` seconds, so a
+cancel arrives within moments while a worker starting hundreds of tasks does not drop and
+reopen its connection hundreds of times), and one coroutine per running task (runner +
+uploader + finish).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from server_client.models import (
     EventIn,
     EventKind,
     FinishRequest,
+    Signals,
     TaskStatus,
     WorkerHello,
     utcnow,
@@ -43,6 +46,9 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+#: Shortest time between two restarts of the signals long poll (s).
+SIGNALS_RESTART_S = 0.5
+
 
 @dataclass
 class WorkerConfig:
@@ -53,7 +59,9 @@ class WorkerConfig:
         name: Worker name, unique per owner. workdir_roots: Allowed workdir roots.
         codex_bin: Explicit codex binary (else CODEX_TUI_CODEX_BIN, else ``codex`` on PATH).
         max_tasks: Tasks run at once. pass_env: Extra variable names passed to codex.
-        grace_s: SIGINT → SIGKILL grace on cancel (s). batch_interval_s: Upload batching (s).
+        grace_s: SIGINT → SIGKILL grace on cancel (s).
+        batch_interval_s: How long an upload waits for more events (s; 0: at once, the
+        one-upload-in-flight rule batches under load).
         poll_wait_s: Longest claim long poll (s); the signals poll, which is also the
             heartbeat, uses the server's ``heartbeat_s``.
         labels: Labels this worker carries, for routing (``--label``).
@@ -67,7 +75,7 @@ class WorkerConfig:
     max_tasks: int = 4
     pass_env: list[str] = field(default_factory=list)
     grace_s: float = 2.0
-    batch_interval_s: float = 0.005
+    batch_interval_s: float = 0.0
     poll_wait_s: float = 25.0
     labels: list[str] = field(default_factory=list)
 
@@ -236,23 +244,44 @@ class WorkerAgent:
         await asyncio.gather(work, return_exceptions=True)
         return None
 
+    async def _poll_signals(self) -> Signals | None:
+        """One signals long poll; None when it was given up for a newer one because a task
+        started. A finished task needs no restart: the server answers for it at its next wake."""
+        assert self.worker_id is not None
+        loop = asyncio.get_running_loop()
+        self._changed.clear()
+        polled = set(self._runners)
+        started = loop.time()
+        poll = asyncio.ensure_future(
+            self.api.signals(self.worker_id, list(polled), self._heartbeat_s)
+        )
+        try:
+            while True:
+                changed = asyncio.ensure_future(self._changed.wait())
+                await asyncio.wait({poll, changed}, return_when=asyncio.FIRST_COMPLETED)
+                changed.cancel()
+                if poll.done():
+                    return poll.result()
+                self._changed.clear()
+                if self._runners.keys() <= polled:
+                    continue
+                wait_s = started + SIGNALS_RESTART_S - loop.time()
+                if wait_s > 0:
+                    await asyncio.wait({poll}, timeout=wait_s)
+                    if poll.done():
+                        return poll.result()
+                return None
+        finally:
+            if not poll.done():
+                poll.cancel()
+                await asyncio.gather(poll, return_exceptions=True)
+
     async def _signals_loop(self) -> None:
         assert self.worker_id is not None
         delays = iter(backoff_delays(0.2, 10.0))
         while True:
-            self._changed.clear()
-            poll = asyncio.ensure_future(
-                self.api.signals(self.worker_id, self.running_task_ids, self._heartbeat_s)
-            )
-            changed = asyncio.ensure_future(self._changed.wait())
-            await asyncio.wait({poll, changed}, return_when=asyncio.FIRST_COMPLETED)
-            changed.cancel()
-            if not poll.done():
-                poll.cancel()
-                await asyncio.gather(poll, return_exceptions=True)
-                continue
             try:
-                answer = poll.result()
+                answer = await self._poll_signals()
             except ApiError as exc:
                 if exc.status in (401, 403, 404):
                     self._refused(exc)
@@ -264,13 +293,17 @@ class WorkerAgent:
                 log.warning("signals poll failed (%s); retrying", type(exc).__name__)
                 await asyncio.sleep(next(delays))
                 continue
+            if answer is None:
+                continue
             delays = iter(backoff_delays(0.2, 10.0))
+            running = False
             for task_id in answer.cancel:
                 runner = self._runners.get(task_id)
                 if runner is not None:
+                    running = True
                     log.info("task %s: cancel requested", task_id)
                     runner.cancel()
-            if answer.cancel:
+            if running:
                 # The server answers at once while the flag stays set; wait for a change.
                 await self._first_of(self._changed.wait())
 

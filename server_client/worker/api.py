@@ -1,13 +1,23 @@
-"""Provides ``WorkerApi``: the worker's side of the worker protocol, over httpx.
+"""Provides ``WorkerApi``: the worker's side of the worker protocol.
 
-Every call is outbound from the worker (design.md). Network errors surface as
-``httpx.TransportError``; refusals as :class:`server_client.client.ApiError` (409 carries
-``problem.next_index`` for uploads and finishes).
+Every call is outbound from the worker (design.md) and a POST, over httpx. Network errors
+surface as ``httpx.TransportError``; refusals as :class:`server_client.client.ApiError` (409
+carries ``problem.next_index`` for uploads and finishes).
+
+Connections: the long polls (claim, signals) hold their own; uploads, finishes and connects
+wait for one of ``max_requests`` slots in a FIFO of ours, and an upload's body is built once
+its slot is free, so that events arriving meanwhile join it. Idle connections are kept
+alive, so a busy worker opens no new ones. (httpx's pool walks every pooled connection for
+each request and every queued request for each change, so it is kept small and never
+queues.)
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+import functools
+from collections.abc import Callable, Sequence
+from urllib.parse import quote
 
 import httpx
 
@@ -23,6 +33,19 @@ from server_client.models import (
     WorkerHello,
 )
 
+#: Default number of uploads, finishes and connects in flight at once.
+DEFAULT_MAX_REQUESTS = 16
+
+
+_JSON = {"Content-Type": "application/json"}
+
+
+@functools.lru_cache(maxsize=4096)
+def _task_path(worker_id: str, task_id: str, action: str) -> str:
+    """``/api/workers/<worker>/tasks/<task>/<action>`` with both ids percent-encoded (cached:
+    a task uploads many times)."""
+    return f"/api/workers/{quote(worker_id, safe='')}/tasks/{quote(task_id, safe='')}/{action}"
+
 
 class WorkerApi:
     """HTTP calls of one worker.
@@ -30,65 +53,101 @@ class WorkerApi:
     Args:
         base_url: Server URL.
         token: The owner's token (sent as a bearer token; never logged).
-        timeout_s: Timeout of ordinary calls (s); long polls add their wait to it.
+        timeout_s: Timeout of ordinary calls (s); long polls add their wait to it. An upload's
+            timeout starts once it has a slot.
+        max_requests: Uploads, finishes and connects in flight at once (the others wait, in
+            order); long polls are not counted.
     """
 
-    def __init__(self, base_url: str, token: str, *, timeout_s: float = 15.0) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        token: str,
+        *,
+        timeout_s: float = 15.0,
+        max_requests: int = DEFAULT_MAX_REQUESTS,
+    ) -> None:
         self._timeout_s = timeout_s
+        self._slots = asyncio.Semaphore(max(1, max_requests))
         self._http = httpx.AsyncClient(
             base_url=base_url.rstrip("/"),
             headers={"Authorization": f"Bearer {token}"},
             timeout=timeout_s,
+            # Long polls hold a connection each, the other calls at most max_requests.
+            limits=httpx.Limits(
+                max_connections=None, max_keepalive_connections=max(1, max_requests) + 2
+            ),
         )
 
     async def aclose(self) -> None:
-        """Close the connection pool."""
+        """Close every connection."""
         await self._http.aclose()
 
     async def connect(self, hello: WorkerHello) -> Worker:
         """Register this worker; returns its record (with the id used by every other call)."""
-        response = await self._http.post("/api/workers/connect", json=hello.model_dump())
-        raise_for_problem(response)
-        return Worker.model_validate_json(response.content)
+        async with self._slots:
+            _, content = await self._post("/api/workers/connect", hello.model_dump_json().encode())
+        return Worker.model_validate_json(content)
 
     async def claim(self, worker_id: str, wait_s: float) -> Claim | None:
         """Long poll for a task; None when nothing was queued within ``wait_s``."""
-        response = await self._http.post(
-            f"/api/workers/{worker_id}/claim",
-            params={"wait": wait_s},
-            timeout=wait_s + self._timeout_s,
+        status, content = await self._post(
+            f"/api/workers/{quote(worker_id, safe='')}/claim", b"", wait_s=wait_s
         )
-        raise_for_problem(response)
-        if response.status_code == 204:
+        if status == 204:
             return None
-        return Claim.model_validate_json(response.content)
+        return Claim.model_validate_json(content)
 
     async def signals(self, worker_id: str, task_ids: Sequence[str], wait_s: float) -> Signals:
         """Long poll for cancel requests of the running ``task_ids`` (also a heartbeat)."""
-        response = await self._http.post(
-            f"/api/workers/{worker_id}/signals",
-            params={"wait": wait_s},
-            json=SignalsRequest(task_ids=list(task_ids)).model_dump(),
-            timeout=wait_s + self._timeout_s,
+        body = SignalsRequest(task_ids=list(task_ids)).model_dump_json().encode()
+        _, content = await self._post(
+            f"/api/workers/{quote(worker_id, safe='')}/signals", body, wait_s=wait_s
         )
-        raise_for_problem(response)
-        return Signals.model_validate_json(response.content)
+        return Signals.model_validate_json(content)
 
-    async def upload(self, worker_id: str, task_id: str, body: bytes) -> UploadResult:
-        """Post an already-encoded :class:`server_client.models.EventBatch`."""
-        response = await self._http.post(
-            f"/api/workers/{worker_id}/tasks/{task_id}/events",
-            content=body,
-            headers={"Content-Type": "application/json"},
-        )
-        raise_for_problem(response)
-        return UploadResult.model_validate_json(response.content)
+    async def upload(
+        self, worker_id: str, task_id: str, body: bytes | Callable[[], bytes]
+    ) -> UploadResult:
+        """Post an already-encoded :class:`server_client.models.EventBatch`.
+
+        Args:
+            worker_id: This worker's id.
+            task_id: The task.
+            body: The encoded batch, or a function that encodes it, called once this request
+                has a slot (so that it takes the events that arrived while it waited).
+        """
+        path = _task_path(worker_id, task_id, "events")
+        async with self._slots:
+            _, content = await self._post(path, body() if callable(body) else body)
+        return UploadResult.model_validate_json(content)
 
     async def finish(self, worker_id: str, task_id: str, body: FinishRequest) -> Task:
         """Report the task's end (idempotent)."""
+        path = _task_path(worker_id, task_id, "finish")
+        async with self._slots:
+            _, content = await self._post(path, body.model_dump_json().encode())
+        return Task.model_validate_json(content)
+
+    async def _post(
+        self, path: str, body: bytes, *, wait_s: float | None = None
+    ) -> tuple[int, bytes]:
+        """POST a JSON ``body``; ``wait_s`` makes it a long poll (``?wait=``, longer timeout).
+
+        Returns:
+            The status (< 400) and the body.
+
+        Raises:
+            ApiError: a 4xx or 5xx answer.
+            httpx.TransportError: no answer.
+        """
+        timeout_s = self._timeout_s + (wait_s or 0.0)
         response = await self._http.post(
-            f"/api/workers/{worker_id}/tasks/{task_id}/finish",
-            json=body.model_dump(mode="json"),
+            path,
+            content=body,
+            params={"wait": wait_s} if wait_s is not None else None,
+            headers=_JSON,
+            timeout=timeout_s,
         )
         raise_for_problem(response)
-        return Task.model_validate_json(response.content)
+        return response.status_code, response.content

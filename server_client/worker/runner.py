@@ -19,9 +19,11 @@ lone ``-`` ("read the prompt from stdin"); it is refused with :class:`PromptErro
 Cancel (C1): SIGINT to codex's process group at once; if codex is still alive after
 ``grace_s`` seconds, SIGKILL to the group. Codex runs its commands in their own sessions, so
 after codex exits (cancelled or not) the runner also SIGKILLs every process codex started that
-is still alive, found two ways: descendants of codex recorded while it ran (periodically, at
-cancel time and just before the SIGKILL), and processes whose environment carries
-``CODEX_TUI_TASK_ID=<task id>`` (:data:`TASK_ENV`, set by :func:`build_child_env`).
+is still alive, found by a :class:`~server_client.worker.procs.ProcessWatch` shared by every
+runner of the event loop: descendants of codex recorded while it ran (one pass per second for
+all runs, one at cancel time and one just before the SIGKILL), codex's process group, and
+processes whose environment carries ``CODEX_TUI_TASK_ID=<task id>`` (:data:`TASK_ENV`, set by
+:func:`build_child_env`).
 """
 
 from __future__ import annotations
@@ -35,15 +37,22 @@ import math
 import os
 import signal
 import sys
-import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import psutil
-
 from server_client.models import EventIn, EventKind, Sandbox, TaskStatus, utcnow
 from server_client.worker.codex_bin import INSTALL_HINT
+from server_client.worker.procs import (
+    ACTIVE_CODEX_PIDS,
+    TASK_ENV,
+    ProcessWatch,
+    WatchedRun,
+    become_subreaper,
+    reap_orphan_zombies,
+    shared_watch,
+    spawning,
+)
 
 __all__ = [
     "ALLOWED_ENV",
@@ -64,9 +73,6 @@ log = logging.getLogger(__name__)
 #: Environment variables copied from the worker's environment into codex's (S3).
 ALLOWED_ENV: tuple[str, ...] = ("PATH", "HOME", "CODEX_HOME", "LANG", "USER", "LOGNAME", "TMPDIR")
 
-#: Marker variable that tags every process of one task (value: the task id).
-TASK_ENV = "CODEX_TUI_TASK_ID"
-
 #: Longest output line kept, in bytes; the rest of a longer line is dropped and counted (E6).
 DEFAULT_MAX_LINE_BYTES = 4 * 1024 * 1024
 
@@ -76,13 +82,8 @@ MAX_ERROR_CHARS = 4000
 _READ_CHUNK = 256 * 1024
 _STREAM_LIMIT = 1024 * 1024
 _STDERR_TAIL_LINES = 8
-_REAP_TIMEOUT_S = 2.0
-_CLEANUP_ROUNDS = 4
 
 _OutputKind = Literal[EventKind.CODEX, EventKind.STDOUT, EventKind.STDERR]
-
-#: pids of codex processes spawned by runners that asyncio has not reaped yet.
-_ACTIVE_CODEX_PIDS: set[int] = set()
 
 
 class _ExitAwareProtocol(asyncio.subprocess.SubprocessStreamProtocol):
@@ -213,60 +214,6 @@ def _die_with_parent() -> None:
     libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
 
 
-def become_subreaper() -> bool:
-    """Make this process a child subreaper (Linux ``prctl(PR_SET_CHILD_SUBREAPER)``).
-
-    Orphaned descendants (e.g. commands whose codex died) are then re-parented to this process
-    instead of init. A subreaper must reap them: call :func:`reap_orphan_zombies` periodically.
-
-    Returns:
-        True on success, False on other platforms or when the call fails.
-    """
-    if not sys.platform.startswith("linux"):
-        return False
-    pr_set_child_subreaper = 36
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        return int(libc.prctl(pr_set_child_subreaper, 1, 0, 0, 0)) == 0
-    except (OSError, AttributeError):
-        return False
-
-
-def reap_orphan_zombies() -> list[int]:
-    """Reap zombie children of this process that are not a running codex of a runner.
-
-    Only needed after :func:`become_subreaper`. Must not be used if this process starts other
-    subprocesses whose exit status matters and that are not reaped at once by their owner.
-
-    Returns:
-        The pids reaped.
-    """
-    reaped: list[int] = []
-    try:
-        children = psutil.Process().children()
-    except psutil.Error:
-        return reaped
-    for child in children:
-        if child.pid in _ACTIVE_CODEX_PIDS:
-            continue
-        try:
-            if child.status() != psutil.STATUS_ZOMBIE:
-                continue
-        except psutil.Error:
-            continue
-        if _waitpid_nohang(child.pid):
-            reaped.append(child.pid)
-    return reaped
-
-
-def _waitpid_nohang(pid: int) -> bool:
-    try:
-        done, _ = os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        return False
-    return done == pid
-
-
 def _refuse_constant(name: str) -> Any:
     """``json.loads`` hook: refuse ``NaN``, ``Infinity`` and ``-Infinity``."""
     raise ValueError(f"{name} is not JSON")
@@ -318,62 +265,6 @@ def _exit_reason(code: int | None) -> str:
     return f"codex exited with code {code} before the turn finished"
 
 
-def _ancestor_pids() -> set[int]:
-    pids = {os.getpid()}
-    try:
-        pids.update(p.pid for p in psutil.Process().parents())
-    except psutil.Error:
-        pass
-    return pids
-
-
-def _descendants(pid: int) -> list[psutil.Process]:
-    try:
-        return psutil.Process(pid).children(recursive=True)
-    except psutil.Error:
-        return []
-
-
-def _marked_processes(task_id: str, skip: set[int]) -> list[psutil.Process]:
-    """Processes of this user whose environment has ``CODEX_TUI_TASK_ID=<task_id>``."""
-    uid = os.getuid() if hasattr(os, "getuid") else None
-    found: list[psutil.Process] = []
-    for proc in psutil.process_iter(["uids"]):
-        if proc.pid in skip:
-            continue
-        uids = proc.info.get("uids")
-        if uids is None or (uid not in (None, 0) and uids.real != uid):
-            continue
-        try:
-            if proc.environ().get(TASK_ENV) == task_id:
-                found.append(proc)
-        except (psutil.Error, OSError):
-            continue
-    return found
-
-
-def _wait_gone(procs: Iterable[psutil.Process], timeout_s: float) -> None:
-    """Wait until each process is gone or a zombie, reaping the ones that are our children."""
-    me = os.getpid()
-    pending = list(procs)
-    deadline = time.monotonic() + timeout_s
-    while pending:
-        still: list[psutil.Process] = []
-        for proc in pending:
-            try:
-                if proc.status() == psutil.STATUS_ZOMBIE:
-                    if proc.ppid() == me and proc.pid not in _ACTIVE_CODEX_PIDS:
-                        _waitpid_nohang(proc.pid)
-                    continue
-            except psutil.Error:
-                continue
-            still.append(proc)
-        pending = still
-        if not pending or time.monotonic() >= deadline:
-            return
-        time.sleep(0.01)
-
-
 class ExecRunner:
     """Runs one ``codex exec --json`` for one task and reports its events and outcome.
 
@@ -398,8 +289,9 @@ class ExecRunner:
         emit: receives each event (kinds ``codex``, ``stdout``, ``stderr``).
         grace_s: seconds between SIGINT and SIGKILL on cancel (codex-facts.md suggests 2 s).
         max_line_bytes: longest output line kept, in bytes; longer lines are truncated (E6).
-        track_interval_s: seconds between snapshots of codex's descendants while it runs
-            (None: only at cancel time).
+        watch: records codex's descendants and sweeps them up (default: the one
+            :func:`~server_client.worker.procs.shared_watch` of the running loop, one pass per
+            second for all runners).
         drain_timeout_s: seconds to wait for the output pipes to close after codex exited.
     """
 
@@ -410,14 +302,15 @@ class ExecRunner:
         *,
         grace_s: float = 2.0,
         max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
-        track_interval_s: float | None = 1.0,
+        watch: ProcessWatch | None = None,
         drain_timeout_s: float = 2.0,
     ) -> None:
         self.spec = spec
         self._emit_cb = emit
         self._grace_s = grace_s
         self._max_line = max(1, max_line_bytes)
-        self._track_interval_s = track_interval_s
+        self._watch = watch
+        self._watched: WatchedRun | None = None
         self._drain_timeout_s = drain_timeout_s
         self._cancel_requested = False
         self._cancel_event = asyncio.Event()
@@ -426,7 +319,6 @@ class ExecRunner:
         self._proc: asyncio.subprocess.Process | None = None
         self._transport: asyncio.SubprocessTransport | None = None
         self._exited = asyncio.Event()
-        self._known: dict[int, psutil.Process] = {}
         self._thread_id: str | None = None
         self._turn_result: str | None = None  # "completed" | "failed"
         self._turn_error: str | None = None
@@ -440,6 +332,12 @@ class ExecRunner:
     def pid(self) -> int | None:
         """codex's pid once spawned (also its process group and session id), else None."""
         return self._proc.pid if self._proc is not None else None
+
+    @property
+    def processes(self) -> WatchedRun | None:
+        """What the process watch recorded of this run (codex's descendants seen while it ran,
+        the leftovers it killed), once codex started; else None."""
+        return self._watched
 
     @property
     def thread_id(self) -> str | None:
@@ -486,17 +384,21 @@ class ExecRunner:
         if problem is not None:
             return self._outcome(TaskStatus.FAILED, None, problem)
         try:
-            proc = await self._spawn(argv)
+            with spawning():
+                proc = await self._spawn(argv)
+                ACTIVE_CODEX_PIDS.add(proc.pid)
         except (OSError, ValueError) as exc:
             return self._outcome(
                 TaskStatus.FAILED, None, f"could not start codex ({spec.codex_bin}): {exc}"
             )
-        _ACTIVE_CODEX_PIDS.add(proc.pid)
+        if self._watch is None:
+            self._watch = shared_watch()
+        self._watched = self._watch.watch(spec.task_id, proc.pid)
         try:
-            return await self._supervise(proc)
+            return await self._supervise(proc, self._watch, self._watched)
         finally:
             if proc.returncode is not None:
-                _ACTIVE_CODEX_PIDS.discard(proc.pid)
+                ACTIVE_CODEX_PIDS.discard(proc.pid)
 
     # ---- supervision -------------------------------------------------------------------
 
@@ -527,30 +429,31 @@ class ExecRunner:
         self._proc = asyncio.subprocess.Process(transport, protocol, loop)
         return self._proc
 
-    async def _supervise(self, proc: asyncio.subprocess.Process) -> RunOutcome:
+    async def _supervise(
+        self, proc: asyncio.subprocess.Process, watch: ProcessWatch, watched: WatchedRun
+    ) -> RunOutcome:
         assert proc.stdout is not None and proc.stderr is not None
         readers = [
             asyncio.create_task(self._pump(proc.stdout, self._on_stdout_line)),
             asyncio.create_task(self._pump(proc.stderr, self._on_stderr_line)),
         ]
-        helpers = [asyncio.create_task(self._cancel_flow(proc))]
-        if self._track_interval_s is not None:
-            helpers.append(asyncio.create_task(self._track(proc)))
+        helper = asyncio.create_task(self._cancel_flow(proc, watch))
         try:
             await self._exited.wait()
         except asyncio.CancelledError:
             self._cancel_requested = True
-            self._snapshot(proc)
-            self._signal_group(proc, signal.SIGKILL)
+            try:
+                await watch.refresh()  # record what codex started, before it dies
+            finally:
+                self._signal_group(proc, signal.SIGKILL)
             raise
         finally:
-            for task in helpers:
-                task.cancel()
-            await asyncio.gather(*helpers, return_exceptions=True)
+            helper.cancel()
+            await asyncio.gather(helper, return_exceptions=True)
             if not self._exited.is_set():  # only when run() itself was cancelled
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._exited.wait()
-            await asyncio.to_thread(self._kill_leftovers, proc.pid)
+            await watch.sweep(watched)
             _, pending = await asyncio.wait(readers, timeout=self._drain_timeout_s)
             for task in pending:
                 task.cancel()
@@ -563,33 +466,17 @@ class ExecRunner:
                 self._transport.close()
         return self._final_outcome(proc.returncode)
 
-    async def _cancel_flow(self, proc: asyncio.subprocess.Process) -> None:
+    async def _cancel_flow(self, proc: asyncio.subprocess.Process, watch: ProcessWatch) -> None:
         await self._cancel_event.wait()
         if self._exited.is_set():
             return
-        self._snapshot(proc)
+        await watch.refresh()  # record what codex started, before it can die
         self._signal_group(proc, signal.SIGINT)
         try:
             await asyncio.wait_for(self._exited.wait(), self._grace_s)
         except TimeoutError:
-            self._snapshot(proc)
+            await watch.refresh()
             self._signal_group(proc, signal.SIGKILL)
-
-    async def _track(self, proc: asyncio.subprocess.Process) -> None:
-        assert self._track_interval_s is not None
-        while not self._exited.is_set():
-            found = await asyncio.to_thread(_descendants, proc.pid)
-            if not self._exited.is_set():
-                self._remember(found)
-            await asyncio.sleep(self._track_interval_s)
-
-    def _snapshot(self, proc: asyncio.subprocess.Process) -> None:
-        if not self._exited.is_set():
-            self._remember(_descendants(proc.pid))
-
-    def _remember(self, procs: Iterable[psutil.Process]) -> None:
-        for child in procs:
-            self._known.setdefault(child.pid, child)
 
     def _signal_group(self, proc: asyncio.subprocess.Process, sig: signal.Signals) -> None:
         """Send ``sig`` to codex's process group (its pgid is its pid: own session)."""
@@ -602,52 +489,6 @@ class ExecRunner:
         except PermissionError:
             with contextlib.suppress(ProcessLookupError):
                 proc.send_signal(sig)
-
-    def _kill_leftovers(self, codex_pid: int) -> None:
-        """SIGKILL every process codex started that is still alive (runs in a thread)."""
-        try:
-            self._kill_leftover_rounds(codex_pid)
-        finally:
-            reap_orphan_zombies()
-
-    def _kill_leftover_rounds(self, codex_pid: int) -> None:
-        skip = _ancestor_pids() | _ACTIVE_CODEX_PIDS
-        own_pgid = os.getpgid(0)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            if codex_pid != own_pgid:
-                os.killpg(codex_pid, signal.SIGKILL)
-        for _ in range(_CLEANUP_ROUNDS):
-            victims: dict[int, psutil.Process] = {}
-            for proc in [*self._known.values(), *_marked_processes(self.spec.task_id, skip)]:
-                if proc.pid in skip or proc.pid in victims:
-                    continue
-                try:
-                    if not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE:
-                        continue
-                    victims[proc.pid] = proc
-                    for child in proc.children(recursive=True):
-                        if child.pid not in skip:
-                            victims.setdefault(child.pid, child)
-                except psutil.Error:
-                    continue
-            if not victims:
-                return
-            log.info(
-                "task %s: killing %d leftover process(es) of codex: %s",
-                self.spec.task_id,
-                len(victims),
-                sorted(victims),
-            )
-            for proc in victims.values():
-                try:
-                    pgid = os.getpgid(proc.pid)
-                    if pgid == proc.pid and pgid != own_pgid and pgid not in skip:
-                        os.killpg(pgid, signal.SIGKILL)
-                    proc.kill()
-                except (psutil.Error, ProcessLookupError, PermissionError):
-                    continue
-            self._known.update(victims)
-            _wait_gone(victims.values(), _REAP_TIMEOUT_S)
 
     # ---- output ------------------------------------------------------------------------
 

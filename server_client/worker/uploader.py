@@ -1,19 +1,20 @@
 """Provides ``EventUploader``: batches one task's events and uploads them, idempotently.
 
 Events are encoded to JSON once, when codex produces them, and kept until the server has
-acknowledged them. A flush happens at most ``interval_s`` after the first unsent event
-(5 ms), and only one upload per task is in flight: what codex prints meanwhile goes in the
-next batch, so under load batches grow instead of requests multiplying. The server commits
-each batch in one transaction: events land in small groups a few ms apart (issue 5). Batches
-are capped by count and bytes. Network errors and 5xx answers are
-retried with capped, jittered backoff and nothing is dropped (reliability.md R4, R5); a 409
-gap answer rewinds to the server's ``next_index``.
+acknowledged them. A flush happens ``interval_s`` after the first unsent event (by default at
+once, after the lines codex wrote in the same read), and only one upload per task is in
+flight: what codex prints meanwhile goes in the next batch, so under load batches grow
+instead of requests multiplying, and an event that comes alone waits for nothing. The batch is built
+when the request gets a connection slot (:meth:`WorkerApi.upload`), so events that arrive
+while it waits for one go with it. The server commits each batch in one transaction: events
+land in small groups a few ms apart (issue 5). Batches are capped by count and bytes. Network
+errors and 5xx answers are retried with capped, jittered backoff and nothing is dropped
+(reliability.md R4, R5); a 409 gap answer rewinds to the server's ``next_index``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 from collections import deque
@@ -57,7 +58,7 @@ class EventUploader:
         task_id: str,
         lease_id: str,
         *,
-        interval_s: float = 0.005,
+        interval_s: float = 0.0,
         on_cancel_requested: Callable[[], None] | None = None,
         on_lease_lost: Callable[[], None] | None = None,
     ) -> None:
@@ -69,12 +70,12 @@ class EventUploader:
         self._on_cancel = on_cancel_requested
         self._on_lease_lost = on_lease_lost
         self._pending: deque[str] = deque()
+        self._sending = 0
         self._base_index = 0
         self._count = 0
         self._thread_id: str | None = None
         self._wake = asyncio.Event()
         self._closing = False
-        self._closed = asyncio.Event()
         self._lease_lost = False
         self._task: asyncio.Task[None] | None = None
 
@@ -119,14 +120,14 @@ class EventUploader:
             LeaseLostError: the server refused the lease; the remaining events are dropped.
         """
         self._closing = True
-        self._closed.set()
         self._wake.set()
         if self._task is not None:
             await self._task
         if self._lease_lost:
             raise LeaseLostError(f"lease on task {self._task_id} lost")
 
-    def _next_body(self) -> tuple[bytes, int]:
+    def _next_body(self) -> bytes:
+        """Encode the next batch (sets ``_sending`` to its number of events)."""
         parts: list[str] = []
         size = 0
         for encoded in self._pending:
@@ -139,7 +140,8 @@ class EventUploader:
             head["thread_id"] = self._thread_id
         prefix = json.dumps(head)[:-1]
         body = f'{prefix},"events":[{",".join(parts)}]}}'
-        return body.encode(), len(parts)
+        self._sending = len(parts)
+        return body.encode()
 
     async def _run(self) -> None:
         delays = iter(backoff_delays(0.1, 5.0))
@@ -149,13 +151,13 @@ class EventUploader:
                     return
                 self._wake.clear()
                 await self._wake.wait()
-                # Batch: give codex up to interval_s to print more before flushing.
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._closed.wait(), self._interval_s)
+                # Batch: give codex interval_s to print more before flushing (0: let the
+                # lines of the same read join).
+                if not self._closing:
+                    await asyncio.sleep(self._interval_s)
                 continue
-            body, sent = self._next_body()
             try:
-                result = await self._api.upload(self._worker_id, self._task_id, body)
+                result = await self._api.upload(self._worker_id, self._task_id, self._next_body)
             except (httpx.TransportError, httpx.TimeoutException) as exc:
                 log.warning("upload for task %s failed (%s); retrying", self._task_id, exc)
                 await asyncio.sleep(next(delays))
@@ -175,7 +177,7 @@ class EventUploader:
                 await asyncio.sleep(next(delays))
                 continue
             delays = iter(backoff_delays(0.1, 5.0))
-            self._rewind(result.next_index, sent_hint=sent)
+            self._rewind(result.next_index, sent_hint=self._sending)
             if result.cancel_requested and self._on_cancel is not None:
                 self._on_cancel()
 
