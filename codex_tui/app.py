@@ -23,7 +23,6 @@ from codex_tui.commands import (
 from codex_tui.config import TuiSettings
 from codex_tui.notify import Notifier, Severity
 from codex_tui.screens.dashboard import DashboardScreen
-from codex_tui.screens.keys import KeysModal
 from codex_tui.state import TuiState, save_state
 from codex_tui.widgets.task_list import TaskList
 from server_client.client import CodexTuiClient
@@ -119,8 +118,18 @@ class CodexTuiApp(App[None]):
         )
 
     def on_mount(self) -> None:
-        """Warn about settings that name unknown themes or binding ids; start remembering."""
-        unknown = sorted(set(self.settings.keymap) - known_binding_ids(self))
+        """Start remembering the theme; check the settings once the first frame is drawn."""
+        self._remember_theme = True
+        self.call_after_refresh(self._warn_about_settings)
+
+    def _warn_about_settings(self) -> None:
+        """Warn about settings that name unknown themes or binding ids.
+
+        After the first frame: checking binding ids imports every screen
+        (:func:`~codex_tui.commands.binding_registry`).
+        """
+        keymap = set(self.settings.keymap)
+        unknown = sorted(keymap - known_binding_ids(self)) if keymap else []
         if unknown:
             valid = ", ".join(sorted(known_binding_ids(self)))
             self._warnings.append(
@@ -129,7 +138,6 @@ class CodexTuiApp(App[None]):
             )
         for warning in self._warnings:
             self.notify(warning, title="Settings", severity="warning", timeout=12, markup=False)
-        self._remember_theme = True
 
     async def on_unmount(self) -> None:
         """Close the client if asked to."""
@@ -156,6 +164,8 @@ class CodexTuiApp(App[None]):
 
     def action_show_keys(self) -> None:
         """Open the keys screen: every binding, its current keys and its id."""
+        from codex_tui.screens.keys import KeysModal  # imported when first opened
+
         if not isinstance(self.screen, KeysModal):
             self.push_screen(KeysModal(binding_sections(self)))
 

@@ -6,25 +6,37 @@ ended otherwise (failed, canceled, lost), 2 usage or connection problems.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
-import httpx
 
-from codex_tui.config import DEFAULT_PORT, ConfigError, ResolvedConnection, resolve_connection
-from codex_tui.plain import EventPrinter
-from server_client.client import ApiError, CodexTuiClient
-from server_client.models import Event, Sandbox, Task, TaskStatus
+if TYPE_CHECKING:
+    from codex_tui.config import ResolvedConnection
+    from server_client.client import CodexTuiClient
+    from server_client.models import Event, Task
+
+# Start-up time: this module imports only click. Each command imports what it uses (the
+# TUI Textual, `server` the server, the client verbs the SDK, ...) inside its callback, so
+# that `--help` and the TUI pay for nothing else (tests/test_tui_startup.py checks it).
 
 T = TypeVar("T")
 
 EXIT_TASK_NOT_COMPLETED = 1
 EXIT_USAGE = 2
+
+#: The values below are spelled out so that building the commands needs no pydantic; the
+#: tests check that they match their sources.
+#: ``codex_tui.config.DEFAULT_PORT``: the local server's port.
+DEFAULT_PORT = 8765
+#: The values of ``server_client.models.Sandbox``, and its default for a new task.
+SANDBOXES = ("read-only", "workspace-write", "danger-full-access")
+DEFAULT_SANDBOX = "workspace-write"
+#: The values of ``server_client.models.TaskStatus``.
+TASK_STATUSES = ("queued", "running", "completed", "failed", "canceled", "lost")
 
 
 def _fail(message: str, code: int = EXIT_USAGE) -> None:
@@ -33,6 +45,8 @@ def _fail(message: str, code: int = EXIT_USAGE) -> None:
 
 
 def _connection(ctx: click.Context, server: str | None, token: str | None, *, start: bool) -> Any:
+    from codex_tui.config import ConfigError, resolve_connection
+
     parent = ctx.find_root().params
     try:
         conn = resolve_connection(server or parent.get("server"), token or parent.get("token"))
@@ -54,6 +68,12 @@ def _connection(ctx: click.Context, server: str | None, token: str | None, *, st
 
 
 def _run(conn: ResolvedConnection, work: Callable[[CodexTuiClient], Awaitable[T]]) -> T:
+    import asyncio
+
+    import httpx
+
+    from server_client.client import ApiError, CodexTuiClient
+
     async def main() -> T:
         assert conn.token is not None
         async with CodexTuiClient(conn.server, conn.token) as client:
@@ -118,10 +138,14 @@ def _printer(as_json: bool) -> Callable[[Event], None]:
     """Print events as JSON lines (the envelope) or rendered for people."""
     if as_json:
         return lambda event: click.echo(event.model_dump_json())
+    from codex_tui.plain import EventPrinter  # rich Markdown and pygments: only when printing
+
     return EventPrinter().print
 
 
 async def _follow(client: CodexTuiClient, task_id: str, after: int, as_json: bool) -> int:
+    from server_client.models import TaskStatus
+
     show = _printer(as_json)
     final: TaskStatus | None = None
     async for event in client.stream_events(task_id, after=after):
@@ -176,6 +200,7 @@ def main(
     except ConfigError as exc:
         _fail(str(exc))
     from codex_tui.app import CodexTuiApp
+    from server_client.client import CodexTuiClient
 
     client = CodexTuiClient(conn.server, conn.token)
     CodexTuiApp(
@@ -359,7 +384,11 @@ def worker(
         if not server_url:
             _fail("--pair needs --server URL (the command shown with the code has it)")
         assert server_url is not None
-        from server_client.client import redeem_pairing_code
+        import asyncio
+
+        import httpx
+
+        from server_client.client import ApiError, redeem_pairing_code
 
         hostname = socket.gethostname()
         try:
@@ -435,12 +464,7 @@ def pair(ctx: click.Context, server: str | None, token: str | None, as_json: boo
 @main.command()
 @connection_options
 @click.option("--workdir", help="Folder codex works in (default: the current folder).")
-@click.option(
-    "--sandbox",
-    type=click.Choice([s.value for s in Sandbox]),
-    default=Sandbox.WORKSPACE_WRITE.value,
-    show_default=True,
-)
+@click.option("--sandbox", type=click.Choice(SANDBOXES), default=DEFAULT_SANDBOX, show_default=True)
 @click.option("--model", help="Model (default: codex's configured one).")
 @click.option("--worker", "worker_name", help="Run on the worker with this name.")
 @click.option(
@@ -500,9 +524,7 @@ def _task_row(task: Task) -> str:
 @main.command(name="ls")
 @connection_options
 @click.option("--json", "as_json", is_flag=True, help="One JSON task per line.")
-@click.option(
-    "--status", "statuses", multiple=True, type=click.Choice([s.value for s in TaskStatus])
-)
+@click.option("--status", "statuses", multiple=True, type=click.Choice(TASK_STATUSES))
 @click.option(
     "--search",
     "-q",
@@ -604,6 +626,8 @@ def logs(
 @click.pass_context
 def cancel(ctx: click.Context, server: str | None, token: str | None, task_id: str) -> None:
     """Cancel a task (a running one gets SIGINT, then SIGKILL after a grace period)."""
+    from server_client.models import TaskStatus
+
     conn = _connection(ctx, server, token, start=False)
 
     async def work(client: CodexTuiClient) -> None:
@@ -621,6 +645,8 @@ def _default_db() -> str:
 
 
 def _admin_run(work: Coroutine[Any, Any, T]) -> T:
+    import asyncio
+
     from server_client.server.store import StoreError
 
     try:

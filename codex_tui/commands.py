@@ -10,6 +10,8 @@ binding's namespace (``app.run_action(action, namespace)``), exactly as its key 
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -56,12 +58,26 @@ def section_title(node_class: type[DOMNode]) -> str:
     return " ".join([words[0], *(word.lower() for word in words[1:])])
 
 
+def _import_views() -> None:
+    """Import every module of ``codex_tui.screens`` and ``codex_tui.widgets`` (the app imports
+    a screen only when it first opens)."""
+    import codex_tui.screens
+    import codex_tui.widgets
+
+    for package in (codex_tui.screens, codex_tui.widgets):
+        for module in pkgutil.iter_modules(package.__path__, f"{package.__name__}."):
+            importlib.import_module(module.name)
+
+
 def binding_registry() -> list[tuple[str, type[DOMNode]]]:
     """codex-tui's screens and widgets that declare bindings, with their section titles.
 
-    Found, not listed by hand: every imported class of a ``codex_tui`` module that declares
-    ``BINDINGS`` (apps aside), screens first, then by title.
+    Found, not listed by hand: every class of a ``codex_tui`` module that declares
+    ``BINDINGS`` (apps aside), screens first, then by title. Every module of
+    ``codex_tui.screens`` and ``codex_tui.widgets`` is imported first, so screens not opened
+    yet are listed too.
     """
+    _import_views()
     found = {
         node_class
         for node_class in _subclasses(DOMNode)

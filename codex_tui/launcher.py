@@ -6,13 +6,12 @@ started it exits. Its output goes to ``<state>/server.log``.
 
 from __future__ import annotations
 
+import http.client
 import os
 import subprocess
 import sys
 import time
 from urllib.parse import urlsplit
-
-import httpx
 
 from codex_tui.config import ResolvedConnection, resolve_connection
 from server_client.paths import AppDirs
@@ -25,7 +24,24 @@ class LauncherError(RuntimeError):
 
 
 def server_is_up(url: str, timeout_s: float = 0.5) -> bool:
-    """True when ``GET /healthz`` answers 200 within ``timeout_s``."""
+    """True when ``GET /healthz`` answers 200 within ``timeout_s``.
+
+    A plain ``http`` URL (the local server's) is asked with the standard library: about a
+    millisecond, where httpx first builds a client and its TLS context (some 40 ms, before
+    the TUI's first frame). Other URLs are asked with httpx.
+    """
+    parts = urlsplit(url)
+    if parts.scheme == "http" and parts.hostname:
+        connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout_s)
+        try:
+            connection.request("GET", f"{parts.path.rstrip('/')}/healthz")
+            return connection.getresponse().status == 200
+        except (OSError, http.client.HTTPException):
+            return False
+        finally:
+            connection.close()
+    import httpx
+
     try:
         return httpx.get(f"{url}/healthz", timeout=timeout_s).status_code == 200
     except httpx.HTTPError:
@@ -42,10 +58,10 @@ def ensure_local_server(conn: ResolvedConnection, wait_s: float = 20.0) -> Resol
     Raises:
         LauncherError: the server did not come up; the message names its log file.
     """
-    if server_is_up(conn.server):
-        return conn
     parts = urlsplit(conn.server)
     if conn.explicit or parts.hostname not in LOOPBACK:
+        return conn  # not ours to start (nor to probe: the client reports what it finds)
+    if server_is_up(conn.server):
         return conn
     dirs = AppDirs.resolve().ensure()
     log_path = dirs.state / "server.log"

@@ -7,13 +7,18 @@ import json
 import os
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
 import psutil
 import pytest
 
+from codex_tui.config import ResolvedConnection
+from codex_tui.launcher import ensure_local_server, server_is_up
 from tests.conftest import FAKE_CODEX, free_port
 
 
@@ -92,3 +97,44 @@ def test_ls_without_a_server_names_the_fix(isolated: tuple[dict[str, str], Path]
     assert result.returncode == 2
     assert "cannot reach the server" in result.stderr
     assert "codex-tui server" in result.stderr
+
+
+class _Health(BaseHTTPRequestHandler):
+    """Answers ``GET /healthz`` with 200 and anything else with 404."""
+
+    def do_GET(self) -> None:
+        self.send_response(200 if self.path == "/healthz" else 404)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        """Quiet."""
+
+
+@pytest.fixture
+def health_server() -> Iterator[str]:
+    """A local HTTP server whose /healthz answers 200; yields its URL."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Health)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_server_is_up_asks_healthz(health_server: str) -> None:
+    assert server_is_up(health_server)
+    assert server_is_up(health_server + "/")
+    assert not server_is_up(health_server + "/elsewhere")  # /elsewhere/healthz: 404
+    assert not server_is_up(f"http://127.0.0.1:{free_port()}")
+
+
+def test_a_configured_server_is_neither_probed_nor_started(tmp_path: Path) -> None:
+    # A server named by a flag, the environment or config.toml is the user's: ensure_local_server
+    # hands it back at once, up or not, and the client reports what it finds.
+    conn = ResolvedConnection(f"http://127.0.0.1:{free_port()}", "t", explicit=True)
+    started = time.monotonic()
+    assert ensure_local_server(conn, wait_s=5) is conn
+    assert time.monotonic() - started < 1
+    remote = ResolvedConnection("http://192.0.2.1:8765", "t", explicit=False)  # TEST-NET-1
+    assert ensure_local_server(remote, wait_s=5) is remote

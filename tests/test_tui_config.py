@@ -234,6 +234,8 @@ async def test_unknown_binding_id_and_theme_warn_at_start() -> None:
     settings = TuiSettings(theme="solarized", keymap={"new-tsak": "ctrl+n", "quit": "ctrl+q"})
     async with app_running(settings=settings) as (app, pilot):
         assert app.theme == DEFAULT_THEME
+        # The settings are checked once the first frame is drawn.
+        await wait_for(pilot, lambda: len(warnings(app)) == 2, "the settings warnings")
         [theme_warning, keymap_warning] = warnings(app)
         assert "'solarized'" in theme_warning
         assert all(name in theme_warning for name in THEME_NAMES)

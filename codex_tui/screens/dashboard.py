@@ -16,10 +16,6 @@ from textual.screen import Screen
 from textual.widgets import Footer, OptionList
 
 from codex_tui.failures import describe_action_failure
-from codex_tui.screens.compose import ComposeScreen
-from codex_tui.screens.confirm import ConfirmModal
-from codex_tui.screens.history import HistoryScreen
-from codex_tui.screens.workers import WorkersScreen
 from codex_tui.widgets.connection_banner import ConnectionBanner
 from codex_tui.widgets.event_view import EventView
 from codex_tui.widgets.pane_grid import PaneGrid
@@ -129,8 +125,13 @@ class DashboardScreen(Screen[None]):
 
     # -- actions ----------------------------------------------------------------------------
 
+    # The screens these actions open are imported when first opened, not at start: the
+    # first frame shows only this screen.
+
     def action_new_task(self) -> None:
         """Open the compose screen; select the task it creates."""
+        from codex_tui.screens.compose import ComposeScreen
+
         self.app.push_screen(
             ComposeScreen(self.client, default_workdir=self.default_workdir),
             self._task_created,
@@ -138,6 +139,8 @@ class DashboardScreen(Screen[None]):
 
     def action_workers(self) -> None:
         """Open the workers screen (pair, inspect and revoke workers)."""
+        from codex_tui.screens.workers import WorkersScreen
+
         self.app.push_screen(
             WorkersScreen(self.client, clock=self.clock, poll_interval_s=self.poll_interval_s)
         )
@@ -165,6 +168,8 @@ class DashboardScreen(Screen[None]):
 
     def action_history(self) -> None:
         """Open the history of all tasks; the task picked there opens in a pane."""
+        from codex_tui.screens.history import HistoryScreen
+
         self.app.push_screen(HistoryScreen(self.client, clock=self.clock), self._open_from_history)
 
     def action_rerun_task(self) -> None:
@@ -177,6 +182,8 @@ class DashboardScreen(Screen[None]):
 
     def action_cancel_task(self) -> None:
         """Ask, then cancel the selected task."""
+        from codex_tui.screens.confirm import ConfirmModal
+
         task = self.task_list.selected_task
         if task is None:
             self.notify("No task selected.", severity="warning")

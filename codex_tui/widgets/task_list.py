@@ -299,7 +299,11 @@ class TaskList(Widget, can_focus=False):
         yield OptionList(id="task-options")
 
     def on_mount(self) -> None:
-        """Start polling."""
+        """Start polling once the first frame is drawn (the first request costs the event
+        loop tens of milliseconds: httpx imports its connection pool and connects)."""
+        self.call_after_refresh(self._start_polling)
+
+    def _start_polling(self) -> None:
         self.run_worker(
             poll_forever(self._poll_once, self._wake, self.poll_interval_s),
             name="task-list-poll",
