@@ -153,17 +153,28 @@ class CodexTuiClient:
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
-        self._http = httpx.AsyncClient(
-            base_url=self.base_url,
-            headers={"Authorization": f"Bearer {token}"},
-            timeout=timeout,
-            transport=transport,
-            # Each open event stream holds a connection: no cap on connections (httpx's
-            # default of 100 would stall the 101st stream), a bounded idle pool.
-            limits=httpx.Limits(
-                max_connections=None, max_keepalive_connections=MAX_IDLE_CONNECTIONS
-            ),
-        )
+        self._token = token
+        self._timeout = timeout
+        self._transport = transport
+        self._http_client: httpx.AsyncClient | None = None
+
+    @property
+    def _http(self) -> httpx.AsyncClient:
+        """The connection pool, made on first use: making it loads httpx's transport and the
+        CA bundle (tens of ms), which a TUI would otherwise pay before its first frame."""
+        if self._http_client is None:
+            self._http_client = httpx.AsyncClient(
+                base_url=self.base_url,
+                headers={"Authorization": f"Bearer {self._token}"},
+                timeout=self._timeout,
+                transport=self._transport,
+                # Each open event stream holds a connection: no cap on connections (httpx's
+                # default of 100 would stall the 101st stream), a bounded idle pool.
+                limits=httpx.Limits(
+                    max_connections=None, max_keepalive_connections=MAX_IDLE_CONNECTIONS
+                ),
+            )
+        return self._http_client
 
     async def __aenter__(self) -> Self:
         return self
@@ -178,7 +189,9 @@ class CodexTuiClient:
 
     async def aclose(self) -> None:
         """Close the connection pool."""
-        await self._http.aclose()
+        if self._http_client is not None:
+            await self._http_client.aclose()
+            self._http_client = None
 
     async def _request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
         response = await self._http.request(method, url, **kwargs)
