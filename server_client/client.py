@@ -189,9 +189,7 @@ class CodexTuiClient:
 
     async def aclose(self) -> None:
         """Close the connection pool."""
-        if self._http_client is not None:
-            await self._http_client.aclose()
-            self._http_client = None
+        await self._http.aclose()
 
     async def _request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
         response = await self._http.request(method, url, **kwargs)
