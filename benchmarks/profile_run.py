@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
+import resource
 import subprocess
 import sys
 import time
@@ -25,41 +27,78 @@ from benchmarks.pipeline import PipelineConfig
 
 Log = Callable[[str], None]
 
-#: Named hot spots: process → {name: regex over a frame}. Shares of busy samples.
+#: Named hot spots: process → {name: regex}. A hot spot's share is the percentage of busy
+#: samples with a frame that matches (what went through it, callees included); a regex that
+#: starts with ``leaf:`` matches the innermost frame only (where the CPU itself went, e.g. in a
+#: library's own code). Frames read ``func (package/module.py:line)``.
 HOT_SPOTS: dict[str, dict[str, str]] = {
     "worker": {
-        "psutil_process_scans": r"_descendants|_marked_processes|reap_orphan_zombies|"
-        r"_kill_leftover|ppid_map|\(psutil/",
-        "scans_while_running": r"_descendants|ExecRunner\._track",
-        "scans_at_exit": r"_kill_leftover|_marked_processes|reap_orphan_zombies",
-        "upload_http": r"EventUploader\._run|WorkerApi\.upload",
-        "read_codex_output": r"ExecRunner\._pump|_on_stdout_line",
-        "event_encoding": r"EventUploader\.add|model_dump_json",
+        # One shared psutil pass per second for every run (ProcessWatch), the sweep at exit.
+        "process_scans": r"read_process_table|ProcessWatch|_kill_and_wait|reap_orphan_zombies|"
+        r"_nothing_left_behind|\(psutil/",
+        "scans_at_exit": r"ProcessWatch\.sweep|_kill_and_wait|reap_orphan_zombies|"
+        r"_nothing_left_behind",
+        "upload_http": r"EventUploader\._run|WorkerApi\.(upload|_post)",
+        "finish_http": r"WorkerApi\.finish",
+        # The HTTP client's own code (httpx, httpcore, h11, anyio), callers left out.
+        "http_client_code": r"leaf:\((httpx|httpcore|h11|anyio|sniffio)/",
+        "read_codex_output": r"ExecRunner\.(_pump|_deliver|_on_stdout_line|_on_stderr_line)",
+        "event_encoding": r"EventUploader\.(add|_next_body)|model_dump_json",
+        # uvloop's C code (socket and pipe I/O, callbacks): the loop's frame is the innermost.
+        "event_loop_c": r"leaf:^Runner\.run ",
     },
     "server": {
         "event_upload_route": r"upload_events",
-        "sse_streams": r"_follow|EventSourceResponse|envelope_json",
-        "token_lookup": r"current_principal|Store\.authenticate",
-        "worker_lookup": r"Store\.get_worker|touch_worker",
-        "append_events_txn": r"Store\.append_events",
+        "append_events_txn": r"append_events_by_token|Store\._append\b|Store\._txn|"
+        r"Store\.append_events",
+        "finish_route": r"^finish \(server_client/server/routes_workers|Store\.finish",
+        "token_check": r"authenticate_known|Store\.authenticate|hash_token",
+        "fastapi_dependencies": r"solve_dependencies",
+        # Framework code by its own time: FastAPI, Starlette, uvicorn, sse-starlette, anyio.
+        "framework_code": r"leaf:\((fastapi|starlette|uvicorn|sse_starlette|anyio|httptools|"
+        r"h11)/",
+        "event_loop_c": r"leaf:^Runner\.run ",
+        "sse_streams": r"_follow|EventSourceResponse|ServerSentEvent|envelope_json",
+        "sse_tail_from_memory": r"Watch\.tail|Hub\.(tail|publish)",
         "read_events_query": r"Store\.read_events",
-        "db_driver_threads": r"\(aiosqlite/|\(asyncpg/|sqlite3",
+        # The SQLite hot path runs in worker threads (Store._txn/_read); aiosqlite/asyncpg
+        # serve everything else.
+        "db_threads": r"_in_transaction|_on_connection|\(aiosqlite/|\(asyncpg/|sqlite3",
+        "thread_handoff": r"ThreadPoolExecutor\.submit|_chain_future|Future\._invoke_callbacks",
         "sqlalchemy": r"\(sqlalchemy/",
         "pydantic_validation": r"validate_python|validate_json|model_validate|TypeAdapter",
+        "event_json": r"encode_event|\(json/",
     },
     "client": {
         "event_parsing": r"model_validate_json",
-        "sse_parsing": r"aiter_sse|_aiter_sse_lines|SSEDecoder",
+        "sse_parsing": r"aiter_sse|_aiter_sse_lines|SSEDecoder|_splitlines_sse",
         "httpx_streaming": r"aiter_bytes|aiter_raw|http11",
     },
     "tui": {
-        "make_entries_renders_every_event": r"Transcript\.make_entries",
-        "markdown_parser_per_message": r"\(markdown_it/|\(linkify_it/|\(rich/markdown\.py",
-        "render_visible_lines": r"Transcript\.(render_line|render_lines|_render_entry)",
+        # Per event as it arrives: visibility (no rendering), annotation, height estimate.
+        "ingest_per_event": r"EventView\._ingest",
+        "flush_to_transcript": r"EventView\._flush|Transcript\.append",
+        "render_entries_in_view": r"Transcript\.(_render_entry|_ensure_rendered|_render_tail)|"
+        r"render_annotated",
+        "markdown": r"render_markdown|\(markdown_it/|\(rich/markdown\.py|\(pygments/",
+        "draw_lines": r"Transcript\.(render_lines|render_line)",
         "sdk_stream": r"stream_events|aiter_sse",
-        "compositor": r"_compositor|compositor\.py",
+        "event_parsing": r"model_validate_json",
+        # Textual's own frame: layout, compositor, styles (all widgets, not only the pane).
+        "textual_frame": r"\(textual/(_compositor|_arrange|_layout|_styles_cache|screen)\.py",
+        "imports": r"_find_and_load",
     },
 }
+
+
+def hot_spot_share(stacks: list[tuple[list[str], int]], pattern: str) -> float:
+    """Percent of the busy ``stacks`` that go through ``pattern`` (see :data:`HOT_SPOTS`)."""
+    if not pattern.startswith("leaf:"):
+        return profiling.share(stacks, pattern)
+    regex = re.compile(pattern.removeprefix("leaf:"))
+    total = sum(count for _, count in stacks)
+    hit = sum(count for frames, count in stacks if regex.search(frames[-1]))
+    return 100 * hit / total if total else 0.0
 
 
 def _profile_summary(paths: dict[str, Path], top: int) -> dict[str, Any]:
@@ -69,7 +108,7 @@ def _profile_summary(paths: dict[str, Path], top: int) -> dict[str, Any]:
         spots = HOT_SPOTS.get(name, {})
         stacks = profiling.load_stacks(path)
         summary["hot_spots_pct"] = {
-            k: round(profiling.share(stacks, v), 1) for k, v in spots.items()
+            k: round(hot_spot_share(stacks, v), 1) for k, v in spots.items()
         }
         out[name] = summary
     return out
@@ -98,6 +137,7 @@ async def profile_load(
     out = _profile_summary(recorded, 15)
     out["load"] = {
         "tasks": spec.tasks,
+        "events_per_task": spec.events,
         "offered_per_s": spec.offered_per_s,
         "delivered_per_s": result["delivered_per_s"],
         "latency_ms": result["latency_ms"],
@@ -107,20 +147,30 @@ async def profile_load(
 
 
 async def profile_tui(server: Server, run_dir: Path, events: int, log: Log) -> dict[str, Any]:
-    """The TUI lag benchmark again, with py-spy on this process (where the app runs)."""
+    """The TUI lag benchmark again, with py-spy on this process (where the app runs) during
+    the burst only: the app's modules are imported and the Markdown renderer warmed up first
+    (a terminal that shows a task has paid for both), and the recording starts right before
+    the burst (it attaches within about half a second)."""
     from benchmarks import tui
+    from codex_tui import app  # noqa: F401 - imported before the recording
+    from codex_tui.widgets import render
 
+    render.warm_up()
     recorded: dict[str, Path] = {}
+    pending: list[asyncio.Task[None]] = []
 
     async def record() -> None:
         recorded.update(
-            await profiling.record({"tui": os.getpid()}, 6, run_dir / "profiles" / "tui")
+            await profiling.record({"tui": os.getpid()}, 4, run_dir / "profiles" / "tui")
         )
 
-    recorder = asyncio.create_task(record())
-    await asyncio.sleep(0.5)
-    lag = await tui.tui_lag(server, events, log)
-    await recorder
+    async def before_burst() -> None:
+        pending.append(asyncio.create_task(record()))
+        await asyncio.sleep(0.5)
+
+    lag = await tui.tui_lag(server, events, log, before_burst=before_burst)
+    for task in pending:
+        await task
     out = _profile_summary(recorded, 15)
     out["lag"] = lag
     return out
@@ -128,13 +178,15 @@ async def profile_tui(server: Server, run_dir: Path, events: int, log: Log) -> d
 
 def import_breakdown(repeats: int = 3) -> dict[str, Any]:
     """Where the TUI's cold start goes before its first frame: interpreter start, importing
-    the command (click, httpx, pydantic...) and the app (Textual), and import time by top-level
-    package (``-X importtime``, self times summed)."""
+    the command (click, httpx, pydantic...) and the app (Textual), each as wall time and as
+    the child's CPU time (steadier on a shared machine; medians of ``repeats``), and import
+    time by top-level package (``-X importtime``, self times summed)."""
     env = dict(os.environ)
 
-    def wall(code: str) -> float:
-        times = []
+    def timed(code: str) -> tuple[float, float]:
+        walls, cpus = [], []
         for _ in range(repeats):
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
             started = time.perf_counter()
             subprocess.run(
                 [sys.executable, "-c", code],
@@ -142,14 +194,18 @@ def import_breakdown(repeats: int = 3) -> dict[str, Any]:
                 check=False,  # noqa: S603
                 capture_output=True,
             )
-            times.append(time.perf_counter() - started)
-        return median(times) * 1000
+            walls.append(time.perf_counter() - started)
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpus.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
+        return median(walls) * 1000, median(cpus) * 1000
 
-    out: dict[str, Any] = {
-        "interpreter_ms": wall("pass"),
-        "import_cli_ms": wall("import codex_tui.cli"),
-        "import_cli_and_app_ms": wall("import codex_tui.cli, codex_tui.app"),
-    }
+    out: dict[str, Any] = {}
+    for key, code in (
+        ("interpreter", "pass"),
+        ("import_cli", "import codex_tui.cli"),
+        ("import_cli_and_app", "import codex_tui.cli, codex_tui.app"),
+    ):
+        out[f"{key}_ms"], out[f"{key}_cpu_ms"] = timed(code)
     done = subprocess.run(  # noqa: S603
         [sys.executable, "-X", "importtime", "-c", "import codex_tui.cli, codex_tui.app"],
         env=env,
@@ -177,7 +233,7 @@ async def profile_all(
     server: Server, run_dir: Path, cfg: dict[str, Any], sections: dict[str, Any], log: Log
 ) -> dict[str, Any]:
     """Every profile: the pipeline at its first failing rate (throughput), a large level
-    (concurrency), the TUI burst, and the cold start's imports."""
+    (concurrency) and its tasks' exits, the TUI burst, and the cold start's imports."""
     if profiling.py_spy_command() is None:
         log("profile: neither py-spy nor uvx found; only the import breakdown")
         return {"import_breakdown": import_breakdown()}
@@ -202,6 +258,10 @@ async def profile_all(
             out["concurrency"] = await profile_load(
                 big, run_dir, level, seconds, "concurrency", log
             )
+            # The same level with tasks that end at about 40% of the recording: their exits
+            # (sweep, last upload, finish) are in it, all tasks ending about together.
+            ending = LoadSpec(level.tasks, max(2, round(level.rate * seconds * 0.4)), level.rate)
+            out["exits"] = await profile_load(big, run_dir, ending, seconds, "exits", log)
         finally:
             big.stop()
     out["tui"] = await profile_tui(server, run_dir, cfg["tui_lag_events"], log)

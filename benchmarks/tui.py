@@ -6,12 +6,15 @@
   to-do lists, file changes, Markdown agent messages; see :func:`_mix_items`) that a worker
   played in a subprocess uploads over the real worker protocol as fast as the server takes
   it, so it reaches the pane through the server's fan-out, SSE and the SDK like codex output.
-  Headless Textual lays out and renders widgets but writes no terminal output.
+  Headless Textual lays out and renders widgets but writes no terminal output. Python's
+  garbage collections during the burst are timed (``gc.callbacks``), with the share of the
+  late ticks' lateness they account for (py-spy shows no frame for the collector).
 - Memory per retained line: ``tracemalloc`` around filling a transcript (the pane's bounded
   window) with a realistic mix of codex events, rendered at 80×24 (after one warm-up render
   of each kind, so lazily imported renderers are not counted as per-event memory).
 - Cold start: ``codex-tui`` spawned under a pseudo-terminal (80×24) against a running server,
-  timed until its first full-screen frame (every row drawn) — what a person waits for.
+  timed until its first full-screen frame (every row drawn) — what a person waits for; the
+  median and best of several runs, and the CPU time the process had used by that frame.
 - Terminal bytes per 1,000 streamed events: bytes read from the pty's master while a task
   streams into the pane, less the idle rate (what an SSH link carries).
 """
@@ -32,7 +35,7 @@ import termios
 import threading
 import time
 import tracemalloc
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -54,6 +57,12 @@ Log = Callable[[str], None]
 COLUMNS, ROWS = 80, 24
 
 _ROW_RE = re.compile(rb"\x1b\[(\d+);\d+H")
+#: Bytes of the previous reads searched again with each new one: longer than any cursor
+#: position sequence, so one split between two reads is still found.
+_ROW_OVERLAP = 16
+
+#: Cold starts measured at least (the machine is shared and noisy; each costs about 0.5 s).
+MIN_COLD_RUNS = 5
 
 
 # -- event-loop lag during a burst -----------------------------------------------------------
@@ -157,11 +166,20 @@ def _start_mix_player(server: Server, gate: Gate, events: int) -> subprocess.Pop
     )
 
 
-async def tui_lag(server: Server, events: int, log: Log, tick_s: float = 0.01) -> dict[str, Any]:
+async def tui_lag(
+    server: Server,
+    events: int,
+    log: Log,
+    tick_s: float = 0.01,
+    before_burst: Callable[[], Awaitable[None]] | None = None,
+) -> dict[str, Any]:
     """Stream a burst of ``events`` codex events (a realistic mix, see :func:`_mix_items`,
     uploaded by a worker played in a subprocess as fast as the server takes them) into the
     active pane of the dashboard and sample the app's event-loop lag with a ``tick_s``
-    timer."""
+    timer; Python's garbage collections during the burst are timed too (``gc.callbacks``).
+
+    ``before_burst`` is awaited once the pane shows the task, right before the burst (e.g. to
+    attach a profiler)."""
     from codex_tui.app import CodexTuiApp
     from codex_tui.screens.dashboard import DashboardScreen
     from server_client.models import TaskStatus
@@ -197,18 +215,22 @@ async def tui_lag(server: Server, events: int, log: Log, tick_s: float = 0.01) -
             ticks: list[float] = []
             app.set_interval(tick_s, lambda: ticks.append(time.perf_counter()), name="lag")
             await pilot.pause(0.3)
+            if before_burst is not None:
+                await before_burst()
             seen_before = view.events_seen
             ticks.clear()
+            collections = _GcTimer()
             started = time.perf_counter()
-            gate.release()
-            deadline = time.monotonic() + 120 + events / 200
-            while not (
-                view.status is TaskStatus.COMPLETED and not view.pending and not view.streaming
-            ):
-                if time.monotonic() > deadline:
-                    break
-                await asyncio.sleep(0.05)
-            done = time.perf_counter()
+            with collections:
+                gate.release()
+                deadline = time.monotonic() + 120 + events / 200
+                while not (
+                    view.status is TaskStatus.COMPLETED and not view.pending and not view.streaming
+                ):
+                    if time.monotonic() > deadline:
+                        break
+                    await asyncio.sleep(0.05)
+                done = time.perf_counter()
             seen = view.events_seen - seen_before
             await pilot.pause(0.2)
         try:
@@ -220,6 +242,13 @@ async def tui_lag(server: Server, events: int, log: Log, tick_s: float = 0.01) -
     gate.close()
     gaps = [(b - a - tick_s) * 1000 for a, b in zip(ticks, ticks[1:], strict=False)]
     lag = summarize(gaps)
+    # Ticks later than a frame (16 ms), and how much of their lateness was spent collecting.
+    slow = [(a, b) for a, b in zip(ticks, ticks[1:], strict=False) if b - a - tick_s > 0.016]
+    pauses = collections.pauses
+    late_s = sum(b - a - tick_s for a, b in slow)
+    collecting_s = sum(
+        max(0.0, min(b, end) - max(a, start)) for a, b in slow for start, end, _ in pauses
+    )
     result = {
         "tui_lag_p99_ms": lag["p99"],
         "tui_lag_p50_ms": lag["p50"],
@@ -229,12 +258,49 @@ async def tui_lag(server: Server, events: int, log: Log, tick_s: float = 0.01) -
         "tui_burst_s": done - started,
         "tui_burst_events_per_s": seen / max(done - started, 1e-9),
         "tui_burst_kind": "codex mix (commands, reasoning, to-dos, file changes, Markdown)",
+        "tui_gc_pause_ms": sum(end - start for start, end, _ in pauses) * 1000,
+        "tui_gc_max_pause_ms": max((end - start for start, end, _ in pauses), default=0.0) * 1000,
+        "tui_gc_by_generation": {
+            f"gen{g}": {
+                "collections": len(times),
+                "ms": sum(times) * 1000,
+                "max_ms": max(times, default=0.0) * 1000,
+            }
+            for g in range(3)
+            for times in [[end - start for start, end, gen in pauses if gen == g]]
+        },
+        "tui_slow_ticks": len(slow),
+        "tui_slow_ticks_gc_pct": min(100.0, 100 * collecting_s / late_s) if slow else 0.0,
     }
     log(
         f"  lag p50 {lag['p50']:.1f} ms, p99 {lag['p99']:.1f} ms, max {lag['max']:.1f} ms; "
-        f"{seen} events in {done - started:.1f} s"
+        f"{seen} events in {done - started:.1f} s; {len(pauses)} collections, "
+        f"{result['tui_gc_pause_ms']:.0f} ms in all ({result['tui_slow_ticks_gc_pct']:.0f}% "
+        f"of the lateness of the {len(slow)} ticks later than 16 ms)"
     )
     return result
+
+
+class _GcTimer:
+    """While entered, records every garbage collection of this process as (start, end,
+    generation), perf_counter seconds."""
+
+    def __init__(self) -> None:
+        self.pauses: list[tuple[float, float, int]] = []
+        self._start = 0.0
+
+    def _callback(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._start = time.perf_counter()
+        else:
+            self.pauses.append((self._start, time.perf_counter(), info["generation"]))
+
+    def __enter__(self) -> _GcTimer:
+        gc.callbacks.append(self._callback)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        gc.callbacks.remove(self._callback)
 
 
 # -- memory per retained line --------------------------------------------------------------
@@ -391,9 +457,36 @@ async def tui_memory(entries: int, log: Log) -> dict[str, Any]:
 # -- a real terminal -----------------------------------------------------------------------
 
 
+def process_cpu_s(pid: int) -> float | None:
+    """CPU time (user + system, s) used so far by process ``pid``: the scheduler's exact
+    runtime of its live threads (``/proc/<pid>/task/*/sched``), else ``/proc/<pid>/stat``
+    (clock ticks, which include finished threads); None when neither can be read."""
+    total = 0.0
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/sched") as sched:
+                for line in sched:
+                    if line.startswith("se.sum_exec_runtime"):
+                        total += float(line.rsplit(":", 1)[1]) / 1000  # ms
+                        break
+                else:
+                    raise OSError("no se.sum_exec_runtime")
+        return total
+    except (OSError, ValueError):
+        pass
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 class PtyTui:
     """``codex-tui`` under a pseudo-terminal of :data:`COLUMNS` × :data:`ROWS`; a thread
-    records every chunk read from the master with its time."""
+    records every chunk read from the master with its time, and notes the first full-screen
+    frame (every row addressed by a cursor position sequence, searched across reads) with the
+    process's CPU time at that moment."""
 
     def __init__(self, server: Server, home: Path) -> None:
         env = base_env()
@@ -407,6 +500,11 @@ class PtyTui:
         env.pop("NO_COLOR", None)
         self.chunks: list[tuple[float, bytes]] = []
         self._lock = threading.Lock()
+        self._rows: set[int] = set()
+        self._tail = b""
+        #: The first full screen: seconds after spawn, and CPU seconds then (None if unread).
+        self.first_frame: tuple[float, float | None] | None = None
+        self._framed = threading.Event()
         master, slave = os.openpty()
         fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", ROWS, COLUMNS, 0, 0))
         command = Path(sys.executable).with_name("codex-tui")
@@ -435,8 +533,22 @@ class PtyTui:
                 return
             if not data:
                 return
+            at = time.perf_counter()
             with self._lock:
-                self.chunks.append((time.perf_counter(), data))
+                self.chunks.append((at, data))
+            if self.first_frame is None:
+                self._look_for_frame(at, data)
+
+    def _look_for_frame(self, at: float, data: bytes) -> None:
+        """Add the rows ``data`` addresses, searching it joined to the end of the previous
+        reads (a sequence can be split between two); once every row was drawn, record the
+        first frame and the process's CPU time, read right away."""
+        joined = self._tail + data
+        self._rows.update(int(m.group(1)) for m in _ROW_RE.finditer(joined))
+        self._tail = joined[-_ROW_OVERLAP:]
+        if self._rows >= set(range(1, ROWS + 1)):
+            self.first_frame = (at - self.started, process_cpu_s(self.proc.pid))
+            self._framed.set()
 
     def output(self, since: float = 0.0) -> bytes:
         """Everything read after ``since`` (perf_counter time)."""
@@ -454,24 +566,23 @@ class PtyTui:
             return self.chunks[-1][0] if self.chunks else 0.0
 
     def wait_full_screen(self, timeout_s: float = 30.0) -> float:
-        """Seconds from spawn until every row was drawn (the first full-screen frame).
+        """Seconds from spawn until every row was drawn (the first full-screen frame; its CPU
+        time is in :attr:`first_frame`).
 
         Raises:
             BenchError: no full screen within ``timeout_s``.
         """
         deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            with self._lock:
-                chunks = list(self.chunks)
-            rows: set[int] = set()
-            for at, data in chunks:
-                rows.update(int(m.group(1)) for m in _ROW_RE.finditer(data))
-                if rows >= set(range(1, ROWS + 1)):
-                    return at - self.started
+        while not self._framed.wait(0.02):
             if self.proc.poll() is not None:
+                self._thread.join(1.0)  # what it wrote before exiting may still be read
+                if self._framed.is_set():
+                    break
                 raise BenchError(f"codex-tui exited {self.proc.returncode}: {self.output()!r}")
-            time.sleep(0.005)
-        raise BenchError(f"codex-tui drew no full screen in {timeout_s:.0f} s")
+            if time.monotonic() > deadline:
+                raise BenchError(f"codex-tui drew no full screen in {timeout_s:.0f} s")
+        assert self.first_frame is not None
+        return self.first_frame[0]
 
     def wait_text(self, text: bytes, timeout_s: float = 20.0, since: float = 0.0) -> bool:
         """Wait until ``text`` appears in the output after ``since``."""
@@ -534,23 +645,38 @@ async def tui_terminal(
     log: Log,
     idle_s: float = 2.0,
 ) -> dict[str, Any]:
-    """Cold starts under a pty (``cold_runs``), then terminal bytes while each of
+    """Cold starts under a pty (``cold_runs``, at least :data:`MIN_COLD_RUNS`): the median
+    and best time to the first full screen, and the median CPU time the process had used by
+    then (steadier than wall time on a shared machine); then terminal bytes while each of
     ``streams`` (events, events/s) streams into the active pane."""
-    log(f"tui: cold start under a pty ({cold_runs} runs), terminal bytes per event")
+    runs = max(cold_runs, MIN_COLD_RUNS)
+    log(f"tui: cold start under a pty ({runs} runs), terminal bytes per event")
     home = run_dir / "tui-home"
     colds: list[float] = []
-    for _ in range(cold_runs):
+    cpus: list[float] = []
+    for _ in range(runs):
         tui = PtyTui(server, home)
         try:
             colds.append(await asyncio.to_thread(tui.wait_full_screen))
+            assert tui.first_frame is not None
+            if tui.first_frame[1] is not None:
+                cpus.append(tui.first_frame[1])
         finally:
             await asyncio.to_thread(tui.close)
-    log(f"  first full screen after {median(colds) * 1000:.0f} ms (median of {cold_runs})")
     out: dict[str, Any] = {
         "tui_cold_start_ms": median(colds) * 1000,
+        "tui_cold_start_best_ms": min(colds) * 1000,
         "tui_cold_start_runs_ms": [round(c * 1000) for c in colds],
         "tui_terminal": f"{COLUMNS}x{ROWS}, TERM=xterm-256color, COLORTERM=truecolor",
     }
+    if cpus:
+        out["tui_cold_start_cpu_ms"] = median(cpus) * 1000
+        out["tui_cold_start_cpu_runs_ms"] = [round(c * 1000) for c in cpus]
+    log(
+        f"  first full screen after {out['tui_cold_start_ms']:.0f} ms (median of {runs}, "
+        f"best {out['tui_cold_start_best_ms']:.0f} ms; CPU "
+        f"{out.get('tui_cold_start_cpu_ms', float('nan')):.0f} ms by then)"
+    )
     for index, (events, rate) in enumerate(streams):
         gate = Gate(run_dir / "gates")
         spec = LoadSpec(1, events, rate)
