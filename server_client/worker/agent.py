@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 #: Shortest time between two restarts of the signals long poll (s).
-SIGNALS_RESTART_S = 0.5
+SIGNALS_RESTART_S = 0.1
 
 
 @dataclass
