@@ -373,6 +373,22 @@ def _worker_row_sync(conn: Connection, owner_id: str, worker_id: str) -> Row[Any
     return row
 
 
+def _leased_row_sync(
+    conn: Connection, owner_id: str, worker_id: str, task_id: str, lease_id: str, *, lock: bool
+) -> Row[Any]:
+    """The owner's task row when ``worker_id`` holds it under ``lease_id`` (locked with
+    ``lock``, on PostgreSQL). Raises NotFound, LeaseLost."""
+    query = select(tasks).where(tasks.c.id == task_id, tasks.c.owner_id == owner_id)
+    if lock:
+        query = query.with_for_update()
+    row = conn.execute(query).first()
+    if row is None:
+        raise NotFound(f"no task {task_id}")
+    if row.worker_id != worker_id or row.lease_id != lease_id:
+        raise LeaseLost("this worker does not hold the task's lease")
+    return row
+
+
 class Store:
     """All persistent state, over an async SQLAlchemy engine (SQLite or PostgreSQL)."""
 
@@ -1399,19 +1415,6 @@ class Store:
             task_row = (await conn.execute(select(tasks).where(tasks.c.pk == row.pk))).one()
         return Claim(task=_task_from_row(task_row), lease_id=lease_id)
 
-    async def _leased_row(
-        self, conn: AsyncConnection, owner: User, worker_id: str, task_id: str, lease_id: str
-    ) -> Row[Any]:
-        query = select(tasks).where(tasks.c.id == task_id, tasks.c.owner_id == owner.id)
-        if not self._sqlite:
-            query = query.with_for_update()
-        row = (await conn.execute(query)).first()
-        if row is None:
-            raise NotFound(f"no task {task_id}")
-        if row.worker_id != worker_id or row.lease_id != lease_id:
-            raise LeaseLost("this worker does not hold the task's lease")
-        return row
-
     async def append_events(
         self, owner: User, worker_id: str, task_id: str, batch: EventBatch
     ) -> Appended:
@@ -1429,16 +1432,10 @@ class Store:
             NotFound: unknown task. LeaseLost: not this worker's lease, or the task ended.
             Conflict: the batch starts past the next expected index (``next_index`` set).
         """
-        query = select(tasks).where(tasks.c.id == task_id, tasks.c.owner_id == owner.id)
-        if not self._sqlite:
-            query = query.with_for_update()
+        lock = not self._sqlite
 
         def work(conn: Connection) -> Appended:
-            row = conn.execute(query).first()
-            if row is None:
-                raise NotFound(f"no task {task_id}")
-            if row.worker_id != worker_id or row.lease_id != batch.lease_id:
-                raise LeaseLost("this worker does not hold the task's lease")
+            row = _leased_row_sync(conn, owner.id, worker_id, task_id, batch.lease_id, lock=lock)
             return self._append(conn, row, owner.id, task_id, batch)
 
         return await self._txn(work)
@@ -1570,8 +1567,10 @@ class Store:
             NotFound, LeaseLost, or Conflict (with ``next_index``) when events are missing.
         """
         now = utcnow()
-        async with self._write() as conn:
-            row = await self._leased_row(conn, owner, worker_id, task_id, body.lease_id)
+        lock = not self._sqlite
+
+        def work(conn: Connection) -> tuple[Task, bool]:
+            row = _leased_row_sync(conn, owner.id, worker_id, task_id, body.lease_id, lock=lock)
             if TaskStatus(row.status).is_terminal:
                 return _task_from_row(row), False
             if body.event_count != row.upload_next:
@@ -1579,7 +1578,7 @@ class Store:
                     f"finish says {body.event_count} events, the server has {row.upload_next}",
                     next_index=int(row.upload_next),
                 )
-            await conn.execute(
+            conn.execute(
                 update(tasks)
                 .where(tasks.c.pk == row.pk)
                 .values(
@@ -1595,16 +1594,18 @@ class Store:
                 data["exit_code"] = body.exit_code
             if body.error:
                 data["reason"] = body.error
-            await self._append_status(conn, row.pk, row.last_seq, data, now)
-            await self._audit(
+            _append_status_sync(conn, row.pk, row.last_seq, data, now)
+            self._audit_sync(
                 conn,
                 "task.finish",
                 owner.id,
                 f"task:{task_id}",
                 {"status": body.status.value, "exit_code": body.exit_code, "worker_id": worker_id},
             )
-            new = (await conn.execute(select(tasks).where(tasks.c.pk == row.pk))).one()
-        return _task_from_row(new), True
+            new = conn.execute(select(tasks).where(tasks.c.pk == row.pk)).one()
+            return _task_from_row(new), True
+
+        return await self._txn(work)
 
     async def tasks_to_stop(
         self, owner: User, worker_id: str, task_ids: Sequence[str]
