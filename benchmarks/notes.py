@@ -252,9 +252,9 @@ def _exit_note(sample: dict[str, Any], sections: dict[str, Any]) -> str:
         )
     text += (
         ". On the server a task's end is its finish: a token query (the known-token memory "
-        "serves uploads only), a worker read, six statements through aiosqlite (a thread hop "
-        "each) under the SQLite write lock that every append also takes, and a task read; the "
-        "fake codex processes (Python) exit on the same cores meanwhile."
+        "serves uploads only), a worker read, one transaction of five statements on the "
+        "appends' thread path under the SQLite write lock that every append also takes, and a "
+        "task read; the fake codex processes (Python) exit on the same cores meanwhile."
     )
     text += _profile(
         f"Profile while {load.get('tasks')} tasks end together (share of busy samples): server ",
