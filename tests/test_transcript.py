@@ -900,6 +900,19 @@ def codex_turns(count: int, first_seq: int = 1) -> list[Event]:
     return out[:count]
 
 
+def running_task(task_id: str, prompt: str) -> Task:
+    """A running task record, as the list would hand it to a pane."""
+    return Task(
+        id=task_id,
+        prompt=prompt,
+        workdir=None,
+        model=None,
+        sandbox=Sandbox.WORKSPACE_WRITE,
+        status=TaskStatus.RUNNING,
+        created_at=TS,
+    )
+
+
 def feed(view: EventView, events: Sequence[Event]) -> None:
     """Deliver ``events`` to ``view`` as its stream would."""
     for ev in events:
@@ -1050,15 +1063,7 @@ async def test_counting_new_events_while_reading_redraws_only_the_border_row(
     async with app.run_test(size=SIZE) as pilot:
         view = app.pane
         transcript = view.transcript
-        task = Task(
-            id="t-read",
-            prompt="read back",
-            workdir=None,
-            model=None,
-            sandbox=Sandbox.WORKSPACE_WRITE,
-            status=TaskStatus.RUNNING,
-            created_at=TS,
-        )
+        task = running_task("t-read", "read back")
         view.follow(task)
         await wait_for(pilot, lambda: not view.streaming, "the (empty) stream")
         feed(view, codex_turns(200))
@@ -1111,15 +1116,7 @@ async def test_a_buffered_burst_lets_the_app_run_between_slices() -> None:
             if view.events_seen < len(events):
                 loop.call_soon(observe)
 
-        task = Task(
-            id="t-burst",
-            prompt="burst",
-            workdir=None,
-            model=None,
-            sandbox=Sandbox.WORKSPACE_WRITE,
-            status=TaskStatus.RUNNING,
-            created_at=TS,
-        )
+        task = running_task("t-burst", "burst")
         view.follow(task)
         loop.call_soon(observe)
         await wait_for(pilot, lambda: view.events_seen == len(events), "the burst", 60)
