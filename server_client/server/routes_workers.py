@@ -180,9 +180,7 @@ async def upload_events(
         principal = set_principal(await store.authenticate(token))
         await _worker(principal, store, worker_id)
         raise NotFound(f"no task {task_id}")
-    if principal.kind == "worker" and principal.worker_id != worker_id:
-        raise NotFound(f"no worker {worker_id}")
-    appended = got[1]
+    appended = got[1]  # (a worker token for another worker was refused in the store)
     metrics.events_ingested.inc(appended.fresh)
     hub.publish(task_key(appended.task_pk), appended.events)
     return appended.result
