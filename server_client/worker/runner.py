@@ -1,11 +1,12 @@
 """Provides ExecRunner: one ``codex exec --json`` process for one task, from spawn to cleanup.
 
 The runner spawns the native codex binary directly (no shell) in its own session, with stdin
-from ``/dev/null`` and an allow-listed environment (reliability.md C2, S3), turns every output
-line into an :class:`~server_client.models.EventIn` (E6, E7), and decides the task's outcome.
-Facts about codex's behaviour come from ``/work/shared/codex-facts.md``.
+from ``/dev/null`` and an allow-listed environment (docs/reliability.md C2, S3), turns every
+output line into an :class:`~server_client.models.EventIn` (E6, E7, T2: how a line becomes
+event data is :mod:`server_client.codex.lines`), and decides the task's outcome. Facts about
+codex's behaviour are in ``docs/codex-facts.md``.
 
-Argv (S5)::
+Argv (docs/reliability.md S5)::
 
     <codex> exec --json --skip-git-repo-check --sandbox=<mode> --cd=<workdir> [--model=<m>]
             -- <prompt>
@@ -16,14 +17,13 @@ Argv (S5)::
 starting with ``-`` can never be taken for a flag. The one prompt codex still interprets is a
 lone ``-`` ("read the prompt from stdin"); it is refused with :class:`PromptError`.
 
-Cancel (C1): SIGINT to codex's process group at once; if codex is still alive after
-``grace_s`` seconds, SIGKILL to the group. Codex runs its commands in their own sessions, so
-after codex exits (cancelled or not) the runner also SIGKILLs every process codex started that
-is still alive, found by a :class:`~server_client.worker.procs.ProcessWatch` shared by every
-runner of the event loop: descendants of codex recorded while it ran (one pass per second for
-all runs, one at cancel time and one just before the SIGKILL), codex's process group, and
-processes whose environment carries ``CODEX_TUI_TASK_ID=<task id>`` (:data:`TASK_ENV`, set by
-:func:`build_child_env`).
+Cancel (docs/reliability.md C1): SIGINT to codex's process group at once; if codex is still alive
+after ``grace_s`` seconds, SIGKILL to the group. Codex runs its commands in their own sessions, so
+after codex exits (cancelled or not) the runner also SIGKILLs every process codex started that is
+still alive, found by a :class:`~server_client.worker.procs.ProcessWatch` shared by every runner of
+the event loop: descendants of codex recorded while it ran (one pass per second for all runs, one at
+cancel time and one just before the SIGKILL), codex's process group, and processes whose environment
+carries ``CODEX_TUI_TASK_ID=<task id>`` (:data:`TASK_ENV`, set by :func:`build_child_env`).
 """
 
 from __future__ import annotations
@@ -31,9 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
-import json
 import logging
-import math
 import os
 import signal
 import sys
@@ -41,7 +39,10 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from server_client.codex import ThreadStarted, TurnCompleted, TurnFailed, event_type, parse_event
+from server_client.codex.lines import parse_line
 from server_client.models import EventIn, EventKind, Sandbox, TaskStatus, utcnow
+from server_client.text import truncate
 from server_client.worker.codex_bin import INSTALL_HINT
 from server_client.worker.procs import (
     ACTIVE_CODEX_PIDS,
@@ -84,6 +85,9 @@ _STREAM_LIMIT = 1024 * 1024
 _STDERR_TAIL_LINES = 8
 
 _OutputKind = Literal[EventKind.CODEX, EventKind.STDOUT, EventKind.STDERR]
+
+#: The event types that decide a run's outcome (:meth:`ExecRunner._observe`).
+_OBSERVED = frozenset(("thread.started", "turn.completed", "turn.failed"))
 
 
 class _ExitAwareProtocol(asyncio.subprocess.SubprocessStreamProtocol):
@@ -214,34 +218,6 @@ def _die_with_parent() -> None:
     libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
 
 
-def _refuse_constant(name: str) -> Any:
-    """``json.loads`` hook: refuse ``NaN``, ``Infinity`` and ``-Infinity``."""
-    raise ValueError(f"{name} is not JSON")
-
-
-def _finite_float(text: str) -> float:
-    """``json.loads`` hook: a number too large for a float (``1e400``) is refused, not inf."""
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError(f"{text} does not fit a float")
-    return value
-
-
-def _scrub_surrogates(value: Any) -> Any:
-    """Replace lone surrogates (from ``\\ud800``-style JSON escapes) so the value encodes."""
-    if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            return value.encode("utf-8", "replace").decode("utf-8")
-        return value
-    if isinstance(value, list):
-        return [_scrub_surrogates(v) for v in value]
-    if isinstance(value, dict):
-        return {_scrub_surrogates(k): _scrub_surrogates(v) for k, v in value.items()}
-    return value
-
-
 def _preflight(spec: RunSpec) -> str | None:
     """Check the workdir and the binary before spawning; returns the problem or None."""
     if not os.path.isdir(spec.workdir):
@@ -272,27 +248,30 @@ class ExecRunner:
     runner per run; :meth:`run` may be awaited once. :meth:`cancel` may be called at any time
     from the event loop's thread.
 
-    Events: a stdout line that parses as a JSON object is a ``codex`` event (data: the object);
-    any other non-blank stdout line is ``stdout`` ``{"line": text}``; each stderr line is
-    ``stderr`` ``{"line": text}``. Text is decoded as UTF-8 with replacement. A line longer
-    than ``max_line_bytes`` keeps its first ``max_line_bytes`` bytes and becomes
-    ``{"line": head, "truncated_bytes": dropped}`` (``stdout`` or ``stderr``).
+    Events: a stdout line that parses as a JSON object is a ``codex`` event (data: the object,
+    repaired by :func:`server_client.codex.lines.parse_line`); any other non-blank stdout line
+    is ``stdout`` ``{"line": text}``; each stderr line is ``stderr`` ``{"line": text}``. Text is
+    decoded as UTF-8 with replacement. A line longer than ``max_line_bytes`` keeps its first
+    ``max_line_bytes`` bytes and becomes ``{"line": head, "truncated_bytes": dropped}``
+    (``stdout`` or ``stderr``).
 
     Outcome, in this order: a ``turn.failed`` seen (before any cancel) → ``FAILED`` with its
     ``error.message``; a ``turn.completed`` seen (before any cancel) → ``COMPLETED`` if codex
     exited 0 or was cancelled afterwards, else ``FAILED``; cancel requested → ``CANCELED``;
     otherwise ``FAILED`` with the exit code or signal and the tail of stderr. A top-level
-    ``error`` event is not fatal (codex-facts.md: it can be a "Reconnecting..." notice).
+    ``error`` event is not fatal (docs/codex-facts.md: it can be a "Reconnecting..." notice).
 
     Args:
         spec: what to run.
         emit: receives each event (kinds ``codex``, ``stdout``, ``stderr``).
-        grace_s: seconds between SIGINT and SIGKILL on cancel (codex-facts.md suggests 2 s).
-        max_line_bytes: longest output line kept, in bytes; longer lines are truncated (E6).
+        grace_s: seconds between SIGINT and SIGKILL on cancel (docs/codex-facts.md: 2 s).
+        max_line_bytes: longest output line kept, in bytes; longer lines are truncated
+            (docs/reliability.md E6).
         watch: records codex's descendants and sweeps them up (default: the one
             :func:`~server_client.worker.procs.shared_watch` of the running loop, one pass per
             second for all runners).
         drain_timeout_s: seconds to wait for the output pipes to close after codex exited.
+        on_thread: called once with codex's thread id when ``thread.started`` is seen.
     """
 
     def __init__(
@@ -300,6 +279,7 @@ class ExecRunner:
         spec: RunSpec,
         emit: Callable[[EventIn], None],
         *,
+        on_thread: Callable[[str], None] | None = None,
         grace_s: float = 2.0,
         max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
         watch: ProcessWatch | None = None,
@@ -307,6 +287,7 @@ class ExecRunner:
     ) -> None:
         self.spec = spec
         self._emit_cb = emit
+        self._on_thread = on_thread
         self._grace_s = grace_s
         self._max_line = max(1, max_line_bytes)
         self._watch = watch
@@ -551,21 +532,13 @@ class ExecRunner:
         if dropped:
             self._emit(EventKind.STDOUT, {"line": text, "truncated_bytes": dropped})
             return
-        if not text.strip():
+        parsed = parse_line(text)
+        if parsed is None:
             return
-        try:
-            # NaN and Infinity are not JSON (RFC 8259) and the server refuses them: such a
-            # line is kept as raw output instead.
-            obj = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
-        except (ValueError, RecursionError):
-            obj = None
-        if not isinstance(obj, dict):
-            self._emit(EventKind.STDOUT, {"line": text.rstrip("\r")})
-            return
-        if "\\ud" in text or "\\uD" in text:
-            obj = _scrub_surrogates(obj)
-        self._observe(obj)
-        self._emit(EventKind.CODEX, obj)
+        kind, data = parsed
+        if kind is EventKind.CODEX:
+            self._observe(data)
+        self._emit(kind, data)
 
     def _on_stderr_line(self, raw: bytes, dropped: int) -> None:
         text = raw.decode("utf-8", errors="replace").rstrip("\r")
@@ -577,28 +550,30 @@ class ExecRunner:
             del self._stderr_tail[:-_STDERR_TAIL_LINES]
         self._emit(EventKind.STDERR, data)
 
-    def _observe(self, event: dict[str, Any]) -> None:
-        kind = event.get("type")
-        if kind == "thread.started":
-            thread_id = event.get("thread_id")
-            if isinstance(thread_id, str) and thread_id:
+    def _observe(self, data: dict[str, Any]) -> None:
+        """Note what decides the outcome: the thread id and how the turn ended. Only the few
+        event types that matter are read in full (most lines are items)."""
+        if event_type(data) not in _OBSERVED:
+            return
+        match parse_event(data):
+            case ThreadStarted(thread_id=thread_id) if thread_id:
                 self._thread_id = thread_id
-        elif kind == "turn.completed":
-            self._turn_result = "completed"
-            self._turn_error = None
-        elif kind == "turn.failed":
-            self._turn_result = "failed"
-            error = event.get("error")
-            message = error.get("message") if isinstance(error, dict) else None
-            self._turn_error = (
-                message if isinstance(message, str) and message else "codex reported turn.failed"
-            )
+                if self._on_thread is not None:
+                    self._on_thread(thread_id)
+            case TurnCompleted():
+                self._turn_result = "completed"
+                self._turn_error = None
+            case TurnFailed(message=message):
+                self._turn_result = "failed"
+                self._turn_error = message or "codex reported turn.failed"
+            case _:
+                pass
 
     # ---- outcome -----------------------------------------------------------------------
 
     def _outcome(self, status: TaskStatus, code: int | None, error: str | None) -> RunOutcome:
-        if error is not None and len(error) > MAX_ERROR_CHARS:
-            error = error[: MAX_ERROR_CHARS - 1] + "…"
+        if error is not None:
+            error = truncate(error, MAX_ERROR_CHARS)
         return RunOutcome(
             status=status,
             exit_code=code,
