@@ -20,9 +20,12 @@ from __future__ import annotations
 import math
 from datetime import UTC, datetime
 from enum import StrEnum
+from functools import cached_property
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+
+from server_client.codex import CodexEvent, event_type, parse_event
 
 #: Largest prompt the server accepts, in characters.
 MAX_PROMPT_CHARS = 100_000
@@ -192,10 +195,16 @@ class Event(_Model):
     @property
     def codex_type(self) -> str | None:
         """The codex event's ``type`` (``item.completed``, ...) or None for other kinds."""
-        if self.kind is EventKind.CODEX and isinstance(self.data, dict):
-            value = self.data.get("type")
-            return value if isinstance(value, str) else None
+        if self.kind is EventKind.CODEX:
+            return event_type(self.data) or None
         return None
+
+    @cached_property
+    def codex(self) -> CodexEvent | None:
+        """The codex event typed (:func:`server_client.codex.parse_event`, read once and
+        kept), or None for the other kinds. Unknown types read as
+        :class:`~server_client.codex.UnknownEvent`, never as an error."""
+        return parse_event(self.data) if self.kind is EventKind.CODEX else None
 
     @property
     def status(self) -> TaskStatus | None:

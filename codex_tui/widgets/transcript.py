@@ -44,6 +44,7 @@ from codex_tui.widgets.render import (
     render_annotated,
     render_raw,
 )
+from server_client.codex import AgentMessage, CommandExecution, FileChange, ItemEvent, TodoList
 from server_client.models import Event
 
 __all__ = ["STRIP_CACHE_ENTRIES", "Entry", "Transcript"]
@@ -102,23 +103,19 @@ class Entry:
 
 def estimate_height(event: Event, width: int) -> int:
     """A cheap guess of an entry's height, used until it is rendered (lines ≥ 1)."""
-    data = event.data
-    if not isinstance(data, dict):
+    codex = event.codex
+    if not isinstance(codex, ItemEvent):
         return 1
-    item = data.get("item")
-    if isinstance(item, dict):
-        kind = item.get("type")
-        if kind == "command_execution":
-            output = item.get("aggregated_output")
-            lines = output.count("\n") + 1 if isinstance(output, str) and output else 0
+    match codex.item:
+        case CommandExecution(output=output):
+            lines = output.count("\n") + 1 if output else 0
             return 1 + min(lines, FOLDED_OUTPUT_LINES + 1)
-        if kind == "agent_message":
-            text = item.get("text")
-            size = len(text) if isinstance(text, str) else 0
-            return 2 + size // max(width - GUTTER, 20)
-        if kind in ("todo_list", "file_change"):
-            entries = item.get("items") or item.get("changes")
-            return 1 + (len(entries) if isinstance(entries, list) else 0)
+        case AgentMessage(text=text):
+            return 2 + len(text) // max(width - GUTTER, 20)
+        case TodoList(items=entries):
+            return 1 + len(entries)
+        case FileChange(changes=changes):
+            return 1 + len(changes)
     return 1
 
 

@@ -22,6 +22,7 @@ from pydantic import (
     ValidationError,
     model_validator,
 )
+from pydantic.dataclasses import dataclass
 
 from server_client.codex.items import Item, Text, UnknownItem, parse_item
 
@@ -55,9 +56,11 @@ class _Lenient(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
 
 
-class Usage(_Lenient):
+@dataclass(frozen=True, config=ConfigDict(extra="ignore"))
+class Usage:
     """Token counts of ``turn.completed``; codex reports the thread's running total, not the
-    turn's (docs/codex-facts.md). A missing or malformed count reads as 0."""
+    turn's (docs/codex-facts.md). A missing or malformed count reads as 0. (A pydantic
+    dataclass: ``Usage(1000, 800, 50)`` builds one positionally.)"""
 
     input_tokens: _Count = 0
     cached_input_tokens: _Count = 0
@@ -75,7 +78,7 @@ class Usage(_Lenient):
 
 
 def _usage(value: object) -> object:
-    return value if isinstance(value, Mapping) else {}
+    return value if isinstance(value, Mapping) else Usage()
 
 
 def _error_message(value: object) -> str:
@@ -105,10 +108,12 @@ class TurnCompleted(_Lenient):
 
 
 class TurnFailed(_Lenient):
-    """A turn failed; ``message`` is codex's reason (``""`` when it gave none)."""
+    """A turn failed; ``message`` is codex's reason (``""`` when it gave none) and ``error``
+    the ``error`` value as codex sent it."""
 
     type: Literal["turn.failed"] = "turn.failed"
     message: Annotated[str, BeforeValidator(_error_message)] = ""
+    error: Any = None
 
     @model_validator(mode="before")
     @classmethod

@@ -12,6 +12,7 @@ from typing import Any
 
 from fastapi import HTTPException
 
+from server_client.codex import event_type
 from server_client.models import Sandbox, TaskCreate
 from server_client.server.settings import ServerSettings
 
@@ -130,5 +131,4 @@ def truncate_event(data: Any, max_bytes: int) -> tuple[Any, bool]:
         size = encoded_size(data)
         if size <= max_bytes:
             return data, True
-    kind = data.get("type") if isinstance(data, dict) else None
-    return {"type": kind, "truncated_bytes": size}, True
+    return {"type": event_type(data) or None, "truncated_bytes": size}, True

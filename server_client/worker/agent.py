@@ -355,7 +355,12 @@ class WorkerAgent:
                 event_count=0,
             )
         else:
-            runner = ExecRunner(prepared, uploader.add, grace_s=self.config.grace_s)
+            runner = ExecRunner(
+                prepared,
+                uploader.add,
+                on_thread=uploader.set_thread_id,
+                grace_s=self.config.grace_s,
+            )
             if task.cancel_requested or self._stopping.is_set():
                 runner.cancel()
             self._runners[task.id] = runner

@@ -97,21 +97,19 @@ class EventUploader:
 
     def add(self, event: EventIn) -> None:
         """Queue one event (cheap and synchronous; called for every line codex prints)."""
-        if (
-            self._thread_id is None
-            and isinstance(event.data, dict)
-            and event.data.get("type") == "thread.started"
-        ):
-            thread = event.data.get("thread_id")
-            self._thread_id = thread if isinstance(thread, str) else None
         self._pending.append(event.model_dump_json())
         self._count += 1
         self._wake.set()
 
     @property
     def thread_id(self) -> str | None:
-        """Codex's thread id once ``thread.started`` was seen."""
+        """Codex's thread id once the runner reported it (:meth:`set_thread_id`)."""
         return self._thread_id
+
+    def set_thread_id(self, thread_id: str) -> None:
+        """Send ``thread_id`` with the next uploads, so the server learns it while the task
+        runs (the runner calls this when codex reports its thread)."""
+        self._thread_id = thread_id
 
     async def close(self) -> None:
         """Flush everything still pending (retrying as needed) and stop the loop.

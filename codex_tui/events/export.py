@@ -1,0 +1,194 @@
+"""Provides transcript export: a task's events as Markdown (for people) or JSONL (for tools).
+
+Both writers take the events as an async iterator, so a caller can page them from the server
+and write a task of any length in bounded memory. The JSONL form is one event envelope per
+line as the server stores it (``seq``, ``ts``, ``kind``, ``data``); the Markdown form is a
+*document* view of :mod:`codex_tui.events.view`: each item once, completed (agent messages,
+reasoning, commands with output, file changes, todo lists, errors, token usage). Both are
+safe to print to a terminal: Markdown text shows control characters visibly, and JSONL
+escapes them (docs/reliability.md T1).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterable, Mapping
+from pathlib import Path
+from typing import Literal, TextIO
+
+from codex_tui.events.view import (
+    failure_message,
+    is_shown,
+    shown_line,
+    status_details,
+    stream_line,
+    thread_label,
+    usage_counts,
+)
+from server_client.codex import (
+    AgentMessage,
+    CodexError,
+    CommandExecution,
+    ErrorItem,
+    FileChange,
+    Item,
+    ItemEvent,
+    Reasoning,
+    ThreadStarted,
+    TodoList,
+    TurnCompleted,
+    TurnFailed,
+    TurnStarted,
+    UnknownItem,
+)
+from server_client.models import Event, EventKind, Task
+from server_client.text import json_safe, visible
+
+__all__ = [
+    "ExportFormat",
+    "format_for_path",
+    "jsonl_line",
+    "markdown_event",
+    "markdown_header",
+    "write_events",
+]
+
+ExportFormat = Literal["md", "jsonl"]
+
+
+def format_for_path(path: Path) -> ExportFormat:
+    """``jsonl`` for a ``.jsonl``/``.json``/``.ndjson`` file name, ``md`` otherwise."""
+    return "jsonl" if path.suffix.lower() in (".jsonl", ".json", ".ndjson") else "md"
+
+
+def jsonl_line(event: Event) -> str:
+    """The event's envelope as one line of JSON (no newline), DEL and C1 controls escaped."""
+    return json_safe(event.model_dump_json())
+
+
+def markdown_header(task: Task) -> str:
+    """The Markdown title block of a transcript: prompt, status and options."""
+    lines = [f"# codex-tui task {task.id}", ""]
+    facts = [
+        ("status", task.status.value),
+        ("created", task.created_at.isoformat()),
+        ("worker", task.worker_name or "—"),
+        ("workdir", task.workdir or "—"),
+        ("model", task.model or "default"),
+        ("sandbox", task.sandbox.value),
+    ]
+    lines += [f"- **{name}:** {shown_line(value, 4096)}" for name, value in facts]
+    lines += ["", "## Prompt", "", _fence(visible(task.prompt), ""), ""]
+    return "\n".join(lines) + "\n"
+
+
+def _fence(text: str, info: str) -> str:
+    """``text`` in a code fence longer than any backtick run inside it."""
+    longest = 0
+    run = 0
+    for char in text:
+        run = run + 1 if char == "`" else 0
+        longest = max(longest, run)
+    fence = "`" * max(3, longest + 1)
+    return f"{fence}{info}\n{text.rstrip()}\n{fence}"
+
+
+def _json_fence(value: object) -> str:
+    try:
+        text = json.dumps(value, ensure_ascii=False, default=str)
+    except (ValueError, RecursionError):
+        text = repr(value)
+    return _fence(json_safe(text), "json") + "\n"
+
+
+def markdown_event(event: Event) -> str:
+    """One event as Markdown (``""`` for events a document leaves out, e.g. ``item.started``
+    of a message that ``item.completed`` repeats)."""
+    data = event.data
+    if event.kind is EventKind.STATUS:
+        status = event.status
+        details = status_details(data, live=False) if isinstance(data, Mapping) else []
+        detail = f" — {'; '.join(details)}" if details else ""
+        word = status.value if status else shown_line(str(data))
+        return f"*status: {word}{detail}*\n"
+    if event.kind in (EventKind.STDERR, EventKind.STDOUT):
+        text = data if isinstance(data, str) else _dumps(data)
+        return _fence(visible(text), "text") + "\n"
+    match event.codex:
+        case ThreadStarted() as started:
+            return f"*{thread_label(started)}*\n"
+        case TurnStarted():
+            return "---\n"
+        case TurnCompleted(usage=usage):
+            counts = usage_counts(usage)
+            if not counts:
+                return ""
+            parts = ", ".join(f"{name} {count}" for name, count in counts)
+            return f"*tokens (thread total): {parts}*\n"
+        case TurnFailed() as failed:
+            return f"> **turn failed:** {failure_message(failed)}\n"
+        case CodexError() as error:
+            return f"> **error:** {failure_message(error)}\n"
+        case ItemEvent(item=UnknownItem(raw=raw)) if not isinstance(raw, Mapping):
+            pass  # not an item: the event as codex printed it, below
+        case ItemEvent(item=item):
+            return _markdown_item(item) if is_shown(event, live=False) else ""
+    return _json_fence(data)
+
+
+def _dumps(value: object) -> str:
+    try:
+        return json_safe(json.dumps(value, ensure_ascii=False))
+    except (TypeError, ValueError, RecursionError):
+        return stream_line(value)
+
+
+def _markdown_item(item: Item) -> str:
+    match item:
+        case AgentMessage(text=text):
+            return visible(text).rstrip() + "\n"
+        case Reasoning(text=text):
+            return "\n".join(f"> {line}" for line in visible(text).splitlines()) + "\n"
+        case CommandExecution():
+            head = (
+                f"**$ {shown_line(item.command, 4096)}** "
+                f"(exit {item.exit_code}, {shown_line(item.status)})"
+            )
+            output = visible(item.output)
+            return head + "\n\n" + (_fence(output, "console") + "\n" if output else "")
+        case FileChange(changes=changes):
+            rows = [f"- {shown_line(c.kind)} `{shown_line(c.path, 4096)}`" for c in changes]
+            return "**files changed**\n\n" + "\n".join(rows) + "\n"
+        case TodoList(items=entries):
+            rows = [f"- [{'x' if e.completed else ' '}] {shown_line(e.text)}" for e in entries]
+            return "**todo**\n\n" + "\n".join(rows) + "\n"
+        case ErrorItem():
+            return f"> **warning:** {failure_message(item)}\n"
+        case UnknownItem(raw=raw):
+            return _json_fence(dict(raw) if isinstance(raw, Mapping) else raw)
+    return _json_fence(item.model_dump())
+
+
+async def write_events(
+    events: AsyncIterable[Event], task: Task, file: TextIO, fmt: ExportFormat
+) -> int:
+    """Write a task's transcript, header and ``events``, to ``file`` in ``fmt``; returns how
+    many events were written.
+
+    Raises:
+        Whatever iterating ``events`` raises (what was written stays), and OSError when the
+        file cannot be written.
+    """
+    count = 0
+    if fmt == "md":
+        file.write(markdown_header(task))
+        file.write("\n## Events\n\n")
+    async for event in events:
+        count += 1
+        if fmt == "jsonl":
+            file.write(jsonl_line(event) + "\n")
+        else:
+            text = markdown_event(event)
+            if text:
+                file.write(text + "\n")
+    return count

@@ -1,0 +1,438 @@
+"""Provides the events of a task as Rich renderables, for the TUI's panes and the CLI's plain
+printer.
+
+Nothing here imports Textual, so every rule is unit-testable with a plain Rich console.
+:func:`render_event` takes one :class:`~server_client.models.Event` and a mutable
+:class:`RenderState` (what the stream has shown so far, e.g. the previous token usage) and
+returns the renderables to append to the log. Which events show, and what they say, is
+decided by :mod:`codex_tui.events.view`; colours come from a
+:class:`~codex_tui.events.palette.Palette`.
+
+Codex output can be huge (one command's output can be 1 MiB), so every text is cut to a
+display budget before Rich sees it (:data:`~codex_tui.events.view.MAX_TEXT_CHARS`,
+:data:`~codex_tui.events.view.MAX_LINE_CHARS`, :attr:`RenderState.max_output_lines`), and
+made visible (docs/reliability.md T1). Colour codes (SGR) in a command's output show as
+colour; every other escape sequence shows as text.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from rich.console import Group, RenderableType
+from rich.text import Text
+
+from codex_tui.events.markdown import render_markdown
+from codex_tui.events.palette import Palette
+from codex_tui.events.view import (
+    MAX_EXPANDED_LINES,
+    MAX_LINE_CHARS,
+    MAX_TEXT_CHARS,
+    Annotation,
+    StreamState,
+    annotate,
+    command_badge,
+    compact_json,
+    failure_message,
+    format_duration,
+    head_lines,
+    item_shows,
+    shown_line,
+    shown_text,
+    status_details,
+    status_icon,
+    stream_line,
+    thread_label,
+    tool_name,
+)
+from server_client.codex import (
+    AgentMessage,
+    CodexError,
+    CommandExecution,
+    ErrorItem,
+    FileChange,
+    Item,
+    ItemEvent,
+    ItemPhase,
+    McpToolCall,
+    Reasoning,
+    ThreadStarted,
+    TodoList,
+    TurnCompleted,
+    TurnFailed,
+    TurnStarted,
+    UnknownEvent,
+    UnknownItem,
+    Usage,
+    WebSearch,
+)
+from server_client.models import Event, EventKind, TaskStatus
+from server_client.text import one_line, truncate
+
+__all__ = [
+    "RenderState",
+    "event_text",
+    "render_annotated",
+    "render_event",
+    "render_raw",
+]
+
+_FILE_KINDS: dict[str, str] = {"add": "A", "delete": "D", "update": "M"}
+
+
+@dataclass
+class RenderState(StreamState):
+    """What one event stream has rendered so far (:class:`~codex_tui.events.view.StreamState`)
+    and how it renders.
+
+    Attributes:
+        palette: Styles for each semantic role.
+        max_output_lines: How many lines of a command's output to show (folded).
+    """
+
+    palette: Palette = field(default_factory=Palette)
+    max_output_lines: int = 20
+
+
+@dataclass(frozen=True)
+class _Ctx:
+    palette: Palette
+    note: Annotation
+    expanded: bool
+    max_output_lines: int
+    fold_reasoning: bool
+
+
+def render_event(event: Event, state: RenderState) -> list[RenderableType]:
+    """Render one event of a task's log in stream order; updates ``state``.
+
+    The same as :func:`render_annotated` with the annotation
+    :func:`~codex_tui.events.view.annotate` returns, folded. Returns an empty list for events
+    that add nothing visible (e.g. ``item.updated`` of an agent message, which codex never
+    sends incrementally).
+    """
+    return render_annotated(
+        event,
+        annotate(event, state),
+        state.palette,
+        max_output_lines=state.max_output_lines,
+        fold_reasoning=False,
+    )
+
+
+def render_annotated(
+    event: Event,
+    note: Annotation,
+    palette: Palette,
+    *,
+    expanded: bool = False,
+    max_output_lines: int = 20,
+    fold_reasoning: bool = True,
+) -> list[RenderableType]:
+    """Render one event with its :class:`~codex_tui.events.view.Annotation`; pure, so it
+    can render again.
+
+    Args:
+        event: The event.
+        note: What :func:`~codex_tui.events.view.annotate` returned when the event arrived.
+        palette: Styles for each semantic role.
+        expanded: Show folded parts: a command's whole output (up to
+            :data:`~codex_tui.events.view.MAX_EXPANDED_LINES`) and a reasoning item's
+            whole text.
+        max_output_lines: Lines of a command's output shown while folded.
+        fold_reasoning: Show only the first line of a reasoning item unless ``expanded``.
+    """
+    ctx = _Ctx(palette, note, expanded, max_output_lines, fold_reasoning)
+    codex = event.codex
+    if codex is not None:
+        return _render_codex(codex, event.data, ctx)
+    if event.kind is EventKind.STATUS:
+        return _render_status(event.data, palette)
+    if event.kind is EventKind.STDERR:
+        return [_line(stream_line(event.data), palette.muted)]
+    if event.kind is EventKind.STDOUT:
+        return [_line(stream_line(event.data))]
+    return [_generic(str(event.kind), event.data, palette)]
+
+
+def _line(text: str, style: str = "") -> Text:
+    """One display line: no wrapping, cut with an ellipsis at the view's edge, control
+    characters shown visibly."""
+    return Text(
+        one_line(truncate(text[: MAX_LINE_CHARS * 2], MAX_LINE_CHARS).replace("\t", "    ")),
+        style=style,
+        no_wrap=True,
+        overflow="ellipsis",
+    )
+
+
+#: A colour code (SGR) in command output: the only escape sequence rendered as such.
+_SGR = re.compile(r"\x1b\[[0-9;:]*m")
+
+
+def _output_line(text: str, style: str) -> Text:
+    """One line of a command's output: colour codes (SGR) become styles, over ``style``;
+    every other control character shows visibly."""
+    if "\x1b[" not in text:
+        return _line(text, style)
+    from rich.ansi import AnsiDecoder  # only output with colour codes needs it
+
+    text = text[: MAX_LINE_CHARS * 2].replace("\t", "    ")
+    parts: list[str] = []
+    start = 0
+    for match in _SGR.finditer(text):
+        parts.append(shown_line(text[start : match.start()], MAX_LINE_CHARS * 2))
+        parts.append(match.group())
+        start = match.end()
+    parts.append(shown_line(text[start:], MAX_LINE_CHARS * 2))
+    decoded = AnsiDecoder().decode_line("".join(parts))
+    decoded.stylize_before(style)
+    decoded.truncate(MAX_LINE_CHARS, overflow="ellipsis")
+    decoded.no_wrap = True
+    decoded.overflow = "ellipsis"
+    return decoded
+
+
+def _generic(label: str, data: object, palette: Palette) -> Text:
+    text = Text(no_wrap=True, overflow="ellipsis")
+    text.append(shown_line(label), style=f"bold {palette.muted}")
+    text.append(" ")
+    text.append(compact_json(data), style=palette.muted)
+    return text
+
+
+def _render_status(data: object, palette: Palette) -> list[RenderableType]:
+    fields: Mapping[str, Any] = data if isinstance(data, Mapping) else {"status": data}
+    raw = fields.get("status")
+    try:
+        status: TaskStatus | None = TaskStatus(raw) if isinstance(raw, str) else None
+    except ValueError:
+        status = None
+    if status is None:
+        return [_generic("status", data, palette)]
+    text = Text()
+    style = palette.for_status(status)
+    text.append(f"{status_icon(status)} {status.value}", style=f"bold {style}")
+    details = status_details(fields)
+    if details:
+        text.append(" · " + shown_line(" · ".join(details)))
+    return [text]
+
+
+def _render_codex(codex: Any, data: Any, ctx: _Ctx) -> list[RenderableType]:
+    """Render a typed codex event; ``data`` is the event as codex printed it."""
+    palette = ctx.palette
+    match codex:
+        case ThreadStarted():
+            return [Text(thread_label(codex), style=palette.muted)]
+        case TurnStarted():
+            number = f" {ctx.note.turn}" if ctx.note.turn is not None else ""
+            return [Text(f"── turn{number} ──", style=f"bold {palette.muted}")]
+        case TurnCompleted(usage=usage):
+            return [_render_usage(usage, ctx)]
+        case TurnFailed():
+            message = failure_message(codex) or compact_json(codex.error)
+            return [_error_line("turn failed", message, palette.error)]
+        case CodexError():
+            message = failure_message(codex) or compact_json(data)
+            return [_error_line("error", message, palette.error)]
+        case ItemEvent(item=UnknownItem(raw=raw)) if not isinstance(raw, Mapping):
+            return [_generic(codex.type, data, palette)]
+        case ItemEvent():
+            return _render_item(codex.phase, codex.item, ctx)
+        case UnknownEvent(type=kind, raw=raw):
+            return [_generic(kind or "codex", raw, palette)]
+    return []
+
+
+def _error_line(label: str, message: str, style: str) -> Text:
+    text = Text(style=style)
+    text.append(f"✗ {label}: ", style=f"bold {style}")
+    text.append(message)
+    return text
+
+
+def _fmt(number: int) -> str:
+    return f"{number:,}"
+
+
+def _signed(number: int) -> str:
+    return f"{number:+,}"
+
+
+def _render_usage(usage: Usage, ctx: _Ctx) -> Text:
+    """Codex reports the thread's cumulative usage (docs/codex-facts.md); the turn's own
+    share is the difference from the previous report in the stream."""
+    text = Text(style=ctx.palette.muted)
+    text.append("tokens ", style="bold")
+    text.append(
+        f"in {_fmt(usage.input_tokens)} (cached {_fmt(usage.cached_input_tokens)})"
+        f" · out {_fmt(usage.output_tokens)}"
+    )
+    if usage.reasoning_output_tokens:
+        text.append(f" (reasoning {_fmt(usage.reasoning_output_tokens)})")
+    previous = ctx.note.previous_usage
+    if previous is not None:
+        delta = usage.minus(previous)
+        text.append(
+            f" · this turn {_signed(delta.input_tokens)} in"
+            f" ({_signed(delta.cached_input_tokens)} cached)"
+            f" {_signed(delta.output_tokens)} out"
+        )
+    return text
+
+
+# -- items ----------------------------------------------------------------------------------
+
+
+def _render_item(phase: ItemPhase, item: Item, ctx: _Ctx) -> list[RenderableType]:
+    """Render ``item.<phase>`` of a codex item, if it shows (view.item_shows)."""
+    if not item_shows(phase, item):
+        return []
+    palette = ctx.palette
+    match item:
+        case CommandExecution():
+            return _render_command(phase, item, ctx)
+        case TodoList():
+            return [_render_todo(item, palette)]
+        case AgentMessage(text=text):
+            return [
+                Text("codex", style=f"bold {palette.primary}"),
+                render_markdown(truncate(text, MAX_TEXT_CHARS)),
+            ]
+        case Reasoning():
+            return [_render_reasoning(item, ctx)]
+        case FileChange():
+            return [_render_file_change(item, palette)]
+        case ErrorItem():
+            return [Text(f"⚠ {failure_message(item)}", palette.warning)]
+        case McpToolCall():
+            return [_render_tool_call(item, palette)]
+        case WebSearch(query=query):
+            return [_line(f"search: {query}", palette.accent)]
+        case UnknownItem(type=kind, raw=raw):
+            return [_generic(f"item.{phase} {kind or '?'}", raw, palette)]
+    return []
+
+
+def _render_reasoning(item: Reasoning, ctx: _Ctx) -> Text:
+    """Reasoning is dimmed; folded, only its first line (codex's bold title) shows."""
+    # Codex titles its reasoning summaries with Markdown bold; show them as plain text.
+    text = shown_text(item.text).replace("**", "").strip()
+    if ctx.expanded or not ctx.fold_reasoning:
+        return Text(text, style="dim italic")
+    first, _, rest = text.partition("\n")
+    shown = Text(f"▸ {first}", style="dim italic")
+    if rest.strip():
+        shown.append(" …", style="dim")
+    return shown
+
+
+def _render_command(phase: ItemPhase, item: CommandExecution, ctx: _Ctx) -> list[RenderableType]:
+    palette = ctx.palette
+    running = phase != "completed" and item.running
+    badge = command_badge(item, running=running)
+    # The badge comes first so that a long command, cut at the view's edge, never hides it.
+    head = Text(no_wrap=True, overflow="ellipsis")
+    style = palette.for_tone(badge.tone)
+    if running:
+        head.append(f" {badge.label} ", style=f"bold {style}")
+    else:
+        head.append(f" {badge.label} ", style=f"bold reverse {style}")
+    if ctx.note.duration_s is not None:
+        head.append(f" {format_duration(ctx.note.duration_s)}", style=palette.muted)
+    head.append(" $ ", style=f"bold {palette.accent}")
+    command = truncate(item.command, MAX_LINE_CHARS).replace("\n", " ⏎ ")
+    head.append(one_line(command), style="bold")
+    if running:
+        return [head]
+    limit = MAX_EXPANDED_LINES if ctx.expanded else ctx.max_output_lines
+    lines, more = head_lines(item.output, limit)
+    parts: list[RenderableType] = [head]
+    parts.extend(_output_line(f"│ {line}", palette.muted) for line in lines)
+    if more:
+        noun = "line" if more == 1 else "lines"
+        hint = "" if ctx.expanded else " (enter shows them)"
+        parts.append(Text(f"│ … {more} more {noun}{hint}", style=f"italic {palette.muted}"))
+    return [Group(*parts)]
+
+
+def _render_todo(item: TodoList, palette: Palette) -> RenderableType:
+    todos = item.items
+    done = sum(1 for entry in todos if entry.completed)
+    parts: list[RenderableType] = [
+        Text(f"todo {done}/{len(todos)}", style=f"bold {palette.primary}")
+    ]
+    for entry in todos[:100]:
+        mark = "[x]" if entry.completed else "[ ]"
+        style = palette.muted if entry.completed else ""
+        parts.append(_line(f"  {mark} {entry.text}", style))
+    if len(todos) > 100:
+        parts.append(Text(f"  … {len(todos) - 100} more", style=palette.muted))
+    return Group(*parts)
+
+
+def _render_file_change(item: FileChange, palette: Palette) -> RenderableType:
+    title = Text("files changed", style=f"bold {palette.primary}")
+    status = item.status
+    if status and status != "completed":
+        title.append(
+            f" ({shown_line(status)})", style=palette.error if status == "failed" else palette.muted
+        )
+    parts: list[RenderableType] = [title]
+    kind_styles = {"A": palette.success, "D": palette.error, "M": palette.warning}
+    for change in item.changes[:200]:
+        letter = _FILE_KINDS.get(change.kind, "?")
+        line = Text(no_wrap=True, overflow="ellipsis")
+        line.append(f"  {letter} ", style=f"bold {kind_styles.get(letter, '')}")
+        line.append(shown_line(change.path))
+        parts.append(line)
+    if len(item.changes) > 200:
+        parts.append(Text(f"  … {len(item.changes) - 200} more", style=palette.muted))
+    return Group(*parts)
+
+
+def _render_tool_call(item: McpToolCall, palette: Palette) -> RenderableType:
+    status = item.status or "?"
+    style = palette.error if status == "failed" else palette.accent
+    line = _line(f"tool {tool_name(item)} · {status}", style)
+    if item.error:
+        return Group(line, _line(f"  {item.error}", palette.error))
+    return line
+
+
+def render_raw(event: Event, palette: Palette) -> list[RenderableType]:
+    """The event's envelope as indented JSON (the view's raw toggle), cut to
+    :data:`~codex_tui.events.view.MAX_TEXT_CHARS`; control characters stay escaped."""
+    envelope = event.model_dump(mode="json")
+    try:
+        text = json.dumps(envelope, indent=2, ensure_ascii=False, default=str)
+    except (ValueError, RecursionError):
+        text = event.model_dump_json()
+    head = Text(f"raw · seq {event.seq} · {event.kind.value}", style=f"bold {palette.muted}")
+    return [head, Text(shown_text(text), style=palette.muted)]
+
+
+def event_text(event: Event, limit: int = 100_000) -> str:
+    """Every string value of the event, lower-cased and joined by newlines (what search
+    matches), at most ``limit`` characters."""
+    parts: list[str] = []
+    size = 0
+    stack: list[object] = [event.data]
+    while stack and size < limit:
+        value = stack.pop()
+        if isinstance(value, str):
+            parts.append(value)
+            size += len(value) + 1
+        elif isinstance(value, Mapping):
+            stack.extend(reversed(list(value.values())))
+        elif isinstance(value, list):
+            stack.extend(reversed(value))
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            parts.append(str(value))
+            size += 8
+    return "\n".join(parts)[:limit].lower()
