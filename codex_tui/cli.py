@@ -137,8 +137,10 @@ def worker_options(func: Callable[..., Any]) -> Callable[..., Any]:
 def _printer(as_json: bool) -> Callable[[Event], None]:
     """Print events as JSON lines (the envelope) or rendered for people."""
     if as_json:
-        return lambda event: click.echo(event.model_dump_json())
-    from codex_tui.plain import EventPrinter  # rich Markdown and pygments: only when printing
+        from codex_tui.events.plain import JsonLinePrinter
+
+        return JsonLinePrinter().print
+    from codex_tui.events.plain import EventPrinter  # Rich Markdown, Pygments: only to print
 
     return EventPrinter().print
 

@@ -9,7 +9,9 @@ open stdin to the prompt, and exits 1 at once and silently on SIGINT (codex-fact
 
 Environment:
     FAKE_CODEX_MODE: ok (default), reconnect, burst, slow-burst, stamped, sleep, crash, fail,
-        ignore-sigint, fork, fork-exit, malformed, huge, echo-argv.
+        ignore-sigint, fork, fork-exit, malformed, huge, echo-argv, hostile (escape sequences
+        in every field codex prints: see :data:`HOSTILE`), deep (valid items nested 220 and
+        300 levels deep, then a normal end).
     FAKE_CODEX_EVENTS: number of items for ``burst`` (default 1000) and ``slow-burst``
         (default 100).
     FAKE_CODEX_INTERVAL: seconds between the items of ``slow-burst`` (default 0.1).
@@ -47,6 +49,28 @@ from typing import Any
 
 USAGE = "Usage: codex exec [OPTIONS] [PROMPT]\n"
 THREAD_ID = "0199a213-81c0-7800-8aa1-bbab2a035a53"
+
+
+#: Text that would act on a terminal if printed raw: retitle the window (OSC 0), write the
+#: clipboard (OSC 52), clear the screen (CSI 2J), the same as an 8-bit C1 CSI, a bell, and
+#: an entity that Markdown decodes to ESC. Each copy carries the field's name.
+HOSTILE = (
+    "[{field}] \x1b]0;PWNED-TITLE\x07 \x1b]52;c;UFdORUQ=\x07 \x1b[2J\x1b[H \x9b2J \x07 "
+    "&#x1b;]0;PWNED-ENTITY&#x7; \x1bP+q\x1b\\ end"
+)
+
+
+def hostile(field: str) -> str:
+    """:data:`HOSTILE` for one field."""
+    return HOSTILE.format(field=field)
+
+
+def nested(depth: int) -> Any:
+    """A JSON value nested ``depth`` levels deep (objects and arrays in turn)."""
+    value: Any = "bottom"
+    for level in range(depth):
+        value = {"level": value} if level % 2 else [value]
+    return value
 
 
 def out(event: dict[str, Any]) -> None:
@@ -409,6 +433,108 @@ def main() -> int:
             {
                 "type": "item.completed",
                 "item": {"id": items.new_id(), "type": "agent_message", "text": "still here"},
+            }
+        )
+        out({"type": "turn.completed", "usage": usage})
+        return 0
+
+    if mode == "hostile":
+        sys.stderr.write(hostile("stderr") + "\n")
+        sys.stderr.flush()
+        raw(hostile("stdout") + "\n")
+        out({"type": "error", "message": hostile("error")})
+        command = {
+            "id": items.new_id(),
+            "type": "command_execution",
+            "command": "cat " + hostile("command"),
+            "aggregated_output": "",
+            "exit_code": None,
+            "status": "in_progress",
+        }
+        out({"type": "item.started", "item": command})
+        output = hostile("output") + "\n\x1b[31mred\x1b[0m and plain\n"
+        out(
+            {
+                "type": "item.completed",
+                "item": command
+                | {"aggregated_output": output, "exit_code": 0, "status": "completed"},
+            }
+        )
+        out(
+            {
+                "type": "item.completed",
+                "item": {"id": items.new_id(), "type": "reasoning", "text": hostile("reasoning")},
+            }
+        )
+        out(
+            {
+                "type": "item.completed",
+                "item": {
+                    "id": items.new_id(),
+                    "type": "file_change",
+                    "changes": [{"path": hostile("path"), "kind": "add"}],
+                    "status": "completed",
+                },
+            }
+        )
+        out(
+            {
+                "type": "item.completed",
+                "item": {"id": items.new_id(), "type": "error", "message": hostile("warning")},
+            }
+        )
+        out(
+            {
+                "type": "item.completed",
+                "item": {
+                    "id": items.new_id(),
+                    "type": "todo_list",
+                    "items": [{"text": hostile("todo"), "completed": False}],
+                },
+            }
+        )
+        out(
+            {
+                "type": "item.completed",
+                "item": {
+                    "id": items.new_id(),
+                    "type": "mcp_tool_call",
+                    "server": hostile("server"),
+                    "tool": "t",
+                    "status": "failed",
+                    "error": {"message": hostile("tool-error")},
+                },
+            }
+        )
+        out({"type": "x.unknown", "text": hostile("unknown")})
+        out(
+            {
+                "type": "item.completed",
+                "item": {"id": items.new_id(), "type": "agent_message", "text": hostile("message")},
+            }
+        )
+        out({"type": "turn.completed", "usage": usage})
+        return 0
+
+    if mode == "deep":
+        for depth in (220, 300):
+            item = {
+                "id": items.new_id(),
+                "type": "mcp_tool_call",
+                "server": "s",
+                "tool": "t",
+                "status": "completed",
+                "result": nested(depth),
+            }
+            out({"type": "item.completed", "item": item})
+        out(
+            {
+                "type": "item.completed",
+                "item": {
+                    "id": items.new_id(),
+                    "type": "agent_message",
+                    "text": "after the deep lines",
+                },
             }
         )
         out({"type": "turn.completed", "usage": usage})

@@ -155,13 +155,10 @@ class UnknownEvent(_Lenient):
     type: str = ""
     raw: Any = None
 
-    @model_validator(mode="before")
     @classmethod
-    def _keep_raw(cls, data: Any) -> Any:
-        if isinstance(data, Mapping):
-            kind = data.get("type")
-            return {"type": kind if isinstance(kind, str) else "", "raw": data}
-        return {"raw": data}
+    def of(cls, data: Any) -> UnknownEvent:
+        """The unknown event that keeps ``data``, with its ``type`` when it has one."""
+        return cls(type=event_type(data), raw=data)
 
 
 #: Every codex event; ``type`` tells them apart (:func:`parse_event` picks the model by it).
@@ -204,4 +201,4 @@ def parse_event(data: Any) -> CodexEvent:
             return event
         except (ValidationError, RecursionError):
             pass
-    return UnknownEvent.model_validate(data)
+    return UnknownEvent.of(data)

@@ -246,12 +246,12 @@ class UnknownItem(_Lenient):
     id: str = ""
     raw: Any = None
 
-    @model_validator(mode="before")
     @classmethod
-    def _keep_raw(cls, data: Any) -> Any:
+    def of(cls, data: Any) -> UnknownItem:
+        """The unknown item that keeps ``data``, with its ``type`` and ``id`` when present."""
         if isinstance(data, Mapping):
-            return {"type": _text(data.get("type")), "id": _text(data.get("id")), "raw": data}
-        return {"raw": data}
+            return cls(type=_text(data.get("type")), id=_text(data.get("id")), raw=data)
+        return cls(raw=data)
 
 
 #: Every item; ``type`` tells them apart (:func:`parse_item` picks the model by it).
@@ -302,4 +302,4 @@ def parse_item(data: Any) -> Item:
                     return item
                 except (ValidationError, RecursionError):
                     pass
-    return UnknownItem.model_validate(data)
+    return UnknownItem.of(data)
