@@ -149,7 +149,10 @@ def _per_task(load: dict[str, Any]) -> float:
 
 
 def _levels(sections: dict[str, Any]) -> dict[int, Any]:
-    return _get(sections, "pipeline", "latency", "levels") or {}
+    """The latency levels by task count (JSON read back from a results file has them as
+    strings)."""
+    levels = _get(sections, "pipeline", "latency", "levels") or {}
+    return {int(tasks): level for tasks, level in levels.items()}
 
 
 def _spots(sections: dict[str, Any], profile: str, process: str) -> dict[str, Any]:
