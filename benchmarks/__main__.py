@@ -45,7 +45,7 @@ from benchmarks.harness import (
     raise_fd_limit,
     start_server,
 )
-from benchmarks.notes import make_notes
+from benchmarks.notes import make_notes, shared_machine_note
 from benchmarks.pipeline import PipelineConfig, latency_levels, run_level, sustained
 from benchmarks.report import REFERENCE_LEVEL
 
@@ -417,11 +417,7 @@ def main(argv: list[str] | None = None) -> int:
     results["goals"] = report.goal_rows(flat)
     results["notes"] = make_notes(flat, runner.sections)
     if max(os.getloadavg()[0], load_before) > 1.0:
-        results["notes"].append(
-            f"The machine was shared: load average {meta['load_before']} before and "
-            f"{meta['load_after']} after, on {meta['cpus']} CPUs (other test runs). Absolute "
-            "figures are pessimistic; the pipe baseline was measured under the same load."
-        )
+        results["notes"].append(shared_machine_note(meta))
     results["errors"] = runner.errors
     results["sections"] = runner.sections
     report.write(results, args.out)

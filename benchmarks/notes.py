@@ -2,20 +2,109 @@
 already done about it, the hot spot that remains (with its share of the busy samples of the
 profiles taken in the same run, when they were taken) and why.
 
-The explanations come from reading these profiles and the code they point at; every number
-comes from the run itself, so a note stays true to its own run. A goal that is met gets no
-hot-spot note.
+The wording lives in ``benchmarks/notes.md`` (one template per fragment, see its opening);
+this module picks the notes and fragments that apply to a run and fills in the figures, every
+one of them from the run itself, so a note stays true to its own run. A goal that is met gets
+no hot-spot note.
 """
 
 from __future__ import annotations
 
 import os
+import re
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
 from typing import Any
 
 from benchmarks.report import REFERENCE_LEVEL, goal_rows
 
+#: The notes' wording: Markdown, one ``### `id` `` fragment per template.
+NOTES_MD = Path(__file__).with_name("notes.md")
+
 #: The sustained-rate goal (events/s), for the CPU budget per event it implies.
 _RATE_GOAL = 20_000
+
+_FRAGMENT = re.compile(r"^###\s+`([^`]+)`\s*$")
+_LABEL = re.compile(r"^-\s+`([^`]+)`:\s*(.+?)\s*$")
+
+
+@dataclass(frozen=True)
+class Fragment:
+    """One fragment of ``notes.md``.
+
+    Attributes:
+        text: the template (its lines joined with single spaces), in ``str.format`` syntax.
+        labels: ``(key, label)`` pairs of its ``- `key`: label`` lines, in file order.
+    """
+
+    text: str
+    labels: tuple[tuple[str, str], ...]
+
+
+def parse_fragments(markdown: str) -> dict[str, Fragment]:
+    """The fragments of a notes file.
+
+    A fragment starts at a ``### `id` `` heading: its template is the first paragraph after
+    the heading (lines joined with single spaces), its labels the ``- `key`: label`` lines
+    that follow. The next heading, or a paragraph after those, ends it; such paragraphs are
+    for readers only.
+
+    Raises:
+        ValueError: an id appears twice.
+    """
+    fragments: dict[str, Fragment] = {}
+    current: str | None = None
+    lines: list[str] = []
+    labels: list[tuple[str, str]] = []
+    paragraph_done = False
+
+    def close() -> None:
+        if current is None:
+            return
+        if current in fragments:
+            raise ValueError(f"{NOTES_MD.name}: fragment {current!r} appears twice")
+        fragments[current] = Fragment(" ".join(lines), tuple(labels))
+
+    for raw in markdown.splitlines():
+        line = raw.strip()
+        if line.startswith("#"):
+            close()
+            match = _FRAGMENT.match(line)
+            current = match.group(1) if match else None
+            lines, labels, paragraph_done = [], [], False
+        elif current is None:
+            continue
+        elif not line:
+            paragraph_done = paragraph_done or bool(lines)
+        elif label := _LABEL.match(line):
+            labels.append((label.group(1), label.group(2)))
+            paragraph_done = True
+        elif not paragraph_done:
+            lines.append(line)
+        else:  # a paragraph for readers: the fragment has ended
+            close()
+            current = None
+    close()
+    return fragments
+
+
+@cache
+def _fragments() -> dict[str, Fragment]:
+    return parse_fragments(NOTES_MD.read_text(encoding="utf-8"))
+
+
+def text(fragment_id: str, **figures: Any) -> str:
+    """Fragment ``fragment_id`` of ``notes.md`` filled with ``figures``.
+
+    Raises:
+        KeyError: no such fragment, or its template names a figure that was not given.
+    """
+    return _fragments()[fragment_id].text.format(**figures)
+
+
+def _labels(fragment_id: str) -> list[tuple[str, str]]:
+    return list(_fragments()[fragment_id].labels)
 
 
 def _get(data: Any, *path: Any) -> Any:
@@ -36,17 +125,19 @@ def _shares(spots: dict[str, Any], labels: list[tuple[str, str]]) -> str:
     return ", ".join(f"{label} {_pct(spots, key)}" for key, label in labels if key in spots)
 
 
-def _profile(head: str, spots: dict[str, Any], labels: list[tuple[str, str]]) -> str:
-    """`` head label N%, ….`` for the hot spots of ``labels`` that were measured, or ''."""
-    shares = _shares(spots, labels)
-    return f" {head}{shares}." if shares else ""
+def _profile(fragment_id: str, spots: dict[str, Any], **figures: Any) -> str:
+    """`` head label N%, ….`` for the hot spots the fragment lists that were measured, or ''."""
+    shares = _shares(spots, _labels(fragment_id))
+    return f" {text(fragment_id, **figures)} {shares}." if shares else ""
 
 
 def _cpu(cpu: dict[str, Any]) -> str:
-    names = (("server", "server"), ("worker", "worker"), ("codex", "fake codex"))
-    parts = [f"{label} {cpu[key]:,.0f}" for key, label in names if cpu.get(key) is not None]
-    if cpu.get("client") is not None:
-        parts.append(f"SDK client {cpu['client']:,.0f}")
+    """``server N, worker N, … ms``: CPU per process, for those measured."""
+    parts = [
+        f"{label} {cpu[key]:,.0f}"
+        for key, label in _labels("cpu-names")
+        if cpu.get(key) is not None
+    ]
     return ", ".join(parts) + " ms"
 
 
@@ -58,134 +149,92 @@ def _per_task(load: dict[str, Any]) -> float:
 
 
 def _levels(sections: dict[str, Any]) -> dict[int, Any]:
-    return _get(sections, "pipeline", "latency", "levels") or {}
+    """The latency levels by task count (JSON read back from a results file has them as
+    strings)."""
+    levels = _get(sections, "pipeline", "latency", "levels") or {}
+    return {int(tasks): level for tasks, level in levels.items()}
 
 
 def _spots(sections: dict[str, Any], profile: str, process: str) -> dict[str, Any]:
     return _get(sections, "profile", profile, process, "hot_spots_pct") or {}
 
 
-#: What an upload costs now (the work already done on the hot path), for the latency notes.
-_UPLOAD_DONE = (
-    "Already done: an upload is one read of the task row (token, worker and lease checked in "
-    "it), an insert and an update in one sqlite3 transaction; known tokens and the newest "
-    "events come from memory, an SSE stream sends what it has in one write, and uploads leave "
-    "at once (one in flight per task)."
-)
-
-
 def _latency_note(flat: dict[str, Any], sections: dict[str, Any], exits: bool) -> str:
     ref = _levels(sections).get(REFERENCE_LEVEL) or {}
     e2e = ref.get("e2e") or {}
     steady = _get(e2e, "latency_ms_by_phase", "steady") or {}
-    rate = e2e.get("rate_per_task")
-    text = (
-        f"Added latency at {REFERENCE_LEVEL} tasks: p50 {flat.get('added_p50_ms_50', 0):.0f} "
-        f"ms, p99 {flat.get('added_p99_ms_50', 0):.0f} ms ({e2e.get('offered_per_s', 0):g} "
-        f"events/s offered, {rate or 0:g}/s per task; steady-state p99 "
-        f"{steady.get('p99', 0):.0f} ms"
-        f"{', the rest comes from task exits, see below' if exits else ''}). {_UPLOAD_DONE}"
+    note = text(
+        "latency",
+        level=REFERENCE_LEVEL,
+        p50=flat.get("added_p50_ms_50", 0),
+        p99=flat.get("added_p99_ms_50", 0),
+        offered=e2e.get("offered_per_s", 0),
+        rate=e2e.get("rate_per_task") or 0,
+        steady_p99=steady.get("p99", 0),
+        exits=", " + text("latency.exits") if exits else "",
     )
+    note += " " + text("latency.done")
     # The concurrency profile's load (a few events/s per task) and the throughput profile's
     # (more per task); without profiles, the reference level alone.
     alone = _get(sections, "profile", "concurrency", "load") or e2e
     faster = _get(sections, "profile", "throughput", "load") or {}
     cpu_alone = alone.get("cpu_ms_per_1000_events") or {}
-    text += (
-        " Hot spot: the fixed cost of a request, paid per event when events arrive alone (at "
-        f"{_per_task(alone):g}/s per task each upload, SSE write and SDK read carries one)"
-    )
+    note += " " + text("latency.hot-spot", per_task=_per_task(alone))
     if cpu_alone.get("server") is not None:
-        text += f": at {alone.get('tasks')} tasks the run used {_cpu(cpu_alone)} of CPU per "
-        text += "1,000 events"
+        note += ": " + text("latency.cpu", tasks=alone.get("tasks"), cpu=_cpu(cpu_alone))
         cpu_more = faster.get("cpu_ms_per_1000_events") or {}
         if cpu_more.get("server"):
-            text += (
-                f", against {_cpu(cpu_more)} at {faster.get('tasks')} tasks × "
-                f"{_per_task(faster):g}/s, where more events share each task's fixed costs"
+            note += ", " + text(
+                "latency.cpu-compared",
+                cpu=_cpu(cpu_more),
+                tasks=faster.get("tasks"),
+                per_task=_per_task(faster),
             )
-    text += "."
-    text += _profile(
-        "Server profile there (share of busy samples): ",
-        _spots(sections, "concurrency", "server"),
-        [
-            ("framework_code", "FastAPI/Starlette/uvicorn's own code"),
-            ("fastapi_dependencies", "FastAPI's dependency resolution"),
-            ("event_loop_c", "uvloop's own C code (socket I/O, polling)"),
-            ("append_events_txn", "the append (SQLAlchemy, sqlite3)"),
-            ("thread_handoff", "handing it to its thread and back"),
-            ("sse_streams", "SSE streams"),
-        ],
-    )
-    worker = _profile(
-        "Worker: ",
-        _spots(sections, "concurrency", "worker"),
-        [
-            ("http_client_code", "httpx/httpcore/anyio's own code"),
-            ("event_loop_c", "uvloop's C code"),
-            ("process_scans", "the shared process scan"),
-        ],
-    )
+    note += "."
+    note += _profile("latency.server-profile", _spots(sections, "concurrency", "server"))
+    worker = _profile("latency.worker-profile", _spots(sections, "concurrency", "worker"))
     if worker:
-        text += worker + " Most of this is paid per request, as much for one event as for many."
-    return text
+        note += worker + " " + text("latency.per-request")
+    return note
 
 
 def _throughput_note(flat: dict[str, Any], sections: dict[str, Any]) -> str:
     sustained = _get(sections, "pipeline", "sustained") or {}
     failing = sustained.get("first_failing")
-    text = (
-        f"Sustained rate: {flat.get('sustained_events_per_s', 0):,.0f} events/s over "
-        f"{sustained.get('tasks')} tasks with p99 ≤ 100 ms"
+    note = text(
+        "throughput",
+        rate=flat.get("sustained_events_per_s", 0),
+        tasks=sustained.get("tasks"),
     )
     step = next(
         (s for s in sustained.get("steps") or [] if s.get("offered_per_s") == failing), None
     )
     if failing:
-        text += f"; {failing:,.0f}/s failed"
+        note += "; " + text("throughput.failed", failing=failing)
         if sustained.get("steady_p99_at_first_failing_ms") is not None:
-            text += f" (steady-state p99 {sustained['steady_p99_at_first_failing_ms']:.0f} ms)"
-    text += "."
+            p99 = sustained["steady_p99_at_first_failing_ms"]
+            note += " " + text("throughput.failed-steady", p99=p99)
+    note += "."
     cpu = (step or {}).get("cpu_ms_per_1000_events") or {}
     total = sum(v for v in cpu.values() if isinstance(v, int | float))
     cores = os.cpu_count() or 1
     if total:
         budget = cores * 1e6 / _RATE_GOAL
-        text += (
-            f" Hot spot: CPU. Every process of the pipeline runs on the same {cores} cores, and "
-            f"at {failing:,.0f}/s they used {total:,.0f} ms of CPU per 1,000 events in all "
-            f"({_cpu(cpu)}): {cores} cores carry at most about {cores * 1e6 / total:,.0f} such "
-            f"events/s, while {_RATE_GOAL:,}/s needs at most {budget:,.0f} ms per 1,000 events "
-            f"end to end ({total / budget:.0f}× less)."
+        note += " " + text(
+            "throughput.cpu",
+            cores=cores,
+            failing=failing,
+            total=total,
+            cpu=_cpu(cpu),
+            capacity=cores * 1e6 / total,
+            goal=_RATE_GOAL,
+            budget=budget,
+            factor=total / budget,
         )
-    text += _profile(
-        "Server profile at that rate (share of busy samples): ",
-        _spots(sections, "throughput", "server"),
-        [
-            ("framework_code", "FastAPI/Starlette/uvicorn's own code"),
-            ("event_loop_c", "uvloop's C code"),
-            ("append_events_txn", "the append transaction"),
-            ("sse_streams", "SSE streams"),
-            ("pydantic_validation", "validating batches"),
-            ("event_json", "JSON encoding"),
-        ],
-    )
-    text += _profile(
-        "Worker: ",
-        _spots(sections, "throughput", "worker"),
-        [
-            ("http_client_code", "HTTP client code"),
-            ("read_codex_output", "reading codex's output"),
-            ("event_encoding", "encoding events"),
-            ("process_scans", "the shared process scan"),
-        ],
-    )
-    text += _profile(
-        "SDK client: ",
-        _spots(sections, "throughput", "client"),
-        [("sse_parsing", "SSE parsing"), ("event_parsing", "event validation")],
-    )
-    return text
+    note += _profile("throughput.server-profile", _spots(sections, "throughput", "server"))
+    note += _profile("throughput.worker-profile", _spots(sections, "throughput", "worker"))
+    note += _profile("throughput.client-profile", _spots(sections, "throughput", "client"))
+    return note
 
 
 def _exit_sample(sections: dict[str, Any]) -> dict[str, Any] | None:
@@ -232,117 +281,70 @@ def _task_end_ms(sections: dict[str, Any]) -> dict[str, float]:
 def _exit_note(sample: dict[str, Any], sections: dict[str, Any]) -> str:
     phases = sample["latency_ms_by_phase"]
     load = _get(sections, "profile", "exits", "load") or {}
-    text = (
-        f"Task exits: at {sample['tasks']} tasks × {sample['rate_per_task']:g}/s the events "
-        f"written in a task's last second have p99 {phases['last_s']['p99']:.0f} ms against "
-        f"{phases['steady']['p99']:.0f} ms in the steady state (a load's tasks end within about "
-        "a second of each other). Already done: the sweep at exit scans nothing when codex "
-        "left no process behind. Hot spot: the CPU all the ends need at once"
+    note = text(
+        "exits",
+        tasks=sample["tasks"],
+        rate=sample["rate_per_task"],
+        last_p99=phases["last_s"]["p99"],
+        steady_p99=phases["steady"]["p99"],
     )
     ends = _task_end_ms(sections)
     if ends:
         tasks = load.get("tasks") or 0
-        names = {"server": "server", "worker": "worker", "codex": "fake codex"}
-        text += (
-            ", about "
-            + ", ".join(f"{names[k]} {v:.0f}" for k, v in ends.items())
-            + " ms of CPU per task beyond its events (estimated from the two profiled loads), "
-            f"{tasks * sum(ends.values()) / 1000:.1f} CPU-seconds for {tasks} tasks, while "
-            "the other tasks' last events queue"
+        names = dict(_labels("cpu-names"))
+        note += ", " + text(
+            "exits.per-task",
+            ends=", ".join(f"{names[k]} {v:.0f}" for k, v in ends.items()),
+            cpu_s=tasks * sum(ends.values()) / 1000,
+            tasks=tasks,
         )
-    text += (
-        ". On the server a task's end is its finish: a token query (the known-token memory "
-        "serves uploads only), a worker read, one transaction of five statements on the "
-        "appends' thread path under the SQLite write lock that every append also takes, and a "
-        "task read; the fake codex processes (Python) exit on the same cores meanwhile."
+    note += ". " + text("exits.finish")
+    note += _profile(
+        "exits.server-profile", _spots(sections, "exits", "server"), tasks=load.get("tasks")
     )
-    text += _profile(
-        f"Profile while {load.get('tasks')} tasks end together (share of busy samples): server ",
-        _spots(sections, "exits", "server"),
-        [
-            ("finish_route", "finish route"),
-            ("db_threads", "database threads"),
-            ("sqlalchemy", "SQLAlchemy"),
-            ("token_check", "token look-ups"),
-        ],
-    )
-    text += _profile(
-        "Worker: ",
-        _spots(sections, "exits", "worker"),
-        [("finish_http", "finish requests"), ("scans_at_exit", "the sweep at exit")],
-    )
-    return text
+    note += _profile("exits.worker-profile", _spots(sections, "exits", "worker"))
+    return note
 
 
 def _concurrency_note(flat: dict[str, Any], sections: dict[str, Any]) -> str:
     levels = _levels(sections)
     top = max(levels)
     e2e = (levels.get(top) or {}).get("e2e") or {}
-    text = (
-        f"Concurrency: the largest level with every event delivered once was "
-        f"{flat.get('max_concurrent_tasks_ok')} tasks (of {flat.get('max_concurrent_tasks_tried')}"
-        " tried)"
+    note = text(
+        "concurrency",
+        ok=flat.get("max_concurrent_tasks_ok"),
+        tried=flat.get("max_concurrent_tasks_tried"),
     )
     if e2e:
-        text += (
-            f"; at {top} tasks ({e2e.get('offered_per_s', 0):g} events/s offered) "
-            f"{e2e.get('delivered_per_s', 0):.1f}/s were delivered with p50 "
-            f"{e2e['latency_ms']['p50']:,.0f} ms, {e2e.get('ready')} of the tasks had started "
-            f"after {e2e.get('ramp_s', 0):.0f} s"
+        note += "; " + text(
+            "concurrency.top",
+            top=top,
+            offered=e2e.get("offered_per_s", 0),
+            delivered=e2e.get("delivered_per_s", 0),
+            p50=e2e["latency_ms"]["p50"],
+            ready=e2e.get("ready"),
+            ramp_s=e2e.get("ramp_s", 0),
         )
         used = _get(e2e, "cpu_s", "worker")
         if used is not None:
-            text += f", and the worker used {used:.1f} CPU-seconds while they streamed"
+            note += ", " + text("concurrency.worker-cpu", cpu_s=used)
         lost_tasks = (e2e.get("statuses") or {}).get("lost")
         if lost_tasks:
-            text += (
-                f"; {lost_tasks} tasks ended `lost`: the worker's heartbeat (its signals long "
-                "poll) did not reach the server within the lease TTL, so the server ended its "
-                "tasks and refused their remaining events"
-            )
-    text += (
-        ". Already done: one shared psutil pass per second serves every run (not a /proc scan "
-        "per run), and the sweep at exit costs nothing when codex left no process behind."
-    )
+            note += "; " + text("concurrency.lost", lost=lost_tasks)
+    note += ". " + text("concurrency.done")
     tasks = _get(sections, "profile", "concurrency", "load", "tasks")
-    text += _profile(
-        f"Profile at {tasks} tasks (share of busy samples): worker ",
-        _spots(sections, "concurrency", "worker"),
-        [
-            ("upload_http", "uploads"),
-            ("http_client_code", "httpx/httpcore/anyio's own code"),
-            ("process_scans", "the process scan"),
-        ],
+    note += _profile(
+        "concurrency.worker-profile", _spots(sections, "concurrency", "worker"), tasks=tasks
     )
-    text += _profile(
-        "Server: ",
-        _spots(sections, "concurrency", "server"),
-        [
-            ("framework_code", "framework code"),
-            ("fastapi_dependencies", "dependency resolution"),
-            ("append_events_txn", "appends"),
-        ],
-    )
+    note += _profile("concurrency.server-profile", _spots(sections, "concurrency", "server"))
     if e2e:
-        text += (
-            f" Spread over {top} tasks, the {e2e.get('offered_per_s', 0):g} events/s offered "
-            f"come {_per_task(e2e):g}/s per task, so each event travels alone and costs a "
-            "request (see the latency note), and every task keeps its own stream, upload loop "
-            "and codex process."
+        note += " " + text(
+            "concurrency.spread",
+            top=top,
+            offered=e2e.get("offered_per_s", 0),
+            per_task=_per_task(e2e),
         )
-    return text
-
-
-#: The TUI's hot spots (keys of :data:`benchmarks.profile_run.HOT_SPOTS`) as the notes name them.
-_TUI_SPOTS = {
-    "sdk_stream": "the SDK stream (SSE decoding, pydantic validation of each event)",
-    "flush_to_transcript": "handing buffered events to the transcript",
-    "textual_frame": "Textual's own frame (layout, compositor, styles)",
-    "ingest_per_event": "taking each event in (visibility, annotation, height estimate)",
-    "render_entries_in_view": "rendering the entries in view",
-    "markdown": "Markdown",
-    "imports": "imports",
-}
+    return note
 
 
 def _gc_text(flat: dict[str, Any], sections: dict[str, Any], *, why: bool) -> str:
@@ -354,104 +356,84 @@ def _gc_text(flat: dict[str, Any], sections: dict[str, Any], *, why: bool) -> st
         return ""
     count = sum(g.get("collections", 0) for g in by_gen.values())
     name, longest = max(by_gen.items(), key=lambda kv: kv[1].get("max_ms", 0))
-    text = (
-        f"The garbage collector paused the app {count} times for {gc_ms:.0f} ms in all "
-        f"(longest {longest.get('max_ms', 0):.0f} ms, {name})"
-    )
+    note = text("gc", count=count, gc_ms=gc_ms, longest=longest.get("max_ms", 0), generation=name)
     young = (by_gen.get("gen0") or {}).get("collections")
     if why and young:
-        text += (
-            ": each event allocates containers (its JSON's dicts and lists, the pydantic "
-            "model, its annotation and entry), so the youngest generation is collected every "
-            f"{flat.get('tui_burst_events', 0) / young:.0f} events, and the older generations' "
-            "passes walk what the burst allocated and kept"
-        )
-    return text + "."
+        note += ": " + text("gc.why", every=flat.get("tui_burst_events", 0) / young)
+    return note + "."
 
 
 def _tui_lag_note(flat: dict[str, Any], sections: dict[str, Any]) -> str:
     burst_s = flat.get("tui_burst_s") or 0.0
-    text = (
-        f"TUI lag: p99 {flat.get('tui_lag_p99_ms', 0):.0f} ms (max "
-        f"{flat.get('tui_lag_max_ms', 0):.0f} ms) while {flat.get('tui_burst_events', 0):,} "
-        f"events stream into a pane in {burst_s:.1f} s. Already done: visibility decided "
-        "without rendering, only entries in view rendered, one shared markdown-it parser, a "
-        "redraw at most every 0.1 s, a stream that yields every few ms, and the app's "
-        "long-lived objects frozen out of the garbage collector after the first frame."
+    note = text(
+        "tui-lag",
+        p99=flat.get("tui_lag_p99_ms", 0),
+        max=flat.get("tui_lag_max_ms", 0),
+        events=flat.get("tui_burst_events", 0),
+        burst_s=burst_s,
     )
     slow = flat.get("tui_slow_ticks")
     gc_pct = flat.get("tui_slow_ticks_gc_pct")
     gc_first = gc_pct is not None and gc_pct >= 50
     if slow and gc_pct is not None:
         per_redraw = 0.5 <= slow / max(burst_s / 0.1, 1) <= 1.5
-        late = f"{slow} timer ticks were later than 16 ms" + (
-            ", about one per 0.1 s redraw" if per_redraw else ""
-        )
-        if gc_first:
-            text += (
-                f" Hot spot: Python's garbage collector. {late}, and {gc_pct:.0f}% of their "
-                "lateness was spent collecting."
-            )
-        else:
-            text += (
-                " Hot spot: the work the event loop does between two ticks while events pour "
-                "in (reading and parsing the stream, handing a batch to the transcript, "
-                f"rendering the newest entries, Textual's frame). {late}; garbage collection "
-                f"was {gc_pct:.0f}% of their lateness."
-            )
+        late = text("tui-lag.late", slow=slow)
+        if per_redraw:
+            late += ", " + text("tui-lag.per-redraw")
+        fragment = "tui-lag.gc" if gc_first else "tui-lag.loop"
+        note += " " + text(fragment, late=late, gc_pct=gc_pct)
     gc_text = _gc_text(flat, sections, why=gc_first)
     if gc_text:
-        text += " " + gc_text
+        note += " " + gc_text
     tui = _spots(sections, "tui", "tui")
     if tui:
-        ranked = sorted((k for k in _TUI_SPOTS if k in tui), key=lambda k: -float(tui[k] or 0))
-        text += (
-            " Profile of the app during the burst (share of busy samples): "
-            + ", ".join(f"{_TUI_SPOTS[k]} {_pct(tui, k)}" for k in ranked[:5])
+        names = _labels("tui-lag.profile")
+        ranked = sorted(
+            ((k, label) for k, label in names if k in tui), key=lambda kv: -float(tui[kv[0]] or 0)
+        )
+        note += (
+            " "
+            + text("tui-lag.profile")
+            + " "
+            + ", ".join(f"{label} {_pct(tui, k)}" for k, label in ranked[:5])
             + "."
         )
-    return text
+    return note
 
 
 def _cold_start_note(flat: dict[str, Any], sections: dict[str, Any]) -> str:
     wall = flat.get("tui_cold_start_ms", 0)
     runs = len(flat.get("tui_cold_start_runs_ms") or [])
-    text = f"Cold start: {wall:,.0f} ms from spawning codex-tui in a pty to its first full screen"
+    note = text("cold-start", wall=wall)
     if flat.get("tui_cold_start_best_ms") is not None:
-        text += f" (median of {runs} runs, best {flat['tui_cold_start_best_ms']:,.0f} ms)"
+        note += " " + text("cold-start.runs", runs=runs, best=flat["tui_cold_start_best_ms"])
     cpu = flat.get("tui_cold_start_cpu_ms")
     if cpu is not None:
-        text += f"; the process had used {cpu:,.0f} ms of CPU by then (median)"
-        text += (
-            ", so the time is its own work, not waiting for a core"
-            if cpu >= 0.8 * wall
-            else f", and waited about {wall - cpu:,.0f} ms for a core or I/O"
-        )
-    text += (
-        ". Already done: the command module imports only click (each command what it uses), "
-        "screens not shown at start are imported when first opened, settings warnings and the "
-        "first task poll wait for the first frame. Hot spot: the floor, importing what the "
-        "first screen needs (Textual, Rich, pydantic and the models with their validators, "
-        "httpx), then Textual's start-up (CSS, compose, layout) and the first paint."
-    )
+        note += "; " + text("cold-start.cpu", cpu=cpu)
+        if cpu >= 0.8 * wall:
+            note += ", " + text("cold-start.cpu-bound")
+        else:
+            note += ", " + text("cold-start.waited", waited=wall - cpu)
+    note += ". " + text("cold-start.done")
     breakdown = _get(sections, "profile", "import_breakdown") or {}
     if breakdown:
         packages = ", ".join(
             f"{name} {ms:.0f}"
             for name, ms in list(breakdown.get("import_self_ms_by_package", {}).items())[:7]
         )
-        kind = "ms"
         if "import_cli_and_app_cpu_ms" in breakdown:  # CPU: comparable with the CPU above
-            kind, suffix = "ms of CPU", "_cpu_ms"
+            unit, suffix = "ms of CPU", "_cpu_ms"
         else:
-            suffix = "_ms"
-        text += (
-            f" Measured apart: the interpreter starts in {breakdown['interpreter' + suffix]:.0f}"
-            f" {kind}, `import codex_tui.cli` takes {breakdown['import_cli' + suffix]:.0f} "
-            f"{kind} and with the app {breakdown['import_cli_and_app' + suffix]:.0f} {kind}; "
-            f"import self time by package (ms): {packages}."
+            unit, suffix = "ms", "_ms"
+        note += " " + text(
+            "cold-start.imports",
+            interpreter=breakdown["interpreter" + suffix],
+            cli=breakdown["import_cli" + suffix],
+            app=breakdown["import_cli_and_app" + suffix],
+            unit=unit,
+            packages=packages,
         )
-    return text
+    return note
 
 
 def _postgres_note(flat: dict[str, Any]) -> str | None:
@@ -459,14 +441,7 @@ def _postgres_note(flat: dict[str, Any]) -> str | None:
     pg99, lite99 = flat.get("postgres_added_p99_ms_50"), flat.get("sqlite_added_p99_ms_50")
     if pg is None or lite is None or pg99 is None or lite99 is None:
         return None
-    return (
-        f"PostgreSQL against SQLite for the same load: sustained {pg:,.0f} against {lite:,.0f} "
-        f"events/s, added p99 at {REFERENCE_LEVEL} tasks {pg99:,.0f} against {lite99:,.0f} ms. "
-        "An upload does the same work on both (one read of the task row, locked on "
-        "PostgreSQL, an insert and an update), but on PostgreSQL each statement is a round "
-        "trip to the database process on the same cores, the pool's pre-ping adds a SELECT 1 "
-        "to each checkout, and wake-ups also go to the other replicas as NOTIFYs."
-    )
+    return text("postgres", pg=pg, lite=lite, level=REFERENCE_LEVEL, pg99=pg99, lite99=lite99)
 
 
 def _terminal_note(sections: dict[str, Any]) -> str | None:
@@ -478,17 +453,27 @@ def _terminal_note(sections: dict[str, Any]) -> str | None:
     if not streams:
         return None
     parts = [
-        f"{1000 * s['bytes_per_event']:,.0f} bytes per 1,000 events at {s['rate_per_s']:g}/s "
-        f"({s['kbit_per_s']:,.0f} kbit/s)"
+        text(
+            "terminal.stream",
+            bytes=1000 * s["bytes_per_event"],
+            rate=s["rate_per_s"],
+            kbit=s["kbit_per_s"],
+        )
         for s in streams
     ]
-    return (
-        "Terminal output into an 80×24 pane (truecolor): " + "; ".join(parts) + ". A following "
-        "pane redraws at most every 0.1 s, so events that arrive within 0.1 s share one redraw, "
-        "and its lines are sent with merged style runs; each redraw that scrolls the pane "
-        "rewrites its lines (Textual uses no terminal scroll region), so a slow, steady "
-        f"stream costs the most per event ({streams[0]['bytes_per_event'] / 1000:.1f} KB at "
-        f"{streams[0]['rate_per_s']:g}/s)."
+    first = streams[0]
+    return text(
+        "terminal",
+        streams="; ".join(parts),
+        kb=first["bytes_per_event"] / 1000,
+        rate=first["rate_per_s"],
+    )
+
+
+def shared_machine_note(meta: dict[str, Any]) -> str:
+    """The note for a run on a loaded machine: ``meta``'s load averages and CPU count."""
+    return text(
+        "shared-machine", before=meta["load_before"], after=meta["load_after"], cpus=meta["cpus"]
     )
 
 
@@ -508,11 +493,7 @@ def make_notes(flat: dict[str, Any], sections: dict[str, Any]) -> list[str]:
         if "max_concurrent_tasks_ok" in missed:
             notes.append(_concurrency_note(flat, sections))
         elif "max_concurrent_tasks_ok" in untried:
-            notes.append(
-                f"Concurrency: every level tried, up to {flat.get('max_concurrent_tasks_tried')}"
-                " tasks, delivered every event once; the goal's 500 tasks are tried in the full "
-                "run only."
-            )
+            notes.append(text("concurrency.untried", tried=flat.get("max_concurrent_tasks_tried")))
     if "tui_lag_p99_ms" in missed:
         notes.append(_tui_lag_note(flat, sections))
     if "tui_cold_start_ms" in missed:
@@ -520,19 +501,15 @@ def make_notes(flat: dict[str, Any], sections: dict[str, Any]) -> list[str]:
     for key in ("cancel_s", "cancel_ignore_sigint_s"):
         if key in missed:
             notes.append(
-                f"Cancel: {key} = {flat.get(key, 0):.2f} s against a grace period of "
-                f"{flat.get('cancel_grace_s')} s."
+                text("cancel", key=key, value=flat.get(key, 0), grace=flat.get("cancel_grace_s"))
             )
     if flat.get("real_codex_added_total_s") is not None:
-        first = flat.get("real_codex_added_first_event_s", 0) * 1000
         notes.append(
-            f"Real codex against the mock model: the turn ends "
-            f"{flat['real_codex_added_total_s'] * 1000:+,.0f} ms later at the client than on "
-            f"codex's own pipe (first event {first:+,.0f} ms: task creation, the claim long "
-            "poll, spawning codex, the first upload and the SSE wake-up); at the end the "
-            "worker sweeps codex's processes (nothing to do when it left none), sends its last "
-            "upload and then the finish (see task exits) before the terminal status event "
-            "exists."
+            text(
+                "real-codex",
+                total_ms=flat["real_codex_added_total_s"] * 1000,
+                first_ms=flat.get("real_codex_added_first_event_s", 0) * 1000,
+            )
         )
     pg = _postgres_note(flat)
     if pg:
