@@ -95,7 +95,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
     app.state.hub = Hub()
     app.add_middleware(RequestContextMiddleware)
     problems.install(app)
-    ratelimit.install(app, settings)  # app.state.limiter: 429s with Retry-After (S8)
+    ratelimit.install(app, settings)  # app.state.limiter (docs/reliability.md S8)
     metrics.install(app, settings)  # app.state.metrics and GET /metrics
     app.include_router(routes_tasks.router)
     app.include_router(routes_workers.router)

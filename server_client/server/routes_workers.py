@@ -93,7 +93,7 @@ async def connect(
     """Register the calling worker with its capabilities: a worker token updates its own
     worker; a user token registers one of the user's workers by name. A worker connects once
     per process start, so tasks still running under it were its old process's: they end
-    ``lost`` (R2), they are not re-run."""
+    ``lost`` (docs/reliability.md R2), they are not re-run."""
     worker = await store.connect_worker(principal.user, hello, worker_id=principal.worker_id)
     ended = await store.end_previous_runs(principal.user, worker)
     for task_id in ended:
@@ -120,8 +120,9 @@ async def claim(
 ) -> Claim | Response:
     """Long poll: the owner's oldest queued task this worker may run (routing by name and
     labels), as soon as there is one, else 204 after ``wait`` seconds. Each queued task is
-    handed to exactly one worker (R7). A poll whose worker has hung up claims nothing: the
-    task would go to a process that is gone (e.g. a worker restarted mid-poll)."""
+    handed to exactly one worker (docs/reliability.md R7). A poll whose worker has hung up
+    claims nothing: the task would go to a process that is gone (e.g. a worker restarted
+    mid-poll)."""
     user = principal.user
     worker = await _worker(principal, store, worker_id)
     await store.touch_worker(worker.id)
@@ -180,8 +181,8 @@ async def upload_events(
     hub: HubDep,
     metrics: MetricsDep,
 ) -> UploadResult:
-    """Append a batch of events; idempotent by ``first_index`` (R4); 409 with ``next_index``
-    on a gap, 409 when the worker no longer holds the lease (R3).
+    """Append a batch of events; idempotent by ``first_index``; 409 with ``next_index`` on a
+    gap, 409 when the worker no longer holds the lease (docs/reliability.md R4, R3).
 
     The hot path of the server: the token, the worker and the lease are checked in the one
     read of the task row, and the committed events go to this process's streams from memory.

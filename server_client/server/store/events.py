@@ -1,9 +1,9 @@
 """Provides the tasks' append-only event logs: status events, worker uploads (the server's hot
 path) and reads by seq.
 
-Seqs are assigned here, 1..N per task with no gap (docs/reliability.md E1), in the same
-transaction that updates the task row, so a crash can never leave a gap (R9). An upload is
-idempotent by the batch's event index (R4), and only the lease holder may upload (R3).
+Seqs are assigned here, 1..N per task with no gap, in the same transaction that updates the
+task row, so a crash can never leave a gap (docs/reliability.md E1, R9). An upload is idempotent
+by the batch's event index, and only the lease holder may upload (R4, R3).
 """
 
 from __future__ import annotations
@@ -179,7 +179,8 @@ class EventStore(StoreBase):
     async def append_events(
         self, owner: User, worker_id: str, task_id: str, batch: EventBatch
     ) -> Appended:
-        """Append a worker's batch idempotently by index (R4), in one transaction.
+        """Append a worker's batch idempotently by index, in one transaction
+        (docs/reliability.md R4).
 
         Events past ``max_event_bytes`` are cut (policy.truncate_event); past
         ``max_events_per_task`` they are dropped, once with a marker status event and a

@@ -1,9 +1,8 @@
 """Provides the task leases: claims (a worker takes a queued task), finishes, stop signals, and
 the ends of tasks whose worker is gone (sweeps of silent workers, restarts, revocations).
 
-A claim gives the task a fresh lease id; only its holder may upload events or finish
-(docs/reliability.md R3). A task whose worker is gone ends ``lost`` and is never re-run on its
-own (R2).
+A claim gives the task a fresh lease id; only its holder may upload events or finish; a task
+whose worker is gone ends ``lost`` and is never re-run on its own (docs/reliability.md R3, R2).
 """
 
 from __future__ import annotations
@@ -40,7 +39,7 @@ def end_lost(conn: Connection, task_pk: int, reason: str, now: datetime) -> str 
     """End a running task ``lost`` with its terminal event and an audit row, in ``conn``'s
     transaction; returns its id, or None when it is no longer running (another replica's
     sweep, or its worker, got there first: the conditional update waits for their row lock
-    and then matches nothing, R6)."""
+    and then matches nothing, docs/reliability.md R6)."""
     ended = conn.execute(
         update(tasks)
         .where(tasks.c.pk == task_pk, tasks.c.status == TaskStatus.RUNNING.value)
@@ -107,9 +106,10 @@ class LeaseStore(StoreBase):
         """Atomically take the owner's oldest queued task for ``worker``, or None.
 
         The task becomes ``running`` with a fresh lease id; a ``status: running`` event is
-        appended. Only tasks of the worker's owner are ever considered (R7), and of those only
-        the ones the routing rule gives this worker (server_client.server.admission: routed to
-        it by name or to none, labels it all carries, danger-full-access only when marked).
+        appended. Only tasks of the worker's owner are ever considered (docs/reliability.md
+        R7), and of those only the ones the routing rule gives this worker
+        (server_client.server.admission: routed to it by name or to none, labels it all
+        carries, danger-full-access only when marked).
         """
         now = utcnow()
         lease_id = secrets.token_hex(16)
@@ -139,7 +139,8 @@ class LeaseStore(StoreBase):
             row = fits[0] if fits else None
             if fits and skip_locked:
                 # Lock only the oldest fitting task no concurrent claim holds: locking every
-                # candidate would tell the other claims "nothing queued" meanwhile (R8).
+                # candidate would tell the other claims "nothing queued" meanwhile
+                # (docs/reliability.md R8).
                 locking = query.where(tasks.c.pk.in_([r.pk for r in fits])).limit(1)
                 row = conn.execute(locking.with_for_update(skip_locked=True)).first()
             if row is None:
@@ -175,7 +176,8 @@ class LeaseStore(StoreBase):
     async def finish(
         self, owner: User, worker_id: str, task_id: str, body: FinishRequest
     ) -> tuple[Task, bool]:
-        """End a task with the worker's verdict; idempotent for the lease holder (R6).
+        """End a task with the worker's verdict; idempotent for the lease holder
+        (docs/reliability.md R6).
 
         Returns:
             The task and whether this call ended it.
