@@ -67,6 +67,6 @@ class Store(AuthStore, TaskStore, EventStore, WorkerStore, LeaseStore, PairingSt
     """All persistent state, over an async SQLAlchemy engine (SQLite or PostgreSQL).
 
     Constructed as ``Store(engine, lease_ttl_s=..., max_event_bytes=...,
-    max_events_per_task=...)`` (see :class:`~server_client.server.store.runner.StoreBase`);
+    max_events_per_task=...)`` (see :class:`~server_client.server.store.runner.BaseStore`);
     ``aclose()`` it before disposing the engine.
     """

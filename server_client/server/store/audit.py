@@ -13,7 +13,7 @@ from server_client.models import utcnow
 from server_client.server import context
 from server_client.server.db import audit_log, users
 from server_client.server.store.records import AuditEntry, User
-from server_client.server.store.runner import StoreBase, dumps
+from server_client.server.store.runner import BaseStore, dumps
 
 
 def write_audit(
@@ -46,7 +46,7 @@ def write_audit(
     )
 
 
-class AuditStore(StoreBase):
+class AuditStore(BaseStore):
     """The store's audit methods."""
 
     async def record_audit(

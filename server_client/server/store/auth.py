@@ -15,7 +15,7 @@ from server_client.models import utcnow
 from server_client.server.db import tokens, users, workers
 from server_client.server.store.audit import write_audit
 from server_client.server.store.records import Conflict, NotFound, Principal, TokenInfo, User
-from server_client.server.store.runner import StoreBase, inserted_pk, new_id
+from server_client.server.store.runner import BaseStore, inserted_pk, new_id
 
 #: How many recently valid tokens :meth:`AuthStore.authenticate_known` remembers.
 KNOWN_TOKENS = 1024
@@ -54,7 +54,7 @@ def insert_token(
     return inserted_pk(result)
 
 
-class AuthStore(StoreBase):
+class AuthStore(BaseStore):
     """The store's users and tokens."""
 
     async def create_user(self, name: str, *, is_local: bool = False) -> User:

@@ -27,7 +27,7 @@ from server_client.server.store.records import (
     StoredEvent,
     User,
 )
-from server_client.server.store.runner import StoreBase, dumps
+from server_client.server.store.runner import BaseStore, dumps
 from server_client.server.store.workers import worker_row
 
 #: Largest event seq (a signed 32-bit INTEGER column); bounds are clamped to it, since a
@@ -132,7 +132,7 @@ def token_task_row(
     return principal, row
 
 
-class EventStore(StoreBase):
+class EventStore(BaseStore):
     """The store's event methods."""
 
     async def read_events(self, task_pk: int, after: int, limit: int = 500) -> list[StoredEvent]:

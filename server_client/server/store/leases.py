@@ -27,7 +27,7 @@ from server_client.server.store.events import (
     token_task_row,
 )
 from server_client.server.store.records import Conflict, LeaseLost, NotFound, User
-from server_client.server.store.runner import StoreBase
+from server_client.server.store.runner import BaseStore
 from server_client.server.store.tasks import reread, task_from_row
 from server_client.server.store.workers import worker_row
 
@@ -99,7 +99,7 @@ def _finish(
     return reread(conn, row.pk), True
 
 
-class LeaseStore(StoreBase):
+class LeaseStore(BaseStore):
     """The store's claims, finishes and lost tasks."""
 
     async def claim(self, owner: User, worker: Worker) -> Claim | None:

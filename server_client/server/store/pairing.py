@@ -14,7 +14,7 @@ from server_client.server.db import pairing_codes, tokens, users, workers
 from server_client.server.store.audit import write_audit
 from server_client.server.store.auth import hash_token, insert_token, new_token
 from server_client.server.store.records import PairingError, User
-from server_client.server.store.runner import StoreBase, dumps, inserted_pk, new_id
+from server_client.server.store.runner import BaseStore, dumps, inserted_pk, new_id
 from server_client.server.store.workers import worker_from_row
 
 #: Alphabet of pairing codes: Crockford's base32, no I, L, O or U to misread.
@@ -33,7 +33,7 @@ def normalise_pairing_code(code: str) -> str:
     return "".join(ch for ch in code.upper() if ch.isalnum()).translate(table)
 
 
-class PairingStore(StoreBase):
+class PairingStore(BaseStore):
     """The store's pairing methods."""
 
     async def create_pairing_code(self, owner: User, ttl_s: float = 600.0) -> tuple[str, datetime]:

@@ -1,9 +1,9 @@
-"""Provides the store's one transaction runner (:class:`StoreBase`) and the helpers its work
+"""Provides the store's one transaction runner (:class:`BaseStore`) and the helpers its work
 functions share.
 
 Every query of the store is written one way: a method builds a *work function*, plain
 SQLAlchemy Core on a synchronous :class:`~sqlalchemy.Connection` (``work(conn) -> result``),
-and hands it to :meth:`StoreBase._txn` (one write transaction) or :meth:`StoreBase._read` (one
+and hands it to :meth:`BaseStore._txn` (one write transaction) or :meth:`BaseStore._read` (one
 read connection). Helpers that several aggregates need inside a transaction (an audit row, a
 status event) are therefore plain functions of a connection, written once.
 
@@ -62,7 +62,7 @@ def inserted_pk(result: Any) -> int:
     return int(inserted[0])
 
 
-class StoreBase:
+class BaseStore:
     """The store's state and its transaction runner; each aggregate of
     :class:`~server_client.server.store.Store` is a subclass adding its methods.
 

@@ -15,7 +15,7 @@ from server_client.server.db import tasks
 from server_client.server.store.audit import write_audit
 from server_client.server.store.events import append_status
 from server_client.server.store.records import NotFound, User
-from server_client.server.store.runner import StoreBase, dumps, inserted_pk, new_id
+from server_client.server.store.runner import BaseStore, dumps, inserted_pk, new_id
 
 #: Largest task key (a signed 64-bit BIGINT on PostgreSQL, an INTEGER on SQLite).
 MAX_PK = 2**63 - 1
@@ -80,7 +80,7 @@ def reread(conn: Connection, task_pk: int) -> Task:
     return task_from_row(conn.execute(select(tasks).where(tasks.c.pk == task_pk)).one())
 
 
-class TaskStore(StoreBase):
+class TaskStore(BaseStore):
     """The store's task methods."""
 
     async def create_task(self, owner: User, body: TaskCreate, workdir: str | None) -> Task:

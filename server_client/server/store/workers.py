@@ -14,7 +14,7 @@ from server_client.models import TaskStatus, Worker, WorkerHello, utcnow
 from server_client.server.db import tasks, workers
 from server_client.server.store.audit import write_audit
 from server_client.server.store.records import NotFound, User
-from server_client.server.store.runner import StoreBase, dumps, new_id
+from server_client.server.store.runner import BaseStore, dumps, new_id
 
 
 def worker_from_row(row: Row[Any], *, ttl_s: float = 30.0, running: int = 0) -> Worker:
@@ -52,7 +52,7 @@ def worker_row(conn: Connection, owner_id: str, worker_id: str) -> Row[Any]:
     return row
 
 
-class WorkerStore(StoreBase):
+class WorkerStore(BaseStore):
     """The store's worker registry."""
 
     async def connect_worker(
