@@ -1,5 +1,5 @@
 """Provides the task leases: claims (a worker takes a queued task), finishes, stop signals, and
-the ends of tasks whose worker is gone (sweeps of silent workers, restarts, revocations).
+ending the tasks whose worker is gone (silent, restarted or revoked).
 
 A claim gives the task a fresh lease id; only its holder may upload events or finish; a task
 whose worker is gone ends ``lost`` and is never re-run on its own (docs/reliability.md R3, R2).
