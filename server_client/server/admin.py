@@ -72,7 +72,7 @@ async def revoke_tokens(
 
 
 async def set_worker_danger(db_url: str, user_name: str, worker_name: str, allow: bool) -> Worker:
-    """Allow (or forbid) ``danger-full-access`` tasks on a user's worker (reliability.md S6).
+    """Allow (or forbid) ``danger-full-access`` tasks on a user's worker (docs/reliability.md S6).
 
     Raises:
         server_client.server.store.NotFound: unknown user or worker.

@@ -16,6 +16,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 #: Header carrying the request id, in both directions.
 REQUEST_ID_HEADER = "X-Request-ID"
+#: The same, as ASGI spells header names (lower-case bytes).
+_HEADER = REQUEST_ID_HEADER.lower().encode("latin-1")
 
 #: An incoming request id is kept only when it looks like one (no log injection).
 _SANE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
@@ -80,7 +82,7 @@ class RequestContextMiddleware:
             return
         given = None
         for name, value in scope.get("headers", ()):
-            if name == b"x-request-id":
+            if name == _HEADER:
                 given = value.decode("latin-1")
                 break
         request_id = given if given and _SANE_ID.match(given) else secrets.token_hex(8)
@@ -97,7 +99,7 @@ class RequestContextMiddleware:
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", ()))
-                headers.append((b"x-request-id", raw_id))
+                headers.append((_HEADER, raw_id))
                 message = {**message, "headers": headers}
             await send(message)
 

@@ -6,7 +6,6 @@ what queries are written against and must match the newest migration.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -151,7 +150,7 @@ events = Table(
     Column("data", Text, nullable=False),
 )
 
-#: One row per state-changing call (reliability.md S9). Append-only: triggers of migration
+#: One row per state-changing call (docs/reliability.md S9). Append-only: triggers of migration
 #: 0003 refuse UPDATE and DELETE. ``detail`` is JSON text, never a secret.
 audit_log = Table(
     "audit_log",
@@ -269,16 +268,3 @@ async def migrate(engine: AsyncEngine) -> None:
             lock = text("SELECT pg_advisory_xact_lock(:key)")
             await conn.execute(lock, {"key": MIGRATION_LOCK_KEY})
         await conn.run_sync(_upgrade)
-
-
-def migrate_sync(url: str) -> None:
-    """Blocking :func:`migrate` for command-line use."""
-
-    async def run() -> None:
-        engine = create_engine(url)
-        try:
-            await migrate(engine)
-        finally:
-            await engine.dispose()
-
-    asyncio.run(run())

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import Depends, HTTPException, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from server_client.models import Problem
 from server_client.server import context
 from server_client.server.hub import Hub
 from server_client.server.settings import ServerSettings
@@ -44,26 +43,6 @@ ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 
 TaskIdPath = Annotated[str, Path(pattern=ID_PATTERN, description="A task id.")]
 WorkerIdPath = Annotated[str, Path(pattern=ID_PATTERN, description="A worker id.")]
-
-#: The error answers every API route may give, documented for the routers' OpenAPI operations:
-#: each one a problem body (``application/problem+json``, server_client.server.app). The 422
-#: replaces FastAPI's default, which describes a body this server never sends.
-PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
-    status: {
-        "description": description,
-        "content": {"application/problem+json": {"schema": Problem.model_json_schema()}},
-    }
-    for status, description in (
-        (400, "Bad request: a malformed value, an unknown worker, a workdir outside the roots."),
-        (401, "Missing, unknown or revoked bearer token."),
-        (403, "A worker token on a user route, or what the server's policy forbids."),
-        (404, "No such task or worker among the caller's (another owner's look the same)."),
-        (409, "A conflict: the lease is lost, or an upload gap (``next_index`` says where)."),
-        (413, "The prompt or body is too large."),
-        (422, "The request does not match this document (wrong types, unknown fields, ...)."),
-        (429, "A rate limit: retry after the ``Retry-After`` header's seconds."),
-    )
-}
 
 
 async def bearer_token(
@@ -102,8 +81,9 @@ def set_principal(principal: Principal | None) -> Principal:
 
 
 async def upload_principal(store: StoreDep, token: BearerToken) -> Principal:
-    """:func:`current_principal` for the event upload, which checks the token again in its
-    own statement (:meth:`Store.authenticate_known`: no query for a token valid a moment ago).
+    """:func:`current_principal` for the routes whose store call checks the token again in its
+    own statement, the event upload and the finish (:meth:`Store.authenticate_known`: no
+    query for a token valid a moment ago).
 
     Raises:
         HTTPException: 401 when the token is missing or unknown.

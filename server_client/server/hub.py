@@ -50,7 +50,7 @@ class Watch:
 
 
 class Hub:
-    """Keyed one-shot notifications. Keys are strings such as ``task:<pk>``."""
+    """Keyed one-shot notifications. Keys are strings such as ``task:<id>`` (:func:`task_key`)."""
 
     def __init__(self) -> None:
         self._events: dict[str, asyncio.Event] = {}
@@ -73,7 +73,7 @@ class Hub:
         return self._closing is not None and self._closing.is_set()
 
     def close(self) -> None:
-        """Wake every waiter for good (server shutdown, reliability.md E5)."""
+        """Wake every waiter for good (server shutdown, docs/reliability.md E5)."""
         if self._closing is None:
             self._closing = asyncio.Event()
         self._closing.set()
@@ -146,7 +146,7 @@ class Hub:
         on it after; :meth:`Watch.tail` has what this process committed meanwhile. When the
         last watcher of ``key`` leaves, the key and its tail are dropped, so streams that
         ended, e.g. those of a finished task, which is never notified again, leave nothing
-        behind (reliability.md E4). Use a key either only through ``watch`` or only through
+        behind (docs/reliability.md E4). Use a key either only through ``watch`` or only through
         :meth:`current`."""
         self._watchers[key] = self._watchers.get(key, 0) + 1
         try:
@@ -173,9 +173,9 @@ class Hub:
         return len(self._events)
 
 
-def task_key(task_pk: int) -> str:
-    """Key woken when a task gets events."""
-    return f"task:{task_pk}"
+def task_key(task_id: str) -> str:
+    """Key woken when a task gets events (by its public id, which every route has at hand)."""
+    return f"task:{task_id}"
 
 
 def queue_key(owner_id: str) -> str:

@@ -11,7 +11,7 @@ several apps in one process do not mix their numbers. Exposed:
   counted), by this process;
 - ``codex_tui_open_event_streams``: SSE event streams open in this process;
 - ``codex_tui_wake_keys``: keys in this process's wake-up hub: one per task with open event
-  streams, plus per-owner claim and cancel keys (reliability.md E4: streams that ended must
+  streams, plus per-owner claim and cancel keys (docs/reliability.md E4: streams that ended must
   not leave keys behind);
 - ``codex_tui_task_claim_latency_seconds``: how long tasks waited queued, from creation to
   their claim by a worker (observed by the process that handed them out);
@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Callable, Iterable
-from datetime import timedelta
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, Request, Response
@@ -37,13 +36,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
-from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from server_client.models import Task, TaskStatus, utcnow
-from server_client.server.db import tasks, workers
+from server_client.models import Task, TaskStatus
+from server_client.server.problems import problem_response
 from server_client.server.settings import ServerSettings
+from server_client.server.store import Store
 
 #: Buckets of the claim latency (s): sub-second pickups up to an hour in the queue.
 CLAIM_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
@@ -53,21 +51,10 @@ DURATION_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 360
 UNMATCHED = "unmatched"
 
 
-async def store_snapshot(engine: AsyncEngine, lease_ttl_s: float) -> tuple[dict[str, int], int]:
+async def store_snapshot(store: Store) -> tuple[dict[str, int], int]:
     """Tasks per state (every state, 0 included) and the number of workers online (not
-    revoked, heard from within ``lease_ttl_s`` seconds), read from the store now."""
-    cutoff = utcnow() - timedelta(seconds=lease_ttl_s)
-    by_state = {status.value: 0 for status in TaskStatus}
-    async with engine.connect() as conn:
-        rows = await conn.execute(select(tasks.c.status, func.count()).group_by(tasks.c.status))
-        for status, count in rows:
-            by_state[str(status)] = int(count)
-        online = await conn.scalar(
-            select(func.count())
-            .select_from(workers)
-            .where(workers.c.revoked_at.is_(None), workers.c.last_seen_at > cutoff)
-        )
-    return by_state, int(online or 0)
+    revoked, heard from within the store's lease TTL), read from the store now."""
+    return await store.count_tasks_by_state(), await store.count_workers_online()
 
 
 class _StoreCollector(Collector):
@@ -167,9 +154,9 @@ class Metrics:
             ran = (task.finished_at - task.started_at).total_seconds()
             self.task_duration.observe(max(0.0, ran))
 
-    async def render(self, engine: AsyncEngine, lease_ttl_s: float) -> bytes:
+    async def render(self, store: Store) -> bytes:
         """Take the store snapshot and render every metric in the text format."""
-        self._store.by_state, self._store.workers_online = await store_snapshot(engine, lease_ttl_s)
+        self._store.by_state, self._store.workers_online = await store_snapshot(store)
         return generate_latest(self.registry)
 
 
@@ -237,8 +224,6 @@ def install(app: FastAPI, settings: ServerSettings) -> Metrics:
     async def metrics_endpoint(request: Request) -> Response:
         """Prometheus metrics (text format); needs ``Authorization: Bearer <metrics_token>``
         when the server has one (401 problem otherwise)."""
-        from server_client.server.app import problem_response
-
         if settings.metrics_token and not _authorized(request, settings.metrics_token):
             return problem_response(
                 401,
@@ -246,7 +231,7 @@ def install(app: FastAPI, settings: ServerSettings) -> Metrics:
                 "metrics need 'Authorization: Bearer <metrics token>' "
                 "(server setting metrics_token, CODEX_TUI_SERVER_METRICS_TOKEN)",
             )
-        body = await metrics.render(request.app.state.store.engine, settings.lease_ttl_s)
+        body = await metrics.render(request.app.state.store)
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     return metrics

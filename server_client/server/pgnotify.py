@@ -201,12 +201,6 @@ class PgWakeRelay:
             await asyncio.wait_for(self._idle.wait(), timeout_s)
         return self._idle.is_set()
 
-    async def wait_listening(self, timeout_s: float) -> bool:
-        """Wait up to ``timeout_s`` seconds for the listener to be up; True if it is."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._listening.wait(), timeout_s)
-        return self.listening
-
     async def aclose(self, flush_timeout_s: float = 1.0) -> None:
         """Stop relaying: send what is still queued (up to ``flush_timeout_s`` seconds), then
         stop both tasks and close their connections. Idempotent."""

@@ -1,62 +1,19 @@
-"""Provides the server's guardrails: which tasks may be submitted (sandbox, model, prompt size)
-and how oversized events are cut (reliability.md S5, S6, E6).
-
-Users never pass codex flags: a task carries a prompt, a sandbox mode, a model name and a
-workdir, and the worker builds codex's argv from them (server_client.worker.runner).
-"""
+"""Provides how the server stores an event: encoded once as compact JSON, and cut with a visible
+marker when it is longer than the server's limit (docs/reliability.md E6). Which tasks may be
+submitted is server_client.server.admission."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
-from fastapi import HTTPException
-
 from server_client.codex import event_type
-from server_client.models import Sandbox, TaskCreate
-from server_client.server.settings import ServerSettings
 
 #: Marker left where an oversized string was cut; ``{n}`` is the number of bytes dropped.
 TRUNCATION_MARKER = "…[truncated {n} bytes]"
 
 #: Bytes the marker and JSON quoting may add to a cut string (generous).
 _MARKER_ROOM = 64
-
-
-def check_task(body: TaskCreate, settings: ServerSettings) -> None:
-    """Refuse a task the server's policy forbids.
-
-    Raises:
-        HTTPException: 413 when the prompt is longer than ``max_prompt_bytes`` (UTF-8);
-            403 when the sandbox mode is not in ``allowed_sandboxes`` or the model not in a
-            non-empty ``allowed_models``. Each detail names the setting that allows it.
-    """
-    size = len(body.prompt.encode("utf-8"))
-    if size > settings.max_prompt_bytes:
-        raise HTTPException(
-            413,
-            f"the prompt is {size} bytes; this server takes at most "
-            f"{settings.max_prompt_bytes} (CODEX_TUI_SERVER_MAX_PROMPT_BYTES)",
-        )
-    if body.sandbox not in settings.allowed_sandboxes:
-        allowed = ", ".join(s.value for s in settings.allowed_sandboxes) or "none"
-        raise HTTPException(
-            403,
-            f"sandbox {body.sandbox.value} is not allowed on this server (allowed: {allowed}; "
-            "CODEX_TUI_SERVER_ALLOWED_SANDBOXES)",
-        )
-    if body.model is not None and settings.allowed_models:
-        if body.model not in settings.allowed_models:
-            raise HTTPException(
-                403,
-                f"model {body.model!r} is not allowed on this server (allowed: "
-                f"{', '.join(settings.allowed_models)}; CODEX_TUI_SERVER_ALLOWED_MODELS)",
-            )
-
-
-def needs_danger_worker(body: TaskCreate) -> bool:
-    """True when only a worker an admin marked may run the task."""
-    return body.sandbox is Sandbox.DANGER_FULL_ACCESS
 
 
 def encoded_size(data: Any) -> int:
@@ -107,7 +64,7 @@ def truncate_event(data: Any, max_bytes: int) -> tuple[Any, bool]:
     """``data`` cut to at most ``max_bytes`` encoded bytes, and whether anything was cut.
 
     The longest string is shortened first, keeping its head and ending it with
-    :data:`TRUNCATION_MARKER` (the visible marker of reliability.md E6), then the next longest,
+    :data:`TRUNCATION_MARKER` (the visible marker of docs/reliability.md E6), then the next longest,
     until the event fits. An event whose size does not come from strings (say, a huge array
     of numbers) is replaced by ``{"type": <its type>, "truncated_bytes": n}``. The input is not
     modified.

@@ -1,10 +1,9 @@
-"""Provides the per-user rate limits (reliability.md S8): task creations per window, active
-tasks, open event streams, and pairing attempts per client address.
+"""Provides the per-user rate limits (docs/reliability.md S8): task creations per window, open
+event streams, and pairing attempts per client address. (The active-task limit is a rule of
+task admission, counted in the store: server_client.server.admission.)
 
 Counters live in the ``limits`` library's async storage: this process's memory by default, or
-Redis when ``settings.redis_url`` is set, so that every replica shares them. The active-task
-limit is counted from the store instead (queued plus running tasks), so replicas agree on it
-whatever the counter storage.
+Redis when ``settings.redis_url`` is set, so that every replica shares them.
 
 Over a limit the request gets 429 with a problem body whose detail names the limit and the
 setting that raises it, and a ``Retry-After`` header in whole seconds (at least 1).
@@ -40,19 +39,13 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import anyio
 from fastapi import Depends, FastAPI, Request
-from fastapi.responses import JSONResponse
 from limits import RateLimitItem, parse
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from limits.aio.strategies import MovingWindowRateLimiter
-from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncEngine
 from sse_starlette import EventSourceResponse
 from starlette.types import Receive, Scope, Send
 
-from server_client.models import TaskStatus
 from server_client.server import context
-from server_client.server.db import tasks
-from server_client.server.deps import CurrentUser, StoreDep
 from server_client.server.settings import ServerSettings
 
 log = logging.getLogger(__name__)
@@ -70,12 +63,8 @@ SHARED_RETRY_S = 5.0
 STREAM_EPOCH_S = 30.0
 #: Retry-After (s) of a refused stream: streams end at any time, so a short guess.
 STREAM_RETRY_AFTER_S = 5
-#: Retry-After (s) of a task refused for too many active tasks.
-ACTIVE_RETRY_AFTER_S = 10
 #: Longest wait (s) for a stream slot's release while the response is torn down.
 RELEASE_TIMEOUT_S = 5.0
-
-_ACTIVE = (TaskStatus.QUEUED.value, TaskStatus.RUNNING.value)
 
 
 class RateLimited(Exception):
@@ -85,6 +74,8 @@ class RateLimited(Exception):
         detail: Which limit, and the setting that raises it.
         retry_after_s: Whole seconds (at least 1) after which a retry may succeed.
         limit: The setting's name (``rate_task_creations``, ``max_active_tasks``, ...).
+
+    Rendered by server_client.server.problems.
     """
 
     def __init__(self, detail: str, retry_after_s: int, limit: str) -> None:
@@ -146,18 +137,6 @@ def _retry_after(reset_time: float) -> int:
     return max(1, math.ceil(reset_time - time.time()))
 
 
-async def active_tasks(engine: AsyncEngine, owner_id: str) -> int:
-    """How many of the user's tasks are queued or running, counted in the store (so every
-    replica agrees)."""
-    query = (
-        select(func.count())
-        .select_from(tasks)
-        .where(tasks.c.owner_id == owner_id, tasks.c.status.in_(_ACTIVE))
-    )
-    async with engine.connect() as conn:
-        return int(await conn.scalar(query) or 0)
-
-
 @dataclass(eq=False)
 class StreamSlot:
     """One open event stream of a user, held until :meth:`Limiter.close_stream`.
@@ -178,8 +157,8 @@ class Limiter:
     """The app's rate limits; one per app, on ``app.state.limiter``.
 
     Args:
-        settings: Reads ``redis_url``, ``rate_task_creations``, ``max_active_tasks``,
-            ``max_streams`` and ``rate_pairing``.
+        settings: Reads ``redis_url``, ``rate_task_creations``, ``max_streams`` and
+            ``rate_pairing``.
         stream_epoch_s: Epoch of the stream counters (s); see the module docstring.
 
     Raises:
@@ -189,7 +168,6 @@ class Limiter:
     def __init__(self, settings: ServerSettings, *, stream_epoch_s: float = STREAM_EPOCH_S) -> None:
         self.task_rate = _parse_rate(settings.rate_task_creations, "rate_task_creations")
         self.pairing_rate = _parse_rate(settings.rate_pairing, "rate_pairing")
-        self.max_active_tasks = settings.max_active_tasks
         self.max_streams = settings.max_streams
         self.stream_epoch_s = stream_epoch_s
         self._memory = MemoryStorage()
@@ -262,26 +240,13 @@ class Limiter:
 
     # -- task creations and pairing ------------------------------------------------------
 
-    async def check_task_creation(self, owner_id: str, engine: AsyncEngine) -> None:
-        """Admit one task creation by ``owner_id``, or refuse it.
-
-        The active-task limit is checked first (it takes nothing), then one creation is taken
-        from the user's moving window. Two creations racing at the last free active slot may
-        both pass (the count is read, not reserved).
+    async def take_task_creation(self, owner_id: str) -> None:
+        """Take one task creation from ``owner_id``'s moving window, or refuse it (the other
+        admission rules: server_client.server.admission).
 
         Raises:
-            RateLimited: the user has ``max_active_tasks`` queued or running tasks, or made
-                ``rate_task_creations`` already.
+            RateLimited: the user made ``rate_task_creations`` already.
         """
-        active = await active_tasks(engine, owner_id)
-        if active >= self.max_active_tasks:
-            raise RateLimited(
-                f"too many active tasks: you have {active} queued or running, at most "
-                f"{self.max_active_tasks} per user (server setting max_active_tasks, "
-                "CODEX_TUI_SERVER_MAX_ACTIVE_TASKS); wait for some to end or cancel them",
-                ACTIVE_RETRY_AFTER_S,
-                "max_active_tasks",
-            )
         retry = await self._hit(self.task_rate, "tasks", owner_id)
         if retry is not None:
             raise RateLimited(
@@ -479,12 +444,6 @@ async def get_limiter(request: Request) -> Limiter:
 LimiterDep = Annotated[Limiter, Depends(get_limiter)]
 
 
-async def limit_task_creation(user: CurrentUser, store: StoreDep, limiter: LimiterDep) -> None:
-    """Dependency of every route that creates a task: 429 (:class:`RateLimited`) over the
-    user's active-task or task-creation limit."""
-    await limiter.check_task_creation(user.id, store.engine)
-
-
 async def limit_pairing(request: Request, limiter: LimiterDep) -> None:
     """Dependency of ``POST /api/pair``: 429 (:class:`RateLimited`) over the client address's
     pairing-attempt limit. The address is the one uvicorn reports (the proxy's client when
@@ -493,30 +452,17 @@ async def limit_pairing(request: Request, limiter: LimiterDep) -> None:
     await limiter.check_pairing(addr or "unknown")
 
 
-#: ``dependencies=[TaskCreationLimit]`` on a route that creates tasks.
-TaskCreationLimit = Depends(limit_task_creation)
 #: ``dependencies=[PairingLimit]`` on ``POST /api/pair``.
 PairingLimit = Depends(limit_pairing)
 
 
 def install(app: FastAPI, settings: ServerSettings) -> Limiter:
-    """Put a :class:`Limiter` on ``app.state.limiter`` and render :class:`RateLimited` as 429
-    with a problem body and ``Retry-After``; the lifespan should ``await limiter.aclose()``.
+    """Put a :class:`Limiter` on ``app.state.limiter`` (:class:`RateLimited` is rendered as
+    429 by server_client.server.problems); the lifespan should ``await limiter.aclose()``.
 
     Raises:
         ValueError: invalid rate settings or Redis URL (see :class:`Limiter`).
     """
-    from server_client.server.app import problem_response
-
     limiter = Limiter(settings)
     app.state.limiter = limiter
-
-    async def rate_limited(_request: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, RateLimited)
-        log.info("refused over a rate limit (%s): %s", exc.limit, exc.detail)
-        response = problem_response(429, "Too Many Requests", exc.detail)
-        response.headers["Retry-After"] = str(exc.retry_after_s)
-        return response
-
-    app.add_exception_handler(RateLimited, rate_limited)
     return limiter

@@ -8,7 +8,8 @@ import shlex
 from fastapi import APIRouter, Request
 
 from server_client.models import PairingCode, PairRequest, PairResult
-from server_client.server.deps import PROBLEM_RESPONSES, CurrentUser, SettingsDep, StoreDep
+from server_client.server.deps import CurrentUser, SettingsDep, StoreDep
+from server_client.server.problems import PROBLEM_RESPONSES
 from server_client.server.ratelimit import PairingLimit
 from server_client.server.store import PairingError
 

@@ -6,22 +6,15 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response
 from sse_starlette import ServerSentEvent
 
 from server_client.models import MAX_INT32, Event, Me, Task, TaskCreate, TaskPage, TaskStatus
-from server_client.paths import WorkdirError, check_workdir_lexically
-from server_client.server.deps import (
-    PROBLEM_RESPONSES,
-    CurrentUser,
-    HubDep,
-    SettingsDep,
-    StoreDep,
-    TaskIdPath,
-)
+from server_client.server import admission
+from server_client.server.deps import CurrentUser, HubDep, SettingsDep, StoreDep, TaskIdPath
 from server_client.server.hub import cancel_key, queue_key, task_key
-from server_client.server.policy import check_task, needs_danger_worker
-from server_client.server.ratelimit import LimiterDep, SlotEventSourceResponse, TaskCreationLimit
+from server_client.server.problems import PROBLEM_RESPONSES
+from server_client.server.ratelimit import LimiterDep, SlotEventSourceResponse
 from server_client.server.store import Store
 
 router = APIRouter(prefix="/api", tags=["tasks"], responses=PROBLEM_RESPONSES)
@@ -39,7 +32,15 @@ async def me(user: CurrentUser) -> Me:
     return Me(user_id=user.id, name=user.name)
 
 
-@router.post("/tasks", status_code=201, dependencies=[TaskCreationLimit])
+async def limit_task_creation(
+    user: CurrentUser, store: StoreDep, limiter: LimiterDep, settings: SettingsDep
+) -> None:
+    """Dependency of the route that creates tasks: 429 over the user's active-task or
+    task-creation limit (:func:`admission.check_limits`), before the body is read."""
+    await admission.check_limits(user, store, limiter, settings)
+
+
+@router.post("/tasks", status_code=201, dependencies=[Depends(limit_task_creation)])
 async def create_task(
     body: TaskCreate, user: CurrentUser, store: StoreDep, hub: HubDep, settings: SettingsDep
 ) -> Task:
@@ -49,38 +50,12 @@ async def create_task(
     caller's workers (of the named worker, when ``worker`` routes the task), 400 otherwise;
     workers check the real path again at spawn. An unknown worker name is a 400.
 
-    Server policy (server_client.server.policy): a prompt over ``max_prompt_bytes`` is a 413;
-    a sandbox mode or model the server does not allow is a 403, and so is
+    Server policy (server_client.server.admission): a prompt over ``max_prompt_bytes`` is a
+    413; a sandbox mode or model the server does not allow is a 403, and so is
     ``danger-full-access`` when none of the caller's workers (or not the named one) has an
     admin's mark for it.
     """
-    check_task(body, settings)
-    target = None
-    if body.worker is not None:
-        target = await store.worker_by_name(user, body.worker)
-        if target is None:
-            names = ", ".join(w.name for w in await store.list_workers(user)) or "none yet"
-            raise HTTPException(400, f"you have no worker named {body.worker!r} (yours: {names})")
-    if needs_danger_worker(body):
-        marked = [target] if target is not None else await store.list_workers(user)
-        if not any(w.allow_danger for w in marked):
-            raise HTTPException(
-                403,
-                "danger-full-access runs only on a worker an admin allowed it "
-                "(`codex-tui admin worker allow-danger USER WORKER`); "
-                + (f"worker {target.name} is not" if target else "none of yours is"),
-            )
-    workdir = None
-    if body.workdir is not None:
-        if target is not None and target.workdir_roots:
-            roots = list(target.workdir_roots)
-        else:
-            roots = list(settings.workdir_roots)
-            roots += [r for r in await store.workdir_roots(user) if r not in roots]
-        try:
-            workdir = check_workdir_lexically(body.workdir, roots)
-        except WorkdirError as exc:
-            raise HTTPException(400, str(exc)) from exc
+    workdir = await admission.admit(body, user, store, settings)
     task = await store.create_task(user, body, workdir)
     hub.notify(queue_key(user.id))
     return task
@@ -140,8 +115,7 @@ async def cancel_task(task_id: TaskIdPath, user: CurrentUser, store: StoreDep, h
     its worker (SIGINT, then SIGKILL after a grace period). Idempotent."""
     task, changed = await store.request_cancel(user, task_id)
     if changed:
-        pk, _ = await store.task_pk(user, task_id)
-        hub.notify(task_key(pk))
+        hub.notify(task_key(task_id))
         hub.notify(cancel_key(user.id))
     return task
 
@@ -153,7 +127,7 @@ async def _follow(
     if task.status.is_terminal and after >= task.last_seq:
         return  # already past the terminal event: nothing will ever come
     last = after
-    with hub.watch(task_key(task_pk)) as watch:  # dropped with the key's last stream
+    with hub.watch(task_key(task.id)) as watch:  # dropped with the key's last stream
         while True:
             wake = watch.current()  # before reading: a write landing meanwhile still wakes us
             # What this process just committed comes from memory; anything else (other

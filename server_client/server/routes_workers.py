@@ -1,10 +1,10 @@
 """Provides the worker protocol routes: connect, claim and signal long polls, event upload,
-finish. Workers only ever call out to these (design.md: outbound only)."""
+finish. Workers only ever call out to these (docs/design.md: outbound only)."""
 
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import AfterValidator
@@ -22,7 +22,6 @@ from server_client.models import (
     reject_non_finite,
 )
 from server_client.server.deps import (
-    PROBLEM_RESPONSES,
     BearerToken,
     CurrentPrincipal,
     CurrentUser,
@@ -36,6 +35,7 @@ from server_client.server.deps import (
 )
 from server_client.server.hub import Hub, cancel_key, queue_key, task_key
 from server_client.server.metrics import MetricsDep
+from server_client.server.problems import PROBLEM_RESPONSES
 from server_client.server.store import NotFound, Principal, Store
 
 router = APIRouter(prefix="/api/workers", tags=["workers"], responses=PROBLEM_RESPONSES)
@@ -58,6 +58,16 @@ async def _worker(principal: Principal, store: Store, worker_id: str) -> Worker:
     return await store.get_worker(principal.user, worker_id)
 
 
+async def _refused(store: Store, token: str, worker_id: str, task_id: str) -> NoReturn:
+    """Say why a by-token store call found nothing, as any other route would: 401 for the
+    token (forgotten from the known-token memory), 404 for the worker, else 404 for the
+    task."""
+    store.forget_token(token)
+    principal = set_principal(await store.authenticate(token))
+    await _worker(principal, store, worker_id)
+    raise NotFound(f"no task {task_id}")
+
+
 @router.get("")
 async def list_workers(user: CurrentUser, store: StoreDep) -> list[Worker]:
     """The caller's workers with online state, labels, running tasks and last contact."""
@@ -70,8 +80,8 @@ async def revoke_worker(
 ) -> Response:
     """Revoke a worker: its token fails from the next request on and its running tasks end
     ``lost`` (they are not re-run)."""
-    for task_pk in await store.revoke_worker(user, worker_id):
-        hub.notify(task_key(task_pk))
+    for task_id in await store.revoke_worker(user, worker_id):
+        hub.notify(task_key(task_id))
     hub.notify(cancel_key(user.id))
     return Response(status_code=204)
 
@@ -83,11 +93,11 @@ async def connect(
     """Register the calling worker with its capabilities: a worker token updates its own
     worker; a user token registers one of the user's workers by name. A worker connects once
     per process start, so tasks still running under it were its old process's: they end
-    ``lost`` (R2), they are not re-run."""
+    ``lost`` (docs/reliability.md R2), they are not re-run."""
     worker = await store.connect_worker(principal.user, hello, worker_id=principal.worker_id)
     ended = await store.end_previous_runs(principal.user, worker)
-    for task_pk in ended:
-        hub.notify(task_key(task_pk))
+    for task_id in ended:
+        hub.notify(task_key(task_id))
     if ended:
         hub.notify(cancel_key(principal.user.id))
     return worker
@@ -110,8 +120,9 @@ async def claim(
 ) -> Claim | Response:
     """Long poll: the owner's oldest queued task this worker may run (routing by name and
     labels), as soon as there is one, else 204 after ``wait`` seconds. Each queued task is
-    handed to exactly one worker (R7). A poll whose worker has hung up claims nothing: the
-    task would go to a process that is gone (e.g. a worker restarted mid-poll)."""
+    handed to exactly one worker (docs/reliability.md R7). A poll whose worker has hung up
+    claims nothing: the task would go to a process that is gone (e.g. a worker restarted
+    mid-poll)."""
     user = principal.user
     worker = await _worker(principal, store, worker_id)
     await store.touch_worker(worker.id)
@@ -123,8 +134,7 @@ async def claim(
         got = await store.claim(user, worker)
         if got is not None:
             metrics.observe_claim(got.task)
-            pk, _ = await store.task_pk(user, got.task.id)
-            hub.notify(task_key(pk))
+            hub.notify(task_key(got.task.id))
             return got
         if not await Hub.wait(wake, _left(deadline)):
             return Response(status_code=204)
@@ -157,51 +167,56 @@ async def signals(
         await store.touch_worker(worker.id)
 
 
-@router.post("/{worker_id}/tasks/{task_id}/events")
+#: The upload and the finish check the token again in their own statement.
+KnownTokenAuth = Depends(upload_principal)
+
+
+@router.post("/{worker_id}/tasks/{task_id}/events", dependencies=[KnownTokenAuth])
 async def upload_events(
     worker_id: WorkerIdPath,
     task_id: TaskIdPath,
     batch: Annotated[EventBatch, AfterValidator(reject_non_finite)],
-    principal: Annotated[Principal, Depends(upload_principal)],
     token: BearerToken,
     store: StoreDep,
     hub: HubDep,
     metrics: MetricsDep,
 ) -> UploadResult:
-    """Append a batch of events; idempotent by ``first_index`` (R4); 409 with ``next_index``
-    on a gap, 409 when the worker no longer holds the lease (R3).
+    """Append a batch of events; idempotent by ``first_index``; 409 with ``next_index`` on a
+    gap, 409 when the worker no longer holds the lease (docs/reliability.md R4, R3).
 
     The hot path of the server: the token, the worker and the lease are checked in the one
     read of the task row, and the committed events go to this process's streams from memory.
     """
     got = await store.append_events_by_token(token, worker_id, task_id, batch)
-    if got is None:  # say why, as any other route would: the token, the worker, the task
-        store.forget_token(token)
-        principal = set_principal(await store.authenticate(token))
-        await _worker(principal, store, worker_id)
-        raise NotFound(f"no task {task_id}")
+    if got is None:
+        await _refused(store, token, worker_id, task_id)
     appended = got[1]  # (a worker token for another worker was refused in the store)
     metrics.events_ingested.inc(appended.fresh)
-    hub.publish(task_key(appended.task_pk), appended.events)
+    hub.publish(task_key(task_id), appended.events)
     return appended.result
 
 
-@router.post("/{worker_id}/tasks/{task_id}/finish")
+@router.post("/{worker_id}/tasks/{task_id}/finish", dependencies=[KnownTokenAuth])
 async def finish(
     worker_id: WorkerIdPath,
     task_id: TaskIdPath,
     body: FinishRequest,
-    principal: CurrentPrincipal,
+    token: BearerToken,
     store: StoreDep,
     hub: HubDep,
     metrics: MetricsDep,
 ) -> Task:
     """Record the task's end (idempotent); refused with 409 and ``next_index`` until every
-    event the worker produced has been uploaded, and with 409 once the lease is lost."""
-    worker = await _worker(principal, store, worker_id)
-    task, changed = await store.finish(principal.user, worker.id, task_id, body)
+    event the worker produced has been uploaded, and with 409 once the lease is lost.
+
+    Like the upload, the token, the worker and the lease are checked in the finish's own
+    transaction.
+    """
+    got = await store.finish_by_token(token, worker_id, task_id, body)
+    if got is None:
+        await _refused(store, token, worker_id, task_id)
+    task, changed = got
     if changed:
         metrics.observe_finish(task)
-        pk, _ = await store.task_pk(principal.user, task_id)
-        hub.notify(task_key(pk))
+        hub.notify(task_key(task_id))
     return task

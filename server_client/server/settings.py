@@ -24,19 +24,19 @@ class ServerSettings(BaseSettings):
             every replica shares them (else in this process's memory).
         workdir_roots: Roots a task's workdir must lie in, besides those its owner's workers
             report (default: the home folder).
-        heartbeat_s: SSE heartbeat interval (s); at most 15 (reliability.md E3).
+        heartbeat_s: SSE heartbeat interval (s); at most 15 (docs/reliability.md E3).
         max_wait_s: Longest long poll a worker may ask for (s).
         lease_ttl_s: A worker not heard from for this long (s) loses its leases: its running
-            tasks end ``lost`` at the next sweep (reliability.md R2).
+            tasks end ``lost`` at the next sweep (docs/reliability.md R2).
         sweep_interval_s: How often lost leases are looked for (s).
         pairing_ttl_s: Lifetime of a pairing code (s).
-        allowed_sandboxes: Sandbox modes a task may ask for (reliability.md S6); a
+        allowed_sandboxes: Sandbox modes a task may ask for (docs/reliability.md S6); a
             ``danger-full-access`` task is further only claimed by workers an admin marked.
         allowed_models: Models a task may name; empty means any (``null`` model is always
             allowed: codex's configured default).
         max_prompt_bytes: Largest prompt (UTF-8 bytes); larger ones are refused with 413.
         max_event_bytes: Largest stored event (encoded JSON bytes); longer strings inside
-            are cut and marked ``[… truncated N bytes …]`` (reliability.md E6).
+            are cut and marked ``[… truncated N bytes …]`` (docs/reliability.md E6).
         max_body_bytes: Largest request body (bytes); larger ones are refused with 413 before
             they are read into memory. Must stay above the worker's largest batch (4 MiB of
             events, which JSON escaping can grow several-fold).

@@ -1,0 +1,154 @@
+"""Provides task admission: every rule a new task must pass before it is stored, and the
+routing rule that decides which worker may claim it (docs/reliability.md S5, S6, S8).
+
+A create request meets them in this order:
+
+1. **Limits** (:func:`check_limits`, a dependency of the route, so they apply before the body
+   is read): at most ``max_active_tasks`` queued or running tasks per user, counted in the
+   store so replicas agree (429), then one creation from the user's ``rate_task_creations``
+   window (429, server_client.server.ratelimit).
+2. **Policy** (:func:`check_policy`): the prompt at most ``max_prompt_bytes`` (413); the sandbox
+   mode in ``allowed_sandboxes`` and the model in a non-empty ``allowed_models`` (403).
+3. **Routing** (:func:`admit`): a task routed to a worker by name needs the caller to have a
+   worker of that name (400); a ``danger-full-access`` task needs a worker an admin marked:
+   the named one, or any of the caller's (403).
+4. **Workdir** (:func:`admit`): absolute and inside a root: the named worker's roots when it
+   reported some, else the server's ``workdir_roots`` and every root the caller's workers
+   reported (400). Workers check the real path again at spawn.
+
+**Routing** (which worker may claim a queued task, applied by the claim,
+server_client.server.store.leases): a worker may run a task routed to it by name or to no
+worker, whose labels it all carries, and a ``danger-full-access`` task only when an admin
+marked it. :func:`routing_clauses` and :func:`labels_fit` state this rule; nothing else does.
+
+Users never pass codex flags: a task carries a prompt, a sandbox mode, a model name and a
+workdir, and the worker builds codex's argv from them (server_client.worker.runner).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from fastapi import HTTPException
+from sqlalchemy import ColumnElement, or_
+
+from server_client.models import Sandbox, TaskCreate, Worker
+from server_client.paths import WorkdirError, check_workdir_lexically
+from server_client.server.db import tasks
+from server_client.server.ratelimit import Limiter, RateLimited
+from server_client.server.settings import ServerSettings
+
+if TYPE_CHECKING:
+    from server_client.server.store import Store, User
+
+#: Retry-After (s) of a task refused for too many active tasks.
+ACTIVE_RETRY_AFTER_S = 10
+
+
+async def check_limits(
+    user: User, store: Store, limiter: Limiter, settings: ServerSettings
+) -> None:
+    """Admit one task creation by ``user`` under the rate limits, or refuse it.
+
+    The active-task limit is checked first (it takes nothing), then one creation is taken
+    from the user's moving window. Two creations racing at the last free active slot may
+    both pass (the count is read, not reserved).
+
+    Raises:
+        RateLimited: the user has ``max_active_tasks`` queued or running tasks, or made
+            ``rate_task_creations`` already.
+    """
+    active = await store.count_active_tasks(user)
+    if active >= settings.max_active_tasks:
+        raise RateLimited(
+            f"too many active tasks: you have {active} queued or running, at most "
+            f"{settings.max_active_tasks} per user (server setting max_active_tasks, "
+            "CODEX_TUI_SERVER_MAX_ACTIVE_TASKS); wait for some to end or cancel them",
+            ACTIVE_RETRY_AFTER_S,
+            "max_active_tasks",
+        )
+    await limiter.take_task_creation(user.id)
+
+
+def check_policy(body: TaskCreate, settings: ServerSettings) -> None:
+    """Refuse a task the server's policy forbids.
+
+    Raises:
+        HTTPException: 413 when the prompt is longer than ``max_prompt_bytes`` (UTF-8);
+            403 when the sandbox mode is not in ``allowed_sandboxes`` or the model not in a
+            non-empty ``allowed_models``. Each detail names the setting that allows it.
+    """
+    size = len(body.prompt.encode("utf-8"))
+    if size > settings.max_prompt_bytes:
+        raise HTTPException(
+            413,
+            f"the prompt is {size} bytes; this server takes at most "
+            f"{settings.max_prompt_bytes} (CODEX_TUI_SERVER_MAX_PROMPT_BYTES)",
+        )
+    if body.sandbox not in settings.allowed_sandboxes:
+        allowed = ", ".join(s.value for s in settings.allowed_sandboxes) or "none"
+        raise HTTPException(
+            403,
+            f"sandbox {body.sandbox.value} is not allowed on this server (allowed: {allowed}; "
+            "CODEX_TUI_SERVER_ALLOWED_SANDBOXES)",
+        )
+    if body.model is not None and settings.allowed_models:
+        if body.model not in settings.allowed_models:
+            raise HTTPException(
+                403,
+                f"model {body.model!r} is not allowed on this server (allowed: "
+                f"{', '.join(settings.allowed_models)}; CODEX_TUI_SERVER_ALLOWED_MODELS)",
+            )
+
+
+async def admit(body: TaskCreate, user: User, store: Store, settings: ServerSettings) -> str | None:
+    """Check ``body`` against the policy, routing and workdir rules (the module docstring's
+    2-4) and return the task's workdir as it will be stored (None: the worker's default).
+
+    Raises:
+        HTTPException: 413 or 403 (:func:`check_policy`); 400 for an unknown worker name or a
+            workdir outside the roots; 403 for ``danger-full-access`` without a marked worker.
+    """
+    check_policy(body, settings)
+    target = None
+    if body.worker is not None:
+        target = await store.worker_by_name(user, body.worker)
+        if target is None:
+            names = ", ".join(w.name for w in await store.list_workers(user)) or "none yet"
+            raise HTTPException(400, f"you have no worker named {body.worker!r} (yours: {names})")
+    if body.sandbox is Sandbox.DANGER_FULL_ACCESS:
+        marked = [target] if target is not None else await store.list_workers(user)
+        if not any(w.allow_danger for w in marked):
+            raise HTTPException(
+                403,
+                "danger-full-access runs only on a worker an admin allowed it "
+                "(`codex-tui admin worker allow-danger USER WORKER`); "
+                + (f"worker {target.name} is not" if target else "none of yours is"),
+            )
+    if body.workdir is None:
+        return None
+    if target is not None and target.workdir_roots:
+        roots = list(target.workdir_roots)
+    else:
+        roots = list(settings.workdir_roots)
+        roots += [r for r in await store.workdir_roots(user) if r not in roots]
+    try:
+        return check_workdir_lexically(body.workdir, roots)
+    except WorkdirError as exc:
+        raise HTTPException(400, str(exc)) from exc
+
+
+def routing_clauses(worker: Worker) -> list[ColumnElement[bool]]:
+    """The routing rule's conditions on a ``tasks`` row that SQL can test: routed to
+    ``worker`` by name or to no worker, and not ``danger-full-access`` unless ``worker`` is
+    marked for it. With :func:`labels_fit`, the whole rule."""
+    clauses = [or_(tasks.c.target_worker.is_(None), tasks.c.target_worker == worker.name)]
+    if not worker.allow_danger:
+        clauses.append(tasks.c.sandbox != Sandbox.DANGER_FULL_ACCESS.value)
+    return clauses
+
+
+def labels_fit(task_labels: Iterable[str], worker: Worker) -> bool:
+    """The rest of the routing rule: ``worker`` carries every one of the task's labels."""
+    return set(task_labels) <= set(worker.labels)

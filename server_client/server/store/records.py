@@ -1,0 +1,139 @@
+"""Provides the store's errors and the records it returns (users, principals, stored events,
+audit rows, token records, append results)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, NamedTuple
+
+from server_client.models import EventKind, TaskStatus, UploadResult
+
+
+class StoreError(Exception):
+    """Base of the store's refusals."""
+
+
+class NotFound(StoreError):
+    """No such object for this owner."""
+
+
+class Conflict(StoreError):
+    """The request conflicts with the stored state (409).
+
+    Attributes:
+        next_index: For event uploads and finishes: the next event index the server expects.
+    """
+
+    def __init__(self, message: str, next_index: int | None = None) -> None:
+        super().__init__(message)
+        self.next_index = next_index
+
+
+class LeaseLost(Conflict):
+    """The worker's lease on the task is gone (another claim, or the task ended)."""
+
+
+class PairingError(StoreError):
+    """The pairing code is unknown, already used or expired (one message for all three)."""
+
+
+@dataclass(frozen=True)
+class User:
+    """An authenticated principal."""
+
+    id: str
+    name: str
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who a bearer token speaks for: a user, or one of the user's workers.
+
+    Attributes:
+        kind: ``user`` or ``worker``. worker_id: the worker a worker token is bound to.
+    """
+
+    user: User
+    kind: str
+    worker_id: str | None = None
+
+
+#: The terminal states' values, as a status event's ``status`` holds them.
+_TERMINAL = frozenset(s.value for s in TaskStatus if s.is_terminal)
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    """One event row; ``data`` is the JSON text exactly as stored."""
+
+    seq: int
+    ts: datetime
+    kind: str
+    data: str
+
+    def envelope_json(self) -> str:
+        """The wire envelope ``{"seq","ts","kind","data"}`` as JSON text, without re-parsing."""
+        ts = self.ts.isoformat().replace("+00:00", "Z")
+        return f'{{"seq":{self.seq},"ts":"{ts}","kind":"{self.kind}","data":{self.data}}}'
+
+    @property
+    def is_terminal(self) -> bool:
+        """True for the status event that ends a task."""
+        if self.kind != EventKind.STATUS:
+            return False
+        return json.loads(self.data).get("status") in _TERMINAL
+
+
+class Appended(NamedTuple):
+    """What :meth:`Store.append_events` did: ``result`` (the worker's answer), ``task_pk``
+    (the task's internal key, for event reads), ``fresh`` (events of the batch the store had
+    not seen, stored or dropped by the cap) and ``events`` (the rows it committed, in seq
+    order, for this process's streams)."""
+
+    result: UploadResult
+    task_pk: int
+    fresh: int
+    events: list[StoredEvent]
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """One audit row (docs/reliability.md S9).
+
+    Attributes:
+        id: Increasing row id. at: When (UTC). actor: ``user:<name>``, ``worker:<id>``,
+        ``admin`` or ``server``. owner: The owning user's name (None when unknown, e.g. a
+        refused pairing code). action: e.g. ``task.create``. target: e.g. ``task:<id>``.
+        request_id: The HTTP request's id. client_addr: The client's address.
+        detail: Extra facts (never secrets).
+    """
+
+    id: int
+    at: datetime
+    actor: str
+    owner: str | None
+    action: str
+    target: str | None
+    request_id: str | None
+    client_addr: str | None
+    detail: dict[str, Any]
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form (time as ISO 8601 with Z)."""
+        out = dict(self.__dict__)
+        out["at"] = self.at.isoformat().replace("+00:00", "Z")
+        return out
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    """A token's record (never the token itself)."""
+
+    id: int
+    user: str
+    kind: str
+    worker: str | None
+    created_at: datetime
+    revoked_at: datetime | None
