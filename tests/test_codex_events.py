@@ -245,7 +245,9 @@ def _line_for(depth: int) -> str:
 
 @pytest.mark.parametrize("depth", [10, MAX_DEPTH - 3, 220, 300, 900])
 def test_a_line_of_any_depth_is_kept_as_a_codex_event_every_reader_can_read(depth: int) -> None:
-    kind, data = parse_line(_line_for(depth)) or (None, None)
+    parsed = parse_line(_line_for(depth))
+    assert parsed is not None
+    kind, data = parsed
     assert kind is EventKind.CODEX
     assert not depth_exceeds(data)
     assert data["item"]["id"] == "c" and data["type"] == "item.completed"

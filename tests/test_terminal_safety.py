@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from rich.console import Console
+from rich.console import Console, Group
 from rich.style import Style
 from rich.text import Text
 
@@ -62,7 +62,7 @@ def _hostile_events() -> list[Event]:
         check=True,
     )
     ts = datetime.now(UTC)
-    events = []
+    events: list[Event] = []
     for line in done.stdout.decode().splitlines():
         parsed = parse_line(line)
         if parsed is not None:
@@ -131,7 +131,8 @@ def test_colour_codes_in_command_output_show_as_colour() -> None:
         data={"type": "item.completed", "item": command},
     )
     [group] = render_event(event, RenderState())
-    lines = [r for r in group.renderables if isinstance(r, Text)]  # type: ignore[attr-defined]
+    assert isinstance(group, Group)
+    lines = [r for r in group.renderables if isinstance(r, Text)]
     output = next(line for line in lines if "red" in line.plain)
     assert output.plain == "│ red plain ␛]0;t␇"
     red = [

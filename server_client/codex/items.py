@@ -160,10 +160,14 @@ class CommandExecution(_ItemBase):
     type: Literal["command_execution"] = "command_execution"
     command: Annotated[str, BeforeValidator(_command)] = ""
     cwd: Text = ""
-    output: Text = Field("", validation_alias=AliasChoices("aggregated_output", "aggregatedOutput"))
-    exit_code: OptInt = Field(None, validation_alias=AliasChoices("exit_code", "exitCode"))
+    output: Text = Field(
+        default="", validation_alias=AliasChoices("aggregated_output", "aggregatedOutput")
+    )
+    exit_code: OptInt = Field(default=None, validation_alias=AliasChoices("exit_code", "exitCode"))
     status: ItemStatus = ""
-    duration_ms: OptInt = Field(None, validation_alias=AliasChoices("duration_ms", "durationMs"))
+    duration_ms: OptInt = Field(
+        default=None, validation_alias=AliasChoices("duration_ms", "durationMs")
+    )
 
     @property
     def running(self) -> bool:
