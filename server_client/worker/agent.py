@@ -17,7 +17,6 @@ import asyncio
 import logging
 import socket
 from collections.abc import Awaitable
-from dataclasses import dataclass, field
 from typing import TypeVar
 
 from server_client.errors import ApiError
@@ -42,6 +41,7 @@ from server_client.worker.runner import (
     build_child_env,
     reap_orphan_zombies,
 )
+from server_client.worker.settings import WorkerSettings
 from server_client.worker.uploader import EventUploader, LeaseLostError
 
 log = logging.getLogger(__name__)
@@ -52,36 +52,6 @@ T = TypeVar("T")
 SIGNALS_RESTART_S = 0.1
 
 
-@dataclass
-class WorkerConfig:
-    """How a worker runs.
-
-    Attributes:
-        server: Server URL. token: The owner's token (never logged, never passed to codex).
-        name: Worker name, unique per owner. workdir_roots: Allowed workdir roots.
-        codex_bin: Explicit codex binary (else CODEX_TUI_CODEX_BIN, else ``codex`` on PATH).
-        max_tasks: Tasks run at once. pass_env: Extra variable names passed to codex.
-        grace_s: SIGINT → SIGKILL grace on cancel (s).
-        batch_interval_s: How long an upload waits for more events (s; 0: at once, the
-        one-upload-in-flight rule batches under load).
-        poll_wait_s: Longest claim long poll (s); the signals poll, which is also the
-            heartbeat, uses the server's ``heartbeat_s``.
-        labels: Labels this worker carries, for routing (``--label``).
-    """
-
-    server: str
-    token: str
-    name: str = field(default_factory=socket.gethostname)
-    workdir_roots: list[str] = field(default_factory=list)
-    codex_bin: str | None = None
-    max_tasks: int = 4
-    pass_env: list[str] = field(default_factory=list)
-    grace_s: float = 2.0
-    batch_interval_s: float = 0.0
-    poll_wait_s: float = 25.0
-    labels: list[str] = field(default_factory=list)
-
-
 class FatalWorkerError(RuntimeError):
     """The server refused this worker for good (e.g. 401: its token was revoked)."""
 
@@ -89,9 +59,9 @@ class FatalWorkerError(RuntimeError):
 class WorkerAgent:
     """One worker process's main object; :meth:`run` until :meth:`stop`."""
 
-    def __init__(self, config: WorkerConfig) -> None:
+    def __init__(self, config: WorkerSettings) -> None:
         self.config = config
-        self.api = WorkerApi(config.server, config.token)
+        self.api = WorkerApi(config.server, config.token.get_secret_value())
         self.worker_id: str | None = None
         self._runners: dict[str, ExecRunner] = {}
         self._jobs: set[asyncio.Task[None]] = set()
