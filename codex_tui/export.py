@@ -1,8 +1,8 @@
 """Provides transcript export: a task's events as Markdown (for people) or JSONL (for tools).
 
 Both writers take the events as an async iterator, so a caller can page them from the server
-(:func:`iter_all_events`) and write a task of any length in bounded memory. The JSONL form is
-one event envelope per line, exactly as the server stores it (``seq``, ``ts``, ``kind``,
+(``CodexTuiClient.iter_events``) and write a task of any length in bounded memory. The JSONL
+form is one event envelope per line, exactly as the server stores it (``seq``, ``ts``, ``kind``,
 ``data``); the Markdown form follows codex's item types (codex-facts: agent messages,
 reasoning, commands with output, file changes, todo lists, errors, token usage).
 """
@@ -10,7 +10,7 @@ reasoning, commands with output, file changes, todo lists, errors, token usage).
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, TextIO
 
@@ -21,7 +21,6 @@ __all__ = [
     "ExportFormat",
     "export_task",
     "format_for_path",
-    "iter_all_events",
     "markdown_header",
     "markdown_event",
 ]
@@ -35,22 +34,6 @@ EXPORT_PAGE = 1000
 def format_for_path(path: Path) -> ExportFormat:
     """``jsonl`` for a ``.jsonl``/``.json``/``.ndjson`` file name, ``md`` otherwise."""
     return "jsonl" if path.suffix.lower() in (".jsonl", ".json", ".ndjson") else "md"
-
-
-async def iter_all_events(client: CodexTuiClient, task_id: str) -> AsyncIterator[Event]:
-    """Every stored event of the task in seq order, fetched :data:`EXPORT_PAGE` at a time.
-
-    Raises:
-        ApiError, httpx.HTTPError: as :meth:`CodexTuiClient.get_events`.
-    """
-    after = 0
-    while True:
-        page = await client.get_events(task_id, after=after, limit=EXPORT_PAGE)
-        for event in page:
-            yield event
-        if len(page) < EXPORT_PAGE:
-            return
-        after = page[-1].seq
 
 
 def markdown_header(task: Task) -> str:
@@ -169,7 +152,7 @@ async def export_task(client: CodexTuiClient, task: Task, file: TextIO, fmt: Exp
     if fmt == "md":
         file.write(markdown_header(task))
         file.write("\n## Events\n\n")
-    async for event in iter_all_events(client, task.id):
+    async for event in client.iter_events(task.id, page_size=EXPORT_PAGE):
         count += 1
         if fmt == "jsonl":
             file.write(event.model_dump_json() + "\n")
