@@ -232,8 +232,7 @@ async def test_sdk_event_iterators_page_either_way(server: LiveServer) -> None:
         assert forwards == list(range(1, 34))
         assert [e.seq async for e in client.iter_events(task.id, after=30)] == [31, 32, 33]
         pages = [
-            [e.seq for e in page]
-            async for page in client.iter_event_pages(task.id, page_size=11)
+            [e.seq for e in page] async for page in client.iter_event_pages(task.id, page_size=11)
         ]
         assert pages == [list(range(1, 12)), list(range(12, 23)), list(range(23, 34))]
         backwards = [
