@@ -3,7 +3,7 @@
 Both writers take the events as an async iterator, so a caller can page them from the server
 (``CodexTuiClient.iter_events``) and write a task of any length in bounded memory. The JSONL
 form is one event envelope per line, exactly as the server stores it (``seq``, ``ts``, ``kind``,
-``data``); the Markdown form follows codex's item types (codex-facts: agent messages,
+``data``); the Markdown form follows codex's item types (docs/codex-facts.md: agent messages,
 reasoning, commands with output, file changes, todo lists, errors, token usage).
 """
 

@@ -2,10 +2,12 @@
 
 - :mod:`~codex_tui.cli.tui`: the group itself; with no subcommand it opens the TUI.
 - :mod:`~codex_tui.cli.tasks`: the task verbs (submit, ls, logs, rerun, cancel, pair).
-- :mod:`~codex_tui.cli.serve`: ``server`` and ``worker``, the composition root of both (the
-  one place that imports ``server_client.server`` and ``server_client.worker``).
+- :mod:`~codex_tui.cli.serve`: ``server`` and ``worker``, where both are put together.
 - :mod:`~codex_tui.cli.admin`: ``admin``, directly in the server's store.
 - :mod:`~codex_tui.cli.common`: what they share (exit codes, connection, choices).
+
+This package is the composition root: the one place in ``codex_tui`` that imports
+``server_client.server`` and ``server_client.worker`` (``serve`` and ``admin`` do).
 
 Start-up time: importing the command loads click and :mod:`server_client.enums` only; each
 command imports what it uses (the TUI Textual, ``server`` the server, the client verbs the

@@ -1,6 +1,6 @@
-"""Provides ``codex-tui server`` and ``codex-tui worker``: the composition root of the server
-and the worker, the one place that imports ``server_client.server`` and
-``server_client.worker`` (they never import each other).
+"""Provides ``codex-tui server`` and ``codex-tui worker``: where the server and the worker are
+put together (they never import each other; the server gets its local worker's settings from
+here, as :class:`server_client.server.main.LocalWorker`).
 
 A worker's options are declared once, as :class:`server_client.worker.settings.
 WorkerSettings`; :func:`worker_options` gives both commands the flags for them, which fill

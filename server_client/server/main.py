@@ -153,7 +153,7 @@ class _Server(uvicorn.Server):
 
     On the first SIGINT/SIGTERM it first runs ``before_exit`` while still serving (the local
     worker is stopped then, so it can report its cancelled tasks), then ends long polls and
-    event streams (reliability.md E5) and shuts down. A second signal forces the exit. Unlike
+    event streams (docs/reliability.md E5) and shuts down. A second signal forces the exit. Unlike
     plain uvicorn it does not re-raise the signal afterwards, so the caller's cleanup runs.
     """
 
