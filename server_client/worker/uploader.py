@@ -84,11 +84,6 @@ class EventUploader:
         """How many events were added so far."""
         return self._count
 
-    @property
-    def lease_lost(self) -> bool:
-        """True once the server refused this worker's lease."""
-        return self._lease_lost
-
     def start(self) -> None:
         """Start the background flush loop."""
         self._task = asyncio.get_running_loop().create_task(
