@@ -27,14 +27,18 @@ import asyncio
 import random
 from collections.abc import Awaitable, Callable, Collection, Iterator
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import httpx
 from httpx_sse import SSEError
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_never
-from tenacity.wait import wait_exponential
 
 from server_client.errors import ApiError
+
+if TYPE_CHECKING:
+    from tenacity import RetryCallState
+
+# tenacity is imported where a failure is first retried, not with this module: the SDK (and
+# so the TUI's cold start) imports this module, and a call that succeeds needs none of it.
 
 __all__ = [
     "CONNECT_FINAL",
@@ -93,8 +97,9 @@ def is_retryable(exc: BaseException, final: Collection[int] | None = None) -> bo
     return status not in final
 
 
-class JitteredExponential(wait_exponential):
-    """A tenacity wait: capped exponential backoff with jitter below the cap.
+class JitteredExponential:
+    """A tenacity wait (a callable of the retry state): capped exponential backoff with
+    jitter below the cap.
 
     Attempt ``n`` (tenacity counts from 1) waits a random time in ``[low, d]`` seconds, where
     ``d = min(cap_s, base_s·2ⁿ⁻¹)`` and ``low = max(floor_s, (1 − jitter)·d)`` (never above
@@ -119,14 +124,16 @@ class JitteredExponential(wait_exponential):
         floor_s: float = 0.0,
         uniform: Callable[[float, float], float] = random.uniform,
     ) -> None:
-        super().__init__(multiplier=base_s, max=cap_s)
+        from tenacity.wait import wait_exponential
+
+        self._exponential = wait_exponential(multiplier=base_s, max=cap_s)
         self.jitter = jitter
         self.floor_s = floor_s
         self.uniform = uniform
 
     def __call__(self, retry_state: RetryCallState) -> float:
         """The wait (s) after the attempt ``retry_state.attempt_number``."""
-        high = super().__call__(retry_state)
+        high = self._exponential(retry_state)
         low = min(high, max(self.floor_s, high * (1.0 - self.jitter)))
         return self.uniform(low, high)
 
@@ -166,6 +173,8 @@ class Backoff:
         Args:
             uniform: Draws between two bounds (injectable for tests).
         """
+        from tenacity import AsyncRetrying, RetryCallState
+
         wait = self.wait(uniform)
         state = RetryCallState(AsyncRetrying(), None, (), {})  # the wait reads attempt_number
         while True:
@@ -219,6 +228,7 @@ async def retry_call(
         if not retry_if(exc):
             raise
         first: list[BaseException] = [exc]
+    from tenacity import AsyncRetrying, retry_if_exception, stop_never
 
     async def attempt() -> T:
         if first:  # the attempt made above, replayed so tenacity counts and logs it

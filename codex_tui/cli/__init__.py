@@ -9,15 +9,15 @@
 This package is the composition root: the one place in ``codex_tui`` that imports
 ``server_client.server`` and ``server_client.worker`` (``serve`` and ``admin`` do).
 
-Start-up time: importing the command loads click and :mod:`server_client.enums` only; each
-command imports what it uses (the TUI Textual, ``server`` the server, the client verbs the
-SDK, ...) inside its callback, so that ``--help`` and the TUI pay for nothing else
-(tests/test_tui_startup.py checks it).
+Start-up time: importing the command loads click, :mod:`server_client.enums` and the group
+only; a subcommand's module is imported when the subcommand is named, and each command imports
+what it uses (the TUI Textual, ``server`` the server, the client verbs the SDK, ...) inside
+its callback, so that ``--help`` and the TUI pay for nothing else (tests/test_tui_startup.py
+checks it).
 """
 
 from __future__ import annotations
 
-from codex_tui.cli.admin import admin
 from codex_tui.cli.common import (
     DEFAULT_PORT,
     DEFAULT_SANDBOX,
@@ -26,8 +26,6 @@ from codex_tui.cli.common import (
     SANDBOXES,
     TASK_STATUSES,
 )
-from codex_tui.cli.serve import server, worker
-from codex_tui.cli.tasks import cancel, list_tasks, logs, pair, rerun, submit
 from codex_tui.cli.tui import main
 
 __all__ = [
@@ -39,6 +37,3 @@ __all__ = [
     "TASK_STATUSES",
     "main",
 ]
-
-for _command in (server, worker, pair, submit, list_tasks, rerun, logs, cancel, admin):
-    main.add_command(_command)

@@ -1,15 +1,55 @@
-"""Provides ``main``, the ``codex-tui`` group: with no subcommand it opens the TUI."""
+"""Provides ``main``, the ``codex-tui`` group: with no subcommand it opens the TUI.
+
+Its subcommands live in the other modules of :mod:`codex_tui.cli` and are imported when one
+is named (or ``--help`` lists them), so that opening the TUI builds none of them.
+"""
 
 from __future__ import annotations
 
+import importlib
 import os
 
 import click
 
 from codex_tui.cli.common import connection, connection_options, fail
 
+#: Subcommand name → ``module:attribute`` of its click command.
+SUBCOMMANDS = {
+    "admin": "codex_tui.cli.admin:admin",
+    "cancel": "codex_tui.cli.tasks:cancel",
+    "logs": "codex_tui.cli.tasks:logs",
+    "ls": "codex_tui.cli.tasks:list_tasks",
+    "pair": "codex_tui.cli.tasks:pair",
+    "rerun": "codex_tui.cli.tasks:rerun",
+    "server": "codex_tui.cli.serve:server",
+    "submit": "codex_tui.cli.tasks:submit",
+    "worker": "codex_tui.cli.serve:worker",
+}
 
-@click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
+
+class _LazyGroup(click.Group):
+    """A group whose subcommands (:data:`SUBCOMMANDS`) are imported on first use (click's
+    "lazily loading subcommands" pattern)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        """Every subcommand's name, sorted."""
+        return sorted({*super().list_commands(ctx), *SUBCOMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        """The subcommand ``cmd_name``, imported now if it was not yet (None: no such one)."""
+        if cmd_name not in self.commands and cmd_name in SUBCOMMANDS:
+            module, _, name = SUBCOMMANDS[cmd_name].partition(":")
+            command = getattr(importlib.import_module(module), name)
+            assert isinstance(command, click.Command)
+            self.add_command(command, cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(
+    cls=_LazyGroup,
+    invoke_without_command=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
 @connection_options
 @click.option(
     "--theme",
