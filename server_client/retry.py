@@ -11,14 +11,15 @@ The classification (:func:`is_retryable`):
 - no answer (:data:`NETWORK_ERRORS`: connect, read and write errors, timeouts, a broken SSE
   stream) is always worth another attempt;
 - a 5xx answer (the server's own trouble) is too;
-- a 4xx answer is final for the SDK (the same request gets the same answer); the worker
-  protocol names its final refusals instead (:data:`WORKER_FINAL`, :data:`CONNECT_FINAL`) and
-  retries every other one, 429 included: a worker must not drop its tasks' events or ends
-  over a refusal that may pass (docs/reliability.md R4, R5).
+- a 4xx answer is final for the SDK: the same request gets the same answer (a 429 too: a
+  stream over the user's ``max_streams`` is refused, and says so, rather than waited for);
+- the worker protocol names its final refusals instead (:data:`WORKER_FINAL`,
+  :data:`CONNECT_FINAL`) and retries every other one, 429 included: a worker must not drop
+  its tasks' events or ends over a refusal that may pass (docs/reliability.md R4, R5).
 
-Loops keep trying for as long as they did before this module existed: forever, until the
-caller is cancelled or stops (the stream's ``max_attempts`` excepted), and a success starts
-the next run of failures from the shortest wait again.
+Loops retry without end, until their caller is cancelled or stops (the stream's
+``max_attempts`` excepted); a success starts the next run of failures from the shortest wait
+again.
 """
 
 from __future__ import annotations
