@@ -38,7 +38,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -65,6 +65,7 @@ __all__ = [
     "ResolvedConnection",
     "TuiSettings",
     "config_path",
+    "describe_settings_error",
     "desktop_supported",
     "load_tui_settings",
     "resolve_connection",
@@ -212,30 +213,74 @@ class _RememberedThemeSource(PydanticBaseSettingsSource):
         return {"theme": theme} if theme else {}
 
 
-def _env_name(loc: tuple[int | str, ...]) -> str:
-    return ENV_PREFIX + "__".join(str(part) for part in loc).upper().replace("-", "_")
+#: How pydantic-settings names a variable it could not parse (JSON expected).
+_UNPARSED = re.compile(r'field "(\w+)" from source "EnvSettingsSource"')
 
 
-def _describe(error: ValidationError, path: Path) -> str:
+def _env_name(prefix: str, loc: Sequence[int | str]) -> str:
+    return prefix + "__".join(str(part) for part in loc).upper().replace("-", "_")
+
+
+def describe_settings_error(
+    error: ValueError,
+    *,
+    env_prefix: str = ENV_PREFIX,
+    flags: Mapping[str, str] | None = None,
+    file: Path | None = None,
+    what: str = "settings",
+    secret: Collection[str] = ("token",),
+) -> str:
+    """One message for settings that failed to build, naming where each bad value came from.
+
+    The one wording of the command's settings errors (the client's and TUI's, the server's,
+    the worker's). Each problem reads ``WHERE: FIELD: PROBLEM (got VALUE)``, where WHERE is
+    the flag that set the field (``flags``), else the environment variable that did, else
+    ``file``, else the field's environment variable (where it can be set).
+
+    Args:
+        error: pydantic's ``ValidationError``, or pydantic-settings' ``SettingsError`` (an
+            environment value that is not the JSON a list or table needs).
+        env_prefix: The settings' environment prefix (nested keys joined with ``__``).
+        flags: Field name → the flag given for it (only the flags given).
+        file: The settings file, when the settings read one.
+        what: What the settings are, for the message's start (``invalid {what}: ...``).
+        secret: Words of field names whose value is never quoted (``token``: also
+            ``metrics_token``).
+    """
+    flags = flags or {}
+    if not isinstance(error, ValidationError):  # SettingsError: no field errors, a message
+        items: list[Mapping[str, Any]] = [{"loc": (), "msg": str(error)}]
+    else:
+        items = list(error.errors())
     problems = []
-    for item in error.errors():
+    for item in items:
         loc = tuple(item["loc"])
         if not loc:  # a source failed, e.g. CODEX_TUI_KEYMAP that is not JSON
             message = str(item["msg"]).removeprefix("Value error, ")
-            found = re.search(r'field "(\w+)" from source "EnvSettingsSource"', message)
+            found = _UNPARSED.search(message)
             if found:
-                message = f"environment variable {_env_name((found[1],))}: not a JSON object"
+                message = (
+                    f"environment variable {_env_name(env_prefix, (found[1],))}: not JSON "
+                    """(lists and tables are written as JSON, e.g. '["a", "b"]')"""
+                )
             problems.append(message)
             continue
-        where = str(path)
-        for depth in range(len(loc), 0, -1):
-            name = _env_name(loc[:depth])
-            if name in os.environ:
-                where = f"environment variable {name}"
-                break
+        name = str(loc[0])
+        if name in flags:
+            where = flags[name]
+        else:
+            where = str(file) if file is not None else _env_name(env_prefix, loc[:1])
+            for depth in range(len(loc), 0, -1):
+                env_name = _env_name(env_prefix, loc[:depth])
+                if env_name in os.environ:
+                    where = f"environment variable {env_name}"
+                    break
         dotted = ".".join(str(part) for part in loc)
-        problems.append(f"{where}: {dotted}: {item['msg']} (got {item.get('input')!r})")
-    return "invalid settings: " + "; ".join(problems)
+        problem = f"{where}: {dotted}: {item['msg']}"
+        if item.get("type") != "missing" and not any(word in name.lower() for word in secret):
+            problem += f" (got {item.get('input')!r})"
+        problems.append(problem)
+    return f"invalid {what}: " + "; ".join(problems)
 
 
 def _load(cls: type[SettingsT], overrides: Mapping[str, Any]) -> SettingsT:
@@ -252,7 +297,7 @@ def _load(cls: type[SettingsT], overrides: Mapping[str, Any]) -> SettingsT:
     try:
         return cls.model_validate(dict(overrides))
     except ValidationError as exc:
-        raise ConfigError(_describe(exc, path)) from None
+        raise ConfigError(describe_settings_error(exc, file=path)) from None
 
 
 def load_tui_settings(

@@ -22,6 +22,7 @@ import httpx
 
 from server_client.client import ApiError, CodexTuiError
 from server_client.models import Problem
+from server_client.retry import POLL, Backoff
 
 #: What a request to the server can raise: a refusal, a network error, or an answer that
 #: does not parse (pydantic's ValidationError is a ValueError).
@@ -71,8 +72,8 @@ def describe_poll_failure(error: Exception, server_url: str | None = None) -> st
 
 
 def poll_retry_delays(
-    base_s: float = 1.0,
-    cap_s: float = 15.0,
+    base_s: float = POLL.base_s,
+    cap_s: float = POLL.cap_s,
     *,
     uniform: Callable[[float, float], float] = random.uniform,
 ) -> Iterator[float]:
@@ -81,18 +82,15 @@ def poll_retry_delays(
     The n-th wait is ``base_s·2ⁿ`` capped at ``cap_s``, less up to a fifth of it at random
     (jitter, so that many TUIs do not retry in step): about 1, 2, 4, 8, 15, 15 … s. Unlike
     the SDK's stream backoff (full jitter) a wait never drops near zero, so a countdown on
-    screen stays meaningful.
+    screen stays meaningful. This is :data:`server_client.retry.POLL` (the one retry policy)
+    with other numbers where they are given.
 
     Args:
         base_s: The first wait.
         cap_s: The longest wait.
         uniform: Draws the jittered wait between its two bounds (injectable for tests).
     """
-    attempt = 0
-    while True:
-        delay = min(cap_s, base_s * 2**attempt)
-        yield uniform(delay * 0.8, delay)
-        attempt = min(attempt + 1, 30)
+    return Backoff(base_s, cap_s, jitter=POLL.jitter).delays(uniform)
 
 
 async def poll_forever(

@@ -6,8 +6,10 @@ Exceptions::
      └── ApiError            the server answered with a 4xx/5xx problem body
           └── NotFoundError  404: no such task (or not yours)
 
-Network failures surface as :mod:`httpx` exceptions (``httpx.TransportError`` and its
-subclasses), except inside :meth:`CodexTuiClient.stream_events`, which retries them.
+The exceptions are defined in :mod:`server_client.errors` and importable from here. Network
+failures surface as :mod:`httpx` exceptions (``httpx.TransportError`` and its subclasses),
+except inside :meth:`CodexTuiClient.stream_events`, which retries them (and 5xx answers) by
+the policy of :mod:`server_client.retry`.
 
 Example::
 
@@ -20,14 +22,18 @@ Example::
 from __future__ import annotations
 
 import asyncio
-import random
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from types import TracebackType
 from typing import Any, Self
 
 import httpx
-from httpx_sse import SSEError, aconnect_sse
+from httpx_sse import aconnect_sse
 
+from server_client.errors import ApiError as ApiError
+from server_client.errors import CodexTuiError as CodexTuiError
+from server_client.errors import NotFoundError as NotFoundError
+from server_client.errors import problem_from_response as problem_from_response
+from server_client.errors import raise_for_problem as raise_for_problem
 from server_client.models import (
     Event,
     Health,
@@ -35,7 +41,6 @@ from server_client.models import (
     PairingCode,
     PairRequest,
     PairResult,
-    Problem,
     Sandbox,
     Task,
     TaskCreate,
@@ -43,8 +48,9 @@ from server_client.models import (
     TaskStatus,
     Worker,
 )
+from server_client.retry import NETWORK_ERRORS, STREAM, Backoff, is_retryable
 
-#: The server sends an SSE heartbeat at least this often (s); design.md.
+#: The server sends an SSE heartbeat at least this often (s); docs/design.md.
 HEARTBEAT_S = 15.0
 #: How many heartbeats in a row a stream may miss before it counts as dead.
 MISSED_HEARTBEATS = 3
@@ -53,60 +59,19 @@ MISSED_HEARTBEATS = 3
 #: A live stream is never silent for longer than one heartbeat interval, so 45 s without a
 #: byte means three heartbeats in a row did not arrive: the connection is dead (a half-open
 #: TCP connection after a network change, a hung server or proxy) and
-#: :meth:`CodexTuiClient.stream_events` reconnects with ``Last-Event-ID`` (reliability.md
+#: :meth:`CodexTuiClient.stream_events` reconnects with ``Last-Event-ID`` (docs/reliability.md
 #: E3). One or two late heartbeats on a slow link (SSH over a mobile connection) do not drop
 #: a healthy stream; the margin absorbs latency and scheduling delay around the third.
 STREAM_READ_TIMEOUT_S = MISSED_HEARTBEATS * HEARTBEAT_S + 5.0
 
 
-class CodexTuiError(Exception):
-    """Base class of the SDK's own errors."""
-
-
-class ApiError(CodexTuiError):
-    """The server refused a request; ``problem`` is its RFC 9457 body."""
-
-    def __init__(self, problem: Problem) -> None:
-        super().__init__(f"{problem.status} {problem.title}: {problem.detail or ''}".strip())
-        self.problem = problem
-
-    @property
-    def status(self) -> int:
-        """The HTTP status code."""
-        return self.problem.status
-
-
-class NotFoundError(ApiError):
-    """404: the task does not exist or belongs to someone else."""
-
-
-def problem_from_response(response: httpx.Response) -> ApiError:
-    """Build the :class:`ApiError` for a failed response (the body must already be read)."""
-    try:
-        problem = Problem.model_validate_json(response.content)
-    except ValueError:
-        problem = Problem(
-            title=response.reason_phrase or "error",
-            status=response.status_code,
-            detail=response.text[:500] or None,
-        )
-    if response.status_code == 404:
-        return NotFoundError(problem)
-    return ApiError(problem)
-
-
-def raise_for_problem(response: httpx.Response) -> None:
-    """Raise :class:`ApiError` for a 4xx/5xx response; do nothing otherwise."""
-    if response.is_error:
-        raise problem_from_response(response)
-
-
 def backoff_delays(base_s: float = 0.25, cap_s: float = 10.0) -> Iterable[float]:
-    """Yield retry delays (s): exponential with full jitter, capped at ``cap_s``."""
-    attempt = 0
-    while True:
-        yield random.uniform(0, min(cap_s, base_s * 2**attempt))  # noqa: S311 - jitter only
-        attempt = min(attempt + 1, 30)
+    """Yield retry delays (s): exponential with full jitter, capped at ``cap_s``.
+
+    The n-th delay (n from 0) is drawn from ``[0, min(cap_s, base_s·2ⁿ)]``; this is
+    :meth:`server_client.retry.Backoff.delays`, kept here as part of the SDK.
+    """
+    return Backoff(base_s, cap_s).delays()
 
 
 async def redeem_pairing_code(
@@ -334,6 +299,58 @@ class CodexTuiClient:
         )
         return [Event.model_validate(item) for item in response.json()]
 
+    async def iter_event_pages(
+        self,
+        task_id: str,
+        *,
+        after: int = 0,
+        before: int | None = None,
+        page_size: int = 1000,
+    ) -> AsyncIterator[list[Event]]:
+        """The stored events page by page (no streaming), as :meth:`get_events` pages them.
+
+        Without ``before``: forwards, the events with ``seq > after``, oldest page first.
+        With ``before``: backwards, the events with ``after < seq < before``, newest page
+        first. Each page is in ascending seq order and not empty; the pages end after the
+        first one shorter than ``page_size``. A caller may stop early (``break``): no page
+        is fetched before it is asked for.
+
+        Args:
+            task_id: The task.
+            after: Only events with a larger seq (≥ 0).
+            before: Only events with a smaller seq (≥ 1), paging backwards.
+            page_size: Events per request, 1..5000.
+
+        Raises:
+            NotFoundError: no such task (or not the caller's).
+            ApiError: 422 for an out-of-range ``after``, ``before`` or ``page_size``.
+        """
+        while True:
+            page = await self.get_events(task_id, after=after, before=before, limit=page_size)
+            if page:
+                yield page
+            if len(page) < page_size:
+                return
+            if before is None:
+                after = page[-1].seq
+            else:
+                before = page[0].seq
+
+    async def iter_events(
+        self, task_id: str, *, after: int = 0, page_size: int = 1000
+    ) -> AsyncIterator[Event]:
+        """Every stored event with ``seq > after`` in seq order, fetched ``page_size`` at a
+        time (no streaming: it ends with the last stored event; see :meth:`stream_events`
+        to follow a running task).
+
+        Raises:
+            NotFoundError: no such task (or not the caller's).
+            ApiError: 422 for an out-of-range ``after`` or ``page_size``.
+        """
+        async for page in self.iter_event_pages(task_id, after=after, page_size=page_size):
+            for event in page:
+                yield event
+
     async def rerun_task(self, task_id: str) -> Task:
         """Submit a task again: a new queued task with the same prompt, workdir, model,
         sandbox and routing (target worker and labels) as ``task_id``.
@@ -361,17 +378,17 @@ class CodexTuiClient:
     ) -> AsyncIterator[Event]:
         """Yield the task's events with ``seq > after``, replayed then live, each exactly once.
 
-        Reconnects after network errors (and after the server closes the stream early) with
-        ``Last-Event-ID`` and jittered exponential backoff; stops after the terminal status
-        event. ``max_attempts`` bounds consecutive failed connection attempts (None: retry
-        forever).
+        Reconnects after network errors and 5xx answers (and after the server closes the
+        stream early) with ``Last-Event-ID`` and capped, jittered exponential backoff
+        (:data:`server_client.retry.STREAM`); stops after the terminal status event.
+        ``max_attempts`` bounds consecutive failed connection attempts (None: retry forever).
 
         Raises:
-            ApiError: the server refused the stream (401, 404, ...); not retried.
+            ApiError: the server refused the stream (a 4xx: 401, 404, 429, ...); not retried.
             httpx.TransportError: after ``max_attempts`` consecutive failures.
         """
         last_seq = after
-        delays = iter(backoff_delays())
+        delays: Iterator[float] | None = None  # the waits of the current run of failures
         failures = 0
         timeout = httpx.Timeout(10.0, read=read_timeout)
         while True:
@@ -387,8 +404,9 @@ class CodexTuiClient:
                     if response.is_error:
                         await response.aread()
                         error = problem_from_response(response)
-                        if response.status_code < 500:
+                        if not is_retryable(error):
                             raise error
+                        # A passing refusal (5xx) counts as a lost connection.
                         raise httpx.RemoteProtocolError(str(error))
                     async for sse in source.aiter_sse():
                         if not sse.data:
@@ -397,13 +415,14 @@ class CodexTuiClient:
                         if event.seq <= last_seq:
                             continue
                         last_seq = event.seq
-                        failures = 0
-                        delays = iter(backoff_delays())
+                        failures, delays = 0, None
                         yield event
                         if event.is_terminal:
                             return
-            except (httpx.TransportError, SSEError):
+            except NETWORK_ERRORS:
                 failures += 1
                 if max_attempts is not None and failures >= max_attempts:
                     raise
+            if delays is None:
+                delays = STREAM.delays()
             await asyncio.sleep(next(delays))

@@ -19,13 +19,18 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, datetime
-from enum import StrEnum
 from functools import cached_property
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
 from server_client.codex import CodexEvent, event_type, parse_event
+
+# The enumerations live in server_client.enums (no pydantic there); re-exported here.
+from server_client.enums import TERMINAL_STATUSES as TERMINAL_STATUSES
+from server_client.enums import EventKind as EventKind
+from server_client.enums import Sandbox as Sandbox
+from server_client.enums import TaskStatus as TaskStatus
 
 #: Largest prompt the server accepts, in characters.
 MAX_PROMPT_CHARS = 100_000
@@ -47,44 +52,6 @@ NulFree = Annotated[str, AfterValidator(_reject_nul)]
 Label = Annotated[
     str, Field(min_length=1, max_length=50, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/=-]*$")
 ]
-
-
-class TaskStatus(StrEnum):
-    """A task's state: ``queued → running → completed | failed | canceled | lost``."""
-
-    QUEUED = "queued"
-    RUNNING = "running"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    CANCELED = "canceled"
-    LOST = "lost"
-
-    @property
-    def is_terminal(self) -> bool:
-        """True for the states that never change again."""
-        return self in TERMINAL_STATUSES
-
-
-TERMINAL_STATUSES = frozenset(
-    {TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELED, TaskStatus.LOST}
-)
-
-
-class Sandbox(StrEnum):
-    """Codex's ``-s/--sandbox`` modes (codex-facts.md)."""
-
-    READ_ONLY = "read-only"
-    WORKSPACE_WRITE = "workspace-write"
-    DANGER_FULL_ACCESS = "danger-full-access"
-
-
-class EventKind(StrEnum):
-    """What an event carries; see the module docstring."""
-
-    CODEX = "codex"
-    STDOUT = "stdout"
-    STDERR = "stderr"
-    STATUS = "status"
 
 
 def utcnow() -> datetime:

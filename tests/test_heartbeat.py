@@ -18,9 +18,10 @@ from server_client.server.db import create_engine, migrate
 from server_client.server.main import _Server
 from server_client.server.settings import ServerSettings
 from server_client.server.store import Store
-from server_client.worker.agent import SIGNALS_RESTART_S, WorkerAgent, WorkerConfig
+from server_client.worker.agent import SIGNALS_RESTART_S, WorkerAgent
 from server_client.worker.api import WorkerApi
 from server_client.worker.runner import ExecRunner
+from server_client.worker.settings import WorkerSettings
 from tests.conftest import free_port, wait_until_async
 
 
@@ -82,7 +83,7 @@ class _SignalsApi:
 
 
 async def test_a_burst_of_task_starts_restarts_the_signals_poll_a_few_times_only() -> None:
-    agent = WorkerAgent(WorkerConfig(server="http://127.0.0.1:9", token="t"))
+    agent = WorkerAgent(WorkerSettings(server="http://127.0.0.1:9", token="t"))
     api = _SignalsApi()
     agent.api = cast(WorkerApi, api)
     agent.worker_id = "w1"

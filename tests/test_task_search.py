@@ -219,6 +219,31 @@ async def test_event_pages_backwards_and_between(server: LiveServer) -> None:
         assert events[0].data == {"line": "line 0"}
 
 
+async def test_sdk_event_iterators_page_either_way(server: LiveServer) -> None:
+    """``iter_events`` / ``iter_event_pages`` (the SDK's one paging loop) reach every event
+    exactly once, forwards from ``after`` and backwards from ``before``."""
+    lines = [
+        EventIn(ts=SEED_TS, kind=EventKind.STDERR, data={"line": f"line {n}"}) for n in range(30)
+    ]
+    seeded = await seed_tasks(server, [SeedTask("paged", lines, TaskStatus.COMPLETED)])
+    task = seeded.tasks[0]
+    async with server.client() as client:
+        forwards = [e.seq async for e in client.iter_events(task.id, page_size=7)]
+        assert forwards == list(range(1, 34))
+        assert [e.seq async for e in client.iter_events(task.id, after=30)] == [31, 32, 33]
+        pages = [
+            [e.seq for e in page] async for page in client.iter_event_pages(task.id, page_size=11)
+        ]
+        assert pages == [list(range(1, 12)), list(range(12, 23)), list(range(23, 34))]
+        backwards = [
+            [e.seq for e in page]
+            async for page in client.iter_event_pages(task.id, before=30, after=10, page_size=8)
+        ]
+        assert backwards == [list(range(22, 30)), list(range(14, 22)), [11, 12, 13]]
+        with pytest.raises(NotFoundError):
+            [e async for e in client.iter_events("no-such-task")]
+
+
 def test_before_is_for_json_pages_only(server: LiveServer) -> None:
     with httpx.Client() as http:
         created = http.post(

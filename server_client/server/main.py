@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import getpass
-import json
 import logging
 import os
 import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
@@ -36,26 +35,23 @@ from server_client.server.store import Store
 log = logging.getLogger(__name__)
 
 LOCAL_WORKER_PIDFILE = "local-worker.pid"
-WORKER_CONFIG_ENV = "CODEX_TUI_WORKER_CONFIG"
 
 
-@dataclass
-class LocalWorkerOptions:
-    """Options of the worker ``codex-tui server`` starts beside itself.
+@dataclass(frozen=True)
+class LocalWorker:
+    """The worker ``codex-tui server`` starts beside itself, as the command configured it
+    (the server knows no worker settings: server and worker never import each other).
 
     Attributes:
-        workdir_roots: Allowed workdir roots (default: the home folder).
-        grace_s: SIGINT → SIGKILL grace when a task is cancelled (s).
-        codex_bin: The codex binary (default: CODEX_TUI_CODEX_BIN, else ``codex`` on PATH).
-        max_tasks: Tasks run at once.
-        pass_env: Extra environment variable names passed through to codex.
+        environ: Given the URL local clients use for this server and the local user's token,
+            the environment variables the worker process reads its settings from (on top of
+            this process's environment).
+        stop_timeout_s: How long its exit may take after SIGTERM before SIGKILL (s): its
+            cancel grace plus time to report the cancelled tasks.
     """
 
-    workdir_roots: list[str] = field(default_factory=list)
-    codex_bin: str | None = None
-    max_tasks: int = 4
-    pass_env: list[str] = field(default_factory=list)
-    grace_s: float = 2.0
+    environ: Callable[[str, str], Mapping[str, str]]
+    stop_timeout_s: float = 12.0
 
 
 def client_url(host: str, port: int) -> str:
@@ -112,7 +108,7 @@ def _live_local_worker(pidfile: Path) -> int | None:
     return None
 
 
-def start_local_worker(url: str, token: str, options: LocalWorkerOptions, dirs: AppDirs) -> int:
+def start_local_worker(url: str, token: str, worker: LocalWorker, dirs: AppDirs) -> int:
     """Start the local worker as its own process (own session); returns its pid.
 
     Reuses a local worker that still runs from an earlier server start (pid file in the state
@@ -123,18 +119,8 @@ def start_local_worker(url: str, token: str, options: LocalWorkerOptions, dirs: 
     if existing is not None:
         log.info("local worker already running (pid %d)", existing)
         return existing
-    config = {
-        "server": url,
-        "name": "local",
-        "workdir_roots": options.workdir_roots,
-        "codex_bin": options.codex_bin,
-        "max_tasks": options.max_tasks,
-        "pass_env": options.pass_env,
-        "grace_s": options.grace_s,
-    }
     env = dict(os.environ)
-    env["CODEX_TUI_TOKEN"] = token
-    env[WORKER_CONFIG_ENV] = json.dumps(config)
+    env.update(worker.environ(url, token))
     log_path = dirs.state / "local-worker.log"
     with open(log_path, "ab") as log_file:
         proc = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
@@ -216,7 +202,7 @@ def run_server(
     *,
     host: str = "127.0.0.1",
     port: int = 8765,
-    local_worker: LocalWorkerOptions | None = None,
+    local_worker: LocalWorker | None = None,
     log_level: str = "info",
     forwarded_allow_ips: str | None = None,
 ) -> None:
@@ -231,8 +217,6 @@ def run_server(
     token = asyncio.run(bootstrap(settings, url, dirs))
     worker_pid = None
     if local_worker is not None:
-        if not local_worker.workdir_roots:
-            local_worker.workdir_roots = list(settings.workdir_roots)
         worker_pid = start_local_worker(url, token, local_worker, dirs)
     app = create_app(settings)
     config = uvicorn.Config(
@@ -251,7 +235,7 @@ def run_server(
             await asyncio.to_thread(stop_local_worker, worker_pid, timeout_s)
             (dirs.state / LOCAL_WORKER_PIDFILE).unlink(missing_ok=True)
 
-    timeout_s = (local_worker.grace_s if local_worker else 0) + 10.0
+    timeout_s = local_worker.stop_timeout_s if local_worker else 10.0
     try:
         _Server(config, app.state.hub, stop_worker).run()
     finally:

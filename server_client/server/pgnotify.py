@@ -26,14 +26,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
 from sqlalchemy.engine import make_url
 
+from server_client.retry import Backoff
 from server_client.server.hub import Hub
 
 log = logging.getLogger(__name__)
@@ -70,14 +70,6 @@ def asyncpg_dsn(db_url: str) -> str:
     if url.get_backend_name() != "postgresql":
         raise ValueError(f"not a PostgreSQL URL: {url.drivername!r}")
     return url.set(drivername="postgresql").render_as_string(hide_password=False)
-
-
-def _backoff(base_s: float, cap_s: float) -> Iterator[float]:
-    """Retry delays (s): exponential with full jitter, capped at ``cap_s``."""
-    attempt = 0
-    while True:
-        yield random.uniform(base_s / 2, min(cap_s, base_s * 2**attempt))  # noqa: S311 - jitter
-        attempt = min(attempt + 1, 30)
 
 
 def _on_termination(lost: asyncio.Event) -> Callable[[Any], None]:
@@ -131,7 +123,8 @@ class PgWakeRelay:
         self._dsn = asyncpg_dsn(db_url)
         self._ping_interval_s = ping_interval_s
         self._timeout_s = connect_timeout_s
-        self._backoff = (backoff_base_s, backoff_cap_s)
+        # Jittered, doubling, never below half the first wait (server_client.retry).
+        self._backoff = Backoff(backoff_base_s, backoff_cap_s, floor_s=backoff_base_s / 2)
         self._pending: dict[str, None] = {}
         self._recent: dict[str, float] = {}
         self._listened_before = False
@@ -234,7 +227,7 @@ class PgWakeRelay:
     async def _supervise(self, loop: Callable[[], Awaitable[None]], what: str) -> None:
         """Run ``loop`` until cancelled, restarting it (after a pause) if it ever fails with
         an error it did not expect: the relay must not stop silently."""
-        delays = _backoff(*self._backoff)
+        delays = self._backoff.delays()
         while True:
             try:
                 await loop()
@@ -249,7 +242,7 @@ class PgWakeRelay:
         self.hub.wake(payload)
 
     async def _listen_forever(self) -> None:
-        delays = _backoff(*self._backoff)
+        delays = self._backoff.delays()
         while True:
             try:
                 conn = await self._connect()
@@ -263,7 +256,7 @@ class PgWakeRelay:
                 await conn.add_listener(self.channel, self._on_notification)
                 self._listener = conn
                 self._listening.set()
-                delays = _backoff(*self._backoff)
+                delays = self._backoff.delays()
                 if self._listened_before:
                     self.reconnects += 1
                     log.warning("LISTEN connection re-established; waking every waiter")
@@ -294,7 +287,7 @@ class PgWakeRelay:
         self._wanted.set()  # reconnect now and send the recent keys again
 
     async def _publish_forever(self) -> None:
-        delays = _backoff(*self._backoff)
+        delays = self._backoff.delays()
         conn: Any = None
         connected_before = False
         try:
@@ -343,7 +336,7 @@ class PgWakeRelay:
                     continue
                 sent_at = time.monotonic()
                 self._recent.update(dict.fromkeys(keys, sent_at))
-                delays = _backoff(*self._backoff)
+                delays = self._backoff.delays()
                 if not self._pending:
                     self._idle.set()
         finally:

@@ -1,11 +1,14 @@
 """Provides ``WorkerAgent``: claims its owner's tasks and runs codex for each of them.
 
 Three loops share one HTTP client: the claim long poll (one request waiting at a time, only
-while a slot is free: no busy polling, reliability.md R8), the signals long poll (cancel
-requests; restarted when a task starts, at most every :data:`SIGNALS_RESTART_S` seconds, so a
-cancel arrives within moments while a worker starting hundreds of tasks does not drop and
-reopen its connection hundreds of times), and one coroutine per running task (runner +
-uploader + finish).
+while a slot is free: no busy polling, docs/reliability.md R8), the signals long poll
+(cancel requests; restarted when a task starts, at most every :data:`SIGNALS_RESTART_S`
+seconds, so a cancel arrives within moments while a worker starting hundreds of tasks does
+not drop and reopen its connection hundreds of times), and one coroutine per running task
+(runner + uploader + finish). Failed calls are retried by :mod:`server_client.retry`
+(:data:`~server_client.retry.WORKER` backoff; the refusals that end a call are
+:data:`~server_client.retry.WORKER_FINAL` and, for the connect,
+:data:`~server_client.retry.CONNECT_FINAL`).
 """
 
 from __future__ import annotations
@@ -14,12 +17,9 @@ import asyncio
 import logging
 import socket
 from collections.abc import Awaitable
-from dataclasses import dataclass, field
 from typing import TypeVar
 
-import httpx
-
-from server_client.client import ApiError, backoff_delays
+from server_client.errors import ApiError
 from server_client.models import (
     Claim,
     EventIn,
@@ -31,6 +31,7 @@ from server_client.models import (
     utcnow,
 )
 from server_client.paths import WorkdirError, resolve_workdir
+from server_client.retry import CONNECT_FINAL, WORKER, WORKER_FINAL, is_retryable, retry_call
 from server_client.worker.api import WorkerApi
 from server_client.worker.codex_bin import CodexNotFoundError, codex_version, resolve_codex_bin
 from server_client.worker.runner import (
@@ -40,6 +41,7 @@ from server_client.worker.runner import (
     build_child_env,
     reap_orphan_zombies,
 )
+from server_client.worker.settings import WorkerSettings
 from server_client.worker.uploader import EventUploader, LeaseLostError
 
 log = logging.getLogger(__name__)
@@ -50,36 +52,6 @@ T = TypeVar("T")
 SIGNALS_RESTART_S = 0.1
 
 
-@dataclass
-class WorkerConfig:
-    """How a worker runs.
-
-    Attributes:
-        server: Server URL. token: The owner's token (never logged, never passed to codex).
-        name: Worker name, unique per owner. workdir_roots: Allowed workdir roots.
-        codex_bin: Explicit codex binary (else CODEX_TUI_CODEX_BIN, else ``codex`` on PATH).
-        max_tasks: Tasks run at once. pass_env: Extra variable names passed to codex.
-        grace_s: SIGINT → SIGKILL grace on cancel (s).
-        batch_interval_s: How long an upload waits for more events (s; 0: at once, the
-        one-upload-in-flight rule batches under load).
-        poll_wait_s: Longest claim long poll (s); the signals poll, which is also the
-            heartbeat, uses the server's ``heartbeat_s``.
-        labels: Labels this worker carries, for routing (``--label``).
-    """
-
-    server: str
-    token: str
-    name: str = field(default_factory=socket.gethostname)
-    workdir_roots: list[str] = field(default_factory=list)
-    codex_bin: str | None = None
-    max_tasks: int = 4
-    pass_env: list[str] = field(default_factory=list)
-    grace_s: float = 2.0
-    batch_interval_s: float = 0.0
-    poll_wait_s: float = 25.0
-    labels: list[str] = field(default_factory=list)
-
-
 class FatalWorkerError(RuntimeError):
     """The server refused this worker for good (e.g. 401: its token was revoked)."""
 
@@ -87,9 +59,9 @@ class FatalWorkerError(RuntimeError):
 class WorkerAgent:
     """One worker process's main object; :meth:`run` until :meth:`stop`."""
 
-    def __init__(self, config: WorkerConfig) -> None:
+    def __init__(self, config: WorkerSettings) -> None:
         self.config = config
-        self.api = WorkerApi(config.server, config.token)
+        self.api = WorkerApi(config.server, config.token.get_secret_value())
         self.worker_id: str | None = None
         self._runners: dict[str, ExecRunner] = {}
         self._jobs: set[asyncio.Task[None]] = set()
@@ -98,11 +70,6 @@ class WorkerAgent:
         self._stopping = asyncio.Event()
         self._fatal: str | None = None
         self._heartbeat_s = 10.0
-
-    @property
-    def running_task_ids(self) -> list[str]:
-        """Ids of the tasks running now."""
-        return list(self._runners)
 
     def stop(self) -> None:
         """Stop claiming and cancel every running task; :meth:`run` returns once they ended."""
@@ -138,33 +105,46 @@ class WorkerAgent:
             max_tasks=self.config.max_tasks,
             labels=self.config.labels,
         )
-        delays = iter(backoff_delays(0.2, 10.0))
-        while True:
-            try:
-                worker = await self.api.connect(hello)
-                self.worker_id = worker.id
-                self._heartbeat_s = worker.heartbeat_s
-                log.info(
-                    "connected to %s as worker %s (%s)", self.config.server, worker.name, worker.id
-                )
-                return worker.id
-            except ApiError as exc:
-                if exc.status in (401, 403, 422):
-                    raise FatalWorkerError(f"server refused this worker: {exc}") from exc
-                log.warning("connect refused (%s); retrying", exc)
-            except httpx.TransportError as exc:
+
+        def retrying(exc: BaseException, wait_s: float) -> None:
+            if isinstance(exc, ApiError):
+                log.warning("connect refused (%s); retrying in %.1f s", exc, wait_s)
+            else:
                 log.warning(
-                    "cannot reach %s (%s); retrying", self.config.server, type(exc).__name__
+                    "cannot reach %s (%s); retrying in %.1f s",
+                    self.config.server,
+                    type(exc).__name__,
+                    wait_s,
                 )
-            await self._sleep_or_stop(next(delays))
-            if self._stopping.is_set():
-                raise asyncio.CancelledError
+
+        try:
+            worker = await retry_call(
+                lambda: self.api.connect(hello),
+                WORKER,
+                retry_if=lambda exc: is_retryable(exc, CONNECT_FINAL),
+                on_retry=retrying,
+                sleep=self._pause_unless_stopping,
+            )
+        except ApiError as exc:
+            raise FatalWorkerError(f"server refused this worker: {exc}") from exc
+        self.worker_id = worker.id
+        self._heartbeat_s = worker.heartbeat_s
+        log.info("connected to %s as worker %s (%s)", self.config.server, worker.name, worker.id)
+        return worker.id
 
     async def _sleep_or_stop(self, seconds: float) -> None:
+        """Sleep ``seconds``, or less when the worker is told to stop meanwhile."""
         try:
             await asyncio.wait_for(self._stopping.wait(), seconds)
         except TimeoutError:
             pass
+
+    async def _pause_unless_stopping(self, seconds: float) -> None:
+        """Sleep as :meth:`_sleep_or_stop`; then, if the worker is stopping, end the caller
+        (CancelledError): the connect retries give up when told to stop."""
+        await self._sleep_or_stop(seconds)
+        if self._stopping.is_set():
+            raise asyncio.CancelledError
 
     async def run(self) -> None:
         """Connect, then claim and run tasks until :meth:`stop`; waits for running tasks."""
@@ -194,30 +174,26 @@ class WorkerAgent:
 
     async def _claim_loop(self) -> None:
         assert self.worker_id is not None
-        delays = iter(backoff_delays(0.2, 10.0))
+        worker_id = self.worker_id
         while not self._stopping.is_set():
             if len(self._jobs) >= self.config.max_tasks:
                 self._slot_free.clear()
                 await self._first_of(self._slot_free.wait())
                 continue
             try:
-                claim = await self._first_of(
-                    self.api.claim(self.worker_id, self.config.poll_wait_s)
+                # A stop ends the poll (None) and the waits between retries.
+                claim = await retry_call(
+                    lambda: self._first_of(self.api.claim(worker_id, self.config.poll_wait_s)),
+                    WORKER,
+                    retry_if=_worker_retryable,
+                    on_retry=lambda exc, wait_s: _log_retry("claim", exc, wait_s),
+                    sleep=self._sleep_or_stop,
                 )
             except ApiError as exc:
                 # 401/403: the token was revoked; 404: this worker was revoked (a worker run
                 # with a user token keeps a valid token, but must not come back by itself).
-                if exc.status in (401, 403, 404):
-                    self._refused(exc)
-                    continue
-                log.warning("claim refused (%s); retrying", exc)
-                await self._sleep_or_stop(next(delays))
+                self._refused(exc)
                 continue
-            except httpx.TransportError as exc:
-                log.warning("claim failed (%s); retrying", type(exc).__name__)
-                await self._sleep_or_stop(next(delays))
-                continue
-            delays = iter(backoff_delays(0.2, 10.0))
             if claim is None:
                 continue
             job = asyncio.create_task(self._run_task(claim), name=f"task-{claim.task.id}")
@@ -278,24 +254,19 @@ class WorkerAgent:
 
     async def _signals_loop(self) -> None:
         assert self.worker_id is not None
-        delays = iter(backoff_delays(0.2, 10.0))
         while True:
             try:
-                answer = await self._poll_signals()
+                answer = await retry_call(
+                    self._poll_signals,
+                    WORKER,
+                    retry_if=_worker_retryable,
+                    on_retry=lambda exc, wait_s: _log_retry("signals poll", exc, wait_s),
+                )
             except ApiError as exc:
-                if exc.status in (401, 403, 404):
-                    self._refused(exc)
-                    return
-                log.warning("signals poll refused (%s); retrying", exc)
-                await asyncio.sleep(next(delays))
-                continue
-            except httpx.TransportError as exc:
-                log.warning("signals poll failed (%s); retrying", type(exc).__name__)
-                await asyncio.sleep(next(delays))
-                continue
+                self._refused(exc)
+                return
             if answer is None:
                 continue
-            delays = iter(backoff_delays(0.2, 10.0))
             running = False
             for task_id in answer.cancel:
                 runner = self._runners.get(task_id)
@@ -381,6 +352,7 @@ class WorkerAgent:
 
     async def _finish(self, claim: Claim, uploader: EventUploader, outcome: RunOutcome) -> None:
         assert self.worker_id is not None
+        worker_id = self.worker_id
         body = FinishRequest(
             lease_id=claim.lease_id,
             status=outcome.status,  # type: ignore[arg-type]
@@ -389,19 +361,27 @@ class WorkerAgent:
             error=outcome.error,
             thread_id=outcome.thread_id or uploader.thread_id,
         )
-        delays = iter(backoff_delays(0.2, 10.0))
-        while True:
-            try:
-                await self.api.finish(self.worker_id, claim.task.id, body)
-                log.info("task %s: %s", claim.task.id, outcome.status.value)
-                return
-            except httpx.TransportError as exc:
-                log.warning("finish of %s failed (%s); retrying", claim.task.id, type(exc).__name__)
-            except ApiError as exc:
-                if exc.status in (401, 403, 404) or (
-                    exc.status == 409 and exc.problem.next_index is None
-                ):
-                    log.error("task %s: finish refused: %s", claim.task.id, exc)
-                    return
-                log.warning("finish of %s refused (%s); retrying", claim.task.id, exc)
-            await asyncio.sleep(next(delays))
+        try:
+            await retry_call(
+                lambda: self.api.finish(worker_id, claim.task.id, body),
+                WORKER,
+                retry_if=_worker_retryable,
+                on_retry=lambda exc, wait_s: _log_retry(f"finish of {claim.task.id}", exc, wait_s),
+            )
+        except ApiError as exc:
+            log.error("task %s: finish refused: %s", claim.task.id, exc)
+            return
+        log.info("task %s: %s", claim.task.id, outcome.status.value)
+
+
+def _worker_retryable(exc: BaseException) -> bool:
+    """The worker protocol's rule (server_client.retry.WORKER_FINAL)."""
+    return is_retryable(exc, WORKER_FINAL)
+
+
+def _log_retry(what: str, exc: BaseException, wait_s: float) -> None:
+    """Log a failed call that is retried in ``wait_s`` seconds."""
+    if isinstance(exc, ApiError):
+        log.warning("%s refused (%s); retrying in %.1f s", what, exc, wait_s)
+    else:
+        log.warning("%s failed (%s); retrying in %.1f s", what, type(exc).__name__, wait_s)

@@ -1,7 +1,7 @@
 """Provides ``WorkerApi``: the worker's side of the worker protocol.
 
-Every call is outbound from the worker (design.md) and a POST, over httpx. Network errors
-surface as ``httpx.TransportError``; refusals as :class:`server_client.client.ApiError` (409
+Every call is outbound from the worker (docs/design.md) and a POST, over httpx. Network errors
+surface as ``httpx.TransportError``; refusals as :class:`server_client.errors.ApiError` (409
 carries ``problem.next_index`` for uploads and finishes).
 
 Connections: the long polls (claim, signals) hold their own; uploads, finishes and connects
@@ -21,7 +21,7 @@ from urllib.parse import quote
 
 import httpx
 
-from server_client.client import raise_for_problem
+from server_client.errors import raise_for_problem
 from server_client.models import (
     Claim,
     FinishRequest,

@@ -8,13 +8,11 @@ import signal
 from collections.abc import Coroutine
 from typing import Any
 
-from server_client.worker.agent import FatalWorkerError, WorkerAgent, WorkerConfig
+from server_client.worker.agent import FatalWorkerError, WorkerAgent
 from server_client.worker.procs import become_subreaper
+from server_client.worker.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
-
-#: The settings object ``codex-tui worker`` builds from its flags.
-WorkerSettings = WorkerConfig
 
 
 def _run(main: Coroutine[Any, Any, None]) -> None:
@@ -28,7 +26,7 @@ def _run(main: Coroutine[Any, Any, None]) -> None:
     uvloop.run(main)
 
 
-async def serve(config: WorkerConfig) -> None:
+async def serve(config: WorkerSettings) -> None:
     """Run the agent; SIGTERM/SIGINT stop it (running tasks are cancelled and reported)."""
     agent = WorkerAgent(config)
     loop = asyncio.get_running_loop()
@@ -37,7 +35,7 @@ async def serve(config: WorkerConfig) -> None:
     await agent.run()
 
 
-def run_worker(config: WorkerConfig) -> None:
+def run_worker(config: WorkerSettings) -> None:
     """Blocking entry point of ``codex-tui worker``; exits 1 when the server refuses it."""
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s worker %(name)s: %(message)s"

@@ -8,8 +8,9 @@ instead of requests multiplying, and an event that comes alone waits for nothing
 when the request gets a connection slot (:meth:`WorkerApi.upload`), so events that arrive
 while it waits for one go with it. The server commits each batch in one transaction: events
 land in small groups a few ms apart (issue 5). Batches are capped by count and bytes. Network
-errors and 5xx answers are retried with capped, jittered backoff and nothing is dropped
-(reliability.md R4, R5); a 409 gap answer rewinds to the server's ``next_index``.
+errors and 5xx answers are retried with capped, jittered backoff (server_client.retry: the
+:data:`~server_client.retry.UPLOAD` numbers) and nothing is dropped (docs/reliability.md R4,
+R5); a 409 gap answer rewinds to the server's ``next_index``.
 """
 
 from __future__ import annotations
@@ -20,10 +21,9 @@ import logging
 from collections import deque
 from collections.abc import Callable
 
-import httpx
-
-from server_client.client import ApiError, backoff_delays
-from server_client.models import EventIn
+from server_client.errors import ApiError
+from server_client.models import EventIn, UploadResult
+from server_client.retry import UPLOAD, WORKER_FINAL, is_retryable, retry_call
 from server_client.worker.api import WorkerApi
 
 log = logging.getLogger(__name__)
@@ -48,7 +48,7 @@ class EventUploader:
         interval_s: Longest time an event waits before a flush when idle (s).
         on_cancel_requested: Called when an upload answer carries the cancel flag.
         on_lease_lost: Called once when the server refuses the lease (or the token): the task
-            is no longer this worker's, so its codex must stop (reliability.md R3).
+            is no longer this worker's, so its codex must stop (docs/reliability.md R3).
     """
 
     def __init__(
@@ -83,11 +83,6 @@ class EventUploader:
     def count(self) -> int:
         """How many events were added so far."""
         return self._count
-
-    @property
-    def lease_lost(self) -> bool:
-        """True once the server refused this worker's lease."""
-        return self._lease_lost
 
     def start(self) -> None:
         """Start the background flush loop."""
@@ -142,7 +137,6 @@ class EventUploader:
         return body.encode()
 
     async def _run(self) -> None:
-        delays = iter(backoff_delays(0.1, 5.0))
         while True:
             if not self._pending:
                 if self._closing:
@@ -155,29 +149,53 @@ class EventUploader:
                     await asyncio.sleep(self._interval_s)
                 continue
             try:
-                result = await self._api.upload(self._worker_id, self._task_id, self._next_body)
-            except (httpx.TransportError, httpx.TimeoutException) as exc:
-                log.warning("upload for task %s failed (%s); retrying", self._task_id, exc)
-                await asyncio.sleep(next(delays))
-                continue
+                sent = await retry_call(
+                    self._send, UPLOAD, retry_if=self._retryable, on_retry=self._log_retry
+                )
             except ApiError as exc:
-                if exc.status == 409 and exc.problem.next_index is not None:
-                    self._rewind(exc.problem.next_index)
-                    continue
-                if exc.status in (401, 403, 404, 409):
-                    log.error("task %s: lease lost (%s)", self._task_id, exc.problem.detail)
-                    self._lease_lost = True
-                    self._pending.clear()
-                    if self._on_lease_lost is not None:
-                        self._on_lease_lost()
-                    return
-                log.warning("upload for task %s refused (%s); retrying", self._task_id, exc)
-                await asyncio.sleep(next(delays))
+                log.error("task %s: lease lost (%s)", self._task_id, exc.problem.detail)
+                self._lease_lost = True
+                self._pending.clear()
+                if self._on_lease_lost is not None:
+                    self._on_lease_lost()
+                return
+            if isinstance(sent, int):  # a gap: the server wants the events from there again
+                self._rewind(sent)
                 continue
-            delays = iter(backoff_delays(0.1, 5.0))
-            self._rewind(result.next_index, sent_hint=self._sending)
-            if result.cancel_requested and self._on_cancel is not None:
+            self._rewind(sent.next_index, sent_hint=self._sending)
+            if sent.cancel_requested and self._on_cancel is not None:
                 self._on_cancel()
+
+    async def _send(self) -> UploadResult | int:
+        """Upload the next batch: the server's answer, or the ``next_index`` of a 409 gap
+        answer (the server misses events before this batch).
+
+        Raises:
+            ApiError: any other refusal.
+            httpx.TransportError: no answer.
+        """
+        try:
+            return await self._api.upload(self._worker_id, self._task_id, self._next_body)
+        except ApiError as exc:
+            if exc.status == 409 and exc.problem.next_index is not None:
+                return exc.problem.next_index
+            raise
+
+    @staticmethod
+    def _retryable(exc: BaseException) -> bool:
+        """The worker protocol's rule (server_client.retry.WORKER_FINAL): a refused token,
+        a gone worker or task and a lost lease end the uploads; anything else is retried."""
+        return is_retryable(exc, WORKER_FINAL)
+
+    def _log_retry(self, exc: BaseException, wait_s: float) -> None:
+        if isinstance(exc, ApiError):
+            log.warning(
+                "upload for task %s refused (%s); retrying in %.1f s", self._task_id, exc, wait_s
+            )
+        else:
+            log.warning(
+                "upload for task %s failed (%s); retrying in %.1f s", self._task_id, exc, wait_s
+            )
 
     def _rewind(self, next_index: int, sent_hint: int | None = None) -> None:
         """Drop what the server has acknowledged, up to ``next_index``."""

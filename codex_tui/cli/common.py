@@ -1,0 +1,132 @@
+"""Provides what the ``codex-tui`` verbs share: exit codes, failing with a message, the
+``--server``/``--token`` options, running an SDK call, and the choices spelled out cheaply.
+
+Start-up time: this module imports only click and :mod:`server_client.enums` (no pydantic);
+whatever else a verb needs it imports inside its callback (tests/test_tui_startup.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+
+import click
+
+from server_client.enums import Sandbox, TaskStatus
+
+if TYPE_CHECKING:
+    from codex_tui.config import ResolvedConnection
+    from server_client.client import CodexTuiClient
+
+__all__ = [
+    "DEFAULT_PORT",
+    "DEFAULT_SANDBOX",
+    "EXIT_TASK_NOT_COMPLETED",
+    "EXIT_USAGE",
+    "SANDBOXES",
+    "TASK_STATUSES",
+    "connection",
+    "connection_options",
+    "default_db_url",
+    "fail",
+    "run_client",
+]
+
+T = TypeVar("T")
+
+#: Exit code of ``--follow`` (and ``logs -f``) when the task ended but did not complete.
+EXIT_TASK_NOT_COMPLETED = 1
+#: Exit code of usage and connection problems.
+EXIT_USAGE = 2
+
+#: ``codex_tui.config.DEFAULT_PORT`` (the local server's port), spelled out so that building
+#: the commands needs no pydantic; tests/test_tui_startup.py checks that they match.
+DEFAULT_PORT = 8765
+#: The values of :class:`server_client.enums.Sandbox`, and the default for a new task.
+SANDBOXES = tuple(sandbox.value for sandbox in Sandbox)
+DEFAULT_SANDBOX = Sandbox.WORKSPACE_WRITE.value
+#: The values of :class:`server_client.enums.TaskStatus`.
+TASK_STATUSES = tuple(status.value for status in TaskStatus)
+
+
+def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
+    """Print ``codex-tui: MESSAGE`` on stderr and exit with ``code``."""
+    click.echo(f"codex-tui: {message}", err=True)
+    raise SystemExit(code)
+
+
+def connection_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Add ``--server`` and ``--token`` to a command."""
+    func = click.option(
+        "--token", envvar="CODEX_TUI_TOKEN", help="User token (default: the stored one)."
+    )(func)
+    return click.option(
+        "--server", envvar="CODEX_TUI_SERVER", help="Server URL (default: the stored one)."
+    )(func)
+
+
+def connection(
+    ctx: click.Context, server: str | None, token: str | None, *, start: bool
+) -> ResolvedConnection:
+    """Where a verb connects, by codex_tui.config's precedence (the group's own
+    ``--server``/``--token`` count too); with ``start``, a local server is started when none
+    is configured or running (codex_tui.launcher). Exits 2 with a message naming the fix
+    when that fails or no token is known."""
+    from codex_tui.config import ConfigError, resolve_connection
+
+    parent = ctx.find_root().params
+    try:
+        conn = resolve_connection(server or parent.get("server"), token or parent.get("token"))
+    except ConfigError as exc:
+        fail(str(exc))
+    if start:
+        from codex_tui.launcher import LauncherError, ensure_local_server
+
+        try:
+            conn = ensure_local_server(conn)
+        except LauncherError as exc:
+            fail(str(exc))
+    if not conn.token:
+        fail(
+            f"no token for {conn.server}: pass --token or set CODEX_TUI_TOKEN "
+            "(a local server stores one for you on its first start: `codex-tui server`)"
+        )
+    return conn
+
+
+def run_client(conn: ResolvedConnection, work: Callable[[CodexTuiClient], Awaitable[T]]) -> T:
+    """Run ``work`` with an SDK client of ``conn`` and return its result.
+
+    A refusal, an unreachable server and Ctrl-C end the command: exit 2 with the server's
+    problem or what to do, 130 on Ctrl-C.
+    """
+    import asyncio
+
+    import httpx
+
+    from server_client.client import ApiError, CodexTuiClient
+
+    async def main() -> T:
+        assert conn.token is not None
+        async with CodexTuiClient(conn.server, conn.token) as client:
+            return await work(client)
+
+    try:
+        return asyncio.run(main())
+    except ApiError as exc:
+        detail = exc.problem.detail or exc.problem.title
+        fail(f"{exc.status} {exc.problem.title}: {detail}")
+    except httpx.TransportError as exc:
+        fail(
+            f"cannot reach the server at {conn.server} ({type(exc).__name__}); "
+            "start one with `codex-tui server` or pass --server URL"
+        )
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
+
+
+def default_db_url() -> str:
+    """The local server's store: a SQLite file in the data folder."""
+    from server_client.paths import AppDirs
+
+    return f"sqlite:///{AppDirs.resolve().data / 'codex-tui.db'}"

@@ -1,0 +1,107 @@
+"""Provides ``main``, the ``codex-tui`` group: with no subcommand it opens the TUI.
+
+Its subcommands live in the other modules of :mod:`codex_tui.cli` and are imported when one
+is named (or ``--help`` lists them), so that opening the TUI builds none of them.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+
+import click
+
+from codex_tui.cli.common import connection, connection_options, fail
+
+#: Subcommand name → ``module:attribute`` of its click command.
+SUBCOMMANDS = {
+    "admin": "codex_tui.cli.admin:admin",
+    "cancel": "codex_tui.cli.tasks:cancel",
+    "logs": "codex_tui.cli.tasks:logs",
+    "ls": "codex_tui.cli.tasks:list_tasks",
+    "pair": "codex_tui.cli.tasks:pair",
+    "rerun": "codex_tui.cli.tasks:rerun",
+    "server": "codex_tui.cli.serve:server",
+    "submit": "codex_tui.cli.tasks:submit",
+    "worker": "codex_tui.cli.serve:worker",
+}
+
+
+class _LazyGroup(click.Group):
+    """A group whose subcommands (:data:`SUBCOMMANDS`) are imported on first use (click's
+    "lazily loading subcommands" pattern)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        """Every subcommand's name, sorted."""
+        return sorted({*super().list_commands(ctx), *SUBCOMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        """The subcommand ``cmd_name``, imported now if it was not yet (None: no such one)."""
+        if cmd_name not in self.commands and cmd_name in SUBCOMMANDS:
+            module, _, name = SUBCOMMANDS[cmd_name].partition(":")
+            command = getattr(importlib.import_module(module), name)
+            assert isinstance(command, click.Command)
+            self.add_command(command, cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(
+    cls=_LazyGroup,
+    invoke_without_command=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+@connection_options
+@click.option(
+    "--theme",
+    metavar="NAME",
+    help="TUI theme: codex-dark, codex-light or codex-high-contrast (default: the last one "
+    "chosen in the TUI, else config.toml's).",
+)
+@click.option("--no-bell", is_flag=True, help="TUI: no terminal bell when a task finishes.")
+@click.option(
+    "--no-desktop-notify",
+    is_flag=True,
+    help="TUI: no desktop notification (OSC 9) when a task finishes.",
+)
+@click.version_option(package_name="codex-tui")
+@click.pass_context
+def main(
+    ctx: click.Context,
+    server: str | None,
+    token: str | None,
+    theme: str | None,
+    no_bell: bool,
+    no_desktop_notify: bool,
+) -> None:
+    """Run and watch OpenAI Codex agents on remote machines.
+
+    With no command, opens the TUI (starting a local server in the background when none is
+    configured or running). Its settings (theme, [keymap], [notify]) are read from
+    config.toml in the config folder; see the README's Configuration section.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    from codex_tui.config import ConfigError, load_tui_settings
+    from codex_tui.state import default_state_path
+
+    try:
+        settings = load_tui_settings(
+            theme=theme,
+            bell=False if no_bell else None,
+            desktop=False if no_desktop_notify else None,
+        )
+    except ConfigError as exc:
+        fail(str(exc))
+    conn = connection(ctx, server, token, start=True)
+    assert conn.token is not None
+    from codex_tui.app import CodexTuiApp
+    from server_client.client import CodexTuiClient
+
+    client = CodexTuiClient(conn.server, conn.token)
+    CodexTuiApp(
+        client,
+        default_workdir=os.getcwd(),
+        close_client=True,
+        settings=settings,
+        state_path=default_state_path(),
+    ).run()
