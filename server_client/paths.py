@@ -70,7 +70,7 @@ def check_workdir_lexically(workdir: str, roots: list[str]) -> str:
     """Normalise an absolute workdir and check it lies inside one of ``roots``, by text only.
 
     The server uses this at submit time: it cannot see the worker's filesystem, so the real
-    path is checked again by the worker at spawn (:func:`resolve_workdir`; reliability.md S4).
+    path is checked again by the worker at spawn (:func:`resolve_workdir`; docs/reliability.md S4).
 
     Returns:
         The normalised path.

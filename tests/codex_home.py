@@ -1,6 +1,6 @@
 """Provides an isolated CODEX_HOME for the real codex binary and the rule for finding it in tests.
 
-``write_codex_home`` writes the offline ``config.toml`` from ``/work/shared/codex-facts.md``
+``write_codex_home`` writes the offline ``config.toml`` from ``docs/codex-facts.md``
 (model provider ``mock`` pointing at a :class:`tests.mock_model_server.MockModel`), so codex needs
 no login and makes no other network connection. ``find_test_codex_bin`` resolves the pinned
 codex binary from ``CODEX_TUI_TEST_CODEX_BIN`` or the CI cache, and fails (never skips) with

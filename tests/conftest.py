@@ -35,7 +35,7 @@ FAKE_ENV = (
     "FAKE_CODEX_RECORD",
 )
 
-#: Rate limits of test servers (reliability.md S8): high, so that tests making many tasks,
+#: Rate limits of test servers (docs/reliability.md S8): high, so that tests making many tasks,
 #: streams or pairings in a burst are not refused. Tests of the limits set their own through
 #: ``extra_env``, which is applied after these (tests/test_ratelimits.py).
 TEST_LIMITS = {

@@ -5,7 +5,7 @@ Accepts codex's argv: ``exec --json --skip-git-repo-check -s S|--sandbox=S -C D|
 [-m M|--model=M] [--] PROMPT``. Like clap, an unknown option before ``--`` is an error (exit 2)
 and ``-h``/``--help`` prints usage (exit 0), so a prompt that leaks into the options shows up.
 Like the real codex it prints "Reading additional input from stdin..." to stderr, appends an
-open stdin to the prompt, and exits 1 at once and silently on SIGINT (codex-facts.md).
+open stdin to the prompt, and exits 1 at once and silently on SIGINT (docs/codex-facts.md).
 
 Environment:
     FAKE_CODEX_MODE: ok (default), reconnect, burst, slow-burst, stamped, sleep, crash, fail,
@@ -381,7 +381,7 @@ def main() -> int:
         out({"type": "turn.completed", "usage": usage})
         return 0
 
-    if mode == "fork-exit":  # the command outlives the turn (codex-facts.md)
+    if mode == "fork-exit":  # the command outlives the turn (docs/codex-facts.md)
         command = {
             "id": items.new_id(),
             "type": "command_execution",

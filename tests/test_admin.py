@@ -1,4 +1,4 @@
-"""Users and tokens (issue 3, reliability.md S2): ``codex-tui admin`` creates users whose token
+"""Users and tokens (issue 3, docs/reliability.md S2): ``codex-tui admin`` creates users whose token
 is shown once, lists users and tokens without ever showing a token, and revokes tokens so that
 their very next request fails; the store keeps only SHA-256 hashes of 256-bit random tokens."""
 

@@ -1,4 +1,4 @@
-"""Audit log (issue 5, reliability.md S9, S7): every state-changing call writes exactly one
+"""Audit log (issue 5, docs/reliability.md S9, S7): every state-changing call writes exactly one
 append-only row with actor, owner, action, target, time, request id and client address, and
 ``codex-tui admin audit [--json]`` reads them. Driven over HTTP against a real server whose
 "worker" is this test speaking the worker protocol with a paired worker token."""

@@ -1,4 +1,4 @@
-"""Canary secrets (issue 5, reliability.md S3, S7): secrets in the server's and the worker's
+"""Canary secrets (issue 5, docs/reliability.md S3, S7): secrets in the server's and the worker's
 environment, the tokens and the pairing codes never reach codex, the logs (text or JSON),
 the audit rows or any response."""
 

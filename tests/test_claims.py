@@ -1,4 +1,4 @@
-"""Claims and routing (issue 3, reliability.md R7, R8): many workers of two owners race for
+"""Claims and routing (issue 3, docs/reliability.md R7, R8): many workers of two owners race for
 hundreds of tasks and each task is claimed exactly once, by a worker of its owner; a task routed
 by worker name or labels goes only to a matching worker, and waits queued until one connects."""
 

@@ -1,4 +1,4 @@
-"""Crash safety of the store under heavy writes (reliability.md R9, with R1, R4, R5 and E1), on
+"""Crash safety of the store under heavy writes (docs/reliability.md R9, with R1, R4, R5 and E1), on
 SQLite and on PostgreSQL.
 
 A paired worker process runs six tasks at once; the fake codex prints thousands of items each,

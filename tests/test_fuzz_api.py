@@ -1,4 +1,4 @@
-"""Provides the bad-input tests of reliability.md S10: schemathesis fuzzes the live server's
+"""Provides the bad-input tests of docs/reliability.md S10: schemathesis fuzzes the live server's
 OpenAPI document with a real user token and a real worker token, on SQLite and on PostgreSQL
 (``CODEX_TUI_TEST_PG_URL``), and hand-written requests cover what a generator rarely hits:
 invalid UTF-8, wrong types, unknown fields, NUL characters, huge numbers and a 20 MB body.

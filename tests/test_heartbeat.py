@@ -1,4 +1,4 @@
-"""SSE heartbeats and shutdown (reliability.md E3, E5) on a real uvicorn server in-process,
+"""SSE heartbeats and shutdown (docs/reliability.md E3, E5) on a real uvicorn server in-process,
 with a short heartbeat interval so the test is quick; and the worker's heartbeat, its signals
 long poll, which a burst of task starts restarts only a few times."""
 

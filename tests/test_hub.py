@@ -1,6 +1,6 @@
 """The hub's in-memory tail: what a process committed reaches its own streams without a store
 read, but only when it continues exactly where a stream stands, and never outlives its
-watchers (reliability.md E4)."""
+watchers (docs/reliability.md E4)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""Server logging (issue 5, reliability.md S7): with ``--log-format json`` every line the server
-writes is one JSON object; the access-log line of a request carries the request id the
+"""Server logging (issue 5, docs/reliability.md S7): with ``--log-format json`` every line the
+server writes is one JSON object; the access-log line of a request carries the request id the
 response returned in ``X-Request-ID``; bearer tokens sent in requests never reach the log."""
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
-"""Owner scope on every route (issue 3, reliability.md S1, R7): two users, each with tasks and a
-paired worker, call every route of the OpenAPI document with the other user's real ids, as a
-user and with a worker token. Another owner's task or worker is answered exactly like one that
-does not exist (404, ids never leak), list routes never show it, nothing of it changes, and a
-worker never claims, writes to or acts as another owner's task or worker.
+"""Owner scope on every route (issue 3, docs/reliability.md S1, R7): two users, each with tasks and
+a paired worker, call every route of the OpenAPI document with the other user's real ids, as a user
+and with a worker token. Another owner's task or worker is answered exactly like one that does not
+exist (404, ids never leak), list routes never show it, nothing of it changes, and a worker never
+claims, writes to or acts as another owner's task or worker.
 
 The walk is driven by a table keyed by (method, path); the test fails when the OpenAPI
 document has a route the table does not cover."""

@@ -1,4 +1,4 @@
-"""Pairing (issue 3, reliability.md S2, S7): short single-use codes that expire, exchanged
+"""Pairing (issue 3, docs/reliability.md S2, S7): short single-use codes that expire, exchanged
 atomically for a worker token that a worker process on "another machine" (its own
 CODEX_TUI_HOME) saves 0600 and reuses after a restart without a new code."""
 

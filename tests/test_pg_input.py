@@ -1,4 +1,4 @@
-"""Input a database cannot store is a 4xx, never a 500 (reliability.md S10), on SQLite and on
+"""Input a database cannot store is a 4xx, never a 500 (docs/reliability.md S10), on SQLite and on
 PostgreSQL alike: PostgreSQL refuses NUL characters in text and numbers past a column's range
 (``invalid byte sequence for encoding "UTF8": 0x00``, ``value out of int32 range``), where
 SQLite stores or compares them without complaint (NUL characters that SQLite takes are a

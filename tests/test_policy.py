@@ -1,4 +1,4 @@
-"""Guardrails as server policy (issue 5, reliability.md S5, S6, E6): allowed sandbox modes
+"""Guardrails as server policy (issue 5, docs/reliability.md S5, S6, E6): allowed sandbox modes
 (danger-full-access only on workers an admin marked), allowed models, the largest prompt
 (413), the largest event (cut with a visible marker), the events-per-task cap."""
 

@@ -1,7 +1,7 @@
-"""Per-user rate limits (issue 5, reliability.md S8), against real servers: a burst over a limit
-gets 429 with a problem body naming the limit and a ``Retry-After``; another user (or another
-client address, for pairing) is unaffected; stream slots are always given back; through Redis
-two servers share one user's counts; an unreachable Redis degrades to per-process limits.
+"""Per-user rate limits (issue 5, docs/reliability.md S8), against real servers: a burst over a
+limit gets 429 with a problem body naming the limit and a ``Retry-After``; another user (or another
+client address, for pairing) is unaffected; stream slots are always given back; through Redis two
+servers share one user's counts; an unreachable Redis degrades to per-process limits.
 
 The Redis tests use the server named by ``CODEX_TUI_TEST_REDIS_URL`` (e.g.
 ``redis://127.0.0.1:6379/0``), each with its own key prefix (removed afterwards). Without the

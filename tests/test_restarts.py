@@ -1,5 +1,5 @@
-"""Restarts, leases and fencing with paired worker processes (issue 3; reliability.md R1–R3, R5,
-R6): a server killed mid-task loses no event; a worker killed, paused past its lease or revoked
+"""Restarts, leases and fencing with paired worker processes (issue 3; docs/reliability.md R1–R3,
+R5, R6): a server killed mid-task loses no event; a worker killed, paused past its lease or revoked
 loses its task as ``lost`` (never re-run), cannot write to it any more, and leaves no codex."""
 
 from __future__ import annotations

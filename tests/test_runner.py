@@ -1,6 +1,6 @@
 """Provides tests of ExecRunner and the codex binary lookup, driven by tests/fake_codex.py.
 
-Covers reliability.md C1 (cancel reaches every process), C2 (own session, stdin /dev/null),
+Covers docs/reliability.md C1 (cancel reaches every process), C2 (own session, stdin /dev/null),
 E6 (huge lines truncated), E7 (malformed output kept), S3 (allow-listed env) and S5 (the prompt
 stays one plain argv element). Tests with the real codex binary (tests/codex_home.py) run when
 it is installed, and are skipped otherwise.

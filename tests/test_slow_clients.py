@@ -1,4 +1,4 @@
-"""Slow and vanishing SSE clients against a real server (reliability.md E4).
+"""Slow and vanishing SSE clients against a real server (docs/reliability.md E4).
 
 An event stream has no per-subscriber queue: each stream's generator (``_follow`` in
 server_client/server/routes_tasks.py) pulls pages of at most 500 rows from the store at the

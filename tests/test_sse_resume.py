@@ -1,4 +1,4 @@
-"""SSE resume (reliability.md E1–E3): a client whose connection is cut at random byte offsets,
+"""SSE resume (docs/reliability.md E1–E3): a client whose connection is cut at random byte offsets,
 during replay and during live streaming, still receives every seq exactly once, in order."""
 
 from __future__ import annotations

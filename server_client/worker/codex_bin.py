@@ -10,7 +10,7 @@ falls through to the next source):
 The npm package ``@openai/codex`` installs ``bin/codex.js``, a Node launcher that execs the
 native binary shipped in a platform package (``@openai/codex-linux-x64`` and friends). The
 worker must spawn the native binary itself so that signals reach codex directly
-(reliability.md C2), so a launcher found by any of the three sources is replaced by the native
+(docs/reliability.md C2), so a launcher found by any of the three sources is replaced by the native
 binary it would run. The search mirrors the launcher's own ``findCodexExecutable`` (codex
 0.169.0, ``bin/codex.js``): the platform package is resolved like Node's ``require.resolve``
 from the codex package (``node_modules`` folders of the package and of each ancestor), then

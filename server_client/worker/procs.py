@@ -1,6 +1,6 @@
 """Provides ``ProcessWatch``: the processes of every codex run in a worker process, found with one
 scan of ``/proc`` per interval for all runs, and the clean-up of what a run leaves behind
-(reliability.md C1).
+(docs/reliability.md C1).
 
 Why one scan: psutil's ``Process.children()`` reads ``/proc/<pid>/stat`` of every process on
 the machine; called per run every second (and the environment of every process, per run, at

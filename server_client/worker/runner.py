@@ -189,7 +189,7 @@ def build_child_env(
     task_id: str,
     source: Mapping[str, str] = os.environ,
 ) -> dict[str, str]:
-    """Build codex's environment from an allow-list (reliability.md S3).
+    """Build codex's environment from an allow-list (docs/reliability.md S3).
 
     Args:
         passthrough: extra variable names to copy (e.g. ``OPENAI_API_KEY`` if the admin wants it).
