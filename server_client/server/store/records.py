@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from server_client.models import EventKind, TaskStatus, UploadResult
+from server_client.models import TERMINAL_STATUSES, EventKind, UploadResult
 
 
 class StoreError(Exception):
@@ -60,10 +60,6 @@ class Principal:
     worker_id: str | None = None
 
 
-#: The terminal states' values, as a status event's ``status`` holds them.
-_TERMINAL = frozenset(s.value for s in TaskStatus if s.is_terminal)
-
-
 @dataclass(frozen=True)
 class StoredEvent:
     """One event row; ``data`` is the JSON text exactly as stored."""
@@ -83,7 +79,7 @@ class StoredEvent:
         """True for the status event that ends a task."""
         if self.kind != EventKind.STATUS:
             return False
-        return json.loads(self.data).get("status") in _TERMINAL
+        return json.loads(self.data).get("status") in TERMINAL_STATUSES
 
 
 class Appended(NamedTuple):
