@@ -35,6 +35,7 @@ from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
+from codex_tui.textual_internals import update_scrollbars
 from codex_tui.widgets.render import (
     Annotation,
     Palette,
@@ -406,7 +407,7 @@ class Transcript(ScrollView, can_focus=True):
         # so update the scrollbar as Textual does after a layout, without asking for a layout
         # of the whole screen on every batch of events.
         self.set_reactive(Transcript.virtual_size, size)
-        self._scroll_update(size)
+        update_scrollbars(self, size)
 
     def _scroll_to_end(self) -> None:
         self._render_tail()
