@@ -127,8 +127,8 @@ class EventView(Widget):
         Binding("e", "export", "Export", id="export-transcript"),
     ]
 
-    # The view state. Watchers and computes run only once the pane is mounted (init=False);
-    # none repaints the pane (var), the border rows are redrawn by the title watchers.
+    # The view state. No watcher runs for the defaults (init=False: on_mount draws the first
+    # border); none repaints the pane (var): the title watchers redraw only the border rows.
     followed_task: var[Task | None] = var(None, init=False, always_update=True)
     """The task being followed (None: none). Setting it follows the task (:meth:`follow`)."""
     status: var[TaskStatus | None] = var(None, init=False)
