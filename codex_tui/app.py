@@ -25,6 +25,7 @@ from codex_tui.config import TuiSettings
 from codex_tui.notify import Notifier, Severity
 from codex_tui.screens.dashboard import DashboardScreen
 from codex_tui.state import TuiState, save_state
+from codex_tui.textual_internals import write_to_terminal
 from codex_tui.widgets.task_list import TaskList
 from server_client.client import CodexTuiClient
 from server_client.models import Task, TaskStatus
@@ -206,8 +207,7 @@ class CodexTuiApp(App[None]):
 
     def _write_terminal(self, text: str) -> None:
         """Write raw text (an escape sequence) to the terminal, as :meth:`App.bell` does."""
-        if not self.is_headless and self._driver is not None:
-            self._driver.write(text)
+        write_to_terminal(self, text)
 
     @on(TaskList.TaskFinished)
     def _task_finished(self, message: TaskList.TaskFinished) -> None:

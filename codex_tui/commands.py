@@ -6,6 +6,8 @@ widget on it, and from every codex-tui screen and widget class (:func:`binding_r
 each class once. Keys are shown as they are after the keymap
 (:meth:`textual.app.App.set_keymap`). Palette commands run a binding's action in the
 binding's namespace (``app.run_action(action, namespace)``), exactly as its key would.
+The binding maps and the keymap are read through :mod:`codex_tui.textual_internals` (Textual
+has no public API for them).
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from textual.binding import Binding, BindingsMap
 from textual.dom import DOMNode
 from textual.screen import Screen
 from textual.widget import Widget
+
+from codex_tui.textual_internals import class_bindings, keymap, node_bindings
 
 __all__ = [
     "GLOBAL_SECTION",
@@ -91,15 +95,9 @@ def binding_registry() -> list[tuple[str, type[DOMNode]]]:
     return [(section_title(node_class), node_class) for node_class in ordered]
 
 
-def _keymap(app: App[Any]) -> dict[str, str]:
-    # The keymap as the app applies it (normalised by set_keymap: "?" reads "question_mark").
-    keymap: dict[str, str] = getattr(app, "_keymap", {})
-    return keymap
-
-
 def current_keys(app: App[Any], binding: Binding) -> list[str]:
     """The keys that trigger ``binding`` now: the keymap's, when it names the binding's id."""
-    mapped = _keymap(app).get(binding.id) if binding.id else None
+    mapped = keymap(app).get(binding.id) if binding.id else None
     keys = mapped.split(",") if mapped else binding.key.split(",")
     return [key.strip() for key in keys if key.strip()]
 
@@ -184,28 +182,28 @@ def binding_sections(app: App[Any]) -> list[tuple[str, list[Binding]]]:
             sections.append((title or section_title(node_class), listed))
 
     # Instance maps: they hold bindings added at run time (the app's ctrl+p, for one).
-    add(type(app), app._bindings, GLOBAL_SECTION)
+    add(type(app), node_bindings(app), GLOBAL_SECTION)
     active, others = _on_screen(app.screen)
     for node in active:
-        add(type(node), node._bindings)
+        add(type(node), node_bindings(node))
     for node in others:
         if _ours(type(node)):
-            add(type(node), node._bindings)
+            add(type(node), node_bindings(node))
     for _title, node_class in binding_registry():
-        add(node_class, node_class._merge_bindings())
+        add(node_class, class_bindings(node_class))
     for node in others:
-        add(type(node), node._bindings)
+        add(type(node), node_bindings(node))
     return sections
 
 
 def known_binding_ids(app: App[Any]) -> set[str]:
     """Every binding id the app knows: the app's, the registry's, and those of the widgets on
     the screens in the stack (the ids ``[keymap]`` may name)."""
-    maps: list[BindingsMap] = [app._bindings]
-    maps += [node_class._merge_bindings() for _title, node_class in binding_registry()]
+    maps: list[BindingsMap] = [node_bindings(app)]
+    maps += [class_bindings(node_class) for _title, node_class in binding_registry()]
     for screen in app.screen_stack:
-        maps.append(screen._bindings)
-        maps += [widget._bindings for widget in screen.walk_children(Widget)]
+        maps.append(node_bindings(screen))
+        maps += [node_bindings(widget) for widget in screen.walk_children(Widget)]
     return {binding.id for bindings in maps for _key, binding in bindings if binding.id}
 
 
@@ -252,7 +250,7 @@ def binding_commands(app: App[Any], screen: Screen[Any]) -> list[SystemCommand]:
     if not screen.is_modal:
         for widget in screen.walk_children(Widget):
             if _ours(type(widget)):
-                for _key, binding in widget._bindings:
+                for _key, binding in node_bindings(widget):
                     if widget.check_action(binding.action, ()) is not False:
                         add(widget, binding)
 

@@ -211,7 +211,7 @@ async def test_moving_the_cursor_follows_another_task_exclusively(
             assert stream_workers(app) == [f"stream:{newer.id}"]
             assert [t.id for t in tasks.tasks] == [newer.id, older.id]
             await pilot.press("enter")  # into the task's events
-            assert focused(app) is view.log_widget
+            assert focused(app) is view.transcript
             await pilot.press("shift+tab")
             assert focused(app) is tasks.options
 
@@ -338,7 +338,7 @@ async def test_tail_is_sticky_only_while_at_the_bottom(server_factory: ServerFac
         # A short terminal, so that the few events of a sleeping task overflow the log.
         async with app.run_test(size=(80, 8)) as pilot:
             view = event_view(app)
-            log = view.log_widget
+            log = view.transcript
             await wait_for(pilot, lambda: "running…" in log_text(view), "the running command")
             await wait_for(pilot, lambda: log.max_scroll_y > 0, "a log taller than the view")
             await wait_for(pilot, lambda: log.scroll_y == log.max_scroll_y, "the tail")

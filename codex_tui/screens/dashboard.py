@@ -45,7 +45,8 @@ class DashboardScreen(Screen[None]):
     compose screen, ``o`` opens the highlighted task in a new pane, ``c`` closes the active
     pane, ``m`` maximises it, ``x`` cancels the highlighted task after a confirm, ``r``
     re-runs it, ``h`` opens the history, ``w`` the workers screen; Enter on a task moves into
-    its pane, Tab cycles the focus through the list and the panes.
+    its pane, Tab cycles the focus through the list and the panes. A pane's export (``e``)
+    asks for a file here.
 
     Args:
         client: The SDK client.
@@ -224,6 +225,12 @@ class DashboardScreen(Screen[None]):
     @on(EventView.StatusChanged)
     def _refresh_list(self) -> None:
         self.task_list.poll_now()
+
+    @on(EventView.ExportRequested)
+    def _export(self, message: EventView.ExportRequested) -> None:
+        from codex_tui.screens.export import export_transcript  # imported when first used
+
+        export_transcript(self, self.client, message.task)
 
     @on(TaskList.ConnectionChanged)
     def _show_connection(self, message: TaskList.ConnectionChanged) -> None:

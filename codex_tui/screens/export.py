@@ -1,19 +1,55 @@
-"""Provides ExportModal: asks where to write a task's transcript and returns the path."""
+"""Provides ExportModal, which asks where to write a task's transcript, and export_transcript,
+which asks and then writes it."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
+import httpx
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
 from textual.content import Content
-from textual.screen import ModalScreen
+from textual.screen import ModalScreen, Screen
 from textual.widgets import Input, Static
 
-__all__ = ["ExportModal"]
+from codex_tui.export import export_task, format_for_path
+from codex_tui.failures import describe_action_failure
+from server_client.client import ApiError, CodexTuiClient
+from server_client.models import Task
+
+__all__ = ["ExportModal", "export_transcript"]
+
+
+def export_transcript(screen: Screen[Any], client: CodexTuiClient, task: Task) -> None:
+    """Ask for a file (:class:`ExportModal`, offering ``codex-task-<id>.md`` in the directory
+    the TUI was started in), then write ``task``'s whole transcript there in a worker of
+    ``screen`` (group ``export``); a toast says how many events were written, or why not."""
+    default = Path.cwd() / f"codex-task-{task.id[:8]}.md"
+
+    def chosen(path: Path | None) -> None:
+        if path is not None:
+            screen.run_worker(
+                _export(screen, client, task, path), group="export", exit_on_error=False
+            )
+
+    screen.app.push_screen(ExportModal(default), chosen)
+
+
+async def _export(screen: Screen[Any], client: CodexTuiClient, task: Task, path: Path) -> None:
+    fmt = format_for_path(path)
+    try:
+        with path.open("w", encoding="utf-8") as file:
+            count = await export_task(client, task, file, fmt)
+    except (ApiError, httpx.HTTPError) as error:
+        screen.notify(describe_action_failure(error), title="Export failed", severity="error")
+        return
+    except OSError as error:
+        screen.notify(f"Cannot write {path}: {error.strerror}", severity="error")
+        return
+    screen.notify(f"Wrote {count} events to {path}", title="Exported")
 
 
 class ExportModal(ModalScreen[Path | None]):

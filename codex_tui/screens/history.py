@@ -305,11 +305,6 @@ class HistoryScreen(Screen[Task | None]):
         return self._tasks[row]
 
     @property
-    def shown_filters(self) -> HistoryFilters | None:
-        """The filters of the rows on screen (None before the first page arrives)."""
-        return self._shown
-
-    @property
     def loaded(self) -> bool:
         """True once the rows on screen are those of the current filters."""
         return self._shown == self._filters

@@ -262,11 +262,6 @@ class WorkersScreen(Screen[None]):
         """Poll at once instead of waiting for the interval."""
         self._wake.set()
 
-    def select_worker(self, worker_id: str) -> None:
-        """Highlight a worker (if it is listed)."""
-        if worker_id in self._order:
-            self.table.move_cursor(row=self._order.index(worker_id))
-
     def update_workers(self, workers: Sequence[Worker]) -> None:
         """Show ``workers``, redrawing only the cells that changed; the cursor stays on the
         highlighted worker while it is listed."""

@@ -5,10 +5,9 @@ from __future__ import annotations
 import asyncio
 import io
 import time
-from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from pathlib import Path
+from functools import partial
 from typing import ClassVar, Self
 
 import httpx
@@ -19,31 +18,21 @@ from textual.binding import Binding, BindingType
 from textual.content import Content
 from textual.geometry import Region
 from textual.message import Message
+from textual.reactive import var
 from textual.widget import Widget
 from textual.widgets import Input
 from textual.worker import Worker
 
-from codex_tui.export import export_task, format_for_path
 from codex_tui.failures import describe_action_failure
-from codex_tui.screens.export import ExportModal
-from codex_tui.widgets.render import (
-    Palette,
-    RenderState,
-    annotate,
-    event_text,
-    status_icon,
-    warm_up,
-)
+from codex_tui.widgets.event_feed import PAGE_EVENTS, EventFeed
+from codex_tui.widgets.render import Palette, status_icon, warm_up
 from codex_tui.widgets.task_list import short_prompt
-from codex_tui.widgets.transcript import Entry, Transcript
+from codex_tui.widgets.transcript import Transcript
 from server_client.client import ApiError, CodexTuiClient
 from server_client.models import Event, Task, TaskStatus
 
 __all__ = ["PAGE_EVENTS", "EventView"]
 
-#: Most events fetched per page when the user scrolls past the window or searches the server
-#: (a pane with a small window fetches half its window).
-PAGE_EVENTS = 500
 #: Longest stretch, in seconds, the stream worker handles events that are already buffered
 #: before it lets the rest of the app run (a burst arrives many events per network read).
 STREAM_SLICE_S = 0.002
@@ -51,20 +40,31 @@ STREAM_SLICE_S = 0.002
 _NO_TASK = "No task selected. Press n to start one."
 
 
-def _seq(item: Entry | int) -> int:
-    """The seq of a buffered event (an entry, or the seq of an event that shows nothing)."""
-    return item.seq if isinstance(item, Entry) else item
+@dataclass(frozen=True)
+class _Subtitle:
+    """What the pane's border subtitle shows: Content markup and its variables."""
+
+    markup: str
+    variables: tuple[tuple[str, str], ...] = ()
+
+    def content(self) -> Content:
+        return Content.from_markup(self.markup, **dict(self.variables))
 
 
 class EventView(Widget):
     """A pane that follows one task: replays its stored events, then shows new ones live.
 
-    The view owns its stream: :meth:`follow` starts a worker named ``stream:<task id>`` (group
-    ``stream-<view id>``, ``exclusive=True``) that iterates ``client.stream_events()``,
-    yielding to the app at least every :data:`STREAM_SLICE_S` while a burst is buffered;
-    following another task cancels it. Events are annotated as they arrive (in stream order,
-    so turn numbers, token deltas and command durations are right), turned into transcript
-    entries without being rendered (:meth:`Transcript.make_entry`), buffered, and handed to the
+    The view state is reactive: :attr:`followed_task` (set by :meth:`follow`), the task's
+    :attr:`status`, a :attr:`stream_error`, the search (:attr:`search_query`,
+    :attr:`search_note`, :attr:`searching`), the count of events below the view
+    (:attr:`new_below`) and the :attr:`palette`. The border's title and subtitle are computed
+    from them, and the transcript mirrors the query and the palette (``data_bind``).
+
+    Following a task starts a worker named ``stream:<task id>`` (group ``stream``,
+    ``exclusive=True``) that iterates ``client.stream_events()``, yielding to the app at
+    least every :data:`STREAM_SLICE_S` while a burst is buffered; following another task
+    cancels it. Each event goes to the pane's :class:`~codex_tui.widgets.event_feed.EventFeed`
+    (annotated in stream order, buffered without being rendered), which hands them to the
     :class:`~codex_tui.widgets.transcript.Transcript` in one batch on a ``flush_interval_s``
     timer, at most once per ``redraw_interval_s``: every hand-over scrolls a following pane,
     which redraws all of it, so a slow, steady stream costs at most one redraw per
@@ -79,7 +79,10 @@ class EventView(Widget):
 
     Keys (besides the transcript's): ``/`` searches the task's events (this window first,
     then older pages on the server), ``n`` goes to the next older match, ``N`` to the next
-    newer one, ``escape`` clears the search, ``e`` exports the whole transcript.
+    newer one, ``escape`` clears the search, ``e`` asks to export the whole transcript.
+
+    Messages: :class:`StatusChanged` when the stream reports a new status,
+    :class:`ExportRequested` on ``e`` (the screen that owns the pane asks where and writes).
 
     Args:
         client: The SDK client.
@@ -124,6 +127,29 @@ class EventView(Widget):
         Binding("e", "export", "Export", id="export-transcript"),
     ]
 
+    # The view state. No watcher runs for the defaults (init=False: on_mount draws the first
+    # border); none repaints the pane (var): the title watchers redraw only the border rows.
+    followed_task: var[Task | None] = var(None, init=False, always_update=True)
+    """The task being followed (None: none). Setting it follows the task (:meth:`follow`)."""
+    status: var[TaskStatus | None] = var(None, init=False)
+    """The followed task's newest status (from its stream, else from the task)."""
+    stream_error: var[str | None] = var(None, init=False, toggle_class="-stream-error")
+    """Why the stream stopped, or None while it runs."""
+    search_query: var[str] = var("", init=False)
+    """The active search ('' when none); the transcript highlights it."""
+    search_note: var[str | None] = var(None, init=False)
+    """How the search goes ("searching the server…", "no older match"), or None."""
+    searching: var[bool] = var(False, init=False, toggle_class="-searching")
+    """True while the search field is open (it has the keyboard focus)."""
+    new_below: var[int] = var(0, init=False)
+    """Events below the view the border counts (0 while following); mirrors the transcript."""
+    palette: var[Palette] = var(Palette, init=False)
+    """Styles from the app's theme; the stream's annotations and the transcript use them."""
+    pane_title: var[str] = var("Events", init=False)
+    """The border title: the followed task's prompt (computed)."""
+    pane_subtitle: var[_Subtitle | None] = var(None, init=False)
+    """The border subtitle: status, stream error, search, new events (computed)."""
+
     @dataclass
     class StatusChanged(Message):
         """The followed task's stream reported a new status."""
@@ -145,6 +171,18 @@ class EventView(Widget):
                 and message.task_id == self.task_id
             )
 
+    @dataclass
+    class ExportRequested(Message):
+        """The user asked to export the followed task's whole transcript (``e``)."""
+
+        event_view: EventView
+        task: Task
+
+        @property
+        def control(self) -> EventView:
+            """The event view that posted the message."""
+            return self.event_view
+
     def __init__(
         self,
         client: CodexTuiClient,
@@ -163,48 +201,31 @@ class EventView(Widget):
         self.flush_interval_s = flush_interval_s
         self.redraw_interval_s = redraw_interval_s
         self.clock = clock
-        self._pending: deque[Entry | int] = deque()
-        """Events since the last hand-over: an entry, or the seq of an event that shows
-        nothing; the newest ``max_entries`` entries at most (older ones would not fit the
-        window), and at most four times as many events."""
-        self._pending_shown = 0
-        self._page = min(PAGE_EVENTS, max(max_entries // 2, 1))
-        """Events per page fetched from the server: at most half the window, so a page
-        never pushes out what the user reads."""
-        self._recent: deque[Entry | int] = deque(maxlen=self._page)
-        self._first_entry_seq: int | None = None
+        self._transcript = Transcript(max_entries=max_entries, id="transcript")
+        self.feed = EventFeed(client, self._transcript, max_entries)
+        """The stream and paging side: what the transcript holds of the task's events."""
         self._next_handover = float("-inf")
-        self._transcript: Transcript | None = None
-        self._title_key: str | None = None
-        self._subtitle_key: tuple[object, ...] | None = None
-        self._followed: Task | None = None
-        self._state = RenderState()
-        self._status: TaskStatus | None = None
-        self._events_seen = 0
-        self._last_seq = 0
-        self._stream_error: str | None = None
         self._stream_worker: Worker[None] | None = None
-        self._query = ""
-        self._search_note: str | None = None
 
     def compose(self) -> ComposeResult:
-        yield Transcript(max_entries=self.max_entries, id="transcript")
+        yield self._transcript.data_bind(EventView.palette, EventView.search_query)
         yield Input(placeholder="search this task's events", id="search-input")
 
     def on_mount(self) -> None:
-        """Start the flush timer (paused until something is buffered)."""
+        """Start the flush timer (paused until something is buffered), take the theme's
+        palette and draw the border."""
         self._flush_timer = self.set_interval(
             self.flush_interval_s, self._flush, name="event-view-flush", pause=True
         )
-        self.transcript.set_palette(self._palette())
+        self.palette = self._palette()
         self.app.theme_changed_signal.subscribe(self, self._theme_changed)
-        if self._followed is None:
+        if self.followed_task is None:
             self.transcript.reset(_NO_TASK)
-        self._update_titles()
+        self._show_title(self.pane_title)
+        self._show_subtitle(self.pane_subtitle)
 
     def _theme_changed(self, _theme: object) -> None:
-        self._state.palette = self._palette()
-        self.transcript.set_palette(self._state.palette)
+        self.palette = self._palette()
 
     def _palette(self) -> Palette:
         return Palette.from_theme_variables(self.app.theme_variables)
@@ -214,39 +235,23 @@ class EventView(Widget):
     @property
     def transcript(self) -> Transcript:
         """The transcript the events are shown in (it holds the keyboard focus)."""
-        if self._transcript is None:
-            self._transcript = self.query_one("#transcript", Transcript)
         return self._transcript
-
-    @property
-    def log_widget(self) -> Transcript:
-        """The focusable part of the view (the transcript)."""
-        return self.transcript
-
-    @property
-    def followed_task(self) -> Task | None:
-        """The task being followed."""
-        return self._followed
 
     @property
     def task_id(self) -> str | None:
         """The id of the task being followed."""
-        return self._followed.id if self._followed else None
-
-    @property
-    def status(self) -> TaskStatus | None:
-        """The followed task's newest status (from its stream, else from the task)."""
-        return self._status
+        task = self.followed_task
+        return task.id if task else None
 
     @property
     def events_seen(self) -> int:
         """How many events of the followed task the stream has delivered."""
-        return self._events_seen
+        return self.feed.events_seen
 
     @property
     def last_seq(self) -> int:
         """The seq of the newest event delivered."""
-        return self._last_seq
+        return self.feed.last_seq
 
     @property
     def following(self) -> bool:
@@ -267,7 +272,7 @@ class EventView(Widget):
     @property
     def pending(self) -> int:
         """Events buffered for the next flush."""
-        return len(self._pending)
+        return self.feed.pending
 
     def text(self, width: int = 100) -> str:
         """The plain text of every entry in the window, rendered at ``width`` (for tests and
@@ -285,52 +290,53 @@ class EventView(Widget):
     def follow(self, task: Task | None) -> None:
         """Show ``task``'s events (replay then live); None clears the view.
 
-        Following the task already shown only refreshes its title.
+        Following the task already shown only takes its newer record (title, and its status
+        unless the stream already reported the end).
         """
-        if task is not None and self._followed is not None and task.id == self._followed.id:
-            self._followed = task
-            if self._status is None or not self._status.is_terminal:
-                self._status = task.status
-            self._update_titles()
+        self.followed_task = task
+
+    def action_follow_tail(self) -> None:
+        """Jump to the newest output and follow it again."""
+        self.transcript.action_follow_tail()
+
+    # -- following a task -------------------------------------------------------------------
+
+    def watch_followed_task(self, old: Task | None, task: Task | None) -> None:
+        """The same task again: take its record; another task (or none): start over."""
+        if task is not None and old is not None and task.id == old.id:
+            if self.status is None or not self.status.is_terminal:
+                self.status = task.status
             return
         if self._stream_worker is not None:
             self._stream_worker.cancel()
             self._stream_worker = None
         self.workers.cancel_group(self, "pages")
-        self._followed = task
-        self._status = task.status if task else None
-        self._state = RenderState(palette=self._palette())
-        self._pending.clear()
-        self._pending_shown = 0
-        self._recent.clear()
-        self._first_entry_seq = None
+        self.status = task.status if task else None
+        self.stream_error = None
+        self.search_note = None
+        self.palette = self._palette()
+        self.feed.reset(task.id if task else None, self.palette)
         self._next_handover = float("-inf")
-        self._events_seen = 0
-        self._last_seq = 0
-        self._stream_error = None
-        self._search_note = None
-        transcript = self.transcript
-        transcript.set_palette(self._state.palette)
-        transcript.reset(None if task else _NO_TASK)
-        self.set_class(False, "-stream-error")
-        if task is not None and not EventView._warming:
+        self.transcript.reset(None if task else _NO_TASK)
+        self.new_below = 0
+        if task is None:
+            return
+        if not EventView._warming:
             # The first agent message would import and build the Markdown renderer (tens of
             # ms) on the event loop; do it in a thread while the stream starts.
             EventView._warming = True
             self.run_worker(warm_up, thread=True, group="warm-up", exit_on_error=False)
-        if task is not None:
-            self._stream_worker = self.run_worker(
-                self._stream(task.id),
-                name=f"stream:{task.id}",
-                group="stream",
-                exclusive=True,
-                exit_on_error=False,
-            )
-        self._update_titles()
+        self._stream_worker = self.run_worker(
+            self._stream(task.id),
+            name=f"stream:{task.id}",
+            group="stream",
+            exclusive=True,
+            exit_on_error=False,
+        )
 
-    def action_follow_tail(self) -> None:
-        """Jump to the newest output and follow it again."""
-        self.transcript.action_follow_tail()
+    def watch_palette(self, palette: Palette) -> None:
+        """The stream's annotations use the new palette from now on."""
+        self.feed.state.palette = palette
 
     # -- stream -----------------------------------------------------------------------------
 
@@ -355,65 +361,36 @@ class EventView(Widget):
             self._stream_failed(task_id, f"Bad event from the server: {error}")
 
     def _ingest(self, task_id: str, event: Event) -> None:
-        self._events_seen += 1
-        self._last_seq = event.seq
-        entry = self.transcript.make_entry(event, annotate(event, self._state))
-        if entry is not None and self._first_entry_seq is None:
-            self._first_entry_seq = event.seq
-        if entry is None:
-            self._pending.append(event.seq)
-        else:
-            self._pending.append(entry)
-            self._pending_shown += 1
-        limit = self.max_entries
-        while self._pending_shown > limit or len(self._pending) > 4 * limit:
-            if isinstance(self._pending.popleft(), Entry):
-                self._pending_shown -= 1
+        """One event from the stream: buffer it, and report a new status."""
+        self.feed.add(event)
         self._flush_timer.resume()
         status = event.status
-        if status is not None and status != self._status:
-            self._status = status
-            self._update_titles()
+        if status is not None and status != self.status:
+            self.status = status
             self.post_message(self.StatusChanged(self, task_id, status))
 
     def _stream_failed(self, task_id: str, message: str) -> None:
         if task_id != self.task_id:
             return
-        self._stream_error = message
-        self.set_class(True, "-stream-error")
+        self.stream_error = message
         self.notify(message, title="Event stream", severity="error")
-        self._update_titles()
 
     def _flush(self) -> None:
         """Hand the buffered events to the transcript in one batch (at most once per
         ``redraw_interval_s``)."""
-        if not self._pending:
+        feed = self.feed
+        if not feed.pending:
             self._flush_timer.pause()
             return
-        transcript = self.transcript
-        if not transcript.size.width:
+        if not self.transcript.size.width:
             return  # not laid out yet; the buffer is bounded, so wait
         now = self.clock()
         if now < self._next_handover:
             return  # the last hand-over redrew the pane a moment ago; keep buffering
         # Ticks come every flush_interval_s: allow for their jitter, not for a skipped tick.
         self._next_handover = now + self.redraw_interval_s - self.flush_interval_s / 2
-        batch = list(self._pending)
-        self._pending.clear()
-        self._pending_shown = 0
-        entries = [item for item in batch if isinstance(item, Entry)]
-        if not transcript.at_end or (not transcript.following and transcript.room < len(entries)):
-            # The user reads older events: keep their place, count what is new, and keep the
-            # newest events to join them up when the window reaches the end again.
-            if transcript.at_end:
-                transcript.mark_end(False)
-            self._recent.extend(batch)
-            transcript.count_unseen(len(entries))
-        else:
-            if not transcript.entries and entries and entries[0].seq == self._first_entry_seq:
-                transcript.at_start = True  # nothing shown was dropped before the first entry
-            transcript.append(entries)
-        self._update_titles()
+        feed.hand_over()
+        self._mirror_transcript()
 
     # -- paging -----------------------------------------------------------------------------
 
@@ -421,318 +398,193 @@ class EventView(Widget):
     def _older_wanted(self, message: Transcript.OlderWanted) -> None:
         message.stop()
         if self.task_id is not None:
-            self.run_worker(
-                self._load_older(self.task_id, message.before),
-                group="pages",
-                exclusive=True,
-                exit_on_error=False,
-            )
+            self._load(partial(self.feed.load_older, self.task_id, message.before), "Older")
 
     @on(Transcript.NewerWanted)
     def _newer_wanted(self, message: Transcript.NewerWanted) -> None:
         message.stop()
         if self.task_id is not None:
-            self.run_worker(
-                self._load_newer(self.task_id, message.after),
-                group="pages",
-                exclusive=True,
-                exit_on_error=False,
-            )
+            self._load(partial(self.feed.load_newer, self.task_id, message.after), "Newer")
 
     @on(Transcript.TailWanted)
     def _tail_wanted(self, message: Transcript.TailWanted) -> None:
         message.stop()
         if self.task_id is not None:
-            self.run_worker(
-                self._load_tail(self.task_id), group="pages", exclusive=True, exit_on_error=False
-            )
+            self._load(partial(self.feed.load_tail, self.task_id), "Newest")
+
+    def _load(self, load: Callable[[], Awaitable[bool]], which: str) -> None:
+        """Run one page load in the ``pages`` group (a new one replaces the running one);
+        a failure is a toast titled "``which`` events"."""
+
+        async def run() -> None:
+            try:
+                await load()
+            except (ApiError, httpx.HTTPError) as error:
+                self.notify(
+                    describe_action_failure(error), title=f"{which} events", severity="error"
+                )
+
+        self.run_worker(run(), group="pages", exclusive=True, exit_on_error=False)
 
     @on(Transcript.ViewChanged)
     def _view_changed(self, message: Transcript.ViewChanged) -> None:
         message.stop()
-        self._update_titles()
+        self._mirror_transcript()
 
-    def _page_entries(self, events: list[Event]) -> list[Entry]:
-        """Entries for a page fetched out of stream order (annotated on their own)."""
-        state = RenderState(palette=self._state.palette)
-        return self.transcript.make_entries((e, annotate(e, state)) for e in events)
-
-    async def _fetch_older(self, task_id: str, before: int) -> tuple[list[Entry], bool]:
-        """Older entries before ``before`` (skipping pages that show nothing) and whether the
-        task's first event was reached."""
-        while True:
-            events = await self.client.get_events(task_id, before=before, limit=self._page)
-            at_start = len(events) < self._page
-            entries = self._page_entries(events)
-            if entries or at_start:
-                return entries, at_start
-            before = events[0].seq
-
-    async def _load_older(self, task_id: str, before: int) -> None:
+    def _mirror_transcript(self) -> None:
         transcript = self.transcript
-        try:
-            entries, at_start = await self._fetch_older(task_id, before)
-        except (ApiError, httpx.HTTPError) as error:
-            transcript.older_failed()
-            self.notify(describe_action_failure(error), title="Older events", severity="error")
-            return
-        if task_id == self.task_id and transcript.first_seq == before:
-            transcript.prepend(entries, at_start=at_start)
-            self._update_titles()
-
-    async def _load_newer(self, task_id: str, after: int) -> None:
-        transcript = self.transcript
-        try:
-            events = await self.client.get_events(task_id, after=after, limit=self._page)
-        except (ApiError, httpx.HTTPError) as error:
-            transcript.newer_failed()
-            self.notify(describe_action_failure(error), title="Newer events", severity="error")
-            return
-        if task_id != self.task_id or transcript.last_seq != after:
-            return
-        transcript.append(self._page_entries(events))
-        if len(events) < self._page:
-            self._rejoin(task_id)
-        self._update_titles()
-
-    def _rejoin(self, task_id: str) -> None:
-        """The window reached the newest stored events: join the live ones kept meanwhile.
-
-        If a gap remains between the window and the live events (more arrived than were
-        kept), the window stays detached and the next page closes it.
-        """
-        transcript = self.transcript
-        last = transcript.last_seq or 0
-        recent = [item for item in self._recent if _seq(item) > last]
-        if recent and _seq(recent[0]) > last + 1 and last < self._last_seq:
-            transcript.newer_failed()  # ask again from the new end
-            return
-        self._recent.clear()
-        transcript.mark_end(True)
-        transcript.append([item for item in recent if isinstance(item, Entry)])
-        if task_id == self.task_id and transcript.scroll_y >= transcript.max_scroll_y:
-            transcript.action_follow_tail()
-
-    async def _load_tail(self, task_id: str) -> None:
-        transcript = self.transcript
-        try:
-            events = await self.client.get_events(
-                task_id, before=self._last_seq + 1, limit=self._page
-            )
-        except (ApiError, httpx.HTTPError) as error:
-            self.notify(describe_action_failure(error), title="Newest events", severity="error")
-            return
-        if task_id != self.task_id:
-            return
-        transcript.reset()
-        transcript.mark_end(False)
-        transcript.at_start = len(events) < self._page
-        transcript.append(self._page_entries(events))
-        self._rejoin(task_id)
-        transcript.action_follow_tail()
-        self._update_titles()
+        self.new_below = 0 if transcript.following else transcript.unseen
 
     # -- search -----------------------------------------------------------------------------
 
     def action_search(self) -> None:
         """Open the search field."""
-        if self._followed is None:
+        if self.followed_task is None:
             return
-        self.add_class("-searching")
-        field = self.query_one("#search-input", Input)
-        field.value = self._query
-        field.focus()
+        self.query_one("#search-input", Input).value = self.search_query
+        self.searching = True
+
+    def watch_searching(self, searching: bool) -> None:
+        """The open field takes the keyboard; closed, the transcript has it again."""
+        if searching:
+            self.query_one("#search-input", Input).focus()
+        else:
+            self.transcript.focus()
 
     @on(Input.Submitted, "#search-input")
     def _search_submitted(self, event: Input.Submitted) -> None:
         event.stop()
-        self._query = event.value.strip()
-        self.remove_class("-searching")
-        self.transcript.focus()
-        self.transcript.set_query(self._query)
-        if self._query:
+        self.searching = False
+        self.search_query = event.value.strip()
+        if self.search_query:
             self._search(backwards=True)
         else:
-            self._search_note = None
-            self._update_titles()
+            self.search_note = None
 
     def action_clear_search(self) -> None:
-        """Close the search field and remove the highlights."""
-        searching = self.has_class("-searching")
-        self.remove_class("-searching")
-        if searching:
-            self.transcript.focus()
+        """Close the search field, or else remove the search and its highlights."""
+        if self.searching:
+            self.searching = False
             return
-        self._query = ""
-        self._search_note = None
-        self.transcript.set_query("")
+        self.search_query = ""
+        self.search_note = None
         self.workers.cancel_group(self, "search")
-        self._update_titles()
 
     def action_search_next(self) -> None:
         """The next match towards older events."""
-        if self._query:
+        if self.search_query:
             self._search(backwards=True)
 
     def action_search_previous(self) -> None:
         """The next match towards newer events."""
-        if self._query:
+        if self.search_query:
             self._search(backwards=False)
 
     def _search(self, *, backwards: bool) -> None:
+        """The next match in the window, else on the server (a worker in group ``search``)."""
         transcript = self.transcript
-        found = transcript.find(self._query, backwards=backwards)
+        query = self.search_query
+        found = transcript.find(query, backwards=backwards)
         if found is not None:
             transcript.move_cursor(found)
-            self._search_note = None
-            self._update_titles()
+            self.search_note = None
             return
+        task_id = self.task_id
         edge = transcript.at_start if backwards else transcript.at_end
-        if edge or self.task_id is None:
+        if edge or task_id is None:
             direction = "older" if backwards else "newer"
-            self._search_note = f"no {direction} match"
-            self.notify(f"No {direction} match for {self._query!r}.", severity="warning")
-            self._update_titles()
+            self.search_note = f"no {direction} match"
+            self.notify(f"No {direction} match for {query!r}.", severity="warning")
             return
-        self._search_note = "searching the server…"
-        self._update_titles()
+        self.search_note = "searching the server…"
         self.run_worker(
-            self._search_server(self.task_id, self._query, backwards),
+            self._search_server(task_id, query, backwards),
             group="search",
             exclusive=True,
             exit_on_error=False,
         )
 
     async def _search_server(self, task_id: str, query: str, backwards: bool) -> None:
-        """Page through the stored events beyond the window until one matches; only then move
-        the window to that page (detached from the live tail) and put the cursor on the
-        match. Without a match the window and the cursor stay where they were."""
-        transcript = self.transcript
-        needle = query.lower()
-        page = self._page
-        if backwards:
-            before = transcript.first_seq or (self._last_seq + 1)
-        else:
-            after = transcript.last_seq or 0
-        found = False
         try:
-            while task_id == self.task_id and query == self._query:
-                if backwards:
-                    events = await self.client.get_events(task_id, before=before, limit=page)
-                else:
-                    events = await self.client.get_events(task_id, after=after, limit=page)
-                if any(needle in event_text(e) for e in events):
-                    entries = self._page_entries(events)
-                    hits = [i for i, e in enumerate(entries) if needle in e.text]
-                    if hits and task_id == self.task_id:
-                        transcript.reset()
-                        transcript.mark_end(False)
-                        transcript.at_start = backwards and len(events) < page
-                        transcript.append(entries)
-                        transcript.move_cursor(hits[-1] if backwards else hits[0])
-                        found = True
-                        break
-                if len(events) < page:
-                    break
-                if backwards:
-                    before = events[0].seq
-                else:
-                    after = events[-1].seq
+            found = await self.feed.search(
+                task_id, query, backwards=backwards, wanted=lambda: query == self.search_query
+            )
         except (ApiError, httpx.HTTPError) as error:
             self.notify(describe_action_failure(error), title="Search", severity="error")
             found = True  # said why already
         if not found and task_id == self.task_id:
             direction = "older" if backwards else "newer"
             self.notify(f"No {direction} match for {query!r}.", severity="warning")
-        self._search_note = None
-        self._update_titles()
+        self.search_note = None
 
     # -- export -----------------------------------------------------------------------------
 
     def action_export(self) -> None:
-        """Ask for a file, then write the task's whole transcript there."""
-        task = self._followed
+        """Ask the screen to export the task's whole transcript (:class:`ExportRequested`)."""
+        task = self.followed_task
         if task is None:
             self.notify("No task to export.", severity="warning")
             return
-        default = Path.cwd() / f"codex-task-{task.id[:8]}.md"
+        self.post_message(self.ExportRequested(self, task))
 
-        def chosen(path: Path | None) -> None:
-            if path is not None:
-                self.run_worker(self._export(task, path), group="export", exit_on_error=False)
+    # -- border -----------------------------------------------------------------------------
 
-        self.app.push_screen(ExportModal(default), chosen)
+    def compute_pane_title(self) -> str:
+        """The followed task's prompt on one line, or "Events"."""
+        task = self.followed_task
+        return "Events" if task is None else short_prompt(task.prompt, 120)
 
-    async def _export(self, task: Task, path: Path) -> None:
-        fmt = format_for_path(path)
-        try:
-            with path.open("w", encoding="utf-8") as file:
-                count = await export_task(self.client, task, file, fmt)
-        except (ApiError, httpx.HTTPError) as error:
-            self.notify(describe_action_failure(error), title="Export failed", severity="error")
-            return
-        except OSError as error:
-            self.notify(f"Cannot write {path}: {error.strerror}", severity="error")
-            return
-        self.notify(f"Wrote {count} events to {path}", title="Exported")
-
-    # -- titles -----------------------------------------------------------------------------
-
-    def _update_titles(self) -> None:
-        """Set the border's title and subtitle, each only when it changes, and redraw only its
-        border row (see :meth:`refresh`)."""
-        if not self.is_mounted:
-            return
-        task = self._followed
-        if task is None:
-            self._set_title("Events")
-            self._set_subtitle((), None)
-            return
-        self._set_title(short_prompt(task.prompt, 120))
-        transcript = self.transcript
+    def compute_pane_subtitle(self) -> _Subtitle | None:
+        """Status, stream error, search and new events, joined by ``·`` (None: no task)."""
+        if self.followed_task is None:
+            return None
         parts: list[str] = []
-        variables: dict[str, object] = {}
-        if self._status is not None:
+        variables: dict[str, str] = {}
+        status = self.status
+        if status is not None:
             parts.append("$icon $status")
-            variables["icon"] = status_icon(self._status)
-            variables["status"] = self._status.value
-        if self._stream_error:
+            variables["icon"] = status_icon(status)
+            variables["status"] = status.value
+        if self.stream_error:
             parts.append("[$error]stream error[/]")
-        if self._query:
+        if self.search_query:
             parts.append("[$accent]/$query[/]")
-            variables["query"] = self._query[:20]
-        if self._search_note:
+            variables["query"] = self.search_query[:20]
+        if self.search_note:
             parts.append("$note")
-            variables["note"] = self._search_note
-        if not transcript.following and transcript.unseen:
+            variables["note"] = self.search_note
+        if self.new_below:
             parts.append("[$accent]↓ $unseen new (end)[/]")
-            variables["unseen"] = str(transcript.unseen)
-        markup = " · ".join(parts)
-        key = (markup, *sorted(variables.items()))
-        if key != self._subtitle_key:
-            self._set_subtitle(key, Content.from_markup(markup, **variables))
+            variables["unseen"] = str(self.new_below)
+        return _Subtitle(" · ".join(parts), tuple(sorted(variables.items())))
 
-    def _set_title(self, title: str) -> None:
-        if title != self._title_key:
-            self._title_key = title
-            width, _ = self.outer_size
-            offset = self.content_offset
-            self._border_rows = (Region(-offset.x, -offset.y, width, 1),)
-            try:
-                self.border_title = Content(title)
-            finally:
-                self._border_rows = ()
+    def watch_pane_title(self, title: str) -> None:
+        """Draw the new title (only its border row)."""
+        if self.is_mounted:
+            self._show_title(title)
 
-    def _set_subtitle(self, key: tuple[object, ...], subtitle: Content | None) -> None:
-        if key != self._subtitle_key:
-            self._subtitle_key = key
-            width, height = self.outer_size
-            offset = self.content_offset
-            self._border_rows = (Region(-offset.x, height - 1 - offset.y, width, 1),)
-            try:
-                self.border_subtitle = subtitle
-            finally:
-                self._border_rows = ()
+    def watch_pane_subtitle(self, subtitle: _Subtitle | None) -> None:
+        """Draw the new subtitle (only its border row)."""
+        if self.is_mounted:
+            self._show_subtitle(subtitle)
+
+    def _show_title(self, title: str) -> None:
+        width, _ = self.outer_size
+        offset = self.content_offset
+        self._border_rows = (Region(-offset.x, -offset.y, width, 1),)
+        try:
+            self.border_title = Content(title)
+        finally:
+            self._border_rows = ()
+
+    def _show_subtitle(self, subtitle: _Subtitle | None) -> None:
+        width, height = self.outer_size
+        offset = self.content_offset
+        self._border_rows = (Region(-offset.x, height - 1 - offset.y, width, 1),)
+        try:
+            self.border_subtitle = None if subtitle is None else subtitle.content()
+        finally:
+            self._border_rows = ()
 
     def refresh(
         self,

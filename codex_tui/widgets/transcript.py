@@ -32,9 +32,11 @@ from textual.binding import Binding, BindingType
 from textual.cache import LRUCache
 from textual.geometry import Region, Size
 from textual.message import Message
+from textual.reactive import var
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
+from codex_tui.textual_internals import update_scrollbars
 from codex_tui.widgets.render import (
     Annotation,
     Palette,
@@ -155,6 +157,11 @@ class Transcript(ScrollView, can_focus=True):
         Binding("end,G", "follow_tail", "Follow", id="follow-tail"),
     ]
 
+    palette: var[Palette] = var(Palette, init=False)
+    """Styles for rendering; a new palette renders everything again (the owner binds it)."""
+    search_query: var[str] = var("", init=False)
+    """The search highlighted in the lines shown ('' for none; the owner binds it)."""
+
     @dataclass
     class ViewChanged(Message):
         """Following, the unseen count or the cursor changed."""
@@ -199,7 +206,8 @@ class Transcript(ScrollView, can_focus=True):
     ) -> None:
         super().__init__(name=name, id=id, classes=classes)
         self.max_entries = max_entries
-        self.palette = palette or Palette()
+        if palette is not None:
+            self.set_reactive(Transcript.palette, palette)
         self.entries: list[Entry] = []
         self._offsets: list[int] = [0]
         self._offsets_dirty = False
@@ -217,7 +225,7 @@ class Transcript(ScrollView, can_focus=True):
         self.placeholder: str | None = None
         """A dim line shown while there are no entries."""
         self.query_text = ""
-        """The active search, lower-cased ('' when none)."""
+        """The active search (:attr:`search_query`) lower-cased ('' when none)."""
         self._asked_older = False
         self._asked_newer = False
         self._lines: LRUCache[tuple[object, ...], Strip] = LRUCache(LINE_CACHE_LINES)
@@ -403,7 +411,7 @@ class Transcript(ScrollView, can_focus=True):
         # so update the scrollbar as Textual does after a layout, without asking for a layout
         # of the whole screen on every batch of events.
         self.set_reactive(Transcript.virtual_size, size)
-        self._scroll_update(size)
+        update_scrollbars(self, size)
 
     def _scroll_to_end(self) -> None:
         self._render_tail()
@@ -562,9 +570,8 @@ class Transcript(ScrollView, can_focus=True):
         self._width_for = None
         self._forget_renders()
 
-    def set_palette(self, palette: Palette) -> None:
-        """Render with ``palette`` from now on."""
-        self.palette = palette
+    def watch_palette(self) -> None:
+        """A new palette: render everything again."""
         self._forget_renders()
 
     def _forget_renders(self) -> None:
@@ -766,7 +773,7 @@ class Transcript(ScrollView, can_focus=True):
                 return index
         return None
 
-    def set_query(self, query: str) -> None:
+    def watch_search_query(self, query: str) -> None:
         """Highlight ``query`` in the lines shown ('' clears)."""
         self.query_text = query.lower()
         self.refresh()

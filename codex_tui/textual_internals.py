@@ -1,0 +1,93 @@
+"""Provides the few Textual internals codex-tui needs that Textual has no public API for.
+
+Everything else in codex-tui uses Textual's public API; each function here says which private
+name it reads, why no public one serves, and what uses it. Kept in one module so that a new
+Textual release (``pyproject.toml`` pins the range the TUI tests run against) is checked in
+one place; ruff's SLF001 (private member access) is on for ``codex_tui`` and off only here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from textual.app import App
+from textual.binding import BindingsMap
+from textual.dom import DOMNode
+from textual.geometry import Size
+from textual.widget import Widget
+
+__all__ = [
+    "class_bindings",
+    "keymap",
+    "node_bindings",
+    "update_scrollbars",
+    "write_to_terminal",
+]
+
+
+def node_bindings(node: DOMNode) -> BindingsMap:
+    """Every binding of ``node`` as Textual dispatches keys to it (``DOMNode._bindings``): its
+    class's merged ``BINDINGS`` plus those added at run time (the app's command-palette key).
+
+    Why private: Textual's public view is :attr:`textual.screen.Screen.active_bindings`, which
+    holds only the focused widget chain, without the keys a focused input consumes and without
+    disabled actions. The keys screen, the command palette and the ``[keymap]`` check list the
+    bindings of every widget on screen (:mod:`codex_tui.commands`).
+
+    Returns:
+        The node's own map; callers only read it.
+    """
+    bindings: BindingsMap = node._bindings
+    return bindings
+
+
+def class_bindings(node_class: type[DOMNode]) -> BindingsMap:
+    """The bindings an instance of ``node_class`` would have: its ``BINDINGS`` merged along
+    its MRO as Textual merges them (``DOMNode._merge_bindings``, which honours
+    ``inherit_bindings=False``).
+
+    Why private: screens that are not open have no instance to read, and Textual has no public
+    merge; the keys screen and the ``[keymap]`` check list them (:mod:`codex_tui.commands`).
+
+    Returns:
+        A new map.
+    """
+    return node_class._merge_bindings()
+
+
+def keymap(app: App[Any]) -> Mapping[str, str]:
+    """The keymap ``app`` applies: binding id → comma-separated keys, normalised by
+    :meth:`textual.app.App.set_keymap` (``"?"`` reads ``"question_mark"``) (``App._keymap``).
+
+    Why private: Textual has a setter (``set_keymap``, ``update_keymap``) but no getter, and
+    the keys screen and the palette show the keys as the keymap made them.
+
+    Returns:
+        The app's own mapping (empty when no keymap is set); callers only read it.
+    """
+    return app._keymap
+
+
+def write_to_terminal(app: App[Any], text: str) -> None:
+    """Write ``text`` (an escape sequence) to the terminal as :meth:`textual.app.App.bell`
+    does (``App._driver``); nothing while the app is headless or has no driver yet.
+
+    Why private: Textual writes raw sequences only for its own features (bell, clipboard,
+    cursor shape); the desktop notification (OSC 9/777, :mod:`codex_tui.notify`) is not one.
+    """
+    driver = app._driver
+    if not app.is_headless and driver is not None:
+        driver.write(text)
+
+
+def update_scrollbars(widget: Widget, virtual_size: Size) -> None:
+    """Update ``widget``'s scrollbars for a new scroll range, as Textual does after a layout
+    (``Widget._scroll_update``), without asking for a layout.
+
+    Why private: the public way, setting ``virtual_size``, lays out the whole screen; the
+    transcript changes its scroll range on every batch of events without changing its size
+    (:class:`codex_tui.widgets.transcript.Transcript`), and a layout per batch is the TUI's
+    event-loop lag during a burst.
+    """
+    widget._scroll_update(virtual_size)

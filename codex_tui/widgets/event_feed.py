@@ -1,0 +1,270 @@
+"""Provides EventFeed: what one pane's transcript holds of its task's events, fed by the live
+stream and by pages from the server."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Sequence
+
+import httpx
+
+from codex_tui.widgets.render import Palette, RenderState, annotate, event_text
+from codex_tui.widgets.transcript import Entry, Transcript
+from server_client.client import ApiError, CodexTuiClient
+from server_client.models import Event
+
+__all__ = ["PAGE_EVENTS", "EventFeed"]
+
+#: Most events fetched per page when the user scrolls past the window or searches the server
+#: (a pane with a small window fetches half its window).
+PAGE_EVENTS = 500
+
+
+def _seq(item: Entry | int) -> int:
+    """The seq of a buffered event (an entry, or the seq of an event that shows nothing)."""
+    return item.seq if isinstance(item, Entry) else item
+
+
+class EventFeed:
+    """The stream and paging side of one pane: no widget, no timers, no messages.
+
+    Live events are annotated as they arrive (:meth:`add`, in stream order, so turn numbers,
+    token deltas and command durations are right), turned into transcript entries without
+    being rendered (:meth:`Transcript.make_entry`) and buffered until the pane hands them over
+    in one batch (:meth:`hand_over`). While the transcript's window does not end at the newest
+    event (the user reads older pages), hand-overs only count what is new and keep the newest
+    ``page`` events, which join the window again when it reaches the end (:meth:`rejoin`).
+
+    Pages come from ``client.get_events`` by seq (:meth:`load_older`, :meth:`load_newer`,
+    :meth:`load_tail`, :meth:`search`); each is applied to the transcript only while the feed
+    still follows the task it was fetched for. They raise what the client raises
+    (:class:`~server_client.client.ApiError`, :class:`httpx.HTTPError`); the pane says why.
+
+    Args:
+        client: The SDK client.
+        transcript: The window the events go to.
+        max_entries: The most events the window holds.
+    """
+
+    def __init__(self, client: CodexTuiClient, transcript: Transcript, max_entries: int) -> None:
+        self.client = client
+        self.transcript = transcript
+        self.max_entries = max_entries
+        self.page = min(PAGE_EVENTS, max(max_entries // 2, 1))
+        """Events per page fetched from the server: at most half the window, so a page never
+        pushes out what the user reads."""
+        self.task_id: str | None = None
+        """The task whose events the feed holds (None: none)."""
+        self.state = RenderState()
+        """The stream's render state (annotations depend on the events before)."""
+        self.events_seen = 0
+        """How many events of the task the stream has delivered."""
+        self.last_seq = 0
+        """The seq of the newest event delivered."""
+        self._pending: deque[Entry | int] = deque()
+        """Events since the last hand-over: an entry, or the seq of an event that shows
+        nothing; the newest ``max_entries`` entries at most (older ones would not fit the
+        window), and at most four times as many events."""
+        self._pending_shown = 0
+        self._recent: deque[Entry | int] = deque(maxlen=self.page)
+        self._first_entry_seq: int | None = None
+
+    @property
+    def pending(self) -> int:
+        """Events buffered for the next hand-over."""
+        return len(self._pending)
+
+    def reset(self, task_id: str | None, palette: Palette) -> None:
+        """Forget everything: the feed now holds ``task_id``'s events (none yet)."""
+        self.task_id = task_id
+        self.state = RenderState(palette=palette)
+        self.events_seen = 0
+        self.last_seq = 0
+        self._pending.clear()
+        self._pending_shown = 0
+        self._recent.clear()
+        self._first_entry_seq = None
+
+    # -- the live stream --------------------------------------------------------------------
+
+    def add(self, event: Event) -> None:
+        """Annotate and buffer one event delivered by the stream (in stream order)."""
+        self.events_seen += 1
+        self.last_seq = event.seq
+        entry = self.transcript.make_entry(event, annotate(event, self.state))
+        pending = self._pending
+        if entry is None:
+            pending.append(event.seq)
+        else:
+            if self._first_entry_seq is None:
+                self._first_entry_seq = event.seq
+            pending.append(entry)
+            self._pending_shown += 1
+        limit = self.max_entries
+        while self._pending_shown > limit or len(pending) > 4 * limit:
+            if isinstance(pending.popleft(), Entry):
+                self._pending_shown -= 1
+
+    def hand_over(self) -> None:
+        """Give the transcript every buffered event in one batch.
+
+        Appended while the window ends at the newest event and the user follows it (or the
+        window has room for the batch); otherwise the user reads older events: their place
+        is kept, the new ones are counted as unseen and kept to join them up when the window
+        reaches the end again.
+        """
+        transcript = self.transcript
+        batch = list(self._pending)
+        self._pending.clear()
+        self._pending_shown = 0
+        entries = [item for item in batch if isinstance(item, Entry)]
+        if not transcript.at_end or (not transcript.following and transcript.room < len(entries)):
+            if transcript.at_end:
+                transcript.mark_end(False)
+            self._recent.extend(batch)
+            transcript.count_unseen(len(entries))
+        else:
+            if not transcript.entries and entries and entries[0].seq == self._first_entry_seq:
+                transcript.at_start = True  # nothing shown was dropped before the first entry
+            transcript.append(entries)
+
+    def rejoin(self) -> None:
+        """The window reached the newest stored events: join the live ones kept meanwhile.
+
+        If a gap remains between the window and the live events (more arrived than were
+        kept), the window stays detached and the next page closes it.
+        """
+        transcript = self.transcript
+        last = transcript.last_seq or 0
+        recent = [item for item in self._recent if _seq(item) > last]
+        if recent and _seq(recent[0]) > last + 1 and last < self.last_seq:
+            transcript.newer_failed()  # ask again from the new end
+            return
+        self._recent.clear()
+        transcript.mark_end(True)
+        transcript.append([item for item in recent if isinstance(item, Entry)])
+        if transcript.scroll_y >= transcript.max_scroll_y:
+            transcript.action_follow_tail()
+
+    # -- pages from the server --------------------------------------------------------------
+
+    def page_entries(self, events: Sequence[Event]) -> list[Entry]:
+        """Entries for a page fetched out of stream order (annotated on their own)."""
+        state = RenderState(palette=self.state.palette)
+        return self.transcript.make_entries((e, annotate(e, state)) for e in events)
+
+    async def _fetch_older(self, task_id: str, before: int) -> tuple[list[Entry], bool]:
+        """Older entries before ``before`` (skipping pages that show nothing) and whether the
+        task's first event was reached."""
+        while True:
+            events = await self.client.get_events(task_id, before=before, limit=self.page)
+            at_start = len(events) < self.page
+            entries = self.page_entries(events)
+            if entries or at_start:
+                return entries, at_start
+            before = events[0].seq
+
+    async def load_older(self, task_id: str, before: int) -> bool:
+        """Put the entries before seq ``before`` in front of the window; True when they were
+        (the window still starts at ``before`` and the feed still holds ``task_id``).
+
+        Raises:
+            ApiError, httpx.HTTPError: The page could not be fetched (the transcript will
+                ask again on its next scroll).
+        """
+        transcript = self.transcript
+        try:
+            entries, at_start = await self._fetch_older(task_id, before)
+        except (ApiError, httpx.HTTPError):
+            transcript.older_failed()
+            raise
+        if task_id != self.task_id or transcript.first_seq != before:
+            return False
+        transcript.prepend(entries, at_start=at_start)
+        return True
+
+    async def load_newer(self, task_id: str, after: int) -> bool:
+        """Add the entries after seq ``after`` to the end of a detached window, joining the
+        live events when the page reaches the newest; True when they were added.
+
+        Raises:
+            ApiError, httpx.HTTPError: The page could not be fetched (the transcript will
+                ask again on its next scroll).
+        """
+        transcript = self.transcript
+        try:
+            events = await self.client.get_events(task_id, after=after, limit=self.page)
+        except (ApiError, httpx.HTTPError):
+            transcript.newer_failed()
+            raise
+        if task_id != self.task_id or transcript.last_seq != after:
+            return False
+        transcript.append(self.page_entries(events))
+        if len(events) < self.page:
+            self.rejoin()
+        return True
+
+    async def load_tail(self, task_id: str) -> bool:
+        """Fill the window with the newest page, join the live events and follow them; True
+        when done (the feed still holds ``task_id``).
+
+        Raises:
+            ApiError, httpx.HTTPError: The page could not be fetched.
+        """
+        events = await self.client.get_events(task_id, before=self.last_seq + 1, limit=self.page)
+        if task_id != self.task_id:
+            return False
+        transcript = self.transcript
+        transcript.reset()
+        transcript.mark_end(False)
+        transcript.at_start = len(events) < self.page
+        transcript.append(self.page_entries(events))
+        self.rejoin()
+        transcript.action_follow_tail()
+        return True
+
+    async def search(
+        self, task_id: str, query: str, *, backwards: bool, wanted: Callable[[], bool]
+    ) -> bool:
+        """Page through the stored events beyond the window until one matches ``query``; only
+        then move the window to that page (detached from the live tail) and put the cursor on
+        the match. Without a match the window and the cursor stay where they were.
+
+        Stops early when the feed no longer holds ``task_id`` or ``wanted()`` turns false
+        (the user changed the search).
+
+        Returns:
+            True when a match was found and shown.
+
+        Raises:
+            ApiError, httpx.HTTPError: A page could not be fetched.
+        """
+        transcript = self.transcript
+        needle = query.lower()
+        page = self.page
+        if backwards:
+            before = transcript.first_seq or (self.last_seq + 1)
+        else:
+            after = transcript.last_seq or 0
+        while task_id == self.task_id and wanted():
+            if backwards:
+                events = await self.client.get_events(task_id, before=before, limit=page)
+            else:
+                events = await self.client.get_events(task_id, after=after, limit=page)
+            if any(needle in event_text(e) for e in events):
+                entries = self.page_entries(events)
+                hits = [i for i, e in enumerate(entries) if needle in e.text]
+                if hits and task_id == self.task_id:
+                    transcript.reset()
+                    transcript.mark_end(False)
+                    transcript.at_start = backwards and len(events) < page
+                    transcript.append(entries)
+                    transcript.move_cursor(hits[-1] if backwards else hits[0])
+                    return True
+            if len(events) < page:
+                return False
+            if backwards:
+                before = events[0].seq
+            else:
+                after = events[-1].seq
+        return False
