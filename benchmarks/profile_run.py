@@ -153,9 +153,9 @@ async def profile_tui(server: Server, run_dir: Path, events: int, log: Log) -> d
     the burst (it attaches within about half a second)."""
     from benchmarks import tui
     from codex_tui import app  # noqa: F401 - imported before the recording
-    from codex_tui.widgets import render
+    from codex_tui.events.markdown import warm_up
 
-    render.warm_up()
+    warm_up()
     recorded: dict[str, Path] = {}
     pending: list[asyncio.Task[None]] = []
 

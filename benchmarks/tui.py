@@ -406,7 +406,8 @@ async def tui_memory(entries: int, log: Log) -> dict[str, Any]:
     ``entries`` events at 80×24 and rendering its visible part (``tracemalloc``)."""
     from textual.app import App, ComposeResult
 
-    from codex_tui.widgets.render import RenderState, annotate
+    from codex_tui.events.pane import RenderState
+    from codex_tui.events.view import annotate
     from codex_tui.widgets.transcript import Transcript
     from server_client.models import Event
 

@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 from typing import Literal, Protocol
 
 from codex_tui.config import NotifySettings, desktop_supported
-from codex_tui.widgets.render import status_icon
+from codex_tui.events.view import status_icon
 from server_client.models import Task, TaskStatus
 
 __all__ = [

@@ -12,11 +12,11 @@ from textual.pilot import Pilot
 from textual.widget import Widget
 
 from codex_tui.app import CodexTuiApp
+from codex_tui.events.view import Annotation
 from codex_tui.screens.dashboard import DashboardScreen
 from codex_tui.screens.history import HistoryScreen
 from codex_tui.widgets.event_view import EventView
 from codex_tui.widgets.pane_grid import PaneGrid
-from codex_tui.widgets.render import Annotation
 from server_client.client import CodexTuiClient
 from server_client.models import (
     EventBatch,

@@ -16,21 +16,12 @@ from rich.markdown import Markdown
 from rich.segment import Segment
 from rich.text import Text
 
-from codex_tui.widgets.render import (
-    Annotation,
-    Palette,
-    RenderState,
-    compact_json,
-    head_lines,
-    is_shown,
-    markdown_parser,
-    render_annotated,
-    render_event,
-    render_markdown,
-    truncate,
-    warm_up,
-)
+from codex_tui.events.markdown import markdown_parser, render_markdown, warm_up
+from codex_tui.events.palette import Palette
+from codex_tui.events.pane import RenderState, render_annotated, render_event
+from codex_tui.events.view import Annotation, compact_json, head_lines, is_shown
 from server_client.models import Event, EventKind
+from server_client.text import truncate
 
 _seq = itertools.count(1)
 TS = datetime(2026, 11, 21, 6, 0, tzinfo=UTC)
@@ -549,7 +540,7 @@ def test_importing_the_renderers_does_not_import_markdown() -> None:
     when it is installed; that is outside these modules.)
     """
     code = (
-        "import sys, codex_tui.widgets.render, codex_tui.widgets.transcript\n"
+        "import sys, codex_tui.events.pane, codex_tui.widgets.transcript\n"
         "print(sorted(m for m in ('rich.markdown', 'markdown_it', 'rich.syntax', 'pygments')"
         " if m in sys.modules))"
     )

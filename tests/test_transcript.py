@@ -23,20 +23,14 @@ from textual.pilot import Pilot
 from textual.widgets import Input, Static
 
 from codex_tui.app import CodexTuiApp
-from codex_tui.export import format_for_path, markdown_event
+from codex_tui.events.export import format_for_path, markdown_event
+from codex_tui.events.palette import Palette
+from codex_tui.events.pane import RenderState, render_annotated
+from codex_tui.events.view import Annotation, annotate, format_duration
 from codex_tui.screens.dashboard import DashboardScreen
 from codex_tui.screens.export import ExportModal
 from codex_tui.widgets import transcript as transcript_module
 from codex_tui.widgets.event_view import PAGE_EVENTS, EventView
-from codex_tui.widgets.render import (
-    Annotation,
-    Palette,
-    RenderState,
-    Usage,
-    annotate,
-    format_duration,
-    render_annotated,
-)
 from codex_tui.widgets.transcript import (
     LINE_CACHE_LINES,
     STRIP_CACHE_ENTRIES,
@@ -44,6 +38,7 @@ from codex_tui.widgets.transcript import (
     Transcript,
 )
 from server_client.client import STREAM_READ_TIMEOUT_S, CodexTuiClient
+from server_client.codex import Usage
 from server_client.models import Event, EventIn, EventKind, Sandbox, Task, TaskStatus
 from tests.conftest import ServerFactory
 from tests.tui_helpers import (

@@ -122,7 +122,7 @@ def test_the_tui_starts_without_the_server_side_or_hidden_screens(tmp_path: Path
         tmp_path,
     )
     assert "codex_tui.screens.dashboard" in modules
-    assert imported(modules, (*SERVER_SIDE, *HIDDEN_SCREENS, "codex_tui.plain")) == []
+    assert imported(modules, (*SERVER_SIDE, *HIDDEN_SCREENS, "codex_tui.events.plain")) == []
 
 
 def test_screens_are_imported_when_first_opened_and_still_listed(tmp_path: Path) -> None:

@@ -1,12 +1,12 @@
 """Provides transcript export: a task's events as Markdown (for people) or JSONL (for tools).
 
-Both writers take the events as an async iterator, so a caller can page them from the server
-and write a task of any length in bounded memory. The JSONL form is one event envelope per
+Both writers take the events as an async iterator, so a task of any length is written in bounded
+memory; :func:`export_task` pages them from the server. The JSONL form is one event envelope per
 line as the server stores it (``seq``, ``ts``, ``kind``, ``data``); the Markdown form is a
 *document* view of :mod:`codex_tui.events.view`: each item once, completed (agent messages,
-reasoning, commands with output, file changes, todo lists, errors, token usage). Both are
-safe to print to a terminal: Markdown text shows control characters visibly, and JSONL
-escapes them (docs/reliability.md T1).
+reasoning, commands with output, file changes, todo lists, errors, token usage). Both are safe to
+print to a terminal: Markdown text shows control characters visibly, and JSONL escapes them
+(docs/reliability.md T1).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from codex_tui.events.view import (
     thread_label,
     usage_counts,
 )
+from server_client.client import CodexTuiClient
 from server_client.codex import (
     AgentMessage,
     CodexError,
@@ -45,7 +46,9 @@ from server_client.models import Event, EventKind, Task
 from server_client.text import json_safe, visible
 
 __all__ = [
+    "EXPORT_PAGE",
     "ExportFormat",
+    "export_task",
     "format_for_path",
     "jsonl_line",
     "markdown_event",
@@ -192,3 +195,19 @@ async def write_events(
             if text:
                 file.write(text + "\n")
     return count
+
+
+#: Events fetched per request while exporting from the server.
+EXPORT_PAGE = 1000
+
+
+async def export_task(client: CodexTuiClient, task: Task, file: TextIO, fmt: ExportFormat) -> int:
+    """Write the task's whole transcript, paged from the server
+    (:meth:`~server_client.client.CodexTuiClient.iter_events`, :data:`EXPORT_PAGE` events at
+    a time), to ``file`` in ``fmt``; returns the events written.
+
+    Raises:
+        ApiError, httpx.HTTPError: the server could not be read (what was written stays).
+        OSError: the file could not be written.
+    """
+    return await write_events(client.iter_events(task.id, page_size=EXPORT_PAGE), task, file, fmt)

@@ -15,7 +15,7 @@ from textual.content import Content
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Input, Static
 
-from codex_tui.export import export_task, format_for_path
+from codex_tui.events.export import export_task, format_for_path
 from codex_tui.failures import describe_action_failure
 from server_client.client import ApiError, CodexTuiClient
 from server_client.models import Task

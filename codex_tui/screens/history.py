@@ -19,12 +19,13 @@ from textual.content import Content
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, Select, Static
 
+from codex_tui.events.palette import Palette
+from codex_tui.events.view import status_icon
 from codex_tui.failures import (
     REQUEST_ERRORS,
     describe_action_failure,
     describe_poll_failure,
 )
-from codex_tui.widgets.render import Palette, status_icon
 from codex_tui.widgets.task_list import format_age, short_prompt, worker_text
 from server_client.client import ApiError, CodexTuiClient
 from server_client.models import Task, TaskPage, TaskStatus

@@ -18,6 +18,7 @@ from textual.content import Content
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
+from codex_tui.events.palette import Palette
 from codex_tui.failures import (
     REQUEST_ERRORS,
     describe_action_failure,
@@ -26,7 +27,6 @@ from codex_tui.failures import (
 )
 from codex_tui.screens.confirm import ConfirmModal
 from codex_tui.screens.pairing import PairingModal
-from codex_tui.widgets.render import Palette
 from codex_tui.widgets.task_list import format_age
 from server_client.client import ApiError, CodexTuiClient, NotFoundError
 from server_client.models import Worker

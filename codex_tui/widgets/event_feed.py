@@ -8,7 +8,9 @@ from collections.abc import Callable, Sequence
 
 import httpx
 
-from codex_tui.widgets.render import Palette, RenderState, annotate, event_text
+from codex_tui.events.palette import Palette
+from codex_tui.events.pane import RenderState, event_text
+from codex_tui.events.view import annotate
 from codex_tui.widgets.transcript import Entry, Transcript
 from server_client.client import ApiError, CodexTuiClient
 from server_client.models import Event

@@ -23,9 +23,11 @@ from textual.widget import Widget
 from textual.widgets import Input
 from textual.worker import Worker
 
+from codex_tui.events.markdown import warm_up
+from codex_tui.events.palette import Palette
+from codex_tui.events.view import status_icon
 from codex_tui.failures import describe_action_failure
 from codex_tui.widgets.event_feed import PAGE_EVENTS, EventFeed
-from codex_tui.widgets.render import Palette, status_icon, warm_up
 from codex_tui.widgets.task_list import short_prompt
 from codex_tui.widgets.transcript import Transcript
 from server_client.client import ApiError, CodexTuiClient

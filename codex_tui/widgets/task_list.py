@@ -16,13 +16,13 @@ from textual.widget import Widget
 from textual.widgets import OptionList, Static
 from textual.widgets.option_list import Option
 
+from codex_tui.events.view import status_icon
 from codex_tui.failures import (
     REQUEST_ERRORS,
     describe_poll_failure,
     poll_forever,
     poll_retry_delays,
 )
-from codex_tui.widgets.render import status_icon
 from server_client.client import CodexTuiClient
 from server_client.models import Task, TaskStatus
 

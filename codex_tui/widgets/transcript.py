@@ -36,16 +36,10 @@ from textual.reactive import var
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
+from codex_tui.events.palette import Palette
+from codex_tui.events.pane import event_text, render_annotated, render_raw
+from codex_tui.events.view import Annotation, is_foldable, is_shown
 from codex_tui.textual_internals import update_scrollbars
-from codex_tui.widgets.render import (
-    Annotation,
-    Palette,
-    event_text,
-    is_foldable,
-    is_shown,
-    render_annotated,
-    render_raw,
-)
 from server_client.codex import AgentMessage, CommandExecution, FileChange, ItemEvent, TodoList
 from server_client.models import Event
 
@@ -70,7 +64,7 @@ class Entry:
 
     Attributes:
         event: The stored event.
-        note: Its :class:`~codex_tui.widgets.render.Annotation`, fixed when it arrived.
+        note: Its :class:`~codex_tui.events.view.Annotation`, fixed when it arrived.
         expanded: Show folded parts (long command output, whole reasoning).
         raw: Show the event's JSON instead.
         height: Lines at ``width`` (an estimate while ``strips`` is None).
