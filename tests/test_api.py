@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import httpx
 import pytest
 
@@ -24,7 +26,7 @@ def _problem(response: httpx.Response, status: int) -> dict[str, object]:
     body = response.json()
     assert body["status"] == status
     assert body["title"]
-    return body
+    return cast(dict[str, object], body)
 
 
 def test_every_api_route_needs_a_token(server: LiveServer) -> None:

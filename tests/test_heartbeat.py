@@ -12,6 +12,7 @@ from typing import Any, cast
 
 import httpx
 import uvicorn
+from pydantic import SecretStr
 
 from server_client.server.app import create_app
 from server_client.server.db import create_engine, migrate
@@ -83,7 +84,7 @@ class _SignalsApi:
 
 
 async def test_a_burst_of_task_starts_restarts_the_signals_poll_a_few_times_only() -> None:
-    agent = WorkerAgent(WorkerSettings(server="http://127.0.0.1:9", token="t"))
+    agent = WorkerAgent(WorkerSettings(server="http://127.0.0.1:9", token=SecretStr("t")))
     api = _SignalsApi()
     agent.api = cast(WorkerApi, api)
     agent.worker_id = "w1"

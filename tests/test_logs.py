@@ -4,6 +4,7 @@ response returned in ``X-Request-ID``; bearer tokens sent in requests never reac
 
 from __future__ import annotations
 
+import functools
 import json
 import secrets
 
@@ -61,7 +62,7 @@ def test_json_log_lines_carry_the_request_id_and_never_a_token(
     for response in (given, fresh, refused, leaky):
         request_id = response.headers["x-request-id"]
         line = wait_until(
-            lambda rid=request_id: _access_line(server, rid),
+            functools.partial(_access_line, server, request_id),
             what=f"the access-log line of request {request_id}",
         )
         assert isinstance(line, dict)

@@ -14,6 +14,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -98,7 +99,7 @@ def test_events_stream_live_through_the_proxy(proxied: tuple[LiveServer, str]) -
         )
         assert created.status_code == 201, created.text
         task_id = created.json()["id"]
-        seen: list[tuple[float, dict[str, object]]] = []
+        seen: list[tuple[float, dict[str, Any]]] = []
         running_when_seen: list[bool] = []
         with http.stream(
             "GET", f"/api/tasks/{task_id}/events", headers=auth | {"Accept": "text/event-stream"}

@@ -41,7 +41,10 @@ def test_small_event_is_untouched() -> None:
 
 def test_a_10_mb_string_is_cut_to_the_limit_with_a_marker_and_its_head_kept() -> None:
     text = "é" + "x" * (10 * 1024 * 1024)
-    data = {"type": "item.completed", "item": {"id": "i1", "type": "agent_message", "text": text}}
+    data: dict[str, Any] = {
+        "type": "item.completed",
+        "item": {"id": "i1", "type": "agent_message", "text": text},
+    }
     cut, changed = truncate_event(data, 64 * 1024)
     assert changed
     assert encoded_size(cut) <= 64 * 1024

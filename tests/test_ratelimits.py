@@ -11,6 +11,7 @@ variable they skip with a message, except in CI (``CI`` set), where they fail.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import secrets
 import socket
@@ -19,6 +20,7 @@ from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
+from typing import cast
 
 import httpx
 import pytest
@@ -66,7 +68,12 @@ def _assert_429(response: httpx.Response, setting: str, max_retry_s: int) -> dic
     assert f"CODEX_TUI_SERVER_{setting.upper()}" in str(body["detail"]), body
     retry = response.headers["retry-after"]
     assert retry.isdigit() and 1 <= int(retry) <= max_retry_s, retry
-    return body
+    return cast(dict[str, object], body)
+
+
+def _no_open_streams(server: LiveServer) -> bool:
+    """True when the server's gauge counts no open event stream."""
+    return _metric(server, "codex_tui_open_event_streams") == 0
 
 
 def _metric(server: LiveServer, name: str) -> float:
@@ -341,7 +348,7 @@ def test_through_redis_two_servers_share_one_users_counts(
 
     asyncio.run(streams())
     for server in (one, two):
-        wait_until(lambda s=server: _metric(s, "codex_tui_open_event_streams") == 0)
+        wait_until(functools.partial(_no_open_streams, server))
     # Both slots are free again on the shared count.
     asyncio.run(streams())
 

@@ -308,7 +308,7 @@ def _wait_settled(server: LiveServer, start: dict[str, float], what: str) -> Non
 
 
 def _codex_event(index: int, status: str) -> EventIn:
-    item = {"id": "item_0", "type": "command_execution", "command": "sleep 600"}
+    item: dict[str, object] = {"id": "item_0", "type": "command_execution", "command": "sleep 600"}
     item |= {"aggregated_output": "", "exit_code": None if index == 0 else 0, "status": status}
     kind = "item.started" if index == 0 else "item.completed"
     return EventIn(ts=utcnow(), kind=EventKind.CODEX, data={"type": kind, "item": item})

@@ -17,7 +17,7 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import UTC, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 from sqlalchemy import select, update
@@ -48,6 +48,9 @@ from server_client.server.store import (
     decode_cursor,
     encode_cursor,
 )
+
+#: The states a worker may finish a task in.
+FinishStatus = Literal[TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELED]
 
 TERMINAL = {s.value for s in TaskStatus if s.is_terminal}
 
@@ -395,7 +398,7 @@ async def test_finish_is_idempotent_and_races_with_cancel_end_in_one_state(store
         assert claim is not None
         claims[claim.task.id] = claim
 
-    async def finish(task_id: str, status: TaskStatus) -> bool:
+    async def finish(task_id: str, status: FinishStatus) -> bool:
         body = FinishRequest(lease_id=claims[task_id].lease_id, status=status, event_count=0)
         _, changed = await store.finish(alice, worker.id, task_id, body)
         return changed

@@ -11,6 +11,7 @@ import sys
 
 import pytest
 from click.testing import CliRunner
+from pydantic import SecretStr
 
 from codex_tui.cli import main, serve
 from server_client.worker.settings import WorkerSettings
@@ -35,7 +36,7 @@ def test_the_environment_carries_every_setting_to_the_child(
 ) -> None:
     settings = WorkerSettings(
         server="http://127.0.0.1:8765",
-        token="secret-token",
+        token=SecretStr("secret-token"),
         name="local",
         workdir_roots=["~/src", "/srv"],
         codex_bin="/opt/codex",
@@ -63,7 +64,7 @@ def test_arguments_win_over_the_environment_over_defaults(
     from_env = WorkerSettings(server="http://s")  # type: ignore[call-arg]
     assert (from_env.max_tasks, from_env.labels, from_env.grace_s) == (9, ["gpu"], 2.0)
     assert from_env.token.get_secret_value() == "from-env"
-    given = WorkerSettings(server="http://s", token="flag", max_tasks=2)
+    given = WorkerSettings(server="http://s", token=SecretStr("flag"), max_tasks=2)
     assert (given.max_tasks, given.token.get_secret_value()) == (2, "flag")
 
 

@@ -24,6 +24,7 @@ from codex_tui.cli.common import (
     run_client,
 )
 from server_client.enums import TaskStatus
+from server_client.text import json_safe
 
 if TYPE_CHECKING:
     from server_client.client import CodexTuiClient
@@ -65,7 +66,7 @@ def pair(ctx: click.Context, server: str | None, token: str | None, as_json: boo
     async def work(client: CodexTuiClient) -> None:
         code = await client.create_pairing_code()
         if as_json:
-            click.echo(code.model_dump_json())
+            click.echo(json_safe(code.model_dump_json()))
             return
         expires = code.expires_at.astimezone().strftime("%H:%M")
         click.echo(f"Pairing code {code.code} (single use, expires at {expires}).")
@@ -128,12 +129,14 @@ def submit(
 
 
 def _task_row(task: Task) -> str:
-    """One line of ``ls``: id, status, created, worker and the prompt's start."""
-    prompt = " ".join(task.prompt.split())
-    if len(prompt) > 60:
-        prompt = prompt[:59] + "…"
+    """One line of ``ls``: id, status, created, worker and the prompt's start, control
+    characters shown visibly (docs/reliability.md T1)."""
+    from codex_tui.events.view import shown_line
+
+    prompt = shown_line(" ".join(task.prompt.split()), 60)
+    worker = shown_line(task.worker_name or "-", 100)
     created = task.created_at.astimezone().strftime("%Y-%m-%d %H:%M")
-    return f"{task.id}  {task.status.value:<9}  {created}  {task.worker_name or '-':<12}  {prompt}"
+    return f"{task.id}  {task.status.value:<9}  {created}  {worker:<12}  {prompt}"
 
 
 @click.command(name="ls")
@@ -168,7 +171,7 @@ def list_tasks(
     async def work(client: CodexTuiClient) -> None:
         page = await client.list_tasks(status=statuses, q=search, worker=worker_name, limit=limit)
         for task in page.items:
-            click.echo(task.model_dump_json() if as_json else _task_row(task))
+            click.echo(json_safe(task.model_dump_json()) if as_json else _task_row(task))
 
     run_client(conn, work)
 

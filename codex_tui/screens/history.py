@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, ClassVar
 
 import httpx
@@ -20,7 +20,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, Select, Static
 
 from codex_tui.events.palette import Palette
-from codex_tui.events.view import status_icon
+from codex_tui.events.view import shown_line, status_icon
 from codex_tui.failures import (
     REQUEST_ERRORS,
     describe_action_failure,
@@ -28,7 +28,7 @@ from codex_tui.failures import (
 )
 from codex_tui.widgets.task_list import format_age, short_prompt, worker_text
 from server_client.client import ApiError, CodexTuiClient
-from server_client.models import Task, TaskPage, TaskStatus
+from server_client.models import Task, TaskPage, TaskStatus, utcnow
 
 __all__ = ["HistoryFilters", "HistoryScreen", "HistoryTable"]
 
@@ -67,14 +67,6 @@ _STATUS_CHOICES: tuple[tuple[str, str], ...] = (
 ANY_WORKER = ""
 
 
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-def _cut(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
 @dataclass(frozen=True)
 class HistoryFilters:
     """What the history lists: tasks whose prompt contains ``query`` (ignoring case), in
@@ -93,7 +85,7 @@ class HistoryFilters:
         """The filters in words, e.g. ``“fix”, status failed, worker gpu-box``."""
         parts = []
         if self.query:
-            parts.append(f"“{_cut(self.query, 40)}”")
+            parts.append(f"“{shown_line(self.query, 40)}”")
         if self.status is not None:
             parts.append(f"status {self.status.value}")
         if self.worker:
@@ -207,7 +199,7 @@ class HistoryScreen(Screen[Task | None]):
     ) -> None:
         super().__init__()
         self.client = client
-        self.clock: Callable[[], datetime] = clock or _utcnow
+        self.clock: Callable[[], datetime] = clock or utcnow
         self.page_size = max(1, min(page_size, 200))
         self.max_rows = max(1, max_rows)
         self.search_debounce_s = search_debounce_s
@@ -542,7 +534,7 @@ class HistoryScreen(Screen[Task | None]):
 
     def _worker_options(self) -> list[tuple[str, str]]:
         names = self._worker_names or []
-        return [("any worker", ANY_WORKER), *((_cut(name, 20), name) for name in names)]
+        return [("any worker", ANY_WORKER), *((shown_line(name, 20), name) for name in names)]
 
     async def _rerun(self, task_id: str) -> None:
         try:
@@ -586,7 +578,7 @@ class HistoryScreen(Screen[Task | None]):
         return (
             Text(f"{status_icon(task.status)} {word}", style=palette.for_status(task.status)),
             Text(format_age(task.created_at, self.clock()), style=palette.muted),
-            Text(_cut(worker_text(task), WORKER_WIDTH)),
+            Text(shown_line(worker_text(task), WORKER_WIDTH)),
             Text(short_prompt(task.prompt, self._prompt_width), no_wrap=True),
         )
 

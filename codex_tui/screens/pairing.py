@@ -13,13 +13,9 @@ from textual.content import Content
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
-from server_client.models import PairingCode
+from server_client.models import PairingCode, utcnow
 
 __all__ = ["PairingModal", "format_remaining"]
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def format_remaining(expires_at: datetime, now: datetime) -> str | None:
@@ -118,7 +114,7 @@ class PairingModal(ModalScreen[None]):
     ) -> None:
         super().__init__()
         self.pairing = pairing
-        self.clock: Callable[[], datetime] = clock or _utcnow
+        self.clock: Callable[[], datetime] = clock or utcnow
 
     def compose(self) -> ComposeResult:
         with Vertical(id="pairing-dialog") as dialog:

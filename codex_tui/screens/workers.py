@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import ClassVar
 
 import httpx
@@ -19,6 +19,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
 from codex_tui.events.palette import Palette
+from codex_tui.events.view import shown_line
 from codex_tui.failures import (
     REQUEST_ERRORS,
     describe_action_failure,
@@ -29,7 +30,7 @@ from codex_tui.screens.confirm import ConfirmModal
 from codex_tui.screens.pairing import PairingModal
 from codex_tui.widgets.task_list import format_age
 from server_client.client import ApiError, CodexTuiClient, NotFoundError
-from server_client.models import Worker
+from server_client.models import Worker, utcnow
 
 __all__ = ["WorkersScreen", "format_last_seen", "short_version"]
 
@@ -50,10 +51,6 @@ _COLUMNS: tuple[tuple[str, str], ...] = (
 )
 
 
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
 def format_last_seen(last_seen: datetime, now: datetime) -> str:
     """``just now`` within a minute (workers are heard from every few seconds), else an age
     such as ``5m ago``."""
@@ -67,10 +64,6 @@ def short_version(version: str | None) -> str:
     if not version:
         return "—"
     return version.removeprefix("codex-cli").strip() or version
-
-
-def _cut(text: str, limit: int = MAX_CELL_CHARS) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 @dataclass(frozen=True)
@@ -183,7 +176,7 @@ class WorkersScreen(Screen[None]):
     ) -> None:
         super().__init__()
         self.client = client
-        self.clock: Callable[[], datetime] = clock or _utcnow
+        self.clock: Callable[[], datetime] = clock or utcnow
         self.poll_interval_s = poll_interval_s
         self._workers: dict[str, Worker] = {}
         self._rows: dict[str, _Row] = {}
@@ -351,12 +344,12 @@ class WorkersScreen(Screen[None]):
 
     def _row(self, worker: Worker, now: datetime) -> _Row:
         return _Row(
-            name=_cut(worker.name),
+            name=shown_line(worker.name),
             online=worker.online,
-            labels=_cut(", ".join(worker.labels)),
+            labels=shown_line(", ".join(worker.labels)),
             running=f"{worker.running}/{worker.max_tasks}",
-            codex=_cut(short_version(worker.codex_version), 16),
-            host=_cut(worker.hostname),
+            codex=shown_line(short_version(worker.codex_version), 16),
+            host=shown_line(worker.hostname),
             seen=format_last_seen(worker.last_seen_at, now),
         )
 

@@ -5,20 +5,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta, tzinfo
+from datetime import datetime, timedelta, tzinfo
 
 from textual.content import Content
 from textual.timer import Timer
 from textual.widgets import Static
 
+from server_client.models import utcnow
+
 __all__ = ["ConnectionBanner"]
 
 #: How often the countdown is redrawn while offline (s); the text changes once a second.
 _TICK_S = 0.5
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 class ConnectionBanner(Static):
@@ -61,7 +59,7 @@ class ConnectionBanner(Static):
         classes: str | None = None,
     ) -> None:
         super().__init__(name=name, id=id, classes=classes)
-        self.clock: Callable[[], datetime] = clock or _utcnow
+        self.clock: Callable[[], datetime] = clock or utcnow
         self.tz = tz
         self._error: str | None = None
         self._retry_at: datetime | None = None

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 from textual import on
 from textual.app import ComposeResult
@@ -16,7 +16,7 @@ from textual.widget import Widget
 from textual.widgets import OptionList, Static
 from textual.widgets.option_list import Option
 
-from codex_tui.events.view import status_icon
+from codex_tui.events.view import shown_line, status_icon
 from codex_tui.failures import (
     REQUEST_ERRORS,
     describe_poll_failure,
@@ -24,7 +24,7 @@ from codex_tui.failures import (
     poll_retry_delays,
 )
 from server_client.client import CodexTuiClient
-from server_client.models import Task, TaskStatus
+from server_client.models import Task, TaskStatus, utcnow
 
 __all__ = ["TaskCounts", "TaskList", "format_age", "short_prompt", "worker_text"]
 
@@ -52,9 +52,9 @@ def format_age(created_at: datetime, now: datetime) -> str:
 
 
 def short_prompt(prompt: str, limit: int = 200) -> str:
-    """The prompt on one line with whitespace collapsed, cut to ``limit`` characters."""
-    text = " ".join(prompt[: limit * 4].split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    """The prompt on one line with whitespace collapsed, cut to ``limit`` characters, control
+    characters shown visibly (docs/reliability.md T1)."""
+    return shown_line(" ".join(prompt[: limit * 4].split()), limit)
 
 
 def worker_text(task: Task) -> str:
@@ -64,12 +64,8 @@ def worker_text(task: Task) -> str:
         target = task.target_worker or ""
         if task.labels:
             target = f"{target} [{', '.join(task.labels)}]".strip()
-        return f"→ {target}"
-    return task.worker_name or "—"
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
+        return f"→ {shown_line(target, 200)}"
+    return shown_line(task.worker_name or "—", 200)
 
 
 @dataclass(frozen=True)
@@ -275,7 +271,7 @@ class TaskList(Widget, can_focus=False):
     ) -> None:
         super().__init__(name=name, id=id, classes=classes)
         self.client = client
-        self.clock: Callable[[], datetime] = clock or _utcnow
+        self.clock: Callable[[], datetime] = clock or utcnow
         self.poll_interval_s = poll_interval_s
         self.page_size = page_size
         self._new_retry_delays = retry_delays or poll_retry_delays

@@ -21,7 +21,7 @@ import json
 import math
 from typing import Any, Literal
 
-from server_client.models import EventKind
+from server_client.enums import EventKind
 
 __all__ = ["MAX_DEPTH", "clamp_depth", "depth_exceeds", "parse_line", "scrub_surrogates"]
 
