@@ -25,23 +25,8 @@ from codex_tui.events.view import (
     thread_label,
     usage_counts,
 )
+from server_client import codex
 from server_client.client import CodexTuiClient
-from server_client.codex import (
-    AgentMessage,
-    CodexError,
-    CommandExecution,
-    ErrorItem,
-    FileChange,
-    Item,
-    ItemEvent,
-    Reasoning,
-    ThreadStarted,
-    TodoList,
-    TurnCompleted,
-    TurnFailed,
-    TurnStarted,
-    UnknownItem,
-)
 from server_client.models import Event, EventKind, Task
 from server_client.text import json_safe, visible
 
@@ -118,23 +103,23 @@ def markdown_event(event: Event) -> str:
         text = data if isinstance(data, str) else _dumps(data)
         return _fence(visible(text), "text") + "\n"
     match event.codex:
-        case ThreadStarted() as started:
+        case codex.ThreadStarted() as started:
             return f"*{thread_label(started)}*\n"
-        case TurnStarted():
+        case codex.TurnStarted():
             return "---\n"
-        case TurnCompleted(usage=usage):
+        case codex.TurnCompleted(usage=usage):
             counts = usage_counts(usage)
             if not counts:
                 return ""
             parts = ", ".join(f"{name} {count}" for name, count in counts)
             return f"*tokens (thread total): {parts}*\n"
-        case TurnFailed() as failed:
+        case codex.TurnFailed() as failed:
             return f"> **turn failed:** {failure_message(failed)}\n"
-        case CodexError() as error:
+        case codex.CodexError() as error:
             return f"> **error:** {failure_message(error)}\n"
-        case ItemEvent(item=UnknownItem(raw=raw)) if not isinstance(raw, Mapping):
+        case codex.ItemEvent(item=codex.UnknownItem(raw=raw)) if not isinstance(raw, Mapping):
             pass  # not an item: the event as codex printed it, below
-        case ItemEvent(item=item):
+        case codex.ItemEvent(item=item):
             return _markdown_item(item) if is_shown(event, live=False) else ""
     return _json_fence(data)
 
@@ -146,28 +131,28 @@ def _dumps(value: object) -> str:
         return stream_line(value)
 
 
-def _markdown_item(item: Item) -> str:
+def _markdown_item(item: codex.Item) -> str:
     match item:
-        case AgentMessage(text=text):
+        case codex.AgentMessage(text=text):
             return visible(text).rstrip() + "\n"
-        case Reasoning(text=text):
+        case codex.Reasoning(text=text):
             return "\n".join(f"> {line}" for line in visible(text).splitlines()) + "\n"
-        case CommandExecution():
+        case codex.CommandExecution():
             head = (
                 f"**$ {shown_line(item.command, 4096)}** "
                 f"(exit {item.exit_code}, {shown_line(item.status)})"
             )
             output = visible(item.output)
             return head + "\n\n" + (_fence(output, "console") + "\n" if output else "")
-        case FileChange(changes=changes):
+        case codex.FileChange(changes=changes):
             rows = [f"- {shown_line(c.kind)} `{shown_line(c.path, 4096)}`" for c in changes]
             return "**files changed**\n\n" + "\n".join(rows) + "\n"
-        case TodoList(items=entries):
+        case codex.TodoList(items=entries):
             rows = [f"- [{'x' if e.completed else ' '}] {shown_line(e.text)}" for e in entries]
             return "**todo**\n\n" + "\n".join(rows) + "\n"
-        case ErrorItem():
+        case codex.ErrorItem():
             return f"> **warning:** {failure_message(item)}\n"
-        case UnknownItem(raw=raw):
+        case codex.UnknownItem(raw=raw):
             return _json_fence(dict(raw) if isinstance(raw, Mapping) else raw)
     return _json_fence(item.model_dump())
 

@@ -49,27 +49,7 @@ from codex_tui.events.view import (
     thread_label,
     tool_name,
 )
-from server_client.codex import (
-    AgentMessage,
-    CodexError,
-    CommandExecution,
-    ErrorItem,
-    FileChange,
-    Item,
-    ItemEvent,
-    ItemPhase,
-    McpToolCall,
-    Reasoning,
-    ThreadStarted,
-    TodoList,
-    TurnCompleted,
-    TurnFailed,
-    TurnStarted,
-    UnknownEvent,
-    UnknownItem,
-    Usage,
-    WebSearch,
-)
+from server_client import codex
 from server_client.models import Event, EventKind, TaskStatus
 from server_client.text import one_line, truncate
 
@@ -147,9 +127,9 @@ def render_annotated(
         fold_reasoning: Show only the first line of a reasoning item unless ``expanded``.
     """
     ctx = _Ctx(palette, note, expanded, max_output_lines, fold_reasoning)
-    codex = event.codex
-    if codex is not None:
-        return _render_codex(codex, event.data, ctx)
+    typed = event.codex
+    if typed is not None:
+        return _render_codex(typed, event.data, ctx)
     if event.kind is EventKind.STATUS:
         return _render_status(event.data, palette)
     if event.kind is EventKind.STDERR:
@@ -223,28 +203,28 @@ def _render_status(data: object, palette: Palette) -> list[RenderableType]:
     return [text]
 
 
-def _render_codex(codex: Any, data: Any, ctx: _Ctx) -> list[RenderableType]:
+def _render_codex(typed: Any, data: Any, ctx: _Ctx) -> list[RenderableType]:
     """Render a typed codex event; ``data`` is the event as codex printed it."""
     palette = ctx.palette
-    match codex:
-        case ThreadStarted():
-            return [Text(thread_label(codex), style=palette.muted)]
-        case TurnStarted():
+    match typed:
+        case codex.ThreadStarted():
+            return [Text(thread_label(typed), style=palette.muted)]
+        case codex.TurnStarted():
             number = f" {ctx.note.turn}" if ctx.note.turn is not None else ""
             return [Text(f"── turn{number} ──", style=f"bold {palette.muted}")]
-        case TurnCompleted(usage=usage):
+        case codex.TurnCompleted(usage=usage):
             return [_render_usage(usage, ctx)]
-        case TurnFailed():
-            message = failure_message(codex) or compact_json(codex.error)
+        case codex.TurnFailed():
+            message = failure_message(typed) or compact_json(typed.error)
             return [_error_line("turn failed", message, palette.error)]
-        case CodexError():
-            message = failure_message(codex) or compact_json(data)
+        case codex.CodexError():
+            message = failure_message(typed) or compact_json(data)
             return [_error_line("error", message, palette.error)]
-        case ItemEvent(item=UnknownItem(raw=raw)) if not isinstance(raw, Mapping):
-            return [_generic(codex.type, data, palette)]
-        case ItemEvent():
-            return _render_item(codex.phase, codex.item, ctx)
-        case UnknownEvent(type=kind, raw=raw):
+        case codex.ItemEvent(item=codex.UnknownItem(raw=raw)) if not isinstance(raw, Mapping):
+            return [_generic(typed.type, data, palette)]
+        case codex.ItemEvent():
+            return _render_item(typed.phase, typed.item, ctx)
+        case codex.UnknownEvent(type=kind, raw=raw):
             return [_generic(kind or "codex", raw, palette)]
     return []
 
@@ -264,7 +244,7 @@ def _signed(number: int) -> str:
     return f"{number:+,}"
 
 
-def _render_usage(usage: Usage, ctx: _Ctx) -> Text:
+def _render_usage(usage: codex.Usage, ctx: _Ctx) -> Text:
     """Codex reports the thread's cumulative usage (docs/codex-facts.md); the turn's own
     share is the difference from the previous report in the stream."""
     text = Text(style=ctx.palette.muted)
@@ -289,37 +269,37 @@ def _render_usage(usage: Usage, ctx: _Ctx) -> Text:
 # -- items ----------------------------------------------------------------------------------
 
 
-def _render_item(phase: ItemPhase, item: Item, ctx: _Ctx) -> list[RenderableType]:
+def _render_item(phase: codex.ItemPhase, item: codex.Item, ctx: _Ctx) -> list[RenderableType]:
     """Render ``item.<phase>`` of a codex item, if it shows (view.item_shows)."""
     if not item_shows(phase, item):
         return []
     palette = ctx.palette
     match item:
-        case CommandExecution():
+        case codex.CommandExecution():
             return _render_command(phase, item, ctx)
-        case TodoList():
+        case codex.TodoList():
             return [_render_todo(item, palette)]
-        case AgentMessage(text=text):
+        case codex.AgentMessage(text=text):
             return [
                 Text("codex", style=f"bold {palette.primary}"),
                 render_markdown(truncate(text, MAX_TEXT_CHARS)),
             ]
-        case Reasoning():
+        case codex.Reasoning():
             return [_render_reasoning(item, ctx)]
-        case FileChange():
+        case codex.FileChange():
             return [_render_file_change(item, palette)]
-        case ErrorItem():
+        case codex.ErrorItem():
             return [Text(f"⚠ {failure_message(item)}", palette.warning)]
-        case McpToolCall():
+        case codex.McpToolCall():
             return [_render_tool_call(item, palette)]
-        case WebSearch(query=query):
+        case codex.WebSearch(query=query):
             return [_line(f"search: {query}", palette.accent)]
-        case UnknownItem(type=kind, raw=raw):
+        case codex.UnknownItem(type=kind, raw=raw):
             return [_generic(f"item.{phase} {kind or '?'}", raw, palette)]
     return []
 
 
-def _render_reasoning(item: Reasoning, ctx: _Ctx) -> Text:
+def _render_reasoning(item: codex.Reasoning, ctx: _Ctx) -> Text:
     """Reasoning is dimmed; folded, only its first line (codex's bold title) shows."""
     # Codex titles its reasoning summaries with Markdown bold; show them as plain text.
     text = shown_text(item.text).replace("**", "").strip()
@@ -332,7 +312,9 @@ def _render_reasoning(item: Reasoning, ctx: _Ctx) -> Text:
     return shown
 
 
-def _render_command(phase: ItemPhase, item: CommandExecution, ctx: _Ctx) -> list[RenderableType]:
+def _render_command(
+    phase: codex.ItemPhase, item: codex.CommandExecution, ctx: _Ctx
+) -> list[RenderableType]:
     palette = ctx.palette
     running = phase != "completed" and item.running
     badge = command_badge(item, running=running)
@@ -361,7 +343,7 @@ def _render_command(phase: ItemPhase, item: CommandExecution, ctx: _Ctx) -> list
     return [Group(*parts)]
 
 
-def _render_todo(item: TodoList, palette: Palette) -> RenderableType:
+def _render_todo(item: codex.TodoList, palette: Palette) -> RenderableType:
     todos = item.items
     done = sum(1 for entry in todos if entry.completed)
     parts: list[RenderableType] = [
@@ -376,7 +358,7 @@ def _render_todo(item: TodoList, palette: Palette) -> RenderableType:
     return Group(*parts)
 
 
-def _render_file_change(item: FileChange, palette: Palette) -> RenderableType:
+def _render_file_change(item: codex.FileChange, palette: Palette) -> RenderableType:
     title = Text("files changed", style=f"bold {palette.primary}")
     status = item.status
     if status and status != "completed":
@@ -396,7 +378,7 @@ def _render_file_change(item: FileChange, palette: Palette) -> RenderableType:
     return Group(*parts)
 
 
-def _render_tool_call(item: McpToolCall, palette: Palette) -> RenderableType:
+def _render_tool_call(item: codex.McpToolCall, palette: Palette) -> RenderableType:
     status = item.status or "?"
     style = palette.error if status == "failed" else palette.accent
     line = _line(f"tool {tool_name(item)} · {status}", style)

@@ -20,24 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from server_client.codex import (
-    AgentMessage,
-    CodexError,
-    CommandExecution,
-    ErrorItem,
-    FileChange,
-    Item,
-    ItemEvent,
-    ItemPhase,
-    McpToolCall,
-    Reasoning,
-    ThreadStarted,
-    TurnCompleted,
-    TurnFailed,
-    TurnStarted,
-    Usage,
-    WebSearch,
-)
+from server_client import codex
 from server_client.models import Event, EventKind, TaskStatus
 from server_client.text import one_line, truncate, visible
 
@@ -165,7 +148,7 @@ class StreamState:
             bounded by :data:`MAX_OPEN_ITEMS`.
     """
 
-    last_usage: Usage | None = None
+    last_usage: codex.Usage | None = None
     turns: int = 0
     last_status: TaskStatus | None = None
     started: dict[str, datetime] = field(default_factory=dict)
@@ -186,7 +169,7 @@ class Annotation:
     """
 
     turn: int | None = None
-    previous_usage: Usage | None = None
+    previous_usage: codex.Usage | None = None
     duration_s: float | None = None
 
 
@@ -202,14 +185,14 @@ def annotate(event: Event, state: StreamState) -> Annotation:
             state.last_status = status
         return NO_NOTE
     match event.codex:
-        case TurnStarted():
+        case codex.TurnStarted():
             state.turns += 1
             return Annotation(turn=state.turns)
-        case TurnCompleted(usage=usage):
+        case codex.TurnCompleted(usage=usage):
             previous = state.last_usage
             state.last_usage = usage
             return Annotation(previous_usage=previous)
-        case ItemEvent(item=item) as item_event if item.id:
+        case codex.ItemEvent(item=item) as item_event if item.id:
             if item_event.phase == "started":
                 if len(state.started) >= MAX_OPEN_ITEMS:
                     state.started.pop(next(iter(state.started)))
@@ -224,7 +207,7 @@ def annotate(event: Event, state: StreamState) -> Annotation:
 # -- which events show ----------------------------------------------------------------------
 
 
-def item_shows(phase: ItemPhase, item: Item, *, live: bool = True) -> bool:
+def item_shows(phase: codex.ItemPhase, item: codex.Item, *, live: bool = True) -> bool:
     """True when ``item.<phase>`` shows anything.
 
     A document shows each item once, completed. A live view also shows a command, a tool
@@ -235,11 +218,11 @@ def item_shows(phase: ItemPhase, item: Item, *, live: bool = True) -> bool:
     if not live:
         return phase == "completed"
     match item:
-        case CommandExecution():
+        case codex.CommandExecution():
             return not (phase == "updated" and item.running)
-        case AgentMessage() | Reasoning() | FileChange() | ErrorItem():
+        case codex.AgentMessage() | codex.Reasoning() | codex.FileChange() | codex.ErrorItem():
             return phase == "completed"
-        case McpToolCall() | WebSearch():
+        case codex.McpToolCall() | codex.WebSearch():
             return phase != "updated"
     return True
 
@@ -247,19 +230,19 @@ def item_shows(phase: ItemPhase, item: Item, *, live: bool = True) -> bool:
 def is_shown(event: Event, *, live: bool = True) -> bool:
     """True when ``event`` shows anything (in a live view unless ``live`` is False); decided
     from its fields, rendering nothing."""
-    codex = event.codex
-    if isinstance(codex, ItemEvent):
-        return item_shows(codex.phase, codex.item, live=live)
+    typed = event.codex
+    if isinstance(typed, codex.ItemEvent):
+        return item_shows(typed.phase, typed.item, live=live)
     return True
 
 
 def is_foldable(event: Event) -> bool:
     """True when ``event`` shows differently expanded (a command's output, reasoning)."""
-    codex = event.codex
+    typed = event.codex
     return (
-        isinstance(codex, ItemEvent)
-        and codex.phase == "completed"
-        and isinstance(codex.item, CommandExecution | Reasoning)
+        isinstance(typed, codex.ItemEvent)
+        and typed.phase == "completed"
+        and isinstance(typed.item, codex.CommandExecution | codex.Reasoning)
     )
 
 
@@ -302,7 +285,7 @@ class Badge:
     tone: Tone
 
 
-def command_badge(command: CommandExecution, *, running: bool) -> Badge:
+def command_badge(command: codex.CommandExecution, *, running: bool) -> Badge:
     """``running…``, ``exit 0``, ``exit N``, ``declined`` or the status word of a command."""
     if running:
         return Badge("running…", "muted")
@@ -316,7 +299,7 @@ def command_badge(command: CommandExecution, *, running: bool) -> Badge:
     return Badge(command.status or "done", "error")
 
 
-def usage_counts(usage: Usage) -> list[tuple[str, int]]:
+def usage_counts(usage: codex.Usage) -> list[tuple[str, int]]:
     """The token counts of a usage report that are not zero, named for people
     (``input tokens``, ``cached input tokens``, ``output tokens``, ``reasoning output
     tokens``)."""
@@ -345,16 +328,16 @@ def stream_line(data: object) -> str:
         return repr(data)
 
 
-def thread_label(event: ThreadStarted) -> str:
+def thread_label(event: codex.ThreadStarted) -> str:
     """``thread <id>`` for a thread's start (``?`` when codex gave no id)."""
     return f"thread {shown_line(event.thread_id) or '?'}"
 
 
-def failure_message(event: TurnFailed | CodexError | ErrorItem) -> str:
+def failure_message(event: codex.TurnFailed | codex.CodexError | codex.ErrorItem) -> str:
     """The message of a failed turn, an error line or a warning item, made safe to show."""
     return shown_text(event.message)
 
 
-def tool_name(call: McpToolCall) -> str:
+def tool_name(call: codex.McpToolCall) -> str:
     """``server.tool`` of an MCP tool call (``?`` when codex named neither)."""
     return shown_line(".".join(p for p in (call.server, call.tool) if p)) or "?"
