@@ -280,6 +280,27 @@ async def test_rows_are_redrawn_only_when_they_change(
             assert layout(tasks)[0] == "# Running · 1"
 
 
+async def test_a_poll_that_ends_after_the_rows_are_removed_changes_nothing(
+    server_factory: ServerFactory,
+) -> None:
+    """When the app exits, Textual removes the list's option list before the list itself; a
+    poll that answers in between must not fail the app (it did, now and then, in
+    test_panes's burst test)."""
+    server = server_factory(local_worker=False)
+    seeded = await seed_tasks(server)
+    async with server.client() as client:
+        app = ListApp(client, clock=seeded.clock(), poll_interval_s=NEVER_S)
+        async with app.run_test(size=SIZE) as pilot:
+            tasks = app.task_list
+            await wait_for(pilot, lambda: tasks.loaded, "the first poll")
+            shown = [task.id for task in tasks.tasks]
+            counts = tasks.counts
+            await tasks.options.remove()
+            tasks.update_tasks([])
+            assert [task.id for task in tasks.tasks] == shown
+            assert tasks.counts == counts
+
+
 # -- finished tasks --------------------------------------------------------------------------
 
 

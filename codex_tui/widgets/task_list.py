@@ -371,8 +371,12 @@ class TaskList(Widget, can_focus=False):
         """Show ``tasks`` in their groups, redrawing only the rows that changed.
 
         Posts :class:`TaskFinished` for each task that was unfinished when last shown and has
-        ended now, and :class:`CountsChanged` when the groups' sizes changed.
+        ended now, and :class:`CountsChanged` when the groups' sizes changed. Does nothing
+        once the rows are gone (a poll that ends while the app exits and removes the list).
         """
+        options = self.query_one_optional("#task-options", OptionList)
+        if options is None:
+            return
         tasks = list(tasks)
         if self._selected_id is not None and all(t.id != self._selected_id for t in tasks):
             # Keep the task the user is looking at, even when it drops off the first page.
@@ -391,7 +395,6 @@ class TaskList(Widget, can_focus=False):
         layout = [item for group, members in groups for item in (group.option_id, *members)]
         now = self.clock()
         rows = {task_id: self._row(self._tasks[task_id], now) for task_id in order}
-        options = self.options
         if layout != self._layout:
             options.set_options(
                 option
