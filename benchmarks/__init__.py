@@ -1,5 +1,5 @@
 """Benchmarks of codex-tui: scripts that start the real server, worker and client on loopback,
-feed them with the fake codex (``tests/fake_codex.py``, mode ``stamped``) and, once, with the
+feed them with the fake codex (``tests/fakes/fake_codex.py``, mode ``stamped``) and, once, with the
 real codex binary against the mock model server, and compare against a pipe baseline measured
 in the same run.
 

@@ -30,7 +30,7 @@ from server_client.models import Sandbox
 from server_client.worker.runner import RunSpec, build_argv
 
 ROOT = Path(__file__).resolve().parent.parent
-FAKE_CODEX = ROOT / "tests" / "fake_codex.py"
+FAKE_CODEX = ROOT / "tests" / "fakes" / "fake_codex.py"
 
 #: Marks every process of one benchmark run (value: :data:`RUN_ID`).
 RUN_ENV = "CODEX_TUI_BENCH_RUN"

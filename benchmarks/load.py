@@ -1,7 +1,7 @@
 """Provides the load generator: many stamped fake-codex tasks through the real pipeline
 (worker → server → SSE → SDK client), and the same fakes read straight from pipes (baseline).
 
-Each fake line carries ``t_ns``, the wall-clock time it was written (``tests/fake_codex.py``,
+Each fake line carries ``t_ns``, the wall-clock time it was written (``tests/fakes/fake_codex.py``,
 mode ``stamped``); the reader subtracts it from the wall-clock time at which it has the
 parsed event. All tasks of a load wait at a :class:`Gate` until every one of them runs (and,
 end to end, until every SSE stream has seen the task's ``turn.started``), so the latencies

@@ -1,5 +1,5 @@
 """Provides the real-codex run: the pinned ``codex exec --json`` against the mock model server
-(tests/mock_model_server.py), through the whole pipeline and read straight from its pipe (the
+(tests/fakes/mock_model_server.py), through the whole pipeline and read straight from its pipe (the
 baseline), with the same script: run a shell command, then answer.
 
 The real codex's lines carry no timestamp, so this compares times from the start: to codex's
@@ -77,13 +77,13 @@ def prepare(run_dir: Path) -> RealCodex:
     Raises:
         BenchError: the pinned codex binary is not installed.
     """
-    from tests.codex_home import (
+    from tests.fakes.codex_home import (
         CodexBinaryNotFound,
         codex_env,
         find_test_codex_bin,
         write_codex_home,
     )
-    from tests.mock_model_server import MockModel, call_shell, say
+    from tests.fakes.mock_model_server import MockModel, call_shell, say
 
     try:
         codex_bin = find_test_codex_bin()

@@ -19,12 +19,12 @@ import psutil
 import pytest
 
 from server_client.client import CodexTuiClient
-from tests.codex_home import CodexBinaryNotFound, find_test_codex_bin, write_codex_home
-from tests.mock_model_server import MockModel
-from tests.pg import fresh_database
+from tests.fakes.codex_home import CodexBinaryNotFound, find_test_codex_bin, write_codex_home
+from tests.fakes.mock_model_server import MockModel
+from tests.support.pg import fresh_database
 
 TESTS = Path(__file__).parent
-FAKE_CODEX = TESTS / "fake_codex.py"
+FAKE_CODEX = TESTS / "fakes" / "fake_codex.py"
 #: The fake codex's settings, passed through the worker's environment allow-list.
 FAKE_ENV = (
     "FAKE_CODEX_MODE",
@@ -37,7 +37,7 @@ FAKE_ENV = (
 
 #: Rate limits of test servers (docs/reliability.md S8): high, so that tests making many tasks,
 #: streams or pairings in a burst are not refused. Tests of the limits set their own through
-#: ``extra_env``, which is applied after these (tests/test_ratelimits.py).
+#: ``extra_env``, which is applied after these (tests/server/test_ratelimits.py).
 TEST_LIMITS = {
     "CODEX_TUI_SERVER_RATE_TASK_CREATIONS": "100000/minute",
     "CODEX_TUI_SERVER_MAX_ACTIVE_TASKS": "100000",
@@ -156,7 +156,7 @@ ServerFactory = Callable[..., LiveServer]
 def server_factory(tmp_path: Path) -> Iterator[ServerFactory]:
     """Start real servers: ``server_factory(codex_bin=..., fake_mode=..., local_worker=True)``.
 
-    The local worker runs ``tests/fake_codex.py`` unless ``codex_bin`` says otherwise; the
+    The local worker runs ``tests/fakes/fake_codex.py`` unless ``codex_bin`` says otherwise; the
     fake's behaviour comes from ``fake_mode`` (FAKE_CODEX_MODE, passed through to codex).
     """
     started: list[LiveServer] = []
@@ -240,7 +240,8 @@ def server_factory(tmp_path: Path) -> Iterator[ServerFactory]:
 @pytest.fixture
 def pg_url() -> Iterator[str]:
     """A fresh, empty PostgreSQL database for this test (dropped afterwards), on the server
-    named by ``CODEX_TUI_TEST_PG_URL``; skips without it, fails without it in CI (tests/pg.py)."""
+    named by ``CODEX_TUI_TEST_PG_URL``; skips without it, fails without it in CI
+    (tests/support/pg.py)."""
     with fresh_database() as url:
         yield url
 
@@ -263,7 +264,8 @@ def codex_bin() -> str:
 
 @pytest.fixture
 def mock_model() -> Iterator[MockModel]:
-    """A scripted mock of the OpenAI Responses API on loopback (tests/mock_model_server.py)."""
+    """A scripted mock of the OpenAI Responses API on loopback
+    (tests/fakes/mock_model_server.py)."""
     with MockModel() as model:
         yield model
 

@@ -1,0 +1,1 @@
+"""Provides the e2e tests."""

@@ -1,0 +1,1 @@
+"""Provides the server tests."""

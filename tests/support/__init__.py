@@ -1,0 +1,1 @@
+"""Provides helpers shared by test folders: databases, worker processes, the TUI."""

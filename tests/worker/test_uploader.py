@@ -1,0 +1,97 @@
+"""The worker's uploader against a real server: batches, and retries that lose nothing and
+duplicate nothing when responses are lost after the server stored the batch (R4); uploads
+share one kept-alive connection."""
+
+from __future__ import annotations
+
+import pytest
+
+from server_client.client import ApiError
+from server_client.models import (
+    EventBatch,
+    EventIn,
+    EventKind,
+    FinishRequest,
+    TaskStatus,
+    WorkerHello,
+    utcnow,
+)
+from server_client.worker.api import WorkerApi
+from server_client.worker.uploader import EventUploader, LeaseLostError
+from tests.conftest import ServerFactory
+from tests.fakes.netproxy import CuttingProxy
+
+
+async def test_lost_responses_are_retried_without_duplicates(
+    server_factory: ServerFactory,
+) -> None:
+    server = server_factory(local_worker=False)
+    async with server.client() as client:
+        task = await client.create_task("upload")
+    direct = WorkerApi(server.url, server.token)
+    worker = await direct.connect(WorkerHello(name="uploader-test", workdir_roots=["/"]))
+    claim = await direct.claim(worker.id, 5)
+    assert claim is not None
+    async with CuttingProxy(server.url, seed=1, low=10**9, high=10**9, drop_first=3) as proxy:
+        flaky = WorkerApi(proxy.url, server.token)
+        uploader = EventUploader(flaky, worker.id, task.id, claim.lease_id, interval_s=0.01)
+        uploader.start()
+        for i in range(250):
+            uploader.add(EventIn(ts=utcnow(), kind=EventKind.STDERR, data={"line": f"line {i}"}))
+        await uploader.close()
+        await flaky.aclose()
+    assert proxy.connections > 3, "the first responses were dropped, so it must have retried"
+    await direct.finish(
+        worker.id,
+        task.id,
+        FinishRequest(lease_id=claim.lease_id, status=TaskStatus.COMPLETED, event_count=250),
+    )
+    await direct.aclose()
+    async with server.client() as client:
+        events = [e async for e in client.stream_events(task.id)]
+    lines = [e.data["line"] for e in events if e.kind is EventKind.STDERR]
+    assert lines == [f"line {i}" for i in range(250)]
+    assert [e.seq for e in events] == list(range(1, 254))
+
+
+async def test_a_stale_lease_cannot_append_or_finish(server_factory: ServerFactory) -> None:
+    server = server_factory(local_worker=False)
+    async with server.client() as client:
+        task = await client.create_task("fenced")
+    api = WorkerApi(server.url, server.token)
+    worker = await api.connect(WorkerHello(name="fence-test", workdir_roots=["/"]))
+    claim = await api.claim(worker.id, 5)
+    assert claim is not None
+    uploader = EventUploader(api, worker.id, task.id, "not-the-lease", interval_s=0.01)
+    uploader.start()
+    uploader.add(EventIn(ts=utcnow(), kind=EventKind.STDERR, data={"line": "x"}))
+    with pytest.raises(LeaseLostError):
+        await uploader.close()
+    with pytest.raises(ApiError) as info:
+        await api.finish(
+            worker.id,
+            task.id,
+            FinishRequest(lease_id="not-the-lease", status=TaskStatus.COMPLETED, event_count=0),
+        )
+    assert info.value.status == 409
+    await api.aclose()
+
+
+async def test_uploads_share_one_keep_alive_connection(server_factory: ServerFactory) -> None:
+    server = server_factory(local_worker=False)
+    async with server.client() as client:
+        task = await client.create_task("keep-alive")
+    direct = WorkerApi(server.url, server.token)
+    worker = await direct.connect(WorkerHello(name="keep-alive-test", workdir_roots=["/"]))
+    claim = await direct.claim(worker.id, 5)
+    assert claim is not None
+    async with CuttingProxy(server.url, seed=1, low=10**9, high=10**9) as proxy:
+        api = WorkerApi(proxy.url, server.token)
+        for i in range(20):
+            event = EventIn(ts=utcnow(), kind=EventKind.STDERR, data={"line": f"line {i}"})
+            batch = EventBatch(lease_id=claim.lease_id, first_index=i, events=[event])
+            result = await api.upload(worker.id, task.id, batch.model_dump_json().encode())
+            assert result.next_index == i + 1
+        await api.aclose()
+    await direct.aclose()
+    assert proxy.connections == 1
