@@ -19,12 +19,11 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     SkipValidation,
-    ValidationError,
     model_validator,
 )
 from pydantic.dataclasses import dataclass
 
-from server_client.codex.items import Item, Text, UnknownItem, parse_item
+from server_client.codex.items import Item, Text, UnknownItem, parse_item, read_or
 
 __all__ = [
     "CodexError",
@@ -194,11 +193,5 @@ def parse_event(data: Any) -> CodexEvent:
     ``data``) for a type this version does not model, a value that is not an object, or an
     object it cannot read.
     """
-    model = _MODELS.get(event_type(data))
-    if model is not None:
-        try:
-            event: CodexEvent = model.model_validate(data)  # type: ignore[assignment]
-            return event
-        except (ValidationError, RecursionError):
-            pass
-    return UnknownEvent.of(data)
+    event: CodexEvent = read_or(_MODELS.get(event_type(data)), data, UnknownEvent.of)  # type: ignore[assignment]
+    return event

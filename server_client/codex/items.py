@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
-from typing import Annotated, Any, Literal
+from collections.abc import Callable, Mapping
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
     AliasChoices,
@@ -44,8 +44,11 @@ __all__ = [
     "UserMessage",
     "WebSearch",
     "parse_item",
+    "read_or",
     "snake_case",
 ]
+
+R = TypeVar("R")
 
 _CAMEL = re.compile(r"(?<=[a-z0-9])([A-Z])")
 
@@ -117,6 +120,23 @@ class AgentMessage(_ItemBase):
     text: Text = ""
 
 
+def _part_text(part: object) -> str:
+    return _text(part.get("text")) if isinstance(part, Mapping) else ""
+
+
+def _text_from_parts(
+    data: Any, field: str, separator: str, text_of: Callable[[object], str]
+) -> Any:
+    """``data`` with a ``text`` made of the texts of its ``field`` list joined by
+    ``separator`` (app-server sends parts where exec sends one ``text``); as it is when it has
+    a ``text`` already or no such list."""
+    if isinstance(data, Mapping) and "text" not in data:
+        parts = data.get(field)
+        if isinstance(parts, list):
+            return {**data, "text": separator.join(t for t in map(text_of, parts) if t)}
+    return data
+
+
 class UserMessage(_ItemBase):
     """The user's prompt as app-server echoes it at the start of a turn (its ``text``
     parts joined by newlines)."""
@@ -127,10 +147,7 @@ class UserMessage(_ItemBase):
     @model_validator(mode="before")
     @classmethod
     def _join_content(cls, data: Any) -> Any:
-        if isinstance(data, Mapping) and "text" not in data:
-            parts = [_text(p.get("text")) for p in _mappings(data.get("content"))]
-            return {**data, "text": "\n".join(p for p in parts if p)}
-        return data
+        return _text_from_parts(data, "content", "\n", _part_text)
 
 
 class Reasoning(_ItemBase):
@@ -142,11 +159,7 @@ class Reasoning(_ItemBase):
     @model_validator(mode="before")
     @classmethod
     def _join_summary(cls, data: Any) -> Any:
-        if isinstance(data, Mapping) and "text" not in data:
-            parts = data.get("summary")
-            if isinstance(parts, list):
-                return {**data, "text": "\n\n".join(p for p in parts if isinstance(p, str))}
-        return data
+        return _text_from_parts(data, "summary", "\n\n", _text)
 
 
 class CommandExecution(_ItemBase):
@@ -300,10 +313,19 @@ def parse_item(data: Any) -> Item:
                 kind = snake_case(kind)
                 model = _MODELS.get(kind)
                 data = {**data, "type": kind}
-            if model is not None:
-                try:
-                    item: Item = model.model_validate(data)  # type: ignore[assignment]
-                    return item
-                except (ValidationError, RecursionError):
-                    pass
+            item: Item = read_or(model, data, UnknownItem.of)  # type: ignore[assignment]
+            return item
     return UnknownItem.of(data)
+
+
+def read_or(
+    model: type[BaseModel] | None, data: Any, fallback: Callable[[Any], R]
+) -> BaseModel | R:
+    """``data`` read as ``model``, or ``fallback(data)`` when there is no model or ``data``
+    cannot be read as one (validation fails, or it nests too deep); never raises itself."""
+    if model is not None:
+        try:
+            return model.model_validate(data)
+        except (ValidationError, RecursionError):
+            pass
+    return fallback(data)

@@ -35,13 +35,12 @@ from server_client.models import (
     EventBatch,
     EventIn,
     EventKind,
-    FinishRequest,
     TaskStatus,
-    WorkerHello,
     utcnow,
 )
 from server_client.worker.api import WorkerApi
 from tests.conftest import LiveServer, ServerFactory, wait_until, wait_until_async
+from tests.support.protocol import claim_next, finish_completed
 
 MIB = 1024 * 1024
 STREAMS = "codex_tui_open_event_streams"
@@ -342,9 +341,8 @@ async def test_connect_reset_churn_releases_every_subscriber(
     try:
         async with server.client() as client:
             task = await client.create_task("sleep")
-        worker = await api.connect(WorkerHello(name="churn-test", workdir_roots=["/"]))
-        claim = await api.claim(worker.id, 5)
-        assert claim is not None and claim.task.id == task.id
+        worker, claim = await claim_next(api, "churn-test")
+        assert claim.task.id == task.id
         first = EventBatch(lease_id=claim.lease_id, first_index=0, events=[_codex_event(0, "")])
         await api.upload(worker.id, task.id, first.model_dump_json().encode())
         start = _gauges(server)
@@ -392,10 +390,7 @@ async def test_connect_reset_churn_releases_every_subscriber(
                 lease_id=claim.lease_id, first_index=1, events=[_codex_event(1, "completed")]
             )
             await api.upload(worker.id, task.id, second.model_dump_json().encode())
-            finish = FinishRequest(
-                lease_id=claim.lease_id, status=TaskStatus.COMPLETED, event_count=2
-            )
-            await api.finish(worker.id, task.id, finish)
+            await finish_completed(api, worker, claim, 2)
             await asyncio.wait_for(follower, 15)
         assert [e.seq for e in seen] == [1, 2, 3, 4, 5]
         assert seen[3].codex_type == "item.completed" and seen[-1].status is TaskStatus.COMPLETED

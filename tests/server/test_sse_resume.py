@@ -13,14 +13,12 @@ from server_client.models import (
     EventBatch,
     EventIn,
     EventKind,
-    FinishRequest,
-    TaskStatus,
-    WorkerHello,
     utcnow,
 )
 from server_client.worker.api import WorkerApi
 from tests.conftest import LiveServer, ServerFactory
 from tests.fakes.netproxy import CuttingProxy
+from tests.support.protocol import claim_next, finish_completed
 
 
 async def _act_as_worker(
@@ -29,9 +27,8 @@ async def _act_as_worker(
     """Claim the task and upload ``total`` events in small batches, then finish it."""
     api = WorkerApi(server.url, server.token)
     try:
-        worker = await api.connect(WorkerHello(name="resume-test", workdir_roots=["/"]))
-        claim = await api.claim(worker.id, 5)
-        assert claim is not None and claim.task.id == task_id
+        worker, claim = await claim_next(api, "resume-test")
+        assert claim.task.id == task_id
         index = 0
         while index < total:
             size = min(random.randint(1, 40), total - index)
@@ -58,11 +55,7 @@ async def _act_as_worker(
             if index >= total // 3:
                 started.set()
             await asyncio.sleep(0)
-        await api.finish(
-            worker.id,
-            task_id,
-            FinishRequest(lease_id=claim.lease_id, status=TaskStatus.COMPLETED, event_count=total),
-        )
+        await finish_completed(api, worker, claim, total)
     finally:
         await api.aclose()
 

@@ -38,18 +38,13 @@ from server_client.worker.runner import (
     build_argv,
     build_child_env,
 )
+from tests.conftest import FAKE_CODEX as FAKE
+from tests.conftest import FAKE_ENV
 
 pytestmark = pytest.mark.timeout(60)
-
-FAKE = Path(__file__).resolve().parents[1] / "fakes" / "fake_codex.py"
 REAL_CACHE = Path("/root/.cache/codex-tui-ci/codex-0.169.0/node_modules/@openai")
 FAKE_VARS = (
-    "FAKE_CODEX_MODE",
-    "FAKE_CODEX_EVENTS",
-    "FAKE_CODEX_SLEEP",
-    "FAKE_CODEX_SIZE_MB",
-    "FAKE_CODEX_ERROR",
-    "FAKE_CODEX_RECORD",
+    *FAKE_ENV,
     "FAKE_CODEX_FORK_KEEP_STDIO",
     "FAKE_CODEX_FORK_SCRUB_ENV",
     "FAKE_CODEX_WAIT_FILE",

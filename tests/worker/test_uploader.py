@@ -11,15 +11,13 @@ from server_client.models import (
     EventBatch,
     EventIn,
     EventKind,
-    FinishRequest,
-    TaskStatus,
-    WorkerHello,
     utcnow,
 )
 from server_client.worker.api import WorkerApi
 from server_client.worker.uploader import EventUploader, LeaseLostError
 from tests.conftest import ServerFactory
 from tests.fakes.netproxy import CuttingProxy
+from tests.support.protocol import claim_next, finish_completed
 
 
 async def test_lost_responses_are_retried_without_duplicates(
@@ -29,9 +27,7 @@ async def test_lost_responses_are_retried_without_duplicates(
     async with server.client() as client:
         task = await client.create_task("upload")
     direct = WorkerApi(server.url, server.token)
-    worker = await direct.connect(WorkerHello(name="uploader-test", workdir_roots=["/"]))
-    claim = await direct.claim(worker.id, 5)
-    assert claim is not None
+    worker, claim = await claim_next(direct, "uploader-test")
     async with CuttingProxy(server.url, seed=1, low=10**9, high=10**9, drop_first=3) as proxy:
         flaky = WorkerApi(proxy.url, server.token)
         uploader = EventUploader(flaky, worker.id, task.id, claim.lease_id, interval_s=0.01)
@@ -41,11 +37,7 @@ async def test_lost_responses_are_retried_without_duplicates(
         await uploader.close()
         await flaky.aclose()
     assert proxy.connections > 3, "the first responses were dropped, so it must have retried"
-    await direct.finish(
-        worker.id,
-        task.id,
-        FinishRequest(lease_id=claim.lease_id, status=TaskStatus.COMPLETED, event_count=250),
-    )
+    await finish_completed(direct, worker, claim, 250)
     await direct.aclose()
     async with server.client() as client:
         events = [e async for e in client.stream_events(task.id)]
@@ -59,20 +51,14 @@ async def test_a_stale_lease_cannot_append_or_finish(server_factory: ServerFacto
     async with server.client() as client:
         task = await client.create_task("fenced")
     api = WorkerApi(server.url, server.token)
-    worker = await api.connect(WorkerHello(name="fence-test", workdir_roots=["/"]))
-    claim = await api.claim(worker.id, 5)
-    assert claim is not None
+    worker, claim = await claim_next(api, "fence-test")
     uploader = EventUploader(api, worker.id, task.id, "not-the-lease", interval_s=0.01)
     uploader.start()
     uploader.add(EventIn(ts=utcnow(), kind=EventKind.STDERR, data={"line": "x"}))
     with pytest.raises(LeaseLostError):
         await uploader.close()
     with pytest.raises(ApiError) as info:
-        await api.finish(
-            worker.id,
-            task.id,
-            FinishRequest(lease_id="not-the-lease", status=TaskStatus.COMPLETED, event_count=0),
-        )
+        await finish_completed(api, worker, claim, 0, lease_id="not-the-lease")
     assert info.value.status == 409
     await api.aclose()
 
@@ -82,9 +68,7 @@ async def test_uploads_share_one_keep_alive_connection(server_factory: ServerFac
     async with server.client() as client:
         task = await client.create_task("keep-alive")
     direct = WorkerApi(server.url, server.token)
-    worker = await direct.connect(WorkerHello(name="keep-alive-test", workdir_roots=["/"]))
-    claim = await direct.claim(worker.id, 5)
-    assert claim is not None
+    worker, claim = await claim_next(direct, "keep-alive-test")
     async with CuttingProxy(server.url, seed=1, low=10**9, high=10**9) as proxy:
         api = WorkerApi(proxy.url, server.token)
         for i in range(20):

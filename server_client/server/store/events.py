@@ -88,6 +88,17 @@ def append_status(
     return seq
 
 
+def task_row(conn: Connection, owner_id: str, task_id: str, *, lock: bool = False) -> Row[Any]:
+    """The owner's task ``task_id`` (row-locked with ``lock``). Raises NotFound."""
+    query = select(tasks).where(tasks.c.id == task_id, tasks.c.owner_id == owner_id)
+    if lock:
+        query = query.with_for_update()
+    row = conn.execute(query).first()
+    if row is None:
+        raise NotFound(f"no task {task_id}")
+    return row
+
+
 def check_lease(row: Row[Any], worker_id: str, lease_id: str) -> None:
     """Raise LeaseLost unless ``worker_id`` holds the task ``row`` under ``lease_id``."""
     if row.worker_id != worker_id or row.lease_id != lease_id:
@@ -99,12 +110,7 @@ def leased_row(
 ) -> Row[Any]:
     """The owner's task row when ``worker_id`` holds it under ``lease_id`` (locked with
     ``lock``, on PostgreSQL). Raises NotFound, LeaseLost."""
-    query = select(tasks).where(tasks.c.id == task_id, tasks.c.owner_id == owner_id)
-    if lock:
-        query = query.with_for_update()
-    row = conn.execute(query).first()
-    if row is None:
-        raise NotFound(f"no task {task_id}")
+    row = task_row(conn, owner_id, task_id, lock=lock)
     check_lease(row, worker_id, lease_id)
     return row
 

@@ -13,8 +13,8 @@ from sqlalchemy import Connection, Row, func, insert, or_, select, update
 from server_client.models import Sandbox, Task, TaskCreate, TaskPage, TaskStatus, utcnow
 from server_client.server.db import tasks
 from server_client.server.store.audit import write_audit
-from server_client.server.store.events import append_status
-from server_client.server.store.records import NotFound, User
+from server_client.server.store.events import append_status, task_row
+from server_client.server.store.records import User
 from server_client.server.store.runner import BaseStore, dumps, inserted_pk, new_id
 
 #: Largest task key (a signed 64-bit BIGINT on PostgreSQL, an INTEGER on SQLite).
@@ -62,17 +62,6 @@ def task_from_row(row: Row[Any]) -> Task:
         target_worker=row.target_worker,
         labels=json.loads(row.labels),
     )
-
-
-def task_row(conn: Connection, owner_id: str, task_id: str, *, lock: bool = False) -> Row[Any]:
-    """The owner's task ``task_id`` (row-locked with ``lock``). Raises NotFound."""
-    query = select(tasks).where(tasks.c.id == task_id, tasks.c.owner_id == owner_id)
-    if lock:
-        query = query.with_for_update()
-    row = conn.execute(query).first()
-    if row is None:
-        raise NotFound(f"no task {task_id}")
-    return row
 
 
 def reread(conn: Connection, task_pk: int) -> Task:

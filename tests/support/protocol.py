@@ -1,0 +1,29 @@
+"""Provides the worker protocol played by hand: a test that acts as a worker connects, claims a
+task and finishes it with these instead of repeating the requests."""
+
+from __future__ import annotations
+
+from server_client.models import Claim, FinishRequest, TaskStatus, Worker, WorkerHello
+from server_client.worker.api import WorkerApi
+
+
+async def claim_next(api: WorkerApi, name: str, wait_s: float = 5.0) -> tuple[Worker, Claim]:
+    """Connect as the worker ``name`` (workdir root ``/``) and claim the next queued task of
+    the token's owner within ``wait_s`` seconds; fails the test when none comes."""
+    worker = await api.connect(WorkerHello(name=name, workdir_roots=["/"]))
+    claim = await api.claim(worker.id, wait_s)
+    assert claim is not None, f"worker {name} claimed nothing within {wait_s} s"
+    return worker, claim
+
+
+async def finish_completed(
+    api: WorkerApi, worker: Worker, claim: Claim, event_count: int, lease_id: str | None = None
+) -> None:
+    """Finish the claimed task ``completed`` after ``event_count`` events, under the claim's
+    lease or ``lease_id``. Raises ApiError as :meth:`WorkerApi.finish`."""
+    body = FinishRequest(
+        lease_id=claim.lease_id if lease_id is None else lease_id,
+        status=TaskStatus.COMPLETED,
+        event_count=event_count,
+    )
+    await api.finish(worker.id, claim.task.id, body)
