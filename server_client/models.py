@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, datetime
-from functools import cached_property
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
-from server_client.codex import CodexEvent, event_type, parse_event
+if TYPE_CHECKING:
+    from server_client.codex import CodexEvent
 
 # The enumerations live in server_client.enums (no pydantic there); re-exported here.
 from server_client.enums import TERMINAL_STATUSES as TERMINAL_STATUSES
@@ -163,15 +163,22 @@ class Event(_Model):
     def codex_type(self) -> str | None:
         """The codex event's ``type`` (``item.completed``, ...) or None for other kinds."""
         if self.kind is EventKind.CODEX:
+            from server_client.codex.events import event_type
+
             return event_type(self.data) or None
         return None
 
-    @cached_property
+    @property
     def codex(self) -> CodexEvent | None:
-        """The codex event typed (:func:`server_client.codex.parse_event`, read once and
-        kept), or None for the other kinds. Unknown types read as
-        :class:`~server_client.codex.UnknownEvent`, never as an error."""
-        return parse_event(self.data) if self.kind is EventKind.CODEX else None
+        """The codex event typed (:func:`server_client.codex.parse_event`), or None for the
+        other kinds. Unknown types read as :class:`~server_client.codex.UnknownEvent`, never
+        as an error. Read again on each access (a few µs), not kept: a TUI holds thousands of
+        events, and the typed copy would double what each costs in memory."""
+        if self.kind is not EventKind.CODEX:
+            return None
+        from server_client.codex.events import parse_event
+
+        return parse_event(self.data)
 
     @property
     def status(self) -> TaskStatus | None:

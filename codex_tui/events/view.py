@@ -35,6 +35,7 @@ __all__ = [
     "StreamState",
     "Tone",
     "annotate",
+    "annotate_read",
     "command_badge",
     "compact_json",
     "format_duration",
@@ -44,6 +45,7 @@ __all__ = [
     "item_shows",
     "shown_line",
     "shown_text",
+    "shows",
     "status_details",
     "status_icon",
     "stream_line",
@@ -179,12 +181,18 @@ NO_NOTE = Annotation()
 
 def annotate(event: Event, state: StreamState) -> Annotation:
     """Record ``event`` in ``state`` and return what it means in the stream so far."""
+    return annotate_read(event, event.codex, state)
+
+
+def annotate_read(event: Event, typed: codex.CodexEvent | None, state: StreamState) -> Annotation:
+    """:func:`annotate` of an event already read (``typed`` is its ``Event.codex``), so that
+    a caller that needs the typed event for more reads it once."""
     if event.kind is EventKind.STATUS:
         status = event.status
         if status is not None:
             state.last_status = status
         return NO_NOTE
-    match event.codex:
+    match typed:
         case codex.TurnStarted():
             state.turns += 1
             return Annotation(turn=state.turns)
@@ -230,7 +238,12 @@ def item_shows(phase: codex.ItemPhase, item: codex.Item, *, live: bool = True) -
 def is_shown(event: Event, *, live: bool = True) -> bool:
     """True when ``event`` shows anything (in a live view unless ``live`` is False); decided
     from its fields, rendering nothing."""
-    typed = event.codex
+    return shows(event.codex, live=live)
+
+
+def shows(typed: codex.CodexEvent | None, *, live: bool = True) -> bool:
+    """:func:`is_shown` of an event already read (``Event.codex``; None for the kinds that
+    are not codex's, which always show)."""
     if isinstance(typed, codex.ItemEvent):
         return item_shows(typed.phase, typed.item, live=live)
     return True

@@ -10,7 +10,7 @@ import httpx
 
 from codex_tui.events.palette import Palette
 from codex_tui.events.pane import RenderState, event_text
-from codex_tui.events.view import annotate
+from codex_tui.events.view import annotate_read
 from codex_tui.widgets.transcript import Entry, Transcript
 from server_client.client import ApiError, CodexTuiClient
 from server_client.models import Event
@@ -93,7 +93,8 @@ class EventFeed:
         """Annotate and buffer one event delivered by the stream (in stream order)."""
         self.events_seen += 1
         self.last_seq = event.seq
-        entry = self.transcript.make_entry(event, annotate(event, self.state))
+        typed = event.codex  # read once for the annotation and the entry
+        entry = self.transcript.make_entry(event, annotate_read(event, typed, self.state), typed)
         pending = self._pending
         if entry is None:
             pending.append(event.seq)
@@ -153,7 +154,13 @@ class EventFeed:
     def page_entries(self, events: Sequence[Event]) -> list[Entry]:
         """Entries for a page fetched out of stream order (annotated on their own)."""
         state = RenderState(palette=self.state.palette)
-        return self.transcript.make_entries((e, annotate(e, state)) for e in events)
+        entries = []
+        for event in events:
+            typed = event.codex  # read once for the annotation and the entry
+            entry = self.transcript.make_entry(event, annotate_read(event, typed, state), typed)
+            if entry is not None:
+                entries.append(entry)
+        return entries
 
     async def _fetch_older(self, task_id: str, before: int) -> tuple[list[Entry], bool]:
         """Older entries before ``before`` (skipping pages that show nothing) and whether the

@@ -38,9 +38,9 @@ from textual.strip import Strip
 
 from codex_tui.events.palette import Palette
 from codex_tui.events.pane import event_text, render_annotated, render_raw
-from codex_tui.events.view import Annotation, is_foldable, is_shown
+from codex_tui.events.view import Annotation, is_foldable, shows
 from codex_tui.textual_internals import update_scrollbars
-from server_client.codex import AgentMessage, CommandExecution, FileChange, ItemEvent, TodoList
+from server_client import codex
 from server_client.models import Event
 
 __all__ = ["STRIP_CACHE_ENTRIES", "Entry", "Transcript"]
@@ -97,20 +97,20 @@ class Entry:
         return self._text
 
 
-def estimate_height(event: Event, width: int) -> int:
-    """A cheap guess of an entry's height, used until it is rendered (lines ≥ 1)."""
-    codex = event.codex
-    if not isinstance(codex, ItemEvent):
+def estimate_height(typed: codex.CodexEvent | None, width: int) -> int:
+    """A cheap guess of the height of an entry whose event reads as ``typed``
+    (``Event.codex``), used until it is rendered (lines ≥ 1)."""
+    if not isinstance(typed, codex.ItemEvent):
         return 1
-    match codex.item:
-        case CommandExecution(output=output):
+    match typed.item:
+        case codex.CommandExecution(output=output):
             lines = output.count("\n") + 1 if output else 0
             return 1 + min(lines, FOLDED_OUTPUT_LINES + 1)
-        case AgentMessage(text=text):
+        case codex.AgentMessage(text=text):
             return 2 + len(text) // max(width - GUTTER, 20)
-        case TodoList(items=entries):
+        case codex.TodoList(items=entries):
             return 1 + len(entries)
-        case FileChange(changes=changes):
+        case codex.FileChange(changes=changes):
             return 1 + len(changes)
     return 1
 
@@ -262,21 +262,22 @@ class Transcript(ScrollView, can_focus=True):
 
     def make_entries(self, items: Iterable[tuple[Event, Annotation]]) -> list[Entry]:
         """Entries for events that show something (others, e.g. ``item.updated`` of an
-        agent message, are left out). Nothing is rendered here: :func:`is_shown` decides from
-        the event's fields, and each entry carries an estimated height until it scrolls into
-        view."""
-        width = self._content_width
-        return [
-            Entry(event, note, height=estimate_height(event, width))
-            for event, note in items
-            if is_shown(event)
-        ]
+        agent message, are left out). Nothing is rendered here: :func:`~codex_tui.events.view.shows`
+        decides from the event's fields, and each entry carries an estimated height until it scrolls
+        into view."""
+        entries = (self.make_entry(event, note, event.codex) for event, note in items)
+        return [entry for entry in entries if entry is not None]
 
-    def make_entry(self, event: Event, note: Annotation) -> Entry | None:
-        """The entry for one event, or None when it shows nothing (see :meth:`make_entries`)."""
-        if not is_shown(event):
+    def make_entry(
+        self, event: Event, note: Annotation, typed: codex.CodexEvent | None
+    ) -> Entry | None:
+        """The entry for one event, or None when it shows nothing (see :meth:`make_entries`).
+        ``typed`` is the event read (``Event.codex``, which the caller has read for its
+        annotation already); the entry keeps the event, not what was read (the typed copy
+        would double its memory)."""
+        if not shows(typed):
             return None
-        return Entry(event, note, height=estimate_height(event, self._content_width))
+        return Entry(event, note, height=estimate_height(typed, self._content_width))
 
     def append(self, entries: Sequence[Entry]) -> None:
         """Add entries after the newest; drops the oldest beyond ``max_entries``.

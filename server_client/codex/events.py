@@ -52,10 +52,10 @@ _Count = Annotated[int, BeforeValidator(_count)]
 
 
 class _Lenient(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True, defer_build=True)
 
 
-@dataclass(frozen=True, config=ConfigDict(extra="ignore"))
+@dataclass(frozen=True, config=ConfigDict(extra="ignore", defer_build=True))
 class Usage:
     """Token counts of ``turn.completed``; codex reports the thread's running total, not the
     turn's (docs/codex-facts.md). A missing or malformed count reads as 0. (A pydantic

@@ -103,7 +103,7 @@ ItemStatus = Annotated[str, BeforeValidator(_status)]
 
 
 class _Lenient(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True, defer_build=True)
 
 
 class _ItemBase(_Lenient):
