@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Literal, TextIO
 
 from codex_tui.events.view import (
-    codex,
     failure_message,
     is_shown,
     shown_line,
@@ -26,6 +25,7 @@ from codex_tui.events.view import (
     thread_label,
     usage_counts,
 )
+from server_client import codex
 from server_client.client import CodexTuiClient
 from server_client.models import Event, EventKind, Task
 from server_client.text import json_safe, visible

@@ -35,7 +35,6 @@ from codex_tui.events.view import (
     Annotation,
     StreamState,
     annotate,
-    codex,
     command_badge,
     compact_json,
     failure_message,
@@ -50,6 +49,7 @@ from codex_tui.events.view import (
     thread_label,
     tool_name,
 )
+from server_client import codex
 from server_client.models import Event, EventKind, TaskStatus
 from server_client.text import one_line, truncate
 

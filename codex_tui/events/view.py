@@ -18,18 +18,11 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
-from server_client.lazy import lazy_module
+from server_client import codex
 from server_client.models import Event, EventKind, TaskStatus
 from server_client.text import one_line, truncate, visible
-
-if TYPE_CHECKING:
-    from server_client import codex as codex
-else:
-    #: codex's typed events (server_client.codex), loaded on first use: the TUI's first frame
-    #: builds none of their models. The other modules of the TUI take them from here.
-    codex = lazy_module("server_client.codex")
 
 __all__ = [
     "MAX_EXPANDED_LINES",

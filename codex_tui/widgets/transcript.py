@@ -38,8 +38,9 @@ from textual.strip import Strip
 
 from codex_tui.events.palette import Palette
 from codex_tui.events.pane import event_text, render_annotated, render_raw
-from codex_tui.events.view import Annotation, codex, is_foldable, shows
+from codex_tui.events.view import Annotation, is_foldable, shows
 from codex_tui.textual_internals import update_scrollbars
+from server_client import codex
 from server_client.models import Event
 
 __all__ = ["STRIP_CACHE_ENTRIES", "Entry", "Transcript"]

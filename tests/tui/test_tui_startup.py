@@ -175,3 +175,26 @@ def test_the_spelled_out_choices_match_their_sources() -> None:
     assert cli.SANDBOXES == tuple(sandbox.value for sandbox in Sandbox)
     assert cli.DEFAULT_SANDBOX == Sandbox.WORKSPACE_WRITE.value
     assert cli.TASK_STATUSES == tuple(status.value for status in TaskStatus)
+
+
+def test_events_read_after_the_tui_started_render_with_their_own_models(tmp_path: Path) -> None:
+    """The TUI imports the events layer before codex's models exist; the first event read
+    afterwards (through ``Event.codex``) must come out as the very classes the renderers
+    match on, not as a second copy of them (which renders nothing)."""
+    result = run_python(
+        """
+        import json, sys
+        import codex_tui.app, codex_tui.screens.dashboard
+        from datetime import UTC, datetime
+        from codex_tui.events.pane import RenderState, render_event
+        from server_client.models import Event, EventKind
+
+        loaded_before = "server_client.codex.events" in sys.modules
+        data = {"type": "thread.started", "thread_id": "t-1"}
+        event = Event(seq=1, ts=datetime.now(UTC), kind=EventKind.CODEX, data=data)
+        shown = [str(r) for r in render_event(event, RenderState())]
+        print(json.dumps({"loaded_before": loaded_before, "shown": shown}))
+        """,
+        tmp_path,
+    )
+    assert result == {"loaded_before": False, "shown": ["thread t-1"]}
