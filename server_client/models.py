@@ -27,8 +27,14 @@ if TYPE_CHECKING:
     from server_client.codex import CodexEvent
 
 # The enumerations live in server_client.enums (no pydantic there); re-exported here.
+from server_client.enums import ACTIVE_STATUSES as ACTIVE_STATUSES
 from server_client.enums import TERMINAL_STATUSES as TERMINAL_STATUSES
+from server_client.enums import ApprovalDecision as ApprovalDecision
+from server_client.enums import ApprovalKind as ApprovalKind
+from server_client.enums import ApprovalPolicy as ApprovalPolicy
+from server_client.enums import ApprovalState as ApprovalState
 from server_client.enums import EventKind as EventKind
+from server_client.enums import Runtime as Runtime
 from server_client.enums import Sandbox as Sandbox
 from server_client.enums import TaskStatus as TaskStatus
 
@@ -63,6 +69,20 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def _prompt_is_text(value: str) -> str:
+    if not value.strip():
+        raise ValueError("the prompt is blank")
+    if value.strip() == "-":
+        raise ValueError('a prompt of just "-" would make codex read stdin')
+    return _reject_nul(value)
+
+
+#: A prompt: 1 to :data:`MAX_PROMPT_CHARS` characters, not blank, not ``-``, no NUL.
+Prompt = Annotated[
+    str, Field(min_length=1, max_length=MAX_PROMPT_CHARS), AfterValidator(_prompt_is_text)
+]
+
+
 class TaskCreate(_Model):
     """Body of ``POST /api/tasks``.
 
@@ -71,12 +91,20 @@ class TaskCreate(_Model):
     ``--model``; ``None`` keeps codex's configured default. ``worker`` (a worker name of the
     caller's, 400 if unknown) and ``labels`` (all of which the worker must carry) route the
     task; it stays queued until a matching worker is online.
+
+    ``approval_policy`` is codex's ``-a`` (``never`` by default: codex does not ask);
+    ``runtime`` picks how the worker runs codex (``None``: the worker's own default, which is
+    ``app-server`` unless its owner chose otherwise). A policy other than ``never`` needs the
+    ``app-server`` runtime: only it can ask (400 with ``exec``; an unpinned task then only
+    goes to a worker that can run it).
     """
 
-    prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS)
+    prompt: Prompt
     workdir: str | None = Field(default=None, max_length=4096)
     model: str | None = Field(default=None, min_length=1, max_length=200)
     sandbox: Sandbox = Sandbox.WORKSPACE_WRITE
+    approval_policy: ApprovalPolicy = ApprovalPolicy.NEVER
+    runtime: Runtime | None = None
     worker: str | None = Field(default=None, min_length=1, max_length=100)
     labels: list[Label] = Field(default_factory=list, max_length=20)
 
@@ -98,18 +126,11 @@ class TaskCreate(_Model):
             sandbox=task.sandbox,
             worker=task.target_worker,
             labels=list(task.labels),
+            approval_policy=task.approval_policy,
+            runtime=task.requested_runtime,
         )
 
-    @field_validator("prompt")
-    @classmethod
-    def _prompt_is_text(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("the prompt is blank")
-        if value.strip() == "-":
-            raise ValueError('a prompt of just "-" would make codex read stdin')
-        return value
-
-    @field_validator("prompt", "workdir", "model", "worker")
+    @field_validator("workdir", "model", "worker")
     @classmethod
     def _no_nul(cls, value: str | None) -> str | None:
         if value is not None and "\x00" in value:
@@ -121,7 +142,17 @@ class Task(_Model):
     """A task as the server reports it.
 
     ``last_seq`` is the seq of the newest stored event (0 when none). ``error`` says why a
-    task failed or was lost. ``worker_name`` names the worker that claimed it.
+    task failed or was lost, or why an idle conversation's last turn ended early (a worker
+    restart, say). ``worker_name`` names the worker that claimed it; a conversation keeps
+    it while idle, because that worker holds the thread (codex keeps it in that machine's
+    ``CODEX_HOME``) and takes its replies.
+
+    ``runtime`` is the runtime the worker runs it with (``None`` until claimed);
+    ``requested_runtime`` the one asked for at submit (``None``: the worker's default).
+    ``turns`` counts the turns started (the first prompt and each reply that started one);
+    ``pending_approvals`` the approvals waiting for an answer; ``pending_replies`` the
+    replies not yet handed to codex; ``interrupt_requested`` is set from an interrupt
+    until the running turn ends.
     """
 
     id: str
@@ -142,6 +173,18 @@ class Task(_Model):
     last_seq: int = 0
     target_worker: str | None = None
     labels: list[str] = Field(default_factory=list)
+    approval_policy: ApprovalPolicy = ApprovalPolicy.NEVER
+    runtime: Runtime | None = None
+    requested_runtime: Runtime | None = None
+    turns: int = 0
+    pending_approvals: int = 0
+    pending_replies: int = 0
+    interrupt_requested: bool = False
+
+    @property
+    def is_conversation(self) -> bool:
+        """True when the task takes replies: it runs (or will run) on ``app-server``."""
+        return (self.runtime or self.requested_runtime) is not Runtime.EXEC
 
 
 class TaskPage(_Model):
@@ -196,6 +239,118 @@ class Event(_Model):
         return status is not None and status.is_terminal
 
 
+class ReplyCreate(_Model):
+    """Body of ``POST /api/tasks/{id}/replies``: a follow-up prompt for a conversation.
+
+    Sent while a turn runs, it steers that turn (codex adds it to the running turn); sent to
+    an idle task, it starts the next turn on the worker that holds the thread (the task is
+    queued for that worker, and waits visibly while it is offline). 409 for a task that
+    ended or runs on the ``exec`` runtime.
+    """
+
+    prompt: Prompt
+
+
+class Reply(_Model):
+    """A reply as stored: ``delivered_at`` is when the worker handed it to codex (None
+    while it waits)."""
+
+    id: str
+    task_id: str
+    prompt: str
+    created_at: datetime
+    delivered_at: datetime | None = None
+
+
+class UserInputOption(_Model):
+    """One choice offered for a codex question (``label`` and its ``description``)."""
+
+    label: str = Field(max_length=1_000)
+    description: str = Field(default="", max_length=10_000)
+
+
+class UserInputQuestion(_Model):
+    """One question of codex's ``request_user_input`` tool (app-server's
+    ``item/tool/requestUserInput``): ``id`` keys the answer; ``options`` are its choices
+    (None: free text); ``is_other`` allows a free answer beside them; ``is_secret`` asks
+    that the answer is not shown."""
+
+    id: NulFree = Field(max_length=200)
+    header: str = Field(default="", max_length=1_000)
+    question: str = Field(default="", max_length=10_000)
+    options: list[UserInputOption] | None = Field(default=None, max_length=50)
+    is_other: bool = False
+    is_secret: bool = False
+
+
+#: Answers to codex's questions: question id → the chosen labels or typed answers.
+UserInputAnswers = dict[
+    Annotated[NulFree, Field(max_length=200)],
+    Annotated[list[Annotated[NulFree, Field(max_length=10_000)]], Field(max_length=50)],
+]
+
+
+class ApprovalRequest(_Model):
+    """Body of ``POST /api/workers/{wid}/tasks/{tid}/approvals``: codex asked (under the
+    lease ``lease_id``). Idempotent by ``item_id``: the same item again returns the stored
+    approval.
+
+    ``command``/``cwd`` are what codex wants to run and where (``command``); ``diff`` is
+    the pending change as a unified diff (``file_change``); ``questions`` are codex's
+    (``user_input``); ``reason`` is codex's (or the model's) justification;
+    ``available_decisions`` the decisions codex offers (empty: all of them).
+    """
+
+    lease_id: NulFree = Field(max_length=64)
+    item_id: NulFree = Field(min_length=1, max_length=200)
+    turn_id: NulFree | None = Field(default=None, max_length=200)
+    kind: ApprovalKind
+    command: NulFree | None = Field(default=None, max_length=100_000)
+    cwd: NulFree | None = Field(default=None, max_length=4096)
+    reason: NulFree | None = Field(default=None, max_length=10_000)
+    diff: NulFree | None = Field(default=None, max_length=1_000_000)
+    questions: list[UserInputQuestion] | None = Field(default=None, max_length=20)
+    available_decisions: list[ApprovalDecision] = Field(default_factory=list, max_length=10)
+
+
+class Approval(_Model):
+    """A request of codex's, kept by the server until answered (``GET /api/approvals``).
+
+    The request's fields are as in :class:`ApprovalRequest`; ``state`` is ``pending`` until
+    the owner answers (``decision``, ``answers`` for questions, ``answered_at``,
+    ``answered_by``: the answering user's name) or the turn ends without an answer
+    (``withdrawn``, with ``withdrawn_reason``).
+    """
+
+    id: str
+    task_id: str
+    item_id: str
+    turn_id: str | None = None
+    kind: ApprovalKind
+    command: str | None = None
+    cwd: str | None = None
+    reason: str | None = None
+    diff: str | None = None
+    questions: list[UserInputQuestion] | None = None
+    available_decisions: list[ApprovalDecision] = Field(default_factory=list)
+    state: ApprovalState = ApprovalState.PENDING
+    decision: ApprovalDecision | None = None
+    answers: UserInputAnswers | None = None
+    created_at: datetime
+    answered_at: datetime | None = None
+    answered_by: str | None = None
+    withdrawn_reason: str | None = None
+
+
+class ApprovalAnswer(_Model):
+    """Body of ``POST /api/approvals/{id}``: the owner's decision (and, for ``user_input``,
+    the answers by question id). Accepted once: a second answer gets 409 naming the first.
+    ``acceptForSession`` is refused (400) where codex did not offer it."""
+
+    decision: ApprovalDecision
+    answers: UserInputAnswers | None = None
+
+
 class Problem(BaseModel):
     """An RFC 9457 problem body (``application/problem+json``) sent with every 4xx/5xx."""
 
@@ -238,6 +393,7 @@ class WorkerHello(_Model):
     )
     max_tasks: int = Field(default=4, ge=1, le=1000)
     labels: list[Label] = Field(default_factory=list, max_length=50)
+    runtime: Runtime | None = None
 
 
 class Worker(_Model):
@@ -262,6 +418,7 @@ class Worker(_Model):
     running: int = 0
     heartbeat_s: float = 10.0
     allow_danger: bool = False
+    runtime: Runtime | None = None
 
 
 class PairingCode(_Model):
@@ -293,10 +450,17 @@ class PairResult(_Model):
 
 
 class Claim(_Model):
-    """Answer to a successful claim: the task and the lease that fences the worker's writes."""
+    """Answer to a successful claim: the task and the lease that fences the worker's writes.
+
+    ``replies`` are the task's replies not yet handed to codex, oldest first: for a
+    conversation claimed again after a reply (its thread is resumed, the replies start the
+    next turn) or a reply sent before the first claim (added to the first turn). The worker
+    acknowledges them (:class:`Acks`) once codex has them.
+    """
 
     task: Task
     lease_id: str
+    replies: list[Reply] = Field(default_factory=list)
 
 
 class EventIn(_Model):
@@ -369,10 +533,14 @@ class FinishRequest(_Model):
 
     ``event_count`` is how many events the worker produced; the server refuses (409, with
     ``next_index``) to finish before it has them all, so the terminal event is always last.
+
+    ``idle`` ends a conversation's turn: the lease ends, the task keeps its worker (which
+    holds the thread) and waits for a reply; replies that arrived and were not delivered
+    queue it again at once. ``error`` with ``idle`` explains a turn that ended early.
     """
 
     lease_id: NulFree = Field(max_length=64)
-    status: Literal[TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELED]
+    status: Literal[TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELED, TaskStatus.IDLE]
     event_count: int = Field(ge=0, le=MAX_INT32)
     exit_code: int | None = Field(default=None, ge=-MAX_INT32 - 1, le=MAX_INT32)
     error: NulFree | None = Field(default=None, max_length=10_000)
@@ -388,6 +556,28 @@ class SignalsRequest(_Model):
 
 
 class Signals(_Model):
-    """Answer to a signals long poll: running tasks whose cancel was requested."""
+    """Answer to a signals long poll, for the running tasks the worker named.
+
+    ``cancel``: tasks whose cancel was requested; ``interrupt``: tasks whose running turn
+    the owner interrupted (repeated until the turn ends); ``replies``: replies not yet
+    acknowledged (steer the running turn); ``answers``: answered approvals not yet
+    acknowledged. Replies and answers repeat in every answer until acknowledged with
+    ``POST /api/workers/{wid}/acks`` (:class:`Acks`), so none is lost to a dropped link.
+    """
 
     cancel: list[str] = Field(default_factory=list)
+    interrupt: list[str] = Field(default_factory=list)
+    replies: list[Reply] = Field(default_factory=list)
+    answers: list[Approval] = Field(default_factory=list)
+
+
+class Acks(_Model):
+    """Body of ``POST /api/workers/{wid}/acks``: replies handed to codex and approval
+    answers passed on to it. Idempotent; ids of other workers' tasks are ignored."""
+
+    replies: list[Annotated[NulFree, Field(max_length=64)]] = Field(
+        default_factory=list, max_length=1000
+    )
+    approvals: list[Annotated[NulFree, Field(max_length=64)]] = Field(
+        default_factory=list, max_length=1000
+    )

@@ -17,14 +17,19 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from server_client.codex.events import CodexError as CodexError
     from server_client.codex.events import CodexEvent as CodexEvent
+    from server_client.codex.events import DeltaStream as DeltaStream
+    from server_client.codex.events import ItemDelta as ItemDelta
     from server_client.codex.events import ItemEvent as ItemEvent
     from server_client.codex.events import ItemPhase as ItemPhase
     from server_client.codex.events import ThreadStarted as ThreadStarted
+    from server_client.codex.events import TokenUsage as TokenUsage
     from server_client.codex.events import TurnCompleted as TurnCompleted
     from server_client.codex.events import TurnFailed as TurnFailed
+    from server_client.codex.events import TurnInterrupted as TurnInterrupted
     from server_client.codex.events import TurnStarted as TurnStarted
     from server_client.codex.events import UnknownEvent as UnknownEvent
     from server_client.codex.events import Usage as Usage
+    from server_client.codex.events import UsageUpdated as UsageUpdated
     from server_client.codex.events import event_type as event_type
     from server_client.codex.events import parse_event as parse_event
     from server_client.codex.items import AgentMessage as AgentMessage

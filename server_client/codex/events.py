@@ -3,7 +3,14 @@
 The models read the JSONL objects ``codex exec --json`` prints (docs/codex-facts.md):
 ``thread.started {thread_id}``, ``turn.started``, ``turn.completed {usage}``,
 ``turn.failed {error: {message}}``, ``error {message}`` (a notice, not fatal) and
-``item.started`` / ``item.updated`` / ``item.completed {item}``. Any other object becomes
+``item.started`` / ``item.updated`` / ``item.completed {item}``.
+
+A worker running ``codex app-server`` stores its notifications in the same dialect
+(server_client/codex/appserver.py translates them): its items as app-server sends them
+(camelCase; :func:`~server_client.codex.items.parse_item` reads both), plus three types
+exec has no words for: ``item.delta {item_id, stream, delta}`` (streamed text of an item
+not yet completed, coalesced), ``usage.updated {token_usage}`` (app-server's
+``thread/tokenUsage/updated``) and ``turn.interrupted``. Any other object becomes
 :class:`UnknownEvent`, which keeps it whole: newer codex builds add types, and nothing codex
 prints is ever dropped. :func:`parse_event` never raises; :func:`event_type` reads only the
 tag, for the hot paths that need no more.
@@ -29,13 +36,18 @@ __all__ = [
     "CodexError",
     "CodexEvent",
     "ItemEvent",
+    "DeltaStream",
+    "ItemDelta",
     "ItemPhase",
     "ThreadStarted",
+    "TokenUsage",
     "TurnCompleted",
     "TurnFailed",
+    "TurnInterrupted",
     "TurnStarted",
     "UnknownEvent",
     "Usage",
+    "UsageUpdated",
     "event_type",
     "parse_event",
 ]
@@ -80,6 +92,10 @@ def _usage(value: object) -> object:
     return value if isinstance(value, Mapping) else Usage()
 
 
+def _optional_count(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
 def _error_message(value: object) -> str:
     if isinstance(value, Mapping):
         value = value.get("message")
@@ -94,9 +110,19 @@ class ThreadStarted(_Lenient):
 
 
 class TurnStarted(_Lenient):
-    """A turn began."""
+    """A turn began (``turn_id``: app-server's id of it; ``""`` from exec)."""
 
     type: Literal["turn.started"] = "turn.started"
+    turn_id: Text = ""
+
+
+class TurnInterrupted(_Lenient):
+    """A turn was interrupted (app-server's ``turn/completed`` with status ``interrupted``):
+    by the owner, by a ``cancel`` answer to an approval, or by a worker restart. The thread
+    stays usable: the next reply starts a new turn."""
+
+    type: Literal["turn.interrupted"] = "turn.interrupted"
+    turn_id: Text = ""
 
 
 class TurnCompleted(_Lenient):
@@ -119,6 +145,85 @@ class TurnFailed(_Lenient):
     def _from_error(cls, data: Any) -> Any:
         if isinstance(data, Mapping) and "message" not in data:
             return {**data, "message": data.get("error")}
+        return data
+
+
+#: Which text of an item a delta adds to: an agent message's, a reasoning summary's, or a
+#: running command's output.
+DeltaStream = Literal["agent_message", "reasoning", "command_output"]
+
+
+class ItemDelta(_Lenient):
+    """Text an item gained while it runs (app-server's ``item/agentMessage/delta``,
+    ``item/reasoning/summaryTextDelta`` and ``item/commandExecution/outputDelta``, several
+    coalesced into one). Deltas are for watching: the item's ``item.completed`` holds the
+    whole text and replaces what they built (codex may leave out a command's first output
+    chunk; docs/codex-facts.md)."""
+
+    type: Literal["item.delta"] = "item.delta"
+    item_id: Text = ""
+    stream: DeltaStream = "agent_message"
+    delta: Text = ""
+
+
+def _breakdown(value: object) -> object:
+    """app-server's ``TokenUsageBreakdown`` (camelCase) as :class:`Usage` fields."""
+    if not isinstance(value, Mapping):
+        return Usage()
+    return {
+        "input_tokens": value.get("inputTokens", value.get("input_tokens")),
+        "cached_input_tokens": value.get("cachedInputTokens", value.get("cached_input_tokens")),
+        "output_tokens": value.get("outputTokens", value.get("output_tokens")),
+        "reasoning_output_tokens": value.get(
+            "reasoningOutputTokens", value.get("reasoning_output_tokens")
+        ),
+    }
+
+
+_Breakdown = Annotated[Usage, BeforeValidator(_breakdown)]
+
+
+class TokenUsage(_Lenient):
+    """app-server's ``ThreadTokenUsage``: ``total`` for the thread so far, ``last`` for the
+    latest model request, ``context_window`` the model's window in tokens (None: unknown)."""
+
+    total: _Breakdown = Usage()
+    last: _Breakdown = Usage()
+    last_total_tokens: _Count = 0
+    context_window: Annotated[int | None, BeforeValidator(_optional_count)] = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_wire(cls, data: Any) -> Any:
+        if not isinstance(data, Mapping):
+            return {}
+        last = data.get("last")
+        return {
+            **data,
+            "last_total_tokens": last.get("totalTokens") if isinstance(last, Mapping) else 0,
+            "context_window": data.get("modelContextWindow", data.get("context_window")),
+        }
+
+    @property
+    def context_used(self) -> float | None:
+        """The share of the context window the latest request filled (0.0–1.0), or None
+        when the window is unknown."""
+        if not self.context_window:
+            return None
+        return min(1.0, self.last_total_tokens / self.context_window)
+
+
+class UsageUpdated(_Lenient):
+    """Token usage after a model request (app-server's ``thread/tokenUsage/updated``)."""
+
+    type: Literal["usage.updated"] = "usage.updated"
+    token_usage: TokenUsage = TokenUsage()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _usage_object(cls, data: Any) -> Any:
+        if isinstance(data, Mapping) and not isinstance(data.get("token_usage"), Mapping):
+            return {**data, "token_usage": {}}
         return data
 
 
@@ -162,7 +267,16 @@ class UnknownEvent(_Lenient):
 
 #: Every codex event; ``type`` tells them apart (:func:`parse_event` picks the model by it).
 CodexEvent = (
-    ThreadStarted | TurnStarted | TurnCompleted | TurnFailed | CodexError | ItemEvent | UnknownEvent
+    ThreadStarted
+    | TurnStarted
+    | TurnCompleted
+    | TurnFailed
+    | TurnInterrupted
+    | CodexError
+    | ItemEvent
+    | ItemDelta
+    | UsageUpdated
+    | UnknownEvent
 )
 
 _MODELS: dict[str, type[_Lenient]] = {
@@ -170,6 +284,9 @@ _MODELS: dict[str, type[_Lenient]] = {
     "turn.started": TurnStarted,
     "turn.completed": TurnCompleted,
     "turn.failed": TurnFailed,
+    "turn.interrupted": TurnInterrupted,
+    "item.delta": ItemDelta,
+    "usage.updated": UsageUpdated,
     "error": CodexError,
     "item.started": ItemEvent,
     "item.updated": ItemEvent,
