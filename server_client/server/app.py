@@ -23,7 +23,7 @@ from server_client.server import (
 )
 from server_client.server.context import RequestContextMiddleware
 from server_client.server.db import create_engine, migrate
-from server_client.server.hub import Hub, cancel_key, task_key
+from server_client.server.hub import Hub, cancel_key, queue_key, task_key
 from server_client.server.pgnotify import PgWakeRelay
 from server_client.server.settings import ServerSettings
 from server_client.server.store import Store
@@ -32,7 +32,8 @@ log = logging.getLogger(__name__)
 
 
 async def _sweep_lost(store: Store, hub: Hub, settings: ServerSettings) -> None:
-    """Every ``sweep_interval_s``, end ``lost`` the running tasks of silent workers.
+    """Every ``sweep_interval_s``, end ``lost`` the running tasks of silent workers (a
+    started conversation becomes ``idle`` instead, server_client.server.store.leases).
 
     The first sweep waits one lease TTL after the start, so workers that kept running while
     the server was down can reconnect before their leases are judged (docs/reliability.md R1).
@@ -44,6 +45,7 @@ async def _sweep_lost(store: Store, hub: Hub, settings: ServerSettings) -> None:
                 log.warning("task %s lost: its worker stopped responding", task_id)
                 hub.notify(task_key(task_id))
                 hub.notify(cancel_key(owner_id))
+                hub.notify(queue_key(owner_id))  # a conversation with replies queues again
         except Exception:  # noqa: BLE001 - keep sweeping after a transient store error
             log.exception("sweep of lost leases failed")
         await asyncio.sleep(settings.sweep_interval_s)

@@ -101,6 +101,7 @@ async def connect(
         hub.notify(task_key(task_id))
     if ended:
         hub.notify(cancel_key(principal.user.id))
+        hub.notify(queue_key(principal.user.id))  # a conversation with replies queues again
     return worker
 
 

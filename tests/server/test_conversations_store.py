@@ -25,6 +25,8 @@ from server_client.models import (
     ApprovalState,
     Claim,
     EventBatch,
+    EventIn,
+    EventKind,
     FinishRequest,
     Runtime,
     TaskCreate,
@@ -68,7 +70,8 @@ def _ask(claim: Claim, item: str = "item-1", **fields: Any) -> ApprovalRequest:
 
 
 async def _idle(store: Store, owner: User, worker: Worker, claim: Claim, **extra: Any) -> None:
-    body = FinishRequest(lease_id=claim.lease_id, status=TaskStatus.IDLE, event_count=0, **extra)
+    extra.setdefault("event_count", 0)
+    body = FinishRequest(lease_id=claim.lease_id, status=TaskStatus.IDLE, **extra)
     await store.finish(owner, worker.id, claim.task.id, body)
 
 
@@ -102,7 +105,12 @@ async def test_a_turn_ends_idle_and_a_reply_queues_it_again_for_its_worker_only(
     assert again.replies[0].prompt == "and now the tests"
     await store.ack(alice, holder.id, Acks(replies=[reply.id]))
     assert (await store.get_task(alice, task_id)).pending_replies == 0
-    await _idle(store, alice, holder, again)
+    # Event indexes start again at 0 under the new lease.
+    event = EventIn(ts=utcnow(), kind=EventKind.CODEX, data={"type": "turn.started"})
+    batch = EventBatch(lease_id=again.lease_id, first_index=0, events=[event])
+    appended = await store.append_events(alice, holder.id, task_id, batch)
+    assert appended.fresh == 1 and appended.result.next_index == 1
+    await _idle(store, alice, holder, again, event_count=1)
     data = await _status_data(store, alice, task_id)
     assert [d["status"] for d in data] == ["queued", "running", "idle", "queued", "running", "idle"]
     assert data[2] == {"status": "idle", "turns": 1}
@@ -401,3 +409,20 @@ async def test_cancel_ends_an_idle_task_at_once_and_revoke_ends_its_conversation
     assert await store.revoke_worker(alice, holder.id) == [second]
     assert (await store.get_task(alice, second)).status is TaskStatus.LOST
     assert _statuses(await _events(store, alice, second))[-1] == "lost"
+
+
+async def test_a_late_ack_of_the_replies_that_requeued_a_task_leaves_it_idle(
+    store: Store,
+) -> None:
+    alice = await store.create_user("alice")
+    holder = await _worker(store, alice, "holder")
+    task_id = await _conversation(store, alice)
+    claim = await _claim(store, alice, holder)
+    reply, _ = await store.add_reply(alice, task_id, "steer")
+    await _idle(store, alice, holder, claim)  # the worker acks only after finishing
+    assert (await store.get_task(alice, task_id)).status is TaskStatus.QUEUED
+    assert await store.ack(alice, holder.id, Acks(replies=[reply.id])) == [task_id]
+    task = await store.get_task(alice, task_id)
+    assert task.status is TaskStatus.IDLE and task.pending_replies == 0
+    assert (await _status_data(store, alice, task_id))[-1] == {"status": "idle", "turns": 1}
+    assert await store.claim(alice, holder) is None
