@@ -5,6 +5,7 @@ a new process, approvals (accept, decline, cancel), steering, interrupt, cancel 
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 import uuid
 from collections.abc import Callable
@@ -26,7 +27,7 @@ from server_client.models import (
 from server_client.worker.appserver_runner import ApprovalAsk, AppServerRunner, AppServerSpec
 from server_client.worker.procs import TASK_ENV
 from server_client.worker.runner import RunOutcome
-from tests.conftest import wait_until_async
+from tests.conftest import FAKE_CODEX, wait_until_async
 from tests.fakes.codex_home import codex_env
 from tests.fakes.mock_model_server import (
     MockModel,
@@ -350,3 +351,69 @@ async def test_stop_with_a_thread_ends_idle_with_an_explanation(
     outcome = await run.outcome()
     assert outcome.status is TaskStatus.IDLE and outcome.thread_id
     assert outcome.error and "reply to continue" in outcome.error
+
+
+# ---- edge cases, with the fake app-server (tests/fakes/fake_codex.py) -----------------------
+
+
+def fake_run(tmp_path: Path, mode: str, thread_id: str | None = None) -> Run:
+    task_id = uuid.uuid4().hex
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(tmp_path),
+        "FAKE_CODEX_MODE": mode,
+        TASK_ENV: task_id,
+    }
+    spec = AppServerSpec(
+        task_id=task_id,
+        inputs=["hello"],
+        workdir=str(tmp_path),
+        sandbox=Sandbox.WORKSPACE_WRITE,
+        approval_policy=ApprovalPolicy.NEVER,
+        model=None,
+        thread_id=thread_id,
+        codex_bin=str(FAKE_CODEX),
+        env=env,
+    )
+    events: list[EventIn] = []
+    return Run(AppServerRunner(spec, events.append, grace_s=0.5), events, [])
+
+
+async def test_malformed_lines_are_kept_and_the_turn_goes_on(tmp_path: Path) -> None:
+    run = fake_run(tmp_path, "as-ok")
+    outcome = await run.outcome()
+    assert outcome.status is TaskStatus.IDLE and outcome.error is None
+    lines = [e.data["line"] for e in run.events if e.kind is EventKind.STDOUT]
+    assert lines == ["this is not JSON {", "[1, 2]"]
+    assert run.types() == [
+        "thread.started",
+        "turn.started",
+        "item.delta",
+        "item.delta",
+        "item.completed",
+        "turn.completed",
+    ]
+
+
+async def test_a_crash_mid_turn_ends_idle_with_the_reason(tmp_path: Path) -> None:
+    run = fake_run(tmp_path, "as-crash")
+    outcome = await run.outcome()
+    assert outcome.status is TaskStatus.IDLE and outcome.thread_id
+    assert outcome.exit_code == 3
+    assert outcome.error and "exited with code 3 during the turn" in outcome.error
+    assert "crashing mid-turn" in outcome.error and "reply to continue" in outcome.error
+    assert run.types()[-1] == "item.delta"
+
+
+async def test_a_crash_before_the_thread_fails(tmp_path: Path) -> None:
+    run = fake_run(tmp_path, "as-crash-early")
+    outcome = await run.outcome()
+    assert outcome.status is TaskStatus.FAILED and outcome.thread_id is None
+    assert outcome.error and "exited with code 4 while starting" in outcome.error
+
+
+async def test_a_crash_while_resuming_keeps_the_thread(tmp_path: Path) -> None:
+    run = fake_run(tmp_path, "as-crash-early", thread_id="thread-9")
+    outcome = await run.outcome()
+    assert outcome.status is TaskStatus.IDLE and outcome.thread_id == "thread-9"
+    assert outcome.error and "exited with code 4" in outcome.error
