@@ -25,8 +25,8 @@ While the turn runs:
 - :meth:`interrupt`: pending approvals are answered ``cancel``, ``turn/interrupt`` is sent,
   every process app-server started is killed (codex's interrupt leaves commands running), and
   the run ends ``IDLE`` once codex reports the turn interrupted (or after ``grace_s``).
-- :meth:`cancel`: app-server and every process it started are killed; the run ends
-  ``CANCELED``.
+- :meth:`cancel`: app-server's stdin is closed (it aborts the turn and exits; SIGKILL after
+  ``grace_s``) and every process it started is killed; the run ends ``CANCELED``.
 - :meth:`stop` (the worker stops): like cancel, but a task with a thread ends ``IDLE`` with an
   ``error`` saying so (a reply continues it), one without ends ``CANCELED``.
 
@@ -842,14 +842,14 @@ class AppServerRunner:
         watched: WatchedRun,
         readers: list[asyncio.Task[None]],
     ) -> None:
-        """Close app-server's stdin (it exits), SIGKILL its group after ``grace_s``, sweep what
-        it left, drain its output."""
+        """Close app-server's stdin (it aborts a running turn and exits), SIGKILL its group
+        after ``grace_s``, sweep what it left (commands it started), drain its output."""
         if not self._exited.is_set():
             with contextlib.suppress(Exception):
                 await watch.refresh()
-            if self._stop_reason in ("cancel", "stop"):
-                self._kill_group(proc)
-            elif proc.stdin is not None:
+            # closing stdin makes app-server abort the turn and exit at once, leaving its
+            # thread's rollout whole; SIGKILL only if it does not
+            if proc.stdin is not None:
                 with contextlib.suppress(Exception):
                     proc.stdin.close()
             try:
