@@ -954,7 +954,16 @@ def _turn_id_of(result: object) -> str | None:
 
 
 def _decisions(offered: list[Any] | None) -> list[ApprovalDecision]:
-    """The plain decisions among codex's ``availableDecisions`` (objects such as
-    ``acceptWithExecpolicyAmendment`` are not offered to the owner)."""
+    """The decisions the owner may give, from codex's ``availableDecisions``.
+
+    Codex 0.169.0 offers ``["accept", {"acceptWithExecpolicyAmendment": …}, "cancel"]`` for a
+    command, yet takes ``decline`` too (its protocol documents it for every approval: the item
+    ends declined and the turn goes on; tested in tests/worker/test_appserver_runner.py), so
+    ``decline`` is added to a non-empty offer. Objects such as the execpolicy amendment are not
+    offered to the owner. Empty (codex offered nothing): every decision.
+    """
     values = {d.value for d in ApprovalDecision}
-    return [ApprovalDecision(d) for d in offered or [] if isinstance(d, str) and d in values]
+    plain = [ApprovalDecision(d) for d in offered or [] if isinstance(d, str) and d in values]
+    if plain and ApprovalDecision.DECLINE not in plain:
+        plain.append(ApprovalDecision.DECLINE)
+    return plain
