@@ -237,7 +237,10 @@ def app_server(mode: str) -> int:
     - ``as-ok``: a malformed line, a non-object line, an agent message streamed in two deltas
       and a completed turn;
     - ``as-crash``: a delta, then exits 3 in the middle of the turn (stderr says so);
-    - ``as-crash-early``: exits 4 on ``thread/start`` (no thread yet).
+    - ``as-crash-early``: exits 4 on ``thread/start`` (no thread yet);
+    - ``as-ask``: asks ``item/tool/requestUserInput`` (request id 0, item ``ui_1``; the real
+      codex 0.169.0 offers that tool only in Plan mode) and ends the turn with an agent message
+      whose text is the JSON of the answer it got.
     """
 
     def send(message: dict[str, Any]) -> None:
@@ -256,7 +259,11 @@ def app_server(mode: str) -> int:
             continue
         method, request_id = request.get("method"), request.get("id")
         params = request.get("params") or {}
-        if method == "initialize":
+        if method is None and request_id == 0 and mode == "as-ask":  # the answer to our ask
+            item = {"type": "agentMessage", "id": "msg_1", "text": json.dumps(request["result"])}
+            note("item/completed", {"threadId": thread_id, "turnId": "turn-1", "item": item})
+            note("turn/completed", {"threadId": thread_id, "turn": {**turn, "status": "completed"}})
+        elif method == "initialize":
             send({"id": request_id, "result": {"userAgent": "fake/0.169.0"}})
         elif method in ("thread/start", "thread/resume"):
             if mode == "as-crash-early":
@@ -268,6 +275,18 @@ def app_server(mode: str) -> int:
         elif method == "turn/start":
             send({"id": request_id, "result": {"turn": turn}})
             note("turn/started", {"threadId": thread_id, "turn": turn})
+            if mode == "as-ask":
+                question = {
+                    "id": "color",
+                    "header": "Color",
+                    "question": "Which color?",
+                    "options": [{"label": "Red", "description": "warm"}],
+                    "isOther": True,
+                }
+                ask: dict[str, Any] = {"threadId": thread_id, "turnId": "turn-1", "itemId": "ui_1"}
+                ask |= {"isBlocking": True, "questions": [question]}
+                send({"id": 0, "method": "item/tool/requestUserInput", "params": ask})
+                continue
             delta = {"threadId": thread_id, "turnId": "turn-1", "itemId": "msg_1"}
             note("item/agentMessage/delta", {**delta, "delta": "Hel"})
             if mode == "as-crash":

@@ -381,7 +381,13 @@ def fake_run(tmp_path: Path, mode: str, thread_id: str | None = None) -> Run:
         env=env,
     )
     events: list[EventIn] = []
-    return Run(AppServerRunner(spec, events.append, grace_s=0.5), events, [])
+    asks: list[ApprovalAsk] = []
+
+    async def on_approval(ask: ApprovalAsk) -> None:
+        asks.append(ask)
+
+    runner = AppServerRunner(spec, events.append, on_approval=on_approval, grace_s=0.5)
+    return Run(runner, events, asks)
 
 
 async def test_malformed_lines_are_kept_and_the_turn_goes_on(tmp_path: Path) -> None:
@@ -422,3 +428,23 @@ async def test_a_crash_while_resuming_keeps_the_thread(tmp_path: Path) -> None:
     outcome = await run.outcome()
     assert outcome.status is TaskStatus.IDLE and outcome.thread_id == "thread-9"
     assert outcome.error and "exited with code 4" in outcome.error
+
+
+async def test_codex_questions_are_asked_and_answered(tmp_path: Path) -> None:
+    run = fake_run(tmp_path, "as-ask")
+    ask = await run.ask()
+    assert ask.kind is ApprovalKind.USER_INPUT and ask.item_id == "ui_1"
+    assert ask.questions == [
+        {
+            "id": "color",
+            "header": "Color",
+            "question": "Which color?",
+            "options": [{"label": "Red", "description": "warm"}],
+            "is_other": True,
+            "is_secret": False,
+        }
+    ]
+    assert await run.runner.answer("ui_1", ApprovalDecision.ACCEPT, {"color": ["Blue"]})
+    assert (await run.outcome()).status is TaskStatus.IDLE
+    texts = [m["text"] for m in run.completed("agentMessage")]
+    assert texts == ['{"answers": {"color": {"answers": ["Blue"]}}}']
