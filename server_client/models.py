@@ -510,7 +510,8 @@ class EventBatch(_Model):
     """Body of ``POST /api/workers/{wid}/tasks/{tid}/events``.
 
     ``first_index`` is the 0-based index of ``events[0]`` among all events the worker has
-    produced for this task, which makes uploads idempotent: events the server already has are
+    produced for this task under this lease (a conversation's every claim starts again at
+    0), which makes uploads idempotent: events the server already has are
     skipped; a batch that starts past the server's next index is refused with 409 and the
     problem body's ``next_index`` says where to resume.
     """
@@ -531,7 +532,8 @@ class UploadResult(_Model):
 class FinishRequest(_Model):
     """Body of ``POST /api/workers/{wid}/tasks/{tid}/finish``; idempotent.
 
-    ``event_count`` is how many events the worker produced; the server refuses (409, with
+    ``event_count`` is how many events the worker produced under this lease (for this turn,
+    in a conversation); the server refuses (409, with
     ``next_index``) to finish before it has them all, so the terminal event is always last.
 
     ``idle`` ends a conversation's turn: the lease ends, the task keeps its worker (which

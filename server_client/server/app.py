@@ -16,13 +16,14 @@ from server_client.server import (
     metrics,
     problems,
     ratelimit,
+    routes_conversations,
     routes_pairing,
     routes_tasks,
     routes_workers,
 )
 from server_client.server.context import RequestContextMiddleware
 from server_client.server.db import create_engine, migrate
-from server_client.server.hub import Hub, cancel_key, task_key
+from server_client.server.hub import Hub, cancel_key, queue_key, task_key
 from server_client.server.pgnotify import PgWakeRelay
 from server_client.server.settings import ServerSettings
 from server_client.server.store import Store
@@ -31,7 +32,8 @@ log = logging.getLogger(__name__)
 
 
 async def _sweep_lost(store: Store, hub: Hub, settings: ServerSettings) -> None:
-    """Every ``sweep_interval_s``, end ``lost`` the running tasks of silent workers.
+    """Every ``sweep_interval_s``, end ``lost`` the running tasks of silent workers (a
+    started conversation becomes ``idle`` instead, server_client.server.store.leases).
 
     The first sweep waits one lease TTL after the start, so workers that kept running while
     the server was down can reconnect before their leases are judged (docs/reliability.md R1).
@@ -43,6 +45,7 @@ async def _sweep_lost(store: Store, hub: Hub, settings: ServerSettings) -> None:
                 log.warning("task %s lost: its worker stopped responding", task_id)
                 hub.notify(task_key(task_id))
                 hub.notify(cancel_key(owner_id))
+                hub.notify(queue_key(owner_id))  # a conversation with replies queues again
         except Exception:  # noqa: BLE001 - keep sweeping after a transient store error
             log.exception("sweep of lost leases failed")
         await asyncio.sleep(settings.sweep_interval_s)
@@ -100,6 +103,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
     app.include_router(routes_tasks.router)
     app.include_router(routes_workers.router)
     app.include_router(routes_pairing.router)
+    app.include_router(routes_conversations.router)
 
     @app.get("/healthz", tags=["meta"])
     async def healthz() -> Health:

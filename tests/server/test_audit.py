@@ -33,6 +33,13 @@ AUDITED: dict[tuple[str, str], str | None] = {
     ("POST", "/api/workers/{worker_id}/tasks/{task_id}/events"): None,
     # A heartbeat long poll: it changes only last_seen_at.
     ("POST", "/api/workers/{worker_id}/signals"): None,
+    ("POST", "/api/tasks/{task_id}/replies"): "task.reply",
+    ("POST", "/api/tasks/{task_id}/interrupt"): "task.interrupt",
+    ("POST", "/api/approvals/{approval_id}"): "approval.answer",
+    ("POST", "/api/workers/{worker_id}/tasks/{task_id}/approvals"): "approval.request",
+    # Delivery receipts of the data plane: the reply and approval rows keep when each was
+    # acknowledged (delivered_at, acked_at); the request and the answer are audited.
+    ("POST", "/api/workers/{worker_id}/acks"): None,
 }
 
 
@@ -126,7 +133,13 @@ def test_each_mutating_call_writes_one_row(server: LiveServer) -> None:
     worker = {"Authorization": f"Bearer {worker_token}"}
 
     # The worker connects, claims, uploads, heartbeats and finishes.
-    hello = {"name": "w1", "hostname": "h", "workdir_roots": [str(server.workdir)], "max_tasks": 2}
+    hello = {
+        "name": "w1",
+        "hostname": "h",
+        "workdir_roots": [str(server.workdir)],
+        "max_tasks": 2,
+        "runtime": "app-server",
+    }
     call("POST", "/api/workers/connect", "worker.connect", headers=worker, json=hello)
     task = call("POST", "/api/tasks", "task.create", headers=user, json={"prompt": "two"}).json()
     claim = call(
@@ -161,6 +174,30 @@ def test_each_mutating_call_writes_one_row(server: LiveServer) -> None:
         headers=worker,
         json={"lease_id": lease, "status": "completed", "exit_code": 0, "event_count": 1},
     )
+
+    # A conversation: codex asks, the owner answers, replies and interrupts; the worker
+    # acknowledges (not audited: the rows keep it) and ends the turn.
+    body = {"prompt": "four", "runtime": "app-server"}
+    conv = call("POST", "/api/tasks", "task.create", headers=user, json=body).json()
+    claim = call(
+        "POST", f"/api/workers/{worker_id}/claim", "task.claim", headers=worker, params={"wait": 5}
+    ).json()
+    assert claim["task"]["id"] == conv["id"]
+    ask = {"lease_id": claim["lease_id"], "item_id": "i1", "kind": "command", "command": "ls"}
+    path = f"/api/workers/{worker_id}/tasks/{conv['id']}/approvals"
+    approval = call("POST", path, "approval.request", headers=worker, json=ask).json()
+    answer = {"decision": "accept"}
+    call("POST", f"/api/approvals/{approval['id']}", "approval.answer", headers=user, json=answer)
+    path = f"/api/tasks/{conv['id']}/replies"
+    reply = call("POST", path, "task.reply", headers=user, json={"prompt": "more"}).json()
+    acks = {"replies": [reply["id"]], "approvals": [approval["id"]]}
+    call("POST", f"/api/workers/{worker_id}/acks", None, headers=worker, json=acks)
+    call("POST", f"/api/tasks/{conv['id']}/interrupt", "task.interrupt", headers=user)
+    idle = {"lease_id": claim["lease_id"], "status": "idle", "event_count": 0}
+    path = f"/api/workers/{worker_id}/tasks/{conv['id']}/finish"
+    assert call("POST", path, "task.finish", headers=worker, json=idle).json()["status"] == "idle"
+    path = f"/api/tasks/{conv['id']}/cancel"
+    assert call("POST", path, "task.cancel", headers=user).json()["status"] == "canceled"
 
     # A claimed task whose worker falls silent is lost by the sweeper (actor: server).
     lost = call("POST", "/api/tasks", "task.create", headers=user, json={"prompt": "3"}).json()
