@@ -186,6 +186,9 @@ def server_factory(tmp_path: Path) -> Iterator[ServerFactory]:
         if fake_mode is not None:
             env["FAKE_CODEX_MODE"] = fake_mode
         env.update(TEST_LIMITS)
+        # The tests written before conversations run the one-shot runtime; a test of the
+        # app-server runtime asks for it in extra_env.
+        env["CODEX_TUI_WORKER_RUNTIME"] = "exec"
         env.update(extra_env or {})
         argv = [
             sys.executable,

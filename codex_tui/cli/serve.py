@@ -35,6 +35,7 @@ WORKER_FLAGS = {
     "max_tasks": "--max-tasks",
     "pass_env": "--pass-env",
     "grace_s": "--cancel-grace",
+    "runtime": "--runtime",
     "name": "--name",
     "labels": "--label",
     "server": "--server",
@@ -78,6 +79,12 @@ def worker_options(func: Callable[..., Any]) -> Callable[..., Any]:
             type=float,
             help="Seconds (0-60) between SIGINT and SIGKILL when a task is cancelled.  "
             f"[default: {DEFAULT_GRACE_S}]",
+        ),
+        click.option(
+            "--runtime",
+            type=click.Choice(["app-server", "exec"]),
+            help="How to run a task that does not ask for a runtime: app-server (replies, "
+            "approvals, live output) or exec (one-shot).  [default: app-server]",
         ),
     ]
     for option in reversed(options):

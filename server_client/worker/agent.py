@@ -21,10 +21,15 @@ from typing import TypeVar
 
 from server_client.errors import ApiError
 from server_client.models import (
+    Acks,
+    Approval,
+    ApprovalRequest,
     Claim,
     EventIn,
     EventKind,
     FinishRequest,
+    Reply,
+    Runtime,
     Signals,
     TaskStatus,
     WorkerHello,
@@ -33,6 +38,7 @@ from server_client.models import (
 from server_client.paths import WorkdirError, resolve_workdir
 from server_client.retry import CONNECT_FINAL, WORKER, WORKER_FINAL, is_retryable, retry_call
 from server_client.worker.api import WorkerApi
+from server_client.worker.appserver_runner import ApprovalAsk, AppServerRunner, AppServerSpec
 from server_client.worker.codex_bin import CodexNotFoundError, codex_version, resolve_codex_bin
 from server_client.worker.runner import (
     ExecRunner,
@@ -51,6 +57,12 @@ T = TypeVar("T")
 #: Shortest time between two restarts of the signals long poll (s).
 SIGNALS_RESTART_S = 0.1
 
+#: After signals that repeat until something changes (an interrupt until the turn ends, a
+#: reply or an answer until acknowledged), the longest wait before the next poll (s).
+SIGNALS_REPEAT_S = 0.5
+
+Runner = ExecRunner | AppServerRunner
+
 
 class FatalWorkerError(RuntimeError):
     """The server refused this worker for good (e.g. 401: its token was revoked)."""
@@ -63,7 +75,9 @@ class WorkerAgent:
         self.config = config
         self.api = WorkerApi(config.server, config.token.get_secret_value())
         self.worker_id: str | None = None
-        self._runners: dict[str, ExecRunner] = {}
+        self._runners: dict[str, Runner] = {}
+        self._delivering: set[str] = set()
+        self._side: set[asyncio.Task[None]] = set()
         self._jobs: set[asyncio.Task[None]] = set()
         self._changed = asyncio.Event()
         self._slot_free = asyncio.Event()
@@ -75,7 +89,10 @@ class WorkerAgent:
         """Stop claiming and cancel every running task; :meth:`run` returns once they ended."""
         self._stopping.set()
         for runner in self._runners.values():
-            runner.cancel()
+            if isinstance(runner, AppServerRunner):
+                runner.stop()  # a conversation ends its turn idle: a reply continues it
+            else:
+                runner.cancel()
 
     def _refused(self, exc: ApiError) -> None:
         """The server refused this worker (revoked, or its token was): stop everything, exit
@@ -104,6 +121,7 @@ class WorkerAgent:
             workdir_roots=self.config.workdir_roots,
             max_tasks=self.config.max_tasks,
             labels=self.config.labels,
+            runtime=self.config.runtime,
         )
 
         def retrying(exc: BaseException, wait_s: float) -> None:
@@ -277,6 +295,115 @@ class WorkerAgent:
             if running:
                 # The server answers at once while the flag stays set; wait for a change.
                 await self._first_of(self._changed.wait())
+                continue
+            if self._dispatch_conversation_signals(answer):
+                # Interrupts repeat until the turn ends, replies and answers until
+                # acknowledged: wait for a change, or a moment.
+                await self._first_of(self._changed_within(SIGNALS_REPEAT_S))
+
+    async def _changed_within(self, seconds: float) -> None:
+        """Return when a runner starts or ends or an acknowledgement went out, or after
+        ``seconds``."""
+        try:
+            await asyncio.wait_for(self._changed.wait(), seconds)
+        except TimeoutError:
+            pass
+
+    def _dispatch_conversation_signals(self, answer: Signals) -> bool:
+        """Pass interrupts, replies and approval answers to the running conversations;
+        returns True when any concerned one of them."""
+        concerned = False
+        for task_id in answer.interrupt:
+            runner = self._runners.get(task_id)
+            if isinstance(runner, AppServerRunner):
+                concerned = True
+                log.info("task %s: interrupt requested", task_id)
+                runner.interrupt()
+        for reply in answer.replies:
+            runner = self._runners.get(reply.task_id)
+            if isinstance(runner, AppServerRunner):
+                concerned = True
+                self._deliver_once(f"reply:{reply.id}", self._steer(runner, reply))
+        for approval in answer.answers:
+            runner = self._runners.get(approval.task_id)
+            if isinstance(runner, AppServerRunner) and approval.decision is not None:
+                concerned = True
+                self._deliver_once(f"approval:{approval.id}", self._answer(runner, approval))
+        return concerned
+
+    def _deliver_once(self, key: str, work: Awaitable[None]) -> None:
+        """Run ``work`` unless the same delivery is already under way."""
+        if key in self._delivering:
+            if asyncio.iscoroutine(work):
+                work.close()
+            return
+        self._delivering.add(key)
+
+        async def deliver() -> None:
+            try:
+                await work
+            except Exception:
+                log.exception("delivering %s failed", key)
+            finally:
+                self._delivering.discard(key)
+
+        task = asyncio.create_task(deliver())
+        self._side.add(task)
+        task.add_done_callback(self._side.discard)
+
+    async def _steer(self, runner: AppServerRunner, reply: Reply) -> None:
+        """A reply to a running turn: steer it, then acknowledge the reply (a reply the
+        turn cannot take any more stays unacknowledged: it starts the next turn)."""
+        if await runner.steer(reply.prompt, reply.id):
+            log.info("task %s: reply %s delivered", reply.task_id, reply.id)
+            await self._ack(Acks(replies=[reply.id]))
+
+    async def _answer(self, runner: AppServerRunner, approval: Approval) -> None:
+        """An owner's answer: pass it to codex, then acknowledge it."""
+        assert approval.decision is not None
+        delivered = await runner.answer(approval.item_id, approval.decision, approval.answers)
+        if not delivered:
+            log.warning(
+                "task %s: codex no longer waits for approval %s; acknowledging it",
+                approval.task_id,
+                approval.id,
+            )
+        await self._ack(Acks(approvals=[approval.id]))
+
+    async def _ack(self, acks: Acks) -> None:
+        """Acknowledge delivered replies and answers (retried; a refusal is logged)."""
+        assert self.worker_id is not None
+        worker_id = self.worker_id
+        try:
+            await retry_call(
+                lambda: self.api.acks(worker_id, acks),
+                WORKER,
+                retry_if=_worker_retryable,
+                on_retry=lambda exc, wait_s: _log_retry("acks", exc, wait_s),
+            )
+        except ApiError as exc:
+            log.error("acks refused: %s", exc)
+        self._changed.set()
+
+    async def _ask(self, claim: Claim, ask: ApprovalAsk, runner: AppServerRunner) -> None:
+        """Report an approval codex asks for; a lost lease cancels the run."""
+        assert self.worker_id is not None
+        worker_id = self.worker_id
+        body = ApprovalRequest(lease_id=claim.lease_id, **ask.fields())
+        try:
+            await retry_call(
+                lambda: self.api.create_approval(worker_id, claim.task.id, body),
+                WORKER,
+                retry_if=_worker_retryable,
+                on_retry=lambda exc, wait_s: _log_retry(
+                    f"approval of {claim.task.id}", exc, wait_s
+                ),
+            )
+        except ApiError as exc:
+            log.error("task %s: approval refused (%s); stopping the turn", claim.task.id, exc)
+            runner.cancel()
+            return
+        log.info("task %s: codex asks for approval of %s", claim.task.id, ask.item_id)
 
     def _prepare(self, claim: Claim) -> RunSpec | str:
         """Build the run spec, or return the error that fails the task before codex starts."""
@@ -300,7 +427,98 @@ class WorkerAgent:
             env=env,
         )
 
+    def runtime_of(self, claim: Claim) -> Runtime:
+        """The runtime a claimed task runs with: the one the server recorded, else the one it
+        asked for, else this worker's default."""
+        task = claim.task
+        return task.runtime or task.requested_runtime or self.config.runtime
+
+    def _prepare_conversation(self, claim: Claim) -> AppServerSpec | str:
+        """Build a conversation's spec: the first turn gets the prompt and any replies sent
+        before the claim; a later one (the task has a thread) the replies."""
+        prepared = self._prepare(claim)
+        if isinstance(prepared, str):
+            return prepared
+        task = claim.task
+        replies = [reply.prompt for reply in claim.replies]
+        inputs = replies if task.thread_id else [task.prompt, *replies]
+        return AppServerSpec(
+            task_id=task.id,
+            inputs=inputs,
+            workdir=prepared.workdir,
+            sandbox=task.sandbox,
+            approval_policy=task.approval_policy,
+            model=task.model,
+            thread_id=task.thread_id,
+            codex_bin=prepared.codex_bin,
+            env=prepared.env,
+        )
+
     async def _run_task(self, claim: Claim) -> None:
+        if self.runtime_of(claim) is Runtime.APP_SERVER:
+            await self._run_conversation(claim)
+        else:
+            await self._run_exec(claim)
+
+    async def _run_conversation(self, claim: Claim) -> None:
+        """One lease of a conversation: one turn in a fresh ``codex app-server``."""
+        assert self.worker_id is not None
+        task = claim.task
+        log.info("task %s: claimed (app-server)", task.id)
+        runner: AppServerRunner | None = None
+        uploader = EventUploader(
+            self.api,
+            self.worker_id,
+            task.id,
+            claim.lease_id,
+            interval_s=self.config.batch_interval_s,
+            on_cancel_requested=lambda: runner.cancel() if runner is not None else None,
+            on_lease_lost=lambda: runner.cancel() if runner is not None else None,
+        )
+        uploader.start()
+        prepared = self._prepare_conversation(claim)
+        if isinstance(prepared, str):
+            uploader.add(EventIn(ts=utcnow(), kind=EventKind.STDERR, data={"line": prepared}))
+            status = TaskStatus.IDLE if task.thread_id else TaskStatus.FAILED
+            outcome = RunOutcome(status, None, prepared, task.thread_id, 0)
+        elif not prepared.inputs:
+            outcome = RunOutcome(TaskStatus.IDLE, None, None, task.thread_id, 0)
+        else:
+            reply_ids = [reply.id for reply in claim.replies]
+
+            def started() -> None:
+                if reply_ids:
+                    self._deliver_once(
+                        f"claim:{claim.lease_id}", self._ack(Acks(replies=reply_ids))
+                    )
+
+            runner = AppServerRunner(
+                prepared,
+                uploader.add,
+                on_thread=uploader.set_thread_id,
+                on_approval=lambda ask: self._ask(claim, ask, runner),  # type: ignore[arg-type]
+                on_started=started,
+                grace_s=self.config.grace_s,
+            )
+            if task.cancel_requested:
+                runner.cancel()
+            elif self._stopping.is_set():
+                runner.stop()
+            self._runners[task.id] = runner
+            self._changed.set()
+            try:
+                outcome = await runner.run()
+            finally:
+                self._runners.pop(task.id, None)
+                self._changed.set()
+        try:
+            await uploader.close()
+        except LeaseLostError:
+            log.error("task %s: lease lost; not reporting its end", task.id)
+            return
+        await self._finish(claim, uploader, outcome)
+
+    async def _run_exec(self, claim: Claim) -> None:
         assert self.worker_id is not None
         task = claim.task
         log.info("task %s: claimed", task.id)

@@ -23,6 +23,9 @@ import httpx
 
 from server_client.errors import raise_for_problem
 from server_client.models import (
+    Acks,
+    Approval,
+    ApprovalRequest,
     Claim,
     FinishRequest,
     Signals,
@@ -128,6 +131,24 @@ class WorkerApi:
         async with self._slots:
             _, content = await self._post(path, body.model_dump_json().encode())
         return Task.model_validate_json(content)
+
+    async def create_approval(
+        self, worker_id: str, task_id: str, body: ApprovalRequest
+    ) -> Approval:
+        """Report an approval codex asks for (idempotent by ``item_id``); returns the stored
+        approval. 409: the lease is lost."""
+        path = _task_path(worker_id, task_id, "approvals")
+        async with self._slots:
+            _, content = await self._post(path, body.model_dump_json().encode())
+        return Approval.model_validate_json(content)
+
+    async def acks(self, worker_id: str, body: Acks) -> None:
+        """Acknowledge replies handed to codex and approval answers passed on to it
+        (idempotent), so that the signals stop repeating them."""
+        async with self._slots:
+            await self._post(
+                f"/api/workers/{quote(worker_id, safe='')}/acks", body.model_dump_json().encode()
+            )
 
     async def _post(
         self, path: str, body: bytes, *, wait_s: float | None = None

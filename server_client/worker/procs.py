@@ -443,6 +443,43 @@ class ProcessWatch:
         reap_orphan_zombies()
         return run.swept
 
+    async def kill_descendants(self, run: WatchedRun) -> dict[int, float]:
+        """SIGKILL every process ``run``'s codex started (its descendants now, those recorded
+        before, and the processes carrying the task's marker), but not codex itself: for
+        ``codex app-server``, whose interrupt leaves the commands of the turn running.
+
+        Returns:
+            The processes killed, pid → start time.
+        """
+        table = await self.refresh()
+        skip = table.ancestors(os.getpid()) | ACTIVE_CODEX_PIDS | {run.pid}
+        procs = table.procs
+        seeds = {
+            pid
+            for pid, start in run.known.items()
+            if (info := procs.get(pid)) is not None and info.start == start
+        }
+        seeds.update(pid for pid, info in procs.items() if info.marker == run.task_id)
+        seeds.update(table.descendants([run.pid]))
+        everyone = seeds | table.descendants(seeds)
+        victims = {
+            pid: procs[pid].start
+            for pid in everyone
+            if pid not in skip and pid in procs and not procs[pid].zombie
+        }
+        if victims:
+            log.info(
+                "task %s: killing %d process(es) codex started: %s",
+                run.task_id,
+                len(victims),
+                sorted(victims),
+            )
+            await asyncio.to_thread(_kill_and_wait, victims, skip, _GONE_TIMEOUT_S)
+            for pid in victims:
+                run.known.pop(pid, None)
+        reap_orphan_zombies()
+        return victims
+
     # ---- internals ---------------------------------------------------------------------
 
     @staticmethod

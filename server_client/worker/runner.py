@@ -58,6 +58,7 @@ from server_client.worker.procs import (
 __all__ = [
     "ALLOWED_ENV",
     "DEFAULT_MAX_LINE_BYTES",
+    "ExitAwareProtocol",
     "TASK_ENV",
     "ExecRunner",
     "PromptError",
@@ -66,6 +67,8 @@ __all__ = [
     "become_subreaper",
     "build_argv",
     "build_child_env",
+    "die_with_parent",
+    "preflight",
     "reap_orphan_zombies",
 ]
 
@@ -90,7 +93,7 @@ _OutputKind = Literal[EventKind.CODEX, EventKind.STDOUT, EventKind.STDERR]
 _OBSERVED = frozenset(("thread.started", "turn.completed", "turn.failed"))
 
 
-class _ExitAwareProtocol(asyncio.subprocess.SubprocessStreamProtocol):
+class ExitAwareProtocol(asyncio.subprocess.SubprocessStreamProtocol):
     """asyncio's subprocess protocol that also sets ``exited`` when the process exits."""
 
     def __init__(
@@ -206,7 +209,7 @@ def build_child_env(
     return env
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """In the child before exec: SIGKILL codex if the worker dies (Linux ``PR_SET_PDEATHSIG``),
     so a worker killed with ``kill -9`` does not leave codex editing files for a task that the
     server ends ``lost``. Commands codex started run in their own sessions and are not covered.
@@ -218,14 +221,14 @@ def _die_with_parent() -> None:
     libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
 
 
-def _preflight(spec: RunSpec) -> str | None:
+def preflight(workdir: str, codex_bin: str) -> str | None:
     """Check the workdir and the binary before spawning; returns the problem or None."""
-    if not os.path.isdir(spec.workdir):
-        return f"workdir {spec.workdir} does not exist or is not a folder"
-    if not os.access(spec.workdir, os.R_OK | os.X_OK):
-        return f"workdir {spec.workdir} is not accessible"
-    if not os.path.isfile(spec.codex_bin) or not os.access(spec.codex_bin, os.X_OK):
-        return f"codex binary {spec.codex_bin} does not exist or is not executable. " + INSTALL_HINT
+    if not os.path.isdir(workdir):
+        return f"workdir {workdir} does not exist or is not a folder"
+    if not os.access(workdir, os.R_OK | os.X_OK):
+        return f"workdir {workdir} is not accessible"
+    if not os.path.isfile(codex_bin) or not os.access(codex_bin, os.X_OK):
+        return f"codex binary {codex_bin} does not exist or is not executable. " + INSTALL_HINT
     return None
 
 
@@ -361,7 +364,7 @@ class ExecRunner:
             argv = build_argv(spec)
         except ValueError as exc:
             return self._outcome(TaskStatus.FAILED, None, str(exc))
-        problem = _preflight(spec)
+        problem = preflight(spec.workdir, spec.codex_bin)
         if problem is not None:
             return self._outcome(TaskStatus.FAILED, None, problem)
         try:
@@ -392,8 +395,8 @@ class ExecRunner:
         loop = asyncio.get_running_loop()
         exited = self._exited
 
-        def factory() -> _ExitAwareProtocol:
-            return _ExitAwareProtocol(exited, limit=_STREAM_LIMIT, loop=loop)
+        def factory() -> ExitAwareProtocol:
+            return ExitAwareProtocol(exited, limit=_STREAM_LIMIT, loop=loop)
 
         transport, protocol = await loop.subprocess_exec(
             factory,
@@ -404,7 +407,7 @@ class ExecRunner:
             cwd=self.spec.workdir,
             env=dict(self.spec.env),
             start_new_session=True,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
         )
         self._transport = transport
         self._proc = asyncio.subprocess.Process(transport, protocol, loop)

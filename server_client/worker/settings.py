@@ -15,7 +15,7 @@ import socket
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from server_client.models import Label
+from server_client.models import Label, Runtime
 
 __all__ = ["ENV_PREFIX", "TOKEN_ENV", "WorkerSettings"]
 
@@ -49,6 +49,10 @@ class WorkerSettings(BaseSettings):
         poll_wait_s: Longest claim long poll (s), up to the server's 60; the signals poll,
             which is also the heartbeat, uses the server's ``heartbeat_s``.
         labels: Labels this worker carries, for routing (``--label``).
+        runtime: How it runs a task that does not ask for a runtime: ``app-server`` (a
+            conversation: replies, live deltas, approvals) or ``exec`` (one ``codex exec``
+            run); announced to the server, which gives an ``exec`` worker no task that needs
+            ``app-server`` (``--runtime``).
     """
 
     model_config = SettingsConfigDict(
@@ -68,6 +72,7 @@ class WorkerSettings(BaseSettings):
     batch_interval_s: float = Field(default=0.0, ge=0, le=60)
     poll_wait_s: float = Field(default=25.0, gt=0, le=60)
     labels: list[Label] = Field(default_factory=list, max_length=50)
+    runtime: Runtime = Runtime.APP_SERVER
 
     @field_validator("workdir_roots")
     @classmethod

@@ -11,6 +11,13 @@ land in small groups a few ms apart (issue 5). Batches are capped by count and b
 errors and 5xx answers are retried with capped, jittered backoff (server_client.retry: the
 :data:`~server_client.retry.UPLOAD` numbers) and nothing is dropped (docs/reliability.md R4,
 R5); a 409 gap answer rewinds to the server's ``next_index``.
+
+Deltas (``codex`` events of type ``item.delta``, from the app-server runtime) are coalesced: a
+delta of the same item and stream as the last unsent event is appended to it instead of
+becoming an event of its own (the merged event keeps the first delta's time), up to
+:data:`MAX_MERGED_DELTA_CHARS`. An event that is part of a batch already built is never changed
+(a retried batch carries exactly what the server may already have stored), and merging does
+not count as an event (``count``, the finish's ``event_count``).
 """
 
 from __future__ import annotations
@@ -20,9 +27,10 @@ import json
 import logging
 from collections import deque
 from collections.abc import Callable
+from datetime import datetime
 
 from server_client.errors import ApiError
-from server_client.models import EventIn, UploadResult
+from server_client.models import EventIn, EventKind, UploadResult
 from server_client.retry import UPLOAD, WORKER_FINAL, is_retryable, retry_call
 from server_client.worker.api import WorkerApi
 
@@ -31,6 +39,8 @@ log = logging.getLogger(__name__)
 #: Largest batch, in events and in encoded bytes.
 MAX_BATCH_EVENTS = 500
 MAX_BATCH_BYTES = 4 * 1024 * 1024
+#: Longest text one coalesced ``item.delta`` grows to, in characters.
+MAX_MERGED_DELTA_CHARS = 64 * 1024
 
 
 class LeaseLostError(RuntimeError):
@@ -71,6 +81,10 @@ class EventUploader:
         self._on_lease_lost = on_lease_lost
         self._pending: deque[str] = deque()
         self._sending = 0
+        # events at the head of _pending that are in a built batch (never changed)
+        self._frozen = 0
+        # the last pending event when it is a delta: ((item_id, stream), delta, ts, data)
+        self._tail: tuple[tuple[object, object], str, datetime, dict[str, object]] | None = None
         self._base_index = 0
         self._count = 0
         self._thread_id: str | None = None
@@ -91,7 +105,32 @@ class EventUploader:
         )
 
     def add(self, event: EventIn) -> None:
-        """Queue one event (cheap and synchronous; called for every line codex prints)."""
+        """Queue one event (cheap and synchronous; called for every line codex prints); a
+        delta may join the last unsent one (module docstring)."""
+        data = event.data
+        if (
+            event.kind is EventKind.CODEX
+            and isinstance(data, dict)
+            and data.get("type") == "item.delta"
+            and isinstance(data.get("delta"), str)
+        ):
+            key = (data.get("item_id"), data.get("stream"))
+            tail = self._tail
+            if (
+                tail is not None
+                and tail[0] == key
+                and len(self._pending) > self._frozen
+                and len(tail[1]) + len(data["delta"]) <= MAX_MERGED_DELTA_CHARS
+            ):
+                delta = tail[1] + data["delta"]
+                merged = EventIn(ts=tail[2], kind=EventKind.CODEX, data={**tail[3], "delta": delta})
+                self._pending[-1] = merged.model_dump_json()
+                self._tail = (key, delta, tail[2], tail[3])
+                self._wake.set()
+                return
+            self._tail = (key, data["delta"], event.ts, data)
+        else:
+            self._tail = None
         self._pending.append(event.model_dump_json())
         self._count += 1
         self._wake.set()
@@ -134,6 +173,7 @@ class EventUploader:
         prefix = json.dumps(head)[:-1]
         body = f'{prefix},"events":[{",".join(parts)}]}}'
         self._sending = len(parts)
+        self._frozen = max(self._frozen, len(parts))
         return body.encode()
 
     async def _run(self) -> None:
@@ -159,6 +199,7 @@ class EventUploader:
                 if self._on_lease_lost is not None:
                     self._on_lease_lost()
                 return
+            self._frozen = 0  # answered: the server stored exactly what it acknowledged
             if isinstance(sent, int):  # a gap: the server wants the events from there again
                 self._rewind(sent)
                 continue

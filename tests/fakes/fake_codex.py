@@ -229,7 +229,82 @@ def stamped(prompt: str, usage: dict[str, int]) -> int:
     return 0
 
 
+def app_server(mode: str) -> int:
+    """``codex app-server`` for deterministic edge cases (the real one is tested too): reads
+    JSON-RPC lines from stdin and answers ``initialize``, ``thread/start``/``thread/resume``
+    and ``turn/start`` like codex 0.169.0, then, by ``mode``:
+
+    - ``as-ok``: a malformed line, a non-object line, an agent message streamed in two deltas
+      and a completed turn;
+    - ``as-crash``: a delta, then exits 3 in the middle of the turn (stderr says so);
+    - ``as-crash-early``: exits 4 on ``thread/start`` (no thread yet);
+    - ``as-ask``: asks ``item/tool/requestUserInput`` (request id 0, item ``ui_1``; the real
+      codex 0.169.0 offers that tool only in Plan mode) and ends the turn with an agent message
+      whose text is the JSON of the answer it got.
+    """
+
+    def send(message: dict[str, Any]) -> None:
+        sys.stdout.write(json.dumps(message) + "\n")
+        sys.stdout.flush()
+
+    def note(method: str, params: dict[str, Any]) -> None:
+        send({"method": method, "params": params, "emittedAtMs": int(time.time() * 1000)})
+
+    thread_id = THREAD_ID
+    turn = {"id": "turn-1", "items": [], "status": "inProgress"}
+    for line in sys.stdin:
+        try:
+            request = json.loads(line)
+        except ValueError:
+            continue
+        method, request_id = request.get("method"), request.get("id")
+        params = request.get("params") or {}
+        if method is None and request_id == 0 and mode == "as-ask":  # the answer to our ask
+            item = {"type": "agentMessage", "id": "msg_1", "text": json.dumps(request["result"])}
+            note("item/completed", {"threadId": thread_id, "turnId": "turn-1", "item": item})
+            note("turn/completed", {"threadId": thread_id, "turn": {**turn, "status": "completed"}})
+        elif method == "initialize":
+            send({"id": request_id, "result": {"userAgent": "fake/0.169.0"}})
+        elif method in ("thread/start", "thread/resume"):
+            if mode == "as-crash-early":
+                sys.stderr.write("fake app-server: crashing before the thread\n")
+                return 4
+            thread_id = params.get("threadId", thread_id)
+            send({"id": request_id, "result": {"thread": {"id": thread_id}}})
+            note("thread/started", {"thread": {"id": thread_id}})
+        elif method == "turn/start":
+            send({"id": request_id, "result": {"turn": turn}})
+            note("turn/started", {"threadId": thread_id, "turn": turn})
+            if mode == "as-ask":
+                question = {
+                    "id": "color",
+                    "header": "Color",
+                    "question": "Which color?",
+                    "options": [{"label": "Red", "description": "warm"}],
+                    "isOther": True,
+                }
+                ask: dict[str, Any] = {"threadId": thread_id, "turnId": "turn-1", "itemId": "ui_1"}
+                ask |= {"isBlocking": True, "questions": [question]}
+                send({"id": 0, "method": "item/tool/requestUserInput", "params": ask})
+                continue
+            delta = {"threadId": thread_id, "turnId": "turn-1", "itemId": "msg_1"}
+            note("item/agentMessage/delta", {**delta, "delta": "Hel"})
+            if mode == "as-crash":
+                sys.stderr.write("fake app-server: crashing mid-turn\n")
+                sys.stderr.flush()
+                return 3
+            sys.stdout.write("this is not JSON {\n[1, 2]\n")
+            note("item/agentMessage/delta", {**delta, "delta": "lo"})
+            item = {"type": "agentMessage", "id": "msg_1", "text": "Hello"}
+            note("item/completed", {"threadId": thread_id, "turnId": "turn-1", "item": item})
+            done = {**turn, "status": "completed"}
+            note("turn/completed", {"threadId": thread_id, "turn": done})
+    return 0
+
+
 def main() -> int:
+    if sys.argv[1:2] == ["app-server"]:
+        return app_server(os.environ.get("FAKE_CODEX_MODE", "as-ok"))
     opts = parse_argv(sys.argv[1:])
     mode = os.environ.get("FAKE_CODEX_MODE", "ok")
     sleep_s = float(os.environ.get("FAKE_CODEX_SLEEP", "600"))

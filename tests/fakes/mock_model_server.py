@@ -25,19 +25,20 @@ JSON body; :attr:`MockModel.responses_requests` holds only the ``/responses`` bo
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 __all__ = [
@@ -46,11 +47,14 @@ __all__ = [
     "RecordedRequest",
     "Step",
     "call_shell",
+    "apply_patch",
     "call_tool",
     "fail_http",
     "fail_response",
     "say",
+    "say_streamed",
     "think",
+    "user_texts",
 ]
 
 DEFAULT_FINAL_MESSAGE = "done."
@@ -83,9 +87,21 @@ class ToolCall:
 
 @dataclass(frozen=True)
 class Message:
-    """An assistant message with ``text``."""
+    """An assistant message with ``text``; ``chunks`` (joined: ``text``) are streamed as
+    separate deltas with ``pause_s`` seconds between them when given."""
 
     text: str
+    chunks: tuple[str, ...] = ()
+    pause_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class CustomToolCall:
+    """A freeform tool call (``custom_tool_call``): ``name`` with raw text ``input``, e.g.
+    codex's ``apply_patch`` tool."""
+
+    name: str
+    input: str
 
 
 @dataclass(frozen=True)
@@ -95,7 +111,7 @@ class Reasoning:
     text: str
 
 
-OutputPart = ShellCall | ToolCall | Message | Reasoning
+OutputPart = ShellCall | ToolCall | CustomToolCall | Message | Reasoning
 
 
 @dataclass(frozen=True)
@@ -118,7 +134,9 @@ class Step:
     @property
     def history_weight(self) -> int:
         """How many counted items (function calls, assistant messages) it leaves in history."""
-        return sum(1 for p in self.parts if isinstance(p, ShellCall | ToolCall | Message))
+        return sum(
+            1 for p in self.parts if isinstance(p, ShellCall | ToolCall | CustomToolCall | Message)
+        )
 
     def __add__(self, other: Step) -> Step:
         """Concatenate two successful steps into one response (``think("x") + say("y")``)."""
@@ -152,6 +170,19 @@ def call_tool(name: str, arguments: _JSON) -> Step:
 def say(text: str) -> Step:
     """A response with a final assistant message (codex ends its turn after it)."""
     return Step(parts=(Message(text),))
+
+
+def say_streamed(*chunks: str, pause_s: float = 0.3) -> Step:
+    """A final assistant message streamed as one delta per chunk, ``pause_s`` seconds apart
+    (so that a client sees the deltas well before the message completes)."""
+    return Step(parts=(Message("".join(chunks), tuple(chunks), pause_s),))
+
+
+def apply_patch(patch: str) -> Step:
+    """A response that asks codex to apply ``patch`` (``*** Begin Patch`` … ``*** End
+    Patch``) with its ``apply_patch`` tool: a freeform call when codex advertises it as a
+    custom tool, else a function call with ``{"input": patch}``."""
+    return Step(parts=(CustomToolCall("apply_patch", patch),))
 
 
 def think(text: str, then: Step | None = None) -> Step:
@@ -213,7 +244,7 @@ def function_call_outputs(body: Any) -> list[str]:
     """The ``output`` texts of the ``function_call_output`` items in a request body."""
     out: list[str] = []
     for item in _input_items(body):
-        if item.get("type") != "function_call_output":
+        if item.get("type") not in ("function_call_output", "custom_tool_call_output"):
             continue
         output = item.get("output")
         if isinstance(output, str):
@@ -225,11 +256,28 @@ def function_call_outputs(body: Any) -> list[str]:
     return out
 
 
-def _tool_names(body: Any) -> set[str]:
+def user_texts(body: Any) -> list[str]:
+    """The texts of the user messages in a request's ``input`` (the prompts of every turn so
+    far, plus codex's own context messages), in order."""
+    out: list[str] = []
+    for item in _input_items(body):
+        if item.get("type") == "message" and item.get("role") == "user":
+            content = item.get("content")
+            if isinstance(content, str):
+                out.append(content)
+            elif isinstance(content, list):
+                out.extend(
+                    str(c.get("text", "")) for c in content if isinstance(c, dict) and "text" in c
+                )
+    return out
+
+
+def _tool_names(body: Any, kind: str | None = None) -> set[str]:
+    """Names of the tools a request advertises (only those of type ``kind`` when given)."""
     names: set[str] = set()
     if isinstance(body, dict):
         for tool in body.get("tools") or []:
-            if isinstance(tool, dict):
+            if isinstance(tool, dict) and (kind is None or tool.get("type") == kind):
                 name = tool.get("name") or (tool.get("function") or {}).get("name")
                 if isinstance(name, str):
                     names.add(name)
@@ -460,13 +508,26 @@ class MockModel:
             )
         resp_id = f"resp_mock_{next(self._ids)}"
         events = list(self._events(step, body, resp_id))
-        return Response(
-            _sse(events),
-            media_type="text/event-stream",
-            headers={"cache-control": "no-cache"},
+        if not any(isinstance(ev, float) for ev in events):
+            return Response(
+                _sse([ev for ev in events if isinstance(ev, dict)]),
+                media_type="text/event-stream",
+                headers={"cache-control": "no-cache"},
+            )
+
+        async def paced() -> AsyncIterator[bytes]:
+            for ev in events:
+                if isinstance(ev, float):
+                    await asyncio.sleep(ev)
+                else:
+                    yield _sse([ev])
+
+        return StreamingResponse(
+            paced(), media_type="text/event-stream", headers={"cache-control": "no-cache"}
         )
 
-    def _events(self, step: Step, body: Any, resp_id: str) -> Iterator[_JSON]:
+    def _events(self, step: Step, body: Any, resp_id: str) -> Iterator[_JSON | float]:
+        """The SSE events of ``step``'s response; a float is a pause of that many seconds."""
         model = body.get("model", "gpt-5.5") if isinstance(body, dict) else "gpt-5.5"
         base = {"id": resp_id, "object": "response", "model": model}
         yield {"type": "response.created", "response": base | {"status": "in_progress"}}
@@ -482,6 +543,7 @@ class MockModel:
             }
             return
         tools = _tool_names(body)
+        custom_tools = _tool_names(body, kind="custom")
         output: list[_JSON] = []
         for index, part in enumerate(step.parts):
             n = next(self._ids)
@@ -497,7 +559,10 @@ class MockModel:
                 }
                 yield {"type": "response.output_item.added", "output_index": index, "item": added}
                 common = {"item_id": item_id, "output_index": index, "content_index": 0}
-                yield {"type": "response.output_text.delta", **common, "delta": part.text}
+                for number, chunk in enumerate(part.chunks or (part.text,)):
+                    if number and part.pause_s:
+                        yield part.pause_s
+                    yield {"type": "response.output_text.delta", **common, "delta": chunk}
                 yield {"type": "response.output_text.done", **common, "text": part.text}
             elif isinstance(part, Reasoning):
                 item_id = f"rs_mock_{n}"
@@ -518,9 +583,28 @@ class MockModel:
                     "id": item_id,
                     "summary": [{"type": "summary_text", "text": part.text}],
                 }
+            elif isinstance(part, CustomToolCall) and part.name in custom_tools:
+                item_id = f"ctc_mock_{n}"
+                added = {
+                    "type": "custom_tool_call",
+                    "id": item_id,
+                    "call_id": f"call_mock_{n}",
+                    "name": part.name,
+                    "input": "",
+                    "status": "in_progress",
+                }
+                done = added | {"input": part.input, "status": "completed"}
+                yield {"type": "response.output_item.added", "output_index": index, "item": added}
+                common = {"item_id": item_id, "output_index": index}
+                yield {"type": "response.custom_tool_call_input.delta", **common,
+                       "delta": part.input}  # fmt: skip
+                yield {"type": "response.custom_tool_call_input.done", **common,
+                       "input": part.input}  # fmt: skip
             else:
                 if isinstance(part, ShellCall):
                     name, args = _shell_call_item(part, tools)
+                elif isinstance(part, CustomToolCall):
+                    name, args = part.name, {"input": part.input}
                 else:
                     name, args = part.name, part.arguments
                 item_id = f"fc_mock_{n}"

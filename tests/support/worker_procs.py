@@ -302,6 +302,7 @@ def start_paired_worker(
     workroot.mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CODEX_TUI_", "FAKE_CODEX"))}
     env.update({"CODEX_TUI_HOME": str(home), "CODEX_TUI_KEYRING": "0", MARK_ENV: str(home)})
+    env["CODEX_TUI_WORKER_RUNTIME"] = "exec"  # the app-server runtime's tests ask for it
     if fake_mode is not None:
         env["FAKE_CODEX_MODE"] = fake_mode
     env.update(extra_env or {})

@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from pydantic import SecretStr
 
 from codex_tui.cli import main, serve
+from server_client.models import Runtime
 from server_client.worker.settings import WorkerSettings
 
 
@@ -44,6 +45,7 @@ def test_the_environment_carries_every_setting_to_the_child(
         pass_env=["OPENAI_BASE_URL"],
         grace_s=3.5,
         labels=["gpu", "os:linux"],
+        runtime=Runtime.EXEC,
     )
     assert settings.workdir_roots == [os.path.expanduser("~/src"), "/srv"]
     assert "secret-token" not in repr(settings)
