@@ -1,0 +1,287 @@
+"""Provides Pilot tests of a pane following a conversation: deltas that build a live item its
+``item.completed`` replaces exactly once (live, replayed in one burst, resumed mid-item, and
+paged), approval cards and the bar of answer keys, the reply box, token usage in the border,
+and the task list's *Needs attention* and *Ready for a reply* groups.
+
+The events are handed to the pane as its stream would hand them (``EventView._ingest``), on a
+fake monotonic clock and a frozen UTC clock, so every frame is deterministic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from textual.app import App, ComposeResult
+
+from codex_tui.widgets.event_view import EventView
+from server_client.client import CodexTuiClient
+from server_client.models import Event, EventKind, Runtime, Sandbox, Task, TaskStatus
+from tests.support.tui_helpers import SIZE, FrozenClock
+from tests.tui.test_transcript import BurstClient, FakeClock
+from themes import APP_CSS_PATH
+
+TS = datetime(2026, 11, 21, 6, 0, tzinfo=UTC)
+
+
+def codex_event(seq: int, data: dict[str, Any], ts: datetime = TS) -> Event:
+    """A codex event."""
+    return Event(seq=seq, ts=ts, kind=EventKind.CODEX, data=data)
+
+
+def status_event(seq: int, data: dict[str, Any]) -> Event:
+    """A status event."""
+    return Event(seq=seq, ts=TS, kind=EventKind.STATUS, data=data)
+
+
+def conversation_task(status: TaskStatus = TaskStatus.RUNNING) -> Task:
+    """A conversation (app-server) task record, as the list would hand it to a pane."""
+    return Task(
+        id="task",
+        prompt="Tidy the build directory",
+        workdir="/srv/app",
+        model=None,
+        sandbox=Sandbox.WORKSPACE_WRITE,
+        status=status,
+        created_at=TS,
+        runtime=Runtime.APP_SERVER,
+    )
+
+
+def delta(seq: int, item_id: str, text: str, stream: str = "agent_message") -> Event:
+    """An ``item.delta`` event."""
+    return codex_event(
+        seq, {"type": "item.delta", "item_id": item_id, "stream": stream, "delta": text}
+    )
+
+
+def item(seq: int, phase: str, body: dict[str, Any], ts: datetime = TS) -> Event:
+    """An ``item.<phase>`` event with an app-server (camelCase) item."""
+    return codex_event(seq, {"type": f"item.{phase}", "item": body}, ts)
+
+
+COMMAND = "pytest -q tests/test_sync.py"
+MESSAGE = "All **green**: the flaky test waited on a lock."
+
+#: A turn as an app-server worker stores it: the user's message, a command whose output
+#: streams (codex left out its first chunk), then the agent's message streamed in pieces.
+TURN: list[Event] = [
+    codex_event(1, {"type": "turn.started", "turn_id": "t1"}),
+    item(
+        2,
+        "completed",
+        {
+            "id": "u1",
+            "type": "userMessage",
+            "content": [{"type": "text", "text": "fix the flaky test"}],
+        },
+    ),
+    item(
+        3,
+        "started",
+        {"id": "c1", "type": "commandExecution", "command": COMMAND, "status": "inProgress"},
+    ),
+    delta(4, "c1", "collected 12 items\n", "command_output"),
+    delta(5, "c1", "............\n", "command_output"),
+    item(
+        6,
+        "completed",
+        {
+            "id": "c1",
+            "type": "commandExecution",
+            "command": COMMAND,
+            "status": "completed",
+            "exitCode": 0,
+            "aggregatedOutput": "platform linux\ncollected 12 items\n............\n12 passed\n",
+        },
+        TS + timedelta(seconds=4),
+    ),
+    item(7, "started", {"id": "m1", "type": "agentMessage", "text": ""}),
+    delta(8, "m1", "All **gr"),
+    delta(9, "m1", "een**: the flaky"),
+    item(10, "completed", {"id": "m1", "type": "agentMessage", "text": MESSAGE}),
+    codex_event(
+        11,
+        {
+            "type": "usage.updated",
+            "token_usage": {
+                "total": {"inputTokens": 30000, "outputTokens": 1200, "totalTokens": 31200},
+                "last": {"totalTokens": 12400},
+                "modelContextWindow": 40000,
+            },
+        },
+    ),
+]
+
+
+class PaneHost(App[None]):
+    """A bare app with one :class:`EventView` on fake clocks and a given client."""
+
+    CSS_PATH = APP_CSS_PATH
+
+    def __init__(self, client: CodexTuiClient, now: FrozenClock | None = None) -> None:
+        super().__init__()
+        self.client = client
+        self.clock = FakeClock()
+        self.now = now or FrozenClock(TS + timedelta(seconds=7))
+
+    def compose(self) -> ComposeResult:
+        yield EventView(self.client, clock=self.clock, now=self.now, id="pane")
+
+    @property
+    def pane(self) -> EventView:
+        """The pane."""
+        return self.query_one("#pane", EventView)
+
+
+def feed(app: PaneHost, events: Sequence[Event]) -> None:
+    """Deliver ``events`` as the pane's stream would, then hand them to the transcript."""
+    view = app.pane
+    for event in events:
+        view._ingest("task", event)
+    app.clock.now += 1
+    view._flush()
+
+
+def entry_count(view: EventView) -> int:
+    """Entries the window holds."""
+    return len(view.transcript.entries)
+
+
+async def test_deltas_build_live_items_that_their_completion_replaces_once() -> None:
+    app = PaneHost(BurstClient())
+    async with app.run_test(size=SIZE) as pilot:
+        view = app.pane
+        view.follow(conversation_task())
+        await pilot.pause()
+        feed(app, TURN[:4])
+        await pilot.pause()
+        text = view.text()
+        assert "› you: fix the flaky test" in text
+        assert f"running…  7.0s $ {COMMAND}" in text, text  # the timer: now - item.started
+        assert "│ collected 12 items" in text
+        entries = entry_count(view)
+
+        feed(app, TURN[4:5])
+        await pilot.pause()
+        assert "│ ............" in view.text()
+        assert entry_count(view) == entries, "a delta grows its item's entry"
+        app.now.now = TS + timedelta(seconds=9)
+        view._tick_live()
+        await pilot.pause()
+        assert "running…  9.0s" in view.text()
+
+        feed(app, TURN[5:9])
+        await pilot.pause()
+        text = view.text()
+        assert "running…" not in text
+        assert text.count(f"$ {COMMAND}") == 1, "the completed command replaced the running one"
+        assert "12 passed" in text and "platform linux" in text  # codex's whole output
+        assert "codex ✎" in text and "All **green**: the flaky" in text
+
+        feed(app, TURN[9:])
+        await pilot.pause()
+        text = view.text()
+        assert "codex ✎" not in text
+        assert text.count("the flaky test waited on a lock") == 1
+        assert text.count("All green") == 1 and "**gr" not in text, "no trace of the deltas"
+        assert "31.2k tokens · 31% context" in str(view.border_subtitle)
+
+
+async def test_a_replay_in_one_burst_and_a_stream_resumed_mid_item_show_the_same() -> None:
+    texts = []
+    for cut in (None, 5, 9):  # a fresh replay, resumed mid-command, resumed mid-message
+        app = PaneHost(BurstClient())
+        async with app.run_test(size=SIZE) as pilot:
+            view = app.pane
+            view.follow(conversation_task())
+            await pilot.pause()
+            if cut is None:
+                feed(app, TURN)
+            else:
+                feed(app, TURN[:cut])
+                await pilot.pause()
+                feed(app, TURN[cut:])
+            await pilot.pause()
+            texts.append(view.text())
+    assert texts[0] == texts[1] == texts[2]
+    assert texts[0].count("12 passed") == 1
+    assert texts[0].count("waited on a lock") == 1
+
+
+async def test_a_page_shows_each_item_once_without_its_deltas() -> None:
+    app = PaneHost(BurstClient())
+    async with app.run_test(size=SIZE) as pilot:
+        view = app.pane
+        view.follow(conversation_task())
+        await pilot.pause()
+        # Pages from the server are read out of stream order, each on its own.
+        whole = view.feed.page_entries(TURN)
+        assert [entry.seq for entry in whole] == [1, 2, 3, 7 + 3]
+        assert whole[2].shown_event.seq == 6, "the command shows as it completed"
+        tail = view.feed.page_entries(TURN[4:])  # starts mid-command
+        assert [entry.seq for entry in tail] == [6, 10]
+
+
+APPROVAL = {
+    "id": "ap1",
+    "task_id": "task",
+    "item_id": "c2",
+    "kind": "command",
+    "command": "rm -rf build",
+    "cwd": "/srv/app",
+    "reason": "clean the build output before the release",
+    "state": "pending",
+}
+
+
+async def test_an_approval_card_shows_its_keys_until_answered() -> None:
+    app = PaneHost(BurstClient())
+    async with app.run_test(size=SIZE) as pilot:
+        view = app.pane
+        view.follow(conversation_task())
+        await pilot.pause()
+        feed(app, [status_event(1, {"status": "waiting", "approval": APPROVAL})])
+        await pilot.pause()
+        text = view.text()
+        assert "⚠ approval needed · run a command" in text
+        assert "$ rm -rf build" in text and "in /srv/app" in text
+        assert "reason: clean the build output" in text
+        assert "y accept · a for session · d decline · D cancel turn" in text
+        assert view.has_class("-approval")
+        assert view.pending_approval is not None and view.pending_approval.id == "ap1"
+        answered = {"id": "ap1", "decision": "acceptForSession", "answered_by": "alice"}
+        feed(app, [status_event(2, {"status": "running", "approval": answered})])
+        await pilot.pause()
+        text = view.text()
+        assert "→ accepted for the session by alice" in text
+        assert "y accept" not in text
+        assert entry_count(view) == 1, "the answer settles the card in place"
+        assert not view.has_class("-bar")
+        assert view.pending_approval is None
+
+
+async def test_turn_done_interrupt_and_waiting_for_worker_lines() -> None:
+    app = PaneHost(BurstClient())
+    async with app.run_test(size=SIZE) as pilot:
+        view = app.pane
+        view.follow(conversation_task())
+        await pilot.pause()
+        feed(
+            app,
+            [
+                status_event(1, {"status": "running", "interrupt": "requested"}),
+                codex_event(2, {"type": "turn.interrupted", "turn_id": "t1"}),
+                status_event(3, {"status": "idle", "turns": 1}),
+                status_event(4, {"status": "queued", "reply": {"id": "r1", "prompt": "go on"}}),
+                status_event(5, {"status": "queued", "waiting_for_worker": "devbox"}),
+            ],
+        )
+        await pilot.pause()
+        text = view.text()
+        assert "● running · interrupt requested" in text
+        assert "■ turn interrupted" in text
+        assert "◇ idle · turn 1 done — reply with i" in text
+        assert "› you: go on" in text
+        assert "waiting for worker devbox" in text
