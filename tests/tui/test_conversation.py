@@ -15,6 +15,7 @@ from typing import Any
 
 from textual.app import App, ComposeResult
 
+from codex_tui.events.export import markdown_event
 from codex_tui.widgets.event_view import EventView
 from server_client.client import CodexTuiClient
 from server_client.models import Event, EventKind, Runtime, Sandbox, Task, TaskStatus
@@ -285,3 +286,30 @@ async def test_turn_done_interrupt_and_waiting_for_worker_lines() -> None:
         assert "◇ idle · turn 1 done — reply with i" in text
         assert "› you: go on" in text
         assert "waiting for worker devbox" in text
+
+
+def test_the_markdown_export_shows_each_item_once_and_the_conversation() -> None:
+    events = [
+        *TURN,
+        status_event(12, {"status": "waiting", "approval": APPROVAL}),
+        status_event(
+            13,
+            {
+                "status": "running",
+                "approval": {"id": "ap1", "decision": "decline", "answered_by": "alice"},
+            },
+        ),
+        codex_event(14, {"type": "turn.interrupted", "turn_id": "t1"}),
+        status_event(15, {"status": "idle", "turns": 1}),
+        status_event(16, {"status": "queued", "reply": {"id": "r1", "prompt": "now the docs"}}),
+    ]
+    text = "".join(markdown_event(event) for event in events)
+    assert "**› you:**\n\n```\nfix the flaky test\n```" in text
+    assert text.count("12 passed") == 1 and "collected 12 items\n............\n12" in text
+    assert text.count("All **green**") == 1 and "**gr\n" not in text
+    assert "item.delta" not in text and "usage.updated" not in text
+    assert "**approval asked:** command" in text and "- command: `rm -rf build`" in text
+    assert "*approval declined by alice*" in text
+    assert "> **turn interrupted**" in text
+    assert "*status: idle — turn 1 done*" in text
+    assert "```\nnow the docs\n```" in text
