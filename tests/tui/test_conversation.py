@@ -14,12 +14,27 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.widgets import Input
 
 from codex_tui.events.export import markdown_event
+from codex_tui.events.view import CONVERSATION_KEYS
 from codex_tui.widgets.event_view import EventView
 from server_client.client import CodexTuiClient
-from server_client.models import Event, EventKind, Runtime, Sandbox, Task, TaskStatus
-from tests.support.tui_helpers import SIZE, FrozenClock
+from server_client.models import (
+    Approval,
+    ApprovalDecision,
+    ApprovalKind,
+    ApprovalState,
+    Event,
+    EventKind,
+    Runtime,
+    Sandbox,
+    Task,
+    TaskStatus,
+    UserInputAnswers,
+)
+from tests.support.tui_helpers import SIZE, FrozenClock, wait_for
 from tests.tui.test_transcript import BurstClient, FakeClock
 from themes import APP_CSS_PATH
 
@@ -313,3 +328,97 @@ def test_the_markdown_export_shows_each_item_once_and_the_conversation() -> None
     assert "> **turn interrupted**" in text
     assert "*status: idle — turn 1 done*" in text
     assert "```\nnow the docs\n```" in text
+
+
+class AnsweringClient(BurstClient):
+    """A client that records the approval answers it is asked to send."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.answers: list[tuple[str, str, UserInputAnswers | None]] = []
+
+    async def answer_approval(
+        self,
+        approval_id: str,
+        decision: ApprovalDecision | str,
+        answers: UserInputAnswers | None = None,
+    ) -> Approval:
+        self.answers.append((approval_id, str(decision), answers))
+        return Approval(
+            id=approval_id,
+            task_id="task",
+            item_id="q1",
+            kind=ApprovalKind.USER_INPUT,
+            created_at=TS,
+            state=ApprovalState.ANSWERED,
+            decision=ApprovalDecision(decision),
+            answers=answers,
+        )
+
+
+QUESTIONS = {
+    "id": "ap2",
+    "task_id": "task",
+    "item_id": "q1",
+    "kind": "user_input",
+    "questions": [
+        {
+            "id": "db",
+            "header": "Database",
+            "question": "Which database?",
+            "options": [{"label": "sqlite"}, {"label": "postgres"}],
+        },
+        {"id": "name", "question": "Name of the table?"},
+    ],
+    "state": "pending",
+}
+
+
+async def test_codex_questions_are_answered_one_by_one_in_the_reply_box() -> None:
+    client = AnsweringClient()
+    app = PaneHost(client)
+    async with app.run_test(size=SIZE) as pilot:
+        view = app.pane
+        view.follow(conversation_task(TaskStatus.WAITING))
+        await pilot.pause()
+        feed(app, [status_event(1, {"status": "waiting", "approval": QUESTIONS})])
+        await pilot.pause()
+        text = view.text()
+        assert "? Database Which database?" in text and "sqlite / postgres" in text
+        assert "y answer · D cancel turn" in text
+        view.transcript.focus()
+        await pilot.press("y")
+        field = view.query_one("#reply-input", Input)
+        assert view.replying and app.focused is field
+        assert field.placeholder.startswith("1/2 Database Which database? 1=sqlite 2=postgres")
+        await pilot.press("2", "enter")
+        assert field.placeholder.startswith("2/2 Name of the table?")
+        assert field.value == ""
+        await pilot.press(*"users", "enter")
+        await wait_for(pilot, lambda: client.answers, "the answer")
+        assert client.answers == [("ap2", "accept", {"db": ["postgres"], "name": ["users"]})]
+        assert not view.replying
+        assert view.pending_approval is None, "answered from here: not offered again"
+
+
+async def test_conversation_keys_are_free_on_the_dashboard_and_listed() -> None:
+    from codex_tui.app import CodexTuiApp
+    from codex_tui.commands import binding_registry
+    from codex_tui.screens.dashboard import DashboardScreen
+    from codex_tui.widgets.pane_grid import PaneGrid
+    from codex_tui.widgets.transcript import Transcript
+
+    # Every binding active while a pane has the focus: its own and its ancestors'.
+    chain = [Transcript, EventView, PaneGrid, DashboardScreen, CodexTuiApp, App]
+    for binding_id, key in CONVERSATION_KEYS.items():
+        owners = [
+            (node.__name__, binding.action)
+            for node in chain
+            for binding in node.BINDINGS
+            if isinstance(binding, Binding) and key in binding.key.split(",")
+        ]
+        assert len(owners) == 1, f"{key} ({binding_id}) is bound by {owners}"
+    registered = {cls for _title, cls in binding_registry()}
+    assert EventView in registered
+    ids = {b.id for b in EventView.BINDINGS if isinstance(b, Binding)}
+    assert set(CONVERSATION_KEYS) <= ids
