@@ -379,7 +379,8 @@ def _render_running_command(live: LiveItem, ctx: _Ctx) -> RenderableType:
     head.append(" running… ", style=f"bold {palette.muted}")
     if ctx.now is not None:
         elapsed = max((ctx.now - live.started).total_seconds(), 0.0)
-        head.append(f" {format_duration(elapsed)}", style=palette.accent)
+        if elapsed < MAX_TIMER_S:
+            head.append(f" {format_duration(elapsed)}", style=palette.accent)
     head.append(" $ ", style=f"bold {palette.accent}")
     command = truncate(live.command or "(command output)", MAX_LINE_CHARS).replace("\n", " ⏎ ")
     head.append(one_line(command), style="bold")
@@ -396,6 +397,11 @@ def _render_running_command(live: LiveItem, ctx: _Ctx) -> RenderableType:
     parts.extend(_output_line(f"│ {line}", palette.muted) for line in lines[-limit:])
     return Group(*parts)
 
+
+#: The longest a running command's timer counts, in seconds: the start is the worker's clock,
+#: the end this machine's, so beyond a day the two clocks (or a stale log) are more likely
+#: than the command, and no timer shows.
+MAX_TIMER_S = 86_400.0
 
 #: Most lines of a file change's diff an approval card shows.
 CARD_DIFF_LINES = 40
