@@ -15,6 +15,7 @@ from typing import Any
 
 from textual.app import App, ComposeResult
 from textual.binding import Binding
+from textual.dom import DOMNode
 from textual.widgets import Input
 
 from codex_tui.events.export import markdown_event
@@ -409,7 +410,14 @@ async def test_conversation_keys_are_free_on_the_dashboard_and_listed() -> None:
     from codex_tui.widgets.transcript import Transcript
 
     # Every binding active while a pane has the focus: its own and its ancestors'.
-    chain = [Transcript, EventView, PaneGrid, DashboardScreen, CodexTuiApp, App]
+    chain: list[type[DOMNode]] = [
+        Transcript,
+        EventView,
+        PaneGrid,
+        DashboardScreen,
+        CodexTuiApp,
+        App,
+    ]
     for binding_id, key in CONVERSATION_KEYS.items():
         owners = [
             (node.__name__, binding.action)
