@@ -468,21 +468,22 @@ _KINDS: dict[str, str] = {
 
 
 def _answer_keys(kind: object, ctx: _Ctx) -> Text:
-    """The keys that answer a pending approval, e.g. ``y accept · a for session · …``."""
+    """The keys that answer a pending approval, e.g. ``y accept  a session  …``."""
     keys = ctx.keys
     if kind == "user_input":
         choices = [("approve", "answer"), ("cancel-turn", "cancel turn")]
     else:
         choices = [
             ("approve", "accept"),
-            ("approve-session", "for session"),
+            ("approve-session", "session"),
             ("decline", "decline"),
             ("cancel-turn", "cancel turn"),
         ]
-    text = Text("  ", no_wrap=True, overflow="ellipsis")
+    # Short enough for a pane beside the task list at 80 columns.
+    text = Text(no_wrap=True, overflow="ellipsis")
     for index, (binding, label) in enumerate(choices):
         if index:
-            text.append(" · ", style=ctx.palette.muted)
+            text.append("  ")
         text.append(keys.get(binding, "?"), style=f"bold reverse {ctx.palette.accent}")
         text.append(f" {label}")
     return text

@@ -673,14 +673,15 @@ class EventView(Widget):
         card = self.pending_approval if self.followed_task is not None else None
         text = ""
         if card is not None:
+            # The keys first: at 80 columns a pane beside the list has room for little more.
             if card.approval.get("kind") == "user_input":
-                answers = f"{keys['approve']} answer · {keys['cancel-turn']} cancel turn"
+                answers = f"{keys['approve']} answer  {keys['cancel-turn']} cancel turn"
             else:
                 answers = (
-                    f"{keys['approve']} accept · {keys['approve-session']} session · "
-                    f"{keys['decline']} decline · {keys['cancel-turn']} cancel turn"
+                    f"{keys['approve']} accept  {keys['approve-session']} session  "
+                    f"{keys['decline']} decline  {keys['cancel-turn']} cancel turn"
                 )
-            text = f"⚠ {answers} — {approval_summary(card.approval)}"
+            text = f"{answers} · {approval_summary(card.approval)}"
         elif self.status is TaskStatus.IDLE and self.followed_task is not None:
             text = f"◇ turn done — {keys['reply']} reply"
         if text == self._bar:

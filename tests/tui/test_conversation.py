@@ -265,7 +265,7 @@ async def test_an_approval_card_shows_its_keys_until_answered() -> None:
         assert "⚠ approval needed · run a command" in text
         assert "$ rm -rf build" in text and "in /srv/app" in text
         assert "reason: clean the build output" in text
-        assert "y accept · a for session · d decline · D cancel turn" in text
+        assert "y accept  a session  d decline  D cancel turn" in text
         assert view.has_class("-approval")
         assert view.pending_approval is not None and view.pending_approval.id == "ap1"
         answered = {"id": "ap1", "decision": "acceptForSession", "answered_by": "alice"}
@@ -386,7 +386,7 @@ async def test_codex_questions_are_answered_one_by_one_in_the_reply_box() -> Non
         await pilot.pause()
         text = view.text()
         assert "? Database Which database?" in text and "sqlite / postgres" in text
-        assert "y answer · D cancel turn" in text
+        assert "y answer  D cancel turn" in text
         view.transcript.focus()
         await pilot.press("y")
         field = view.query_one("#reply-input", Input)
