@@ -232,8 +232,8 @@ async def test_status_filter(server: LiveServer, seeded: Seeded) -> None:
         async with running_history(client, clock=seeded.clock()) as (_app, pilot, screen):
             await pilot.press("s")
             assert screen.status_select.expanded
-            # all states, running, queued, completed, failed
-            await pilot.press("down", "down", "down", "down", "enter")
+            # all states, running, waiting for approval, idle, queued, completed, failed
+            await pilot.press(*["down"] * 6, "enter")
             await wait_for(
                 pilot, lambda: settled(screen) and screen.filters.status is TaskStatus.FAILED
             )
@@ -245,6 +245,14 @@ async def test_status_filter(server: LiveServer, seeded: Seeded) -> None:
                 pilot, lambda: settled(screen) and screen.filters.status is TaskStatus.RUNNING
             )
             assert prompts(screen) == ["Write a migration guide for v2"]
+
+            for state in (TaskStatus.WAITING, TaskStatus.IDLE):  # a conversation's states
+                screen.status_select.value = state.value
+                await wait_for(
+                    pilot,
+                    lambda wanted=state: settled(screen) and screen.filters.status is wanted,
+                )
+                assert prompts(screen) == []
 
             await pilot.press("escape")  # out of the filter, back to the table
             assert focused_id(screen) == "history-table"
