@@ -79,8 +79,8 @@ class EventFeed:
 
     @property
     def pending(self) -> int:
-        """Events buffered for the next hand-over."""
-        return len(self._pending)
+        """Events buffered for the next hand-over, and live entries to render again then."""
+        return len(self._pending) + len(self._changed)
 
     def reset(self, task_id: str | None, palette: Palette) -> None:
         """Forget everything: the feed now holds ``task_id``'s events (none yet)."""
@@ -115,8 +115,8 @@ class EventFeed:
         if touched is not None:
             held = self._held(touched)
             if held is not None:
+                # Not buffered itself: a burst of deltas would push its own item's entry out.
                 self._changed[id(held)] = held
-                pending.append(event.seq)
                 return
             if isinstance(touched, LiveItem) and touched.final is None:
                 pending.append(event.seq)  # a delta of an item no longer shown
@@ -147,11 +147,13 @@ class EventFeed:
         entry = self._live.get(id(live))
         if entry is None or entry.note.live is not live:
             return None
+        # The buffers hold events in seq order and only ever lose their oldest, so an entry
+        # is still in one when its seq is not older than the buffer's first (no scan: a burst
+        # of deltas asks this for each of them).
+        for buffer in (self._pending, self._recent):
+            if buffer and _seq(buffer[0]) <= entry.seq <= _seq(buffer[-1]):
+                return entry
         if self.transcript.index_of(entry) is not None:
-            return entry
-        if any(item is entry for item in self._pending) or any(
-            item is entry for item in self._recent
-        ):
             return entry
         return None
 

@@ -19,7 +19,7 @@ from textual.dom import DOMNode
 from textual.widgets import Input
 
 from codex_tui.events.export import markdown_event
-from codex_tui.events.view import CONVERSATION_KEYS
+from codex_tui.events.view import CONVERSATION_KEYS, MAX_TEXT_CHARS, LiveItem
 from codex_tui.widgets.event_view import EventView
 from server_client.client import CodexTuiClient
 from server_client.models import (
@@ -430,3 +430,26 @@ async def test_conversation_keys_are_free_on_the_dashboard_and_listed() -> None:
     assert EventView in registered
     ids = {b.id for b in EventView.BINDINGS if isinstance(b, Binding)}
     assert set(CONVERSATION_KEYS) <= ids
+
+
+async def test_a_burst_of_deltas_keeps_one_bounded_entry_per_item() -> None:
+    app = PaneHost(BurstClient())
+    async with app.run_test(size=SIZE) as pilot:
+        view = app.pane
+        view.follow(conversation_task())
+        await pilot.pause()
+        line = "x" * 99 + "\n"
+        events = [item(1, "started", {"id": "c1", "type": "commandExecution", "command": "yes"})]
+        events += [delta(2 + n, "c1", line, "command_output") for n in range(20_000)]
+        events += [delta(20_002 + n, "m1", "word ") for n in range(20_000)]
+        feed(app, events)
+        await pilot.pause()
+        assert entry_count(view) == 2
+        command, message = (entry.note.live for entry in view.transcript.entries)
+        assert isinstance(command, LiveItem) and isinstance(message, LiveItem)
+        assert len(command.text) <= MAX_TEXT_CHARS and command.text.endswith(line)
+        assert command.dropped == 20_000 * len(line) - len(command.text)
+        assert len(message.text) == MAX_TEXT_CHARS and message.dropped > 0
+        text = view.text()
+        assert "│ … " in text and "earlier lines" in text
+        assert f"codex ✎\n{'word ' * 3}" in text
