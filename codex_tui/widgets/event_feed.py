@@ -153,8 +153,20 @@ class EventFeed:
         for buffer in (self._pending, self._recent):
             if buffer and _seq(buffer[0]) <= entry.seq <= _seq(buffer[-1]):
                 return entry
-        if self.transcript.index_of(entry) is not None:
+        shown = self.transcript.entry_at(entry.seq)
+        if shown is entry:
             return entry
+        if (
+            shown is not None
+            and isinstance(live, LiveItem)
+            and isinstance(shown.note.live, LiveItem)
+            and shown.note.live.item_id == live.item_id
+        ):
+            # A page fetched since shows the same item (a command that started there): that
+            # entry follows the stream's item from now on.
+            shown.note = entry.note
+            self._live[id(live)] = shown
+            return shown
         return None
 
     def running_entries(self) -> list[Entry]:

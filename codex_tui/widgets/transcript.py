@@ -364,6 +364,13 @@ class Transcript(ScrollView, can_focus=True):
         """How many entries fit before the window is full."""
         return self.max_entries - len(self.entries)
 
+    def entry_at(self, seq: int) -> Entry | None:
+        """The entry of the event ``seq`` in the window (None: not held)."""
+        index = bisect_left(self.entries, seq, key=lambda e: e.seq)
+        if index < len(self.entries) and self.entries[index].seq == seq:
+            return self.entries[index]
+        return None
+
     def index_of(self, entry: Entry) -> int | None:
         """The index of ``entry`` in the window (None: not held)."""
         index = bisect_left(self.entries, entry.seq, key=lambda e: e.seq)

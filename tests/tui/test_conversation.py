@@ -453,3 +453,25 @@ async def test_a_burst_of_deltas_keeps_one_bounded_entry_per_item() -> None:
         text = view.text()
         assert "│ … " in text and "earlier lines" in text
         assert f"codex ✎\n{'word ' * 3}" in text
+
+
+async def test_a_window_paged_in_mid_item_follows_the_stream_to_the_completion() -> None:
+    app = PaneHost(BurstClient())
+    async with app.run_test(size=SIZE) as pilot:
+        view = app.pane
+        view.follow(conversation_task())
+        await pilot.pause()
+        feed(app, TURN[:5])
+        await pilot.pause()
+        # The window is filled from a page, as the end key does after reading far back.
+        transcript = view.transcript
+        transcript.reset()
+        transcript.append(view.feed.page_entries(TURN[:5]))
+        await pilot.pause()
+        assert "running…" in view.text()
+        feed(app, TURN[5:])
+        await pilot.pause()
+        text = view.text()
+        assert "running…" not in text
+        assert text.count(f"$ {COMMAND}") == 1 and "12 passed" in text
+        assert text.count("waited on a lock") == 1
