@@ -216,6 +216,10 @@ class CodexTuiApp(App[None]):
             return  # the user asked for it and was told already
         self.announce_finished(task)
 
+    @on(TaskList.ApprovalNeeded)
+    def _approval_needed(self, message: TaskList.ApprovalNeeded) -> None:
+        self.notifier.approval_needed(message.task)
+
     @on(TaskList.ConnectionChanged)
     def _notify_connection(self, message: TaskList.ConnectionChanged) -> None:
         previous = self.connection_error

@@ -1,4 +1,5 @@
-"""Provides Notifier: how the TUI announces a finished task (toast, bell, desktop notification).
+"""Provides Notifier: how the TUI announces a finished task or an approval codex waits for
+(toast, bell, desktop notification).
 
 Each channel has its own switch in ``[notify]`` (:class:`codex_tui.config.NotifySettings`).
 The desktop notification is OSC 9 (``ESC ] 9 ; text BEL``), which iTerm2, WezTerm, ghostty,
@@ -121,3 +122,16 @@ class Notifier:
             self._bell()
         if self.desktop:
             self._write(osc9(f"codex-tui: task {status}: {task.prompt}", tmux=self.tmux))
+
+    def approval_needed(self, task: Task) -> None:
+        """Announce that codex waits for an approval in ``task`` (it needs the owner)."""
+        if self.settings.toast:
+            self._toast(
+                clean_text(task.prompt, 120),
+                title=f"{status_icon(TaskStatus.WAITING)} Approval needed",
+                severity="warning",
+            )
+        if self.settings.bell:
+            self._bell()
+        if self.desktop:
+            self._write(osc9(f"codex-tui: approval needed: {task.prompt}", tmux=self.tmux))

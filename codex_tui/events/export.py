@@ -17,10 +17,13 @@ from pathlib import Path
 from typing import Literal, TextIO
 
 from codex_tui.events.view import (
+    approval_of,
+    approval_outcome,
     failure_message,
     is_shown,
     shown_line,
     status_details,
+    status_note,
     stream_line,
     thread_label,
     usage_counts,
@@ -95,7 +98,13 @@ def markdown_event(event: Event) -> str:
     data = event.data
     if event.kind is EventKind.STATUS:
         status = event.status
+        if isinstance(data, Mapping):
+            said = _markdown_conversation(data)
+            if said is not None:
+                return said
         details = status_details(data, live=False) if isinstance(data, Mapping) else []
+        if isinstance(data, Mapping) and (note := status_note(data)):
+            details.insert(0, note)
         detail = f" — {'; '.join(details)}" if details else ""
         word = status.value if status else shown_line(str(data))
         return f"*status: {word}{detail}*\n"
@@ -115,6 +124,10 @@ def markdown_event(event: Event) -> str:
             return f"*tokens (thread total): {parts}*\n"
         case codex.TurnFailed() as failed:
             return f"> **turn failed:** {failure_message(failed)}\n"
+        case codex.TurnInterrupted():
+            return "> **turn interrupted**\n"
+        case codex.ItemDelta() | codex.UsageUpdated():
+            return ""  # a document shows items completed, and the usage of each turn
         case codex.CodexError() as error:
             return f"> **error:** {failure_message(error)}\n"
         case codex.ItemEvent(item=codex.UnknownItem(raw=raw)) if not isinstance(raw, Mapping):
@@ -122,6 +135,34 @@ def markdown_event(event: Event) -> str:
         case codex.ItemEvent(item=item):
             return _markdown_item(item) if is_shown(event, live=False) else ""
     return _json_fence(data)
+
+
+def _markdown_conversation(data: Mapping[str, object]) -> str | None:
+    """A reply or an approval (asked, answered, withdrawn) as Markdown; None for other status
+    events."""
+    reply = data.get("reply")
+    if isinstance(reply, Mapping) and isinstance(reply.get("prompt"), str):
+        return "**› you:**\n\n" + _fence(visible(reply["prompt"]), "") + "\n"
+    approval = approval_of(data)
+    if approval is None:
+        return None
+    if "kind" not in approval:
+        return f"*approval {approval_outcome(approval)}*\n"
+    lines = [f"**approval asked:** {shown_line(str(approval.get('kind')))}", ""]
+    for key, label in (("command", "command"), ("cwd", "in"), ("reason", "reason")):
+        value = approval.get(key)
+        if isinstance(value, str) and value:
+            lines.append(f"- {label}: `{shown_line(value, 4096)}`")
+    questions = approval.get("questions")
+    if isinstance(questions, list):
+        for question in questions:
+            if isinstance(question, Mapping):
+                lines.append(f"- question: {shown_line(str(question.get('question') or ''))}")
+    text = "\n".join(lines) + "\n"
+    diff = approval.get("diff")
+    if isinstance(diff, str) and diff:
+        text += "\n" + _fence(visible(diff), "diff") + "\n"
+    return text
 
 
 def _dumps(value: object) -> str:
@@ -135,6 +176,8 @@ def _markdown_item(item: codex.Item) -> str:
     match item:
         case codex.AgentMessage(text=text):
             return visible(text).rstrip() + "\n"
+        case codex.UserMessage(text=text):
+            return "**› you:**\n\n" + _fence(visible(text), "") + "\n"
         case codex.Reasoning(text=text):
             return "\n".join(f"> {line}" for line in visible(text).splitlines()) + "\n"
         case codex.CommandExecution():

@@ -51,6 +51,8 @@ class Palette:
         return {
             TaskStatus.QUEUED: self.muted,
             TaskStatus.RUNNING: self.accent,
+            TaskStatus.WAITING: self.warning,
+            TaskStatus.IDLE: self.primary,
             TaskStatus.COMPLETED: self.success,
             TaskStatus.FAILED: self.error,
             TaskStatus.CANCELED: self.warning,

@@ -21,6 +21,7 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from rich.console import Group, RenderableType
@@ -29,12 +30,17 @@ from rich.text import Text
 from codex_tui.events.markdown import render_markdown
 from codex_tui.events.palette import Palette
 from codex_tui.events.view import (
+    CONVERSATION_KEYS,
     MAX_EXPANDED_LINES,
     MAX_LINE_CHARS,
     MAX_TEXT_CHARS,
     Annotation,
+    LiveApproval,
+    LiveItem,
     StreamState,
     annotate,
+    approval_of,
+    approval_outcome,
     command_badge,
     compact_json,
     failure_message,
@@ -45,6 +51,7 @@ from codex_tui.events.view import (
     shown_text,
     status_details,
     status_icon,
+    status_note,
     stream_line,
     thread_label,
     tool_name,
@@ -58,6 +65,7 @@ __all__ = [
     "event_text",
     "render_annotated",
     "render_event",
+    "render_live",
     "render_raw",
 ]
 
@@ -85,6 +93,8 @@ class _Ctx:
     expanded: bool
     max_output_lines: int
     fold_reasoning: bool
+    now: datetime | None = None
+    keys: Mapping[str, str] = field(default_factory=lambda: CONVERSATION_KEYS)
 
 
 def render_event(event: Event, state: RenderState) -> list[RenderableType]:
@@ -93,11 +103,15 @@ def render_event(event: Event, state: RenderState) -> list[RenderableType]:
     The same as :func:`render_annotated` with the annotation
     :func:`~codex_tui.events.view.annotate` returns, folded. Returns an empty list for events
     that add nothing visible (e.g. ``item.updated`` of an agent message, which codex never
-    sends incrementally).
+    sends incrementally). A printer cannot change what it printed, so items show as they
+    complete (deltas show nothing here) and an approval card without its answer keys.
     """
+    note = annotate(event, state)
+    if isinstance(note.live, LiveItem) and note.live.kind != "command":
+        return []
     return render_annotated(
         event,
-        annotate(event, state),
+        Annotation(turn=note.turn, previous_usage=note.previous_usage, duration_s=note.duration_s),
         state.palette,
         max_output_lines=state.max_output_lines,
         fold_reasoning=False,
@@ -112,9 +126,14 @@ def render_annotated(
     expanded: bool = False,
     max_output_lines: int = 20,
     fold_reasoning: bool = True,
+    now: datetime | None = None,
+    keys: Mapping[str, str] = CONVERSATION_KEYS,
 ) -> list[RenderableType]:
     """Render one event with its :class:`~codex_tui.events.view.Annotation`; pure, so it
     can render again.
+
+    An event that started a live item or asked for an approval (``note.live``) renders what
+    that shows now (:func:`render_live`).
 
     Args:
         event: The event.
@@ -125,13 +144,17 @@ def render_annotated(
             whole text.
         max_output_lines: Lines of a command's output shown while folded.
         fold_reasoning: Show only the first line of a reasoning item unless ``expanded``.
+        now: The current time, for a running command's timer (None: no timer).
+        keys: The conversation keys by binding id, named on an approval card.
     """
-    ctx = _Ctx(palette, note, expanded, max_output_lines, fold_reasoning)
+    ctx = _Ctx(palette, note, expanded, max_output_lines, fold_reasoning, now, keys)
+    if note.live is not None:
+        return _render_live(note.live, ctx)
     typed = event.codex
     if typed is not None:
         return _render_codex(typed, event.data, ctx)
     if event.kind is EventKind.STATUS:
-        return _render_status(event.data, palette)
+        return _render_status(event.data, ctx)
     if event.kind is EventKind.STDERR:
         return [_line(stream_line(event.data), palette.muted)]
     if event.kind is EventKind.STDOUT:
@@ -185,7 +208,8 @@ def _generic(label: str, data: object, palette: Palette) -> Text:
     return text
 
 
-def _render_status(data: object, palette: Palette) -> list[RenderableType]:
+def _render_status(data: object, ctx: _Ctx) -> list[RenderableType]:
+    palette = ctx.palette
     fields: Mapping[str, Any] = data if isinstance(data, Mapping) else {"status": data}
     raw = fields.get("status")
     try:
@@ -194,13 +218,34 @@ def _render_status(data: object, palette: Palette) -> list[RenderableType]:
         status = None
     if status is None:
         return [_generic("status", data, palette)]
+    reply = fields.get("reply")
+    if isinstance(reply, Mapping) and isinstance(reply.get("prompt"), str):
+        return [_you(reply["prompt"], palette)]
+    approval = approval_of(fields)
+    if approval is not None:
+        if "kind" in approval:  # asked, seen without its card (a printer)
+            return [_render_card(LiveApproval(approval, 0), ctx, keys=False)]
+        return [_line(f"approval {approval_outcome(approval)}", palette.muted)]
     text = Text()
     style = palette.for_status(status)
     text.append(f"{status_icon(status)} {status.value}", style=f"bold {style}")
+    note = status_note(fields)
+    if note:
+        text.append(f" · {note}", style=f"bold {style}")
     details = status_details(fields)
     if details:
         text.append(" · " + shown_line(" · ".join(details)))
+    if status is TaskStatus.IDLE:
+        text.append(f" — reply with {ctx.keys.get('reply', '?')}", style=palette.muted)
     return [text]
+
+
+def _you(prompt: str, palette: Palette) -> Text:
+    """``› you: …``: what the user said (a reply, or the prompt codex echoes)."""
+    text = Text()
+    text.append("› you: ", style=f"bold {palette.accent}")
+    text.append(shown_text(prompt).strip())
+    return text
 
 
 def _render_codex(typed: Any, data: Any, ctx: _Ctx) -> list[RenderableType]:
@@ -214,6 +259,15 @@ def _render_codex(typed: Any, data: Any, ctx: _Ctx) -> list[RenderableType]:
             return [Text(f"── turn{number} ──", style=f"bold {palette.muted}")]
         case codex.TurnCompleted(usage=usage):
             return [_render_usage(usage, ctx)]
+        case codex.TurnInterrupted():
+            text = Text("■ turn interrupted", style=f"bold {palette.warning}")
+            text.append(
+                f" — the conversation goes on: reply with {ctx.keys.get('reply', '?')}",
+                style=palette.muted,
+            )
+            return [text]
+        case codex.ItemDelta() | codex.UsageUpdated():
+            return []  # shown through the item they build and the pane's header
         case codex.TurnFailed():
             message = failure_message(typed) or compact_json(typed.error)
             return [_error_line("turn failed", message, palette.error)]
@@ -266,6 +320,175 @@ def _render_usage(usage: codex.Usage, ctx: _Ctx) -> Text:
     return text
 
 
+# -- live items and approval cards ------------------------------------------------------------
+
+
+def render_live(
+    live: LiveItem | LiveApproval,
+    palette: Palette,
+    *,
+    expanded: bool = False,
+    max_output_lines: int = 20,
+    now: datetime | None = None,
+    keys: Mapping[str, str] = CONVERSATION_KEYS,
+) -> list[RenderableType]:
+    """What a live item or an approval card shows now.
+
+    A live item shows what its deltas built (an agent message's text so far, a reasoning
+    summary, a running command with the tail of its output and, given ``now``, its elapsed
+    time) until its ``item.completed`` came; from then on that event, rendered as it would
+    be on its own. A card shows what codex asks and, while pending, the answer ``keys``
+    (binding id → key); once settled, what became of it.
+    """
+    ctx = _Ctx(palette, Annotation(), expanded, max_output_lines, True, now, keys)
+    return _render_live(live, ctx)
+
+
+def _render_live(live: LiveItem | LiveApproval, ctx: _Ctx) -> list[RenderableType]:
+    palette = ctx.palette
+    if isinstance(live, LiveApproval):
+        return [_render_card(live, ctx, keys=True)]
+    if live.final is not None:
+        event, note = live.final
+        return render_annotated(
+            event,
+            note,
+            palette,
+            expanded=ctx.expanded,
+            max_output_lines=ctx.max_output_lines,
+            fold_reasoning=ctx.fold_reasoning,
+            now=ctx.now,
+            keys=ctx.keys,
+        )
+    more = " …" if live.dropped else ""
+    if live.kind == "agent_message":
+        return [
+            Text("codex ✎", style=f"bold {palette.primary}"),
+            Text(shown_text(live.text) + more),
+        ]
+    if live.kind == "reasoning":
+        text = shown_text(live.text).replace("**", "").strip()
+        return [Text(f"▸ {text}{more}", style="dim italic")]
+    return [_render_running_command(live, ctx)]
+
+
+def _render_running_command(live: LiveItem, ctx: _Ctx) -> RenderableType:
+    """A running command: its badge, elapsed time, command line and the tail of its output."""
+    palette = ctx.palette
+    head = Text(no_wrap=True, overflow="ellipsis")
+    head.append(" running… ", style=f"bold {palette.muted}")
+    if ctx.now is not None:
+        elapsed = max((ctx.now - live.started).total_seconds(), 0.0)
+        if elapsed < MAX_TIMER_S:
+            head.append(f" {format_duration(elapsed)}", style=palette.accent)
+    head.append(" $ ", style=f"bold {palette.accent}")
+    command = truncate(live.command or "(command output)", MAX_LINE_CHARS).replace("\n", " ⏎ ")
+    head.append(one_line(command), style="bold")
+    if not live.text:
+        return head
+    body = live.text[:-1] if live.text.endswith("\n") else live.text
+    lines = body.split("\n")
+    limit = MAX_EXPANDED_LINES if ctx.expanded else ctx.max_output_lines
+    parts: list[RenderableType] = [head]
+    hidden = len(lines) - limit
+    if hidden > 0 or live.dropped:
+        earlier = f"{hidden} earlier lines" if hidden > 0 else "earlier output"
+        parts.append(Text(f"│ … {earlier}", style=f"italic {palette.muted}"))
+    parts.extend(_output_line(f"│ {line}", palette.muted) for line in lines[-limit:])
+    return Group(*parts)
+
+
+#: The longest a running command's timer counts, in seconds: the start is the worker's clock,
+#: the end this machine's, so beyond a day the two clocks (or a stale log) are more likely
+#: than the command, and no timer shows.
+MAX_TIMER_S = 86_400.0
+
+#: Most lines of a file change's diff an approval card shows.
+CARD_DIFF_LINES = 40
+
+
+def _render_card(card: LiveApproval, ctx: _Ctx, *, keys: bool) -> RenderableType:
+    """An approval card: what codex asks (kind, command and cwd, or the diff, or the
+    questions), its reason, then the answer keys while pending, or the outcome."""
+    palette = ctx.palette
+    approval = card.approval
+    kind = approval.get("kind")
+    pending = card.pending
+    style = palette.warning if pending else palette.muted
+    title = Text(no_wrap=True, overflow="ellipsis")
+    title.append("⚠ approval needed" if pending else "approval", style=f"bold {style}")
+    title.append(f" · {_KINDS.get(str(kind), shown_line(str(kind)))}", style=style)
+    parts: list[RenderableType] = [title]
+    command = approval.get("command")
+    if isinstance(command, str):
+        parts.append(_line(f"  $ {command}", "bold"))
+    cwd = approval.get("cwd")
+    if isinstance(cwd, str) and cwd:
+        parts.append(_line(f"  in {cwd}", palette.muted))
+    diff = approval.get("diff")
+    if isinstance(diff, str) and diff:
+        lines, more = head_lines(diff, CARD_DIFF_LINES)
+        for line in lines:
+            tone = (
+                palette.success
+                if line.startswith("+")
+                else palette.error
+                if line.startswith("-")
+                else palette.muted
+            )
+            parts.append(_line(f"  {line}", tone))
+        if more:
+            parts.append(Text(f"  … {more} more lines", style=f"italic {palette.muted}"))
+    questions = approval.get("questions")
+    if isinstance(questions, list):
+        for question in questions[:20]:
+            if isinstance(question, Mapping):
+                header = question.get("header") or ""
+                asked = question.get("question") or ""
+                parts.append(_line(f"  ? {header} {asked}".rstrip(), "bold"))
+                options = question.get("options")
+                if isinstance(options, list):
+                    labels = [o.get("label", "") for o in options if isinstance(o, Mapping)]
+                    parts.append(_line(f"    {' / '.join(map(str, labels))}", palette.muted))
+    reason = approval.get("reason")
+    if isinstance(reason, str) and reason:
+        parts.append(_line(f"  reason: {reason}", palette.muted))
+    if not pending:
+        parts.append(_line(f"  → {card.outcome}", f"bold {palette.muted}"))
+    elif keys:
+        parts.append(_answer_keys(kind, ctx))
+    return Group(*parts)
+
+
+_KINDS: dict[str, str] = {
+    "command": "run a command",
+    "file_change": "apply a file change",
+    "user_input": "codex asks",
+}
+
+
+def _answer_keys(kind: object, ctx: _Ctx) -> Text:
+    """The keys that answer a pending approval, e.g. ``y accept  a session  …``."""
+    keys = ctx.keys
+    if kind == "user_input":
+        choices = [("approve", "answer"), ("cancel-turn", "cancel turn")]
+    else:
+        choices = [
+            ("approve", "accept"),
+            ("approve-session", "session"),
+            ("decline", "decline"),
+            ("cancel-turn", "cancel turn"),
+        ]
+    # Short enough for a pane beside the task list at 80 columns.
+    text = Text(no_wrap=True, overflow="ellipsis")
+    for index, (binding, label) in enumerate(choices):
+        if index:
+            text.append("  ")
+        text.append(keys.get(binding, "?"), style=f"bold reverse {ctx.palette.accent}")
+        text.append(f" {label}")
+    return text
+
+
 # -- items ----------------------------------------------------------------------------------
 
 
@@ -284,6 +507,8 @@ def _render_item(phase: codex.ItemPhase, item: codex.Item, ctx: _Ctx) -> list[Re
                 Text("codex", style=f"bold {palette.primary}"),
                 render_markdown(truncate(text, MAX_TEXT_CHARS)),
             ]
+        case codex.UserMessage(text=text):
+            return [_you(text, palette)]
         case codex.Reasoning():
             return [_render_reasoning(item, ctx)]
         case codex.FileChange():

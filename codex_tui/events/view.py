@@ -30,12 +30,21 @@ __all__ = [
     "MAX_LINE_CHARS",
     "MAX_OPEN_ITEMS",
     "MAX_TEXT_CHARS",
+    "CONVERSATION_KEYS",
+    "DECISION_WORDS",
+    "MAX_LIVE_ITEMS",
     "Annotation",
     "Badge",
+    "Live",
+    "LiveApproval",
+    "LiveItem",
     "StreamState",
     "Tone",
     "annotate",
     "annotate_read",
+    "approval_of",
+    "approval_outcome",
+    "approval_summary",
     "command_badge",
     "compact_json",
     "format_duration",
@@ -48,8 +57,10 @@ __all__ = [
     "shows",
     "status_details",
     "status_icon",
+    "status_note",
     "stream_line",
     "usage_counts",
+    "usage_summary",
 ]
 
 #: Longest message, reasoning or prompt text shown, in characters.
@@ -62,6 +73,9 @@ MAX_JSON_CHARS = 600
 MAX_EXPANDED_LINES = 2000
 #: Most open items whose start time is remembered (older ones lose their duration).
 MAX_OPEN_ITEMS = 1000
+#: Most live items (built by deltas) and approval cards a stream remembers; the oldest go
+#: first (their entries then stop changing).
+MAX_LIVE_ITEMS = 200
 
 #: The semantic colour of a badge or line; each output maps it to its own style.
 Tone = Literal["muted", "success", "error", "warning", "accent"]
@@ -69,6 +83,8 @@ Tone = Literal["muted", "success", "error", "warning", "accent"]
 _STATUS_ICONS: dict[TaskStatus, str] = {
     TaskStatus.QUEUED: "○",
     TaskStatus.RUNNING: "●",
+    TaskStatus.WAITING: "!",
+    TaskStatus.IDLE: "◇",
     TaskStatus.COMPLETED: "✓",
     TaskStatus.FAILED: "✗",
     TaskStatus.CANCELED: "⊘",
@@ -137,6 +153,117 @@ def format_duration(seconds: float) -> str:
 
 # -- what a stream has shown ----------------------------------------------------------------
 
+#: What a live item builds: an agent message's text, a reasoning summary, or a command's output.
+LiveKind = Literal["agent_message", "reasoning", "command"]
+
+_DELTA_KINDS: dict[str, LiveKind] = {
+    "agent_message": "agent_message",
+    "reasoning": "reasoning",
+    "command_output": "command",
+}
+
+
+@dataclass(eq=False)
+class LiveItem:
+    """An item shown while it runs, built from its ``item.started`` (a command) and its
+    ``item.delta`` events, until its ``item.completed`` replaces it (:attr:`final`).
+
+    One entry shows it (the entry of the event that created it, :attr:`seq`); the events
+    that change it afterwards show nothing of their own. The text is bounded: a message or
+    a reasoning summary keeps its first :data:`MAX_TEXT_CHARS` characters, a command's
+    output its last ones (what a watcher wants to see grow).
+
+    Attributes:
+        item_id: Codex's item id.
+        kind: What it builds.
+        seq: The seq of the event whose entry shows it.
+        started: When it started (the creating event's timestamp), for a command's timer.
+        command: The command line (a command whose ``item.started`` was seen).
+        text: The text built so far (bounded).
+        dropped: Characters left out of :attr:`text` (at its end for a message, at its start
+            for a command's output).
+        final: The ``item.completed`` event and its annotation, once it came: the entry then
+            shows that instead.
+        version: Counts the changes (a renderer's cache key).
+    """
+
+    item_id: str
+    kind: LiveKind
+    seq: int
+    started: datetime
+    command: str = ""
+    text: str = ""
+    dropped: int = 0
+    final: tuple[Event, Annotation] | None = None
+    version: int = 0
+
+    def add(self, delta: str) -> None:
+        """Add a delta's text, keeping the text within :data:`MAX_TEXT_CHARS`."""
+        if not delta:
+            return
+        self.version += 1
+        if self.kind == "command":
+            text = self.text + delta
+            if len(text) > MAX_TEXT_CHARS:
+                cut = len(text) - MAX_TEXT_CHARS
+                # Cut at a line break when one is near, so the first line shown is whole.
+                newline = text.find("\n", cut, cut + MAX_LINE_CHARS)
+                if newline != -1:
+                    cut = newline + 1
+                self.dropped += cut
+                text = text[cut:]
+            self.text = text
+            return
+        room = MAX_TEXT_CHARS - len(self.text)
+        if room > 0:
+            self.text += delta[:room]
+        self.dropped += max(len(delta) - max(room, 0), 0)
+
+    def finish(self, event: Event, note: Annotation) -> None:
+        """The item completed: ``event`` replaces what was built (its text is let go)."""
+        self.final = (event, note)
+        self.text = ""
+        self.version += 1
+
+
+@dataclass(eq=False)
+class LiveApproval:
+    """An approval card: the approval codex asked for (as the status event carried it) and,
+    once answered or withdrawn, what became of it (:attr:`outcome`); the card's entry shows
+    the answer keys only while it is pending.
+
+    Attributes:
+        approval: The approval as JSON (the fields of :class:`~server_client.models.Approval`).
+        seq: The seq of the status event that asked.
+        outcome: ``accept by alice``, ``withdrawn: turn interrupted`` … (None: pending).
+        version: Counts the changes (a renderer's cache key).
+    """
+
+    approval: Mapping[str, Any]
+    seq: int
+    outcome: str | None = None
+    version: int = 0
+
+    @property
+    def id(self) -> str:
+        """The approval's id."""
+        value = self.approval.get("id")
+        return value if isinstance(value, str) else ""
+
+    @property
+    def pending(self) -> bool:
+        """True until answered or withdrawn."""
+        return self.outcome is None
+
+    def settle(self, outcome: str) -> None:
+        """Answered or withdrawn: ``outcome`` says how."""
+        self.outcome = outcome
+        self.version += 1
+
+
+#: What an entry shows while it may still change.
+Live = LiveItem | LiveApproval
+
 
 @dataclass
 class StreamState:
@@ -148,12 +275,23 @@ class StreamState:
         last_status: The newest task status seen in the stream.
         started: When each open item (by codex item id) started, for command durations;
             bounded by :data:`MAX_OPEN_ITEMS`.
+        live: The live items by codex item id (:class:`LiveItem`), and the approval cards
+            by approval id (:class:`LiveApproval`); bounded by :data:`MAX_LIVE_ITEMS` each.
+        token_usage: The newest ``usage.updated`` (None: none yet).
     """
 
     last_usage: codex.Usage | None = None
     turns: int = 0
     last_status: TaskStatus | None = None
     started: dict[str, datetime] = field(default_factory=dict)
+    live: dict[str, LiveItem] = field(default_factory=dict)
+    approvals: dict[str, LiveApproval] = field(default_factory=dict)
+    token_usage: codex.TokenUsage | None = None
+
+    @property
+    def pending_approvals(self) -> list[LiveApproval]:
+        """The approvals still pending, oldest first."""
+        return [card for card in self.approvals.values() if card.pending]
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,15 +306,30 @@ class Annotation:
         previous_usage: The usage reported by the turn before, for ``turn.completed``.
         duration_s: Seconds from ``item.started`` to this ``item.completed`` (same item id),
             from the events' timestamps.
+        live: What this event's entry shows while it changes: the live item it started, or
+            the approval card it asked for.
+        touched: The live item or card this event changed (a delta, an ``item.completed``
+            that replaces what deltas built, an answer): its entry shows the change, and
+            this event shows nothing of its own while that entry is there.
     """
 
     turn: int | None = None
     previous_usage: codex.Usage | None = None
     duration_s: float | None = None
+    live: Live | None = None
+    touched: Live | None = None
 
 
 #: The annotation of most events (nothing to add); shared, as annotations never change.
 NO_NOTE = Annotation()
+
+
+def _remember(table: dict[str, Any], key: str, value: object) -> None:
+    """``table[key] = value``, dropping the oldest entry beyond :data:`MAX_LIVE_ITEMS`."""
+    table.pop(key, None)
+    if len(table) >= MAX_LIVE_ITEMS:
+        table.pop(next(iter(table)))
+    table[key] = value
 
 
 def annotate(event: Event, state: StreamState) -> Annotation:
@@ -184,14 +337,60 @@ def annotate(event: Event, state: StreamState) -> Annotation:
     return annotate_read(event, event.codex, state)
 
 
+def approval_of(data: object) -> Mapping[str, Any] | None:
+    """The ``approval`` object of a status event's data (None: it has none)."""
+    if isinstance(data, Mapping):
+        approval = data.get("approval")
+        if isinstance(approval, Mapping) and isinstance(approval.get("id"), str):
+            return approval
+    return None
+
+
+def _annotate_status(event: Event, state: StreamState) -> Annotation:
+    status = event.status
+    if status is not None:
+        state.last_status = status
+    approval = approval_of(event.data)
+    if approval is None:
+        return NO_NOTE
+    approval_id: str = approval["id"]
+    card = state.approvals.get(approval_id)
+    if "kind" in approval and card is None:  # asked
+        asked = LiveApproval(approval, event.seq)
+        _remember(state.approvals, approval_id, asked)
+        return Annotation(live=asked)
+    if card is None or not card.pending:
+        return NO_NOTE
+    card.settle(approval_outcome(approval))
+    return Annotation(touched=card)
+
+
+def approval_outcome(approval: Mapping[str, Any]) -> str:
+    """What became of an approval, from an answered or withdrawn status event's
+    ``approval`` (``accept by alice``, ``withdrawn: the turn ended``), made safe to show."""
+    if approval.get("state") == "withdrawn":
+        reason = approval.get("reason") or approval.get("withdrawn_reason")
+        return shown_line(f"withdrawn: {reason}" if isinstance(reason, str) else "withdrawn")
+    decision = approval.get("decision")
+    who = approval.get("answered_by")
+    words = DECISION_WORDS.get(decision, str(decision)) if isinstance(decision, str) else "?"
+    return shown_line(f"{words} by {who}" if isinstance(who, str) and who else words)
+
+
+#: Each approval decision in words.
+DECISION_WORDS: dict[str, str] = {
+    "accept": "accepted",
+    "acceptForSession": "accepted for the session",
+    "decline": "declined",
+    "cancel": "declined, turn canceled",
+}
+
+
 def annotate_read(event: Event, typed: codex.CodexEvent | None, state: StreamState) -> Annotation:
     """:func:`annotate` of an event already read (``typed`` is its ``Event.codex``), so that
     a caller that needs the typed event for more reads it once."""
     if event.kind is EventKind.STATUS:
-        status = event.status
-        if status is not None:
-            state.last_status = status
-        return NO_NOTE
+        return _annotate_status(event, state)
     match typed:
         case codex.TurnStarted():
             state.turns += 1
@@ -200,15 +399,38 @@ def annotate_read(event: Event, typed: codex.CodexEvent | None, state: StreamSta
             previous = state.last_usage
             state.last_usage = usage
             return Annotation(previous_usage=previous)
+        case codex.UsageUpdated(token_usage=usage):
+            state.token_usage = usage
+        case codex.ItemDelta(item_id=item_id, stream=stream, delta=delta) if item_id:
+            live = state.live.get(item_id)
+            if live is not None and live.final is not None:
+                return NO_NOTE  # a late delta of a completed item: the item says it all
+            if live is None:
+                live = LiveItem(item_id, _DELTA_KINDS[stream], event.seq, event.ts)
+                live.add(delta)
+                _remember(state.live, item_id, live)
+                return Annotation(live=live)
+            live.add(delta)
+            return Annotation(touched=live)
         case codex.ItemEvent(item=item) as item_event if item.id:
             if item_event.phase == "started":
                 if len(state.started) >= MAX_OPEN_ITEMS:
                     state.started.pop(next(iter(state.started)))
                 state.started[item.id] = event.ts
+                if isinstance(item, codex.CommandExecution) and item.id not in state.live:
+                    live = LiveItem(item.id, "command", event.seq, event.ts, command=item.command)
+                    _remember(state.live, item.id, live)
+                    return Annotation(live=live)
             elif item_event.phase == "completed":
                 began = state.started.pop(item.id, None)
-                if began is not None:
-                    return Annotation(duration_s=max((event.ts - began).total_seconds(), 0.0))
+                duration = None if began is None else max((event.ts - began).total_seconds(), 0.0)
+                live = state.live.get(item.id)
+                if live is not None and live.final is None:
+                    note = Annotation(duration_s=duration, touched=live)
+                    live.finish(event, Annotation(duration_s=duration))
+                    return note
+                if duration is not None:
+                    return Annotation(duration_s=duration)
     return NO_NOTE
 
 
@@ -228,7 +450,13 @@ def item_shows(phase: codex.ItemPhase, item: codex.Item, *, live: bool = True) -
     match item:
         case codex.CommandExecution():
             return not (phase == "updated" and item.running)
-        case codex.AgentMessage() | codex.Reasoning() | codex.FileChange() | codex.ErrorItem():
+        case (
+            codex.AgentMessage()
+            | codex.UserMessage()
+            | codex.Reasoning()
+            | codex.FileChange()
+            | codex.ErrorItem()
+        ):
             return phase == "completed"
         case codex.McpToolCall() | codex.WebSearch():
             return phase != "updated"
@@ -243,10 +471,14 @@ def is_shown(event: Event, *, live: bool = True) -> bool:
 
 def shows(typed: codex.CodexEvent | None, *, live: bool = True) -> bool:
     """:func:`is_shown` of an event already read (``Event.codex``; None for the kinds that
-    are not codex's, which always show)."""
+    are not codex's, which always show).
+
+    Deltas and token usage updates show nothing by themselves: a live view shows deltas
+    through the item they build (:class:`LiveItem`, see :attr:`Annotation.live`) and the
+    usage in its header (:func:`usage_summary`)."""
     if isinstance(typed, codex.ItemEvent):
         return item_shows(typed.phase, typed.item, live=live)
-    return True
+    return not isinstance(typed, codex.ItemDelta | codex.UsageUpdated)
 
 
 def is_foldable(event: Event) -> bool:
@@ -354,3 +586,76 @@ def failure_message(event: codex.TurnFailed | codex.CodexError | codex.ErrorItem
 def tool_name(call: codex.McpToolCall) -> str:
     """``server.tool`` of an MCP tool call (``?`` when codex named neither)."""
     return shown_line(".".join(p for p in (call.server, call.tool) if p)) or "?"
+
+
+# -- conversations ----------------------------------------------------------------------------
+
+#: The keys the pane's conversation controls are on by default, by binding id; a view names
+#: the keys in effect (after the keymap) where it can, else these.
+CONVERSATION_KEYS: dict[str, str] = {
+    "reply": "i",
+    "approve": "y",
+    "approve-session": "a",
+    "decline": "d",
+    "cancel-turn": "D",
+    "interrupt-turn": "s",
+}
+
+#: What each approval kind asks, in words.
+_KIND_WORDS: dict[str, str] = {
+    "command": "run a command",
+    "file_change": "change files",
+    "user_input": "answer questions",
+}
+
+
+def approval_summary(approval: Mapping[str, Any]) -> str:
+    """What an approval asks, on one line: ``run a command: $ rm -rf build``, ``change
+    files``, ``answer questions (2)``; safe to show."""
+    kind = approval.get("kind")
+    words = _KIND_WORDS.get(kind, str(kind)) if isinstance(kind, str) else "?"
+    command = approval.get("command")
+    if kind == "command" and isinstance(command, str):
+        return shown_line(f"{words}: $ {command}")
+    questions = approval.get("questions")
+    if kind == "user_input" and isinstance(questions, list):
+        return shown_line(f"{words} ({len(questions)})")
+    return shown_line(words)
+
+
+def status_note(data: Mapping[str, Any]) -> str | None:
+    """The conversation phrase a status event carries, made safe to show (None: none):
+    ``interrupt requested``, ``waiting for worker NAME``, ``turn N done``."""
+    if data.get("interrupt") == "requested":
+        return "interrupt requested"
+    holder = data.get("waiting_for_worker")
+    if isinstance(holder, str):
+        return shown_line(f"waiting for worker {holder} (it holds the conversation)")
+    if data.get("status") == TaskStatus.IDLE.value:
+        turns = data.get("turns")
+        if isinstance(turns, int) and not isinstance(turns, bool):
+            return f"turn {turns} done"
+        return "turn done"
+    return None
+
+
+def usage_summary(usage: codex.TokenUsage) -> str:
+    """The thread's token total and the share of the context window the latest request
+    filled, for a header: ``42.1k tokens · 31% context`` (the share only when codex named
+    the window)."""
+    total = usage.total
+    count = total.input_tokens + total.output_tokens
+    text = f"{_compact(count)} tokens"
+    used = usage.context_used
+    if used is not None:
+        text += f" · {round(used * 100)}% context"
+    return text
+
+
+def _compact(number: int) -> str:
+    """``950``, ``12.3k``, ``1.2M``."""
+    if number < 1000:
+        return str(number)
+    if number < 1_000_000:
+        return f"{number / 1000:.1f}k"
+    return f"{number / 1_000_000:.1f}M"

@@ -33,6 +33,8 @@ def tasks_title(counts: TaskCounts) -> Content:
         parts.append(f"[$accent]●{counts.running}[/]")
     if counts.attention:
         parts.append(f"[$error]✗{counts.attention}[/]")
+    if counts.idle:
+        parts.append(f"[$primary]◇{counts.idle}[/]")
     if counts.done:
         parts.append(f"[$success]✓{counts.done}[/]")
     return Content.from_markup(" ".join(parts))
@@ -97,7 +99,7 @@ class DashboardScreen(Screen[None]):
             )
             task_list.border_title = "Tasks"
             yield task_list
-            yield PaneGrid(self.client, id="pane-grid")
+            yield PaneGrid(self.client, now=self.clock, id="pane-grid")
         yield Footer()
 
     def on_mount(self) -> None:

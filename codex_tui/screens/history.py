@@ -57,6 +57,8 @@ MIN_PROMPT_WIDTH = 12
 _STATUS_CHOICES: tuple[tuple[str, str], ...] = (
     ("", "all states"),
     (TaskStatus.RUNNING.value, "running"),
+    (TaskStatus.WAITING.value, "waiting for approval"),
+    (TaskStatus.IDLE.value, "idle (ready for a reply)"),
     (TaskStatus.QUEUED.value, "queued"),
     (TaskStatus.COMPLETED.value, "completed"),
     (TaskStatus.FAILED.value, "failed"),

@@ -10,8 +10,9 @@ import httpx
 
 from codex_tui.events.palette import Palette
 from codex_tui.events.pane import RenderState, event_text
-from codex_tui.events.view import annotate_read
+from codex_tui.events.view import MAX_LIVE_ITEMS, Live, LiveItem, annotate_read
 from codex_tui.widgets.transcript import Entry, Transcript
+from server_client import codex
 from server_client.client import ApiError, CodexTuiClient
 from server_client.models import Event
 
@@ -70,11 +71,16 @@ class EventFeed:
         self._pending_shown = 0
         self._recent: deque[Entry | int] = deque(maxlen=self.page)
         self._first_entry_seq: int | None = None
+        self._live: dict[int, Entry] = {}
+        """The entry of each live item and approval card (by the id of its live object),
+        the newest :data:`~codex_tui.events.view.MAX_LIVE_ITEMS`."""
+        self._changed: dict[int, Entry] = {}
+        """Live entries changed since the last hand-over (rendered again then)."""
 
     @property
     def pending(self) -> int:
-        """Events buffered for the next hand-over."""
-        return len(self._pending)
+        """Events buffered for the next hand-over, and live entries to render again then."""
+        return len(self._pending) + len(self._changed)
 
     def reset(self, task_id: str | None, palette: Palette) -> None:
         """Forget everything: the feed now holds ``task_id``'s events (none yet)."""
@@ -86,16 +92,38 @@ class EventFeed:
         self._pending_shown = 0
         self._recent.clear()
         self._first_entry_seq = None
+        self._live.clear()
+        self._changed.clear()
 
     # -- the live stream --------------------------------------------------------------------
 
     def add(self, event: Event) -> None:
-        """Annotate and buffer one event delivered by the stream (in stream order)."""
+        """Annotate and buffer one event delivered by the stream (in stream order).
+
+        An event that changes a live item or an approval card (a delta, the ``item.completed``
+        that replaces what deltas built, an answer) shows nothing of its own while that
+        item's entry is still held (buffered, or in the window): the entry is rendered again
+        at the next hand-over. Once that entry is gone, a completed item or an answer shows
+        as an entry of its own, so it is shown exactly once either way.
+        """
         self.events_seen += 1
         self.last_seq = event.seq
         typed = event.codex  # read once for the annotation and the entry
-        entry = self.transcript.make_entry(event, annotate_read(event, typed, self.state), typed)
+        note = annotate_read(event, typed, self.state)
         pending = self._pending
+        touched = note.touched
+        if touched is not None:
+            held = self._held(touched)
+            if held is not None:
+                # Not buffered itself: a burst of deltas would push its own item's entry out.
+                self._changed[id(held)] = held
+                return
+            if isinstance(touched, LiveItem) and touched.final is None:
+                pending.append(event.seq)  # a delta of an item no longer shown
+                return
+        entry = self.transcript.make_entry(event, note, typed)
+        if entry is not None and note.live is not None:
+            self._remember_live(note.live, entry)
         if entry is None:
             pending.append(event.seq)
         else:
@@ -107,6 +135,49 @@ class EventFeed:
         while self._pending_shown > limit or len(pending) > 4 * limit:
             if isinstance(pending.popleft(), Entry):
                 self._pending_shown -= 1
+
+    def _remember_live(self, live: Live, entry: Entry) -> None:
+        table = self._live
+        if len(table) >= MAX_LIVE_ITEMS:
+            table.pop(next(iter(table)))
+        table[id(live)] = entry
+
+    def _held(self, live: Live) -> Entry | None:
+        """The entry that shows ``live`` while the feed or the window still holds it."""
+        entry = self._live.get(id(live))
+        if entry is None or entry.note.live is not live:
+            return None
+        # The buffers hold events in seq order and only ever lose their oldest, so an entry
+        # is still in one when its seq is not older than the buffer's first (no scan: a burst
+        # of deltas asks this for each of them).
+        for buffer in (self._pending, self._recent):
+            if buffer and _seq(buffer[0]) <= entry.seq <= _seq(buffer[-1]):
+                return entry
+        shown = self.transcript.entry_at(entry.seq)
+        if shown is entry:
+            return entry
+        if (
+            shown is not None
+            and isinstance(live, LiveItem)
+            and isinstance(shown.note.live, LiveItem)
+            and shown.note.live.item_id == live.item_id
+        ):
+            # A page fetched since shows the same item (a command that started there): that
+            # entry follows the stream's item from now on.
+            shown.note = entry.note
+            self._live[id(live)] = shown
+            return shown
+        return None
+
+    def running_entries(self) -> list[Entry]:
+        """The entries of commands still running (their timers tick)."""
+        return [
+            entry
+            for entry in self._live.values()
+            if isinstance(live := entry.note.live, LiveItem)
+            and live.kind == "command"
+            and live.final is None
+        ]
 
     def hand_over(self) -> None:
         """Give the transcript every buffered event in one batch.
@@ -120,6 +191,9 @@ class EventFeed:
         batch = list(self._pending)
         self._pending.clear()
         self._pending_shown = 0
+        if self._changed:
+            transcript.refresh_entries(self._changed.values())
+            self._changed.clear()
         entries = [item for item in batch if isinstance(item, Entry)]
         if not transcript.at_end or (not transcript.following and transcript.room < len(entries)):
             if transcript.at_end:
@@ -152,13 +226,29 @@ class EventFeed:
     # -- pages from the server --------------------------------------------------------------
 
     def page_entries(self, events: Sequence[Event]) -> list[Entry]:
-        """Entries for a page fetched out of stream order (annotated on their own)."""
+        """Entries for a page fetched out of stream order (annotated on their own).
+
+        A page shows no deltas (the item they build may complete in another page, which
+        shows it whole); an item that starts and completes in the page shows once, as it
+        completed, where it started; an answered approval in the page is shown on its card.
+        """
         state = RenderState(palette=self.state.palette)
         entries = []
+        made: dict[int, Entry] = {}
         for event in events:
             typed = event.codex  # read once for the annotation and the entry
-            entry = self.transcript.make_entry(event, annotate_read(event, typed, state), typed)
+            note = annotate_read(event, typed, state)
+            if note.touched is not None and (
+                id(note.touched) in made
+                or (isinstance(note.touched, LiveItem) and note.touched.final is None)
+            ):
+                continue
+            if isinstance(typed, codex.ItemDelta):
+                continue
+            entry = self.transcript.make_entry(event, note, typed)
             if entry is not None:
+                if note.live is not None:
+                    made[id(note.live)] = entry
                 entries.append(entry)
         return entries
 

@@ -7,6 +7,7 @@ import io
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime
 from functools import partial
 from typing import ClassVar, Self
 
@@ -20,18 +21,25 @@ from textual.geometry import Region
 from textual.message import Message
 from textual.reactive import var
 from textual.widget import Widget
-from textual.widgets import Input
+from textual.widgets import Input, Static
 from textual.worker import Worker
 
 from codex_tui.events.markdown import warm_up
 from codex_tui.events.palette import Palette
-from codex_tui.events.view import status_icon
+from codex_tui.events.view import (
+    CONVERSATION_KEYS,
+    LiveApproval,
+    approval_summary,
+    status_icon,
+    usage_summary,
+)
 from codex_tui.failures import describe_action_failure
+from codex_tui.textual_internals import keymap
 from codex_tui.widgets.event_feed import PAGE_EVENTS, EventFeed
 from codex_tui.widgets.task_list import short_prompt
 from codex_tui.widgets.transcript import Transcript
 from server_client.client import ApiError, CodexTuiClient
-from server_client.models import Event, Task, TaskStatus
+from server_client.models import ApprovalDecision, Event, Task, TaskStatus
 
 __all__ = ["PAGE_EVENTS", "EventView"]
 
@@ -40,6 +48,48 @@ __all__ = ["PAGE_EVENTS", "EventView"]
 STREAM_SLICE_S = 0.002
 
 _NO_TASK = "No task selected. Press n to start one."
+
+
+@dataclass
+class _Form:
+    """The answers to codex's questions, asked one at a time in the reply box."""
+
+    approval_id: str
+    questions: list[tuple[str, str, list[str]]]
+    """Each question's id, text and option labels."""
+    answers: dict[str, list[str]]
+    index: int = 0
+
+    @classmethod
+    def of(cls, card: LiveApproval) -> _Form | None:
+        """The form for a ``user_input`` approval (None: it asks nothing)."""
+        questions = []
+        for question in card.approval.get("questions") or []:
+            if not isinstance(question, dict) or not isinstance(question.get("id"), str):
+                continue
+            text = " ".join(str(question.get(key) or "") for key in ("header", "question")).strip()
+            options = question.get("options") or []
+            labels = [str(o.get("label", "")) for o in options if isinstance(o, dict)]
+            questions.append((question["id"], text, labels))
+        return cls(card.id, questions, {}) if questions else None
+
+    def placeholder(self) -> str:
+        """The current question, its choices (by number) and progress."""
+        qid, text, labels = self.questions[self.index]
+        choices = " ".join(f"{n}={label}" for n, label in enumerate(labels, 1))
+        count = f"{self.index + 1}/{len(self.questions)}"
+        return short_prompt(f"{count} {text or qid} {choices}".strip(), 300)
+
+    def take(self, value: str) -> bool:
+        """Record the answer to the current question (a number picks that choice); True
+        when another question follows."""
+        qid, _text, labels = self.questions[self.index]
+        value = value.strip()
+        if value.isdigit() and 1 <= int(value) <= len(labels):
+            value = labels[int(value) - 1]
+        self.answers[qid] = [value] if value else []
+        self.index += 1
+        return self.index < len(self.questions)
 
 
 @dataclass(frozen=True)
@@ -83,6 +133,15 @@ class EventView(Widget):
     then older pages on the server), ``n`` goes to the next older match, ``N`` to the next
     newer one, ``escape`` clears the search, ``e`` asks to export the whole transcript.
 
+    Conversation keys (app-server tasks): ``i`` opens the reply box under the transcript
+    (Enter sends ``client.reply``, Escape closes it); the oldest pending approval of the task
+    is answered with ``y`` (accept), ``a`` (accept for the session: until the turn ends),
+    ``d`` (decline) or ``D`` (decline and cancel the turn), through
+    ``client.answer_approval``; codex's questions (``user_input``) are answered one by one in
+    the reply box after ``y``. ``s`` interrupts the running turn (``client.interrupt``). A bar
+    under the transcript shows the pending approval with its keys, or that the turn is done.
+    The border subtitle shows the thread's token usage and share of the context window.
+
     Messages: :class:`StatusChanged` when the stream reports a new status,
     :class:`ExportRequested` on ``e`` (the screen that owns the pane asks where and writes).
 
@@ -119,6 +178,31 @@ class EventView(Widget):
     EventView.-searching > #search-input {
         display: block;
     }
+    EventView > #reply-input {
+        display: none;
+        height: 3;
+        border: tall $accent;
+    }
+    EventView.-replying > #reply-input {
+        display: block;
+    }
+    EventView > #conversation-bar {
+        display: none;
+        height: 1;
+        padding: 0 1;
+        background: $boost;
+        color: $foreground-muted;
+        text-wrap: nowrap;
+        text-overflow: ellipsis;
+    }
+    EventView.-bar > #conversation-bar {
+        display: block;
+    }
+    EventView.-approval > #conversation-bar {
+        color: $text-warning;
+        background: $warning-muted;
+        text-style: bold;
+    }
     """
 
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -127,6 +211,12 @@ class EventView(Widget):
         Binding("N", "search_previous", "Previous match", show=False, id="search-previous"),
         Binding("escape", "clear_search", "Clear search", show=False, id="clear-search"),
         Binding("e", "export", "Export", id="export-transcript"),
+        Binding("i", "reply", "Reply to codex", show=False, id="reply"),
+        Binding("y", "approve", "Accept the approval", show=False, id="approve"),
+        Binding("a", "approve_session", "Accept for the session", show=False, id="approve-session"),
+        Binding("d", "decline", "Decline the approval", show=False, id="decline"),
+        Binding("D", "cancel_turn", "Decline and cancel the turn", show=False, id="cancel-turn"),
+        Binding("s", "interrupt", "Interrupt the turn", show=False, id="interrupt-turn"),
     ]
 
     # The view state. No watcher runs for the defaults (init=False: on_mount draws the first
@@ -150,7 +240,12 @@ class EventView(Widget):
     pane_title: var[str] = var("Events", init=False)
     """The border title: the followed task's prompt (computed)."""
     pane_subtitle: var[_Subtitle | None] = var(None, init=False)
-    """The border subtitle: status, stream error, search, new events (computed)."""
+    """The border subtitle: status, token usage, stream error, search, new events
+    (computed)."""
+    usage_text: var[str] = var("", init=False)
+    """The thread's token usage and share of the context window ('' until reported)."""
+    replying: var[bool] = var(False, init=False, toggle_class="-replying")
+    """True while the reply box is open (it has the keyboard focus)."""
 
     @dataclass
     class StatusChanged(Message):
@@ -193,6 +288,7 @@ class EventView(Widget):
         flush_interval_s: float = 0.05,
         redraw_interval_s: float = 0.1,
         clock: Callable[[], float] = time.monotonic,
+        now: Callable[[], datetime] | None = None,
         name: str | None = None,
         id: str | None = None,  # noqa: A002 - Textual's naming
         classes: str | None = None,
@@ -203,15 +299,23 @@ class EventView(Widget):
         self.flush_interval_s = flush_interval_s
         self.redraw_interval_s = redraw_interval_s
         self.clock = clock
-        self._transcript = Transcript(max_entries=max_entries, id="transcript")
+        self._transcript = Transcript(max_entries=max_entries, clock=now, id="transcript")
         self.feed = EventFeed(client, self._transcript, max_entries)
         """The stream and paging side: what the transcript holds of the task's events."""
         self._next_handover = float("-inf")
         self._stream_worker: Worker[None] | None = None
+        self._usage: object = None
+        self._bar = ""
+        self._answered: set[str] = set()
+        """Approvals answered from this pane (until the stream says so)."""
+        self._form: _Form | None = None
+        self._draft = ""
 
     def compose(self) -> ComposeResult:
         yield self._transcript.data_bind(EventView.palette, EventView.search_query)
+        yield Static(id="conversation-bar", markup=False)
         yield Input(placeholder="search this task's events", id="search-input")
+        yield Input(id="reply-input")
 
     def on_mount(self) -> None:
         """Start the flush timer (paused until something is buffered), take the theme's
@@ -221,6 +325,8 @@ class EventView(Widget):
         )
         self.palette = self._palette()
         self.app.theme_changed_signal.subscribe(self, self._theme_changed)
+        self.transcript.keys = self.conversation_keys()
+        self.set_interval(1.0, self._tick_live, name="event-view-timers")
         if self.followed_task is None:
             self.transcript.reset(_NO_TASK)
         self._show_title(self.pane_title)
@@ -321,6 +427,11 @@ class EventView(Widget):
         self._next_handover = float("-inf")
         self.transcript.reset(None if task else _NO_TASK)
         self.new_below = 0
+        self._usage = None
+        self.usage_text = ""
+        self._answered.clear()
+        self._close_reply()
+        self._update_bar()
         if task is None:
             return
         if not EventView._warming:
@@ -364,8 +475,13 @@ class EventView(Widget):
 
     def _ingest(self, task_id: str, event: Event) -> None:
         """One event from the stream: buffer it, and report a new status."""
-        self.feed.add(event)
+        feed = self.feed
+        feed.add(event)
         self._flush_timer.resume()
+        usage = feed.state.token_usage
+        if usage is not self._usage and usage is not None:
+            self._usage = usage
+            self.usage_text = usage_summary(usage)
         status = event.status
         if status is not None and status != self.status:
             self.status = status
@@ -393,6 +509,13 @@ class EventView(Widget):
         self._next_handover = now + self.redraw_interval_s - self.flush_interval_s / 2
         feed.hand_over()
         self._mirror_transcript()
+        self._update_bar()
+
+    def _tick_live(self) -> None:
+        """Once a second: the timers of running commands in view move on."""
+        running = self.feed.running_entries()
+        if running:
+            self.transcript.refresh_entries(running)
 
     # -- paging -----------------------------------------------------------------------------
 
@@ -464,7 +587,11 @@ class EventView(Widget):
             self.search_note = None
 
     def action_clear_search(self) -> None:
-        """Close the search field, or else remove the search and its highlights."""
+        """Close the reply box or the search field, or else remove the search and its
+        highlights."""
+        if self.replying:
+            self._close_reply()
+            return
         if self.searching:
             self.searching = False
             return
@@ -519,6 +646,198 @@ class EventView(Widget):
             self.notify(f"No {direction} match for {query!r}.", severity="warning")
         self.search_note = None
 
+    # -- conversation -------------------------------------------------------------------------
+
+    def conversation_keys(self) -> dict[str, str]:
+        """The key of each conversation control (binding id → its first key after the
+        keymap), as the cards, the bar and the idle lines name them."""
+        mapped = keymap(self.app) if self.is_attached else {}
+        keys = {}
+        for binding_id, default in CONVERSATION_KEYS.items():
+            chosen = mapped.get(binding_id, default).split(",")[0].strip() or default
+            keys[binding_id] = chosen
+        return keys
+
+    @property
+    def pending_approval(self) -> LiveApproval | None:
+        """The oldest approval of the followed task that waits for an answer from here."""
+        for card in self.feed.state.pending_approvals:
+            if card.id not in self._answered:
+                return card
+        return None
+
+    def _update_bar(self) -> None:
+        """The line under the transcript: the pending approval and its keys, or that the
+        turn is done and how to reply; hidden otherwise."""
+        keys = self.transcript.keys
+        card = self.pending_approval if self.followed_task is not None else None
+        text = ""
+        if card is not None:
+            # The keys first: at 80 columns a pane beside the list has room for little more.
+            if card.approval.get("kind") == "user_input":
+                answers = f"{keys['approve']} answer  {keys['cancel-turn']} cancel turn"
+            else:
+                answers = (
+                    f"{keys['approve']} accept  {keys['approve-session']} session  "
+                    f"{keys['decline']} decline  {keys['cancel-turn']} cancel turn"
+                )
+            text = f"{answers} · {approval_summary(card.approval)}"
+        elif self.status is TaskStatus.IDLE and self.followed_task is not None:
+            text = f"◇ turn done — {keys['reply']} reply"
+        if text == self._bar:
+            return
+        self._bar = text
+        self.set_class(bool(text), "-bar")
+        self.set_class(card is not None, "-approval")
+        if self.is_mounted:
+            self.query_one("#conversation-bar", Static).update(Content(text))
+
+    def watch_status(self) -> None:
+        """A new status may show or hide the bar (turn done)."""
+        if self.is_mounted:
+            self._update_bar()
+
+    def _open_reply(self, placeholder: str, value: str = "") -> None:
+        field = self.query_one("#reply-input", Input)
+        field.placeholder = placeholder
+        field.value = value
+        self.replying = True
+        field.focus()
+
+    def _close_reply(self) -> None:
+        self._form = None
+        if self.replying:
+            self.replying = False
+            self.transcript.focus()
+
+    def action_reply(self) -> None:
+        """Open the reply box (Enter sends the reply, Escape closes it)."""
+        task = self.followed_task
+        if task is None:
+            self.notify("No task to reply to.", severity="warning")
+            return
+        status = self.status or task.status
+        if status.is_terminal:
+            self.notify(
+                f"The task ended ({status.value}); it takes no replies.", severity="warning"
+            )
+            return
+        if not task.is_conversation:
+            self.notify("This task runs codex exec: it takes no replies.", severity="warning")
+            return
+        self._form = None
+        steer = " (steers the running turn)" if status is not TaskStatus.IDLE else ""
+        self._open_reply(f"reply to codex{steer} — Enter sends, Escape closes", self._draft)
+
+    @on(Input.Submitted, "#reply-input")
+    def _reply_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        text = event.value
+        form = self._form
+        if form is not None:
+            if form.take(text):
+                self._open_reply(form.placeholder())
+                return
+            self._close_reply()
+            self._send_answer(form.approval_id, ApprovalDecision.ACCEPT, form.answers)
+            return
+        if not text.strip():
+            return
+        task_id = self.task_id
+        self._close_reply()
+        if task_id is None:
+            return
+        self._draft = ""
+        self.run_worker(self._reply(task_id, text), group="conversation", exit_on_error=False)
+
+    async def _reply(self, task_id: str, prompt: str) -> None:
+        try:
+            await self.client.reply(task_id, prompt)
+        except (ApiError, httpx.HTTPError) as error:
+            self._draft = prompt  # kept for the next reply box
+            self.notify(describe_action_failure(error), title="Reply failed", severity="error")
+            return
+        self.notify("Reply sent.", title="Reply")
+
+    def action_approve(self) -> None:
+        """Accept the pending approval (this once); codex's questions open a small form."""
+        self._answer(ApprovalDecision.ACCEPT)
+
+    def action_approve_session(self) -> None:
+        """Accept the pending approval and the same again until the turn ends."""
+        self._answer(ApprovalDecision.ACCEPT_FOR_SESSION)
+
+    def action_decline(self) -> None:
+        """Decline the pending approval (codex is told and the turn goes on)."""
+        self._answer(ApprovalDecision.DECLINE)
+
+    def action_cancel_turn(self) -> None:
+        """Decline the pending approval and interrupt the turn."""
+        self._answer(ApprovalDecision.CANCEL)
+
+    def _answer(self, decision: ApprovalDecision) -> None:
+        card = self.pending_approval
+        if card is None:
+            self.notify("No approval is waiting in this pane.", severity="warning")
+            return
+        if card.approval.get("kind") == "user_input":
+            if decision is ApprovalDecision.DECLINE:
+                decision = ApprovalDecision.CANCEL  # questions are answered or canceled
+            if decision is not ApprovalDecision.CANCEL:
+                form = _Form.of(card)
+                if form is not None:
+                    self._form = form
+                    self._open_reply(form.placeholder())
+                    return
+        self._send_answer(card.id, decision, None)
+
+    def _send_answer(
+        self,
+        approval_id: str,
+        decision: ApprovalDecision,
+        answers: dict[str, list[str]] | None,
+    ) -> None:
+        self._answered.add(approval_id)
+        self._update_bar()
+        self.run_worker(
+            self._answer_approval(approval_id, decision, answers),
+            group="conversation",
+            exit_on_error=False,
+        )
+
+    async def _answer_approval(
+        self,
+        approval_id: str,
+        decision: ApprovalDecision,
+        answers: dict[str, list[str]] | None,
+    ) -> None:
+        try:
+            await self.client.answer_approval(approval_id, decision, answers=answers)
+        except (ApiError, httpx.HTTPError) as error:
+            if not (isinstance(error, ApiError) and error.problem.status == 409):
+                self._answered.discard(approval_id)  # not answered: ask again
+                self._update_bar()
+            self.notify(describe_action_failure(error), title="Approval", severity="error")
+            return
+        self.notify(f"Answered: {decision.value}.", title="Approval")
+
+    def action_interrupt(self) -> None:
+        """Interrupt the running turn (the task stays; the next reply starts a new turn)."""
+        task = self.followed_task
+        status = self.status
+        if task is None or status not in (TaskStatus.RUNNING, TaskStatus.WAITING):
+            self.notify("No turn is running in this pane.", severity="warning")
+            return
+        self.run_worker(self._interrupt(task.id), group="conversation", exit_on_error=False)
+
+    async def _interrupt(self, task_id: str) -> None:
+        try:
+            await self.client.interrupt(task_id)
+        except (ApiError, httpx.HTTPError) as error:
+            self.notify(describe_action_failure(error), title="Interrupt", severity="error")
+            return
+        self.notify("Interrupt requested.", title="Interrupt")
+
     # -- export -----------------------------------------------------------------------------
 
     def action_export(self) -> None:
@@ -547,6 +866,9 @@ class EventView(Widget):
             parts.append("$icon $status")
             variables["icon"] = status_icon(status)
             variables["status"] = status.value
+        if self.usage_text:
+            parts.append("$usage")
+            variables["usage"] = self.usage_text
         if self.stream_error:
             parts.append("[$error]stream error[/]")
         if self.search_query:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from math import ceil
 
 from textual import events
@@ -80,6 +82,7 @@ class PaneGrid(Widget):
         client: CodexTuiClient,
         *,
         max_entries: int = 2000,
+        now: Callable[[], datetime] | None = None,
         name: str | None = None,
         id: str | None = None,  # noqa: A002 - Textual's naming
         classes: str | None = None,
@@ -87,6 +90,8 @@ class PaneGrid(Widget):
         super().__init__(name=name, id=id, classes=classes)
         self.client = client
         self.max_entries = max_entries
+        self.now = now
+        """The current UTC time for the panes' timers (None: the real clock)."""
         self._next_id = 1
         self._active: EventView | None = None
 
@@ -98,7 +103,9 @@ class PaneGrid(Widget):
         self._set_active(self.panes[0])
 
     def _new_pane(self) -> EventView:
-        pane = EventView(self.client, max_entries=self.max_entries, id=f"pane-{self._next_id}")
+        pane = EventView(
+            self.client, max_entries=self.max_entries, now=self.now, id=f"pane-{self._next_id}"
+        )
         self._next_id += 1
         return pane
 

@@ -32,6 +32,8 @@ __all__ = ["TaskCounts", "TaskList", "format_age", "short_prompt", "worker_text"
 _STATUS_VARIABLES: dict[TaskStatus, str] = {
     TaskStatus.QUEUED: "$foreground-muted",
     TaskStatus.RUNNING: "$accent",
+    TaskStatus.WAITING: "$warning",
+    TaskStatus.IDLE: "$primary",
     TaskStatus.COMPLETED: "$success",
     TaskStatus.FAILED: "$error",
     TaskStatus.CANCELED: "$warning",
@@ -75,14 +77,16 @@ class TaskCounts:
     running: int = 0
     """Queued or running."""
     attention: int = 0
-    """Failed or lost: worth a look."""
+    """Waiting for an approval, failed or lost: worth a look."""
+    idle: int = 0
+    """Conversations whose turn is done: ready for a reply."""
     done: int = 0
     """Completed or canceled."""
 
     @property
     def total(self) -> int:
         """All listed tasks."""
-        return self.running + self.attention + self.done
+        return self.running + self.attention + self.idle + self.done
 
 
 @dataclass(frozen=True)
@@ -105,9 +109,20 @@ class _Group:
 #: The groups, in display order.
 _GROUPS = (
     _Group("running", "Running", frozenset({TaskStatus.QUEUED, TaskStatus.RUNNING})),
-    _Group("attention", "Needs attention", frozenset({TaskStatus.FAILED, TaskStatus.LOST})),
+    _Group(
+        "attention",
+        "Needs attention",
+        frozenset({TaskStatus.WAITING, TaskStatus.FAILED, TaskStatus.LOST}),
+    ),
+    _Group("idle", "Ready for a reply", frozenset({TaskStatus.IDLE})),
     _Group("done", "Done", frozenset({TaskStatus.COMPLETED, TaskStatus.CANCELED})),
 )
+
+#: The status word of a row, where it differs from the status's value.
+_STATUS_WORDS: dict[TaskStatus, str] = {
+    TaskStatus.WAITING: "waiting for approval",
+    TaskStatus.IDLE: "idle, ready for a reply",
+}
 
 
 @dataclass(frozen=True)
@@ -121,7 +136,9 @@ class _Row:
     canceling: bool
 
     def content(self) -> Content:
-        status_word = "canceling" if self.canceling else self.status.value
+        status_word = (
+            "canceling" if self.canceling else _STATUS_WORDS.get(self.status, self.status.value)
+        )
         return Content.from_markup(
             f"[{_STATUS_VARIABLES[self.status]}]$icon[/] $prompt\n"
             "[$foreground-muted]  $status · $worker · $age[/]",
@@ -149,8 +166,10 @@ class TaskList(Widget, can_focus=False):
     on after growing delays until a poll succeeds.
 
     Messages: :class:`Selected` when the highlighted task changes, :class:`CountsChanged` when
-    the groups' sizes change, :class:`TaskFinished` when a task seen unfinished has ended, and
-    :class:`ConnectionChanged` after each failed poll and on recovery.
+    the groups' sizes change, :class:`TaskFinished` when a task seen unfinished has ended,
+    :class:`ApprovalNeeded` when a task starts waiting for an approval (also for those
+    waiting at the first poll), and :class:`ConnectionChanged` after each failed poll and on
+    recovery.
 
     Args:
         client: The SDK client.
@@ -236,6 +255,18 @@ class TaskList(Widget, can_focus=False):
             return self.task_list
 
     @dataclass
+    class ApprovalNeeded(Message):
+        """A task now waits for an approval (posted once per wait)."""
+
+        task_list: TaskList
+        task: Task
+
+        @property
+        def control(self) -> TaskList:
+            """The task list that posted the message."""
+            return self.task_list
+
+    @dataclass
     class ConnectionChanged(Message):
         """A poll failed (``error`` set; posted after each failure) or the first one after
         failures succeeded (``error`` None)."""
@@ -282,6 +313,7 @@ class TaskList(Widget, can_focus=False):
         self._layout: list[str] = []
         self._counts = TaskCounts()
         self._unfinished: set[str] = set()
+        self._waiting: set[str] = set()
         self._selected_id: str | None = None
         self._pending_select: str | None = None
         self._error: str | None = None
@@ -385,6 +417,9 @@ class TaskList(Widget, can_focus=False):
                 tasks.append(selected)
         finished = [t for t in tasks if t.status.is_terminal and t.id in self._unfinished]
         self._unfinished = {t.id for t in tasks if not t.status.is_terminal}
+        waiting = [t for t in tasks if t.status is TaskStatus.WAITING]
+        asking = [t for t in waiting if t.id not in self._waiting]
+        self._waiting = {t.id for t in waiting}
         self._tasks = {task.id: task for task in tasks}
         groups = [
             (group, members)
@@ -426,6 +461,8 @@ class TaskList(Widget, can_focus=False):
             self.post_message(self.CountsChanged(self, counts))
         for task in finished:
             self.post_message(self.TaskFinished(self, task))
+        for task in asking:
+            self.post_message(self.ApprovalNeeded(self, task))
 
     # -- internals --------------------------------------------------------------------------
 
@@ -481,5 +518,7 @@ class TaskList(Widget, can_focus=False):
 
 
 def _newest_first(tasks: Iterable[Task]) -> list[str]:
-    """The ids of ``tasks``, newest first (ties keep their order)."""
-    return [task.id for task in sorted(tasks, key=lambda t: t.created_at, reverse=True)]
+    """The ids of ``tasks``, those waiting for an approval first, then newest first (ties
+    keep their order)."""
+    ordered = sorted(tasks, key=lambda t: t.created_at, reverse=True)
+    return [task.id for task in sorted(ordered, key=lambda t: t.status is not TaskStatus.WAITING)]

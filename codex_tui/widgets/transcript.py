@@ -17,10 +17,11 @@ it appends live events at the tail, prepends older pages when the user nears the
 
 from __future__ import annotations
 
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from itertools import accumulate, count
 from typing import ClassVar
 
@@ -38,10 +39,10 @@ from textual.strip import Strip
 
 from codex_tui.events.palette import Palette
 from codex_tui.events.pane import event_text, render_annotated, render_raw
-from codex_tui.events.view import Annotation, is_foldable, shows
+from codex_tui.events.view import CONVERSATION_KEYS, Annotation, LiveItem, is_foldable, shows
 from codex_tui.textual_internals import update_scrollbars
 from server_client import codex
-from server_client.models import Event
+from server_client.models import Event, utcnow
 
 __all__ = ["STRIP_CACHE_ENTRIES", "Entry", "Transcript"]
 
@@ -89,17 +90,36 @@ class Entry:
         """The event's seq."""
         return self.event.seq
 
+    def forget_render(self) -> None:
+        """What it shows changed: render it again when next shown."""
+        self.strips = None
+        self._text = None
+
+    @property
+    def shown_event(self) -> Event:
+        """The event the entry shows: its own, or the ``item.completed`` that replaced the
+        live item it started."""
+        live = self.note.live
+        if isinstance(live, LiveItem) and live.final is not None:
+            return live.final[0]
+        return self.event
+
     @property
     def text(self) -> str:
         """The lower-cased text search matches against."""
+        live = self.note.live
+        if isinstance(live, LiveItem) and live.final is None:
+            return live.text.lower()  # still changing: not cached
         if self._text is None:
-            self._text = event_text(self.event)
+            self._text = event_text(self.shown_event)
         return self._text
 
 
 def estimate_height(typed: codex.CodexEvent | None, width: int) -> int:
     """A cheap guess of the height of an entry whose event reads as ``typed``
     (``Event.codex``), used until it is rendered (lines ≥ 1)."""
+    if isinstance(typed, codex.ItemDelta):
+        return 2
     if not isinstance(typed, codex.ItemEvent):
         return 1
     match typed.item:
@@ -126,6 +146,7 @@ class Transcript(ScrollView, can_focus=True):
     Args:
         max_entries: The most entries held; the owner keeps the window within it.
         palette: Styles for rendering.
+        clock: The current UTC time, for a running command's timer.
     """
 
     DEFAULT_CSS = """
@@ -194,12 +215,17 @@ class Transcript(ScrollView, can_focus=True):
         *,
         max_entries: int = 2000,
         palette: Palette | None = None,
+        clock: Callable[[], datetime] | None = None,
         name: str | None = None,
         id: str | None = None,  # noqa: A002 - Textual's naming
         classes: str | None = None,
     ) -> None:
         super().__init__(name=name, id=id, classes=classes)
         self.max_entries = max_entries
+        self.clock: Callable[[], datetime] = clock or utcnow
+        self.keys: dict[str, str] = dict(CONVERSATION_KEYS)
+        """The conversation keys by binding id, named on approval cards (the owner sets
+        them after the keymap)."""
         if palette is not None:
             self.set_reactive(Transcript.palette, palette)
         self.entries: list[Entry] = []
@@ -274,8 +300,9 @@ class Transcript(ScrollView, can_focus=True):
         """The entry for one event, or None when it shows nothing (see :meth:`make_entries`).
         ``typed`` is the event read (``Event.codex``, which the caller has read for its
         annotation already); the entry keeps the event, not what was read (the typed copy
-        would double its memory)."""
-        if not shows(typed):
+        would double its memory). An event that starts a live item or asks for an approval
+        (``note.live``) always gets an entry: it shows that item as it changes."""
+        if note.live is None and not shows(typed):
             return None
         return Entry(event, note, height=estimate_height(typed, self._content_width))
 
@@ -336,6 +363,38 @@ class Transcript(ScrollView, can_focus=True):
     def room(self) -> int:
         """How many entries fit before the window is full."""
         return self.max_entries - len(self.entries)
+
+    def entry_at(self, seq: int) -> Entry | None:
+        """The entry of the event ``seq`` in the window (None: not held)."""
+        index = bisect_left(self.entries, seq, key=lambda e: e.seq)
+        if index < len(self.entries) and self.entries[index].seq == seq:
+            return self.entries[index]
+        return None
+
+    def index_of(self, entry: Entry) -> int | None:
+        """The index of ``entry`` in the window (None: not held)."""
+        index = bisect_left(self.entries, entry.seq, key=lambda e: e.seq)
+        if index < len(self.entries) and self.entries[index] is entry:
+            return index
+        return None
+
+    def refresh_entries(self, entries: Iterable[Entry]) -> None:
+        """Render ``entries`` again (live items that changed); those not in the window are
+        left alone. The view keeps what the user reads in place, or follows the end."""
+        changed = False
+        for entry in entries:
+            if self.index_of(entry) is None:
+                continue
+            entry.forget_render()
+            self._cached.pop(id(entry), None)
+            changed = True
+        if not changed:
+            return
+        self._offsets_dirty = True
+        self._resize()
+        if self.following:
+            self._scroll_to_end()
+        self.refresh()
 
     def _drop_head(self, count: int) -> None:
         removed = self.entries[:count]
@@ -423,12 +482,16 @@ class Transcript(ScrollView, can_focus=True):
     ) -> list[RenderableType]:
         if raw:
             return render_raw(event, self.palette)
+        live = note.live
+        running = isinstance(live, LiveItem) and live.final is None and live.kind == "command"
         return render_annotated(
             event,
             note,
             self.palette,
             expanded=expanded,
             max_output_lines=FOLDED_OUTPUT_LINES,
+            now=self.clock() if running else None,
+            keys=self.keys,
         )
 
     def entry_renderables(self, entry: Entry) -> list[RenderableType]:
@@ -723,7 +786,7 @@ class Transcript(ScrollView, can_focus=True):
         entry = self._cursor_or_last()
         if entry is None:
             return
-        if not entry.raw and not is_foldable(entry.event):
+        if not entry.raw and not is_foldable(entry.shown_event):
             self.app.bell()
             return
         if entry.raw:

@@ -12,6 +12,7 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 import pytest
@@ -227,13 +228,18 @@ async def test_typing_fast_sends_one_search_after_the_pause(server: LiveServer) 
             assert calls == [None, "alphab"]
 
 
+def filtered_by(screen: HistoryScreen, status: TaskStatus) -> bool:
+    """True once the table shows the tasks of ``status`` alone."""
+    return settled(screen) and screen.filters.status is status
+
+
 async def test_status_filter(server: LiveServer, seeded: Seeded) -> None:
     async with server.client() as client:
         async with running_history(client, clock=seeded.clock()) as (_app, pilot, screen):
             await pilot.press("s")
             assert screen.status_select.expanded
-            # all states, running, queued, completed, failed
-            await pilot.press("down", "down", "down", "down", "enter")
+            # all states, running, waiting for approval, idle, queued, completed, failed
+            await pilot.press(*["down"] * 6, "enter")
             await wait_for(
                 pilot, lambda: settled(screen) and screen.filters.status is TaskStatus.FAILED
             )
@@ -245,6 +251,11 @@ async def test_status_filter(server: LiveServer, seeded: Seeded) -> None:
                 pilot, lambda: settled(screen) and screen.filters.status is TaskStatus.RUNNING
             )
             assert prompts(screen) == ["Write a migration guide for v2"]
+
+            for state in (TaskStatus.WAITING, TaskStatus.IDLE):  # a conversation's states
+                screen.status_select.value = state.value
+                await wait_for(pilot, partial(filtered_by, screen, state))
+                assert prompts(screen) == []
 
             await pilot.press("escape")  # out of the filter, back to the table
             assert focused_id(screen) == "history-table"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 import pytest
@@ -21,9 +21,9 @@ from textual.widgets.option_list import Option
 from codex_tui.widgets.connection_banner import ConnectionBanner
 from codex_tui.widgets.task_list import TaskCounts, TaskList
 from server_client.client import CodexTuiClient
-from server_client.models import Task, TaskPage, TaskStatus
+from server_client.models import Runtime, Sandbox, Task, TaskPage, TaskStatus
 from tests.conftest import ServerFactory
-from tests.support.tui_helpers import SIZE, seed_tasks, wait_for
+from tests.support.tui_helpers import SEED_TS, SIZE, seed_tasks, wait_for
 
 M = TypeVar("M", bound=Message)
 
@@ -86,6 +86,7 @@ class ListApp(App[None]):
     @on(TaskList.Selected)
     @on(TaskList.CountsChanged)
     @on(TaskList.TaskFinished)
+    @on(TaskList.ApprovalNeeded)
     def _record(self, message: Message) -> None:
         self.messages.append(message)
 
@@ -366,3 +367,53 @@ async def test_tasks_first_seen_finished_or_gone_are_not_reported(
             tasks.upsert(queued.model_copy(update={"status": TaskStatus.FAILED}))
             await wait_for(pilot, lambda: app.posted(TaskList.TaskFinished), "TaskFinished")
             assert [m.task.id for m in app.posted(TaskList.TaskFinished)] == [queued.id]
+
+
+# -- conversations -----------------------------------------------------------------------------
+
+
+def conversation(task_id: str, status: TaskStatus, prompt: str, minute: int) -> Task:
+    """A conversation task record created ``minute`` minutes after the seed time."""
+    return Task(
+        id=task_id,
+        prompt=prompt,
+        workdir=None,
+        model=None,
+        sandbox=Sandbox.WORKSPACE_WRITE,
+        status=status,
+        created_at=SEED_TS + timedelta(minutes=minute),
+        runtime=Runtime.APP_SERVER,
+    )
+
+
+async def test_waiting_needs_attention_first_and_idle_is_ready_for_a_reply(
+    server_factory: ServerFactory,
+) -> None:
+    server = server_factory(local_worker=False)
+    async with server.client() as client:
+        app = ListApp(client, poll_interval_s=NEVER_S)
+        async with app.run_test(size=SIZE) as pilot:
+            tasks = app.task_list
+            await wait_for(pilot, lambda: tasks.loaded, "the first poll")
+            running = conversation("t1", TaskStatus.RUNNING, "refactor the parser", 1)
+            failed = conversation("t2", TaskStatus.FAILED, "bump the deps", 4)
+            idle = conversation("t3", TaskStatus.IDLE, "explain the cache", 2)
+            tasks.update_tasks([running, failed, idle])
+            await pilot.pause()
+            assert app.posted(TaskList.ApprovalNeeded) == []
+            waiting = running.model_copy(update={"status": TaskStatus.WAITING})
+            tasks.update_tasks([waiting, failed, idle])
+            await pilot.pause()
+            assert layout(tasks) == [
+                "# Needs attention · 2",
+                "waiting for approval: refactor the parser",  # first, though older
+                "failed: bump the deps",
+                "# Ready for a reply · 1",
+                "idle, ready for a reply: explain the cache",
+            ]
+            assert tasks.counts == TaskCounts(attention=2, idle=1)
+            assert [m.task.id for m in app.posted(TaskList.ApprovalNeeded)] == ["t1"]
+            assert app.posted(TaskList.TaskFinished) == [], "waiting and idle are not ends"
+            tasks.update_tasks([waiting, failed, idle])  # still the same wait
+            await pilot.pause()
+            assert len(app.posted(TaskList.ApprovalNeeded)) == 1

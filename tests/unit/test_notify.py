@@ -120,7 +120,25 @@ def test_toast_severity_and_text_follow_the_status(status: TaskStatus, severity:
     assert ("turn failed" in message) == (severity == "error")
 
 
-@pytest.mark.parametrize("status", [TaskStatus.QUEUED, TaskStatus.RUNNING])
+@pytest.mark.parametrize("toast", [True, False])
+@pytest.mark.parametrize("bell", [True, False])
+@pytest.mark.parametrize("desktop", [True, False])
+def test_an_approval_is_announced_on_each_channel_switched_on(
+    toast: bool, bell: bool, desktop: bool
+) -> None:
+    recorder = Recorder()
+    notifier = recorder.notifier(NotifySettings(toast=toast, bell=bell, desktop=desktop), {})
+    notifier.approval_needed(make_task(TaskStatus.WAITING))
+    assert recorder.toasts == ([("fix the build", "! Approval needed", "warning")] if toast else [])
+    assert recorder.bells == int(bell)
+    assert recorder.written == (
+        ["\x1b]9;codex-tui: approval needed: fix the build\x07"] if desktop else []
+    )
+
+
+@pytest.mark.parametrize(
+    "status", [TaskStatus.QUEUED, TaskStatus.RUNNING, TaskStatus.WAITING, TaskStatus.IDLE]
+)
 def test_a_task_that_has_not_ended_is_not_announced(status: TaskStatus) -> None:
     recorder = Recorder()
     recorder.notifier(NotifySettings(desktop=True), {}).task_finished(make_task(status))
