@@ -13,12 +13,14 @@ delivered delta, its latency measured from its own stamp.
 
 A client follows each task until the status event that ends its turn (``idle``; a
 conversation does not end, its turn does). Measured: the latency of every delta (p50/p99, and
-as a ratio to the pipe baseline's of the same run), the deltas emitted per stored ``item.delta``
-event (the coalescing ratio), the stored bytes per delta (the ``data`` of the tasks' delta
-events in the SQLite file, beside the bytes of the deltas' own text), CPU and RSS of the server
-and worker, and integrity: every stamp seen exactly once, the deltas of each item concatenated
-equal to its completed text, each item completed exactly once, as many delta events stored as
-the clients saw.
+as a ratio to the pipe baseline's of the same run); the deltas emitted per stored
+``item.delta`` event (the coalescing ratio); the latency of each event's first delta split at
+the event's time (the worker's, when it read that delta: before it, the fake's pipe and the
+worker's reading; after it, the wait to be sent, the upload, the store and the SSE stream); the
+stored bytes per delta (the ``data`` of the tasks' delta events in the SQLite file, beside the
+bytes of the deltas' own text); CPU and RSS of the server and worker; and integrity: every
+stamp seen exactly once, the deltas of each item concatenated equal to its completed text,
+each item completed exactly once, as many delta events stored as the clients saw.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +50,8 @@ from server_client.models import EventKind
 
 #: A delta's stamp: ``⟨index:time_ns⟩`` (tests/fakes/fake_codex.py ``delta_stamp``).
 STAMP = re.compile("\u27e8(\\d+):(\\d+)\u27e9")
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 #: The fake's settings for this section (``FAKE_CODEX_MODE``).
 FAKE_MODE = "as-deltas"
@@ -110,21 +115,31 @@ class DeltaTrace:
     seen: Counter[int] = field(default_factory=Counter)
     texts: dict[str, list[str]] = field(default_factory=dict)
     completed: dict[str, list[str]] = field(default_factory=dict)
+    read_ns: list[int] = field(default_factory=list)
+    onward_ns: list[int] = field(default_factory=list)
     delta_events: int = 0
     last_arrival: int = 0
     ready: bool = False
     status: str | None = None
     error: str | None = None
 
-    def add_delta(self, item_id: str, text: str, now_ns: int) -> None:
-        """Record one delivered delta event (it may carry several stamps)."""
+    def add_delta(self, item_id: str, text: str, now_ns: int, ts_ns: int | None = None) -> None:
+        """Record one delivered delta event (it may carry several stamps) that the reader has
+        at ``now_ns``; ``ts_ns`` is the event's time (the worker's: when it read the event's
+        first delta), which splits the first delta's latency in two (``read_ns``: write to
+        the worker's read; ``onward_ns``: from there to the reader)."""
         self.delta_events += 1
         self.texts.setdefault(item_id, []).append(text)
+        first = True
         for match in STAMP.finditer(text):
             stamp = int(match.group(2))
             self.seen[int(match.group(1))] += 1
             self.stamps.append(stamp)
             self.lat_ns.append(now_ns - stamp)
+            if first and ts_ns is not None:
+                self.read_ns.append(ts_ns - stamp)
+                self.onward_ns.append(now_ns - ts_ns)
+            first = False
         self.last_arrival = now_ns
 
     def add_completed(self, item_id: str, text: str) -> None:
@@ -178,11 +193,14 @@ async def _follow(client: CodexTuiClient, trace: DeltaTrace, on_ready: Callable[
             if event.kind is EventKind.CODEX and isinstance(data, dict):
                 kind = data.get("type")
                 if kind == DELTA_TYPE:
-                    trace.add_delta(str(data.get("item_id")), str(data.get("delta", "")), now)
+                    ts = event.ts if event.ts.tzinfo else event.ts.replace(tzinfo=UTC)
+                    ts_ns = (ts - EPOCH) // timedelta(microseconds=1) * 1000
+                    delta = str(data.get("delta", ""))
+                    trace.add_delta(str(data.get("item_id")), delta, now, ts_ns)
                 elif kind == "item.completed" and isinstance(data.get("item"), dict):
-                    text = _item_text(data["item"])
-                    if text is not None:
-                        trace.add_completed(str(data["item"].get("id")), text)
+                    final = _item_text(data["item"])
+                    if final is not None:
+                        trace.add_completed(str(data["item"].get("id")), final)
                 elif kind == "turn.started" and not trace.ready:
                     trace.ready = True
                     on_ready()
@@ -306,6 +324,8 @@ async def run_deltas(
         "statuses": dict(statuses),
         "timed_out": bool(pending),
         "latency_ms": summarize([ns / 1e6 for t in traces for ns in t.lat_ns]),
+        "worker_read_ms": summarize([ns / 1e6 for t in traces for ns in t.read_ns]),
+        "after_read_ms": summarize([ns / 1e6 for t in traces for ns in t.onward_ns]),
         "healthz_ms": summarize(prober.rtt_ms),
         "rss_idle_mb": idle_rss / 2**20,
         "rss_ready_mb": rss_ready / 2**20,

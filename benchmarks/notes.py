@@ -486,6 +486,11 @@ def _deltas_notes(sections: dict[str, Any]) -> list[str]:
         if e2e.get("timed_out"):
             broken.append("turns still running at the deadline")
         cpu = e2e.get("cpu_ms_per_1000_deltas") or {}
+        read, after = e2e.get("worker_read_ms") or {}, e2e.get("after_read_ms") or {}
+        split = ""
+        if read.get("n") and after.get("n"):
+            figures = {"read": read["p50"], "after": after["p50"], "after99": after["p99"]}
+            split = " " + text("deltas.split", **figures)
         notes.append(
             text(
                 "deltas",
@@ -495,6 +500,7 @@ def _deltas_notes(sections: dict[str, Any]) -> list[str]:
                 p99=e2e["latency_ms"]["p99"],
                 pipe50=base["latency_ms"]["p50"],
                 pipe99=base["latency_ms"]["p99"],
+                split=split,
                 per_event=e2e.get("deltas_per_event") or 0.0,
                 stored=text("deltas.stored", size=size, text=e2e.get("text_bytes_per_delta") or 0)
                 if size is not None

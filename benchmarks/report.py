@@ -107,7 +107,9 @@ def _delta_keys(section: dict[str, Any]) -> dict[str, Any]:
     """The flat keys of the ``deltas`` section, per load (suffix: its number of tasks):
     ``deltas_p50_ms_N``/``deltas_p99_ms_N`` (end to end), ``deltas_pipe_p50_ms_N``/``..p99..``
     (the pipe baseline), ``deltas_p50_ratio_N``/``deltas_p99_ratio_N`` (end to end ÷ pipe),
-    ``deltas_added_p99_ms_N``, ``deltas_per_event_N`` (coalescing: deltas per stored
+    ``deltas_added_p99_ms_N``, ``deltas_read_p50_ms_N`` and ``deltas_after_read_p50_ms_N``/
+    ``..p99..`` (each event's first delta, from its write to the worker's read, and from there
+    to the client), ``deltas_per_event_N`` (coalescing: deltas per stored
     ``item.delta`` event), ``deltas_stored_bytes_per_delta_N``, ``deltas_server_cpu_ms_N`` and
     ``deltas_worker_cpu_ms_N`` (per 1,000 deltas), ``deltas_rss_peak_mb_N`` and ``deltas_ok_N``
     (every delta once, texts whole, every turn idle)."""
@@ -124,6 +126,9 @@ def _delta_keys(section: dict[str, Any]) -> dict[str, Any]:
             f"deltas_p50_ratio_{n}": load["ratio"]["p50"],
             f"deltas_p99_ratio_{n}": load["ratio"]["p99"],
             f"deltas_added_p99_ms_{n}": load["added_ms"]["p99"],
+            f"deltas_read_p50_ms_{n}": _get_p(e2e, "worker_read_ms", "p50"),
+            f"deltas_after_read_p50_ms_{n}": _get_p(e2e, "after_read_ms", "p50"),
+            f"deltas_after_read_p99_ms_{n}": _get_p(e2e, "after_read_ms", "p99"),
             f"deltas_per_event_{n}": e2e["deltas_per_event"],
             f"deltas_stored_bytes_per_delta_{n}": e2e["stored_bytes_per_delta"],
             f"deltas_server_cpu_ms_{n}": cpu.get("server"),
@@ -132,6 +137,10 @@ def _delta_keys(section: dict[str, Any]) -> dict[str, Any]:
             f"deltas_ok_{n}": e2e["ok"],
         }
     return flat
+
+
+def _get_p(e2e: dict[str, Any], key: str, quantile: str) -> float | None:
+    return (e2e.get(key) or {}).get(quantile)
 
 
 def _delta_table(section: dict[str, Any]) -> list[str]:

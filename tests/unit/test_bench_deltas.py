@@ -85,12 +85,13 @@ def test_as_deltas_streams_stamped_deltas_that_add_up_to_the_completed_items() -
 def test_a_coalesced_event_counts_each_stamp_and_integrity_sees_breakage() -> None:
     trace = DeltaTrace("t")
     now = 3_000
-    trace.add_delta("msg_1", "\u27e80:1000\u27e9 \u27e81:2000\u27e9 ", now)  # two merged
+    trace.add_delta("msg_1", "\u27e80:1000\u27e9 \u27e81:2000\u27e9 ", now, ts_ns=1_500)  # merged
     trace.add_delta("msg_1", "\u27e81:2000\u27e9 ", now)  # a duplicate
     trace.add_completed("msg_1", "\u27e80:1000\u27e9 \u27e81:2000\u27e9 ")
     assert len(STAMP.findall("\u27e80:1000\u27e9 \u27e81:2000\u27e9 ")) == 2
     assert trace.lat_ns == [2000, 1000, 1000]
     assert trace.delta_events == 2
+    assert (trace.read_ns, trace.onward_ns) == ([500], [1500])  # the first delta, split at ts
     assert integrity([trace], per_task=3) == {
         "lost": 1,  # index 2 never came
         "duplicated": 1,
@@ -113,6 +114,8 @@ def test_the_report_and_notes_show_a_deltas_section() -> None:
         "cpu_ms_per_1000_deltas": {"server": 100.0, "worker": 120.0},
         "rss_peak_mb": 150.0,
         "latency_ms": summary,
+        "worker_read_ms": pipe,
+        "after_read_ms": summary,
         "ok": False,
         "lost": 2,
     }
@@ -133,3 +136,4 @@ def test_the_report_and_notes_show_a_deltas_section() -> None:
     assert "| 20 | 2,000 | 1,900 | 20.0 | 40.0 | 0.50 | 2.00 | 40.0 | 20.0 | 4.00 |" in table
     notes = [n for n in make_notes(flat, sections) if n.startswith("Token deltas")]
     assert len(notes) == 1 and "not intact: lost 2" in notes[0], notes
+    assert "p50 0.5 ms from the write to the worker's read" in notes[0], notes
