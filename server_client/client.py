@@ -35,17 +35,26 @@ from server_client.errors import NotFoundError as NotFoundError
 from server_client.errors import problem_from_response as problem_from_response
 from server_client.errors import raise_for_problem as raise_for_problem
 from server_client.models import (
+    Approval,
+    ApprovalAnswer,
+    ApprovalDecision,
+    ApprovalPolicy,
+    ApprovalState,
     Event,
     Health,
     Me,
     PairingCode,
     PairRequest,
     PairResult,
+    Reply,
+    ReplyCreate,
+    Runtime,
     Sandbox,
     Task,
     TaskCreate,
     TaskPage,
     TaskStatus,
+    UserInputAnswers,
     Worker,
 )
 from server_client.retry import NETWORK_ERRORS, STREAM, Backoff, is_retryable
@@ -93,6 +102,12 @@ async def redeem_pairing_code(
         response = await http.post("/api/pair", json=body.model_dump())
     raise_for_problem(response)
     return PairResult.model_validate_json(response.content)
+
+
+def turn_ended(event: Event) -> bool:
+    """True for the status event after which a client waiting for a task's turn stops: a
+    terminal status, or ``idle`` (a conversation's turn ended; it waits for a reply)."""
+    return event.is_terminal or event.status is TaskStatus.IDLE
 
 
 #: Idle keep-alive connections the SDK keeps for reuse.
@@ -178,15 +193,22 @@ class CodexTuiClient:
         sandbox: Sandbox | str = Sandbox.WORKSPACE_WRITE,
         worker: str | None = None,
         labels: Sequence[str] = (),
+        approval_policy: ApprovalPolicy | str = ApprovalPolicy.NEVER,
+        runtime: Runtime | str | None = None,
     ) -> Task:
         """Submit a prompt; returns the queued task.
 
         ``worker`` (a worker name) and ``labels`` route it: it waits queued until a worker of
-        the caller with that name and all those labels is online.
+        the caller with that name and all those labels is online. ``approval_policy`` is
+        codex's ``-a`` (``untrusted``, ``on-request`` or ``never``: codex asks before it acts,
+        see :meth:`list_approvals`); ``runtime`` (``app-server``: a conversation that takes
+        replies; ``exec``: one run) defaults to the worker's.
 
         Raises:
-            ApiError: 400 for a workdir outside the allowed roots or an unknown worker, 422
-                for an invalid body.
+            ValueError: an unknown sandbox, approval policy or runtime.
+            ApiError: 400 for a workdir outside the allowed roots, an unknown worker or an
+                approval policy with the exec runtime; 403 for a sandbox, policy or model the
+                server does not allow; 422 for an invalid body.
         """
         body = TaskCreate(
             prompt=prompt,
@@ -195,6 +217,8 @@ class CodexTuiClient:
             sandbox=Sandbox(sandbox),
             worker=worker,
             labels=list(labels),
+            approval_policy=ApprovalPolicy(approval_policy),
+            runtime=Runtime(runtime) if runtime is not None else None,
         )
         response = await self._request(
             "POST", "/api/tasks", json=body.model_dump(mode="json", exclude_none=True)
@@ -248,6 +272,78 @@ class CodexTuiClient:
         """Request a cancel (idempotent); a queued task ends ``canceled`` at once."""
         response = await self._request("POST", f"/api/tasks/{task_id}/cancel")
         return Task.model_validate_json(response.content)
+
+    async def reply(self, task_id: str, prompt: str) -> Reply:
+        """Send a follow-up prompt to a conversation: it steers a running turn, or starts
+        the next turn of an idle task (on the worker that holds its thread).
+
+        Raises:
+            NotFoundError: no such task (or not the caller's).
+            ApiError: 409 when the task ended or runs on the exec runtime; 413 for a prompt
+                over the server's limit; 422 for a blank prompt.
+        """
+        body = ReplyCreate(prompt=prompt)
+        response = await self._request(
+            "POST", f"/api/tasks/{task_id}/replies", json=body.model_dump(mode="json")
+        )
+        return Reply.model_validate_json(response.content)
+
+    async def interrupt(self, task_id: str) -> Task:
+        """Interrupt the task's running turn (idempotent); the task becomes ``idle`` and
+        takes a reply (:meth:`cancel_task` ends it instead).
+
+        Raises:
+            NotFoundError: no such task (or not the caller's).
+            ApiError: 409 unless the task is running or waiting.
+        """
+        response = await self._request("POST", f"/api/tasks/{task_id}/interrupt")
+        return Task.model_validate_json(response.content)
+
+    async def list_approvals(
+        self, *, state: ApprovalState | str | None = None, task_id: str | None = None
+    ) -> list[Approval]:
+        """The caller's approvals, newest first (at most 200): only those in ``state``
+        (``pending``, ``answered``, ``withdrawn``) or of ``task_id`` when given.
+
+        Raises:
+            ValueError: an unknown state.
+        """
+        params: dict[str, str] = {}
+        if state is not None:
+            params["state"] = ApprovalState(state).value
+        if task_id is not None:
+            params["task_id"] = task_id
+        response = await self._request("GET", "/api/approvals", params=params)
+        return [Approval.model_validate(item) for item in response.json()]
+
+    async def get_approval(self, approval_id: str) -> Approval:
+        """One approval. Raises NotFoundError when it does not exist or is not the caller's."""
+        response = await self._request("GET", f"/api/approvals/{approval_id}")
+        return Approval.model_validate_json(response.content)
+
+    async def answer_approval(
+        self,
+        approval_id: str,
+        decision: ApprovalDecision | str,
+        answers: UserInputAnswers | None = None,
+    ) -> Approval:
+        """Answer a pending approval, once: ``accept``, ``acceptForSession`` (until the turn
+        ends), ``decline`` (the turn goes on) or ``cancel`` (the turn is interrupted); a
+        ``user_input`` approval takes ``accept`` with ``answers`` (question id → answers).
+
+        Raises:
+            ValueError: an unknown decision.
+            NotFoundError: no such approval (or not the caller's).
+            ApiError: 409 when it was answered already (the detail names the first answer)
+                or withdrawn; 400 for a decision codex did not offer, or missing answers.
+        """
+        body = ApprovalAnswer(decision=ApprovalDecision(decision), answers=answers)
+        response = await self._request(
+            "POST",
+            f"/api/approvals/{approval_id}",
+            json=body.model_dump(mode="json", exclude_none=True),
+        )
+        return Approval.model_validate_json(response.content)
 
     async def list_workers(self) -> list[Worker]:
         """The caller's workers, with online state, labels and running tasks."""
@@ -380,7 +476,10 @@ class CodexTuiClient:
 
         Reconnects after network errors and 5xx answers (and after the server closes the
         stream early) with ``Last-Event-ID`` and capped, jittered exponential backoff
-        (:data:`server_client.retry.STREAM`); stops after the terminal status event.
+        (:data:`server_client.retry.STREAM`); stops after the terminal status event. A
+        conversation's ``idle`` status event (its turn ended) does not end the stream: the
+        task takes replies; a caller that waits for the turn stops there itself
+        (:func:`turn_ended`).
         ``max_attempts`` bounds consecutive failed connection attempts (None: retry forever).
 
         Raises:

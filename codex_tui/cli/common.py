@@ -12,17 +12,20 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
-from server_client.enums import Sandbox, TaskStatus
+from server_client.enums import ApprovalPolicy, Runtime, Sandbox, TaskStatus
 
 if TYPE_CHECKING:
     from codex_tui.config import ResolvedConnection
     from server_client.client import CodexTuiClient
 
 __all__ = [
+    "APPROVAL_POLICIES",
+    "DEFAULT_APPROVAL_POLICY",
     "DEFAULT_PORT",
     "DEFAULT_SANDBOX",
     "EXIT_TASK_NOT_COMPLETED",
     "EXIT_USAGE",
+    "RUNTIMES",
     "SANDBOXES",
     "TASK_STATUSES",
     "connection",
@@ -45,6 +48,11 @@ DEFAULT_PORT = 8765
 #: The values of :class:`server_client.enums.Sandbox`, and the default for a new task.
 SANDBOXES = tuple(sandbox.value for sandbox in Sandbox)
 DEFAULT_SANDBOX = Sandbox.WORKSPACE_WRITE.value
+#: The values of :class:`server_client.enums.ApprovalPolicy` (codex's ``-a``), and the default.
+APPROVAL_POLICIES = tuple(policy.value for policy in ApprovalPolicy)
+DEFAULT_APPROVAL_POLICY = ApprovalPolicy.NEVER.value
+#: The values of :class:`server_client.enums.Runtime`.
+RUNTIMES = tuple(runtime.value for runtime in Runtime)
 #: The values of :class:`server_client.enums.TaskStatus`.
 TASK_STATUSES = tuple(status.value for status in TaskStatus)
 

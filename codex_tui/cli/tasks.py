@@ -1,7 +1,8 @@
 """Provides the task verbs: ``submit``, ``ls``, ``logs``, ``rerun``, ``cancel`` and ``pair``.
 
-Exit codes: 0 success (for ``--follow``: the task completed), 1 the task ended otherwise
-(failed, canceled, lost), 2 usage or connection problems.
+Exit codes: 0 success (for ``--follow``: the task completed, or a conversation's turn ended
+and it is idle, waiting for a reply), 1 the task ended otherwise (failed, canceled, lost),
+2 usage or connection problems.
 """
 
 from __future__ import annotations
@@ -14,8 +15,11 @@ from typing import TYPE_CHECKING
 import click
 
 from codex_tui.cli.common import (
+    APPROVAL_POLICIES,
+    DEFAULT_APPROVAL_POLICY,
     DEFAULT_SANDBOX,
     EXIT_TASK_NOT_COMPLETED,
+    RUNTIMES,
     SANDBOXES,
     TASK_STATUSES,
     connection,
@@ -23,7 +27,7 @@ from codex_tui.cli.common import (
     fail,
     run_client,
 )
-from server_client.enums import TaskStatus
+from server_client.enums import ACTIVE_STATUSES, TaskStatus
 from server_client.text import json_safe
 
 if TYPE_CHECKING:
@@ -44,15 +48,56 @@ def _printer(as_json: bool) -> Callable[[Event], None]:
     return EventPrinter().print
 
 
-async def _follow(client: CodexTuiClient, task_id: str, after: int, as_json: bool) -> int:
-    """Print the task's events until it ends; the exit code: 0 only if it completed."""
+async def follow_turn(
+    client: CodexTuiClient,
+    task_id: str,
+    after: int,
+    as_json: bool,
+    *,
+    reply_id: str | None = None,
+) -> int:
+    """Print the task's events with ``seq > after`` until it ends, or until its turn ends
+    (an ``idle`` status event: the conversation waits for a reply, which a line on stderr
+    says how to send). With ``reply_id``, only a turn end after that reply's status event
+    counts. Returns the exit code: 0 when the task completed or its turn ended, else 1."""
     show = _printer(as_json)
-    final: TaskStatus | None = None
+    seen_reply = reply_id is None
     async for event in client.stream_events(task_id, after=after):
         show(event)
         if event.is_terminal:
-            final = event.status
-    return 0 if final is TaskStatus.COMPLETED else EXIT_TASK_NOT_COMPLETED
+            return 0 if event.status is TaskStatus.COMPLETED else EXIT_TASK_NOT_COMPLETED
+        data = event.data if isinstance(event.data, dict) else {}
+        reply = data.get("reply")
+        if not seen_reply and isinstance(reply, dict) and reply.get("id") == reply_id:
+            seen_reply = True
+        if seen_reply and event.status is TaskStatus.IDLE:
+            turns = data.get("turns")
+            done = f"turn {turns} done" if turns else "turn done"
+            click.echo(
+                f"codex-tui: task {task_id} is idle ({done}); continue with: "
+                f"codex-tui reply {task_id} PROMPT",
+                err=True,
+            )
+            return 0
+    return EXIT_TASK_NOT_COMPLETED  # (the stream only ends at a terminal event)
+
+
+async def _follow(client: CodexTuiClient, task_id: str, as_json: bool) -> int:
+    """Print all of the task's events until it ends or its current (or next) turn ends;
+    the exit code: 0 only if it completed or is idle."""
+    task = await client.get_task(task_id)
+    # An idle task's last event is its turn's end: stop there. Otherwise stop at the end of
+    # the turn that runs or comes next.
+    idle_from = task.last_seq - 1 if task.status is TaskStatus.IDLE else task.last_seq
+    show = _printer(as_json)
+    if idle_from > 0:
+        async for event in client.iter_events(task_id):
+            if event.seq > idle_from:
+                break
+            show(event)
+            if event.is_terminal:
+                return 0 if event.status is TaskStatus.COMPLETED else EXIT_TASK_NOT_COMPLETED
+    return await follow_turn(client, task_id, max(0, idle_from), as_json)
 
 
 @click.command()
@@ -85,7 +130,24 @@ def pair(ctx: click.Context, server: str | None, token: str | None, as_json: boo
 @click.option(
     "--label", "labels", multiple=True, help="Run on a worker with this label (repeatable)."
 )
-@click.option("--follow", "-f", is_flag=True, help="Stream the events until the task ends.")
+@click.option(
+    "--ask-for-approval",
+    "-a",
+    "approval_policy",
+    type=click.Choice(APPROVAL_POLICIES),
+    default=DEFAULT_APPROVAL_POLICY,
+    show_default=True,
+    help="When codex asks you before it acts (codex's -a): untrusted (every command), "
+    "on-request (when the model asks), never. See `codex-tui approvals`.",
+)
+@click.option(
+    "--runtime",
+    type=click.Choice(RUNTIMES),
+    help="app-server: a conversation that takes replies; exec: one run (default: the worker's).",
+)
+@click.option(
+    "--follow", "-f", is_flag=True, help="Stream the events until the task or its turn ends."
+)
 @click.option("--json", "as_json", is_flag=True, help="With --follow: one JSON event per line.")
 @click.argument("prompt")
 @click.pass_context
@@ -98,11 +160,14 @@ def submit(
     model: str | None,
     worker_name: str | None,
     labels: tuple[str, ...],
+    approval_policy: str,
+    runtime: str | None,
     follow: bool,
     as_json: bool,
     prompt: str,
 ) -> None:
-    """Submit PROMPT (`-` reads it from stdin); prints the task id alone on stdout."""
+    """Submit PROMPT (`-` reads it from stdin); prints the task id alone on stdout. With
+    --follow, exits 0 when it completed or its turn ended (idle: `codex-tui reply` goes on)."""
     if prompt == "-":
         prompt = sys.stdin.read()
     if not prompt.strip():
@@ -118,12 +183,14 @@ def submit(
             sandbox=sandbox,
             worker=worker_name,
             labels=labels,
+            approval_policy=approval_policy,
+            runtime=runtime,
         )
         click.echo(task.id)
         sys.stdout.flush()
         if not follow:
             return 0
-        return await _follow(client, task.id, 0, as_json)
+        return await follow_turn(client, task.id, 0, as_json)
 
     raise SystemExit(run_client(conn, work))
 
@@ -200,14 +267,19 @@ def rerun(
         sys.stdout.flush()
         if not follow:
             return 0
-        return await _follow(client, task.id, 0, as_json)
+        return await follow_turn(client, task.id, 0, as_json)
 
     raise SystemExit(run_client(conn, work))
 
 
 @click.command()
 @connection_options
-@click.option("--follow", "-f", is_flag=True, help="Keep streaming until the task ends.")
+@click.option(
+    "--follow",
+    "-f",
+    is_flag=True,
+    help="Keep streaming until the task ends or its turn ends (idle).",
+)
 @click.option("--json", "as_json", is_flag=True, help="One JSON event per line.")
 @click.argument("task_id")
 @click.pass_context
@@ -219,12 +291,13 @@ def logs(
     as_json: bool,
     task_id: str,
 ) -> None:
-    """Print a task's events (with --follow, until it ends; exit 0 only if it completed)."""
+    """Print a task's events (with --follow, until it ends or its turn ends; exit 0 only if
+    it completed or is idle, waiting for a reply)."""
     conn = connection(ctx, server, token, start=False)
 
     async def work(client: CodexTuiClient) -> int:
         if follow:
-            return await _follow(client, task_id, 0, as_json)
+            return await _follow(client, task_id, as_json)
         show = _printer(as_json)
         async for event in client.iter_events(task_id):
             show(event)
@@ -243,7 +316,7 @@ def cancel(ctx: click.Context, server: str | None, token: str | None, task_id: s
 
     async def work(client: CodexTuiClient) -> None:
         task = await client.cancel_task(task_id)
-        state = "cancel requested" if task.status is TaskStatus.RUNNING else task.status.value
+        state = "cancel requested" if task.status in ACTIVE_STATUSES else task.status.value
         click.echo(f"{task.id} {state}")
 
     run_client(conn, work)

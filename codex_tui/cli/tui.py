@@ -16,10 +16,15 @@ from codex_tui.cli.common import connection, connection_options, fail
 #: Subcommand name → ``module:attribute`` of its click command.
 SUBCOMMANDS = {
     "admin": "codex_tui.cli.admin:admin",
+    "approvals": "codex_tui.cli.conversations:approvals",
+    "approve": "codex_tui.cli.conversations:approve",
     "cancel": "codex_tui.cli.tasks:cancel",
+    "decline": "codex_tui.cli.conversations:decline",
+    "interrupt": "codex_tui.cli.conversations:interrupt",
     "logs": "codex_tui.cli.tasks:logs",
     "ls": "codex_tui.cli.tasks:list_tasks",
     "pair": "codex_tui.cli.tasks:pair",
+    "reply": "codex_tui.cli.conversations:reply",
     "rerun": "codex_tui.cli.tasks:rerun",
     "server": "codex_tui.cli.serve:server",
     "submit": "codex_tui.cli.tasks:submit",

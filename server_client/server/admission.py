@@ -8,7 +8,9 @@ A create request meets them in this order:
    store so replicas agree (429), then one creation from the user's ``rate_task_creations``
    window (429, server_client.server.ratelimit).
 2. **Policy** (:func:`check_policy`): the prompt at most ``max_prompt_bytes`` (413); the sandbox
-   mode in ``allowed_sandboxes`` and the model in a non-empty ``allowed_models`` (403).
+   mode in ``allowed_sandboxes``, the approval policy in ``allowed_approval_policies`` and the
+   model in a non-empty ``allowed_models`` (403); an approval policy other than ``never`` not
+   with the ``exec`` runtime (400).
 3. **Routing** (:func:`admit`): a task routed to a worker by name needs the caller to have a
    worker of that name (400); a ``danger-full-access`` task needs a worker an admin marked:
    the named one, or any of the caller's (403).
@@ -33,7 +35,7 @@ from typing import TYPE_CHECKING
 from fastapi import HTTPException
 from sqlalchemy import ColumnElement, or_
 
-from server_client.models import Sandbox, TaskCreate, Worker
+from server_client.models import ApprovalPolicy, Runtime, Sandbox, TaskCreate, Worker
 from server_client.paths import WorkdirError, check_workdir_lexically
 from server_client.server.db import tasks
 from server_client.server.ratelimit import Limiter, RateLimited
@@ -71,27 +73,51 @@ async def check_limits(
     await limiter.take_task_creation(user.id)
 
 
-def check_policy(body: TaskCreate, settings: ServerSettings) -> None:
-    """Refuse a task the server's policy forbids.
+def check_prompt_size(prompt: str, settings: ServerSettings) -> None:
+    """Refuse a prompt (a task's or a reply's) over ``max_prompt_bytes``.
 
     Raises:
-        HTTPException: 413 when the prompt is longer than ``max_prompt_bytes`` (UTF-8);
-            403 when the sandbox mode is not in ``allowed_sandboxes`` or the model not in a
-            non-empty ``allowed_models``. Each detail names the setting that allows it.
+        HTTPException: 413, naming the setting.
     """
-    size = len(body.prompt.encode("utf-8"))
+    size = len(prompt.encode("utf-8"))
     if size > settings.max_prompt_bytes:
         raise HTTPException(
             413,
             f"the prompt is {size} bytes; this server takes at most "
             f"{settings.max_prompt_bytes} (CODEX_TUI_SERVER_MAX_PROMPT_BYTES)",
         )
+
+
+def check_policy(body: TaskCreate, settings: ServerSettings) -> None:
+    """Refuse a task the server's policy forbids.
+
+    Raises:
+        HTTPException: 413 when the prompt is longer than ``max_prompt_bytes`` (UTF-8);
+            403 when the sandbox mode is not in ``allowed_sandboxes``, the approval policy not
+            in ``allowed_approval_policies`` or the model not in a non-empty
+            ``allowed_models``; 400 for an approval policy other than ``never`` with the
+            ``exec`` runtime (it cannot ask). Each detail names the setting or the fix.
+    """
+    check_prompt_size(body.prompt, settings)
     if body.sandbox not in settings.allowed_sandboxes:
         allowed = ", ".join(s.value for s in settings.allowed_sandboxes) or "none"
         raise HTTPException(
             403,
             f"sandbox {body.sandbox.value} is not allowed on this server (allowed: {allowed}; "
             "CODEX_TUI_SERVER_ALLOWED_SANDBOXES)",
+        )
+    if body.approval_policy not in settings.allowed_approval_policies:
+        allowed = ", ".join(p.value for p in settings.allowed_approval_policies) or "none"
+        raise HTTPException(
+            403,
+            f"approval policy {body.approval_policy.value} is not allowed on this server "
+            f"(allowed: {allowed}; CODEX_TUI_SERVER_ALLOWED_APPROVAL_POLICIES)",
+        )
+    if body.approval_policy is not ApprovalPolicy.NEVER and body.runtime is Runtime.EXEC:
+        raise HTTPException(
+            400,
+            f"approval policy {body.approval_policy.value} needs the app-server runtime: "
+            "codex exec cannot ask for approval (drop --runtime exec, or use -a never)",
         )
     if body.model is not None and settings.allowed_models:
         if body.model not in settings.allowed_models:

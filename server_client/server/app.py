@@ -16,6 +16,7 @@ from server_client.server import (
     metrics,
     problems,
     ratelimit,
+    routes_conversations,
     routes_pairing,
     routes_tasks,
     routes_workers,
@@ -100,6 +101,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
     app.include_router(routes_tasks.router)
     app.include_router(routes_workers.router)
     app.include_router(routes_pairing.router)
+    app.include_router(routes_conversations.router)
 
     @app.get("/healthz", tags=["meta"])
     async def healthz() -> Health:

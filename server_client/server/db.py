@@ -92,6 +92,7 @@ workers = Table(
     Column("labels", Text, nullable=False, default="[]"),
     Column("revoked_at", UTCDateTime, nullable=True),
     Column("allow_danger", Boolean, nullable=False, default=False),
+    Column("runtime", String(16), nullable=True),
     Index("ix_workers_owner", "owner_id"),
     Index("ux_workers_owner_name", "owner_id", "name", unique=True),
 )
@@ -135,6 +136,13 @@ tasks = Table(
     Column("upload_next", Integer, nullable=False, default=0),
     Column("target_worker", String(100), nullable=True),
     Column("labels", Text, nullable=False, default="[]"),
+    Column("approval_policy", String(16), nullable=False, default="never"),
+    Column("runtime", String(16), nullable=True),
+    Column("requested_runtime", String(16), nullable=True),
+    Column("turns", Integer, nullable=False, default=0),
+    Column("interrupt_requested", Boolean, nullable=False, default=False),
+    Column("pending_approvals", Integer, nullable=False, default=0),
+    Column("pending_replies", Integer, nullable=False, default=0),
     Index("ix_tasks_owner_pk", "owner_id", "pk"),
     Index("ix_tasks_status_owner", "status", "owner_id", "pk"),
     Index("ix_tasks_worker_status", "worker_id", "status"),
@@ -148,6 +156,57 @@ events = Table(
     Column("ts", UTCDateTime, nullable=False),
     Column("kind", String(16), nullable=False),
     Column("data", Text, nullable=False),
+)
+
+#: Codex's requests for the owner's say (server_client.server.store.approvals), one per codex
+#: item of a task (``item_id``); owner-scoped through their task. JSON columns are text.
+approvals = Table(
+    "approvals",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column(
+        "task_pk",
+        BigInteger().with_variant(Integer, "sqlite"),
+        ForeignKey("tasks.pk"),
+        nullable=False,
+    ),
+    Column("item_id", String(200), nullable=False),
+    Column("turn_id", String(200), nullable=True),
+    Column("kind", String(16), nullable=False),
+    Column("command", Text, nullable=True),
+    Column("cwd", Text, nullable=True),
+    Column("reason", Text, nullable=True),
+    Column("diff", Text, nullable=True),
+    Column("questions", Text, nullable=True),
+    Column("available_decisions", Text, nullable=False, default="[]"),
+    Column("state", String(16), nullable=False),
+    Column("decision", String(32), nullable=True),
+    Column("answers", Text, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("answered_at", UTCDateTime, nullable=True),
+    Column("answered_by", String(100), nullable=True),
+    Column("withdrawn_reason", Text, nullable=True),
+    Column("acked_at", UTCDateTime, nullable=True),
+    Index("ux_approvals_task_item", "task_pk", "item_id", unique=True),
+    Index("ix_approvals_task_state", "task_pk", "state"),
+)
+
+#: Follow-up prompts of a conversation (server_client.server.store.conversations);
+#: ``delivered_at`` is set when the worker acknowledges handing one to codex.
+replies = Table(
+    "replies",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column(
+        "task_pk",
+        BigInteger().with_variant(Integer, "sqlite"),
+        ForeignKey("tasks.pk"),
+        nullable=False,
+    ),
+    Column("prompt", Text, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("delivered_at", UTCDateTime, nullable=True),
+    Index("ix_replies_task", "task_pk", "delivered_at"),
 )
 
 #: One row per state-changing call (docs/reliability.md S9). Append-only: triggers of migration

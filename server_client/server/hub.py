@@ -184,5 +184,6 @@ def queue_key(owner_id: str) -> str:
 
 
 def cancel_key(owner_id: str) -> str:
-    """Key woken when one of an owner's running tasks gets a cancel request."""
+    """Key woken when one of an owner's workers has a signal to act on: a cancel request, an
+    interrupt, a reply or an approval answer for a task it runs (its signals long poll)."""
     return f"cancel:{owner_id}"

@@ -7,6 +7,8 @@ several apps in one process do not mix their numbers. Exposed:
   replica reports the same truth);
 - ``codex_tui_workers_online``: non-revoked workers heard from within the lease TTL, from the
   store at scrape time;
+- ``codex_tui_pending_approvals``: codex's approvals waiting for their owner's answer, from
+  the store at scrape time;
 - ``codex_tui_events_ingested_total``: events stored from worker uploads (re-sent ones not
   counted), by this process;
 - ``codex_tui_open_event_streams``: SSE event streams open in this process;
@@ -51,10 +53,15 @@ DURATION_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 360
 UNMATCHED = "unmatched"
 
 
-async def store_snapshot(store: Store) -> tuple[dict[str, int], int]:
-    """Tasks per state (every state, 0 included) and the number of workers online (not
-    revoked, heard from within the store's lease TTL), read from the store now."""
-    return await store.count_tasks_by_state(), await store.count_workers_online()
+async def store_snapshot(store: Store) -> tuple[dict[str, int], int, int]:
+    """Tasks per state (every state, 0 included), the number of workers online (not
+    revoked, heard from within the store's lease TTL) and of approvals waiting for an
+    answer, read from the store now."""
+    return (
+        await store.count_tasks_by_state(),
+        await store.count_workers_online(),
+        await store.count_pending_approvals(),
+    )
 
 
 class _StoreCollector(Collector):
@@ -64,11 +71,13 @@ class _StoreCollector(Collector):
     def __init__(self) -> None:
         self.by_state: dict[str, int] = {status.value: 0 for status in TaskStatus}
         self.workers_online = 0
+        self.pending_approvals = 0
 
     def describe(self) -> Iterable[Metric]:
         """The families without samples (so registering does not collect)."""
         yield GaugeMetricFamily("codex_tui_tasks", "Tasks in each state.", labels=["state"])
         yield GaugeMetricFamily("codex_tui_workers_online", "Workers online.")
+        yield GaugeMetricFamily("codex_tui_pending_approvals", "Approvals pending.")
 
     def collect(self) -> Iterable[Metric]:
         """The tasks-by-state and workers-online gauges of the last snapshot."""
@@ -82,6 +91,11 @@ class _StoreCollector(Collector):
             "codex_tui_workers_online",
             "Non-revoked workers heard from within the lease TTL (from the store).",
             value=self.workers_online,
+        )
+        yield GaugeMetricFamily(
+            "codex_tui_pending_approvals",
+            "Approvals of codex waiting for their owner's answer (from the store).",
+            value=self.pending_approvals,
         )
 
 
@@ -156,7 +170,11 @@ class Metrics:
 
     async def render(self, store: Store) -> bytes:
         """Take the store snapshot and render every metric in the text format."""
-        self._store.by_state, self._store.workers_online = await store_snapshot(store)
+        (
+            self._store.by_state,
+            self._store.workers_online,
+            self._store.pending_approvals,
+        ) = await store_snapshot(store)
         return generate_latest(self.registry)
 
 

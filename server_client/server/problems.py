@@ -15,7 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from server_client.models import Problem
 from server_client.server.ratelimit import RateLimited
-from server_client.server.store import Conflict, NotFound, PairingError
+from server_client.server.store import Conflict, Invalid, NotFound, PairingError
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +99,10 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(PairingError)
     async def pairing_error(_request: Request, exc: PairingError) -> JSONResponse:
+        return problem_response(400, "Bad Request", str(exc))
+
+    @app.exception_handler(Invalid)
+    async def invalid(_request: Request, exc: Invalid) -> JSONResponse:
         return problem_response(400, "Bad Request", str(exc))
 
     @app.exception_handler(Conflict)

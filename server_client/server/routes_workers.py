@@ -16,6 +16,7 @@ from server_client.models import (
     Signals,
     SignalsRequest,
     Task,
+    TaskStatus,
     UploadResult,
     Worker,
     WorkerHello,
@@ -133,7 +134,8 @@ async def claim(
         wake = hub.current(queue_key(user.id))
         got = await store.claim(user, worker)
         if got is not None:
-            metrics.observe_claim(got.task)
+            if got.task.turns <= 1:  # a conversation's later turns did not wait in a queue
+                metrics.observe_claim(got.task)
             hub.notify(task_key(got.task.id))
             return got
         if not await Hub.wait(wake, _left(deadline)):
@@ -150,8 +152,10 @@ async def signals(
     settings: SettingsDep,
     wait: WaitQuery = 10.0,
 ) -> Signals:
-    """Long poll and heartbeat: returns as soon as one of the listed tasks must stop (a
-    cancel request, or the worker no longer holds it), else an empty answer after ``wait``
+    """Long poll and heartbeat: returns as soon as the worker has something to act on for
+    one of the listed tasks: a stop (a cancel request, or it no longer holds the task), an
+    interrupt of the running turn, replies or approval answers not yet acknowledged (they
+    repeat until ``POST /api/workers/{wid}/acks``); else an empty answer after ``wait``
     seconds (at most the worker's ``heartbeat_s``, so its leases stay fresh)."""
     user = principal.user
     worker = await _worker(principal, store, worker_id)
@@ -160,9 +164,10 @@ async def signals(
     try:
         while True:
             wake = hub.current(cancel_key(user.id))
-            stop = await store.tasks_to_stop(user, worker.id, body.task_ids)
-            if stop or hub.closing or not await Hub.wait(wake, _left(deadline)):
-                return Signals(cancel=stop)
+            found = await store.signals(user, worker.id, body.task_ids)
+            news = found.cancel or found.interrupt or found.replies or found.answers
+            if news or hub.closing or not await Hub.wait(wake, _left(deadline)):
+                return found
     finally:
         await store.touch_worker(worker.id)
 
@@ -202,6 +207,7 @@ async def finish(
     task_id: TaskIdPath,
     body: FinishRequest,
     token: BearerToken,
+    principal: Annotated[Principal, KnownTokenAuth],
     store: StoreDep,
     hub: HubDep,
     metrics: MetricsDep,
@@ -219,4 +225,6 @@ async def finish(
     if changed:
         metrics.observe_finish(task)
         hub.notify(task_key(task_id))
+        if task.status is TaskStatus.QUEUED:  # replies came that codex never got: next turn
+            hub.notify(queue_key(principal.user.id))
     return task

@@ -8,7 +8,7 @@ import os
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from server_client.models import Sandbox
+from server_client.models import ApprovalPolicy, Sandbox
 
 #: Sandbox modes allowed unless configured otherwise (danger-full-access needs an admin's say).
 DEFAULT_SANDBOXES = [Sandbox.READ_ONLY, Sandbox.WORKSPACE_WRITE]
@@ -32,6 +32,9 @@ class ServerSettings(BaseSettings):
         pairing_ttl_s: Lifetime of a pairing code (s).
         allowed_sandboxes: Sandbox modes a task may ask for (docs/reliability.md S6); a
             ``danger-full-access`` task is further only claimed by workers an admin marked.
+        allowed_approval_policies: Approval policies (codex's ``-a``) a task may ask for
+            (default: all); a policy other than ``never`` makes codex ask its owner before
+            it runs commands or applies changes.
         allowed_models: Models a task may name; empty means any (``null`` model is always
             allowed: codex's configured default).
         max_prompt_bytes: Largest prompt (UTF-8 bytes); larger ones are refused with 413.
@@ -61,6 +64,9 @@ class ServerSettings(BaseSettings):
     sweep_interval_s: float = Field(default=5.0, gt=0)
     pairing_ttl_s: float = Field(default=600.0, gt=0)
     allowed_sandboxes: list[Sandbox] = Field(default_factory=lambda: list(DEFAULT_SANDBOXES))
+    allowed_approval_policies: list[ApprovalPolicy] = Field(
+        default_factory=lambda: list(ApprovalPolicy)
+    )
     allowed_models: list[str] = Field(default_factory=list)
     max_prompt_bytes: int = Field(default=256 * 1024, gt=0)
     max_event_bytes: int = Field(default=256 * 1024, ge=4096)

@@ -33,6 +33,13 @@ AUDITED: dict[tuple[str, str], str | None] = {
     ("POST", "/api/workers/{worker_id}/tasks/{task_id}/events"): None,
     # A heartbeat long poll: it changes only last_seen_at.
     ("POST", "/api/workers/{worker_id}/signals"): None,
+    ("POST", "/api/tasks/{task_id}/replies"): "task.reply",
+    ("POST", "/api/tasks/{task_id}/interrupt"): "task.interrupt",
+    ("POST", "/api/approvals/{approval_id}"): "approval.answer",
+    ("POST", "/api/workers/{worker_id}/tasks/{task_id}/approvals"): "approval.request",
+    # Delivery receipts of the data plane: the reply and approval rows keep when each was
+    # acknowledged (delivered_at, acked_at); the request and the answer are audited.
+    ("POST", "/api/workers/{worker_id}/acks"): None,
 }
 
 

@@ -11,7 +11,12 @@ from codex_tui.cli import main
 from codex_tui.cli.tui import SUBCOMMANDS
 from tests.tui.test_tui_startup import imported, run_python
 
-VERB_MODULES = ("codex_tui.cli.tasks", "codex_tui.cli.serve", "codex_tui.cli.admin")
+VERB_MODULES = (
+    "codex_tui.cli.tasks",
+    "codex_tui.cli.conversations",
+    "codex_tui.cli.serve",
+    "codex_tui.cli.admin",
+)
 
 
 def test_every_subcommand_resolves_to_a_command_of_its_name() -> None:

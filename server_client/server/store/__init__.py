@@ -3,15 +3,18 @@ pairing codes and the audit log, as one :class:`Store`.
 
 Every method scopes by owner: a task or worker of another owner is reported exactly like one
 that does not exist (:class:`NotFound`), so ids never leak. Each aggregate is a module of this
-package (``auth``, ``tasks``, ``events``, ``workers``, ``leases``, ``pairing``, ``audit``)
+package (``auth``, ``tasks``, ``events``, ``workers``, ``leases``, ``conversations``,
+``approvals``, ``pairing``, ``audit``)
 adding its methods to :class:`Store`; all of them reach the database one way, through the
 transaction runner of ``runner``.
 """
 
 from __future__ import annotations
 
+from server_client.server.store.approvals import ApprovalStore
 from server_client.server.store.audit import AuditStore
 from server_client.server.store.auth import KNOWN_TOKENS, AuthStore, hash_token, new_token
+from server_client.server.store.conversations import ConversationStore
 from server_client.server.store.events import MAX_SEQ, EventStore
 from server_client.server.store.leases import CLAIM_SCAN, LeaseStore
 from server_client.server.store.pairing import (
@@ -24,6 +27,7 @@ from server_client.server.store.records import (
     Appended,
     AuditEntry,
     Conflict,
+    Invalid,
     LeaseLost,
     NotFound,
     PairingError,
@@ -45,6 +49,7 @@ __all__ = [
     "Appended",
     "AuditEntry",
     "Conflict",
+    "Invalid",
     "LeaseLost",
     "NotFound",
     "PairingError",
@@ -63,7 +68,17 @@ __all__ = [
 ]
 
 
-class Store(AuthStore, TaskStore, EventStore, WorkerStore, LeaseStore, PairingStore, AuditStore):
+class Store(
+    AuthStore,
+    TaskStore,
+    EventStore,
+    WorkerStore,
+    LeaseStore,
+    ConversationStore,
+    ApprovalStore,
+    PairingStore,
+    AuditStore,
+):
     """All persistent state, over an async SQLAlchemy engine (SQLite or PostgreSQL).
 
     Constructed as ``Store(engine, lease_ttl_s=..., max_event_bytes=...,

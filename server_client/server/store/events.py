@@ -13,7 +13,14 @@ from typing import Any
 
 from sqlalchemy import Connection, Row, Select, bindparam, insert, select, update
 
-from server_client.models import EventBatch, EventKind, TaskStatus, UploadResult, utcnow
+from server_client.models import (
+    ACTIVE_STATUSES,
+    EventBatch,
+    EventKind,
+    TaskStatus,
+    UploadResult,
+    utcnow,
+)
 from server_client.server.db import events, tasks, tokens, users
 from server_client.server.policy import encode_event
 from server_client.server.store.audit import write_audit
@@ -248,6 +255,8 @@ class EventStore(BaseStore):
         task ``row``."""
         if TaskStatus(row.status).is_terminal:
             raise LeaseLost(f"task {task_id} already ended {row.status}")
+        if TaskStatus(row.status) not in ACTIVE_STATUSES:
+            raise LeaseLost(f"task {task_id} is {row.status}: its turn ended with the lease")
         expected = int(row.upload_next)
         if batch.first_index > expected:
             raise Conflict(
@@ -289,7 +298,7 @@ class EventStore(BaseStore):
                 "(CODEX_TUI_SERVER_MAX_EVENTS_PER_TASK); later events are dropped and the "
                 "task is cancelled"
             )
-            marker = {"status": "running", "cancel_requested": True, "reason": reason}
+            marker = {"status": row.status, "cancel_requested": True, "reason": reason}
             now = utcnow()
             seq = append_status(conn, row.pk, seq, marker, now)
             stored.append(StoredEvent(seq, now, EventKind.STATUS.value, dumps(marker)))

@@ -13,12 +13,24 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Row, select, update
+from sqlalchemy import Connection, Row, or_, select, update
 
-from server_client.models import Claim, FinishRequest, Task, TaskStatus, Worker, utcnow
+from server_client.models import (
+    ACTIVE_STATUSES,
+    ApprovalPolicy,
+    Claim,
+    FinishRequest,
+    Runtime,
+    Task,
+    TaskStatus,
+    Worker,
+    utcnow,
+)
 from server_client.server.admission import labels_fit, routing_clauses
 from server_client.server.db import tasks, tokens, workers
+from server_client.server.store.approvals import withdraw_pending
 from server_client.server.store.audit import write_audit
+from server_client.server.store.conversations import undelivered_replies
 from server_client.server.store.events import (
     TOKEN_TASK_ROW,
     TOKEN_TASK_ROW_LOCKED,
@@ -34,28 +46,78 @@ from server_client.server.store.workers import worker_row
 #: How many of the oldest queued tasks one claim looks through for a routing match.
 CLAIM_SCAN = 200
 
+#: The states in which a worker holds a task's lease.
+ACTIVE = [s.value for s in ACTIVE_STATUSES]
+#: The states in which a task depends on the worker it names (its lease, or its thread).
+HELD = [*ACTIVE, TaskStatus.IDLE.value, TaskStatus.QUEUED.value]
 
-def end_lost(conn: Connection, task_pk: int, reason: str, now: datetime) -> str | None:
-    """End a running task ``lost`` with its terminal event and an audit row, in ``conn``'s
-    transaction; returns its id, or None when it is no longer running (another replica's
-    sweep, or its worker, got there first: the conditional update waits for their row lock
-    and then matches nothing, docs/reliability.md R6)."""
+
+def end_lost(
+    conn: Connection,
+    task_pk: int,
+    reason: str,
+    now: datetime,
+    *,
+    cause: str | None = None,
+    resumable: bool = True,
+    states: Sequence[str] = ACTIVE,
+) -> str | None:
+    """End a running (or waiting) task whose worker is gone, in ``conn``'s transaction, with
+    its status event and an audit row; returns its id, or None when it is no longer active
+    (another replica's sweep, or its worker, got there first: the conditional update waits
+    for their row lock and then matches nothing, docs/reliability.md R6).
+
+    A conversation whose thread codex already started (``thread_id``) is not lost when
+    ``resumable``: codex keeps the thread on the worker's machine, so it becomes ``idle``
+    with ``error`` explaining that the turn was cut short (``cause``, e.g. "worker w1
+    restarted", then the turn and what to do), and a reply resumes it (queued again at once,
+    for its worker, when replies wait). Anything else ends ``lost`` with ``reason``. Pending
+    approvals are withdrawn either way. ``states``: the states the task may be in (the
+    active ones; a revoked worker's idle conversations end too).
+    """
+    row = conn.execute(
+        select(tasks).where(tasks.c.pk == task_pk, tasks.c.status.in_(list(states)))
+    ).first()
+    if row is None:
+        return None
+    conversation = resumable and row.thread_id and row.runtime == Runtime.APP_SERVER.value
+    if conversation:
+        explained = (
+            f"{cause or reason} during turn {row.turns}; codex's turn was interrupted, "
+            "the conversation is kept: reply to continue"
+        )
+        status = TaskStatus.QUEUED if row.pending_replies else TaskStatus.IDLE
+        values: dict[str, Any] = {
+            "status": status.value,
+            "error": explained,
+            "lease_id": None,
+            "interrupt_requested": False,
+        }
+    else:
+        explained = reason
+        status = TaskStatus.LOST
+        values = {"status": status.value, "finished_at": now, "error": reason, "lease_id": None}
     ended = conn.execute(
         update(tasks)
-        .where(tasks.c.pk == task_pk, tasks.c.status == TaskStatus.RUNNING.value)
-        .values(status=TaskStatus.LOST.value, finished_at=now, error=reason, lease_id=None)
+        .where(tasks.c.pk == task_pk, tasks.c.status.in_(list(states)))
+        .values(values)
         .returning(tasks.c.id, tasks.c.owner_id, tasks.c.last_seq, tasks.c.worker_id)
     ).first()
     if ended is None:
         return None
-    data = {"status": TaskStatus.LOST.value, "reason": reason}
-    append_status(conn, task_pk, ended.last_seq, data, now)
+    seq = withdraw_pending(conn, task_pk, ended.last_seq, explained, now)
+    data: dict[str, Any]
+    if conversation:
+        data = {"status": status.value, "turns": int(row.turns), "error": explained}
+    else:
+        data = {"status": TaskStatus.LOST.value, "reason": reason}
+    append_status(conn, task_pk, seq, data, now)
     write_audit(
         conn,
         "task.lease_lost",
         ended.owner_id,
         f"task:{ended.id}",
-        {"worker_id": ended.worker_id, "reason": reason},
+        {"worker_id": ended.worker_id, "reason": reason, "status": status.value},
     )
     return str(ended.id)
 
@@ -64,31 +126,64 @@ def _finish(
     conn: Connection, row: Row[Any], worker_id: str, body: FinishRequest, now: datetime
 ) -> tuple[Task, bool]:
     """The body of a finish, in the caller's transaction, on the task ``row`` the worker
-    holds: end it with the worker's verdict, or return it unchanged when it already ended."""
-    if TaskStatus(row.status).is_terminal:
+    holds: end it (or its turn, ``idle``) with the worker's verdict, or return it unchanged
+    when it already ended.
+
+    A turn's end withdraws the approvals still pending and clears the interrupt flag. An
+    ``idle`` finish ends the lease but keeps the worker (it holds the thread); when replies
+    wait that codex never got, the task is queued again at once for that worker.
+    """
+    status = TaskStatus(row.status)
+    if status.is_terminal:
         return task_from_row(row), False
+    if status not in ACTIVE_STATUSES:
+        # Idle, or queued again for replies: the turn ended under this lease (the row keeps
+        # the lease id until the next claim, so that the idle finish is idempotent).
+        if body.status is TaskStatus.IDLE:
+            return task_from_row(row), False
+        raise LeaseLost(f"task {row.id} is {status.value}: the turn already ended")
     if body.event_count != row.upload_next:
         raise Conflict(
             f"finish says {body.event_count} events, the server has {row.upload_next}",
             next_index=int(row.upload_next),
         )
-    conn.execute(
-        update(tasks)
-        .where(tasks.c.pk == row.pk)
-        .values(
-            status=body.status.value,
-            finished_at=now,
-            exit_code=body.exit_code,
-            error=body.error,
-            thread_id=body.thread_id or row.thread_id,
-        )
-    )
-    data: dict[str, Any] = {"status": body.status.value}
-    if body.exit_code is not None:
-        data["exit_code"] = body.exit_code
-    if body.error:
-        data["reason"] = body.error
-    append_status(conn, row.pk, row.last_seq, data, now)
+    if body.status is TaskStatus.IDLE and row.runtime == Runtime.EXEC.value:
+        raise Conflict("an exec task cannot end idle: it takes no replies")
+    data: dict[str, Any]
+    if body.status is TaskStatus.IDLE:
+        requeue = int(row.pending_replies) > 0
+        after = TaskStatus.QUEUED if requeue else TaskStatus.IDLE
+        values: dict[str, Any] = {
+            "status": after.value,
+            "error": body.error,
+            "interrupt_requested": False,
+            "thread_id": body.thread_id or row.thread_id,
+        }
+        data = {"status": after.value, "turns": int(row.turns)}
+        if body.error:
+            data["error"] = body.error
+        if requeue:
+            data["replies"] = int(row.pending_replies)
+        reason = "the turn ended before an answer"
+    else:
+        after = body.status
+        values = {
+            "status": after.value,
+            "finished_at": now,
+            "exit_code": body.exit_code,
+            "error": body.error,
+            "thread_id": body.thread_id or row.thread_id,
+            "interrupt_requested": False,
+        }
+        data = {"status": after.value}
+        if body.exit_code is not None:
+            data["exit_code"] = body.exit_code
+        if body.error:
+            data["reason"] = body.error
+        reason = f"the task ended {after.value} before an answer"
+    conn.execute(update(tasks).where(tasks.c.pk == row.pk).values(values))
+    seq = withdraw_pending(conn, row.pk, row.last_seq, reason, now)
+    append_status(conn, row.pk, seq, data, now)
     write_audit(
         conn,
         "task.finish",
@@ -97,6 +192,17 @@ def _finish(
         {"status": body.status.value, "exit_code": body.exit_code, "worker_id": worker_id},
     )
     return reread(conn, row.pk), True
+
+
+def runtime_for(row: Any, worker: Worker) -> str:
+    """The runtime a task ``row`` runs on when ``worker`` claims it first: the one it asked
+    for; else ``app-server`` when it needs it (an approval policy, or replies already sent);
+    else the worker's default (``exec`` for a worker that announced none)."""
+    if row.requested_runtime:
+        return str(row.requested_runtime)
+    if row.approval_policy != ApprovalPolicy.NEVER.value or row.pending_replies:
+        return Runtime.APP_SERVER.value
+    return (worker.runtime or Runtime.EXEC).value
 
 
 class LeaseStore(BaseStore):
@@ -113,6 +219,19 @@ class LeaseStore(BaseStore):
         """
         now = utcnow()
         lease_id = secrets.token_hex(16)
+        capability = []
+        if worker.runtime is None:
+            # An older worker that only runs codex exec: no conversation (asked for, needing
+            # approvals, or with replies waiting) and no thread to resume.
+            capability = [
+                or_(
+                    tasks.c.requested_runtime.is_(None),
+                    tasks.c.requested_runtime == Runtime.EXEC.value,
+                ),
+                or_(tasks.c.runtime.is_(None), tasks.c.runtime == Runtime.EXEC.value),
+                tasks.c.approval_policy == ApprovalPolicy.NEVER.value,
+                tasks.c.pending_replies == 0,
+            ]
         query = (
             select(
                 tasks.c.pk,
@@ -121,17 +240,25 @@ class LeaseStore(BaseStore):
                 tasks.c.target_worker,
                 tasks.c.labels,
                 tasks.c.created_at,
+                tasks.c.started_at,
+                tasks.c.runtime,
+                tasks.c.requested_runtime,
+                tasks.c.approval_policy,
+                tasks.c.pending_replies,
+                tasks.c.turns,
             )
             .where(
                 tasks.c.owner_id == owner.id,
                 tasks.c.status == TaskStatus.QUEUED.value,
+                # A conversation queued again is pinned to the worker holding its thread.
+                or_(tasks.c.worker_id.is_(None), tasks.c.worker_id == worker.id),
                 *routing_clauses(worker),
+                *capability,
             )
             .order_by(tasks.c.pk)
             .limit(CLAIM_SCAN)
         )
         skip_locked = self._lock_rows
-        running = {"status": "running", "worker_id": worker.id, "worker": worker.name}
 
         def work(conn: Connection) -> Claim | None:
             rows = conn.execute(query).all()
@@ -145,19 +272,34 @@ class LeaseStore(BaseStore):
                 row = conn.execute(locking.with_for_update(skip_locked=True)).first()
             if row is None:
                 return None
+            runtime = row.runtime or runtime_for(row, worker)
+            turn = int(row.turns) + 1
             result = conn.execute(
                 update(tasks)
                 .where(tasks.c.pk == row.pk, tasks.c.status == TaskStatus.QUEUED.value)
                 .values(
                     status=TaskStatus.RUNNING.value,
-                    started_at=now,
+                    started_at=row.started_at or now,
                     worker_id=worker.id,
                     worker_name=worker.name,
                     lease_id=lease_id,
+                    runtime=runtime,
+                    turns=turn,
+                    error=None,
+                    # Event indexes count from 0 under each lease (each turn's claim).
+                    upload_next=0,
+                    interrupt_requested=False,
                 )
             )
             if result.rowcount != 1:
                 return None
+            running: dict[str, Any] = {
+                "status": "running",
+                "worker_id": worker.id,
+                "worker": worker.name,
+            }
+            if runtime == Runtime.APP_SERVER.value:
+                running["turn"] = turn
             append_status(conn, row.pk, row.last_seq, running, now)
             write_audit(
                 conn,
@@ -167,9 +309,11 @@ class LeaseStore(BaseStore):
                 {
                     "worker_id": worker.id,
                     "waited_s": round((now - row.created_at).total_seconds(), 3),
+                    "turn": turn,
                 },
             )
-            return Claim(task=reread(conn, row.pk), lease_id=lease_id)
+            pending = undelivered_replies(conn, row.pk, row.id) if row.pending_replies else []
+            return Claim(task=reread(conn, row.pk), lease_id=lease_id, replies=pending)
 
         return await self._txn(work)
 
@@ -244,9 +388,7 @@ class LeaseStore(BaseStore):
             return {
                 r.id
                 for r in conn.execute(query).all()
-                if r.worker_id == worker_id
-                and r.status == TaskStatus.RUNNING.value
-                and not r.cancel_requested
+                if r.worker_id == worker_id and r.status in ACTIVE and not r.cancel_requested
             }
 
         held = await self._read(work)
@@ -264,7 +406,7 @@ class LeaseStore(BaseStore):
         query = (
             select(tasks.c.pk, tasks.c.owner_id, workers.c.name)
             .select_from(tasks.join(workers, workers.c.id == tasks.c.worker_id))
-            .where(tasks.c.status == TaskStatus.RUNNING.value, workers.c.last_seen_at < cutoff)
+            .where(tasks.c.status.in_(ACTIVE), workers.c.last_seen_at < cutoff)
         )
         silence = f"(no heartbeat for {self.lease_ttl_s:g} s)"
 
@@ -272,7 +414,7 @@ class LeaseStore(BaseStore):
             ended = []
             for row in conn.execute(query).all():
                 reason = f"worker {row.name} stopped responding {silence}"
-                task_id = end_lost(conn, row.pk, reason, now)
+                task_id = end_lost(conn, row.pk, reason, now)  # a conversation: idle
                 if task_id is not None:
                     ended.append((task_id, str(row.owner_id)))
             return ended
@@ -295,11 +437,14 @@ class LeaseStore(BaseStore):
         query = select(tasks.c.pk).where(
             tasks.c.owner_id == owner.id,
             tasks.c.worker_id == worker.id,
-            tasks.c.status == TaskStatus.RUNNING.value,
+            tasks.c.status.in_(ACTIVE),
         )
+        cause = f"worker {worker.name} restarted"
 
         def work(conn: Connection) -> list[str]:
-            ended = (end_lost(conn, pk, reason, now) for pk in conn.scalars(query).all())
+            ended = (
+                end_lost(conn, pk, reason, now, cause=cause) for pk in conn.scalars(query).all()
+            )
             return [task_id for task_id in ended if task_id is not None]
 
         return await self._txn(work)
@@ -332,13 +477,16 @@ class LeaseStore(BaseStore):
                 .where(tokens.c.worker_id == worker_id, tokens.c.revoked_at.is_(None))
                 .values(revoked_at=now)
             )
-            running = conn.scalars(
-                select(tasks.c.pk).where(
-                    tasks.c.worker_id == worker_id, tasks.c.status == TaskStatus.RUNNING.value
-                )
+            # Its active tasks, and the conversations whose thread it holds (idle, or queued
+            # again for it): no other worker can resume them.
+            held = conn.scalars(
+                select(tasks.c.pk).where(tasks.c.worker_id == worker_id, tasks.c.status.in_(HELD))
             ).all()
             write_audit(conn, "worker.revoke", owner.id, f"worker:{worker_id}")
-            ended = (end_lost(conn, pk, "its worker was revoked", now) for pk in running)
+            ended = (
+                end_lost(conn, pk, "its worker was revoked", now, resumable=False, states=HELD)
+                for pk in held
+            )
             return [task_id for task_id in ended if task_id is not None]
 
         ended = await self._txn(work)

@@ -31,6 +31,10 @@ class Conflict(StoreError):
         self.next_index = next_index
 
 
+class Invalid(StoreError):
+    """The request does not fit the stored object (400), e.g. an answer codex did not offer."""
+
+
 class LeaseLost(Conflict):
     """The worker's lease on the task is gone (another claim, or the task ended)."""
 

@@ -10,7 +10,17 @@ from typing import Any
 
 from sqlalchemy import Connection, Row, func, insert, or_, select, update
 
-from server_client.models import Sandbox, Task, TaskCreate, TaskPage, TaskStatus, utcnow
+from server_client.models import (
+    ACTIVE_STATUSES,
+    ApprovalPolicy,
+    Runtime,
+    Sandbox,
+    Task,
+    TaskCreate,
+    TaskPage,
+    TaskStatus,
+    utcnow,
+)
 from server_client.server.db import tasks
 from server_client.server.store.audit import write_audit
 from server_client.server.store.events import append_status, task_row
@@ -20,8 +30,9 @@ from server_client.server.store.runner import BaseStore, dumps, inserted_pk, new
 #: Largest task key (a signed 64-bit BIGINT on PostgreSQL, an INTEGER on SQLite).
 MAX_PK = 2**63 - 1
 
-#: States in which a task counts against its owner's active-task limit.
-ACTIVE = (TaskStatus.QUEUED.value, TaskStatus.RUNNING.value)
+#: States in which a task counts against its owner's active-task limit (an idle conversation
+#: does not: it waits for its owner, not for a worker).
+ACTIVE = (TaskStatus.QUEUED.value, TaskStatus.RUNNING.value, TaskStatus.WAITING.value)
 
 
 def encode_cursor(pk: int) -> str:
@@ -61,6 +72,13 @@ def task_from_row(row: Row[Any]) -> Task:
         last_seq=row.last_seq,
         target_worker=row.target_worker,
         labels=json.loads(row.labels),
+        approval_policy=ApprovalPolicy(row.approval_policy),
+        runtime=Runtime(row.runtime) if row.runtime else None,
+        requested_runtime=Runtime(row.requested_runtime) if row.requested_runtime else None,
+        turns=row.turns,
+        pending_approvals=row.pending_approvals,
+        pending_replies=row.pending_replies,
+        interrupt_requested=bool(row.interrupt_requested),
     )
 
 
@@ -90,8 +108,20 @@ class TaskStore(BaseStore):
             "upload_next": 0,
             "target_worker": body.worker,
             "labels": dumps(sorted(set(body.labels))),
+            "approval_policy": body.approval_policy.value,
+            "requested_runtime": body.runtime.value if body.runtime else None,
+            "turns": 0,
+            "interrupt_requested": False,
+            "pending_approvals": 0,
+            "pending_replies": 0,
         }
-        detail = {"sandbox": body.sandbox.value, "model": body.model, "worker": body.worker}
+        detail = {
+            "sandbox": body.sandbox.value,
+            "model": body.model,
+            "worker": body.worker,
+            "approval_policy": body.approval_policy.value,
+            "runtime": body.runtime.value if body.runtime else None,
+        }
 
         def work(conn: Connection) -> Task:
             pk = inserted_pk(conn.execute(insert(tasks).values(values)))
@@ -170,7 +200,8 @@ class TaskStore(BaseStore):
         return await self._read(work)
 
     async def request_cancel(self, owner: User, task_id: str) -> tuple[Task, bool]:
-        """Cancel a task: a queued one ends ``canceled`` at once, a running one is flagged.
+        """Cancel a task: a queued or idle one ends ``canceled`` at once, a running or waiting
+        one is flagged (its worker stops it).
 
         Idempotent: a terminal task, or one already flagged, is returned unchanged.
 
@@ -186,8 +217,14 @@ class TaskStore(BaseStore):
         def work(conn: Connection) -> tuple[Task, bool]:
             row = task_row(conn, owner.id, task_id, lock=lock)
             status = TaskStatus(row.status)
-            if status is TaskStatus.QUEUED:
-                reason = "canceled before it started"
+            if status in (TaskStatus.QUEUED, TaskStatus.IDLE):
+                # Nothing runs: a queued task never started (or waits for its next turn),
+                # an idle conversation waits for a reply.
+                reason = (
+                    "canceled before it started"
+                    if row.turns == 0
+                    else f"canceled between turns (after turn {row.turns})"
+                )
                 conn.execute(
                     update(tasks)
                     .where(tasks.c.pk == row.pk)
@@ -199,11 +236,11 @@ class TaskStore(BaseStore):
                     )
                 )
                 data: dict[str, Any] = {"status": "canceled", "reason": reason}
-            elif status is TaskStatus.RUNNING and not row.cancel_requested:
+            elif status in ACTIVE_STATUSES and not row.cancel_requested:
                 conn.execute(
                     update(tasks).where(tasks.c.pk == row.pk).values(cancel_requested=True)
                 )
-                data = {"status": "running", "cancel_requested": True}
+                data = {"status": status.value, "cancel_requested": True}
             else:
                 write_audit(conn, "task.cancel", owner.id, f"task:{task_id}", {"changed": False})
                 return task_from_row(row), False

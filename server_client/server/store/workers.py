@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import Connection, Row, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from server_client.models import TaskStatus, Worker, WorkerHello, utcnow
+from server_client.models import ACTIVE_STATUSES, Runtime, Worker, WorkerHello, utcnow
 from server_client.server.db import tasks, workers
 from server_client.server.store.audit import write_audit
 from server_client.server.store.records import NotFound, User
@@ -35,6 +35,7 @@ def worker_from_row(row: Row[Any], *, ttl_s: float = 30.0, running: int = 0) -> 
         running=running,
         heartbeat_s=max(1.0, min(10.0, ttl_s / 3)),
         allow_danger=bool(row.allow_danger),
+        runtime=Runtime(row.runtime) if row.runtime else None,
     )
 
 
@@ -85,6 +86,7 @@ class WorkerStore(BaseStore):
             "labels": dumps(sorted(set(hello.labels))),
             "connected_at": now,
             "last_seen_at": now,
+            "runtime": hello.runtime.value if hello.runtime else None,
         }
         detail = {"name": hello.name, "hostname": hello.hostname, "codex": hello.codex_version}
 
@@ -162,7 +164,10 @@ class WorkerStore(BaseStore):
         """The owner's workers (not revoked), by name, with online state and running count."""
         running = (
             select(func.count())
-            .where(tasks.c.worker_id == workers.c.id, tasks.c.status == TaskStatus.RUNNING.value)
+            .where(
+                tasks.c.worker_id == workers.c.id,
+                tasks.c.status.in_([s.value for s in ACTIVE_STATUSES]),
+            )
             .scalar_subquery()
         )
         query = (
