@@ -45,7 +45,7 @@ import psutil
 from benchmarks.harness import FAKE_CODEX, CpuSample, Server, summarize
 from benchmarks.load import Gate, _Prober, bench_client, fake_env
 from server_client.client import CodexTuiClient
-from server_client.enums import TaskStatus
+from server_client.enums import Runtime, TaskStatus
 from server_client.models import EventKind
 
 #: A delta's stamp: ``⟨index:time_ns⟩`` (tests/fakes/fake_codex.py ``delta_stamp``).
@@ -249,7 +249,9 @@ async def run_deltas(
 
     async def create(prompt: str) -> str:
         async with limiter:
-            task = await client.create_task(prompt, workdir=str(server.workdir))
+            task = await client.create_task(
+                prompt, workdir=str(server.workdir), runtime=Runtime.APP_SERVER
+            )
             return task.id
 
     try:
