@@ -9,7 +9,8 @@ Usage::
     uv run python -m benchmarks --only pipeline,tui --profile
 
 Sections: pipeline (latency by concurrency, sustained rate, capacity, memory per task), resume,
-tui, cancel, postgres, real-codex, profile. Progress goes to stderr, the table to stdout.
+tui, cancel, postgres, real-codex, deltas (many conversation turns streaming token deltas),
+profile. Progress goes to stderr, the table to stdout.
 Everything started is stopped at the end, on Ctrl-C too (servers, workers, codex processes,
 TUIs, the PostgreSQL database).
 """
@@ -31,7 +32,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks import cancel, real_codex, report, resume
+from benchmarks import cancel, deltas, real_codex, report, resume
+from benchmarks.deltas import DeltaSpec
 from benchmarks.harness import (
     CLEANUP,
     ROOT,
@@ -49,7 +51,16 @@ from benchmarks.notes import make_notes, shared_machine_note
 from benchmarks.pipeline import PipelineConfig, latency_levels, run_level, sustained
 from benchmarks.report import REFERENCE_LEVEL
 
-SECTIONS = ("pipeline", "resume", "tui", "cancel", "postgres", "real-codex", "profile")
+SECTIONS = (
+    "pipeline",
+    "resume",
+    "tui",
+    "cancel",
+    "postgres",
+    "real-codex",
+    "deltas",
+    "profile",
+)
 RESULTS = Path(__file__).parent / "results"
 
 #: Offered rates (events/s, all tasks together) tried in turn when stepping.
@@ -80,6 +91,7 @@ def quick_config() -> dict[str, Any]:
         "cancel_samples": 1,
         "cancel_grace_s": 2.0,
         "real_codex_runs": 1,
+        "deltas": [DeltaSpec(tasks=20, deltas=300, rate=100, output=100)],
         "profile_s": 5,
     }
 
@@ -109,6 +121,10 @@ def full_config() -> dict[str, Any]:
         "cancel_samples": 5,
         "cancel_grace_s": 2.0,
         "real_codex_runs": 3,
+        "deltas": [
+            DeltaSpec(tasks=20, deltas=1000, rate=100, output=300),
+            DeltaSpec(tasks=100, deltas=800, rate=50, output=200),
+        ],
         "profile_s": 8,
     }
 
@@ -215,6 +231,13 @@ class Runner:
                 return self._real.server_options()
 
             self._start("real", real_setup)
+        if self.wanted("deltas"):
+            self._start(
+                "deltas",
+                fake_mode=deltas.FAKE_MODE,
+                runtime="app-server",
+                max_tasks=max(spec.tasks for spec in self.cfg["deltas"]),
+            )
 
     def server(self, name: str) -> Server:
         """A prestarted server (waits for it; raises what its start raised)."""
@@ -269,6 +292,10 @@ class Runner:
         )
         await self.section("postgres", self._postgres)
         await self.section("real-codex", self._real_codex)
+        await self.section(
+            "deltas",
+            lambda: deltas.deltas(self.server("deltas"), self.run_dir, cfg["deltas"], log),
+        )
         if not self.args.only and not self.args.profile and not self.args.quick:
             # The full run profiles whatever falls short of its goal.
             flat = report.flatten(self.sections)

@@ -292,6 +292,7 @@ def start_server(
     extra_env: dict[str, str] | None = None,
     pass_env: Sequence[str] = (),
     local_worker: bool = True,
+    runtime: str = "exec",
     timeout_s: float = 60.0,
 ) -> Server:
     """Start ``codex-tui server`` as the tests do, wait until it and its worker are up.
@@ -307,6 +308,9 @@ def start_server(
         extra_env: More environment variables for the server (and so its worker).
         pass_env: More names passed through to codex.
         local_worker: Start the local worker (and wait until it is online).
+        runtime: The local worker's runtime for tasks that ask for none (``--runtime``):
+            ``exec`` (one-shot ``codex exec``, what the sections written before conversations
+            measure) or ``app-server``.
         timeout_s: How long to wait for the server and worker.
 
     Raises:
@@ -340,6 +344,8 @@ def start_server(
         argv.append("--no-local-worker")
     if codex_bin:
         argv += ["--codex-bin", codex_bin]
+    if local_worker:
+        argv += ["--runtime", runtime]
     for var in (*FAKE_ENV, RUN_ENV, *pass_env):
         argv += ["--pass-env", var]
     if grace_s is not None:

@@ -470,6 +470,49 @@ def _terminal_note(sections: dict[str, Any]) -> str | None:
     )
 
 
+def _deltas_notes(sections: dict[str, Any]) -> list[str]:
+    """One note per load of the ``deltas`` section."""
+    notes = []
+    for load in (_get(sections, "deltas", "loads") or {}).values():
+        e2e, base = load["e2e"], load["baseline"]
+        if not e2e.get("received") or not base.get("received"):
+            continue
+        size = e2e.get("stored_bytes_per_delta")
+        broken = [
+            f"{key.replace('_', ' ')} {e2e[key]}"
+            for key in ("lost", "duplicated", "text_mismatch", "completed_not_once")
+            if e2e.get(key)
+        ]
+        if e2e.get("timed_out"):
+            broken.append("turns still running at the deadline")
+        cpu = e2e.get("cpu_ms_per_1000_deltas") or {}
+        read, after = e2e.get("worker_read_ms") or {}, e2e.get("after_read_ms") or {}
+        split = ""
+        if read.get("n") and after.get("n"):
+            figures = {"read": read["p50"], "after": after["p50"], "after99": after["p99"]}
+            split = " " + text("deltas.split", **figures)
+        notes.append(
+            text(
+                "deltas",
+                tasks=e2e["tasks"],
+                rate=e2e["rate_per_task"],
+                p50=e2e["latency_ms"]["p50"],
+                p99=e2e["latency_ms"]["p99"],
+                pipe50=base["latency_ms"]["p50"],
+                pipe99=base["latency_ms"]["p99"],
+                split=split,
+                per_event=e2e.get("deltas_per_event") or 0.0,
+                stored=text("deltas.stored", size=size, text=e2e.get("text_bytes_per_delta") or 0)
+                if size is not None
+                else "size unknown",
+                server=cpu.get("server") or 0.0,
+                worker=cpu.get("worker") or 0.0,
+                intact=text("deltas.broken", what=", ".join(broken)) if broken else "",
+            )
+        )
+    return notes
+
+
 def shared_machine_note(meta: dict[str, Any]) -> str:
     """The note for a run on a loaded machine: ``meta``'s load averages and CPU count."""
     return text(
@@ -517,4 +560,5 @@ def make_notes(flat: dict[str, Any], sections: dict[str, Any]) -> list[str]:
     terminal = _terminal_note(sections)
     if terminal:
         notes.append(terminal)
+    notes += _deltas_notes(sections)
     return notes

@@ -95,11 +95,85 @@ def flatten(sections: dict[str, Any]) -> dict[str, Any]:
     if pg_level:
         flat["postgres_added_p99_ms_50"] = pg_level["added_ms"]["p99"]
         flat["postgres_added_p50_ms_50"] = pg_level["added_ms"]["p50"]
+    flat.update(_delta_keys(sections.get("deltas") or {}))
     for name in ("resume", "tui", "cancel", "real_codex"):
         for key, value in (sections.get(name) or {}).items():
             if not isinstance(value, dict | list) or key.endswith("_runs_ms"):
                 flat[key] = value
     return flat
+
+
+def _delta_keys(section: dict[str, Any]) -> dict[str, Any]:
+    """The flat keys of the ``deltas`` section, per load (suffix: its number of tasks):
+    ``deltas_p50_ms_N``/``deltas_p99_ms_N`` (end to end), ``deltas_pipe_p50_ms_N``/``..p99..``
+    (the pipe baseline), ``deltas_p50_ratio_N``/``deltas_p99_ratio_N`` (end to end ÷ pipe),
+    ``deltas_added_p99_ms_N``, ``deltas_read_p50_ms_N`` and ``deltas_after_read_p50_ms_N``/
+    ``..p99..`` (each event's first delta, from its write to the worker's read, and from there
+    to the client), ``deltas_per_event_N`` (coalescing: deltas per stored
+    ``item.delta`` event), ``deltas_stored_bytes_per_delta_N``, ``deltas_server_cpu_ms_N`` and
+    ``deltas_worker_cpu_ms_N`` (per 1,000 deltas), ``deltas_rss_peak_mb_N`` and ``deltas_ok_N``
+    (every delta once, texts whole, every turn idle)."""
+    flat: dict[str, Any] = {}
+    for load in (section.get("loads") or {}).values():
+        e2e, base = load["e2e"], load["baseline"]
+        n = e2e["tasks"]
+        cpu = e2e.get("cpu_ms_per_1000_deltas") or {}
+        flat |= {
+            f"deltas_p50_ms_{n}": e2e["latency_ms"]["p50"],
+            f"deltas_p99_ms_{n}": e2e["latency_ms"]["p99"],
+            f"deltas_pipe_p50_ms_{n}": base["latency_ms"]["p50"],
+            f"deltas_pipe_p99_ms_{n}": base["latency_ms"]["p99"],
+            f"deltas_p50_ratio_{n}": load["ratio"]["p50"],
+            f"deltas_p99_ratio_{n}": load["ratio"]["p99"],
+            f"deltas_added_p99_ms_{n}": load["added_ms"]["p99"],
+            f"deltas_read_p50_ms_{n}": _get_p(e2e, "worker_read_ms", "p50"),
+            f"deltas_after_read_p50_ms_{n}": _get_p(e2e, "after_read_ms", "p50"),
+            f"deltas_after_read_p99_ms_{n}": _get_p(e2e, "after_read_ms", "p99"),
+            f"deltas_per_event_{n}": e2e["deltas_per_event"],
+            f"deltas_stored_bytes_per_delta_{n}": e2e["stored_bytes_per_delta"],
+            f"deltas_server_cpu_ms_{n}": cpu.get("server"),
+            f"deltas_worker_cpu_ms_{n}": cpu.get("worker"),
+            f"deltas_rss_peak_mb_{n}": e2e["rss_peak_mb"],
+            f"deltas_ok_{n}": e2e["ok"],
+        }
+    return flat
+
+
+def _get_p(e2e: dict[str, Any], key: str, quantile: str) -> float | None:
+    return (e2e.get(key) or {}).get(quantile)
+
+
+def _delta_table(section: dict[str, Any]) -> list[str]:
+    """The Markdown table of the ``deltas`` section (no lines when it did not run)."""
+    loads = section.get("loads") or {}
+    if not loads:
+        return []
+    lines = [
+        "",
+        "Token deltas of conversation turns (app-server runtime), from the fake writing a "
+        "delta to the SDK client parsing the event that carries it (ms); pipe = the same "
+        "fakes read straight from their pipes; × pipe = end to end ÷ pipe; deltas per event = "
+        "emitted deltas per stored `item.delta` event (the worker's coalescing); CPU in ms per "
+        "1,000 deltas.",
+        "",
+        "| Tasks | Offered /s | Delivered /s | E2E p50 | E2E p99 | Pipe p50 | Pipe p99 | "
+        "× pipe p50 | × pipe p99 | Deltas per event | Stored B per delta | Server CPU | "
+        "Worker CPU | RSS peak MB | Intact |",
+        "|" + " ---: |" * 14 + " :---: |",
+    ]
+    for load in loads.values():
+        e2e, base, ratio = load["e2e"], load["baseline"], load["ratio"]
+        lat, blat = e2e["latency_ms"], base["latency_ms"]
+        cpu = e2e.get("cpu_ms_per_1000_deltas") or {}
+        lines.append(
+            f"| {e2e['tasks']} | {_fmt(e2e['offered_per_s'])} | {_fmt(e2e['delivered_per_s'])} | "
+            f"{_fmt(lat['p50'])} | {_fmt(lat['p99'])} | {_fmt(blat['p50'])} | "
+            f"{_fmt(blat['p99'])} | {_fmt(ratio['p50'])} | {_fmt(ratio['p99'])} | "
+            f"{_fmt(e2e['deltas_per_event'])} | {_fmt(e2e['stored_bytes_per_delta'])} | "
+            f"{_fmt(cpu.get('server'))} | {_fmt(cpu.get('worker'))} | "
+            f"{_fmt(e2e['rss_peak_mb'])} | {'✓' if e2e['ok'] else '✗'} |"
+        )
+    return lines
 
 
 def _fmt(value: Any, unit: str = "") -> str:
@@ -191,6 +265,7 @@ def markdown(results: dict[str, Any], flat: dict[str, Any]) -> str:
                 f"{_fmt(add['p99'])} | {_fmt(add['max'])} | "
                 f"{_fmt(flat.get(f'added_p99_ms_{n}_steady'))} | {'✓' if e2e['ok'] else '✗'} |"
             )
+    lines += _delta_table(results["sections"].get("deltas") or {})
     other = [
         ("Sustained events/s, SQLite", "sqlite_events_per_s", "/s"),
         ("Sustained events/s, PostgreSQL", "postgres_events_per_s", "/s"),

@@ -45,6 +45,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 USAGE = "Usage: codex exec [OPTIONS] [PROMPT]\n"
@@ -229,6 +230,71 @@ def stamped(prompt: str, usage: dict[str, int]) -> int:
     return 0
 
 
+def delta_stamp(n: int, t_ns: int) -> str:
+    """The text of delta ``n`` of ``as-deltas``, written at ``t_ns`` (``time.time_ns()``)."""
+    return f"\u27e8{n}:{t_ns}\u27e9 "
+
+
+def stream_deltas(prompt: str, thread_id: str, note: Callable[[str, dict[str, Any]], None]) -> None:
+    """The turn of ``app-server`` mode ``as-deltas`` (for benchmarks/), after ``turn/started``.
+
+    Settings are ``key=value`` words of the prompt: ``deltas`` (default 100) agent-message
+    deltas, then ``output`` (default 0) command-output deltas of one command, all paced at
+    ``rate`` per second (0: as fast as possible) on an absolute schedule that starts ``phase``
+    seconds after ``gate`` (a file the benchmark holds an exclusive ``flock`` on until every
+    task is ready; as in ``stamped``). Each delta's text is :func:`delta_stamp` of its index
+    (counting on over both streams) and of ``time.time_ns()`` taken just before the line is
+    written, followed by ``pad`` (default 0) bytes of ``x``. Then ``item/completed`` with the
+    whole text of each item, ``thread/tokenUsage/updated`` and ``turn/completed``.
+    """
+    import fcntl
+
+    words = dict(w.split("=", 1) for w in prompt.split() if "=" in w)
+    count = int(words.get("deltas", "100"))
+    output = int(words.get("output", "0"))
+    rate = float(words.get("rate", "0"))
+    pad = "x" * int(words.get("pad", "0"))
+    gate = words.get("gate")
+    if gate:
+        with open(gate, "rb") as fh:
+            fcntl.flock(fh, fcntl.LOCK_SH)  # blocks while the benchmark holds LOCK_EX
+            fcntl.flock(fh, fcntl.LOCK_UN)
+    start = time.monotonic() + float(words.get("phase", "0"))
+    turn = {"threadId": thread_id, "turnId": "turn-1"}
+    n = 0
+
+    def stream(method: str, item_id: str, deltas: int) -> str:
+        nonlocal n
+        head = json.dumps({"method": method, "params": {**turn, "itemId": item_id, "delta": ""}})
+        before, after = head.rsplit('""', 1)
+        texts = []
+        for _ in range(deltas):
+            if rate > 0:
+                delay = start + n / rate - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+            text = delta_stamp(n, time.time_ns()) + pad
+            os.write(1, f"{before}{json.dumps(text)}{after}\n".encode())
+            texts.append(text)
+            n += 1
+        return "".join(texts)
+
+    text = stream("item/agentMessage/delta", "msg_1", count)
+    note("item/completed", {**turn, "item": {"type": "agentMessage", "id": "msg_1", "text": text}})
+    if output:
+        command = {"type": "commandExecution", "id": "cmd_1", "command": "bench", "cwd": "/"}
+        note("item/started", {**turn, "item": {**command, "status": "inProgress"}})
+        aggregated = stream("item/commandExecution/outputDelta", "cmd_1", output)
+        done = {**command, "status": "completed", "exitCode": 0, "aggregatedOutput": aggregated}
+        note("item/completed", {**turn, "item": done})
+    tokens = {"inputTokens": 1200, "cachedInputTokens": 1000, "outputTokens": count}
+    tokens |= {"reasoningOutputTokens": 0, "totalTokens": 1200 + count}
+    usage = {"total": tokens, "last": tokens, "modelContextWindow": 272000}
+    note("thread/tokenUsage/updated", {**turn, "tokenUsage": usage})
+    done_turn = {"id": "turn-1", "items": [], "status": "completed"}
+    note("turn/completed", {"threadId": thread_id, "turn": done_turn})
+
+
 def app_server(mode: str) -> int:
     """``codex app-server`` for deterministic edge cases (the real one is tested too): reads
     JSON-RPC lines from stdin and answers ``initialize``, ``thread/start``/``thread/resume``
@@ -240,7 +306,9 @@ def app_server(mode: str) -> int:
     - ``as-crash-early``: exits 4 on ``thread/start`` (no thread yet);
     - ``as-ask``: asks ``item/tool/requestUserInput`` (request id 0, item ``ui_1``; the real
       codex 0.169.0 offers that tool only in Plan mode) and ends the turn with an agent message
-      whose text is the JSON of the answer it got.
+      whose text is the JSON of the answer it got;
+    - ``as-deltas`` (for benchmarks/): :func:`stream_deltas`, settings from the turn's
+      prompt words.
     """
 
     def send(message: dict[str, Any]) -> None:
@@ -286,6 +354,10 @@ def app_server(mode: str) -> int:
                 ask: dict[str, Any] = {"threadId": thread_id, "turnId": "turn-1", "itemId": "ui_1"}
                 ask |= {"isBlocking": True, "questions": [question]}
                 send({"id": 0, "method": "item/tool/requestUserInput", "params": ask})
+                continue
+            if mode == "as-deltas":
+                texts = [part.get("text", "") for part in params.get("input") or []]
+                stream_deltas(" ".join(texts), thread_id, note)
                 continue
             delta = {"threadId": thread_id, "turnId": "turn-1", "itemId": "msg_1"}
             note("item/agentMessage/delta", {**delta, "delta": "Hel"})

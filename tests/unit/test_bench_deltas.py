@@ -1,0 +1,139 @@
+"""Provides tests that the fake app-server's ``as-deltas`` mode emits what the ``deltas``
+benchmark parses (benchmarks/deltas.py): stamped deltas of both streams, the completed items
+whose texts they add up to, and a completed turn; and that the benchmark's integrity check and
+report see a broken stream as broken. Fast and untimed: the fake runs unpaced, without a gate.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from typing import Any
+
+from benchmarks import report
+from benchmarks.deltas import STAMP, DeltaSpec, DeltaTrace, _item_text, integrity
+from benchmarks.notes import make_notes
+from server_client.codex.appserver import Notification, parse_message, to_event
+from tests.conftest import FAKE_CODEX
+
+
+def run_fake(prompt: str) -> list[dict[str, Any]]:
+    """The fake app-server in ``as-deltas`` mode through one turn; its stdout messages."""
+    turn = {"threadId": "t", "input": [{"type": "text", "text": prompt}]}
+    requests = [
+        {"id": 0, "method": "initialize", "params": {"clientInfo": {"name": "test"}}},
+        {"id": 1, "method": "thread/start", "params": {}},
+        {"id": 2, "method": "turn/start", "params": turn},
+    ]
+    env = {**os.environ, "FAKE_CODEX_MODE": "as-deltas"}
+    done = subprocess.run(
+        [sys.executable, str(FAKE_CODEX), "app-server"],
+        input="".join(json.dumps(r) + "\n" for r in requests),
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=30,
+        check=True,
+    )
+    return [json.loads(line) for line in done.stdout.splitlines()]
+
+
+def test_as_deltas_streams_stamped_deltas_that_add_up_to_the_completed_items() -> None:
+    before = time.time_ns()
+    spec = DeltaSpec(tasks=1, deltas=5, rate=0, output=3, pad=2)
+    messages = run_fake(spec.prompts(gate=None)[0])
+    after = time.time_ns()
+
+    trace = DeltaTrace("t")
+    events = []
+    for message in messages:
+        note = parse_message(message)
+        if not isinstance(note, Notification):
+            continue
+        event = to_event(note.method, note.params)  # what the worker stores
+        if event is None:
+            continue
+        events.append(event)
+        if event["type"] == "item.delta":
+            trace.add_delta(event["item_id"], event["delta"], after)
+        elif event["type"] == "item.completed":
+            text = _item_text(event["item"])
+            if text is not None:
+                trace.add_completed(event["item"]["id"], text)
+
+    types = [e["type"] for e in events]
+    assert types[:2] == ["thread.started", "turn.started"]
+    assert types[-2:] == ["usage.updated", "turn.completed"]
+    streams = [e["stream"] for e in events if e["type"] == "item.delta"]
+    assert streams == ["agent_message"] * 5 + ["command_output"] * 3
+    assert sorted(trace.seen) == list(range(spec.per_task))
+    assert all(before <= stamp <= after for stamp in trace.stamps)
+    assert trace.stamps == sorted(trace.stamps)
+    assert all(text.endswith("xx") for texts in trace.texts.values() for text in texts)
+    assert set(trace.completed) == {"msg_1", "cmd_1"}
+    assert integrity([trace], spec.per_task) == {
+        "lost": 0,
+        "duplicated": 0,
+        "text_mismatch": 0,
+        "completed_not_once": 0,
+    }
+
+
+def test_a_coalesced_event_counts_each_stamp_and_integrity_sees_breakage() -> None:
+    trace = DeltaTrace("t")
+    now = 3_000
+    trace.add_delta("msg_1", "\u27e80:1000\u27e9 \u27e81:2000\u27e9 ", now, ts_ns=1_500)  # merged
+    trace.add_delta("msg_1", "\u27e81:2000\u27e9 ", now)  # a duplicate
+    trace.add_completed("msg_1", "\u27e80:1000\u27e9 \u27e81:2000\u27e9 ")
+    assert len(STAMP.findall("\u27e80:1000\u27e9 \u27e81:2000\u27e9 ")) == 2
+    assert trace.lat_ns == [2000, 1000, 1000]
+    assert trace.delta_events == 2
+    assert (trace.read_ns, trace.onward_ns) == ([500], [1500])  # the first delta, split at ts
+    assert integrity([trace], per_task=3) == {
+        "lost": 1,  # index 2 never came
+        "duplicated": 1,
+        "text_mismatch": 1,  # the duplicate makes the concatenation longer
+        "completed_not_once": 0,
+    }
+
+
+def test_the_report_and_notes_show_a_deltas_section() -> None:
+    summary = {"n": 10, "p50": 20.0, "p90": 30.0, "p99": 40.0, "max": 50.0, "mean": 22.0}
+    pipe = {"n": 10, "p50": 0.5, "p90": 1.0, "p99": 2.0, "max": 3.0, "mean": 0.6}
+    e2e = {
+        "tasks": 20,
+        "rate_per_task": 100.0,
+        "offered_per_s": 2000.0,
+        "delivered_per_s": 1900.0,
+        "received": 10,
+        "deltas_per_event": 4.0,
+        "stored_bytes_per_delta": 30.0,
+        "cpu_ms_per_1000_deltas": {"server": 100.0, "worker": 120.0},
+        "rss_peak_mb": 150.0,
+        "latency_ms": summary,
+        "worker_read_ms": pipe,
+        "after_read_ms": summary,
+        "ok": False,
+        "lost": 2,
+    }
+    load = {
+        "e2e": e2e,
+        "baseline": {"received": 10, "latency_ms": pipe},
+        "ratio": {"p50": 40.0, "p90": 30.0, "p99": 20.0},
+        "added_ms": {"p50": 19.5, "p90": 29.0, "p99": 38.0, "max": 47.0},
+    }
+    sections = {"deltas": {"loads": {"20x100": load}}}
+    flat = report.flatten(sections)
+    assert flat["deltas_p99_ratio_20"] == 20.0
+    assert flat["deltas_per_event_20"] == 4.0
+    assert flat["deltas_ok_20"] is False
+    meta = {"mode": "quick", "started": "now", "cpus": 2, "load_before": "0"}
+    results = {"meta": {**meta, "load_after": "0", "commit": "x"}, "goals": [], "notes": []}
+    table = report.markdown({**results, "sections": sections}, flat)
+    assert "| 20 | 2,000 | 1,900 | 20.0 | 40.0 | 0.50 | 2.00 | 40.0 | 20.0 | 4.00 |" in table
+    notes = [n for n in make_notes(flat, sections) if n.startswith("Token deltas")]
+    assert len(notes) == 1 and "not intact: lost 2" in notes[0], notes
+    assert "p50 0.5 ms from the write to the worker's read" in notes[0], notes
