@@ -91,7 +91,14 @@ NOISY: tuple[str, ...] = (
 #: Notifications :func:`to_event` drops (the noisy ones, should they come anyway, and
 #: bookkeeping the stored events already show).
 QUIET: frozenset[str] = frozenset(
-    (*NOISY, "configWarning", "serverRequest/resolved", "thread/settings/updated")
+    (
+        *NOISY,
+        "configWarning",
+        "serverRequest/resolved",
+        "thread/settings/updated",
+        # a resumed thread's goal bookkeeping (0.169.0 sends it on every thread/resume)
+        "thread/goal/cleared",
+    )
 )
 
 _DELTA_STREAMS: dict[str, str] = {
@@ -153,13 +160,15 @@ class ThreadStartParams(_Out):
 
 class ThreadResumeParams(_Out):
     """``thread/resume``: loads a thread from ``$CODEX_HOME`` (the same fields override what
-    it restores)."""
+    it restores). ``excludeTurns`` leaves the earlier turns out of the answer (the task's log
+    has them; without it codex 0.169.0 sends them all and a ``deprecationNotice``)."""
 
     threadId: str
     cwd: str | None = None
     sandbox: str | None = None
     approvalPolicy: str | None = None
     model: str | None = None
+    excludeTurns: bool = True
 
 
 class TextInput(_Out):

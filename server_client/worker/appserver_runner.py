@@ -614,7 +614,8 @@ class AppServerRunner:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             cwd=self.spec.workdir,
-            env=dict(self.spec.env),
+            # codex app-server colours its stderr log lines unless told not to
+            env={**self.spec.env, "NO_COLOR": "1"},
             start_new_session=True,
             preexec_fn=die_with_parent,
         )

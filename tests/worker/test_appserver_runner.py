@@ -160,6 +160,10 @@ async def test_a_reply_resumes_the_thread_in_a_new_app_server(
     second = await run.outcome()
     assert second.status is TaskStatus.IDLE and second.thread_id == first.thread_id
     assert [m["text"] for m in run.completed("agentMessage")] == ["two"]
+    # the resume asks for no history (no deprecationNotice) and its bookkeeping stays quiet
+    assert not {"deprecationNotice", "thread/goal/cleared"} & set(run.types()), run.types()
+    stderr = [e.data["line"] for e in run.events if e.kind is EventKind.STDERR]
+    assert not any("\x1b" in line for line in stderr), stderr
     last = mock_model.requests[-1]
     texts = user_texts(last)
     assert any("the first prompt" in t for t in texts) and any("the reply" in t for t in texts)
