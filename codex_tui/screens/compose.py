@@ -1,5 +1,5 @@
-"""Provides ComposeScreen: write a prompt, pick workdir, sandbox, model and the worker to run
-it on, and submit a task."""
+"""Provides ComposeScreen: write a prompt, pick workdir, sandbox, model, the worker to run it
+on, when codex asks for approval (codex's ``-a``) and the runtime, and submit a task."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from textual.widgets import Footer, Input, Label, Select, Static, TextArea
 
 from codex_tui.failures import REQUEST_ERRORS, describe_action_failure
 from server_client.client import ApiError, CodexTuiClient
-from server_client.models import Sandbox, Task, TaskCreate
+from server_client.models import ApprovalPolicy, Runtime, Sandbox, Task, TaskCreate
 
 __all__ = ["ComposeScreen", "parse_labels"]
 
@@ -26,6 +26,20 @@ __all__ = ["ComposeScreen", "parse_labels"]
 MAX_WORKER_SUGGESTIONS = 200
 #: Longest placeholder of the worker field (it names the first workers), in characters.
 PLACEHOLDER_CHARS = 20
+
+#: How the approval policies read in the form (codex's own values, explained).
+_POLICY_TEXT: dict[ApprovalPolicy, str] = {
+    ApprovalPolicy.NEVER: "never ask",
+    ApprovalPolicy.ON_REQUEST: "on-request",
+    ApprovalPolicy.UNTRUSTED: "untrusted (ask all)",
+}
+#: The runtime choice that leaves it to the worker.
+_WORKER_DEFAULT = "default"
+_RUNTIME_TEXT: dict[Runtime | str, str] = {
+    _WORKER_DEFAULT: "worker's default",
+    Runtime.APP_SERVER: "app-server (replies)",
+    Runtime.EXEC: "exec (one run)",
+}
 
 
 def parse_labels(text: str) -> list[str]:
@@ -91,8 +105,16 @@ class ComposeScreen(Screen[Task | None]):
     ComposeScreen #workdir-input {
         width: 1fr;
     }
-    ComposeScreen #sandbox-select, ComposeScreen #worker-input {
+    ComposeScreen #sandbox-select, ComposeScreen #worker-input,
+    ComposeScreen #approval-select {
         width: 26;
+    }
+    ComposeScreen #runtime-label {
+        margin-left: 1;
+        width: 7;
+    }
+    ComposeScreen #runtime-select {
+        width: 1fr;
     }
     ComposeScreen #model-input, ComposeScreen #labels-input {
         width: 1fr;
@@ -165,6 +187,21 @@ class ComposeScreen(Screen[Task | None]):
                 yield Input(placeholder="any worker", id="worker-input")
                 yield Label("Labels", classes="compose-label", id="labels-label")
                 yield Input(placeholder="none (e.g. gpu, linux)", id="labels-input")
+            with Horizontal(classes="compose-row"):
+                yield Label("Approval", classes="compose-label")
+                yield Select(
+                    [(text, policy) for policy, text in _POLICY_TEXT.items()],
+                    value=ApprovalPolicy.NEVER,
+                    allow_blank=False,
+                    id="approval-select",
+                )
+                yield Label("Runs", classes="compose-label", id="runtime-label")
+                yield Select(
+                    [(text, runtime) for runtime, text in _RUNTIME_TEXT.items()],
+                    value=_WORKER_DEFAULT,
+                    allow_blank=False,
+                    id="runtime-select",
+                )
             yield Static(id="compose-error")
             yield Static("Submitting…", id="compose-busy")
         yield Footer()
@@ -206,6 +243,8 @@ class ComposeScreen(Screen[Task | None]):
         sandbox = self.query_one("#sandbox-select", Select).value
         worker = self.query_one("#worker-input", Input).value.strip()
         labels = parse_labels(self.query_one("#labels-input", Input).value)
+        policy = self.query_one("#approval-select", Select).value
+        runtime = self.query_one("#runtime-select", Select).value
         return TaskCreate(
             prompt=prompt,
             workdir=workdir or None,
@@ -213,6 +252,10 @@ class ComposeScreen(Screen[Task | None]):
             sandbox=Sandbox(sandbox) if isinstance(sandbox, str) else Sandbox.WORKSPACE_WRITE,
             worker=worker or None,
             labels=labels,
+            approval_policy=(
+                ApprovalPolicy(policy) if isinstance(policy, str) else ApprovalPolicy.NEVER
+            ),
+            runtime=Runtime(runtime) if isinstance(runtime, Runtime) else None,
         )
 
     def action_submit(self) -> None:
@@ -259,6 +302,8 @@ class ComposeScreen(Screen[Task | None]):
                 sandbox=request.sandbox,
                 worker=request.worker,
                 labels=request.labels,
+                approval_policy=request.approval_policy,
+                runtime=request.runtime,
             )
         except (ApiError, httpx.HTTPError) as error:
             self._show_error(describe_action_failure(error))

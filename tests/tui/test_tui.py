@@ -154,6 +154,24 @@ async def test_compose_picks_the_sandbox_by_keyboard(server_factory: ServerFacto
         assert task.sandbox == "read-only"
 
 
+async def test_compose_picks_the_approval_policy_and_runtime_by_keyboard(
+    server_factory: ServerFactory,
+) -> None:
+    server = server_factory(local_worker=False)
+    async with server.client() as client, running_app(client, server) as (app, pilot):
+        await pilot.press("n")
+        await wait_for(pilot, lambda: isinstance(app.screen, ComposeScreen))
+        await type_text(pilot, "ask me first")
+        # prompt -> workdir -> sandbox -> model -> worker -> labels -> approval -> runtime
+        await pilot.press(*["tab"] * 6, "enter", "down", "enter")  # never -> on-request
+        await pilot.press("tab", "enter", "down", "enter")  # worker's default -> app-server
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: isinstance(app.screen, DashboardScreen))
+        [task] = (await client.list_tasks()).items
+        assert task.approval_policy == "on-request"
+        assert task.requested_runtime == "app-server"
+
+
 async def test_cancel_asks_first(server_factory: ServerFactory) -> None:
     server = server_factory(local_worker=False)
     async with server.client() as client:
