@@ -426,3 +426,18 @@ async def test_a_late_ack_of_the_replies_that_requeued_a_task_leaves_it_idle(
     assert task.status is TaskStatus.IDLE and task.pending_replies == 0
     assert (await _status_data(store, alice, task_id))[-1] == {"status": "idle", "turns": 1}
     assert await store.claim(alice, holder) is None
+
+
+async def test_a_reply_before_the_first_claim_goes_out_with_it_on_app_server(
+    store: Store,
+) -> None:
+    alice = await store.create_user("alice")
+    old = await _worker(store, alice, "old", runtime=None)
+    task_id = await _conversation(store, alice, runtime=None)
+    reply, task = await store.add_reply(alice, task_id, "one more thing")
+    assert task.status is TaskStatus.QUEUED and task.pending_replies == 1
+    assert await store.claim(alice, old) is None, "an exec-only worker cannot take replies"
+    new = await _worker(store, alice, "new", runtime=Runtime.EXEC)
+    claim = await _claim(store, alice, new)
+    assert claim.task.runtime is APP and claim.task.turns == 1
+    assert [r.id for r in claim.replies] == [reply.id]
