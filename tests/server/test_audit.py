@@ -176,28 +176,51 @@ def test_each_mutating_call_writes_one_row(server: LiveServer) -> None:
     )
 
     # A conversation: codex asks, the owner answers, replies and interrupts; the worker
-    # acknowledges (not audited: the rows keep it) and ends the turn.
-    body = {"prompt": "four", "runtime": "app-server"}
-    conv = call("POST", "/api/tasks", "task.create", headers=user, json=body).json()
+    # acknowledges (not audited) and ends the turn idle.
+    talk = call(
+        "POST",
+        "/api/tasks",
+        "task.create",
+        headers=user,
+        json={"prompt": "talk", "runtime": "app-server", "approval_policy": "on-request"},
+    ).json()
     claim = call(
         "POST", f"/api/workers/{worker_id}/claim", "task.claim", headers=worker, params={"wait": 5}
     ).json()
-    assert claim["task"]["id"] == conv["id"]
-    ask = {"lease_id": claim["lease_id"], "item_id": "i1", "kind": "command", "command": "ls"}
-    path = f"/api/workers/{worker_id}/tasks/{conv['id']}/approvals"
-    approval = call("POST", path, "approval.request", headers=worker, json=ask).json()
-    answer = {"decision": "accept"}
-    call("POST", f"/api/approvals/{approval['id']}", "approval.answer", headers=user, json=answer)
-    path = f"/api/tasks/{conv['id']}/replies"
-    reply = call("POST", path, "task.reply", headers=user, json={"prompt": "more"}).json()
+    assert claim["task"]["id"] == talk["id"]
+    lease = claim["lease_id"]
+    on_talk = f"/api/workers/{worker_id}/tasks/{talk['id']}"
+    asked = {"lease_id": lease, "item_id": "call_1", "kind": "command", "command": "ls"}
+    approval = call(
+        "POST", f"{on_talk}/approvals", "approval.request", headers=worker, json=asked
+    ).json()
+    call(
+        "POST",
+        f"/api/approvals/{approval['id']}",
+        "approval.answer",
+        headers=user,
+        json={"decision": "accept"},
+    )
+    reply = call(
+        "POST",
+        f"/api/tasks/{talk['id']}/replies",
+        "task.reply",
+        headers=user,
+        json={"prompt": "and then?"},
+    ).json()
+    call("POST", f"/api/tasks/{talk['id']}/interrupt", "task.interrupt", headers=user)
     acks = {"replies": [reply["id"]], "approvals": [approval["id"]]}
     call("POST", f"/api/workers/{worker_id}/acks", None, headers=worker, json=acks)
-    call("POST", f"/api/tasks/{conv['id']}/interrupt", "task.interrupt", headers=user)
-    idle = {"lease_id": claim["lease_id"], "status": "idle", "event_count": 0}
-    path = f"/api/workers/{worker_id}/tasks/{conv['id']}/finish"
-    assert call("POST", path, "task.finish", headers=worker, json=idle).json()["status"] == "idle"
-    path = f"/api/tasks/{conv['id']}/cancel"
-    assert call("POST", path, "task.cancel", headers=user).json()["status"] == "canceled"
+    call(
+        "POST",
+        f"{on_talk}/finish",
+        "task.finish",
+        headers=worker,
+        json={"lease_id": lease, "status": "idle", "event_count": 0},
+    )
+    # An idle conversation ends at once when canceled: no worker is involved.
+    call("POST", f"/api/tasks/{talk['id']}/cancel", "task.cancel", headers=user)
+    assert http.get(f"/api/tasks/{talk['id']}", headers=user).json()["status"] == "canceled"
 
     # A claimed task whose worker falls silent is lost by the sweeper (actor: server).
     lost = call("POST", "/api/tasks", "task.create", headers=user, json={"prompt": "3"}).json()

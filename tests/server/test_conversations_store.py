@@ -409,3 +409,20 @@ async def test_cancel_ends_an_idle_task_at_once_and_revoke_ends_its_conversation
     assert await store.revoke_worker(alice, holder.id) == [second]
     assert (await store.get_task(alice, second)).status is TaskStatus.LOST
     assert _statuses(await _events(store, alice, second))[-1] == "lost"
+
+
+async def test_a_late_ack_of_the_replies_that_requeued_a_task_leaves_it_idle(
+    store: Store,
+) -> None:
+    alice = await store.create_user("alice")
+    holder = await _worker(store, alice, "holder")
+    task_id = await _conversation(store, alice)
+    claim = await _claim(store, alice, holder)
+    reply, _ = await store.add_reply(alice, task_id, "steer")
+    await _idle(store, alice, holder, claim)  # the worker acks only after finishing
+    assert (await store.get_task(alice, task_id)).status is TaskStatus.QUEUED
+    assert await store.ack(alice, holder.id, Acks(replies=[reply.id])) == [task_id]
+    task = await store.get_task(alice, task_id)
+    assert task.status is TaskStatus.IDLE and task.pending_replies == 0
+    assert (await _status_data(store, alice, task_id))[-1] == {"status": "idle", "turns": 1}
+    assert await store.claim(alice, holder) is None

@@ -88,11 +88,14 @@ async def test_tasks_by_state_and_open_streams(server_factory: ServerFactory) ->
     assert _states(samples) == {
         "queued": 2,
         "running": 0,
+        "waiting": 0,
+        "idle": 0,
         "completed": 0,
         "failed": 0,
         "canceled": 1,
         "lost": 0,
     }
+    assert _value(samples, "codex_tui_pending_approvals") == 0
     assert _value(samples, "codex_tui_workers_online") == 0
     assert _value(samples, "codex_tui_events_ingested_total") == 0
 

@@ -35,6 +35,7 @@ from tests.conftest import LiveServer, ServerFactory
 #: Ids that exist for nobody (ids are 12 hex digits).
 GHOST_TASK = "0000000000aa"
 GHOST_WORKER = "0000000000bb"
+GHOST_APPROVAL = "0000000000cc"
 #: A label no worker has: tasks that must stay queued carry it.
 NOWHERE = "nowhere"
 
@@ -52,10 +53,16 @@ class Actor:
     lease_id: str
     queued: str
     prompt: str
+    approval: str
 
     def ids(self) -> dict[str, str]:
         """Its ids, for leak checks."""
-        return {self.running: GHOST_TASK, self.queued: GHOST_TASK, self.worker_id: GHOST_WORKER}
+        return {
+            self.running: GHOST_TASK,
+            self.queued: GHOST_TASK,
+            self.worker_id: GHOST_WORKER,
+            self.approval: GHOST_APPROVAL,
+        }
 
 
 @dataclass
@@ -187,7 +194,7 @@ def create_task(walk: Walk, me: Actor, other: Actor) -> None:
 
 
 def list_tasks(walk: Walk, me: Actor, other: Actor) -> None:
-    for params in ({}, {"status": ["queued", "running"]}, {"limit": 200}):
+    for params in ({}, {"status": ["queued", "waiting"]}, {"limit": 200}):
         response = walk.call(me.user_token, "GET", "/api/tasks", params=params)
         assert response.status == 200
         listed = {task["id"] for task in response.json()["items"]}
@@ -296,7 +303,12 @@ def signals(walk: Walk, me: Actor, other: Actor) -> None:
             params={"wait": 0},
             body=lambda ids: {"task_ids": [ids["t"]]},
         )
-        assert answer.json() == {"cancel": [other.running]}
+        assert answer.json() == {
+            "cancel": [other.running],
+            "interrupt": [],
+            "replies": [],
+            "answers": [],
+        }
 
 
 def _worker_write_routes(
@@ -328,6 +340,96 @@ def finish(walk: Walk, me: Actor, other: Actor) -> None:
         lease_id=other.lease_id, status=TaskStatus.FAILED, event_count=0, error="hijacked"
     ).model_dump(mode="json")
     _worker_write_routes(walk, me, other, "finish", lambda _ids: body)
+
+
+def reply(walk: Walk, me: Actor, other: Actor) -> None:
+    for task_id in (other.running, other.queued):
+        for token, expected in ((me.user_token, 404), (me.worker_token, 403)):
+            walk.same_as_ghost(
+                token,
+                "POST",
+                "/api/tasks/{t}/replies",
+                {"t": task_id},
+                {"t": GHOST_TASK},
+                expected,
+                body=lambda _ids: {"prompt": "hijack"},
+            )
+
+
+def interrupt(walk: Walk, me: Actor, other: Actor) -> None:
+    for task_id in (other.running, other.queued):
+        for token, expected in ((me.user_token, 404), (me.worker_token, 403)):
+            walk.same_as_ghost(
+                token,
+                "POST",
+                "/api/tasks/{t}/interrupt",
+                {"t": task_id},
+                {"t": GHOST_TASK},
+                expected,
+            )
+
+
+def list_approvals(walk: Walk, me: Actor, other: Actor) -> None:
+    for params in ({}, {"state": "pending"}, {"task_id": other.running}):
+        response = walk.call(me.user_token, "GET", "/api/approvals", params=params)
+        assert response.status == 200
+        listed = {approval["id"] for approval in response.json()}
+        assert listed == (set() if "task_id" in params else {me.approval})
+        _no_leak(response, other)
+    assert walk.call(me.worker_token, "GET", "/api/approvals").status == 403
+
+
+def get_approval(walk: Walk, me: Actor, other: Actor) -> None:
+    for token, expected in ((me.user_token, 404), (me.worker_token, 403)):
+        walk.same_as_ghost(
+            token,
+            "GET",
+            "/api/approvals/{a}",
+            {"a": other.approval},
+            {"a": GHOST_APPROVAL},
+            expected,
+        )
+
+
+def answer_approval(walk: Walk, me: Actor, other: Actor) -> None:
+    for token, expected in ((me.user_token, 404), (me.worker_token, 403)):
+        walk.same_as_ghost(
+            token,
+            "POST",
+            "/api/approvals/{a}",
+            {"a": other.approval},
+            {"a": GHOST_APPROVAL},
+            expected,
+            body=lambda _ids: {"decision": "accept"},
+        )
+
+
+def request_approval(walk: Walk, me: Actor, other: Actor) -> None:
+    body = {"lease_id": other.lease_id, "item_id": "hijack", "kind": "command", "command": "x"}
+    _worker_write_routes(walk, me, other, "approvals", lambda _ids: body)
+
+
+def acks(walk: Walk, me: Actor, other: Actor) -> None:
+    for token in (me.user_token, me.worker_token):
+        walk.same_as_ghost(
+            token,
+            "POST",
+            "/api/workers/{w}/acks",
+            {"w": other.worker_id},
+            {"w": GHOST_WORKER},
+            404,
+            body=lambda _ids: {"approvals": [me.approval]},
+        )
+        # As itself, acknowledging the other's approval changes nothing (checked after).
+        walk.same_as_ghost(
+            token,
+            "POST",
+            f"/api/workers/{me.worker_id}/acks",
+            {"a": other.approval},
+            {"a": GHOST_APPROVAL},
+            204,
+            body=lambda ids: {"approvals": [ids["a"]], "replies": [ids["a"]]},
+        )
 
 
 def connect(walk: Walk, me: Actor, other: Actor) -> None:
@@ -388,6 +490,13 @@ ROUTES: dict[tuple[str, str], Callable[[Walk, Actor, Actor], None]] = {
     ("post", "/api/workers/{worker_id}/signals"): signals,
     ("post", "/api/workers/{worker_id}/tasks/{task_id}/events"): upload_events,
     ("post", "/api/workers/{worker_id}/tasks/{task_id}/finish"): finish,
+    ("post", "/api/tasks/{task_id}/replies"): reply,
+    ("post", "/api/tasks/{task_id}/interrupt"): interrupt,
+    ("get", "/api/approvals"): list_approvals,
+    ("get", "/api/approvals/{approval_id}"): get_approval,
+    ("post", "/api/approvals/{approval_id}"): answer_approval,
+    ("post", "/api/workers/{worker_id}/tasks/{task_id}/approvals"): request_approval,
+    ("post", "/api/workers/{worker_id}/acks"): acks,
     ("post", "/api/workers/connect"): connect,
     ("post", "/api/pairing-codes"): create_pairing_code,
     ("post", "/api/pair"): pair,
@@ -410,6 +519,12 @@ async def _actor(server: LiveServer, name: str, token: str) -> Actor:
             running = (await http.post("/api/tasks", json={"prompt": prompt})).json()["id"]
             claimed = await api.claim(worker.id, 5)
             assert claimed is not None and claimed.task.id == running
+            # Codex asks under the lease: an approval of `name`'s (others must not see it).
+            ask = {"lease_id": claimed.lease_id, "item_id": "i1", "kind": "command"}
+            path = f"/api/workers/{worker.id}/tasks/{running}/approvals"
+            auth_worker = {"Authorization": f"Bearer {paired.token}"}
+            asked = await http.post(path, json={**ask, "command": prompt}, headers=auth_worker)
+            assert asked.status_code == 200, asked.text
             body = {"prompt": prompt, "labels": [NOWHERE]}
             queued = (await http.post("/api/tasks", json=body)).json()["id"]
         finally:
@@ -424,6 +539,7 @@ async def _actor(server: LiveServer, name: str, token: str) -> Actor:
         lease_id=claimed.lease_id,
         queued=queued,
         prompt=prompt,
+        approval=asked.json()["id"],
     )
 
 
@@ -486,7 +602,10 @@ async def test_every_route_keeps_each_owners_tasks_and_workers_to_themselves(
                 f"/api/tasks/{actor.running}/events",
                 headers={**auth, "Accept": "application/json"},
             )
-            assert [e["data"].get("status") for e in events.json()] == ["queued", "running"]
+            statuses = [e["data"].get("status") for e in events.json()]
+            assert statuses == ["queued", "running", "waiting"]
+            approval = await http.get(f"/api/approvals/{actor.approval}", headers=auth)
+            assert approval.json()["state"] == "pending"
             listed = (await http.get("/api/workers", headers=auth)).json()
             assert actor.worker_id in {w["id"] for w in listed}
             api = WorkerApi(server.url, actor.worker_token)

@@ -256,14 +256,26 @@ class ConversationStore(BaseStore):
                         .values(delivered_at=now)
                     )
                 for task_pk, count in by_task.items():
-                    task = conn.execute(select(tasks).where(tasks.c.pk == task_pk)).one()
-                    left = max(0, int(task.pending_replies) - count)
-                    values: dict[str, Any] = {"pending_replies": left}
+                    # Relative to the stored count, which a reply may raise meanwhile.
+                    task = conn.execute(
+                        update(tasks)
+                        .where(tasks.c.pk == task_pk)
+                        .values(pending_replies=tasks.c.pending_replies - count)
+                        .returning(
+                            tasks.c.id,
+                            tasks.c.status,
+                            tasks.c.turns,
+                            tasks.c.last_seq,
+                            tasks.c.pending_replies,
+                        )
+                    ).one()
                     requeued = task.status == TaskStatus.QUEUED.value and task.turns > 0
-                    if left == 0 and requeued:
-                        values["status"] = TaskStatus.IDLE.value
-                    conn.execute(update(tasks).where(tasks.c.pk == task_pk).values(values))
-                    if "status" in values:
+                    if task.pending_replies <= 0 and requeued:
+                        conn.execute(
+                            update(tasks)
+                            .where(tasks.c.pk == task_pk)
+                            .values(status=TaskStatus.IDLE.value)
+                        )
                         data = {"status": "idle", "turns": int(task.turns)}
                         append_status(conn, task_pk, task.last_seq, data, now)
                         changed.append(str(task.id))
