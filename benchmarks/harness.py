@@ -155,6 +155,7 @@ def base_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CODEX_TUI_")}
     env[RUN_ENV] = RUN_ID
     env["CODEX_TUI_KEYRING"] = "0"
+    env["CODEX_TUI_WORKER_RUNTIME"] = "exec"  # the fake codex's one-shot dialect
     return env
 
 

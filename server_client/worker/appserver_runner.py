@@ -22,6 +22,7 @@ While the turn runs:
   ``on_approval`` as the fields of an :class:`~server_client.models.ApprovalRequest` (the
   caller posts it to the server) and left pending: codex has no timeout. :meth:`answer` sends
   the owner's answer as the JSON-RPC response. Other server requests get a JSON-RPC error.
+  Since app-server lives for one turn, an ``acceptForSession`` lasts until the turn ends.
 - :meth:`interrupt`: pending approvals are answered ``cancel``, ``turn/interrupt`` is sent,
   every process app-server started is killed (codex's interrupt leaves commands running), and
   the run ends ``IDLE`` once codex reports the turn interrupted (or after ``grace_s``).

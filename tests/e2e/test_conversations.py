@@ -318,3 +318,36 @@ async def test_a_reply_during_the_turn_steers_it(
     assert sum("also mention bananas" in t for t in texts) == 1
     assert final.pending_replies == 0 and final.status is TaskStatus.IDLE
     assert len(mock_model.requests) == 2, "no second turn was started for the reply"
+
+
+async def test_a_stopped_worker_ends_the_turn_idle_and_a_reply_continues(
+    server_factory: ServerFactory,
+    codex_bin: str,
+    codex_home: Path,
+    tmp_path: Path,
+    mock_model: MockModel,
+) -> None:
+    server = server_factory(local_worker=False)
+    mock_model.script([call_shell("echo never > never.txt", yield_time_ms=YIELD_MS), say("ok")])
+    with WorkerPool(tmp_path) as pool:
+        env = conversation_env(codex_home, tmp_path)
+        worker = pool.start(server, "stopped", codex_bin=codex_bin, fake_mode=None, extra_env=env)
+        async with server.client() as client:
+            task = await client.create_task(
+                "write it", workdir=str(worker.workroot), approval_policy="untrusted"
+            )
+            approval = await pending_approval(client, task.id)
+            assert worker.terminate() == 0  # SIGTERM: the worker stops, the turn ends
+            seen = await until_turn_ends(client, task.id)
+            stopped = await client.get_task(task.id)
+            assert seen[-1][1].status is TaskStatus.IDLE, server.log() + pool.describe()
+            assert stopped.error and "reply to continue" in stopped.error
+            assert (await client.get_approval(approval.id)).state is ApprovalState.WITHDRAWN
+            assert not task_processes(task.id)
+            assert not (worker.workroot / "never.txt").exists()
+            worker.restart_plain()
+            # (the stopped turn left the command's call in the history: the next step is "ok")
+            await client.reply(task.id, "go on")
+            after = await until_turn_ends(client, task.id, after=seen[-1][1].seq)
+        assert after[-1][1].status is TaskStatus.IDLE, server.log() + pool.describe()
+        assert [m["text"] for m in completed(after, "agentMessage")] == ["ok"]

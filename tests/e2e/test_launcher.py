@@ -44,6 +44,7 @@ def isolated(tmp_path: Path) -> Iterator[tuple[dict[str, str], Path]]:
         CODEX_TUI_KEYRING="0",
         CODEX_TUI_LOCAL_PORT=str(free_port()),
         CODEX_TUI_CODEX_BIN=str(FAKE_CODEX),
+        CODEX_TUI_WORKER_RUNTIME="exec",  # the fake codex's one-shot dialect
         HOME=str(tmp_path),
     )
     yield env, work
