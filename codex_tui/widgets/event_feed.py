@@ -3,6 +3,7 @@ stream and by pages from the server."""
 
 from __future__ import annotations
 
+import weakref
 from collections import deque
 from collections.abc import Callable, Sequence
 
@@ -71,9 +72,10 @@ class EventFeed:
         self._pending_shown = 0
         self._recent: deque[Entry | int] = deque(maxlen=self.page)
         self._first_entry_seq: int | None = None
-        self._live: dict[int, Entry] = {}
+        self._live: dict[int, weakref.ref[Entry]] = {}
         """The entry of each live item and approval card (by the id of its live object),
-        the newest :data:`~codex_tui.events.view.MAX_LIVE_ITEMS`."""
+        the newest :data:`~codex_tui.events.view.MAX_LIVE_ITEMS`; weak, so an entry that
+        left the window and the buffers is freed."""
         self._changed: dict[int, Entry] = {}
         """Live entries changed since the last hand-over (rendered again then)."""
 
@@ -140,11 +142,12 @@ class EventFeed:
         table = self._live
         if len(table) >= MAX_LIVE_ITEMS:
             table.pop(next(iter(table)))
-        table[id(live)] = entry
+        table[id(live)] = weakref.ref(entry)
 
     def _held(self, live: Live) -> Entry | None:
         """The entry that shows ``live`` while the feed or the window still holds it."""
-        entry = self._live.get(id(live))
+        ref = self._live.get(id(live))
+        entry = None if ref is None else ref()
         if entry is None or entry.note.live is not live:
             return None
         # The buffers hold events in seq order and only ever lose their oldest, so an entry
@@ -165,16 +168,18 @@ class EventFeed:
             # A page fetched since shows the same item (a command that started there): that
             # entry follows the stream's item from now on.
             shown.note = entry.note
-            self._live[id(live)] = shown
+            self._live[id(live)] = weakref.ref(shown)
             return shown
         return None
 
     def running_entries(self) -> list[Entry]:
         """The entries of commands still running (their timers tick)."""
+        entries = (ref() for ref in self._live.values())
         return [
             entry
-            for entry in self._live.values()
-            if isinstance(live := entry.note.live, LiveItem)
+            for entry in entries
+            if entry is not None
+            and isinstance(live := entry.note.live, LiveItem)
             and live.kind == "command"
             and live.final is None
         ]

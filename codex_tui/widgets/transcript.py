@@ -59,7 +59,7 @@ LINE_CACHE_LINES = 512
 _render_ids = count(1)
 
 
-@dataclass(eq=False, slots=True)
+@dataclass(eq=False, slots=True, weakref_slot=True)
 class Entry:
     """One visible event of the transcript and how it is shown.
 
@@ -496,7 +496,8 @@ class Transcript(ScrollView, can_focus=True):
 
     def entry_renderables(self, entry: Entry) -> list[RenderableType]:
         """What ``entry`` shows now (raw, folded or expanded), as Rich renderables."""
-        return self._renderables(entry.event, entry.note, expanded=entry.expanded, raw=entry.raw)
+        event = entry.shown_event if entry.raw else entry.event
+        return self._renderables(event, entry.note, expanded=entry.expanded, raw=entry.raw)
 
     def _render_entry(self, entry: Entry) -> list[Strip]:
         """Render one entry at the current width (cached for a bounded number of entries)."""

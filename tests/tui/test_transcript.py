@@ -26,7 +26,7 @@ from codex_tui.app import CodexTuiApp
 from codex_tui.events.export import format_for_path, markdown_event
 from codex_tui.events.palette import Palette
 from codex_tui.events.pane import RenderState, render_annotated
-from codex_tui.events.view import Annotation, annotate, format_duration
+from codex_tui.events.view import Annotation, LiveItem, annotate, format_duration
 from codex_tui.screens.dashboard import DashboardScreen
 from codex_tui.screens.export import ExportModal
 from codex_tui.widgets import transcript as transcript_module
@@ -168,9 +168,10 @@ def is_item(kind: str, phase: str = "item.completed") -> Callable[[Entry], bool]
     """Accepts entries of a codex item of ``kind`` in ``phase``."""
 
     def accept(entry: Entry) -> bool:
-        data = entry.event.data
+        shown = entry.shown_event  # a command shows as it completed, where it started
+        data = shown.data
         return (
-            entry.event.kind is EventKind.CODEX
+            shown.kind is EventKind.CODEX
             and isinstance(data, dict)
             and data.get("type") == phase
             and isinstance(data.get("item"), dict)
@@ -371,8 +372,8 @@ async def test_v_shows_the_raw_json_of_the_cursor_entry_and_back(
         await pilot.press("v")
         assert command.raw
         raw = log_text(view)
-        assert f"raw · seq {command.seq} · codex" in raw
-        assert f'"seq": {command.seq}' in raw
+        assert f"raw · seq {command.shown_event.seq} · codex" in raw
+        assert f'"seq": {command.shown_event.seq}' in raw
         assert '"kind": "codex"' in raw
         assert '"aggregated_output": "out line 01\\nout line 02' in raw
         assert raw.count('"seq":') == 1  # only the cursor entry
@@ -740,8 +741,11 @@ def command(item_id: str, phase: str, ts: datetime, exit_code: int | None = None
 
 def test_command_duration_comes_from_its_started_and_completed_timestamps() -> None:
     state = RenderState()
-    assert annotate(command("a", "started", TS), state) == Annotation()
-    assert annotate(command("b", "started", TS + timedelta(seconds=1)), state) == Annotation()
+    # A command's start begins the live item its entry shows until it completes.
+    for name, started in (("a", TS), ("b", TS + timedelta(seconds=1))):
+        note = annotate(command(name, "started", started), state)
+        assert note.duration_s is None and isinstance(note.live, LiveItem)
+        assert (note.live.item_id, note.live.started) == (name, started)
     done_b = command("b", "completed", TS + timedelta(seconds=3, milliseconds=500), 0)
     note_b = annotate(done_b, state)
     assert note_b.duration_s == pytest.approx(2.5)
