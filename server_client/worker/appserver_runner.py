@@ -959,13 +959,19 @@ def _decisions(offered: list[Any] | None) -> list[ApprovalDecision]:
     """The decisions the owner may give, from codex's ``availableDecisions``.
 
     Codex 0.169.0 offers ``["accept", {"acceptWithExecpolicyAmendment": …}, "cancel"]`` for a
-    command, yet takes ``decline`` too (its protocol documents it for every approval: the item
-    ends declined and the turn goes on; tested in tests/worker/test_appserver_runner.py), so
-    ``decline`` is added to a non-empty offer. Objects such as the execpolicy amendment are not
-    offered to the owner. Empty (codex offered nothing): every decision.
+    command, yet takes ``decline`` and ``acceptForSession`` too (its protocol documents both
+    for every approval: a declined item ends declined and the turn goes on; a command accepted
+    for the session runs again unasked while the app-server keeps the thread; tested in
+    tests/worker/test_appserver_runner.py), so both are added to a non-empty offer. Objects
+    such as the execpolicy amendment are not offered to the owner. Empty (codex offered
+    nothing): every decision.
     """
     values = {d.value for d in ApprovalDecision}
     plain = [ApprovalDecision(d) for d in offered or [] if isinstance(d, str) and d in values]
-    if plain and ApprovalDecision.DECLINE not in plain:
+    if plain and ApprovalDecision.ACCEPT in plain:
+        for implied in (ApprovalDecision.ACCEPT_FOR_SESSION, ApprovalDecision.DECLINE):
+            if implied not in plain:
+                plain.append(implied)
+    elif plain and ApprovalDecision.DECLINE not in plain:
         plain.append(ApprovalDecision.DECLINE)
     return plain

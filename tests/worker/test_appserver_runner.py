@@ -177,6 +177,7 @@ async def test_a_reply_resumes_the_thread_in_a_new_app_server(
         (ApprovalDecision.ACCEPT, True, "completed", "turn.completed"),
         (ApprovalDecision.DECLINE, False, "declined", "turn.completed"),
         (ApprovalDecision.CANCEL, False, "declined", "turn.interrupted"),
+        (ApprovalDecision.ACCEPT_FOR_SESSION, True, "completed", "turn.completed"),
     ],
 )
 async def test_an_escalated_command_waits_for_the_answer(
@@ -202,10 +203,12 @@ async def test_an_escalated_command_waits_for_the_answer(
     ask = await run.ask()
     assert ask.kind is ApprovalKind.COMMAND and ask.reason == "to write made.txt"
     assert ask.command and "made.txt" in ask.command and ask.cwd == str(workdir_of(run))
-    # what codex 0.169.0 offers, plus decline, which it takes although it does not list it
+    # what codex 0.169.0 offers, plus acceptForSession and decline, which it takes although
+    # it does not list them
     assert ask.available_decisions == [
         ApprovalDecision.ACCEPT,
         ApprovalDecision.CANCEL,
+        ApprovalDecision.ACCEPT_FOR_SESSION,
         ApprovalDecision.DECLINE,
     ]
     assert run.runner.pending_item_ids == [ask.item_id]
@@ -218,6 +221,24 @@ async def test_an_escalated_command_waits_for_the_answer(
     commands = run.completed("commandExecution")
     assert commands and commands[0]["status"] == item_status
     assert run.types()[-1] == turn_end
+
+
+async def test_accept_for_session_lets_the_same_command_run_again_unasked(
+    start: Callable[..., Run], mock_model: MockModel
+) -> None:
+    # codex 0.169.0 does not list acceptForSession for commands, yet takes it (like decline)
+    mock_model.script(
+        [call_shell("ls", yield_time_ms=YIELD_MS), call_shell("ls", yield_time_ms=YIELD_MS)]
+        + [say("listed twice")]
+    )
+    run = start("list twice", policy=ApprovalPolicy.UNTRUSTED)
+    ask = await run.ask()
+    assert ApprovalDecision.ACCEPT_FOR_SESSION in ask.available_decisions
+    assert await run.runner.answer(ask.item_id, ApprovalDecision.ACCEPT_FOR_SESSION)
+    assert (await run.outcome()).status is TaskStatus.IDLE
+    assert len(run.asks) == 1
+    commands = run.completed("commandExecution")
+    assert [c["status"] for c in commands] == ["completed", "completed"]
 
 
 async def test_untrusted_asks_even_for_a_plain_command(
