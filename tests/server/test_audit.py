@@ -133,7 +133,13 @@ def test_each_mutating_call_writes_one_row(server: LiveServer) -> None:
     worker = {"Authorization": f"Bearer {worker_token}"}
 
     # The worker connects, claims, uploads, heartbeats and finishes.
-    hello = {"name": "w1", "hostname": "h", "workdir_roots": [str(server.workdir)], "max_tasks": 2}
+    hello = {
+        "name": "w1",
+        "hostname": "h",
+        "workdir_roots": [str(server.workdir)],
+        "max_tasks": 2,
+        "runtime": "app-server",
+    }
     call("POST", "/api/workers/connect", "worker.connect", headers=worker, json=hello)
     task = call("POST", "/api/tasks", "task.create", headers=user, json={"prompt": "two"}).json()
     claim = call(
@@ -168,6 +174,53 @@ def test_each_mutating_call_writes_one_row(server: LiveServer) -> None:
         headers=worker,
         json={"lease_id": lease, "status": "completed", "exit_code": 0, "event_count": 1},
     )
+
+    # A conversation: codex asks, the owner answers, replies and interrupts; the worker
+    # acknowledges (not audited) and ends the turn idle.
+    talk = call(
+        "POST",
+        "/api/tasks",
+        "task.create",
+        headers=user,
+        json={"prompt": "talk", "runtime": "app-server", "approval_policy": "on-request"},
+    ).json()
+    claim = call(
+        "POST", f"/api/workers/{worker_id}/claim", "task.claim", headers=worker, params={"wait": 5}
+    ).json()
+    assert claim["task"]["id"] == talk["id"]
+    lease = claim["lease_id"]
+    on_talk = f"/api/workers/{worker_id}/tasks/{talk['id']}"
+    asked = {"lease_id": lease, "item_id": "call_1", "kind": "command", "command": "ls"}
+    approval = call(
+        "POST", f"{on_talk}/approvals", "approval.request", headers=worker, json=asked
+    ).json()
+    call(
+        "POST",
+        f"/api/approvals/{approval['id']}",
+        "approval.answer",
+        headers=user,
+        json={"decision": "accept"},
+    )
+    reply = call(
+        "POST",
+        f"/api/tasks/{talk['id']}/replies",
+        "task.reply",
+        headers=user,
+        json={"prompt": "and then?"},
+    ).json()
+    call("POST", f"/api/tasks/{talk['id']}/interrupt", "task.interrupt", headers=user)
+    acks = {"replies": [reply["id"]], "approvals": [approval["id"]]}
+    call("POST", f"/api/workers/{worker_id}/acks", None, headers=worker, json=acks)
+    call(
+        "POST",
+        f"{on_talk}/finish",
+        "task.finish",
+        headers=worker,
+        json={"lease_id": lease, "status": "idle", "event_count": 0},
+    )
+    # An idle conversation ends at once when canceled: no worker is involved.
+    call("POST", f"/api/tasks/{talk['id']}/cancel", "task.cancel", headers=user)
+    assert http.get(f"/api/tasks/{talk['id']}", headers=user).json()["status"] == "canceled"
 
     # A claimed task whose worker falls silent is lost by the sweeper (actor: server).
     lost = call("POST", "/api/tasks", "task.create", headers=user, json={"prompt": "3"}).json()
