@@ -11,7 +11,7 @@ import httpx
 
 from codex_tui.events.palette import Palette
 from codex_tui.events.pane import RenderState, event_text
-from codex_tui.events.view import MAX_LIVE_ITEMS, Live, LiveItem, annotate_read
+from codex_tui.events.view import MAX_LIVE_ITEMS, Annotation, Live, LiveItem, annotate_read
 from codex_tui.widgets.transcript import Entry, Transcript
 from server_client import codex
 from server_client.client import ApiError, CodexTuiClient
@@ -148,16 +148,15 @@ class EventFeed:
         """The entry that shows ``live`` while the feed or the window still holds it."""
         ref = self._live.get(id(live))
         entry = None if ref is None else ref()
-        if entry is None or entry.note.live is not live:
-            return None
-        # The buffers hold events in seq order and only ever lose their oldest, so an entry
-        # is still in one when its seq is not older than the buffer's first (no scan: a burst
-        # of deltas asks this for each of them).
-        for buffer in (self._pending, self._recent):
-            if buffer and _seq(buffer[0]) <= entry.seq <= _seq(buffer[-1]):
-                return entry
-        shown = self.transcript.entry_at(entry.seq)
-        if shown is entry:
+        if entry is not None and entry.note.live is live:
+            # The buffers hold events in seq order and only ever lose their oldest, so an
+            # entry is still in one when its seq is not older than the buffer's first (no
+            # scan: a burst of deltas asks this for each of them).
+            for buffer in (self._pending, self._recent):
+                if buffer and _seq(buffer[0]) <= entry.seq <= _seq(buffer[-1]):
+                    return entry
+        shown = self.transcript.entry_at(live.seq)
+        if shown is not None and shown is entry:
             return entry
         if (
             shown is not None
@@ -167,7 +166,8 @@ class EventFeed:
         ):
             # A page fetched since shows the same item (a command that started there): that
             # entry follows the stream's item from now on.
-            shown.note = entry.note
+            shown.note = Annotation(live=live)
+            shown.forget_render()
             self._live[id(live)] = weakref.ref(shown)
             return shown
         return None
