@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import click
@@ -31,21 +30,23 @@ from server_client.enums import ACTIVE_STATUSES, TaskStatus
 from server_client.text import json_safe
 
 if TYPE_CHECKING:
+    from codex_tui.events.plain import EventPrinter, JsonLinePrinter
     from server_client.client import CodexTuiClient
-    from server_client.models import Event, Task
+    from server_client.models import Task
 
 __all__ = ["cancel", "list_tasks", "logs", "pair", "rerun", "submit"]
 
 
-def _printer(as_json: bool) -> Callable[[Event], None]:
-    """Print events as JSON lines (the envelope) or rendered for people."""
+def _printer(as_json: bool) -> EventPrinter | JsonLinePrinter:
+    """Print events as JSON lines (the envelope) or rendered for people (on a terminal with
+    what runs live below them; ``close`` takes that down)."""
     if as_json:
         from codex_tui.events.plain import JsonLinePrinter
 
-        return JsonLinePrinter().print
+        return JsonLinePrinter()
     from codex_tui.events.plain import EventPrinter  # Rich Markdown, Pygments: only to print
 
-    return EventPrinter().print
+    return EventPrinter()
 
 
 async def follow_turn(
@@ -60,10 +61,24 @@ async def follow_turn(
     (an ``idle`` status event: the conversation waits for a reply, which a line on stderr
     says how to send). With ``reply_id``, only a turn end after that reply's status event
     counts. Returns the exit code: 0 when the task completed or its turn ended, else 1."""
-    show = _printer(as_json)
+    printer = _printer(as_json)
+    try:
+        return await _print_turn(client, task_id, after, printer, reply_id)
+    finally:
+        printer.close()
+
+
+async def _print_turn(
+    client: CodexTuiClient,
+    task_id: str,
+    after: int,
+    printer: EventPrinter | JsonLinePrinter,
+    reply_id: str | None,
+) -> int:
+    """:func:`follow_turn`'s loop, printing with ``printer``."""
     seen_reply = reply_id is None
     async for event in client.stream_events(task_id, after=after):
-        show(event)
+        printer.print(event)
         if event.is_terminal:
             return 0 if event.status is TaskStatus.COMPLETED else EXIT_TASK_NOT_COMPLETED
         data = event.data if isinstance(event.data, dict) else {}
@@ -73,6 +88,7 @@ async def follow_turn(
         if seen_reply and event.status is TaskStatus.IDLE:
             turns = data.get("turns")
             done = f"turn {turns} done" if turns else "turn done"
+            printer.close()  # the live view goes before the line under it
             click.echo(
                 f"codex-tui: task {task_id} is idle ({done}); continue with: "
                 f"codex-tui reply {task_id} PROMPT",
@@ -89,15 +105,18 @@ async def _follow(client: CodexTuiClient, task_id: str, as_json: bool) -> int:
     # An idle task's last event is its turn's end: stop there. Otherwise stop at the end of
     # the turn that runs or comes next.
     idle_from = task.last_seq - 1 if task.status is TaskStatus.IDLE else task.last_seq
-    show = _printer(as_json)
-    if idle_from > 0:
-        async for event in client.iter_events(task_id):
-            if event.seq > idle_from:
-                break
-            show(event)
-            if event.is_terminal:
-                return 0 if event.status is TaskStatus.COMPLETED else EXIT_TASK_NOT_COMPLETED
-    return await follow_turn(client, task_id, max(0, idle_from), as_json)
+    printer = _printer(as_json)
+    try:
+        if idle_from > 0:
+            async for event in client.iter_events(task_id):
+                if event.seq > idle_from:
+                    break
+                printer.print(event)
+                if event.is_terminal:
+                    return 0 if event.status is TaskStatus.COMPLETED else EXIT_TASK_NOT_COMPLETED
+        return await _print_turn(client, task_id, max(0, idle_from), printer, None)
+    finally:
+        printer.close()
 
 
 @click.command()
@@ -298,9 +317,12 @@ def logs(
     async def work(client: CodexTuiClient) -> int:
         if follow:
             return await _follow(client, task_id, as_json)
-        show = _printer(as_json)
-        async for event in client.iter_events(task_id):
-            show(event)
+        printer = _printer(as_json)
+        try:
+            async for event in client.iter_events(task_id):
+                printer.print(event)
+        finally:
+            printer.close()
         return 0
 
     raise SystemExit(run_client(conn, work))
