@@ -97,7 +97,9 @@ class _Ctx:
     keys: Mapping[str, str] = field(default_factory=lambda: CONVERSATION_KEYS)
 
 
-def render_event(event: Event, state: RenderState) -> list[RenderableType]:
+def render_event(
+    event: Event, state: RenderState, *, keys: Mapping[str, str] = CONVERSATION_KEYS
+) -> list[RenderableType]:
     """Render one event of a task's log in stream order; updates ``state``.
 
     The same as :func:`render_annotated` with the annotation
@@ -105,6 +107,7 @@ def render_event(event: Event, state: RenderState) -> list[RenderableType]:
     that add nothing visible (e.g. ``item.updated`` of an agent message, which codex never
     sends incrementally). A printer cannot change what it printed, so items show as they
     complete (deltas show nothing here) and an approval card without its answer keys.
+    ``keys`` (binding id → what to type) words the hints, e.g. how to reply.
     """
     note = annotate(event, state)
     if isinstance(note.live, LiveItem) and note.live.kind != "command":
@@ -115,6 +118,7 @@ def render_event(event: Event, state: RenderState) -> list[RenderableType]:
         state.palette,
         max_output_lines=state.max_output_lines,
         fold_reasoning=False,
+        keys=keys,
     )
 
 

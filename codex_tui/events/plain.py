@@ -18,11 +18,13 @@ from typing import TextIO
 
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
+from rich.text import Text
 
 from codex_tui.events.export import jsonl_line
 from codex_tui.events.pane import RenderState, render_event, render_live
 from codex_tui.events.view import LiveItem
-from server_client.models import Event, utcnow
+from server_client.models import Event, EventKind, TaskStatus, utcnow
+from server_client.text import one_line
 
 __all__ = ["EventPrinter", "JsonLinePrinter"]
 
@@ -32,6 +34,8 @@ LIVE_ITEMS = 3
 LIVE_OUTPUT_LINES = 8
 #: How often the live view redraws (its timers), per second.
 LIVE_REFRESH_PER_S = 4
+#: The hints' words: what to type at a shell (the pane says which key).
+CLI_KEYS = {"reply": "codex-tui reply"}
 
 
 class EventPrinter:
@@ -57,7 +61,16 @@ class EventPrinter:
 
     def print(self, event: Event) -> None:
         """Render and print one event (and redraw the live view)."""
-        renderables = render_event(event, self.state)
+        renderables = render_event(event, self.state, keys=CLI_KEYS)
+        approval = _asked_approval(event)
+        if approval is not None:
+            renderables.append(
+                Text(
+                    f"  answer: codex-tui approve {approval} [--for-session]"
+                    f" · codex-tui decline {approval} [--cancel-turn]",
+                    style="dim",
+                )
+            )
         if not self._show_live:
             for renderable in renderables:
                 self.console.print(renderable)
@@ -102,6 +115,20 @@ class EventPrinter:
                 render_live(item, self.state.palette, max_output_lines=LIVE_OUTPUT_LINES, now=now)
             )
         return Group(*parts)
+
+
+def _asked_approval(event: Event) -> str | None:
+    """The id of the approval a ``waiting`` status event asks (None for other events)."""
+    if event.kind is not EventKind.STATUS or not isinstance(event.data, dict):
+        return None
+    approval = event.data.get("approval")
+    if event.status is TaskStatus.WAITING and isinstance(approval, dict):
+        approval_id = approval.get("id")
+        # the asking event carries the whole approval (its kind, its state); an answer to
+        # another one while this waits carries only the id and the decision
+        if isinstance(approval_id, str) and approval.get("state") == "pending":
+            return one_line(approval_id)
+    return None
 
 
 class JsonLinePrinter:

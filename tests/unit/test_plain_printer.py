@@ -70,3 +70,25 @@ def test_to_a_pipe_only_completed_items_print() -> None:
     assert "Hello" not in seen[-1] and "step 1\n" not in seen[5]
     assert seen[-1].count("Hi!") == 1 and "step 0" in seen[-1]
     assert "\x1b" not in seen[-1]
+
+
+def test_hints_say_what_to_type() -> None:
+    ts = datetime.now(UTC)
+    asked = {"id": "ap1", "kind": "command", "command": "ls", "state": "pending"}
+    events = [
+        Event(seq=1, ts=ts, kind=EventKind.STATUS, data={"status": "waiting", "approval": asked}),
+        Event(
+            seq=2,
+            ts=ts,
+            kind=EventKind.STATUS,
+            data={"status": "waiting", "approval": {"id": "ap0", "decision": "accept"}},
+        ),
+        Event(seq=3, ts=ts, kind=EventKind.STATUS, data={"status": "idle", "turns": 1}),
+    ]
+    buffer = io.StringIO()
+    printer = EventPrinter(buffer)
+    for event in events:
+        printer.print(event)
+    text = buffer.getvalue()
+    assert text.count("codex-tui approve ap1") == 1 and "approve ap0" not in text
+    assert "reply with codex-tui reply" in text and "reply with i" not in text
