@@ -23,6 +23,7 @@ from typing import Literal, Protocol
 from codex_tui.config import NotifySettings, desktop_supported
 from codex_tui.events.view import status_icon
 from server_client.models import Task, TaskStatus
+from server_client.text import truncate
 
 __all__ = [
     "DESKTOP_TEXT_LIMIT",
@@ -59,8 +60,7 @@ class Toast(Protocol):
 
 def clean_text(text: str, limit: int = DESKTOP_TEXT_LIMIT) -> str:
     """``text`` on one line without control characters, cut to ``limit`` characters (with …)."""
-    text = " ".join(_CONTROL.sub(" ", text[: limit * 4]).split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return truncate(" ".join(_CONTROL.sub(" ", text[: limit * 4]).split()), limit)
 
 
 def osc9(text: str, *, tmux: bool = False) -> str:

@@ -19,6 +19,7 @@ from textual.widgets import Footer, Input, Label, Select, Static, TextArea
 from codex_tui.failures import REQUEST_ERRORS, describe_action_failure
 from server_client.client import ApiError, CodexTuiClient
 from server_client.models import ApprovalPolicy, Runtime, Sandbox, Task, TaskCreate
+from server_client.text import truncate
 
 __all__ = ["ComposeScreen", "parse_labels"]
 
@@ -325,7 +326,7 @@ class ComposeScreen(Screen[Task | None]):
         if names:
             shown = "any: " + ", ".join(names[:5])
             limit = PLACEHOLDER_CHARS
-            field.placeholder = shown if len(shown) <= limit else shown[: limit - 1] + "…"
+            field.placeholder = truncate(shown, limit)
 
     def _show_error(self, message: str) -> None:
         self._error = message
