@@ -66,7 +66,9 @@ def reply(
         if not follow:
             click.echo(json_safe(sent.model_dump_json()) if as_json else sent.id)
             return 0
-        return await follow_turn(client, task_id, before.last_seq, as_json, reply_id=sent.id)
+        return await follow_turn(
+            client, task_id, before.last_seq, as_json, reply_id=sent.id, turns=before.turns
+        )
 
     raise SystemExit(run_client(conn, work))
 

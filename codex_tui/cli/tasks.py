@@ -37,16 +37,17 @@ if TYPE_CHECKING:
 __all__ = ["cancel", "list_tasks", "logs", "pair", "rerun", "submit"]
 
 
-def _printer(as_json: bool) -> EventPrinter | JsonLinePrinter:
+def _printer(as_json: bool, *, turns: int = 0) -> EventPrinter | JsonLinePrinter:
     """Print events as JSON lines (the envelope) or rendered for people (on a terminal with
-    what runs live below them; ``close`` takes that down)."""
+    what runs live below them; ``close`` takes that down), the first turn printed numbered
+    ``turns + 1``."""
     if as_json:
         from codex_tui.events.plain import JsonLinePrinter
 
         return JsonLinePrinter()
     from codex_tui.events.plain import EventPrinter  # Rich Markdown, Pygments: only to print
 
-    return EventPrinter()
+    return EventPrinter(turns=turns)
 
 
 async def follow_turn(
@@ -56,12 +57,14 @@ async def follow_turn(
     as_json: bool,
     *,
     reply_id: str | None = None,
+    turns: int = 0,
 ) -> int:
     """Print the task's events with ``seq > after`` until it ends, or until its turn ends
     (an ``idle`` status event: the conversation waits for a reply, which a line on stderr
     says how to send). With ``reply_id``, only a turn end after that reply's status event
-    counts. Returns the exit code: 0 when the task completed or its turn ended, else 1."""
-    printer = _printer(as_json)
+    counts. ``turns`` is how many turns came before ``after`` (so the next is numbered
+    ``turns + 1``). Returns the exit code: 0 when the task completed or its turn ended, else 1."""
+    printer = _printer(as_json, turns=turns)
     try:
         return await _print_turn(client, task_id, after, printer, reply_id)
     finally:

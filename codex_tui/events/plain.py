@@ -46,16 +46,20 @@ class EventPrinter:
         live: Show running items live below the events (default: when ``file`` is a
             terminal; True treats ``file`` as one). Call :meth:`close` at the end to take the
             live view down.
+        turns: How many turns came before the first event printed (the next ``turn.started``
+            is numbered ``turns + 1``).
     """
 
-    def __init__(self, file: TextIO | None = None, *, live: bool | None = None) -> None:
+    def __init__(
+        self, file: TextIO | None = None, *, live: bool | None = None, turns: int = 0
+    ) -> None:
         self.console = Console(
             file=file or sys.stdout,
             soft_wrap=True,
             highlight=False,
             force_terminal=True if live else None,
         )
-        self.state = RenderState()
+        self.state = RenderState(turns=turns)
         self._show_live = self.console.is_terminal if live is None else live
         self._live: Live | None = None
 

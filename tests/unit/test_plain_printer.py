@@ -92,3 +92,12 @@ def test_hints_say_what_to_type() -> None:
     text = buffer.getvalue()
     assert text.count("codex-tui approve ap1") == 1 and "approve ap0" not in text
     assert "reply with codex-tui reply" in text and "reply with i" not in text
+
+
+def test_a_printer_started_mid_conversation_numbers_the_next_turn() -> None:
+    buffer = io.StringIO()
+    printer = EventPrinter(buffer, turns=2)
+    printer.print(
+        Event(seq=9, ts=datetime.now(UTC), kind=EventKind.CODEX, data={"type": "turn.started"})
+    )
+    assert "turn 3" in buffer.getvalue()
