@@ -59,6 +59,9 @@ SHARED_TIMEOUT_S = 1.0
 #: After a Redis failure, seconds during which this process's memory is used before Redis
 #: is tried again.
 SHARED_RETRY_S = 5.0
+
+#: Longest :meth:`Limiter.aclose` waits for the epoch refresher to stop (s).
+CLOSE_TIMEOUT_S = 3 * SHARED_TIMEOUT_S
 #: Length of a stream-counter epoch (s): a crashed replica's streams fade within two.
 STREAM_EPOCH_S = 30.0
 #: Retry-After (s) of a refused stream: streams end at any time, so a short guess.
@@ -190,6 +193,7 @@ class Limiter:
         self._slots: set[StreamSlot] = set()
         self._lock = asyncio.Lock()
         self._refresher: asyncio.Task[None] | None = None
+        self._closing = False
 
     # -- shared storage, with the fallback to memory ------------------------------------
 
@@ -204,6 +208,11 @@ class Limiter:
         try:
             result = await asyncio.wait_for(call(), SHARED_TIMEOUT_S * 2)
         except Exception as exc:  # noqa: BLE001 - any storage failure degrades, never fails
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                # A cancel that reached the storage client came back as its own error (a
+                # connection error, say): the caller was cancelled, so it must end.
+                raise asyncio.CancelledError from exc
             if self._down_until == 0.0:
                 log.warning(
                     "rate-limit storage unreachable (%s: %s); each limit is enforced by this "
@@ -364,7 +373,7 @@ class Limiter:
             self._refresher = asyncio.create_task(self._refresh_loop(), name="stream-epochs")
 
     async def _refresh_loop(self) -> None:
-        while True:
+        while not self._closing:
             to_boundary = self.stream_epoch_s - time.time() % self.stream_epoch_s
             await asyncio.sleep(min(self.stream_epoch_s / 4, to_boundary + 0.01))
             try:
@@ -399,11 +408,25 @@ class Limiter:
                     )
 
     async def aclose(self) -> None:
-        """Stop the epoch refresher (the app's lifespan calls this on shutdown)."""
+        """Stop the epoch refresher (the app's lifespan calls this on shutdown).
+
+        Waits at most :data:`CLOSE_TIMEOUT_S` for it: a storage client that will not be
+        cancelled in the middle of a call (or turns the cancel into its own error) must not
+        hold a shutdown up; the loop also ends by itself at its next turn.
+        """
+        self._closing = True
         if self._refresher is not None:
-            self._refresher.cancel()
-            await asyncio.gather(self._refresher, return_exceptions=True)
-            self._refresher = None
+            refresher, self._refresher = self._refresher, None
+            refresher.cancel()
+            done, _ = await asyncio.wait({refresher}, timeout=CLOSE_TIMEOUT_S)
+            if done:
+                await asyncio.gather(refresher, return_exceptions=True)
+            else:
+                log.warning(
+                    "the stream-counter refresher did not stop within %g s (its storage call "
+                    "ignores cancellation); leaving it behind",
+                    CLOSE_TIMEOUT_S,
+                )
 
 
 class SlotEventSourceResponse(EventSourceResponse):

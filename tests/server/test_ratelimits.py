@@ -397,3 +397,33 @@ def test_storage_uri_maps_redis_urls() -> None:
     )
     with pytest.raises(ValueError, match="redis://"):
         storage_uri("http://h:6379")
+
+
+async def test_closing_ends_the_refresher_even_when_the_storage_swallows_the_cancel() -> None:
+    """A storage client that will not be cancelled in the middle of a call (as a Redis
+    client may not, while it cleans a connection up) must not hold a shutdown up: ``aclose``
+    returns, and the refresher's loop ends by itself once the call does."""
+    settings = ServerSettings(db_url="sqlite:///unused", max_streams=5)
+    limiter = Limiter(settings, stream_epoch_s=0.2)
+    in_call = asyncio.Event()
+    release = asyncio.Event()
+
+    async def incr(key: str, expiry: int, amount: int = 1) -> int:
+        in_call.set()
+        while not release.is_set():
+            try:
+                await release.wait()
+            except asyncio.CancelledError:
+                continue  # swallowed: the call goes on
+        raise ConnectionError("connection reset")
+
+    await limiter.open_stream("u1")
+    limiter._shared.incr = incr  # type: ignore[method-assign]
+    await asyncio.wait_for(in_call.wait(), 10)  # the refresher is inside the storage call
+    refresher = limiter._refresher
+    assert refresher is not None
+    await asyncio.wait_for(limiter.aclose(), 10)
+    assert limiter._refresher is None
+    release.set()  # the call ends: the loop sees it is closing and stops on its own
+    await asyncio.wait_for(asyncio.gather(refresher, return_exceptions=True), 10)
+    assert refresher.done()
