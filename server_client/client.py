@@ -22,12 +22,21 @@ Example::
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+import contextlib
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from types import TracebackType
 from typing import Any, Self
 
 import httpx
-from httpx_sse import aconnect_sse
+from httpx_sse import ServerSentEvent, aconnect_sse
 
 from server_client.errors import ApiError as ApiError
 from server_client.errors import CodexTuiError as CodexTuiError
@@ -487,17 +496,94 @@ class CodexTuiClient:
             httpx.TransportError: after ``max_attempts`` consecutive failures.
         """
         last_seq = after
+
+        def target() -> tuple[str, dict[str, Any], dict[str, str]]:
+            return f"/api/tasks/{task_id}/events", {}, {"Last-Event-ID": str(last_seq)}
+
+        messages = self._resuming_sse(target, read_timeout, max_attempts)
+        async with contextlib.aclosing(messages):
+            async for sse in messages:
+                if not sse.data:
+                    continue
+                event = Event.model_validate_json(sse.data)
+                if event.seq <= last_seq:
+                    continue
+                last_seq = event.seq
+                yield event
+                if event.is_terminal:
+                    return
+
+    async def follow_tasks(
+        self,
+        positions: Mapping[str, int],
+        *,
+        read_timeout: float = STREAM_READ_TIMEOUT_S,
+        max_attempts: int | None = None,
+    ) -> AsyncIterator[Event]:
+        """Yield the events of several tasks through one stream (``GET /api/events``): for
+        each task id of ``positions``, its events with a seq above the one given, replayed
+        then live, each exactly once; ``Event.task_id`` says whose. Events of one task come in
+        seq order; tasks interleave as their events arrive.
+
+        Reconnects as :meth:`stream_events` does, with every task's last seq; stops once every
+        task has sent its terminal status event (a task already ended, and followed past its
+        end, ends at once).
+
+        Raises:
+            ApiError: the server refused the stream (e.g. 404 for a task the caller does not
+                have, 429 over ``max_streams``); not retried.
+            httpx.TransportError: after ``max_attempts`` consecutive failures.
+        """
+        last = dict(positions)
+        ended: set[str] = set()
+
+        def target() -> tuple[str, dict[str, Any], dict[str, str]]:
+            followed = [f"{t}:{seq}" for t, seq in last.items() if t not in ended]
+            return "/api/events", {"task": followed}, {}
+
+        if not last:
+            return
+        messages = self._resuming_sse(target, read_timeout, max_attempts)
+        async with contextlib.aclosing(messages):
+            async for sse in messages:
+                if sse.event == "end":
+                    return
+                if not sse.data:
+                    continue
+                event = Event.model_validate_json(sse.data)
+                task_id = event.task_id
+                if task_id not in last or event.seq <= last[task_id]:
+                    continue
+                last[task_id] = event.seq
+                yield event
+                if event.is_terminal:
+                    ended.add(task_id)
+                    if len(ended) == len(last):
+                        return
+
+    async def _resuming_sse(
+        self,
+        target: Callable[[], tuple[str, dict[str, Any], dict[str, str]]],
+        read_timeout: float,
+        max_attempts: int | None,
+    ) -> AsyncGenerator[ServerSentEvent, None]:
+        """The messages of an SSE stream, connecting again after network errors, 5xx answers
+        and early ends with capped, jittered backoff (:data:`server_client.retry.STREAM`);
+        ``target()`` gives the path, query and headers of each connection (they say where to
+        resume). The caller stops when it has what it wants.
+
+        Raises:
+            ApiError: a refusal that is not retried (4xx).
+            httpx.TransportError: after ``max_attempts`` consecutive failures.
+        """
         delays: Iterator[float] | None = None  # the waits of the current run of failures
         failures = 0
         timeout = httpx.Timeout(10.0, read=read_timeout)
         while True:
+            path, params, headers = target()
             try:
                 async with aconnect_sse(
-                    self._http,
-                    "GET",
-                    f"/api/tasks/{task_id}/events",
-                    headers={"Last-Event-ID": str(last_seq)},
-                    timeout=timeout,
+                    self._http, "GET", path, params=params, headers=headers, timeout=timeout
                 ) as source:
                     response = source.response
                     if response.is_error:
@@ -508,16 +594,8 @@ class CodexTuiClient:
                         # A passing refusal (5xx) counts as a lost connection.
                         raise httpx.RemoteProtocolError(str(error))
                     async for sse in source.aiter_sse():
-                        if not sse.data:
-                            continue
-                        event = Event.model_validate_json(sse.data)
-                        if event.seq <= last_seq:
-                            continue
-                        last_seq = event.seq
                         failures, delays = 0, None
-                        yield event
-                        if event.is_terminal:
-                            return
+                        yield sse
             except NETWORK_ERRORS:
                 failures += 1
                 if max_attempts is not None and failures >= max_attempts:

@@ -201,6 +201,9 @@ class Event(_Model):
     ts: datetime
     kind: EventKind
     data: Any
+    #: The task, on a stream that follows several (``GET /api/events``); None elsewhere, and
+    #: then left out of the envelope.
+    task_id: str | None = Field(default=None, exclude_if=lambda value: value is None)
 
     @property
     def codex_type(self) -> str | None:
@@ -522,6 +525,79 @@ class EventBatch(_Model):
     thread_id: NulFree | None = Field(default=None, max_length=200)
 
 
+class TaskEvents(EventBatch):
+    """One task's part of a worker's upload (:class:`WorkerUpload`): an :class:`EventBatch`
+    for ``task_id``, optionally ending the task's lease or turn after its events
+    (``finish``, applied only once every event it counts is stored)."""
+
+    task_id: NulFree = Field(max_length=64)
+    finish: TurnEnd | None = None
+
+
+class WorkerUpload(_Model):
+    """Body of ``POST /api/workers/{wid}/events``: the events of every task the worker runs
+    that has something new, in one request and one store transaction (issue 14: a worker
+    streams through one upload, not one per task). Each part is judged on its own: a refused
+    part never refuses the others. At most :data:`MAX_UPLOAD_EVENTS` events in all."""
+
+    tasks: list[TaskEvents] = Field(max_length=1000)
+
+    @field_validator("tasks")
+    @classmethod
+    def _bounded(cls, value: list[TaskEvents]) -> list[TaskEvents]:
+        if sum(len(part.events) for part in value) > MAX_UPLOAD_EVENTS:
+            raise ValueError(f"at most {MAX_UPLOAD_EVENTS} events per upload")
+        if len({part.task_id for part in value}) != len(value):
+            raise ValueError("each task at most once per upload")
+        return value
+
+
+#: Most events in one :class:`WorkerUpload` (all tasks together).
+MAX_UPLOAD_EVENTS = 10_000
+
+
+def reject_non_finite_upload(upload: WorkerUpload) -> WorkerUpload:
+    """:func:`reject_non_finite` for every part of a :class:`WorkerUpload`.
+
+    Raises:
+        ValueError: a non-finite number was found (the request gets a 422).
+    """
+    for part in upload.tasks:
+        reject_non_finite(part)
+    return upload
+
+
+class PartProblem(_Model):
+    """Why one part of a :class:`WorkerUpload` was refused, as the per-task routes would say
+    it: ``status`` 404 (no such task of the owner), 409 with ``next_index`` (a gap: resend
+    from there), 409 without (the lease is lost or the turn already ended; final)."""
+
+    status: int
+    detail: str
+    next_index: int | None = None
+
+
+class TaskUploadResult(_Model):
+    """The answer for one part of a :class:`WorkerUpload`.
+
+    ``next_index`` is the index the server expects next (when the part was accepted);
+    ``finished`` is the task's status once the part's ``finish`` was applied (or had been
+    already); ``problem`` says why the part, or its finish, was refused.
+    """
+
+    task_id: str
+    next_index: int | None = None
+    cancel_requested: bool = False
+    finished: TaskStatus | None = None
+    problem: PartProblem | None = None
+
+
+class WorkerUploadResult(_Model):
+    """Answer to ``POST /api/workers/{wid}/events``: one result per part, in order."""
+
+    tasks: list[TaskUploadResult]
+
+
 class UploadResult(_Model):
     """Answer to an event upload: the next index the server expects and the cancel flag."""
 
@@ -529,7 +605,19 @@ class UploadResult(_Model):
     cancel_requested: bool
 
 
-class FinishRequest(_Model):
+class TurnEnd(_Model):
+    """How a worker ends a lease: the task's end, or (``idle``) the end of a conversation's
+    turn. The body of a finish without the lease (:class:`FinishRequest` adds it; a
+    :class:`TaskEvents` part has its own)."""
+
+    status: Literal[TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELED, TaskStatus.IDLE]
+    event_count: int = Field(ge=0, le=MAX_INT32)
+    exit_code: int | None = Field(default=None, ge=-MAX_INT32 - 1, le=MAX_INT32)
+    error: NulFree | None = Field(default=None, max_length=10_000)
+    thread_id: NulFree | None = Field(default=None, max_length=200)
+
+
+class FinishRequest(TurnEnd):
     """Body of ``POST /api/workers/{wid}/tasks/{tid}/finish``; idempotent.
 
     ``event_count`` is how many events the worker produced under this lease (for this turn,
@@ -542,11 +630,6 @@ class FinishRequest(_Model):
     """
 
     lease_id: NulFree = Field(max_length=64)
-    status: Literal[TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELED, TaskStatus.IDLE]
-    event_count: int = Field(ge=0, le=MAX_INT32)
-    exit_code: int | None = Field(default=None, ge=-MAX_INT32 - 1, le=MAX_INT32)
-    error: NulFree | None = Field(default=None, max_length=10_000)
-    thread_id: NulFree | None = Field(default=None, max_length=200)
 
 
 class SignalsRequest(_Model):

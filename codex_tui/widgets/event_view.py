@@ -40,6 +40,7 @@ from codex_tui.widgets.task_list import short_prompt
 from codex_tui.widgets.transcript import Transcript
 from server_client.client import ApiError, CodexTuiClient
 from server_client.models import ApprovalDecision, Event, Task, TaskStatus
+from server_client.streams import TaskStreams
 
 __all__ = ["PAGE_EVENTS", "EventView"]
 
@@ -113,7 +114,9 @@ class EventView(Widget):
     from them, and the transcript mirrors the query and the palette (``data_bind``).
 
     Following a task starts a worker named ``stream:<task id>`` (group ``stream``,
-    ``exclusive=True``) that iterates ``client.stream_events()``, yielding to the app at
+    ``exclusive=True``) that iterates the task's events from the client's one shared stream
+    (:meth:`server_client.streams.TaskStreams.shared`: every pane's task over one SSE
+    connection), yielding to the app at
     least every :data:`STREAM_SLICE_S` while a burst is buffered; following another task
     cancels it. Each event goes to the pane's :class:`~codex_tui.widgets.event_feed.EventFeed`
     (annotated in stream order, buffered without being rendered), which hands them to the
@@ -457,7 +460,7 @@ class EventView(Widget):
         clock = time.perf_counter
         try:
             slice_end = clock() + STREAM_SLICE_S
-            async for event in self.client.stream_events(task_id):
+            async for event in TaskStreams.shared(self.client).events(task_id):
                 if task_id != self.task_id:
                     return
                 self._ingest(task_id, event)

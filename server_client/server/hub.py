@@ -49,11 +49,44 @@ class Watch:
         return self._hub.tail(self.key, after)
 
 
+class MultiWatch:
+    """A waiter's hold on several keys at once (from :meth:`Hub.watch_many`): one event that
+    any of them sets, and which of them woke since the waiter last looked.
+
+    The waiter calls :meth:`take_woken` (which also clears :attr:`event`) *before* it reads
+    the store for those keys, and waits on :attr:`event` after, so a write landing between
+    the read and the wait still wakes it; only the keys that woke need reading again.
+    """
+
+    def __init__(self, hub: Hub, keys: Sequence[str]) -> None:
+        self._hub = hub
+        self.keys = list(keys)
+        self.event = asyncio.Event()
+        self._woken: set[str] = set(self.keys)  # everything is read the first time
+
+    def woke(self, key: str) -> None:
+        """Mark ``key`` as woken (the hub calls this)."""
+        self._woken.add(key)
+        self.event.set()
+
+    def take_woken(self) -> set[str]:
+        """The keys woken since the last call (all of them the first time); clears
+        :attr:`event`."""
+        self.event.clear()
+        woken, self._woken = self._woken, set()
+        return woken
+
+    def tail(self, key: str, after: int) -> list[StoredEvent] | None:
+        """As :meth:`Watch.tail`, for one of the keys."""
+        return self._hub.tail(key, after)
+
+
 class Hub:
     """Keyed one-shot notifications. Keys are strings such as ``task:<id>`` (:func:`task_key`)."""
 
     def __init__(self) -> None:
         self._events: dict[str, asyncio.Event] = {}
+        self._multi: dict[str, set[MultiWatch]] = {}
         self._watchers: dict[str, int] = {}
         self._tails: dict[str, deque[StoredEvent]] = {}
         self._closing: asyncio.Event | None = None
@@ -80,6 +113,9 @@ class Hub:
         for event in self._events.values():
             event.set()
         self._events.clear()
+        for key, watches in self._multi.items():
+            for watch in watches:
+                watch.woke(key)
 
     def notify(self, key: str) -> None:
         """Wake everyone waiting on ``key``, here at once and, through the relay if one is
@@ -118,6 +154,10 @@ class Hub:
         event = self._events.pop(key, None)
         if event is not None:
             event.set()
+        watches = self._multi.get(key)
+        if watches:
+            for watch in watches:
+                watch.woke(key)
 
     def wake_all(self) -> None:
         """Wake every waiter of this process once; each re-reads the store and waits again.
@@ -127,6 +167,9 @@ class Hub:
         pending, self._events = self._events, {}
         for event in pending.values():
             event.set()
+        for key, watches in self._multi.items():
+            for watch in watches:
+                watch.woke(key)
 
     def current(self, key: str) -> asyncio.Event:
         """The event the next :meth:`notify` of ``key`` will set (already set when closing)."""
@@ -148,17 +191,45 @@ class Hub:
         ended, e.g. those of a finished task, which is never notified again, leave nothing
         behind (docs/reliability.md E4). Use a key either only through ``watch`` or only through
         :meth:`current`."""
-        self._watchers[key] = self._watchers.get(key, 0) + 1
+        self._hold(key)
         try:
             yield Watch(self, key)
         finally:
-            left = self._watchers[key] - 1
-            if left:
-                self._watchers[key] = left
-            else:
-                del self._watchers[key]
-                self._events.pop(key, None)
-                self._tails.pop(key, None)
+            self._release(key)
+
+    @contextlib.contextmanager
+    def watch_many(self, keys: Sequence[str]) -> Iterator[MultiWatch]:
+        """Hold every one of ``keys`` for the span of the ``with`` block, as :meth:`watch`
+        holds one (their tails are kept), with one event for all of them: a stream that
+        follows many tasks waits on one event, and learns which tasks woke (issue 14)."""
+        multi = MultiWatch(self, keys)
+        for key in multi.keys:
+            self._hold(key)
+            self._multi.setdefault(key, set()).add(multi)
+        if self.closing:
+            multi.event.set()
+        try:
+            yield multi
+        finally:
+            for key in multi.keys:
+                watches = self._multi[key]
+                watches.discard(multi)
+                if not watches:
+                    del self._multi[key]
+                self._release(key)
+
+    def _hold(self, key: str) -> None:
+        self._watchers[key] = self._watchers.get(key, 0) + 1
+
+    def _release(self, key: str) -> None:
+        """One watcher of ``key`` left; the last one drops the key and its tail."""
+        left = self._watchers[key] - 1
+        if left:
+            self._watchers[key] = left
+        else:
+            del self._watchers[key]
+            self._events.pop(key, None)
+            self._tails.pop(key, None)
 
     @staticmethod
     async def wait(event: asyncio.Event, timeout_s: float) -> bool:

@@ -165,8 +165,11 @@ class Metrics:
     def observe_finish(self, task: Task) -> None:
         """Record the run time of ``task``, which a worker just finished."""
         if task.started_at is not None and task.finished_at is not None:
-            ran = (task.finished_at - task.started_at).total_seconds()
-            self.task_duration.observe(max(0.0, ran))
+            self.observe_run((task.finished_at - task.started_at).total_seconds())
+
+    def observe_run(self, seconds: float) -> None:
+        """Record the run time of a task that just ended (s)."""
+        self.task_duration.observe(max(0.0, seconds))
 
     async def render(self, store: Store) -> bytes:
         """Take the store snapshot and render every metric in the text format."""

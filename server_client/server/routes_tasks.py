@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response
@@ -15,7 +16,7 @@ from server_client.server.deps import CurrentUser, HubDep, SettingsDep, StoreDep
 from server_client.server.hub import cancel_key, queue_key, task_key
 from server_client.server.problems import PROBLEM_RESPONSES
 from server_client.server.ratelimit import LimiterDep, SlotEventSourceResponse
-from server_client.server.store import Store
+from server_client.server.store import NotFound, Store
 
 router = APIRouter(prefix="/api", tags=["tasks"], responses=PROBLEM_RESPONSES)
 
@@ -24,6 +25,22 @@ REPLAY_PAGE = 500
 
 #: A live stream with no wake-up reads the store again after this long (s).
 STORE_RECHECK_S = 5.0
+
+#: The last message of a stream following many tasks once all of them ended.
+END_FRAME = b"event: end\r\ndata: {}\r\n\r\n"
+
+#: Most tasks one stream follows (``GET /api/events``).
+MAX_FOLLOWED = 200
+
+
+@dataclass
+class _Followed:
+    """One task of a stream that follows many: where the stream stands in its log."""
+
+    task_id: str
+    task_pk: int
+    last: int
+    ended: bool
 
 
 @router.get("/me")
@@ -144,7 +161,7 @@ async def _follow(
             chunk = bytearray()
             ended = False
             for row in rows:
-                chunk += ServerSentEvent(data=row.envelope_json(), id=str(row.seq)).encode()
+                chunk += row.sse_frame  # encoded once per event, for every stream
                 last = row.seq
                 if row.is_terminal:
                     ended = True
@@ -248,6 +265,140 @@ async def task_events(
     slot = await limiter.open_stream(user.id)  # 429 over max_streams; released at the end
     return SlotEventSourceResponse(
         _follow(request, store, hub, task, task_pk, after),
+        release=lambda: limiter.close_stream(slot),
+        ping=settings.heartbeat_s,
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+async def _follow_many(
+    request: Request, store: Store, hub: HubDep, followed: list[_Followed]
+) -> AsyncIterator[ServerSentEvent | bytes]:
+    """The events of every task of ``followed`` after where each stands, replayed then live,
+    in one stream; ends once every one of them has sent its terminal event."""
+    yield ServerSentEvent(comment="codex-tui event stream")
+    if all(f.ended for f in followed):
+        yield END_FRAME
+        return
+    by_key = {task_key(f.task_id): f for f in followed}
+    with hub.watch_many(list(by_key)) as watch:
+        while True:
+            # Before reading: a write landing meanwhile still wakes us.
+            woken = watch.take_woken()
+            chunk = bytearray()
+            behind = False
+            for key in woken:
+                f = by_key[key]
+                if f.ended:
+                    continue
+                rows = watch.tail(key, f.last)
+                if rows is None:  # shielded, as in _follow
+                    rows = await asyncio.shield(store.read_events(f.task_pk, f.last, REPLAY_PAGE))
+                for row in rows:
+                    chunk += row.sse_frame_of(f.task_id)
+                    f.last = row.seq
+                    if row.is_terminal:
+                        f.ended = True
+                        break
+                if len(rows) >= REPLAY_PAGE and not f.ended:
+                    behind = True
+                    watch.woke(key)  # the next round reads its next page
+            if chunk:
+                yield bytes(chunk)
+            if all(f.ended for f in followed):
+                yield END_FRAME  # done: the client does not reconnect
+                return
+            if behind:
+                continue
+            if hub.closing:
+                return
+            if not await hub.wait(watch.event, STORE_RECHECK_S):
+                if await request.is_disconnected():
+                    return
+                for key, f in by_key.items():  # a lost wake-up costs at most this long
+                    if not f.ended:
+                        watch.woke(key)
+
+
+def _position(given: str) -> tuple[str, int]:
+    """``ID`` or ``ID:SEQ`` as (task id, after seq). Raises HTTPException 400."""
+    task_id, _, seq = given.partition(":")
+    if not task_id or (seq and not (seq.isascii() and seq.isdigit() and int(seq) <= MAX_INT32)):
+        raise HTTPException(400, f"{given!r} is not a task position: use TASK_ID or TASK_ID:SEQ")
+    return task_id, int(seq) if seq else 0
+
+
+def _positions(task: list[str], last_event_id: str | None) -> dict[str, int]:
+    """Where the stream starts in each task: ``ID`` (from the first event) or ``ID:SEQ``
+    (after SEQ); a ``Last-Event-ID`` of ``ID:SEQ`` moves that task further on.
+
+    Raises:
+        HTTPException: 400 for a malformed position, or a task named twice.
+    """
+    positions: dict[str, int] = {}
+    for given in task:
+        task_id, after = _position(given)
+        if task_id in positions:
+            raise HTTPException(400, f"task {task_id} is named twice")
+        positions[task_id] = after
+    if last_event_id and last_event_id.strip():
+        task_id, after = _position(last_event_id.strip())
+        if task_id in positions:
+            positions[task_id] = max(positions[task_id], after)
+    return positions
+
+
+@router.get(
+    "/events",
+    responses={
+        200: {
+            "description": "An SSE stream (`text/event-stream`) of several tasks' events: "
+            "`id:` is `<task_id>:<seq>`, `data:` the event envelope with `task_id`.",
+            "content": {"text/event-stream": {}},
+        }
+    },
+    response_model=None,
+)
+async def events_of_tasks(
+    request: Request,
+    user: CurrentUser,
+    store: StoreDep,
+    hub: HubDep,
+    settings: SettingsDep,
+    limiter: LimiterDep,
+    task: Annotated[
+        list[str],
+        Query(
+            min_length=1,
+            max_length=MAX_FOLLOWED,
+            description="A task to follow, as `TASK_ID` (its whole log) or `TASK_ID:SEQ` "
+            "(after that seq); repeat for each task.",
+        ),
+    ],
+    last_event_id: Annotated[str | None, Header(max_length=100)] = None,
+) -> Response:
+    """Several tasks' events in one stream (a TUI's panes, a dashboard): each task replayed
+    from its position, then live, each event once; a heartbeat comment at least every 15 s;
+    ends once every task has sent its terminal event.
+
+    Resuming: a client keeps each task's last seq and reconnects with every task's
+    ``TASK_ID:SEQ`` (a ``Last-Event-ID`` of ``TASK_ID:SEQ`` moves that one task on). A task
+    the caller does not have is a 404, as on every route; the stream takes one of the
+    caller's ``max_streams`` slots (429 beyond).
+    """
+    positions = _positions(task, last_event_id)
+    found = await store.task_pks(user, list(positions))
+    missing = [task_id for task_id in positions if task_id not in found]
+    if missing:
+        raise NotFound(f"no task {missing[0]}")
+    followed = []
+    for task_id, after in positions.items():
+        task_pk, current = found[task_id]
+        done = current.status.is_terminal and after >= current.last_seq
+        followed.append(_Followed(task_id, task_pk, after, done))
+    slot = await limiter.open_stream(user.id)  # 429 over max_streams; released at the end
+    return SlotEventSourceResponse(
+        _follow_many(request, store, hub, followed),
         release=lambda: limiter.close_stream(slot),
         ping=settings.heartbeat_s,
         headers={"Cache-Control": "no-store"},

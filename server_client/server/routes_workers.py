@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated, NoReturn
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from pydantic import AfterValidator
 
 from server_client.models import (
@@ -20,7 +20,10 @@ from server_client.models import (
     UploadResult,
     Worker,
     WorkerHello,
+    WorkerUpload,
+    WorkerUploadResult,
     reject_non_finite,
+    reject_non_finite_upload,
 )
 from server_client.server.deps import (
     BearerToken,
@@ -37,7 +40,7 @@ from server_client.server.deps import (
 from server_client.server.hub import Hub, cancel_key, queue_key, task_key
 from server_client.server.metrics import MetricsDep
 from server_client.server.problems import PROBLEM_RESPONSES
-from server_client.server.store import NotFound, Principal, Store
+from server_client.server.store import NotFound, Principal, Store, TokenRevoked
 
 router = APIRouter(prefix="/api/workers", tags=["workers"], responses=PROBLEM_RESPONSES)
 
@@ -175,6 +178,44 @@ async def signals(
 
 #: The upload and the finish check the token again in their own statement.
 KnownTokenAuth = Depends(upload_principal)
+
+
+@router.post("/{worker_id}/events")
+async def upload(
+    worker_id: WorkerIdPath,
+    body: Annotated[WorkerUpload, AfterValidator(reject_non_finite_upload)],
+    token: BearerToken,
+    principal: Annotated[Principal, KnownTokenAuth],
+    store: StoreDep,
+    hub: HubDep,
+    metrics: MetricsDep,
+) -> WorkerUploadResult:
+    """Append the new events of every task the worker runs, and end the leases whose
+    ``finish`` is given, in one transaction: the worker's one upload stream (issue 14).
+
+    Each part is answered on its own, as the per-task routes would answer it (idempotent by
+    ``first_index``; a 409 problem with ``next_index`` on a gap; 409 once the lease is lost;
+    404 for a task the owner does not have), and a refused part never refuses the others
+    (docs/reliability.md R3, R4). The whole request is refused only for the token (401) or the
+    worker (404).
+    """
+    try:
+        outcome = await store.append_uploads(principal, token, worker_id, body.tasks)
+    except TokenRevoked:
+        store.forget_token(token)
+        raise HTTPException(401, "invalid or revoked token") from None
+    metrics.events_ingested.inc(outcome.fresh)
+    published = {task_id for task_id, _ in outcome.published}
+    for task_id, written in outcome.published:
+        hub.publish(task_key(task_id), written)
+    for task_id, status, ran_s in outcome.ended:
+        if task_id not in published:
+            hub.notify(task_key(task_id))
+        if status is TaskStatus.QUEUED:  # replies came that codex never got: next turn
+            hub.notify(queue_key(principal.user.id))
+        if ran_s is not None:
+            metrics.observe_run(ran_s)
+    return WorkerUploadResult(tasks=outcome.results)
 
 
 @router.post("/{worker_id}/tasks/{task_id}/events", dependencies=[KnownTokenAuth])

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from server_client.errors import ApiError
@@ -27,11 +27,11 @@ from server_client.models import (
     Claim,
     EventIn,
     EventKind,
-    FinishRequest,
     Reply,
     Runtime,
     Signals,
     TaskStatus,
+    TurnEnd,
     WorkerHello,
     utcnow,
 )
@@ -48,7 +48,7 @@ from server_client.worker.runner import (
     reap_orphan_zombies,
 )
 from server_client.worker.settings import WorkerSettings
-from server_client.worker.uploader import EventUploader, LeaseLostError
+from server_client.worker.uploader import EventUploader, LeaseLostError, UploadStream
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +75,8 @@ class WorkerAgent:
         self.config = config
         self.api = WorkerApi(config.server, config.token.get_secret_value())
         self.worker_id: str | None = None
+        #: The upload stream of every task's events (made once connected).
+        self.uploads: UploadStream | None = None
         self._runners: dict[str, Runner] = {}
         self._delivering: set[str] = set()
         self._side: set[asyncio.Task[None]] = set()
@@ -147,6 +149,10 @@ class WorkerAgent:
             raise FatalWorkerError(f"server refused this worker: {exc}") from exc
         self.worker_id = worker.id
         self._heartbeat_s = worker.heartbeat_s
+        if self.uploads is None:
+            self.uploads = UploadStream(
+                self.api, worker.id, interval_s=self.config.batch_interval_s
+            )
         log.info("connected to %s as worker %s (%s)", self.config.server, worker.name, worker.id)
         return worker.id
 
@@ -181,6 +187,8 @@ class WorkerAgent:
             for task in background:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
+            if self.uploads is not None:
+                await self.uploads.aclose()
             await self.api.aclose()
 
     async def _reaper_loop(self, interval_s: float = 10.0) -> None:
@@ -466,16 +474,7 @@ class WorkerAgent:
         task = claim.task
         log.info("task %s: claimed (app-server)", task.id)
         runner: AppServerRunner | None = None
-        uploader = EventUploader(
-            self.api,
-            self.worker_id,
-            task.id,
-            claim.lease_id,
-            interval_s=self.config.batch_interval_s,
-            on_cancel_requested=lambda: runner.cancel() if runner is not None else None,
-            on_lease_lost=lambda: runner.cancel() if runner is not None else None,
-        )
-        uploader.start()
+        uploader = self._open_uploads(claim, lambda: runner)
         prepared = self._prepare_conversation(claim)
         if isinstance(prepared, str):
             uploader.add(EventIn(ts=utcnow(), kind=EventKind.STDERR, data={"line": prepared}))
@@ -511,11 +510,6 @@ class WorkerAgent:
             finally:
                 self._runners.pop(task.id, None)
                 self._changed.set()
-        try:
-            await uploader.close()
-        except LeaseLostError:
-            log.error("task %s: lease lost; not reporting its end", task.id)
-            return
         await self._finish(claim, uploader, outcome)
 
     async def _run_exec(self, claim: Claim) -> None:
@@ -523,16 +517,7 @@ class WorkerAgent:
         task = claim.task
         log.info("task %s: claimed", task.id)
         runner: ExecRunner | None = None
-        uploader = EventUploader(
-            self.api,
-            self.worker_id,
-            task.id,
-            claim.lease_id,
-            interval_s=self.config.batch_interval_s,
-            on_cancel_requested=lambda: runner.cancel() if runner is not None else None,
-            on_lease_lost=lambda: runner.cancel() if runner is not None else None,
-        )
-        uploader.start()
+        uploader = self._open_uploads(claim, lambda: runner)
         prepared = self._prepare(claim)
         if isinstance(prepared, str):
             uploader.add(EventIn(ts=utcnow(), kind=EventKind.STDERR, data={"line": prepared}))
@@ -561,18 +546,29 @@ class WorkerAgent:
                 self._changed.set()
             if outcome.status is TaskStatus.CANCELED and self._stopping.is_set():
                 outcome.error = outcome.error or "the worker was stopped"
-        try:
-            await uploader.close()
-        except LeaseLostError:
-            log.error("task %s: lease lost; not reporting its end", task.id)
-            return
         await self._finish(claim, uploader, outcome)
 
+    def _open_uploads(self, claim: Claim, runner: Callable[[], Runner | None]) -> EventUploader:
+        """The uploader of the task's lease on the worker's upload stream; a cancel flag in
+        an answer, or the lease lost, stops the task's runner (``runner()``, once made)."""
+        assert self.uploads is not None
+
+        def stop_runner() -> None:
+            current = runner()
+            if current is not None:
+                current.cancel()
+
+        return self.uploads.open(
+            claim.task.id,
+            claim.lease_id,
+            on_cancel_requested=stop_runner,
+            on_lease_lost=stop_runner,
+        )
+
     async def _finish(self, claim: Claim, uploader: EventUploader, outcome: RunOutcome) -> None:
-        assert self.worker_id is not None
-        worker_id = self.worker_id
-        body = FinishRequest(
-            lease_id=claim.lease_id,
+        """Upload the task's last events and end its lease with ``outcome`` (in one request,
+        retried until answered)."""
+        end = TurnEnd(
             status=outcome.status,  # type: ignore[arg-type]
             event_count=uploader.count,
             exit_code=outcome.exit_code,
@@ -580,14 +576,12 @@ class WorkerAgent:
             thread_id=outcome.thread_id or uploader.thread_id,
         )
         try:
-            await retry_call(
-                lambda: self.api.finish(worker_id, claim.task.id, body),
-                WORKER,
-                retry_if=_worker_retryable,
-                on_retry=lambda exc, wait_s: _log_retry(f"finish of {claim.task.id}", exc, wait_s),
-            )
-        except ApiError as exc:
-            log.error("task %s: finish refused: %s", claim.task.id, exc)
+            result = await uploader.close(end)
+        except LeaseLostError:
+            log.error("task %s: lease lost; not reporting its end", claim.task.id)
+            return
+        if result is not None and result.problem is not None:
+            log.error("task %s: finish refused: %s", claim.task.id, result.problem.detail)
             return
         log.info("task %s: %s", claim.task.id, outcome.status.value)
 

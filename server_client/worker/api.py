@@ -34,6 +34,7 @@ from server_client.models import (
     UploadResult,
     Worker,
     WorkerHello,
+    WorkerUploadResult,
 )
 
 #: Default number of uploads, finishes and connects in flight at once.
@@ -124,6 +125,20 @@ class WorkerApi:
         async with self._slots:
             _, content = await self._post(path, body() if callable(body) else body)
         return UploadResult.model_validate_json(content)
+
+    async def upload_all(self, worker_id: str, body: Callable[[], bytes]) -> WorkerUploadResult:
+        """Post an encoded :class:`server_client.models.WorkerUpload`: the new events of every
+        task the worker runs (and the ends of their leases).
+
+        Args:
+            worker_id: This worker's id.
+            body: A function that encodes the request, called once it has a slot (so that it
+                takes the events that arrived while it waited).
+        """
+        path = f"/api/workers/{quote(worker_id, safe='')}/events"
+        async with self._slots:
+            _, content = await self._post(path, body())
+        return WorkerUploadResult.model_validate_json(content)
 
     async def finish(self, worker_id: str, task_id: str, body: FinishRequest) -> Task:
         """Report the task's end (idempotent)."""

@@ -83,7 +83,13 @@ async def test_server_kill_9_mid_task_loses_no_event_and_the_task_ends_completed
                 if event.codex_type == "item.completed" and event.data["item"]["id"] == "item_4":
                     some.set()
 
+        async def follow_many() -> None:  # the stream of many tasks resumes the same way
+            async for event in client.follow_tasks({task.id: 0}):
+                many.append(event)
+
+        many: list[Event] = []
         follower = asyncio.create_task(follow())
+        many_follower = asyncio.create_task(follow_many())
         await asyncio.wait_for(some.wait(), 30)
         server.proc.kill()
         server.proc.wait(10)
@@ -98,9 +104,11 @@ async def test_server_kill_9_mid_task_loses_no_event_and_the_task_ends_completed
         await asyncio.to_thread(server_factory, local_worker=False, reuse=server)
         back_at = utcnow()
         await asyncio.wait_for(follower, 90)
+        await asyncio.wait_for(many_follower, 30)
         final = await client.get_task(task.id)
 
     assert [e.seq for e in events] == list(range(1, len(events) + 1)), remote.describe()
+    assert [(e.task_id, e.seq, e.data) for e in many] == [(task.id, e.seq, e.data) for e in events]
     items = [e.data["item"]["id"] for e in events if e.codex_type == "item.completed"]
     assert items == [f"item_{n}" for n in range(count)]
     assert [e.codex_type for e in events if e.codex_type == "thread.started"] == ["thread.started"]

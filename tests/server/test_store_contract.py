@@ -30,7 +30,9 @@ from server_client.models import (
     FinishRequest,
     PairRequest,
     TaskCreate,
+    TaskEvents,
     TaskStatus,
+    TurnEnd,
     Worker,
     WorkerHello,
     utcnow,
@@ -44,6 +46,7 @@ from server_client.server.store import (
     Principal,
     Store,
     StoredEvent,
+    TokenRevoked,
     User,
     decode_cursor,
     encode_cursor,
@@ -558,6 +561,86 @@ async def test_an_upload_by_token_checks_token_worker_and_lease_in_its_one_read(
         "a",
         "b",
     ]
+
+
+def _part(task_id: str, lease_id: str, first: int, texts: list[str], **more: Any) -> TaskEvents:
+    return TaskEvents(task_id=task_id, **_batch(lease_id, first, texts).model_dump(), **more)
+
+
+async def test_a_worker_upload_judges_each_part_alone_in_one_transaction(store: Store) -> None:
+    alice, bob = await store.create_user("alice"), await store.create_user("bob")
+    token = await store.issue_token(alice.id)
+    me = Principal(alice, kind="user", worker_id=None)
+    worker = await _worker(store, alice, "w")
+    ids = [await _task(store, alice, f"t{n}") for n in range(4)]
+    bobs = await _task(store, bob)
+    claims = {}
+    for _ in ids:
+        claim = await store.claim(alice, worker)
+        assert claim is not None
+        claims[claim.task.id] = claim.lease_id
+    done = TurnEnd(status=TaskStatus.COMPLETED, event_count=2, exit_code=0)
+    parts = [
+        _part(ids[0], claims[ids[0]], 0, ["a", "b"]),
+        _part(ids[1], claims[ids[1]], 0, ["c", "d"], finish=done),
+        _part(ids[2], "stale", 0, ["x"]),
+        _part(ids[3], claims[ids[3]], 5, ["gap"]),
+        _part(bobs, "whatever", 0, ["x"]),
+    ]
+    out = await store.append_uploads(me, token, worker.id, parts)
+    got = {r.task_id: r for r in out.results}
+    assert [r.task_id for r in out.results] == [p.task_id for p in parts]
+    assert got[ids[0]].next_index == 2 and got[ids[0]].problem is None
+    assert got[ids[1]].finished is TaskStatus.COMPLETED and got[ids[1]].problem is None
+    problems = {t: got[t].problem for t in (ids[2], ids[3], bobs)}
+    assert all(problems.values())
+    assert [(p.status, p.next_index) for p in problems.values() if p] == [
+        (409, None),  # lease lost: final
+        (409, 0),  # a gap: resend from index 0
+        (404, None),  # not alice's task
+    ]
+    assert out.fresh == 4
+    assert [(t, s) for t, s, _ in out.ended] == [(ids[1], TaskStatus.COMPLETED)]
+    published = dict(out.published)
+    assert [e.seq for e in published[ids[1]]] == [3, 4, 5] and published[ids[1]][-1].is_terminal
+    _assert_log_sound(await _events(store, alice, ids[1]), TaskStatus.COMPLETED)
+    assert [json.loads(e.data).get("text") for e in await _events(store, alice, ids[0])][2:] == [
+        "a",
+        "b",
+    ]
+    assert len(await _events(store, alice, ids[2])) == 2  # queued, running: nothing appended
+
+    # Resent (a lost answer): nothing is stored twice, the finish is answered again.
+    again = await store.append_uploads(me, token, worker.id, parts[:2])
+    assert again.fresh == 0 and again.ended == []
+    assert again.results[1].finished is TaskStatus.COMPLETED and again.results[1].problem is None
+    # A finish that counts events the server does not have says where to resume.
+    short = TurnEnd(status=TaskStatus.COMPLETED, event_count=3)
+    early = await store.append_uploads(
+        me, token, worker.id, [_part(ids[0], claims[ids[0]], 2, [], finish=short)]
+    )
+    assert early.results[0].problem is not None and early.results[0].problem.next_index == 2
+
+    # Two uploads over the same tasks in opposite orders at once: no deadlock, no gap.
+    async def burst(order: list[str], text: str) -> None:
+        start = {ids[0]: 2, ids[3]: 0}  # each task's next index before the bursts
+        for n in range(10):
+            batch = [_part(t, claims[t], start[t] + n, [f"{text}{n}"]) for t in order]
+            await store.append_uploads(me, token, worker.id, batch)
+
+    start_count = {ids[0]: 2, ids[3]: 0}
+    await asyncio.gather(burst([ids[0], ids[3]], "p"), burst([ids[3], ids[0]], "q"))
+    for t in (ids[0], ids[3]):
+        stored = await _events(store, alice, t)
+        assert [e.seq for e in stored] == list(range(1, len(stored) + 1))
+        # each index once: the two bursts' copies of index n are one event
+        assert len([e for e in stored if e.kind == EventKind.CODEX]) == start_count[t] + 10
+
+    with pytest.raises(NotFound):  # a worker that is not alice's
+        await store.append_uploads(me, token, (await _worker(store, bob, "b")).id, parts[:1])
+    await store.revoke_tokens(user=alice)
+    with pytest.raises(TokenRevoked):  # a token revoked since it was cached
+        await store.append_uploads(me, token, worker.id, parts[:1])
 
 
 async def test_sweeps_end_silent_workers_tasks_lost_once_even_when_two_race(

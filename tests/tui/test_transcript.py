@@ -10,7 +10,7 @@ import gc
 import html
 import io
 import json
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -843,6 +843,17 @@ class BurstClient(CodexTuiClient):
     ) -> AsyncIterator[Event]:
         for ev in self.events:
             yield ev
+
+    async def follow_tasks(
+        self,
+        positions: Mapping[str, int],
+        *,
+        read_timeout: float = STREAM_READ_TIMEOUT_S,
+        max_attempts: int | None = None,
+    ) -> AsyncIterator[Event]:
+        (task_id,) = positions
+        for ev in self.events:
+            yield ev.model_copy(update={"task_id": task_id})
 
 
 class StreamHost(App[None]):

@@ -1,10 +1,12 @@
-"""The worker's uploader against a real server: batches, and retries that lose nothing and
+"""The worker's upload stream against a real server: batches, and retries that lose nothing and
 duplicate nothing when responses are lost after the server stored the batch (R4); uploads
-share one kept-alive connection."""
+share one kept-alive connection; the tasks of a worker share one request, with their ends; a
+refused part leaves the others stored; a backlog past the memory bound waits on disk."""
 
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 
@@ -13,10 +15,13 @@ from server_client.models import (
     EventBatch,
     EventIn,
     EventKind,
+    TaskStatus,
+    TurnEnd,
+    WorkerHello,
     utcnow,
 )
 from server_client.worker.api import WorkerApi
-from server_client.worker.uploader import EventUploader, LeaseLostError
+from server_client.worker.uploader import LeaseLostError, UploadStream
 from tests.conftest import ServerFactory, wait_until_async
 from tests.fakes.netproxy import CuttingProxy
 from tests.support.protocol import claim_next, finish_completed
@@ -32,11 +37,12 @@ async def test_lost_responses_are_retried_without_duplicates(
     worker, claim = await claim_next(direct, "uploader-test")
     async with CuttingProxy(server.url, seed=1, low=10**9, high=10**9, drop_first=3) as proxy:
         flaky = WorkerApi(proxy.url, server.token)
-        uploader = EventUploader(flaky, worker.id, task.id, claim.lease_id, interval_s=0.01)
-        uploader.start()
+        stream = UploadStream(flaky, worker.id, interval_s=0.01)
+        uploader = stream.open(task.id, claim.lease_id)
         for i in range(250):
             uploader.add(EventIn(ts=utcnow(), kind=EventKind.STDERR, data={"line": f"line {i}"}))
         await uploader.close()
+        await stream.aclose()
         await flaky.aclose()
     assert proxy.connections > 3, "the first responses were dropped, so it must have retried"
     await finish_completed(direct, worker, claim, 250)
@@ -54,11 +60,12 @@ async def test_a_stale_lease_cannot_append_or_finish(server_factory: ServerFacto
         task = await client.create_task("fenced")
     api = WorkerApi(server.url, server.token)
     worker, claim = await claim_next(api, "fence-test")
-    uploader = EventUploader(api, worker.id, task.id, "not-the-lease", interval_s=0.01)
-    uploader.start()
+    stream = UploadStream(api, worker.id, interval_s=0.01)
+    uploader = stream.open(task.id, "not-the-lease")
     uploader.add(EventIn(ts=utcnow(), kind=EventKind.STDERR, data={"line": "x"}))
     with pytest.raises(LeaseLostError):
         await uploader.close()
+    await stream.aclose()
     with pytest.raises(ApiError) as info:
         await finish_completed(api, worker, claim, 0, lease_id="not-the-lease")
     assert info.value.status == 409
@@ -94,8 +101,8 @@ async def test_deltas_coalesce_and_retries_still_lose_and_duplicate_nothing(
     texts: list[tuple[str, str]] = []
     async with CuttingProxy(server.url, seed=2, low=10**9, high=10**9, drop_first=3) as proxy:
         flaky = WorkerApi(proxy.url, server.token)
-        uploader = EventUploader(flaky, worker.id, task.id, claim.lease_id)
-        uploader.start()
+        stream = UploadStream(flaky, worker.id)
+        uploader = stream.open(task.id, claim.lease_id)
 
         def add(i: int) -> None:
             item = "a" if (i // 7) % 2 == 0 else "b"
@@ -117,6 +124,7 @@ async def test_deltas_coalesce_and_retries_still_lose_and_duplicate_nothing(
             if i % 11 == 0:
                 await asyncio.sleep(0.002)  # let uploads start in between
         await uploader.close()
+        await stream.aclose()
         await flaky.aclose()
     assert proxy.connections > 3, "the first responses were dropped, so it must have retried"
     count = uploader.count
@@ -134,3 +142,108 @@ async def test_deltas_coalesce_and_retries_still_lose_and_duplicate_nothing(
         assert mine == "".join(text for name, text in texts if name == item)
     lines = [e.data["line"] for e in events if e.kind is EventKind.STDERR]
     assert lines == expected_lines
+
+
+class CountingApi(WorkerApi):
+    """The real worker HTTP client, counting its multiplexed uploads."""
+
+    uploads = 0
+
+    async def upload_all(self, worker_id, body):  # type: ignore[no-untyped-def]
+        self.uploads += 1
+        return await super().upload_all(worker_id, body)
+
+
+def _line(i: int) -> EventIn:
+    return EventIn(ts=utcnow(), kind=EventKind.STDERR, data={"line": f"line {i}"})
+
+
+async def test_the_tasks_of_a_worker_share_one_request_with_their_ends(
+    server_factory: ServerFactory,
+) -> None:
+    server = server_factory(local_worker=False)
+    async with server.client() as client:
+        tasks = [await client.create_task(f"multiplexed {n}") for n in range(3)]
+    api = CountingApi(server.url, server.token)
+    worker = await api.connect(WorkerHello(name="mux-test", workdir_roots=["/"]))
+    claims = [await api.claim(worker.id, 5.0) for _ in tasks]
+    stream = UploadStream(api, worker.id)
+    uploaders = []
+    for claim in claims:
+        assert claim is not None
+        uploader = stream.open(claim.task.id, claim.lease_id)
+        for i in range(100):
+            uploader.add(_line(i))
+        uploaders.append(uploader)
+    end = TurnEnd(status=TaskStatus.COMPLETED, event_count=100, exit_code=0)
+    results = await asyncio.gather(*(u.close(end) for u in uploaders))
+    await stream.aclose()
+    await api.aclose()
+    assert api.uploads == 1, "three tasks' events and ends travel in one request"
+    assert all(r is not None and r.finished is TaskStatus.COMPLETED for r in results)
+    async with server.client() as client:
+        for task in tasks:
+            assert (await client.get_task(task.id)).status is TaskStatus.COMPLETED
+            events = [e async for e in client.stream_events(task.id)]
+            lines = [e.data["line"] for e in events if e.kind is EventKind.STDERR]
+            assert lines == [f"line {i}" for i in range(100)]
+            assert events[-1].status is TaskStatus.COMPLETED
+
+
+async def test_a_refused_part_leaves_the_others_stored(server_factory: ServerFactory) -> None:
+    server = server_factory(local_worker=False)
+    async with server.client() as client:
+        for name in ("kept", "fenced"):
+            await client.create_task(name)
+    api = CountingApi(server.url, server.token)
+    worker = await api.connect(WorkerHello(name="part-test", workdir_roots=["/"]))
+    first = await api.claim(worker.id, 5.0)
+    second = await api.claim(worker.id, 5.0)
+    assert first is not None and second is not None
+    stream = UploadStream(api, worker.id)
+    lost: list[str] = []
+    kept = stream.open(first.task.id, first.lease_id)
+    fenced = stream.open(second.task.id, "a-stale-lease", on_lease_lost=lambda: lost.append("x"))
+    for i in range(10):
+        kept.add(_line(i))
+        fenced.add(_line(i))
+    end = TurnEnd(status=TaskStatus.COMPLETED, event_count=10)
+    outcome = await asyncio.gather(kept.close(end), fenced.close(end), return_exceptions=True)
+    await stream.aclose()
+    await api.aclose()
+    assert api.uploads == 1
+    assert isinstance(outcome[1], LeaseLostError) and lost == ["x"]
+    assert outcome[0].finished is TaskStatus.COMPLETED  # type: ignore[union-attr]
+    async with server.client() as client:
+        fenced_task = await client.get_task(second.task.id)
+        assert fenced_task.status is TaskStatus.RUNNING and fenced_task.last_seq == 2
+
+
+async def test_a_backlog_past_the_memory_bound_spools_to_disk_and_arrives_in_order(
+    server_factory: ServerFactory, tmp_path: Path
+) -> None:
+    server = server_factory(local_worker=False)
+    async with server.client() as client:
+        task = await client.create_task("spooled")
+    direct = WorkerApi(server.url, server.token)
+    worker, claim = await claim_next(direct, "spool-test")
+    async with CuttingProxy(server.url, seed=3, low=10**9, high=10**9, drop_first=2) as proxy:
+        flaky = WorkerApi(proxy.url, server.token)
+        stream = UploadStream(flaky, worker.id, memory_bytes=4_000, spool_dir=tmp_path)
+        uploader = stream.open(task.id, claim.lease_id)
+        for i in range(2_000):
+            uploader.add(_line(i))
+        assert uploader.spooled > 1_900, "past 4 kB the events wait on disk"
+        assert uploader.unsent == 2_000
+        end = TurnEnd(status=TaskStatus.COMPLETED, event_count=2_000)
+        result = await uploader.close(end)
+        await stream.aclose()
+        await flaky.aclose()
+    await direct.aclose()
+    assert result is not None and result.finished is TaskStatus.COMPLETED
+    assert uploader.spooled == 0
+    async with server.client() as client:
+        events = [e async for e in client.stream_events(task.id)]
+    lines = [e.data["line"] for e in events if e.kind is EventKind.STDERR]
+    assert lines == [f"line {i}" for i in range(2_000)]
+    assert [e.seq for e in events] == list(range(1, len(events) + 1))

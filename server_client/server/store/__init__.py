@@ -4,7 +4,7 @@ pairing codes and the audit log, as one :class:`Store`.
 Every method scopes by owner: a task or worker of another owner is reported exactly like one
 that does not exist (:class:`NotFound`), so ids never leak. Each aggregate is a module of this
 package (``auth``, ``tasks``, ``events``, ``workers``, ``leases``, ``conversations``,
-``approvals``, ``pairing``, ``audit``)
+``approvals``, ``uploads``, ``pairing``, ``audit``)
 adding its methods to :class:`Store`; all of them reach the database one way, through the
 transaction runner of ``runner``.
 """
@@ -38,6 +38,7 @@ from server_client.server.store.records import (
     User,
 )
 from server_client.server.store.tasks import MAX_PK, TaskStore, decode_cursor, encode_cursor
+from server_client.server.store.uploads import TokenRevoked, UploadOutcome, UploadStore
 from server_client.server.store.workers import WorkerStore
 
 __all__ = [
@@ -58,6 +59,8 @@ __all__ = [
     "StoreError",
     "StoredEvent",
     "TokenInfo",
+    "TokenRevoked",
+    "UploadOutcome",
     "User",
     "decode_cursor",
     "encode_cursor",
@@ -71,6 +74,7 @@ __all__ = [
 class Store(
     AuthStore,
     TaskStore,
+    UploadStore,
     EventStore,
     WorkerStore,
     LeaseStore,

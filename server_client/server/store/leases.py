@@ -11,23 +11,25 @@ import json
 import secrets
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, Row, or_, select, update
+from sqlalchemy import Connection, Row, insert, or_, select, update
 
 from server_client.models import (
     ACTIVE_STATUSES,
     ApprovalPolicy,
     Claim,
+    EventKind,
     FinishRequest,
     Runtime,
     Task,
     TaskStatus,
+    TurnEnd,
     Worker,
     utcnow,
 )
 from server_client.server.admission import labels_fit, routing_clauses
-from server_client.server.db import tasks, tokens, workers
+from server_client.server.db import events, tasks, tokens, workers
 from server_client.server.store.approvals import withdraw_pending
 from server_client.server.store.audit import write_audit
 from server_client.server.store.conversations import undelivered_replies
@@ -38,8 +40,8 @@ from server_client.server.store.events import (
     leased_row,
     token_task_row,
 )
-from server_client.server.store.records import Conflict, LeaseLost, NotFound, User
-from server_client.server.store.runner import BaseStore
+from server_client.server.store.records import Conflict, LeaseLost, NotFound, StoredEvent, User
+from server_client.server.store.runner import BaseStore, dumps
 from server_client.server.store.tasks import reread, task_from_row
 from server_client.server.store.workers import worker_row
 
@@ -122,25 +124,46 @@ def end_lost(
     return str(ended.id)
 
 
+class Ended(NamedTuple):
+    """What :func:`finish_row` did: the task's ``status`` after, whether it ``changed`` (False:
+    the lease had ended it already) and the status events it wrote, in seq order."""
+
+    status: TaskStatus
+    changed: bool
+    events: list[StoredEvent]
+
+
 def _finish(
-    conn: Connection, row: Row[Any], worker_id: str, body: FinishRequest, now: datetime
+    conn: Connection, row: Row[Any], worker_id: str, body: TurnEnd, now: datetime
 ) -> tuple[Task, bool]:
+    """:func:`finish_row`, then the task as it stands (the finish route's answer)."""
+    ended = finish_row(conn, row, worker_id, body, now)
+    return (reread(conn, row.pk) if ended.changed else task_from_row(row)), ended.changed
+
+
+def finish_row(conn: Connection, row: Any, worker_id: str, body: TurnEnd, now: datetime) -> Ended:
     """The body of a finish, in the caller's transaction, on the task ``row`` the worker
-    holds: end it (or its turn, ``idle``) with the worker's verdict, or return it unchanged
+    holds: end it (or its turn, ``idle``) with the worker's verdict, or leave it unchanged
     when it already ended.
 
     A turn's end withdraws the approvals still pending and clears the interrupt flag. An
     ``idle`` finish ends the lease but keeps the worker (it holds the thread); when replies
-    wait that codex never got, the task is queued again at once for that worker.
+    wait that codex never got, the task is queued again at once for that worker. Costs an
+    update, the status event and the audit row (and the withdrawals, when approvals are
+    pending): no read.
+
+    Raises:
+        Conflict: ``event_count`` differs from the events stored (``next_index`` set), or an
+            exec task asked to end idle. LeaseLost: the turn already ended otherwise.
     """
     status = TaskStatus(row.status)
     if status.is_terminal:
-        return task_from_row(row), False
+        return Ended(status, False, [])
     if status not in ACTIVE_STATUSES:
         # Idle, or queued again for replies: the turn ended under this lease (the row keeps
         # the lease id until the next claim, so that the idle finish is idempotent).
         if body.status is TaskStatus.IDLE:
-            return task_from_row(row), False
+            return Ended(status, False, [])
         raise LeaseLost(f"task {row.id} is {status.value}: the turn already ended")
     if body.event_count != row.upload_next:
         raise Conflict(
@@ -181,9 +204,18 @@ def _finish(
         if body.error:
             data["reason"] = body.error
         reason = f"the task ended {after.value} before an answer"
+    seq = int(row.last_seq)
+    if row.pending_approvals:
+        seq = withdraw_pending(conn, row.pk, seq, reason, now)
+    seq += 1
+    values["last_seq"] = seq
+    text = dumps(data)
+    conn.execute(
+        insert(events).values(
+            task_pk=row.pk, seq=seq, ts=now, kind=EventKind.STATUS.value, data=text
+        )
+    )
     conn.execute(update(tasks).where(tasks.c.pk == row.pk).values(values))
-    seq = withdraw_pending(conn, row.pk, row.last_seq, reason, now)
-    append_status(conn, row.pk, seq, data, now)
     write_audit(
         conn,
         "task.finish",
@@ -191,7 +223,7 @@ def _finish(
         f"task:{row.id}",
         {"status": body.status.value, "exit_code": body.exit_code, "worker_id": worker_id},
     )
-    return reread(conn, row.pk), True
+    return Ended(after, True, [StoredEvent(seq, now, EventKind.STATUS.value, text)])
 
 
 def runtime_for(row: Any, worker: Worker) -> str:

@@ -3,6 +3,7 @@ audit rows, token records, append results)."""
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from datetime import datetime
@@ -74,11 +75,34 @@ class StoredEvent:
     data: str
 
     def envelope_json(self) -> str:
-        """The wire envelope ``{"seq","ts","kind","data"}`` as JSON text, without re-parsing."""
+        """The wire envelope ``{"seq","ts","kind","data"}`` as JSON text, without re-parsing
+        (made once per event, however many streams send it)."""
+        return self._envelope
+
+    @functools.cached_property
+    def _envelope(self) -> str:
         ts = self.ts.isoformat().replace("+00:00", "Z")
         return f'{{"seq":{self.seq},"ts":"{ts}","kind":"{self.kind}","data":{self.data}}}'
 
-    @property
+    @functools.cached_property
+    def sse_frame(self) -> bytes:
+        """The event as one Server-Sent Events message of a task's stream: ``id:`` the seq,
+        ``data:`` the envelope (compact JSON has no line break, so it is one ``data:`` line;
+        the separators are sse-starlette's CRLF). Made once per event."""
+        return b"id: %d\r\ndata: %s\r\n\r\n" % (self.seq, self._envelope.encode())
+
+    def sse_frame_of(self, task_id: str) -> bytes:
+        """The event as a message of a stream following many tasks: ``id:`` is
+        ``<task_id>:<seq>`` and the envelope carries ``task_id`` first."""
+        envelope = self._envelope
+        return b'id: %s:%d\r\ndata: {"task_id":"%s",%s\r\n\r\n' % (
+            task_id.encode(),
+            self.seq,
+            task_id.encode(),
+            envelope[1:].encode(),
+        )
+
+    @functools.cached_property
     def is_terminal(self) -> bool:
         """True for the status event that ends a task."""
         if self.kind != EventKind.STATUS:

@@ -199,6 +199,16 @@ class TaskStore(BaseStore):
 
         return await self._read(work)
 
+    async def task_pks(self, owner: User, task_ids: Sequence[str]) -> dict[str, tuple[int, Task]]:
+        """:meth:`task_pk` for several tasks in one query; ids the owner has no task of are
+        left out."""
+        query = select(tasks).where(tasks.c.owner_id == owner.id, tasks.c.id.in_(list(task_ids)))
+
+        def work(conn: Connection) -> dict[str, tuple[int, Task]]:
+            return {r.id: (int(r.pk), task_from_row(r)) for r in conn.execute(query).all()}
+
+        return await self._read(work)
+
     async def request_cancel(self, owner: User, task_id: str) -> tuple[Task, bool]:
         """Cancel a task: a queued or idle one ends ``canceled`` at once, a running or waiting
         one is flagged (its worker stops it).

@@ -1,0 +1,92 @@
+"""``TaskStreams`` against a real server (issue 14): consumers following different tasks share
+one stream; one that joins later, or follows a task another consumer is halfway through, still
+gets its task's whole log exactly once and in order; leaving stops nothing for the others."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+from server_client.client import CodexTuiClient
+from server_client.models import Event, EventIn, EventKind, TaskStatus, TurnEnd, WorkerHello, utcnow
+from server_client.streams import TaskStreams
+from server_client.worker.api import WorkerApi
+from server_client.worker.uploader import UploadStream
+from tests.conftest import ServerFactory
+
+
+class CountingClient(CodexTuiClient):
+    """The real SDK client, counting the streams it opens for ``TaskStreams``."""
+
+    opened: list[dict[str, int]]
+
+    def follow_tasks(self, positions: Mapping[str, int], **kwargs: Any) -> AsyncIterator[Event]:
+        self.opened.append(dict(positions))
+        return super().follow_tasks(positions, **kwargs)
+
+
+def _line(n: int) -> EventIn:
+    return EventIn(ts=utcnow(), kind=EventKind.STDERR, data={"line": f"line {n}"})
+
+
+async def _collect(
+    streams: TaskStreams, task_id: str, sink: list[Event], halfway: asyncio.Event | None = None
+) -> None:
+    async for event in streams.events(task_id):
+        sink.append(event)
+        if halfway is not None and len(sink) >= 30:
+            halfway.set()
+
+
+async def test_consumers_share_one_stream_and_a_late_one_gets_the_whole_log(
+    server_factory: ServerFactory,
+) -> None:
+    server = server_factory(local_worker=False)
+    async with server.client() as client:
+        ids = [(await client.create_task(f"shared {n}")).id for n in range(2)]
+    api = WorkerApi(server.url, server.token)
+    worker = await api.connect(WorkerHello(name="streams-test", workdir_roots=["/"], max_tasks=4))
+    uploads = UploadStream(api, worker.id)
+    uploaders = {}
+    for _ in ids:
+        claim = await api.claim(worker.id, 5.0)
+        assert claim is not None
+        uploaders[claim.task.id] = uploads.open(claim.task.id, claim.lease_id)
+
+    client = CountingClient(server.url, server.token)
+    client.opened = []
+    streams = TaskStreams(client)
+    first: list[Event] = []
+    late: list[Event] = []
+    twin: list[Event] = []
+    a, b = ids
+    halfway = asyncio.Event()
+    reader = asyncio.create_task(_collect(streams, a, first, halfway))
+    for n in range(50):
+        uploaders[a].add(_line(n))
+        uploaders[b].add(_line(n))
+    await asyncio.wait_for(halfway.wait(), 30)  # the first consumer is well into task a's log
+    late_reader = asyncio.create_task(_collect(streams, b, late))
+    twin_reader = asyncio.create_task(_collect(streams, a, twin))  # a from its start again
+    for n in range(50, 100):
+        uploaders[a].add(_line(n))
+        uploaders[b].add(_line(n))
+    end = TurnEnd(status=TaskStatus.COMPLETED, event_count=100)
+    await asyncio.gather(*(u.close(end) for u in uploaders.values()))
+    await asyncio.wait_for(asyncio.gather(reader, late_reader, twin_reader), 30)
+    await streams.aclose()
+    await uploads.aclose()
+    await api.aclose()
+    await client.aclose()
+
+    for events in (first, late, twin):
+        assert [e.seq for e in events] == list(range(1, 104)), "each seq once, in order"
+        lines = [e.data["line"] for e in events if e.kind is EventKind.STDERR]
+        assert lines == [f"line {n}" for n in range(100)]
+        assert events[-1].status is TaskStatus.COMPLETED
+    assert {e.task_id for e in first + twin} == {a} and {e.task_id for e in late} == {b}
+    # One stream at a time: made again when a consumer joins (with everyone's position).
+    assert client.opened[0] == {a: 0}
+    assert any(set(opened) == {a, b} for opened in client.opened)
+    assert len(client.opened) <= 5
