@@ -154,10 +154,7 @@ async def latency_levels(
     for tasks in [*cfg.levels, *cfg.capacity_probe]:
         probing = tasks not in cfg.levels
         if probing and not _worth_probing(levels):
-            log(
-                f"{name}: capacity probe {tasks} skipped (the largest level failed or was "
-                "saturated: more tasks would only lengthen the queue)"
-            )
+            log(f"{name}: capacity probe {tasks} skipped (a level lost events or tasks)")
             break
         log(f"{name}: {'capacity probe' if probing else 'latency level'} {tasks}")
         server = main_server
@@ -178,12 +175,10 @@ async def latency_levels(
 
 
 def _worth_probing(levels: dict[int, Any]) -> bool:
-    """Probe further only if every level passed and the largest one kept up with its offered
-    rate (delivered ≥ 90 %)."""
-    if not levels or not all(r["e2e"]["ok"] for r in levels.values()):
-        return False
-    top = levels[max(levels)]["e2e"]
-    return bool(top["delivered_per_s"] >= 0.9 * top["offered_per_s"])
+    """Probe further only if every level passed (nothing lost, every task completed). A
+    largest level that fell behind its offered rate is probed past all the same: the capacity
+    goal counts tasks that lose nothing, however slowly they stream."""
+    return bool(levels) and all(r["e2e"]["ok"] for r in levels.values())
 
 
 def _capacity(levels: dict[int, Any]) -> dict[str, Any]:
