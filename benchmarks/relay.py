@@ -6,9 +6,10 @@ kept in memory, no store, no authentication) runs as its own process on loopback
 ``codex-tui server``. For each step a producer process makes stamped events at the offered
 rate and uploads them in batches over a keep-alive httpx client, as the worker does; one
 consumer here reads them back over SSE with httpx-sse and takes each event's latency: the
-wall-clock time it has the parsed event less the event's ``t_ns`` (when the producer made
-it). The events are the pipeline's (the fake's ``stamped`` agent message with the same
-padding, in the same envelope), so the bytes per event match.
+wall-clock time it has the event parsed (``json.loads``; the pipeline's SDK also builds
+its models) less the event's ``t_ns`` (when the producer made it). The events are the
+pipeline's (the fake's ``stamped`` agent message with the same padding, in the same
+envelope), so the bytes per event match.
 
 The offered rate is stepped as the pipeline's sustained rate is
 (:func:`benchmarks.pipeline.step_rates`, the same pass rule
@@ -22,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import resource
+import math
 import secrets
 import subprocess
 import sys
@@ -123,10 +124,12 @@ def start_relay(run_dir: Path, timeout_s: float = 30.0) -> RelayServer:
     return relay
 
 
-def _children_cpu_s() -> float:
-    """CPU seconds of this process's reaped children so far."""
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
+def _producer_cpu_s(stdout: bytes) -> float:
+    """The CPU seconds the producer reported on its last line (NaN when it did not)."""
+    try:
+        return float(json.loads(stdout.splitlines()[-1])["cpu_s"])
+    except (IndexError, ValueError, KeyError, TypeError):
+        return math.nan
 
 
 async def _consume(source: Any, trace: Trace) -> None:
@@ -152,8 +155,8 @@ async def run_relay_step(relay: RelayServer, offered: float, cfg: RelayConfig) -
     Returns:
         What :func:`benchmarks.pipeline.judge_step` and :func:`benchmarks.pipeline.brief`
         read (``latency_ms``, ``latency_ms_by_phase``, ``delivered_per_s``, ``ok``, …), the
-        integrity counts and ``cpu_ms_per_1000_events`` of the relay, the producer and this
-        client.
+        integrity counts and ``cpu_ms_per_1000_events`` (ms) of the relay, the producer (from
+        its first event on) and this process (the consumer).
     """
     channel = secrets.token_hex(4)
     events = max(5, round(offered * cfg.step_s))
@@ -162,14 +165,17 @@ async def run_relay_step(relay: RelayServer, offered: float, cfg: RelayConfig) -
     argv = [sys.executable, "-m", PROCS, "produce", "--url", relay.url, "--channel", channel]
     argv += ["--events", str(events), "--rate", f"{offered:g}", "--pad", str(cfg.pad)]
     relay_cpu, client_cpu = relay.cpu_s(), psutil.Process().cpu_times()
-    producer_cpu = _children_cpu_s()
     error: str | None = None
     async with (
         httpx.AsyncClient(base_url=relay.url, timeout=httpx.Timeout(60, read=None)) as http,
         aconnect_sse(http, "GET", f"/channels/{channel}/events") as source,
     ):
         producer = await asyncio.create_subprocess_exec(
-            *argv, env=base_env(), cwd=ROOT, stderr=asyncio.subprocess.PIPE
+            *argv,
+            env=base_env(),
+            cwd=ROOT,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
         )
         try:
             await asyncio.wait_for(_consume(source, trace), timeout_s)
@@ -181,7 +187,7 @@ async def run_relay_step(relay: RelayServer, offered: float, cfg: RelayConfig) -
                     await asyncio.wait_for(producer.wait(), 10)
             with contextlib.suppress(ProcessLookupError):
                 producer.kill()
-            _, stderr = await producer.communicate()
+            stdout, stderr = await producer.communicate()
         await http.delete(f"/channels/{channel}")
     if producer.returncode:
         error = error or f"producer exited {producer.returncode}: {stderr.decode()[-500:]}"
@@ -189,7 +195,7 @@ async def run_relay_step(relay: RelayServer, offered: float, cfg: RelayConfig) -
     client_end = psutil.Process().cpu_times()
     used = {
         "relay": relay.cpu_s() - relay_cpu,
-        "producer": _children_cpu_s() - producer_cpu,
+        "producer": _producer_cpu_s(stdout),
         "client": (client_end.user + client_end.system) - (client_cpu.user + client_cpu.system),
     }
     checks = trace_integrity([trace], events)

@@ -20,7 +20,9 @@ The producer (``python -m benchmarks.relay_procs produce …``) makes ``events``
 codex's ``stamped`` mode (the same JSON, ``n`` and ``t_ns``: the wall-clock time in ns when
 the event is made), and uploads them as the worker's uploader does: over one keep-alive httpx
 client, one request in flight, each request carrying every event made meanwhile (at most
-:data:`MAX_BATCH_EVENTS`). Then it posts a ``status`` event and exits.
+:data:`MAX_BATCH_EVENTS`). Then it posts a ``status`` event, prints ``{"cpu_s": S}`` (the CPU
+seconds it used from the first event made to the last upload, its start-up left out) and
+exits.
 
 Run as ``python -m benchmarks.relay_procs serve --port P`` and ``… produce --url U
 --channel C --events N --rate R [--pad B]``.
@@ -209,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.verb == "serve":
         serve(args.port)
     else:
+        started = time.process_time()
         run = produce(args.url, args.channel, args.events, args.rate, args.pad)
         try:  # on uvloop where installed, as the worker runs
             import uvloop
@@ -216,6 +219,7 @@ def main(argv: list[str] | None = None) -> int:
             asyncio.run(run)
         else:
             uvloop.run(run)
+        print(json.dumps({"cpu_s": time.process_time() - started}), flush=True)
     return 0
 
 
