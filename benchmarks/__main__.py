@@ -5,12 +5,14 @@ complete run of each mode).
 Usage::
 
     uv run python -m benchmarks            # the full run (several minutes)
-    uv run python -m benchmarks --quick    # a smaller run, under 2 minutes
+    uv run python -m benchmarks --quick    # a smaller run, a few minutes
     uv run python -m benchmarks --only pipeline,tui --profile
 
-Sections: pipeline (latency by concurrency, sustained rate, capacity, memory per task), resume,
-tui, cancel, postgres, real-codex, deltas (many conversation turns streaming token deltas),
-profile. Progress goes to stderr, the table to stdout.
+Sections: pipeline (latency by concurrency, sustained rate, capacity, memory per task), relay
+(a bare relay of the same libraries, the reference for the sustained rate), resume, tui,
+cancel, postgres, real-codex, deltas (many conversation turns streaming token deltas), storm
+(the delta storm: 50 turns streaming token deltas and command output at 40/s each), profile.
+Progress goes to stderr, the table to stdout.
 Everything started is stopped at the end, on Ctrl-C too (servers, workers, codex processes,
 TUIs, the PostgreSQL database).
 """
@@ -32,7 +34,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks import cancel, deltas, real_codex, report, resume
+from benchmarks import cancel, deltas, real_codex, relay, report, resume
 from benchmarks.deltas import DeltaSpec
 from benchmarks.harness import (
     CLEANUP,
@@ -49,16 +51,19 @@ from benchmarks.harness import (
 )
 from benchmarks.notes import make_notes, shared_machine_note
 from benchmarks.pipeline import PipelineConfig, latency_levels, run_level, sustained
+from benchmarks.relay import RelayConfig
 from benchmarks.report import REFERENCE_LEVEL
 
 SECTIONS = (
     "pipeline",
+    "relay",
     "resume",
     "tui",
     "cancel",
     "postgres",
     "real-codex",
     "deltas",
+    "storm",
     "profile",
 )
 RESULTS = Path(__file__).parent / "results"
@@ -66,9 +71,27 @@ RESULTS = Path(__file__).parent / "results"
 #: Offered rates (events/s, all tasks together) tried in turn when stepping.
 STEPS = [25.0, 50, 100, 200, 400, 800, 1600, 3200, 6400, 12800, 25600, 51200]
 
+#: The bare relay's steps: the same ladder from 800 events/s (it passes the lower ones in any
+#: case), one rung higher; the lower rungs are its fallback.
+RELAY_STEPS = [r for r in STEPS if r >= 800] + [2 * STEPS[-1]]
+RELAY_FALLBACK = sorted((r for r in STEPS if r < 800), reverse=True)
+
+
+def storm_spec(seconds: float) -> DeltaSpec:
+    """The delta storm of issue 14 streaming for about ``seconds`` s: 50 turns, each
+    token-sized agent-message deltas for two thirds of the time, then its command's output
+    deltas, at 40 deltas/s."""
+    rate = 40
+    return DeltaSpec(
+        tasks=50, deltas=round(rate * seconds * 2 / 3), rate=rate, output=round(rate * seconds / 3)
+    )
+
 
 def quick_config() -> dict[str, Any]:
-    """Sizes of ``--quick`` (under 2 minutes on 2 cores)."""
+    """Sizes of ``--quick`` (a few minutes on 2 cores).
+
+    The sections added for issue 14 (relay, storm) run at their full load for less time.
+    """
     return {
         "pipeline": PipelineConfig(
             levels=[1, 50],
@@ -92,6 +115,8 @@ def quick_config() -> dict[str, Any]:
         "cancel_grace_s": 2.0,
         "real_codex_runs": 1,
         "deltas": [DeltaSpec(tasks=20, deltas=300, rate=100, output=100)],
+        "relay": RelayConfig(steps=RELAY_STEPS, step_s=3, refine=1, fallback=RELAY_FALLBACK),
+        "storm": storm_spec(4.5),
         "profile_s": 5,
     }
 
@@ -125,6 +150,8 @@ def full_config() -> dict[str, Any]:
             DeltaSpec(tasks=20, deltas=1000, rate=100, output=300),
             DeltaSpec(tasks=100, deltas=800, rate=50, output=200),
         ],
+        "relay": RelayConfig(steps=RELAY_STEPS, step_s=8, refine=2, fallback=RELAY_FALLBACK),
+        "storm": storm_spec(15),
         "profile_s": 8,
     }
 
@@ -191,6 +218,7 @@ class Runner:
         self.sections: dict[str, Any] = {}
         self.errors: dict[str, str] = {}
         self.timings: dict[str, float] = {}
+        self.loads: dict[str, str] = {}
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="server-start")
         self._servers: dict[str, Future[Server]] = {}
         self._real: real_codex.RealCodex | None = None
@@ -231,12 +259,13 @@ class Runner:
                 return self._real.server_options()
 
             self._start("real", real_setup)
-        if self.wanted("deltas"):
+        if self.wanted("deltas") or self.wanted("storm"):  # one server for both
+            specs = [*self.cfg["deltas"], self.cfg["storm"]]
             self._start(
                 "deltas",
                 fake_mode=deltas.FAKE_MODE,
                 runtime="app-server",
-                max_tasks=max(spec.tasks for spec in self.cfg["deltas"]),
+                max_tasks=max(spec.tasks for spec in specs),
             )
 
     def server(self, name: str) -> Server:
@@ -255,7 +284,8 @@ class Runner:
         if not self.wanted(name):
             return
         started = time.monotonic()
-        log(f"== {name} (load average {_load()})")
+        self.loads[name] = _load()
+        log(f"== {name} (load average {self.loads[name]})")
         try:
             self.sections[name.replace("-", "_")] = await work()
         except BenchError as exc:
@@ -274,6 +304,7 @@ class Runner:
         await asyncio.to_thread(self.wait_servers)
         log(f"servers up after {time.monotonic() - started:.1f} s")
         await self.section("pipeline", self._pipeline)
+        await self.section("relay", lambda: relay.relay(self.run_dir, cfg["relay"], log))
         await self.section(
             "resume",
             lambda: resume.resume(
@@ -295,6 +326,12 @@ class Runner:
         await self.section(
             "deltas",
             lambda: deltas.deltas(self.server("deltas"), self.run_dir, cfg["deltas"], log),
+        )
+        await self.section(
+            "storm",
+            lambda: deltas.deltas(
+                self.server("deltas"), self.run_dir, [cfg["storm"]], log, section="storm"
+            ),
         )
         if not self.args.only and not self.args.profile and not self.args.quick:
             # The full run profiles whatever falls short of its goal.
@@ -374,7 +411,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--quick", action="store_true", help="the smaller run (< 2 minutes)")
+    parser.add_argument("--quick", action="store_true", help="the smaller run (a few minutes)")
     parser.add_argument(
         "--only",
         type=lambda s: [x.strip() for x in s.split(",") if x.strip()],
@@ -438,6 +475,7 @@ def main(argv: list[str] | None = None) -> int:
     meta["load_after"] = _load()
     meta["seconds"] = round(time.monotonic() - started, 1)
     meta["section_seconds"] = {k: round(v, 1) for k, v in runner.timings.items()}
+    meta["section_load"] = runner.loads
     meta["interrupted"] = interrupted
     flat = report.flatten(runner.sections)
     results: dict[str, Any] = {**flat, "meta": meta}

@@ -1,6 +1,10 @@
 """Provides the ``deltas`` section: many conversation tasks streaming token deltas at once
 through the real pipeline (fake ``codex app-server`` → worker → server → SSE → SDK client),
-and the same fakes read straight from their stdout pipes (the baseline).
+and the same fakes read straight from their stdout pipes (the baseline). The ``storm``
+section runs one such load, the delta storm of issue 14: 50 turns at once, each streaming
+token-sized agent-message deltas (no padding: a delta is its stamp, about 25 characters) at
+40/s and then its command's growing output (``item/commandExecution/outputDelta``) at the same
+rate; its added latency is end to end − pipe, quantile by quantile.
 
 The fake (``tests/fakes/fake_codex.py``, app-server mode ``as-deltas``) streams ``deltas``
 ``item/agentMessage/delta`` notifications of one agent message (then, with ``output``, as many
@@ -19,8 +23,9 @@ the event's time (the worker's, when it read that delta: before it, the fake's p
 worker's reading; after it, the wait to be sent, the upload, the store and the SSE stream); the
 stored bytes per delta (the ``data`` of the tasks' delta events in the SQLite file, beside the
 bytes of the deltas' own text); CPU and RSS of the server and worker; and integrity: every
-stamp seen exactly once, the deltas of each item concatenated equal to its completed text,
-each item completed exactly once, as many delta events stored as the clients saw.
+stamp seen exactly once and in the order written, the deltas of each item concatenated equal
+to its completed text, each item completed exactly once, as many delta events stored as the
+clients saw.
 """
 
 from __future__ import annotations
@@ -106,7 +111,9 @@ class DeltaTrace:
     """What one reader saw of one task's turn.
 
     ``texts`` maps item id → the delta texts in arrival order, ``completed`` item id → the
-    texts of its completed events; ``seen`` counts each stamp index.
+    texts of its completed events; ``seen`` counts each stamp index; ``out_of_order`` counts
+    the stamps that arrived after one with a higher index (the fake numbers a task's deltas
+    in the order it writes them, over both of its items).
     """
 
     task_id: str
@@ -118,6 +125,8 @@ class DeltaTrace:
     read_ns: list[int] = field(default_factory=list)
     onward_ns: list[int] = field(default_factory=list)
     delta_events: int = 0
+    out_of_order: int = 0
+    max_index: int = -1
     last_arrival: int = 0
     ready: bool = False
     status: str | None = None
@@ -132,8 +141,11 @@ class DeltaTrace:
         self.texts.setdefault(item_id, []).append(text)
         first = True
         for match in STAMP.finditer(text):
-            stamp = int(match.group(2))
-            self.seen[int(match.group(1))] += 1
+            stamp, index = int(match.group(2)), int(match.group(1))
+            if index < self.max_index:
+                self.out_of_order += 1
+            self.max_index = max(self.max_index, index)
+            self.seen[index] += 1
             self.stamps.append(stamp)
             self.lat_ns.append(now_ns - stamp)
             if first and ts_ns is not None:
@@ -158,8 +170,9 @@ def _item_text(item: dict[str, Any]) -> str | None:
 
 
 def integrity(traces: list[DeltaTrace], per_task: int) -> dict[str, int]:
-    """Lost and duplicated stamps, items whose concatenated deltas differ from their completed
-    text, and items not completed exactly once, over all ``traces``."""
+    """Lost, duplicated and out-of-order stamps (:class:`DeltaTrace`), items whose
+    concatenated deltas differ from their completed text, and items not completed exactly
+    once, over all ``traces``."""
     lost = dup = text_mismatch = completed_not_once = 0
     for trace in traces:
         lost += sum(1 for n in range(per_task) if trace.seen[n] == 0)
@@ -173,6 +186,7 @@ def integrity(traces: list[DeltaTrace], per_task: int) -> dict[str, int]:
     return {
         "lost": lost,
         "duplicated": dup,
+        "out_of_order": sum(t.out_of_order for t in traces),
         "text_mismatch": text_mismatch,
         "completed_not_once": completed_not_once,
     }
@@ -454,9 +468,12 @@ async def deltas(
     run_dir: Path,
     specs: list[DeltaSpec],
     log: Callable[[str], None] = print,
+    section: str = "deltas",
 ) -> dict[str, Any]:
-    """The section: for each load, the pipe baseline then the same load end to end on
-    ``server``; latencies also as ratios (end to end ÷ pipe, quantile by quantile).
+    """The section (``deltas``, or ``storm`` with the one load of the delta storm): for each
+    load, the pipe baseline then the same load end to end on ``server``; latencies also as
+    differences and ratios (end to end − pipe, end to end ÷ pipe, quantile by quantile, ms).
+    ``section`` names the progress lines.
 
     Returns:
         ``{"loads": {"<tasks>x<rate>": {"e2e", "baseline", "ratio", "added_ms"}}}`` and the
@@ -465,9 +482,9 @@ async def deltas(
     loads: dict[str, Any] = {}
     for spec in specs:
         name = f"{spec.tasks}x{spec.rate:g}"
-        log(f"deltas: {spec.tasks} tasks × {spec.per_task} deltas at {spec.rate:g}/s: pipe")
+        log(f"{section}: {spec.tasks} tasks × {spec.per_task} deltas at {spec.rate:g}/s: pipe")
         base = await run_pipe_baseline(spec, run_dir / "gates", server.workdir)
-        log(f"deltas: {name}: end to end")
+        log(f"{section}: {name}: end to end")
         e2e = await run_deltas(server, spec, run_dir / "gates", log=log)
         lat, blat = e2e["latency_ms"], base["latency_ms"]
         loads[name] = {

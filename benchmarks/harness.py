@@ -281,6 +281,40 @@ class Server:
                 continue
 
 
+def wait_healthy(
+    http: httpx.Client,
+    url: str,
+    proc: subprocess.Popen[bytes],
+    deadline: float,
+    what: str,
+    log_tail: Callable[[], str],
+) -> None:
+    """Poll ``GET url`` every 0.1 s until it answers 200.
+
+    Args:
+        http: The client to poll with.
+        url: The health URL.
+        proc: The process that serves it.
+        deadline: ``time.monotonic()`` after which to give up (s).
+        what: Names the process in errors (``server main``).
+        log_tail: The end of the process's log, for errors.
+
+    Raises:
+        BenchError: ``proc`` exited, or ``url`` did not answer 200 before ``deadline``.
+    """
+    while True:
+        if proc.poll() is not None:
+            raise BenchError(f"{what} exited {proc.returncode}:\n{log_tail()}")
+        try:
+            if http.get(url).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise BenchError(f"{what} did not answer {url}:\n{log_tail()}")
+        time.sleep(0.1)
+
+
 def start_server(
     run_dir: Path,
     *,
@@ -370,17 +404,9 @@ def start_server(
     deadline = time.monotonic() + timeout_s
     # One client for all the polls: creating one per poll costs an SSL context each time.
     with httpx.Client(timeout=2) as http:
-        while True:
-            if proc.poll() is not None:
-                raise BenchError(f"server {name} exited {proc.returncode}:\n{server.log_tail()}")
-            try:
-                if http.get(f"{server.url}/healthz").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise BenchError(f"server {name} did not answer /healthz:\n{server.log_tail()}")
-            time.sleep(0.1)
+        wait_healthy(
+            http, f"{server.url}/healthz", proc, deadline, f"server {name}", server.log_tail
+        )
         if local_worker:
             headers = {"Authorization": f"Bearer {server.token}"}
             while True:

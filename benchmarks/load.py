@@ -142,7 +142,7 @@ def _peak_overlap(traces: list[Trace]) -> int:
     return peak
 
 
-def _by_phase(traces: list[Trace], start_ns: int, edge_s: float = 1.0) -> dict[str, Any]:
+def by_phase(traces: list[Trace], start_ns: int, edge_s: float = 1.0) -> dict[str, Any]:
     """Latency of events written in the first ``edge_s`` after the start, in each task's last
     ``edge_s``, and in between (steady state): tells ramp and exit effects from the rest."""
     edge = int(edge_s * 1e9)
@@ -167,7 +167,7 @@ def _by_phase(traces: list[Trace], start_ns: int, edge_s: float = 1.0) -> dict[s
     }
 
 
-def _integrity(traces: list[Trace], events: int) -> dict[str, int]:
+def trace_integrity(traces: list[Trace], events: int) -> dict[str, int]:
     """Lost, duplicated and out-of-order events, and seq gaps, over all traces."""
     lost = dup = disorder = gaps = 0
     for trace in traces:
@@ -324,7 +324,7 @@ async def run_load(
             stored = await client.get_task(trace.task_id)
             if not trace.seqs or stored.last_seq != trace.seqs[-1]:
                 stored_mismatch += 1
-    integrity = _integrity(traces, spec.events)
+    integrity = trace_integrity(traces, spec.events)
     lat_ms = [ns / 1e6 for trace in traces for ns in trace.lat_ns]
     received = len(lat_ms)
     first_stamp = min((t.stamps[0] for t in traces if t.stamps), default=gate_ns)
@@ -360,7 +360,7 @@ async def run_load(
         "timed_out": timed_out,
         "peak_overlap": _peak_overlap(traces),
         "latency_ms": summarize(lat_ms),
-        "latency_ms_by_phase": _by_phase(traces, gate_ns),
+        "latency_ms_by_phase": by_phase(traces, gate_ns),
         "healthz_ms": summarize(prober.rtt_ms),
         "rss_idle_mb": idle_rss / 2**20,
         "rss_ready_mb": rss_ready / 2**20,

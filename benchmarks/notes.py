@@ -17,7 +17,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from benchmarks.report import REFERENCE_LEVEL, goal_rows
+from benchmarks.report import REFERENCE_LEVEL, goal_rows, goals
 
 #: The notes' wording: Markdown, one ``### `id` `` fragment per template.
 NOTES_MD = Path(__file__).with_name("notes.md")
@@ -131,12 +131,11 @@ def _profile(fragment_id: str, spots: dict[str, Any], **figures: Any) -> str:
     return f" {text(fragment_id, **figures)} {shares}." if shares else ""
 
 
-def _cpu(cpu: dict[str, Any]) -> str:
-    """``server N, worker N, … ms``: CPU per process, for those measured."""
+def _cpu(cpu: dict[str, Any], names: str = "cpu-names") -> str:
+    """``server N, worker N, … ms``: CPU per process, for those measured, named and ordered
+    by the labels of fragment ``names``."""
     parts = [
-        f"{label} {cpu[key]:,.0f}"
-        for key, label in _labels("cpu-names")
-        if cpu.get(key) is not None
+        f"{label} {cpu[key]:,.0f}" for key, label in _labels(names) if cpu.get(key) is not None
     ]
     return ", ".join(parts) + " ms"
 
@@ -471,46 +470,91 @@ def _terminal_note(sections: dict[str, Any]) -> str | None:
 
 
 def _deltas_notes(sections: dict[str, Any]) -> list[str]:
-    """One note per load of the ``deltas`` section."""
-    notes = []
-    for load in (_get(sections, "deltas", "loads") or {}).values():
-        e2e, base = load["e2e"], load["baseline"]
-        if not e2e.get("received") or not base.get("received"):
-            continue
-        size = e2e.get("stored_bytes_per_delta")
-        broken = [
-            f"{key.replace('_', ' ')} {e2e[key]}"
-            for key in ("lost", "duplicated", "text_mismatch", "completed_not_once")
-            if e2e.get(key)
-        ]
-        if e2e.get("timed_out"):
-            broken.append("turns still running at the deadline")
-        cpu = e2e.get("cpu_ms_per_1000_deltas") or {}
-        read, after = e2e.get("worker_read_ms") or {}, e2e.get("after_read_ms") or {}
-        split = ""
-        if read.get("n") and after.get("n"):
-            figures = {"read": read["p50"], "after": after["p50"], "after99": after["p99"]}
-            split = " " + text("deltas.split", **figures)
-        notes.append(
-            text(
-                "deltas",
+    """One note per load of the ``deltas`` section, and one for the ``storm`` section's
+    load."""
+    notes = [
+        note
+        for load in (_get(sections, "deltas", "loads") or {}).values()
+        if (note := _delta_load_note(load))
+    ]
+    for load in (_get(sections, "storm", "loads") or {}).values():
+        note = _delta_load_note(load)
+        if note:
+            e2e, added = load["e2e"], load["added_ms"]
+            head = text(
+                "storm",
                 tasks=e2e["tasks"],
                 rate=e2e["rate_per_task"],
-                p50=e2e["latency_ms"]["p50"],
-                p99=e2e["latency_ms"]["p99"],
-                pipe50=base["latency_ms"]["p50"],
-                pipe99=base["latency_ms"]["p99"],
-                split=split,
-                per_event=e2e.get("deltas_per_event") or 0.0,
-                stored=text("deltas.stored", size=size, text=e2e.get("text_bytes_per_delta") or 0)
-                if size is not None
-                else "size unknown",
-                server=cpu.get("server") or 0.0,
-                worker=cpu.get("worker") or 0.0,
-                intact=text("deltas.broken", what=", ".join(broken)) if broken else "",
+                offered=e2e["offered_per_s"],
+                added50=added["p50"],
+                added99=added["p99"],
             )
-        )
+            notes.append(f"{head} {note}")
     return notes
+
+
+def _delta_load_note(load: dict[str, Any]) -> str | None:
+    """The note of one load of deltas (None when either side received nothing)."""
+    e2e, base = load["e2e"], load["baseline"]
+    if not e2e.get("received") or not base.get("received"):
+        return None
+    size = e2e.get("stored_bytes_per_delta")
+    broken = [
+        f"{key.replace('_', ' ')} {e2e[key]}"
+        for key in ("lost", "duplicated", "out_of_order", "text_mismatch", "completed_not_once")
+        if e2e.get(key)
+    ]
+    if e2e.get("timed_out"):
+        broken.append("turns still running at the deadline")
+    cpu = e2e.get("cpu_ms_per_1000_deltas") or {}
+    read, after = e2e.get("worker_read_ms") or {}, e2e.get("after_read_ms") or {}
+    split = ""
+    if read.get("n") and after.get("n"):
+        figures = {"read": read["p50"], "after": after["p50"], "after99": after["p99"]}
+        split = " " + text("deltas.split", **figures)
+    return text(
+        "deltas",
+        tasks=e2e["tasks"],
+        rate=e2e["rate_per_task"],
+        p50=e2e["latency_ms"]["p50"],
+        p99=e2e["latency_ms"]["p99"],
+        pipe50=base["latency_ms"]["p50"],
+        pipe99=base["latency_ms"]["p99"],
+        split=split,
+        per_event=e2e.get("deltas_per_event") or 0.0,
+        stored=text("deltas.stored", size=size, text=e2e.get("text_bytes_per_delta") or 0)
+        if size is not None
+        else "size unknown",
+        server=cpu.get("server") or 0.0,
+        worker=cpu.get("worker") or 0.0,
+        intact=text("deltas.broken", what=", ".join(broken)) if broken else "",
+    )
+
+
+def _relay_note(flat: dict[str, Any], sections: dict[str, Any]) -> str | None:
+    """The bare relay's sustained rate, its latency and CPU there, and the pipeline's rate as
+    a share of it (None when the relay did not run)."""
+    rate = flat.get("relay_events_per_s")
+    if rate is None:
+        return None
+    steps: list[dict[str, Any]] = _get(sections, "relay", "steps") or []
+    passing = next((s for s in steps if s.get("passed") and s.get("offered_per_s") == rate), {})
+    failing = flat.get("relay_first_failing_per_s")
+    note = text(
+        "relay",
+        rate=rate,
+        p50=flat.get("relay_p50_ms") or 0.0,
+        p99=flat.get("relay_p99_ms") or 0.0,
+        limit=" " + text("relay.failed", failing=failing) if failing else "",
+        cpu=_cpu(passing.get("cpu_ms_per_1000_events") or {}, "relay.cpu-names"),
+    )
+    if flat.get("sustained_vs_relay_pct") is not None:
+        note += "; " + text(
+            "relay.ratio",
+            sustained=flat.get("sustained_events_per_s", 0),
+            pct=flat["sustained_vs_relay_pct"],
+        )
+    return note + "."
 
 
 def shared_machine_note(meta: dict[str, Any]) -> str:
@@ -536,16 +580,17 @@ def make_notes(flat: dict[str, Any], sections: dict[str, Any]) -> list[str]:
         if "max_concurrent_tasks_ok" in missed:
             notes.append(_concurrency_note(flat, sections))
         elif "max_concurrent_tasks_ok" in untried:
-            notes.append(text("concurrency.untried", tried=flat.get("max_concurrent_tasks_tried")))
+            goal = next(g.target for g in goals() if g.key == "max_concurrent_tasks_ok")
+            tried = flat.get("max_concurrent_tasks_tried")
+            notes.append(text("concurrency.untried", tried=tried, goal=goal))
     if "tui_lag_p99_ms" in missed:
         notes.append(_tui_lag_note(flat, sections))
     if "tui_cold_start_ms" in missed:
         notes.append(_cold_start_note(flat, sections))
-    for key in ("cancel_s", "cancel_ignore_sigint_s"):
-        if key in missed:
-            notes.append(
-                text("cancel", key=key, value=flat.get(key, 0), grace=flat.get("cancel_grace_s"))
-            )
+    grace = flat.get("cancel_grace_s") or 2.0
+    for key in ("cancel_s", "cancel_ignore_sigint_s"):  # an earlier issue's goal: grace + 0.5 s
+        if (flat.get(key) or 0) > grace + 0.5:
+            notes.append(text("cancel", key=key, value=flat[key], grace=grace))
     if flat.get("real_codex_added_total_s") is not None:
         notes.append(
             text(
@@ -554,6 +599,9 @@ def make_notes(flat: dict[str, Any], sections: dict[str, Any]) -> list[str]:
                 first_ms=flat.get("real_codex_added_first_event_s", 0) * 1000,
             )
         )
+    relay = _relay_note(flat, sections)
+    if relay:
+        notes.append(relay)
     pg = _postgres_note(flat)
     if pg:
         notes.append(pg)

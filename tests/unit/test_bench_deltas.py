@@ -18,6 +18,7 @@ from benchmarks.deltas import STAMP, DeltaSpec, DeltaTrace, _item_text, integrit
 from benchmarks.notes import make_notes
 from server_client.codex.appserver import Notification, parse_message, to_event
 from tests.conftest import FAKE_CODEX
+from tests.support.bench import delta_load, latency
 
 
 def run_fake(prompt: str) -> list[dict[str, Any]]:
@@ -77,6 +78,7 @@ def test_as_deltas_streams_stamped_deltas_that_add_up_to_the_completed_items() -
     assert integrity([trace], spec.per_task) == {
         "lost": 0,
         "duplicated": 0,
+        "out_of_order": 0,
         "text_mismatch": 0,
         "completed_not_once": 0,
     }
@@ -95,36 +97,39 @@ def test_a_coalesced_event_counts_each_stamp_and_integrity_sees_breakage() -> No
     assert integrity([trace], per_task=3) == {
         "lost": 1,  # index 2 never came
         "duplicated": 1,
+        "out_of_order": 0,  # a repeat of the newest index is a duplicate, not a reordering
         "text_mismatch": 1,  # the duplicate makes the concatenation longer
         "completed_not_once": 0,
     }
 
 
+def test_a_delta_behind_a_later_one_counts_as_out_of_order() -> None:
+    trace = DeltaTrace("t")
+    trace.add_delta("msg_1", "\u27e80:1000\u27e9 ", 3_000)
+    trace.add_delta("msg_1", "\u27e82:1200\u27e9 ", 3_000)
+    trace.add_delta("msg_1", "\u27e81:1100\u27e9 ", 3_000)  # overtaken by index 2
+    trace.add_completed("msg_1", "\u27e80:1000\u27e9 \u27e81:1100\u27e9 \u27e82:1200\u27e9 ")
+    checks = integrity([trace], per_task=3)
+    assert checks["out_of_order"] == 1
+    assert checks["lost"] == checks["duplicated"] == 0
+    assert checks["text_mismatch"] == 1  # the concatenation is in arrival order
+
+
 def test_the_report_and_notes_show_a_deltas_section() -> None:
-    summary = {"n": 10, "p50": 20.0, "p90": 30.0, "p99": 40.0, "max": 50.0, "mean": 22.0}
-    pipe = {"n": 10, "p50": 0.5, "p90": 1.0, "p99": 2.0, "max": 3.0, "mean": 0.6}
-    e2e = {
-        "tasks": 20,
-        "rate_per_task": 100.0,
-        "offered_per_s": 2000.0,
-        "delivered_per_s": 1900.0,
-        "received": 10,
-        "deltas_per_event": 4.0,
-        "stored_bytes_per_delta": 30.0,
-        "cpu_ms_per_1000_deltas": {"server": 100.0, "worker": 120.0},
-        "rss_peak_mb": 150.0,
-        "latency_ms": summary,
-        "worker_read_ms": pipe,
-        "after_read_ms": summary,
-        "ok": False,
-        "lost": 2,
-    }
-    load = {
-        "e2e": e2e,
-        "baseline": {"received": 10, "latency_ms": pipe},
-        "ratio": {"p50": 40.0, "p90": 30.0, "p99": 20.0},
-        "added_ms": {"p50": 19.5, "p90": 29.0, "p99": 38.0, "max": 47.0},
-    }
+    load = delta_load(
+        20,
+        100.0,
+        latency(20.0, 40.0),
+        latency(0.5, 2.0),
+        deltas_per_event=4.0,
+        stored_bytes_per_delta=30.0,
+        cpu_ms_per_1000_deltas={"server": 100.0, "worker": 120.0},
+        rss_peak_mb=150.0,
+        worker_read_ms=latency(0.5, 2.0),
+        after_read_ms=latency(20.0, 40.0),
+        ok=False,
+        lost=2,
+    )
     sections = {"deltas": {"loads": {"20x100": load}}}
     flat = report.flatten(sections)
     assert flat["deltas_p99_ratio_20"] == 20.0
@@ -133,7 +138,8 @@ def test_the_report_and_notes_show_a_deltas_section() -> None:
     meta = {"mode": "quick", "started": "now", "cpus": 2, "load_before": "0"}
     results = {"meta": {**meta, "load_after": "0", "commit": "x"}, "goals": [], "notes": []}
     table = report.markdown({**results, "sections": sections}, flat)
-    assert "| 20 | 2,000 | 1,900 | 20.0 | 40.0 | 0.50 | 2.00 | 40.0 | 20.0 | 4.00 |" in table
+    row = "| 20 | 2,000 | 1,900 | 20.0 | 40.0 | 0.50 | 2.00 | 19.5 | 38.0 | 40.0 | 20.0 | 4.00 |"
+    assert row in table
     notes = [n for n in make_notes(flat, sections) if n.startswith("Token deltas")]
     assert len(notes) == 1 and "not intact: lost 2" in notes[0], notes
     assert "p50 0.5 ms from the write to the worker's read" in notes[0], notes

@@ -169,7 +169,7 @@ def test_benchmark_notes_fill_in_for_a_real_run() -> None:
     results = json.loads((ROOT / "benchmarks" / "results" / "full.json").read_text())
     skip = ("meta", "goals", "notes", "errors", "sections")
     flat = {k: v for k, v in results.items() if k not in skip}
-    for goal in goals(flat):
+    for goal in goals():
         flat[goal.key] = goal.target * 10 if goal.op == "<=" else goal.target / 10
     notes = make_notes(flat, results["sections"])
     assert len(notes) >= 8
