@@ -44,6 +44,13 @@ def goals(flat: dict[str, Any]) -> list[Goal]:
         Goal("Server + worker RSS per running task", "rss_mb_per_task", 3, "<=", "MB"),
         Goal("TUI event-loop lag p99 during a burst", "tui_lag_p99_ms", 16, "<=", "ms"),
         Goal("TUI cold start to first frame (median)", "tui_cold_start_ms", 400, "<=", "ms"),
+        Goal(
+            "TUI terminal bytes/s, 4 panes × 40 deltas/s (80×24)",
+            "tui_bytes_per_s_4_panes",
+            40000,
+            "<=",
+            "B/s",
+        ),
         Goal("Cancel, codex exits on SIGINT", "cancel_s", grace + 0.5, "<=", "s"),
         Goal("Cancel, codex ignores SIGINT", "cancel_ignore_sigint_s", grace + 0.5, "<=", "s"),
     ]

@@ -319,7 +319,9 @@ class Transcript(ScrollView, can_focus=True):
         if not fresh:
             return
         # Entries that land below the view change nothing on screen but the scrollbar.
-        shown = self.following or self.total_lines < self.scroll_y + self.size.height
+        old_total = self.total_lines
+        shown = self.following or old_total < self.scroll_y + self.size.height
+        top = round(self.scroll_y)
         self.entries.extend(fresh)
         self._offsets_dirty = True
         overflow = len(self.entries) - self.max_entries
@@ -331,7 +333,11 @@ class Transcript(ScrollView, can_focus=True):
         if self.following:
             self._scroll_to_end()
         if shown:
-            self.refresh()
+            if overflow > 0 or round(self.scroll_y) != top:
+                self.refresh()  # what is in view moved (a scroll repaints it all anyway)
+            else:
+                # The view did not move: only the lines from the old end down are new.
+                self._refresh_rows(min(old_total, self.offsets[-1 - len(fresh)]), None)
         self._asked_newer = False
         self._changed()
 
@@ -381,20 +387,55 @@ class Transcript(ScrollView, can_focus=True):
     def refresh_entries(self, entries: Iterable[Entry]) -> None:
         """Render ``entries`` again (live items that changed); those not in the window are
         left alone. The view keeps what the user reads in place, or follows the end."""
+        top = round(self.scroll_y)
+        bottom = top + self.size.height
+        width = self._content_width
+        # Rows that changed in view: (first line, strips before, strips now) per entry.
+        changed_rows: list[tuple[int, list[Strip] | None, list[Strip]]] = []
+        moved_from: int | None = None  # the first line below which everything moved
         changed = False
         for entry in entries:
-            if self.index_of(entry) is None:
+            index = self.index_of(entry)
+            if index is None:
                 continue
+            changed = True
+            before = entry.strips if entry.width == width else None
+            height = entry.height
             entry.forget_render()
             self._cached.pop(id(entry), None)
-            changed = True
+            start = self.offsets[index]
+            if start >= bottom or start + height <= top:
+                continue  # out of view: rendered when it is shown
+            now = self._render_entry(entry)
+            if len(now) != height:
+                self._offsets_dirty = True
+                moved_from = start if moved_from is None else min(moved_from, start)
+            else:
+                changed_rows.append((start, before, now))
         if not changed:
             return
         self._offsets_dirty = True
         self._resize()
         if self.following:
             self._scroll_to_end()
-        self.refresh()
+        if round(self.scroll_y) != top:
+            return  # scrolled: the whole view is repainted
+        if moved_from is not None:
+            self._refresh_rows(moved_from, None)
+        for start, before, now in changed_rows:
+            for row, strip in enumerate(now):
+                if before is None or row >= len(before) or before[row] != strip:
+                    self._refresh_rows(start + row, start + row + 1)
+
+    def _refresh_rows(self, first: int, end: int | None) -> None:
+        """Repaint transcript lines ``first`` up to ``end`` (None: the bottom of the view)
+        where they are in view; nothing else of the pane is sent to the terminal again."""
+        top = round(self.scroll_y)
+        bottom = top + self.size.height
+        first = max(first, top)
+        end = bottom if end is None else min(end, bottom)
+        if end > first:
+            self.refresh_lines(first, end - first)
 
     def _drop_head(self, count: int) -> None:
         removed = self.entries[:count]
