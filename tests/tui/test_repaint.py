@@ -14,13 +14,14 @@ from typing import Any
 
 import pytest
 from textual.geometry import Region
+from textual.scrollbar import ScrollBar
 
 from codex_tui.widgets.event_view import EventView
 from codex_tui.widgets.transcript import Transcript
 from server_client.models import Event
 from tests.support.tui_helpers import SIZE, wait_for
 from tests.tui.test_conversation import codex_event, conversation_task, delta, item
-from tests.tui.test_transcript import BurstClient, FakeClock, StreamHost
+from tests.tui.test_transcript import BurstClient, FakeClock, StreamHost, codex_turns
 
 
 def spy_refreshes(
@@ -94,7 +95,8 @@ async def test_a_delta_growing_the_last_line_repaints_only_that_line(
         assert whole_pane == []
         assert () not in regions, "the transcript was not repainted whole"
         marked = [region for call in regions for region in call]
-        assert marked == [Region(0, row, transcript.size.width, 1)]
+        # The line's cells only: not the scrollbar column beside it.
+        assert marked == [Region(0, row, transcript.scrollable_content_region.width, 1)]
 
 
 async def test_new_lines_below_a_view_that_does_not_scroll_repaint_only_themselves(
@@ -190,3 +192,46 @@ async def test_an_unfocused_pane_hands_deltas_over_four_times_a_second_and_ends_
             seq += 1
             view._flush()
         assert len(handovers) >= 8
+
+
+async def test_a_following_pane_repaints_its_scrollbar_only_when_the_thumb_moves(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every batch scrolls a following pane and changes its scroll range; the thumb of a long
+    window stays one cell at the bottom, so the scrollbar column is not sent again."""
+    clock = FakeClock()
+    app = StreamHost(clock, BurstClient())
+    async with app.run_test(size=SIZE) as pilot:
+        view = app.pane
+        transcript = view.transcript
+        view.follow(conversation_task())
+        await wait_for(pilot, lambda: not view.streaming, "the (empty) stream")
+        ingest(view, codex_turns(1000))
+        clock.now += 1
+        view._flush()
+        await pilot.pause()
+        bar = transcript.vertical_scrollbar
+        repaints: list[ScrollBar] = []
+        refresh = ScrollBar.refresh
+
+        def spy(self: ScrollBar, *regions: Region, **kwargs: Any) -> ScrollBar:
+            if self is bar:
+                repaints.append(self)
+            return refresh(self, *regions, **kwargs)
+
+        monkeypatch.setattr(ScrollBar, "refresh", spy)
+        regions, _ = spy_refreshes(transcript, view, monkeypatch)
+        for batch in range(3):
+            top = transcript.scroll_y
+            ingest(view, codex_turns(7, first_seq=1001 + 7 * batch))
+            clock.now += 1
+            view._flush()
+            await pilot.pause()
+            assert transcript.scroll_y > top, "the batch scrolled the pane"
+        assert repaints == []
+        content = transcript.scrollable_content_region.width
+        assert all(region.right <= content for call in regions for region in call)
+
+        transcript.action_scroll_top()
+        await pilot.pause()
+        assert repaints, "a thumb that moves is drawn again"
