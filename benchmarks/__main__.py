@@ -365,6 +365,7 @@ class Runner:
                 idle_s=self.cfg["tui_idle_s"],
             )
         )
+        out.update(await tui.tui_four_panes(self.run_dir, log))
         return out
 
     async def _postgres(self) -> dict[str, Any]:

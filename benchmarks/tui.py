@@ -727,3 +727,114 @@ async def tui_terminal(
             f"{idle_rate:.0f} B/s)"
         )
     return out
+
+
+#: The 4-pane measurement: agent-message deltas per task and their rate (per second).
+FOUR_PANES_DELTAS = 400
+FOUR_PANES_RATE = 40.0
+
+
+async def tui_four_panes(
+    run_dir: Path,
+    log: Log,
+    *,
+    deltas: int = FOUR_PANES_DELTAS,
+    rate: float = FOUR_PANES_RATE,
+    idle_s: float = 2.0,
+) -> dict[str, Any]:
+    """Terminal bytes per second while four panes of an 80×24 ``codex-tui`` each follow a
+    conversation turn that streams ``deltas`` agent-message deltas at ``rate`` per second
+    (the fake ``codex app-server``, mode ``as-deltas``, on a server of its own).
+
+    The panes are opened as a person would: ``o`` splits the highlighted task into a new pane
+    and ``down`` shows the next task there (three times), then ``enter`` moves the keyboard
+    into the last pane, so one pane has the focus and three have not. The rate is measured
+    over the steady part of the stream (from 0.5 s after the gate opens until 0.5 s before
+    the last delta is due); the whole stream's bytes (up to the last write after every turn
+    ended) and the idle rate before are reported too, and whether every pane ended showing
+    the end of its turn (the "turn done" bar)."""
+    from benchmarks.deltas import FAKE_MODE, DeltaSpec
+    from benchmarks.harness import start_server
+    from server_client.enums import Runtime
+
+    log(f"tui: terminal bytes while 4 panes follow turns streaming {rate:g} deltas/s each")
+    server = await asyncio.to_thread(
+        start_server,
+        run_dir,
+        name="tui-panes",
+        fake_mode=FAKE_MODE,
+        runtime="app-server",
+        max_tasks=4,
+    )
+    try:
+        spec = DeltaSpec(4, deltas, rate)
+        gate = Gate(run_dir / "gates")
+        async with bench_client(server) as client:
+            tasks = [
+                await client.create_task(
+                    prompt, workdir=str(server.workdir), runtime=Runtime.APP_SERVER
+                )
+                for prompt in spec.prompts(gate.path)
+            ]
+        for task in tasks:
+            await _wait_running(server, task.id)
+        tui = PtyTui(server, run_dir / "tui-panes-home")
+        try:
+            await asyncio.to_thread(tui.wait_full_screen)
+            if not await asyncio.to_thread(tui.wait_text, b"deltas bench"):
+                raise BenchError("the tasks never showed in the TUI")
+            await asyncio.to_thread(tui.wait_quiet, 0.5, 10.0)
+            for key in (b"o", b"\x1b[B", b"o", b"\x1b[B", b"o", b"\x1b[B", b"\r"):
+                os.write(tui.master, key)
+                await asyncio.sleep(0.3)
+            await asyncio.to_thread(tui.wait_quiet, 1.0, 10.0)
+            idle_start = time.perf_counter()
+            await asyncio.sleep(idle_s)
+            idle_end = time.perf_counter()
+            idle_rate = tui.bytes_between(idle_start, idle_end) / idle_s
+            gate.release()
+            released = time.perf_counter()
+            for task in tasks:
+                await _wait_idle(server, task.id, 60 + spec.expected_s)
+            end = max(await asyncio.to_thread(tui.wait_quiet, 1.0, 30.0), released)
+            steady = (released + 0.5, released + max(spec.expected_s - 0.5, 1.0))
+            steady_bytes = tui.bytes_between(*steady)
+            total = tui.bytes_between(released, end)
+            done_bars = tui.output(released).count(b"turn done")
+        finally:
+            gate.close()
+            await asyncio.to_thread(tui.close)
+    finally:
+        await asyncio.to_thread(server.stop)
+    per_s = steady_bytes / (steady[1] - steady[0])
+    out = {
+        "tui_bytes_per_s_4_panes": per_s,
+        "tui_4_panes": {
+            "deltas_per_task": deltas,
+            "rate_per_s": rate,
+            "steady_s": steady[1] - steady[0],
+            "bytes": total,
+            "seconds": end - released,
+            "bytes_per_delta": total / (4 * deltas),
+            "idle_bytes_per_s": idle_rate,
+            "turn_done_bars_drawn": done_bars,
+        },
+    }
+    log(
+        f"  {per_s:.0f} bytes/s while streaming ({total} bytes in {end - released:.1f} s, "
+        f"{total / (4 * deltas):.0f} per delta; idle {idle_rate:.0f} B/s)"
+    )
+    return out
+
+
+async def _wait_idle(server: Server, task_id: str, timeout_s: float) -> None:
+    """Wait until the conversation ``task_id``'s turn ended (idle, or any end)."""
+    async with bench_client(server) as client:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            status = (await client.get_task(task_id)).status
+            if status.value == "idle" or status.is_terminal:
+                return
+            if time.monotonic() > deadline:
+                raise BenchError("a 4-pane task's turn never ended")
+            await asyncio.sleep(0.1)

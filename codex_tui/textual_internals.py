@@ -15,6 +15,7 @@ from textual.app import App
 from textual.binding import BindingsMap
 from textual.dom import DOMNode
 from textual.geometry import Size
+from textual.scrollbar import ScrollBar
 from textual.widget import Widget
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "keymap",
     "node_bindings",
     "update_scrollbars",
+    "vertical_scrollbar",
     "write_to_terminal",
 ]
 
@@ -91,3 +93,23 @@ def update_scrollbars(widget: Widget, virtual_size: Size) -> None:
     event-loop lag during a burst.
     """
     widget._scroll_update(virtual_size)
+
+
+def vertical_scrollbar(widget: Widget, make: type[ScrollBar]) -> ScrollBar:
+    """``widget``'s vertical scrollbar, created as an instance of ``make`` (a
+    :class:`~textual.scrollbar.ScrollBar` subclass) the first time it is asked for, as
+    :attr:`textual.widget.Widget.vertical_scrollbar` creates its own
+    (``Widget._vertical_scrollbar``, ``App._start_widget``).
+
+    Why private: Textual has no public hook for the class of a widget's scrollbars, only for
+    how they draw (``ScrollBar.renderer``); the transcript's scrollbar skips repaints that
+    would draw the same thumb (:class:`codex_tui.widgets.transcript.SteadyScrollBar`), which
+    a following pane otherwise sends on every batch of events.
+    """
+    bar = widget._vertical_scrollbar
+    if bar is None:
+        bar = make(vertical=True, name="vertical", thickness=widget.scrollbar_size_vertical)
+        bar.display = False
+        widget._vertical_scrollbar = bar
+        widget.app._start_widget(widget, bar)
+    return bar

@@ -121,11 +121,13 @@ class EventView(Widget):
     cancels it. Each event goes to the pane's :class:`~codex_tui.widgets.event_feed.EventFeed`
     (annotated in stream order, buffered without being rendered), which hands them to the
     :class:`~codex_tui.widgets.transcript.Transcript` in one batch on a ``flush_interval_s``
-    timer, at most once per ``redraw_interval_s``: every hand-over scrolls a following pane,
-    which redraws all of it, so a slow, steady stream costs at most one redraw per
-    ``redraw_interval_s`` instead of one per event (what an SSH link carries), while an event
-    after a quiet spell still shows at the next tick. The transcript holds at most
-    ``max_entries`` events and renders only what is in view.
+    timer, at most once per ``redraw_interval_s`` (``unfocused_redraw_s`` while the pane has
+    not the keyboard focus): a hand-over that scrolls a following pane redraws all of it, so
+    a slow, steady stream costs at most one redraw per interval instead of one per event
+    (what an SSH link carries), while an event after a quiet spell still shows at the next
+    tick. Deltas that grow a live item in place repaint only the lines that changed, and the
+    token usage in the border changes at most once per hand-over. The transcript holds at
+    most ``max_entries`` events and renders only what is in view.
 
     The tail is sticky: new events scroll the view only while the user is at the bottom;
     otherwise the border counts them and ``end`` jumps back. When the user reads far back, the
@@ -152,7 +154,11 @@ class EventView(Widget):
         client: The SDK client.
         max_entries: The most events held in the window.
         flush_interval_s: Seconds between checks for buffered events.
-        redraw_interval_s: Least seconds between two hand-overs to the transcript.
+        redraw_interval_s: Least seconds between two hand-overs to the transcript while
+            the pane has the keyboard focus.
+        unfocused_redraw_s: Least seconds between two hand-overs while it has not (a pane
+            the user only glances at scrolls a few times a second; the last batch still
+            follows within this time, so what it shows ends exact).
         clock: Monotonic seconds (injectable, so tests drive time themselves).
     """
 
@@ -290,6 +296,7 @@ class EventView(Widget):
         max_entries: int = 2000,
         flush_interval_s: float = 0.05,
         redraw_interval_s: float = 0.1,
+        unfocused_redraw_s: float = 0.25,
         clock: Callable[[], float] = time.monotonic,
         now: Callable[[], datetime] | None = None,
         name: str | None = None,
@@ -301,6 +308,7 @@ class EventView(Widget):
         self.max_entries = max_entries
         self.flush_interval_s = flush_interval_s
         self.redraw_interval_s = redraw_interval_s
+        self.unfocused_redraw_s = unfocused_redraw_s
         self.clock = clock
         self._transcript = Transcript(max_entries=max_entries, clock=now, id="transcript")
         self.feed = EventFeed(client, self._transcript, max_entries)
@@ -481,10 +489,6 @@ class EventView(Widget):
         feed = self.feed
         feed.add(event)
         self._flush_timer.resume()
-        usage = feed.state.token_usage
-        if usage is not self._usage and usage is not None:
-            self._usage = usage
-            self.usage_text = usage_summary(usage)
         status = event.status
         if status is not None and status != self.status:
             self.status = status
@@ -508,9 +512,15 @@ class EventView(Widget):
         now = self.clock()
         if now < self._next_handover:
             return  # the last hand-over redrew the pane a moment ago; keep buffering
+        interval = self.redraw_interval_s if self.has_focus_within else self.unfocused_redraw_s
         # Ticks come every flush_interval_s: allow for their jitter, not for a skipped tick.
-        self._next_handover = now + self.redraw_interval_s - self.flush_interval_s / 2
+        self._next_handover = now + interval - self.flush_interval_s / 2
         feed.hand_over()
+        usage = feed.state.token_usage
+        if usage is not self._usage and usage is not None:
+            # Here, not per event: the border's subtitle changes at most once per hand-over.
+            self._usage = usage
+            self.usage_text = usage_summary(usage)
         self._mirror_transcript()
         self._update_bar()
 

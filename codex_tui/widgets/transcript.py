@@ -23,7 +23,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import accumulate, count
-from typing import ClassVar
+from math import ceil
+from typing import ClassVar, Self
 
 from rich.cells import cell_len
 from rich.console import RenderableType
@@ -35,16 +36,18 @@ from textual.geometry import Region, Size
 from textual.message import Message
 from textual.reactive import var
 from textual.scroll_view import ScrollView
+from textual.scrollbar import ScrollBar
 from textual.strip import Strip
+from textual.widget import Widget
 
 from codex_tui.events.palette import Palette
 from codex_tui.events.pane import event_text, render_annotated, render_raw
 from codex_tui.events.view import CONVERSATION_KEYS, Annotation, LiveItem, is_foldable, shows
-from codex_tui.textual_internals import update_scrollbars
+from codex_tui.textual_internals import update_scrollbars, vertical_scrollbar
 from server_client import codex
 from server_client.models import Event, utcnow
 
-__all__ = ["STRIP_CACHE_ENTRIES", "Entry", "Transcript"]
+__all__ = ["STRIP_CACHE_ENTRIES", "Entry", "SteadyScrollBar", "Transcript"]
 
 #: How many entries keep their rendered lines; others are rendered again when shown.
 STRIP_CACHE_ENTRIES = 400
@@ -133,6 +136,74 @@ def estimate_height(typed: codex.CodexEvent | None, width: int) -> int:
         case codex.FileChange(changes=changes):
             return 1 + len(changes)
     return 1
+
+
+class SteadyScrollBar(ScrollBar):
+    """A vertical scrollbar that repaints only when what it draws changes.
+
+    Textual repaints a scrollbar whenever its scroll range or position changes; a pane that
+    follows a long stream changes both on every batch of events while the thumb stays put
+    (one cell at the bottom), and each repaint sends the whole column to the terminal again
+    (some 40 bytes a row). A repaint is skipped when the thumb's cells (to Textual's 1/8
+    cell), the colours, the hover and grab state and the size are what was last drawn.
+    """
+
+    _drawn: tuple[object, ...] | None = None
+    _check_pending = False
+
+    def _look(self) -> tuple[object, ...]:
+        """What the bar draws: size, thumb start and end (1/8 cells), state and colours."""
+        height = self.size.height
+        virtual = ceil(self.window_virtual_size)
+        window = ceil(self.window_size) if self.window_size < self.window_virtual_size else 0
+        thumb: tuple[int, int] | None = None
+        if window and height and virtual and height != virtual and virtual > window:
+            size = max(1.0, window / (virtual / height))
+            start = int((height - size) * (self.position / (virtual - window)) * 8)
+            thumb = (start, start + ceil(size * 8))
+        parent = self.parent
+        styles = parent.styles if isinstance(parent, Widget) else None
+        colours = (
+            ()
+            if styles is None
+            else (
+                styles.scrollbar_color,
+                styles.scrollbar_background,
+                styles.scrollbar_color_hover,
+                styles.scrollbar_background_hover,
+                styles.scrollbar_color_active,
+                styles.scrollbar_background_active,
+                parent.background_colors if isinstance(parent, Widget) else None,
+            )
+        )
+        return (self.size, thumb, self.mouse_over, self.grabbed, colours)
+
+    def render(self) -> RenderableType:
+        """Draw the bar, remembering what was drawn."""
+        self._drawn = self._look()
+        return super().render()
+
+    def refresh(
+        self,
+        *regions: Region,
+        repaint: bool = True,
+        layout: bool = False,
+        recompose: bool = False,
+    ) -> Self:
+        """Repaint; a plain repaint of a bar drawn before is decided once the handler that
+        asked for it is done (it sets the range, the window and the position one by one), and
+        skipped when the bar would draw what is on screen already."""
+        if not regions and repaint and not layout and not recompose and self._drawn is not None:
+            if not self._check_pending:
+                self._check_pending = True
+                self.call_next(self._repaint_if_changed)
+            return self
+        return super().refresh(*regions, repaint=repaint, layout=layout, recompose=recompose)
+
+    def _repaint_if_changed(self) -> None:
+        self._check_pending = False
+        if self._drawn != self._look():
+            super().refresh()
 
 
 class Transcript(ScrollView, can_focus=True):
@@ -254,6 +325,11 @@ class Transcript(ScrollView, can_focus=True):
         self._width = 0
         self._line_style: Style | None = None
 
+    @property
+    def vertical_scrollbar(self) -> ScrollBar:
+        """The vertical scrollbar: a :class:`SteadyScrollBar` (created when first asked for)."""
+        return vertical_scrollbar(self, SteadyScrollBar)
+
     # -- window -----------------------------------------------------------------------------
 
     @property
@@ -319,7 +395,9 @@ class Transcript(ScrollView, can_focus=True):
         if not fresh:
             return
         # Entries that land below the view change nothing on screen but the scrollbar.
-        shown = self.following or self.total_lines < self.scroll_y + self.size.height
+        old_total = self.total_lines
+        shown = self.following or old_total < self.scroll_y + self.size.height
+        top = round(self.scroll_y)
         self.entries.extend(fresh)
         self._offsets_dirty = True
         overflow = len(self.entries) - self.max_entries
@@ -331,7 +409,13 @@ class Transcript(ScrollView, can_focus=True):
         if self.following:
             self._scroll_to_end()
         if shown:
-            self.refresh()
+            if overflow > 0 and round(self.scroll_y) == top:
+                self._refresh_rows(top, None)  # what is in view moved up without a scroll
+            elif round(self.scroll_y) != top:
+                pass  # the scroll repaints the view (watch_scroll_y)
+            else:
+                # The view did not move: only the lines from the old end down are new.
+                self._refresh_rows(min(old_total, self.offsets[-1 - len(fresh)]), None)
         self._asked_newer = False
         self._changed()
 
@@ -381,20 +465,57 @@ class Transcript(ScrollView, can_focus=True):
     def refresh_entries(self, entries: Iterable[Entry]) -> None:
         """Render ``entries`` again (live items that changed); those not in the window are
         left alone. The view keeps what the user reads in place, or follows the end."""
+        top = round(self.scroll_y)
+        bottom = top + self.size.height
+        width = self._content_width
+        # Rows that changed in view: (first line, strips before, strips now) per entry.
+        changed_rows: list[tuple[int, list[Strip] | None, list[Strip]]] = []
+        moved_from: int | None = None  # the first line below which everything moved
         changed = False
         for entry in entries:
-            if self.index_of(entry) is None:
+            index = self.index_of(entry)
+            if index is None:
                 continue
+            changed = True
+            before = entry.strips if entry.width == width else None
+            height = entry.height
             entry.forget_render()
             self._cached.pop(id(entry), None)
-            changed = True
+            start = self.offsets[index]
+            if start >= bottom or start + height <= top:
+                continue  # out of view: rendered when it is shown
+            now = self._render_entry(entry)
+            if len(now) != height:
+                self._offsets_dirty = True
+                moved_from = start if moved_from is None else min(moved_from, start)
+            else:
+                changed_rows.append((start, before, now))
         if not changed:
             return
         self._offsets_dirty = True
         self._resize()
         if self.following:
             self._scroll_to_end()
-        self.refresh()
+        if round(self.scroll_y) != top:
+            return  # scrolled: the whole view is repainted
+        if moved_from is not None:
+            self._refresh_rows(moved_from, None)
+        for start, before, now in changed_rows:
+            for row, strip in enumerate(now):
+                if before is None or row >= len(before) or before[row] != strip:
+                    self._refresh_rows(start + row, start + row + 1)
+
+    def _refresh_rows(self, first: int, end: int | None) -> None:
+        """Repaint transcript lines ``first`` up to ``end`` (None: the bottom of the view)
+        where they are in view; nothing else of the pane is sent to the terminal again."""
+        top = round(self.scroll_y)
+        bottom = top + self.size.height
+        first = max(first, top)
+        end = bottom if end is None else min(end, bottom)
+        if end > first:
+            # The lines only: the scrollbar column repaints itself when its thumb moves.
+            width = self._view_width or self.size.width
+            self.refresh(Region(0, first - top, width, end - first))
 
     def _drop_head(self, count: int) -> None:
         removed = self.entries[:count]
@@ -643,8 +764,13 @@ class Transcript(ScrollView, can_focus=True):
     # -- scrolling and following --------------------------------------------------------------
 
     def watch_scroll_y(self, old_value: float, new_value: float) -> None:
-        """Reaching the bottom of a window that holds the newest events follows again."""
-        super().watch_scroll_y(old_value, new_value)
+        """Repaint the lines in view when they moved (not the scrollbar column: it repaints
+        itself when its thumb moves); reaching the bottom of a window that holds the newest
+        events follows again."""
+        if self.show_vertical_scrollbar:
+            self.vertical_scrollbar.position = new_value
+        if round(old_value) != round(new_value):
+            self._refresh_rows(round(new_value), None)
         at_bottom = new_value >= self.max_scroll_y
         following = at_bottom and self.at_end
         if following != self.following:

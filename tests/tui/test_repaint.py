@@ -1,0 +1,237 @@
+"""Provides Pilot tests of what a pane repaints (what an SSH link pays for): a delta that grows
+the last line repaints that line alone, new lines below a view that does not scroll repaint
+only themselves, and a pane without the keyboard focus hands deltas over a few times a second
+yet ends showing exactly what the stream sent.
+
+Events are handed to the pane as its stream would (``EventView._ingest``) on a fake monotonic
+clock, and the flush timer is driven by hand, so nothing waits on real time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+from textual.geometry import Region
+from textual.scrollbar import ScrollBar
+
+from codex_tui.widgets.event_view import EventView
+from codex_tui.widgets.transcript import Transcript
+from server_client.models import Event
+from tests.support.tui_helpers import SIZE, wait_for
+from tests.tui.test_conversation import codex_event, conversation_task, delta, item
+from tests.tui.test_transcript import BurstClient, FakeClock, StreamHost, codex_turns
+
+
+def spy_refreshes(
+    transcript: Transcript, view: EventView, monkeypatch: pytest.MonkeyPatch
+) -> tuple[list[tuple[Region, ...]], list[str]]:
+    """Record the regions of every transcript refresh (``()`` for the whole widget) and every
+    refresh of the whole pane (border and children)."""
+    regions: list[tuple[Region, ...]] = []
+    whole_pane: list[str] = []
+    refresh_transcript, refresh_view = transcript.refresh, view.refresh
+
+    def transcript_spy(*marked: Region, **kwargs: Any) -> Transcript:
+        regions.append(marked)
+        return refresh_transcript(*marked, **kwargs)
+
+    def view_spy(*marked: Region, **kwargs: Any) -> EventView:
+        if not marked and not view._border_rows:
+            whole_pane.append("whole pane")
+        return refresh_view(*marked, **kwargs)
+
+    monkeypatch.setattr(transcript, "refresh", transcript_spy)
+    monkeypatch.setattr(view, "refresh", view_spy)
+    return regions, whole_pane
+
+
+def ingest(view: EventView, events: Sequence[Event]) -> None:
+    """Deliver ``events`` to ``view`` as its stream would."""
+    for ev in events:
+        view._ingest("task", ev)
+
+
+def view_lines(transcript: Transcript) -> list[str]:
+    """The transcript's lines in view, as text."""
+    return [transcript.render_line(y).text.rstrip() for y in range(transcript.size.height)]
+
+
+async def test_a_delta_growing_the_last_line_repaints_only_that_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = FakeClock()
+    app = StreamHost(clock, BurstClient())
+    async with app.run_test(size=SIZE) as pilot:
+        view = app.pane
+        transcript = view.transcript
+        view.follow(conversation_task())
+        await wait_for(pilot, lambda: not view.streaming, "the (empty) stream")
+        ingest(
+            view,
+            [
+                codex_event(1, {"type": "turn.started", "turn_id": "t1"}),
+                item(2, "started", {"id": "m1", "type": "agentMessage", "text": ""}),
+                delta(3, "m1", "Reading the"),
+            ],
+        )
+        clock.now += 1
+        view._flush()
+        await pilot.pause()
+        assert view.pending == 0
+        lines = view_lines(transcript)
+        row = next(y for y, text in enumerate(lines) if "Reading the" in text)
+        top = round(transcript.scroll_y)
+
+        regions, whole_pane = spy_refreshes(transcript, view, monkeypatch)
+        ingest(view, [delta(4, "m1", " parser")])
+        clock.now += 1
+        view._flush()
+        await pilot.pause()
+
+        assert "Reading the parser" in view_lines(transcript)[row]
+        assert round(transcript.scroll_y) == top, "the view did not scroll"
+        assert whole_pane == []
+        assert () not in regions, "the transcript was not repainted whole"
+        marked = [region for call in regions for region in call]
+        # The line's cells only: not the scrollbar column beside it.
+        assert marked == [Region(0, row, transcript.scrollable_content_region.width, 1)]
+
+
+async def test_new_lines_below_a_view_that_does_not_scroll_repaint_only_themselves(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = FakeClock()
+    app = StreamHost(clock, BurstClient())
+    async with app.run_test(size=SIZE) as pilot:
+        view = app.pane
+        transcript = view.transcript
+        view.follow(conversation_task())
+        await wait_for(pilot, lambda: not view.streaming, "the (empty) stream")
+        ingest(view, [codex_event(1, {"type": "turn.started", "turn_id": "t1"})])
+        clock.now += 1
+        view._flush()
+        await pilot.pause()
+        old_total = transcript.total_lines
+        assert old_total < transcript.size.height
+
+        regions, whole_pane = spy_refreshes(transcript, view, monkeypatch)
+        message = {"id": "m1", "type": "agentMessage", "text": "Done."}
+        ingest(view, [item(2, "completed", message)])
+        clock.now += 1
+        view._flush()
+        await pilot.pause()
+
+        assert transcript.total_lines > old_total
+        assert transcript.scroll_y == 0
+        assert whole_pane == [] and () not in regions
+        marked = [region for call in regions for region in call]
+        assert marked and all(region.y >= old_total for region in marked)
+        assert any("Done." in text for text in view_lines(transcript))
+
+
+async def test_an_unfocused_pane_hands_deltas_over_four_times_a_second_and_ends_exact(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """40 deltas a second for 2 s into a pane without the keyboard focus: at most one
+    hand-over (so one repaint) per 250 ms, and after the stream the pane shows all of it."""
+    clock = FakeClock()
+    app = StreamHost(clock, BurstClient())
+    async with app.run_test(size=SIZE) as pilot:
+        view = app.pane
+        transcript = view.transcript
+        view.follow(conversation_task())
+        await wait_for(pilot, lambda: not view.streaming, "the (empty) stream")
+        app.screen.set_focus(None)
+        await pilot.pause()
+        assert not view.has_focus_within
+        ingest(
+            view,
+            [
+                codex_event(1, {"type": "turn.started", "turn_id": "t1"}),
+                item(2, "started", {"id": "m1", "type": "agentMessage", "text": ""}),
+            ],
+        )
+        handovers: list[float] = []
+        hand_over = view.feed.hand_over
+
+        def spy() -> None:
+            handovers.append(clock.now)
+            hand_over()
+
+        monkeypatch.setattr(view.feed, "hand_over", spy)
+        words = [f"w{n} " for n in range(80)]
+        arrivals = [0.01 + n / 40 for n in range(80)]
+        pending = list(zip(arrivals, words, strict=True))
+        seq = 3
+        for tick in range(1, 60):  # the 50 ms flush timer, for 3 s
+            clock.now = tick * 0.05
+            while pending and pending[0][0] <= clock.now:
+                ingest(view, [delta(seq, "m1", pending.pop(0)[1])])
+                seq += 1
+            view._flush()
+        await pilot.pause()
+
+        assert view.pending == 0, "the last deltas were handed over"
+        assert all(
+            b - a >= 0.25 - 0.025 - 1e-9 for a, b in zip(handovers, handovers[1:], strict=False)
+        )
+        assert len(handovers) <= 3 * 4 + 1
+        text = "".join(view_lines(transcript))
+        assert "w79" in text, "the final state is on screen"
+        assert "".join(words).strip() in view.text(width=2000)
+
+        # With the focus, hand-overs come every 100 ms again.
+        transcript.focus()
+        await pilot.pause()
+        handovers.clear()
+        for tick in range(60, 80):
+            clock.now = tick * 0.05
+            ingest(view, [delta(seq, "m1", "x")])
+            seq += 1
+            view._flush()
+        assert len(handovers) >= 8
+
+
+async def test_a_following_pane_repaints_its_scrollbar_only_when_the_thumb_moves(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every batch scrolls a following pane and changes its scroll range; the thumb of a long
+    window stays one cell at the bottom, so the scrollbar column is not sent again."""
+    clock = FakeClock()
+    app = StreamHost(clock, BurstClient())
+    async with app.run_test(size=SIZE) as pilot:
+        view = app.pane
+        transcript = view.transcript
+        view.follow(conversation_task())
+        await wait_for(pilot, lambda: not view.streaming, "the (empty) stream")
+        ingest(view, codex_turns(1000))
+        clock.now += 1
+        view._flush()
+        await pilot.pause()
+        bar = transcript.vertical_scrollbar
+        repaints: list[ScrollBar] = []
+        refresh = ScrollBar.refresh
+
+        def spy(self: ScrollBar, *regions: Region, **kwargs: Any) -> ScrollBar:
+            if self is bar:
+                repaints.append(self)
+            return refresh(self, *regions, **kwargs)
+
+        monkeypatch.setattr(ScrollBar, "refresh", spy)
+        regions, _ = spy_refreshes(transcript, view, monkeypatch)
+        for batch in range(3):
+            top = transcript.scroll_y
+            ingest(view, codex_turns(7, first_seq=1001 + 7 * batch))
+            clock.now += 1
+            view._flush()
+            await pilot.pause()
+            assert transcript.scroll_y > top, "the batch scrolled the pane"
+        assert repaints == []
+        content = transcript.scrollable_content_region.width
+        assert all(region.right <= content for call in regions for region in call)
+
+        transcript.action_scroll_top()
+        await pilot.pause()
+        assert repaints, "a thumb that moves is drawn again"
