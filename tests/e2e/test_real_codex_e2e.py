@@ -161,6 +161,8 @@ async def test_tui_shows_a_real_codex_run_live_and_cancels_a_running_one(
         view = event_view(app)
         await submit(pilot, app, "echo the marker")
         await wait_for(pilot, lambda: view.status is TaskStatus.COMPLETED, "completed", 60)
+        # The status shows at once; the transcript takes its batch at the pane's next hand-over.
+        await wait_for(pilot, lambda: f"Saw {marker}." in log_text(view), "the last message")
         text = log_text(view)
         assert f"echo {marker}" in text and "exit 0" in text and f"Saw {marker}." in text
 
