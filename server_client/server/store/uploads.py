@@ -84,25 +84,39 @@ class UploadStore(EventStore):
         owner_id = principal.user.id
         token_hash = hash_token(token)
         ids = [part.task_id for part in parts]
-        query = select(tasks).where(tasks.c.owner_id == owner_id, tasks.c.id.in_(ids))
+        if principal.kind == "worker" and principal.worker_id != worker_id:
+            raise NotFound(f"no worker {worker_id}")
+        # The task rows and the token's validity in one statement: the usual upload's one read.
+        query = (
+            select(tasks)
+            .select_from(tasks.join(tokens, tokens.c.user_id == tasks.c.owner_id))
+            .where(
+                tokens.c.token_hash == token_hash,
+                tokens.c.revoked_at.is_(None),
+                tasks.c.owner_id == owner_id,
+                tasks.c.id.in_(ids),
+            )
+        )
         if self._lock_rows:
-            query = query.order_by(tasks.c.pk).with_for_update()
+            query = query.order_by(tasks.c.pk).with_for_update(of=tasks)
         check_token = select(tokens.c.id).where(
             tokens.c.token_hash == token_hash, tokens.c.revoked_at.is_(None)
         )
 
         def work(conn: Connection) -> UploadOutcome:
-            if conn.execute(check_token).first() is None:
-                raise TokenRevoked("the token was revoked")
-            if principal.kind == "worker":
-                if principal.worker_id != worker_id:
-                    raise NotFound(f"no worker {worker_id}")
-            else:
-                worker_row(conn, owner_id, worker_id)
             rows = {row.id: row for row in conn.execute(query).all()} if ids else {}
+            if not rows and conn.execute(check_token).first() is None:
+                raise TokenRevoked("the token was revoked")
             out = UploadOutcome()
             for part in parts:
                 out.results.append(self._part(conn, rows.get(part.task_id), worker_id, part, out))
+            if principal.kind == "user" and (
+                not parts or any(result.problem is not None for result in out.results)
+            ):
+                # A user token names the worker it acts as: one that is not the owner's (or
+                # was revoked) is a 404 for the whole upload, as on every worker route. (A part
+                # that was stored proves it: only the owner's worker holds its lease.)
+                worker_row(conn, owner_id, worker_id)
             return out
 
         return await self._txn(work)
