@@ -205,7 +205,8 @@ class EventUploader:
         """Queue one event (cheap and synchronous; called for every line codex prints); a
         delta may join the last unsent one (module docstring)."""
         if self._closing:
-            raise RuntimeError(f"task {self.task_id}: event added after close")
+            log.error("task %s: an event came after its end was sent; dropped", self.task_id)
+            return
         data = event.data
         if (
             event.kind is EventKind.CODEX
@@ -463,6 +464,11 @@ class UploadStream:
             except ApiError as exc:  # the worker or its token is refused: every lease is lost
                 for uploader in self._sending:
                     uploader.lost(str(exc))
+                continue
+            except Exception as exc:  # e.g. an answer that is not one: never hang a close
+                log.exception("upload for worker %s failed for good", self._worker_id)
+                for uploader in self._sending:
+                    uploader.lost(f"{type(exc).__name__}: {exc}")
                 continue
             by_task = {result.task_id: result for result in answer.tasks}
             for uploader in self._sending:
