@@ -194,6 +194,10 @@ class TaskPage(_Model):
     next_cursor: str | None = None
 
 
+#: Every task status's wire value (a set: tested for each status event a client reads).
+_STATUS_VALUES = frozenset(status.value for status in TaskStatus)
+
+
 class Event(_Model):
     """One stored event of a task's log (see the module docstring for the envelope)."""
 
@@ -231,7 +235,7 @@ class Event(_Model):
         """The task status a ``status`` event records, else None."""
         if self.kind is EventKind.STATUS and isinstance(self.data, dict):
             value = self.data.get("status")
-            if isinstance(value, str) and value in TaskStatus.__members__.values():
+            if isinstance(value, str) and value in _STATUS_VALUES:
                 return TaskStatus(value)
         return None
 
