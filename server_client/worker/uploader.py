@@ -38,6 +38,7 @@ import os
 import tempfile
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import IO
@@ -68,6 +69,24 @@ MEMORY_BYTES = 8 * 1024 * 1024
 
 class LeaseLostError(RuntimeError):
     """The server says this worker no longer holds the task's lease (409 without an index)."""
+
+
+@dataclass
+class _Merge:
+    """The last pending event of a task when it is a delta later deltas of the same item and
+    stream may join: its deltas so far (``chars`` characters, ``encoded`` of them in the
+    pending event's text), its time and data (``dirty``: joined since last encoded)."""
+
+    key: tuple[object, object]
+    parts: list[str]
+    chars: int
+    ts: datetime
+    data: dict[str, object]
+    encoded: int = -1
+    dirty: bool = False
+
+    def __post_init__(self) -> None:
+        self.encoded = self.chars
 
 
 class Spool:
@@ -166,8 +185,8 @@ class EventUploader:
         self._frozen = 0
         # how many events of _pending the request in flight carries
         self._sending = 0
-        # the last pending event when it is a delta: ((item_id, stream), delta, ts, data)
-        self._tail: tuple[tuple[object, object], str, datetime, dict[str, object]] | None = None
+        # the last pending event when it is a delta that later ones may join
+        self._tail: _Merge | None = None
         self._base_index = 0
         self._count = 0
         self._thread_id: str | None = None
@@ -216,22 +235,24 @@ class EventUploader:
         ):
             key = (data.get("item_id"), data.get("stream"))
             tail = self._tail
+            delta = data["delta"]
             if (
                 tail is not None
-                and tail[0] == key
+                and tail.key == key
                 and len(self._pending) > self._frozen
-                and len(tail[1]) + len(data["delta"]) <= MAX_MERGED_DELTA_CHARS
+                and tail.chars + len(delta) <= MAX_MERGED_DELTA_CHARS
             ):
-                delta = tail[1] + data["delta"]
-                merged = EventIn(ts=tail[2], kind=EventKind.CODEX, data={**tail[3], "delta": delta})
-                encoded = merged.model_dump_json()
-                self._pending_bytes += len(encoded) - len(self._pending[-1])
-                self._pending[-1] = encoded
-                self._tail = (key, delta, tail[2], tail[3])
+                # Joined now, encoded once when a request takes it (not once per delta).
+                tail.parts.append(delta)
+                tail.chars += len(delta)
+                tail.dirty = True
+                self._pending_bytes += len(delta)
                 self._stream.wake()
                 return
-            self._tail = (key, data["delta"], event.ts, data)
+            self._encode_tail()  # the merge ends here: its text must be final
+            self._tail = _Merge(key, [delta], len(delta), event.ts, data)
         else:
+            self._encode_tail()
             self._tail = None
         encoded = event.model_dump_json()
         self._count += 1
@@ -279,6 +300,7 @@ class EventUploader:
     def part(self, room_bytes: int, room_events: int) -> tuple[str, int]:
         """Encode this task's next part of a request, within the room left; returns the
         JSON text and how many events it carries (which it freezes)."""
+        self._encode_tail()
         self._refill()
         parts: list[str] = []
         size = 0
@@ -340,6 +362,20 @@ class EventUploader:
         self._done.exception()  # retrieved here: close() may never be awaited
         if self._on_lease_lost is not None:
             self._on_lease_lost()
+
+    def _encode_tail(self) -> None:
+        """Encode the deltas joined to the last pending event since it was last encoded."""
+        tail = self._tail
+        if tail is None or not tail.dirty or not self._pending:
+            return
+        merged = EventIn(
+            ts=tail.ts, kind=EventKind.CODEX, data={**tail.data, "delta": "".join(tail.parts)}
+        )
+        encoded = merged.model_dump_json()
+        self._pending_bytes += len(encoded) - len(self._pending[-1]) - (tail.chars - tail.encoded)
+        self._pending[-1] = encoded
+        tail.dirty = False
+        tail.encoded = tail.chars
 
     def _settle(self, result: TaskUploadResult) -> None:
         if not self._done.done() and not self.unsent:
