@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response
+from pydantic import StringConstraints
 from sse_starlette import ServerSentEvent
 
 from server_client.models import MAX_INT32, Event, Me, Task, TaskCreate, TaskPage, TaskStatus
@@ -28,6 +29,9 @@ STORE_RECHECK_S = 5.0
 
 #: The last message of a stream following many tasks once all of them ended.
 END_FRAME = b"event: end\r\ndata: {}\r\n\r\n"
+
+#: A task's position in ``GET /api/events``: ``TASK_ID`` or ``TASK_ID:SEQ``.
+POSITION_PATTERN = r"^[A-Za-z0-9_-]{1,64}(:[0-9]{1,10})?$"
 
 #: Most tasks one stream follows (``GET /api/events``).
 MAX_FOLLOWED = 200
@@ -367,7 +371,7 @@ async def events_of_tasks(
     settings: SettingsDep,
     limiter: LimiterDep,
     task: Annotated[
-        list[str],
+        list[Annotated[str, StringConstraints(pattern=POSITION_PATTERN)]],
         Query(
             min_length=1,
             max_length=MAX_FOLLOWED,

@@ -209,6 +209,7 @@ def fuzz_config(url: str, token: str, parameters: dict[str, str]) -> dict[str, A
             # A stream asked to start past the task's last event waits for more (heartbeats
             # only), so the fuzzer reads each stream briefly.
             {"include-path": "/api/tasks/{task_id}/events", "request-timeout": 1},
+            {"include-path": "/api/events", "request-timeout": 1},
         ],
     }
 
