@@ -72,7 +72,8 @@ class TaskStreams:
 
     async def events(self, task_id: str, *, after: int = 0) -> AsyncIterator[Event]:
         """Yield the task's events with ``seq > after``, replayed then live, each exactly
-        once; ends after the terminal status event. Stopping the iteration (``break``, a
+        once, as the task's own stream has them (``task_id`` None); ends after the terminal
+        status event. Stopping the iteration (``break``, a
         cancelled task) stops following.
 
         Raises:
@@ -134,10 +135,12 @@ class TaskStreams:
         left meanwhile is skipped)."""
         try:
             async for event in self._client.follow_tasks(positions):
+                task_id = event.task_id
+                event.task_id = None  # as the task's own stream has it (exports, raw views)
                 for consumer in consumers:
                     if consumer not in self._consumers:
                         continue
-                    if consumer.task_id != event.task_id or event.seq <= consumer.last:
+                    if consumer.task_id != task_id or event.seq <= consumer.last:
                         continue
                     consumer.last = event.seq
                     self._deliver(consumer, event)

@@ -295,7 +295,7 @@ async def test_submit_stream_and_cancel_a_running_task(server_factory: ServerFac
         await wait_for(pilot, lambda: view.status is TaskStatus.CANCELED, "canceled", 30)
         await wait_for(pilot, lambda: "canceled" in row_texts(tasks)[0], "the canceled row")
         assert (await client.get_task(created.id)).status is TaskStatus.CANCELED
-        await wait_for(pilot, lambda: not view.streaming, "the stream to end")
+        await wait_for(pilot, lambda: not view.streaming and not view.pending, "the last flush")
         assert "⊘ canceled" in log_text(view)
         assert view.last_seq == (await client.get_task(created.id)).last_seq
 
