@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 from functools import partial
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from textual import on
 from textual.app import App, SystemCommand
@@ -27,9 +27,12 @@ from codex_tui.screens.dashboard import DashboardScreen
 from codex_tui.state import TuiState, save_state
 from codex_tui.textual_internals import write_to_terminal
 from codex_tui.widgets.task_list import TaskList
-from server_client.client import CodexTuiClient
-from server_client.models import Task, TaskStatus
+from server_client.enums import TaskStatus
 from themes import APP_CSS_PATH, DEFAULT_THEME, THEME_NAMES, THEMES
+
+if TYPE_CHECKING:
+    from server_client.client import CodexTuiClient
+    from server_client.models import Task
 
 __all__ = ["CodexTuiApp"]
 
@@ -47,7 +50,8 @@ class CodexTuiApp(App[None]):
     ``settings`` shows a warning toast at start and is otherwise ignored.
 
     Args:
-        client: The SDK client for one server.
+        client: The SDK client for one server (``codex-tui`` passes a
+            :class:`~codex_tui.deferred_client.DeferredClient`, built after the first frame).
         default_workdir: Prefill for the compose screen's workdir field.
         clock: Current UTC time (injectable so that ages are deterministic in tests).
         poll_interval_s: Seconds between polls of the task list.

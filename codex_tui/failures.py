@@ -17,16 +17,38 @@ import asyncio
 import contextlib
 import random
 from collections.abc import Awaitable, Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
-import httpx
+if TYPE_CHECKING:
+    import httpx
 
-from server_client.client import ApiError, CodexTuiError
-from server_client.models import Problem
-from server_client.retry import POLL, Backoff
+    from server_client.client import ApiError
+    from server_client.models import Problem
 
-#: What a request to the server can raise: a refusal, a network error, or an answer that
-#: does not parse (pydantic's ValidationError is a ValueError).
-REQUEST_ERRORS = (CodexTuiError, httpx.HTTPError, ValueError)
+    #: What a request to the server can raise: a refusal, a network error, or an answer that
+    #: does not parse (pydantic's ValidationError is a ValueError).
+    REQUEST_ERRORS: tuple[type[Exception], ...]
+    #: What an action the user asked for can raise: a refusal or a network error (what
+    #: :func:`describe_action_failure` words).
+    ACTION_ERRORS: tuple[type[ApiError], type[httpx.HTTPError]]
+
+#: The names :func:`__getattr__` builds on first use.
+_LAZY = frozenset({"REQUEST_ERRORS", "ACTION_ERRORS"})
+
+
+def __getattr__(name: str) -> Any:
+    """:data:`REQUEST_ERRORS` and :data:`ACTION_ERRORS`, built (and kept) on first use: httpx
+    and the SDK are imported then, not with this module, which the TUI's first frame imports
+    (the SDK is built after it)."""
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import httpx
+
+    from server_client.client import ApiError, CodexTuiError
+
+    globals()["REQUEST_ERRORS"] = (CodexTuiError, httpx.HTTPError, ValueError)
+    globals()["ACTION_ERRORS"] = (ApiError, httpx.HTTPError)
+    return globals()[name]
 
 
 def describe_problem(problem: Problem) -> str:
@@ -47,6 +69,8 @@ def _unreachable(error: httpx.HTTPError) -> str:
 
 def describe_action_failure(error: ApiError | httpx.HTTPError) -> str:
     """Why an action the user asked for failed: the server's problem, or the network."""
+    from server_client.client import ApiError
+
     if isinstance(error, ApiError):
         return describe_problem(error.problem)
     return _unreachable(error)
@@ -61,6 +85,10 @@ def describe_poll_failure(error: Exception, server_url: str | None = None) -> st
             reach the server at http://127.0.0.1:8765``, short enough for one line) instead
             of quoting the exception.
     """
+    import httpx
+
+    from server_client.client import CodexTuiError
+
     if isinstance(error, CodexTuiError):
         return f"The server refused the request: {error}"
     if isinstance(error, httpx.HTTPError):
@@ -72,12 +100,13 @@ def describe_poll_failure(error: Exception, server_url: str | None = None) -> st
 
 
 def poll_retry_delays(
-    base_s: float = POLL.base_s,
-    cap_s: float = POLL.cap_s,
+    base_s: float | None = None,
+    cap_s: float | None = None,
     *,
     uniform: Callable[[float, float], float] = random.uniform,
 ) -> Iterator[float]:
-    """Yield the waits (s) before each retry while polls keep failing.
+    """Yield the waits (s) before each retry while polls keep failing (the retry policy is
+    imported at the first wait, not before the first frame).
 
     The n-th wait is ``base_s·2ⁿ`` capped at ``cap_s``, less up to a fifth of it at random
     (jitter, so that many TUIs do not retry in step): about 1, 2, 4, 8, 15, 15 … s. Unlike
@@ -86,11 +115,15 @@ def poll_retry_delays(
     with other numbers where they are given.
 
     Args:
-        base_s: The first wait.
-        cap_s: The longest wait.
+        base_s: The first wait (s; None: ``POLL``'s).
+        cap_s: The longest wait (s; None: ``POLL``'s).
         uniform: Draws the jittered wait between its two bounds (injectable for tests).
     """
-    return Backoff(base_s, cap_s, jitter=POLL.jitter).delays(uniform)
+    from server_client.retry import POLL, Backoff  # with the SDK: after the first frame
+
+    base_s = POLL.base_s if base_s is None else base_s
+    cap_s = POLL.cap_s if cap_s is None else cap_s
+    yield from Backoff(base_s, cap_s, jitter=POLL.jitter).delays(uniform)
 
 
 async def poll_forever(

@@ -18,12 +18,15 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Mapping
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from codex_tui.config import NotifySettings, desktop_supported
 from codex_tui.events.view import status_icon
-from server_client.models import Task, TaskStatus
+from server_client.enums import TaskStatus
 from server_client.text import truncate
+
+if TYPE_CHECKING:
+    from server_client.models import Task
 
 __all__ = [
     "DESKTOP_TEXT_LIMIT",

@@ -26,7 +26,9 @@ from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 if TYPE_CHECKING:
     from server_client.codex import CodexEvent
 
-# The enumerations live in server_client.enums (no pydantic there); re-exported here.
+# The enumerations live in server_client.enums and the clock in server_client.clock (no pydantic
+# there); re-exported here.
+from server_client.clock import utcnow as utcnow
 from server_client.enums import ACTIVE_STATUSES as ACTIVE_STATUSES
 from server_client.enums import TERMINAL_STATUSES as TERMINAL_STATUSES
 from server_client.enums import ApprovalDecision as ApprovalDecision
@@ -58,11 +60,6 @@ NulFree = Annotated[str, AfterValidator(_reject_nul)]
 Label = Annotated[
     str, Field(min_length=1, max_length=50, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/=-]*$")
 ]
-
-
-def utcnow() -> datetime:
-    """The current time as an aware UTC datetime."""
-    return datetime.now(UTC)
 
 
 class _Model(BaseModel):

@@ -100,9 +100,10 @@ def main(
     conn = connection(ctx, server, token, start=True)
     assert conn.token is not None
     from codex_tui.app import CodexTuiApp
-    from server_client.client import CodexTuiClient
+    from codex_tui.deferred_client import DeferredClient
 
-    client = CodexTuiClient(conn.server, conn.token)
+    # The SDK (httpx, the wire models) is imported after the first frame, in a thread.
+    client = DeferredClient(conn.server, conn.token)
     CodexTuiApp(
         client,
         default_workdir=os.getcwd(),

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from codex_tui.events.view import Tone
-from server_client.models import TaskStatus
+from server_client.enums import TaskStatus
 
 __all__ = ["Palette"]
 

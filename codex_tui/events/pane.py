@@ -22,7 +22,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Group, RenderableType
 from rich.text import Text
@@ -57,8 +57,11 @@ from codex_tui.events.view import (
     tool_name,
 )
 from server_client import codex
-from server_client.models import Event, EventKind, TaskStatus
+from server_client.enums import EventKind, TaskStatus
 from server_client.text import one_line, truncate
+
+if TYPE_CHECKING:
+    from server_client.models import Event
 
 __all__ = [
     "RenderState",

@@ -18,11 +18,14 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from server_client import codex
-from server_client.models import Event, EventKind, TaskStatus
+from server_client.enums import EventKind, TaskStatus
 from server_client.text import one_line, truncate, visible
+
+if TYPE_CHECKING:
+    from server_client.models import Event
 
 __all__ = [
     "MAX_EXPANDED_LINES",

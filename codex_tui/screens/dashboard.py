@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
-import httpx
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
@@ -15,13 +14,16 @@ from textual.content import Content
 from textual.screen import Screen
 from textual.widgets import Footer, OptionList
 
+from codex_tui import failures
 from codex_tui.failures import describe_action_failure
 from codex_tui.widgets.connection_banner import ConnectionBanner
 from codex_tui.widgets.event_view import EventView
 from codex_tui.widgets.pane_grid import PaneGrid
 from codex_tui.widgets.task_list import TaskCounts, TaskList, short_prompt
-from server_client.client import ApiError, CodexTuiClient
-from server_client.models import Task
+
+if TYPE_CHECKING:
+    from server_client.client import CodexTuiClient
+    from server_client.models import Task
 
 __all__ = ["DashboardScreen", "tasks_title"]
 
@@ -258,7 +260,7 @@ class DashboardScreen(Screen[None]):
     async def _rerun(self, task_id: str) -> None:
         try:
             task = await self.client.rerun_task(task_id)
-        except (ApiError, httpx.HTTPError) as error:
+        except failures.ACTION_ERRORS as error:
             self.notify(describe_action_failure(error), title="Re-run failed", severity="error")
             return
         self.notify(f"Re-run queued: {short_prompt(task.prompt, 60)}")
@@ -275,7 +277,7 @@ class DashboardScreen(Screen[None]):
     async def _cancel(self, task_id: str) -> None:
         try:
             task = await self.client.cancel_task(task_id)
-        except (ApiError, httpx.HTTPError) as error:
+        except failures.ACTION_ERRORS as error:
             self.notify(describe_action_failure(error), title="Cancel failed", severity="error")
             return
         self.task_list.upsert(task)

@@ -11,7 +11,7 @@ from textual.content import Content
 from textual.timer import Timer
 from textual.widgets import Static
 
-from server_client.models import utcnow
+from server_client.clock import utcnow
 
 __all__ = ["ConnectionBanner"]
 

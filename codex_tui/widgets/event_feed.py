@@ -6,16 +6,18 @@ from __future__ import annotations
 import weakref
 from collections import deque
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
-import httpx
-
+from codex_tui import failures
 from codex_tui.events.palette import Palette
 from codex_tui.events.pane import RenderState, event_text
 from codex_tui.events.view import MAX_LIVE_ITEMS, Annotation, Live, LiveItem, annotate_read
 from codex_tui.widgets.transcript import Entry, Transcript
 from server_client import codex
-from server_client.client import ApiError, CodexTuiClient
-from server_client.models import Event
+
+if TYPE_CHECKING:
+    from server_client.client import CodexTuiClient
+    from server_client.models import Event
 
 __all__ = ["PAGE_EVENTS", "EventFeed"]
 
@@ -279,7 +281,7 @@ class EventFeed:
         transcript = self.transcript
         try:
             entries, at_start = await self._fetch_older(task_id, before)
-        except (ApiError, httpx.HTTPError):
+        except failures.ACTION_ERRORS:
             transcript.older_failed()
             raise
         if task_id != self.task_id or transcript.first_seq != before:
@@ -298,7 +300,7 @@ class EventFeed:
         transcript = self.transcript
         try:
             events = await self.client.get_events(task_id, after=after, limit=self.page)
-        except (ApiError, httpx.HTTPError):
+        except failures.ACTION_ERRORS:
             transcript.newer_failed()
             raise
         if task_id != self.task_id or transcript.last_seq != after:

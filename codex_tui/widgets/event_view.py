@@ -9,9 +9,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
-from typing import ClassVar, Self
+from typing import TYPE_CHECKING, ClassVar, Self
 
-import httpx
 from rich.console import Console
 from textual import on
 from textual.app import ComposeResult
@@ -24,6 +23,7 @@ from textual.widget import Widget
 from textual.widgets import Input, Static
 from textual.worker import Worker
 
+from codex_tui import failures
 from codex_tui.events.markdown import warm_up
 from codex_tui.events.palette import Palette
 from codex_tui.events.view import (
@@ -38,9 +38,11 @@ from codex_tui.textual_internals import keymap
 from codex_tui.widgets.event_feed import PAGE_EVENTS, EventFeed
 from codex_tui.widgets.task_list import short_prompt
 from codex_tui.widgets.transcript import Transcript
-from server_client.client import ApiError, CodexTuiClient
-from server_client.models import ApprovalDecision, Event, Task, TaskStatus
-from server_client.streams import TaskStreams
+from server_client.enums import ApprovalDecision, TaskStatus
+
+if TYPE_CHECKING:
+    from server_client.client import CodexTuiClient
+    from server_client.models import Event, Task
 
 __all__ = ["PAGE_EVENTS", "EventView"]
 
@@ -465,6 +467,11 @@ class EventView(Widget):
     # -- stream -----------------------------------------------------------------------------
 
     async def _stream(self, task_id: str) -> None:
+        import httpx  # with the SDK, after the first frame
+
+        from server_client.client import ApiError
+        from server_client.streams import TaskStreams
+
         clock = time.perf_counter
         try:
             slice_end = clock() + STREAM_SLICE_S
@@ -557,7 +564,7 @@ class EventView(Widget):
         async def run() -> None:
             try:
                 await load()
-            except (ApiError, httpx.HTTPError) as error:
+            except failures.ACTION_ERRORS as error:
                 self.notify(
                     describe_action_failure(error), title=f"{which} events", severity="error"
                 )
@@ -651,7 +658,7 @@ class EventView(Widget):
             found = await self.feed.search(
                 task_id, query, backwards=backwards, wanted=lambda: query == self.search_query
             )
-        except (ApiError, httpx.HTTPError) as error:
+        except failures.ACTION_ERRORS as error:
             self.notify(describe_action_failure(error), title="Search", severity="error")
             found = True  # said why already
         if not found and task_id == self.task_id:
@@ -766,7 +773,7 @@ class EventView(Widget):
     async def _reply(self, task_id: str, prompt: str) -> None:
         try:
             await self.client.reply(task_id, prompt)
-        except (ApiError, httpx.HTTPError) as error:
+        except failures.ACTION_ERRORS as error:
             self._draft = prompt  # kept for the next reply box
             self.notify(describe_action_failure(error), title="Reply failed", severity="error")
             return
@@ -824,9 +831,11 @@ class EventView(Widget):
         decision: ApprovalDecision,
         answers: dict[str, list[str]] | None,
     ) -> None:
+        from server_client.client import ApiError  # with the SDK, after the first frame
+
         try:
             await self.client.answer_approval(approval_id, decision, answers=answers)
-        except (ApiError, httpx.HTTPError) as error:
+        except failures.ACTION_ERRORS as error:
             if not (isinstance(error, ApiError) and error.problem.status == 409):
                 self._answered.discard(approval_id)  # not answered: ask again
                 self._update_bar()
@@ -846,7 +855,7 @@ class EventView(Widget):
     async def _interrupt(self, task_id: str) -> None:
         try:
             await self.client.interrupt(task_id)
-        except (ApiError, httpx.HTTPError) as error:
+        except failures.ACTION_ERRORS as error:
             self.notify(describe_action_failure(error), title="Interrupt", severity="error")
             return
         self.notify("Interrupt requested.", title="Interrupt")

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from math import ceil
+from typing import TYPE_CHECKING
 
 from textual import events
 from textual.app import ComposeResult
@@ -13,8 +14,10 @@ from textual.message import Message
 from textual.widget import Widget
 
 from codex_tui.widgets.event_view import EventView
-from server_client.client import CodexTuiClient
-from server_client.models import Task
+
+if TYPE_CHECKING:
+    from server_client.client import CodexTuiClient
+    from server_client.models import Task
 
 __all__ = ["MIN_PANE_HEIGHT", "MIN_PANE_WIDTH", "PaneGrid", "grid_shape"]
 

@@ -7,6 +7,7 @@ import asyncio
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from textual import on
 from textual.app import ComposeResult
@@ -16,15 +17,15 @@ from textual.widget import Widget
 from textual.widgets import OptionList, Static
 from textual.widgets.option_list import Option
 
+from codex_tui.deferred_client import client_ready
 from codex_tui.events.view import shown_line, status_icon
-from codex_tui.failures import (
-    REQUEST_ERRORS,
-    describe_poll_failure,
-    poll_forever,
-    poll_retry_delays,
-)
-from server_client.client import CodexTuiClient
-from server_client.models import Task, TaskStatus, utcnow
+from codex_tui.failures import describe_poll_failure, poll_forever, poll_retry_delays
+from server_client.clock import utcnow
+from server_client.enums import TaskStatus
+
+if TYPE_CHECKING:
+    from server_client.client import CodexTuiClient
+    from server_client.models import Task
 
 __all__ = ["TaskCounts", "TaskList", "format_age", "short_prompt", "worker_text"]
 
@@ -477,6 +478,9 @@ class TaskList(Widget, can_focus=False):
 
     async def _poll_once(self) -> float | None:
         """One poll; returns how long to wait before the next one (None: the interval)."""
+        await client_ready(self.client)  # the SDK, imported in a thread after the first frame
+        from codex_tui.failures import REQUEST_ERRORS  # the SDK's: imported by now
+
         try:
             page = await self.client.list_tasks(limit=self.page_size)
         except REQUEST_ERRORS as error:

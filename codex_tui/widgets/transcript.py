@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import accumulate, count
 from math import ceil
-from typing import ClassVar, Self
+from typing import TYPE_CHECKING, ClassVar, Self
 
 from rich.cells import cell_len
 from rich.console import RenderableType
@@ -45,7 +45,10 @@ from codex_tui.events.pane import event_text, render_annotated, render_raw
 from codex_tui.events.view import CONVERSATION_KEYS, Annotation, LiveItem, is_foldable, shows
 from codex_tui.textual_internals import update_scrollbars, vertical_scrollbar
 from server_client import codex
-from server_client.models import Event, utcnow
+from server_client.clock import utcnow
+
+if TYPE_CHECKING:
+    from server_client.models import Event
 
 __all__ = ["STRIP_CACHE_ENTRIES", "Entry", "SteadyScrollBar", "Transcript"]
 

@@ -44,6 +44,20 @@ HIDDEN_SCREENS = (
 #: Codex's typed events: their models are built when the first event is read, not before the
 #: first frame.
 TYPED_EVENTS = ("server_client.codex.events", "server_client.codex.items")
+#: The SDK, its wire models and what they import: imported in a thread after the first frame
+#: (codex_tui.deferred_client); httpx's package imports its command line and with it Rich's
+#: syntax highlighting and pygments.
+SDK = (
+    "httpx",
+    "httpx_sse",
+    "server_client.client",
+    "server_client.errors",
+    "server_client.models",
+    "server_client.retry",
+    "server_client.streams",
+    "rich.syntax",
+    "pygments",
+)
 
 
 def run_python(code: str, home: Path) -> Any:
@@ -125,8 +139,48 @@ def test_the_tui_starts_without_the_server_side_or_hidden_screens(tmp_path: Path
         tmp_path,
     )
     assert "codex_tui.screens.dashboard" in modules
-    hidden = (*SERVER_SIDE, *HIDDEN_SCREENS, *TYPED_EVENTS, "codex_tui.events.plain")
+    hidden = (*SERVER_SIDE, *HIDDEN_SCREENS, *TYPED_EVENTS, *SDK, "codex_tui.events.plain")
     assert imported(modules, hidden) == []
+
+
+def test_the_sdk_is_built_in_a_thread_after_the_first_frame(tmp_path: Path) -> None:
+    # The app as codex-tui starts it: with a DeferredClient, against a server that is down.
+    port = free_port()
+    result = run_python(
+        f"""
+        import asyncio, json, threading
+        from codex_tui.app import CodexTuiApp
+        from codex_tui.deferred_client import DeferredClient
+
+        built_in = []
+        build = DeferredClient.build
+
+        def recording_build(self):
+            if not self.is_built:
+                built_in.append(threading.current_thread().name)
+            return build(self)
+
+        DeferredClient.build = recording_build
+
+        async def main():
+            client = DeferredClient("http://127.0.0.1:{port}", "t")
+            app = CodexTuiApp(client, poll_interval_s=60, close_client=True)
+            async with app.run_test(size=(80, 24)) as pilot:
+                for _ in range(400):
+                    await pilot.pause(0.05)
+                    if app.connection_error:
+                        break
+                error = app.connection_error
+            main = threading.main_thread().name
+            print(json.dumps({{"built_in": built_in, "main": main, "error": error}}))
+
+        asyncio.run(main())
+        """,
+        tmp_path,
+    )
+    # Built off the event loop's thread, and then used: the first poll found no server.
+    assert result["built_in"] and result["main"] not in result["built_in"]
+    assert "Cannot reach the server" in (result["error"] or "")
 
 
 def test_screens_are_imported_when_first_opened_and_still_listed(tmp_path: Path) -> None:
