@@ -14,11 +14,11 @@ import httpx
 import pytest
 
 from server_client.client import ApiError, CodexTuiClient
-from server_client.models import Event, EventIn, EventKind, TaskStatus, TurnEnd, WorkerHello, utcnow
+from server_client.models import Event, EventIn, EventKind, TaskStatus, TurnEnd, utcnow
 from server_client.worker.api import WorkerApi
-from server_client.worker.uploader import UploadStream
 from tests.conftest import LiveServer, ServerFactory
 from tests.fakes.netproxy import CuttingProxy
+from tests.support.protocol import claim_all
 
 
 async def _one_worker_streams_all(
@@ -29,13 +29,7 @@ async def _one_worker_streams_all(
     api = WorkerApi(server.url, server.token)
     rng = random.Random(11)
     try:
-        worker = await api.connect(WorkerHello(name="many-test", workdir_roots=["/"], max_tasks=9))
-        stream = UploadStream(api, worker.id)
-        uploaders = {}
-        for _ in task_ids:
-            claim = await api.claim(worker.id, 5.0)
-            assert claim is not None
-            uploaders[claim.task.id] = stream.open(claim.task.id, claim.lease_id)
+        stream, uploaders = await claim_all(api, "many-test", len(task_ids))
         assert sorted(uploaders) == sorted(task_ids)
         made = dict.fromkeys(task_ids, 0)
         while any(n < total for n in made.values()):

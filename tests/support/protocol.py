@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from server_client.models import Claim, FinishRequest, TaskStatus, Worker, WorkerHello
 from server_client.worker.api import WorkerApi
+from server_client.worker.uploader import EventUploader, UploadStream
 
 
 async def claim_next(api: WorkerApi, name: str, wait_s: float = 5.0) -> tuple[Worker, Claim]:
@@ -27,3 +28,18 @@ async def finish_completed(
         event_count=event_count,
     )
     await api.finish(worker.id, claim.task.id, body)
+
+
+async def claim_all(
+    api: WorkerApi, name: str, count: int, wait_s: float = 5.0
+) -> tuple[UploadStream, dict[str, EventUploader]]:
+    """Connect as the worker ``name`` and claim ``count`` queued tasks, each within ``wait_s``
+    seconds; returns the worker's upload stream and each claimed task's uploader, by task id."""
+    worker = await api.connect(WorkerHello(name=name, workdir_roots=["/"], max_tasks=count))
+    stream = UploadStream(api, worker.id)
+    uploaders = {}
+    for _ in range(count):
+        claim = await api.claim(worker.id, wait_s)
+        assert claim is not None, f"worker {name} claimed nothing within {wait_s} s"
+        uploaders[claim.task.id] = stream.open(claim.task.id, claim.lease_id)
+    return stream, uploaders

@@ -9,11 +9,11 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from server_client.client import CodexTuiClient
-from server_client.models import Event, EventIn, EventKind, TaskStatus, TurnEnd, WorkerHello, utcnow
+from server_client.models import Event, EventIn, EventKind, TaskStatus, TurnEnd, utcnow
 from server_client.streams import TaskStreams
 from server_client.worker.api import WorkerApi
-from server_client.worker.uploader import UploadStream
 from tests.conftest import ServerFactory
+from tests.support.protocol import claim_all
 
 
 class CountingClient(CodexTuiClient):
@@ -46,13 +46,7 @@ async def test_consumers_share_one_stream_and_a_late_one_gets_the_whole_log(
     async with server.client() as client:
         ids = [(await client.create_task(f"shared {n}")).id for n in range(2)]
     api = WorkerApi(server.url, server.token)
-    worker = await api.connect(WorkerHello(name="streams-test", workdir_roots=["/"], max_tasks=4))
-    uploads = UploadStream(api, worker.id)
-    uploaders = {}
-    for _ in ids:
-        claim = await api.claim(worker.id, 5.0)
-        assert claim is not None
-        uploaders[claim.task.id] = uploads.open(claim.task.id, claim.lease_id)
+    uploads, uploaders = await claim_all(api, "streams-test", len(ids))
 
     client = CountingClient(server.url, server.token)
     client.opened = []
