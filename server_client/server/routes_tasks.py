@@ -165,7 +165,7 @@ async def _follow(
             chunk = bytearray()
             ended = False
             for row in rows:
-                chunk += row.sse_frame  # encoded once per event, for every stream
+                chunk += row.sse_frame()  # the stored text spliced in, not encoded again
                 last = row.seq
                 if row.is_terminal:
                     ended = True

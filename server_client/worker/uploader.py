@@ -60,7 +60,7 @@ log = logging.getLogger(__name__)
 #: Largest request, in encoded bytes (a single larger event still goes, alone).
 MAX_BATCH_BYTES = 4 * 1024 * 1024
 #: Most events of one task in one request (kept for callers sizing their batches).
-MAX_BATCH_EVENTS = 2_000
+MAX_BATCH_EVENTS = 500
 #: Longest text one coalesced ``item.delta`` grows to, in characters.
 MAX_MERGED_DELTA_CHARS = 64 * 1024
 #: Unsent events one task keeps in memory before spooling to disk (bytes).

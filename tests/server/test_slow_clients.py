@@ -109,21 +109,38 @@ def _wmem_max() -> int:
         return DEFAULT_WMEM_MAX
 
 
+def _events_url(server: LiveServer, task_id: str, *, after: int = 0, many: bool = False) -> str:
+    """The task's own event stream, or (``many``) the stream of several tasks following only
+    this one, from after ``after``."""
+    if many:
+        return f"{server.url}/api/events?task={task_id}:{after}"
+    return f"{server.url}/api/tasks/{task_id}/events?after={after}"
+
+
 async def _read_events(response: httpx.Response, sink: list[Event]) -> None:
-    """Append every event of an open SSE response to ``sink``, checking ``id:`` is the seq."""
+    """Append every event of an open SSE response to ``sink``, checking ``id:`` is the seq
+    (``TASK_ID:SEQ`` on a stream of several tasks, which ends with an ``end`` message)."""
     async for sse in EventSource(response).aiter_sse():
+        if sse.event == "end":
+            return
         if not sse.data:
             continue  # the opening comment or a heartbeat
         event = Event.model_validate_json(sse.data)
-        assert sse.id == str(event.seq), (sse.id, event.seq)
+        expected = str(event.seq) if event.task_id is None else f"{event.task_id}:{event.seq}"
+        assert sse.id == expected, (sse.id, event.seq)
         sink.append(event)
 
 
 async def _read_whole_stream(
-    http: httpx.AsyncClient, server: LiveServer, task_id: str, sink: list[Event]
+    http: httpx.AsyncClient,
+    server: LiveServer,
+    task_id: str,
+    sink: list[Event],
+    *,
+    many: bool = False,
 ) -> int:
     """Read the task's stream on one connection to its end into ``sink``; the body's bytes."""
-    url = f"{server.url}/api/tasks/{task_id}/events"
+    url = _events_url(server, task_id, many=many)
     async with http.stream("GET", url, headers=_sse_headers(server)) as response:
         assert response.status_code == 200
         await _read_events(response, sink)
@@ -147,14 +164,16 @@ def _assert_whole_log(events: list[Event], items: int) -> None:
 
 
 @pytest.mark.timeout(300)
+@pytest.mark.parametrize("many", [False, True], ids=["task-stream", "many-tasks-stream"])
 async def test_a_client_that_stops_reading_holds_back_no_one(
-    server_factory: ServerFactory,
+    server_factory: ServerFactory, many: bool
 ) -> None:
     """A client reads nothing after the headers while the fake codex bursts
     ``BURST_EVENTS`` items: meanwhile the worker finishes the task and another client reads
     the whole log; the server's RSS stays flat although most of the stalled stream (more than
     the socket buffers can hold) was never sent; then the stalled client reads and gets every
-    event exactly once, from the store.
+    event exactly once, from the store. The same through a task's own stream and through the
+    stream of several tasks (``many``).
 
     The RSS is compared with after an identical warm-up task read by a normal client, so the
     ingest's own cost (allocator arenas, SQLite's page cache) is paid before. A server that
@@ -166,7 +185,6 @@ async def test_a_client_that_stops_reading_holds_back_no_one(
     server ended the stalled stream without cause, or if the slow client lost or repeated
     events."""
     server = server_factory(fake_mode="burst", extra_env={"FAKE_CODEX_EVENTS": str(BURST_EVENTS)})
-    url = server.url
     async with server.client() as client, httpx.AsyncClient(timeout=120) as http:
         rss_fresh = _rss(server)
         warm = await client.create_task("warm up", workdir=str(server.workdir))
@@ -184,14 +202,14 @@ async def test_a_client_that_stops_reading_holds_back_no_one(
         slow_events: list[Event] = []
         async with httpx.AsyncClient(transport=slow_transport, timeout=120) as slow_http:
             request = slow_http.build_request(
-                "GET", f"{url}/api/tasks/{task.id}/events", headers=_sse_headers(server)
+                "GET", _events_url(server, task.id, many=many), headers=_sse_headers(server)
             )
             slow = await slow_http.send(request, stream=True)  # the headers; no body read
             try:
                 assert slow.status_code == 200
                 normal: list[Event] = []
                 started = time.monotonic()
-                stream_bytes = await _read_whole_stream(http, server, task.id, normal)
+                stream_bytes = await _read_whole_stream(http, server, task.id, normal, many=many)
                 normal_s = time.monotonic() - started
                 _assert_whole_log(normal, BURST_EVENTS)
                 done = await client.get_task(task.id)
@@ -232,10 +250,8 @@ async def test_a_client_that_stops_reading_holds_back_no_one(
         while not (slow_events and slow_events[-1].is_terminal):
             reconnects += 1  # it was dropped: resume after its last seq
             assert reconnects <= 3, "the slow client keeps being dropped"
-            resume = _sse_headers(server, **{"Last-Event-ID": str(slow_events[-1].seq)})
-            async with http.stream(
-                "GET", f"{url}/api/tasks/{task.id}/events", headers=resume
-            ) as resumed:
+            after = _events_url(server, task.id, after=slow_events[-1].seq, many=many)
+            async with http.stream("GET", after, headers=_sse_headers(server)) as resumed:
                 await _read_events(resumed, slow_events)
         print(
             f"the slow client then read it in {time.monotonic() - started:.1f} s "

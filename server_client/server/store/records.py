@@ -75,31 +75,26 @@ class StoredEvent:
     data: str
 
     def envelope_json(self) -> str:
-        """The wire envelope ``{"seq","ts","kind","data"}`` as JSON text, without re-parsing
-        (made once per event, however many streams send it)."""
-        return self._envelope
-
-    @functools.cached_property
-    def _envelope(self) -> str:
+        """The wire envelope ``{"seq","ts","kind","data"}`` as JSON text, the stored ``data``
+        spliced in as it is (never parsed or encoded again)."""
         ts = self.ts.isoformat().replace("+00:00", "Z")
         return f'{{"seq":{self.seq},"ts":"{ts}","kind":"{self.kind}","data":{self.data}}}'
 
-    @functools.cached_property
     def sse_frame(self) -> bytes:
         """The event as one Server-Sent Events message of a task's stream: ``id:`` the seq,
         ``data:`` the envelope (compact JSON has no line break, so it is one ``data:`` line;
-        the separators are sse-starlette's CRLF). Made once per event."""
-        return b"id: %d\r\ndata: %s\r\n\r\n" % (self.seq, self._envelope.encode())
+        the separators are sse-starlette's CRLF). Made per send, not kept: the hub's tail
+        holds events by count, and a kept copy would double what each costs."""
+        return b"id: %d\r\ndata: %s\r\n\r\n" % (self.seq, self.envelope_json().encode())
 
     def sse_frame_of(self, task_id: str) -> bytes:
         """The event as a message of a stream following many tasks: ``id:`` is
         ``<task_id>:<seq>`` and the envelope carries ``task_id`` first."""
-        envelope = self._envelope
         return b'id: %s:%d\r\ndata: {"task_id":"%s",%s\r\n\r\n' % (
             task_id.encode(),
             self.seq,
             task_id.encode(),
-            envelope[1:].encode(),
+            self.envelope_json()[1:].encode(),
         )
 
     @functools.cached_property
