@@ -31,6 +31,9 @@ AUDITED: dict[tuple[str, str], str | None] = {
     # Data plane: the events table is itself the append-only, seq-numbered record of uploads
     # (one row per event, E1); an audit row per batch would double the write load.
     ("POST", "/api/workers/{worker_id}/tasks/{task_id}/events"): None,
+    # The worker's upload of every task's events: data as above; a lease's end it carries
+    # writes that end's row (task.finish), as the finish route does.
+    ("POST", "/api/workers/{worker_id}/events"): None,
     # A heartbeat long poll: it changes only last_seen_at.
     ("POST", "/api/workers/{worker_id}/signals"): None,
     ("POST", "/api/tasks/{task_id}/replies"): "task.reply",
@@ -211,13 +214,20 @@ def test_each_mutating_call_writes_one_row(server: LiveServer) -> None:
     call("POST", f"/api/tasks/{talk['id']}/interrupt", "task.interrupt", headers=user)
     acks = {"replies": [reply["id"]], "approvals": [approval["id"]]}
     call("POST", f"/api/workers/{worker_id}/acks", None, headers=worker, json=acks)
+    part = {"task_id": talk["id"], "lease_id": lease, "first_index": 0, "events": []}
+    upload = f"/api/workers/{worker_id}/events"
     call(
+        "POST", upload, None, headers=worker, json={"tasks": [{**part, "events": batch["events"]}]}
+    )
+    idle = {"status": "idle", "event_count": 1}
+    ended = call(
         "POST",
-        f"{on_talk}/finish",
+        upload,
         "task.finish",
         headers=worker,
-        json={"lease_id": lease, "status": "idle", "event_count": 0},
-    )
+        json={"tasks": [{**part, "first_index": 1, "finish": idle}]},
+    ).json()
+    assert ended["tasks"][0]["finished"] == "idle"
     # An idle conversation ends at once when canceled: no worker is involved.
     call("POST", f"/api/tasks/{talk['id']}/cancel", "task.cancel", headers=user)
     assert http.get(f"/api/tasks/{talk['id']}", headers=user).json()["status"] == "canceled"
