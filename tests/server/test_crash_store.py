@@ -33,10 +33,13 @@ from server_client.models import Event, EventKind, Task, TaskStatus
 from tests.conftest import LiveServer, ServerFactory, wait_until
 from tests.support.worker_procs import WorkerPool, WorkerProc, task_processes
 
-#: Tasks run at once, and items the fake codex prints for each (one every INTERVAL seconds).
+#: Tasks run at once, and items the fake codex prints for each (one every INTERVAL seconds):
+#: about 24 s of printing, longer than three server restarts under load take, so that codex
+#: still prints at the third kill (the worker's one upload drains a backlog in a request or
+#: two, ends included).
 TASKS = 6
-ITEMS = 4000
-INTERVAL_S = "0.003"
+ITEMS = 6000
+INTERVAL_S = "0.004"
 #: The server is killed when the stored events reach these fractions of the expected total.
 KILL_AT = (0.2, 0.45, 0.7)
 #: Events a task has besides its items: queued, running, codex's stderr line, thread.started,
