@@ -145,6 +145,23 @@ def token_task_row(
     return principal, row
 
 
+class DeferredWrites:
+    """The usual writes of many tasks' appends, gathered to run as two statements: every
+    event row in one insert and every task row's advance in one executemany update."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, Any]] = []
+        self.advances: list[dict[str, Any]] = []
+
+    def run(self, conn: Connection) -> None:
+        """Write what was gathered, in ``conn``'s transaction, and start afresh."""
+        if self.rows:
+            conn.execute(_INSERT_EVENTS, self.rows)
+        if self.advances:
+            conn.execute(_ADVANCE, self.advances)
+        self.rows, self.advances = [], []
+
+
 class EventStore(BaseStore):
     """The store's event methods."""
 
@@ -249,10 +266,18 @@ class EventStore(BaseStore):
         return await self._txn(work)
 
     def _append(
-        self, conn: Connection, row: Row[Any], owner_id: str, task_id: str, batch: EventBatch
+        self,
+        conn: Connection,
+        row: Row[Any],
+        owner_id: str,
+        task_id: str,
+        batch: EventBatch,
+        deferred: DeferredWrites | None = None,
     ) -> Appended:
         """The body of an append, in the caller's transaction (:meth:`_txn`), on the leased
-        task ``row``."""
+        task ``row``. With ``deferred``, the usual writes (the events' insert and the task
+        row's advance) are added to it, for the caller to run for many tasks at once
+        (:meth:`DeferredWrites.run`); the rare ones (the event cap, a thread id) run now."""
         if TaskStatus(row.status).is_terminal:
             raise LeaseLost(f"task {task_id} already ended {row.status}")
         if TaskStatus(row.status) not in ACTIVE_STATUSES:
@@ -285,13 +310,21 @@ class EventStore(BaseStore):
             )
             # As the row reads back: a UTC timestamp (the column keeps microseconds).
             stored.append(StoredEvent(seq, item.ts.astimezone(UTC), item.kind.value, text))
+        capped = len(kept) < len(fresh) and int(row.last_seq) < self.max_events_per_task
+        if deferred is not None and not capped and not (batch.thread_id and not row.thread_id):
+            deferred.rows.extend(rows)
+            advance = {"b_pk": row.pk, "b_last_seq": seq, "b_upload_next": expected + len(fresh)}
+            deferred.advances.append(advance)
+            result = UploadResult(
+                next_index=expected + len(fresh), cancel_requested=bool(row.cancel_requested)
+            )
+            return Appended(result, int(row.pk), len(fresh), stored)
         if rows:
             conn.execute(_INSERT_EVENTS, rows)
         values: dict[str, Any] = {
             "last_seq": seq,
             "upload_next": expected + len(fresh),
         }
-        capped = len(kept) < len(fresh) and int(row.last_seq) < self.max_events_per_task
         if capped:
             reason = (
                 f"the task reached this server's cap of {self.max_events_per_task} events "

@@ -21,7 +21,7 @@ from sqlalchemy import Connection, bindparam, select
 from server_client.models import PartProblem, TaskEvents, TaskStatus, TaskUploadResult, utcnow
 from server_client.server.db import tasks, tokens
 from server_client.server.store.auth import hash_token
-from server_client.server.store.events import EventStore, check_lease
+from server_client.server.store.events import DeferredWrites, EventStore, check_lease
 from server_client.server.store.leases import finish_row
 from server_client.server.store.records import (
     Conflict,
@@ -114,8 +114,11 @@ class UploadStore(EventStore):
             if not rows and conn.execute(_TOKEN_VALID, check_token).first() is None:
                 raise TokenRevoked("the token was revoked")
             out = UploadOutcome()
+            deferred = DeferredWrites()
             for part in parts:
-                out.results.append(self._part(conn, rows.get(part.task_id), worker_id, part, out))
+                row = rows.get(part.task_id)
+                out.results.append(self._part(conn, row, worker_id, part, out, deferred))
+            deferred.run(conn)
             if principal.kind == "user" and (
                 not parts or any(result.problem is not None for result in out.results)
             ):
@@ -134,8 +137,11 @@ class UploadStore(EventStore):
         worker_id: str,
         part: TaskEvents,
         out: UploadOutcome,
+        deferred: DeferredWrites,
     ) -> TaskUploadResult:
-        """One part, in the upload's transaction: append, then finish when it asks to."""
+        """One part, in the upload's transaction: append (its usual writes gathered in
+        ``deferred``, run for every part at once), then finish when it asks to (a part that
+        ends its lease writes at once: the end follows its events)."""
         task_id = part.task_id
         if row is None:
             missing = NotFound(f"no task {task_id}")
@@ -146,7 +152,8 @@ class UploadStore(EventStore):
             return TaskUploadResult(task_id=task_id, problem=_problem(exc))
         try:
             if part.events or part.finish is None:
-                appended = self._append(conn, row, row.owner_id, task_id, part)
+                gather = None if part.finish is not None else deferred
+                appended = self._append(conn, row, row.owner_id, task_id, part, gather)
                 next_index = appended.result.next_index
                 cancel = appended.result.cancel_requested
                 out.fresh += appended.fresh
