@@ -298,7 +298,7 @@ class EventView(Widget):
         max_entries: int = 2000,
         flush_interval_s: float = 0.05,
         redraw_interval_s: float = 0.1,
-        unfocused_redraw_s: float = 0.25,
+        unfocused_redraw_s: float = 1 / 3,
         clock: Callable[[], float] = time.monotonic,
         now: Callable[[], datetime] | None = None,
         name: str | None = None,
