@@ -70,7 +70,7 @@ async def test_a_finished_task_shows_in_every_metric(live_server: LiveServer) ->
     assert _value(samples, "codex_tui_open_event_streams") == 0
     requests = "codex_tui_http_requests_total"
     assert _value(samples, requests, route="/api/tasks", method="POST", status="201") == 1
-    upload_route = "/api/workers/{worker_id}/tasks/{task_id}/events"
+    upload_route = "/api/workers/{worker_id}/events"  # the worker's one upload stream
     assert _value(samples, requests, route=upload_route, method="POST", status="200") >= 1
 
     async with httpx.AsyncClient() as http:

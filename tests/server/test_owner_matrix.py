@@ -25,6 +25,7 @@ from server_client.models import (
     EventIn,
     EventKind,
     FinishRequest,
+    TaskEvents,
     TaskStatus,
     WorkerHello,
     utcnow,
@@ -335,6 +336,50 @@ def upload_events(walk: Walk, me: Actor, other: Actor) -> None:
     _worker_write_routes(walk, me, other, "events", lambda _ids: batch)
 
 
+def upload_all(walk: Walk, me: Actor, other: Actor) -> None:
+    """The worker's upload of every task's events: another owner's worker is a 404 for the
+    whole upload; another owner's task in a part of one's own worker's upload is answered as
+    a task that does not exist (a 404 problem in that part's answer)."""
+    event = EventIn(ts=utcnow(), kind=EventKind.STDOUT, data={"line": "injected"})
+
+    def body(ids: dict[str, str]) -> dict[str, Any]:
+        part = TaskEvents(task_id=ids["t"], lease_id=other.lease_id, first_index=0, events=[event])
+        return {"tasks": [part.model_dump(mode="json", exclude_none=True)]}
+
+    template = "/api/workers/{w}/events"  # the task ({t}) goes in the body
+    for token in (me.user_token, me.worker_token):
+        for real, ghost, expected in (
+            ({"w": other.worker_id, "t": other.running}, {"w": GHOST_WORKER, "t": GHOST_TASK}, 404),
+            ({"w": me.worker_id, "t": other.running}, {"w": me.worker_id, "t": GHOST_TASK}, 200),
+            ({"w": other.worker_id, "t": me.running}, {"w": GHOST_WORKER, "t": me.running}, 404),
+        ):
+            answer = walk.same_as_ghost(token, "POST", template, real, ghost, expected, body=body)
+            if expected == 200:
+                (part,) = answer.json()["tasks"]
+                assert part["problem"]["status"] == 404 and part.get("next_index") is None
+
+
+def events_of_tasks(walk: Walk, me: Actor, other: Actor) -> None:
+    """One stream of several tasks: another owner's task is a 404, as one that does not
+    exist, also beside one's own; a worker token is a 403."""
+    sse = {"Accept": "text/event-stream"}
+    for task_id in (other.running, other.queued):
+        for token, expected in ((me.user_token, 404), (me.worker_token, 403)):
+            for positions in (["{t}"], ["{t}:1"], [me.running, "{t}"]):
+                got, nobody = (
+                    walk.call(
+                        token,
+                        "GET",
+                        "/api/events",
+                        params={"task": [p.format(t=t) for p in positions]},
+                        headers=sse,
+                    )
+                    for t in (task_id, GHOST_TASK)
+                )
+                assert got.status == nobody.status == expected, (positions, got.text)
+                assert got.text.replace(task_id, GHOST_TASK) == nobody.text
+
+
 def finish(walk: Walk, me: Actor, other: Actor) -> None:
     body = FinishRequest(
         lease_id=other.lease_id, status=TaskStatus.FAILED, event_count=0, error="hijacked"
@@ -490,6 +535,8 @@ ROUTES: dict[tuple[str, str], Callable[[Walk, Actor, Actor], None]] = {
     ("post", "/api/workers/{worker_id}/signals"): signals,
     ("post", "/api/workers/{worker_id}/tasks/{task_id}/events"): upload_events,
     ("post", "/api/workers/{worker_id}/tasks/{task_id}/finish"): finish,
+    ("post", "/api/workers/{worker_id}/events"): upload_all,
+    ("get", "/api/events"): events_of_tasks,
     ("post", "/api/tasks/{task_id}/replies"): reply,
     ("post", "/api/tasks/{task_id}/interrupt"): interrupt,
     ("get", "/api/approvals"): list_approvals,
