@@ -367,7 +367,7 @@ def test_nginx_settings_fit_the_server() -> None:
     fields = ServerSettings.model_fields
     heartbeat = float(fields["heartbeat_s"].default)
     max_wait = float(fields["max_wait_s"].default)
-    sse = _location(conf, r"~ \^/api/tasks/\[\^/\]\+/events\$")
+    sse = _location(conf, r"~ \^/api/\(tasks/\[\^/\]\+/\)\?events\$")  # both stream kinds
     assert "proxy_buffering off;" in sse and "proxy_cache off;" in sse
     timeout = re.search(r"proxy_read_timeout (\S+);", sse)
     assert timeout and _seconds(timeout.group(1)) > 2 * heartbeat
