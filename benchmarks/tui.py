@@ -637,6 +637,13 @@ async def _wait_done(server: Server, task_id: str, timeout_s: float) -> None:
             await asyncio.sleep(0.1)
 
 
+async def _idle_rate(tui: PtyTui, idle_s: float) -> float:
+    """Bytes per second the TUI writes to its terminal while nothing happens for ``idle_s``."""
+    start = time.perf_counter()
+    await asyncio.sleep(idle_s)
+    return tui.bytes_between(start, time.perf_counter()) / idle_s
+
+
 async def tui_terminal(
     server: Server,
     run_dir: Path,
@@ -693,10 +700,7 @@ async def tui_terminal(
             if not await asyncio.to_thread(tui.wait_text, word.encode()):
                 log("  (the task's prompt never showed on the screen)")
             await asyncio.to_thread(tui.wait_quiet, 1.0, 10.0)
-            idle_start = time.perf_counter()
-            await asyncio.sleep(idle_s)
-            idle_end = time.perf_counter()
-            idle_rate = tui.bytes_between(idle_start, idle_end) / idle_s
+            idle_rate = await _idle_rate(tui, idle_s)
             gate.release()
             released = time.perf_counter()
             await _wait_done(server, task.id, 60 + events / max(rate, 100))
@@ -788,10 +792,7 @@ async def tui_four_panes(
                 os.write(tui.master, key)
                 await asyncio.sleep(0.3)
             await asyncio.to_thread(tui.wait_quiet, 1.0, 10.0)
-            idle_start = time.perf_counter()
-            await asyncio.sleep(idle_s)
-            idle_end = time.perf_counter()
-            idle_rate = tui.bytes_between(idle_start, idle_end) / idle_s
+            idle_rate = await _idle_rate(tui, idle_s)
             gate.release()
             released = time.perf_counter()
             for task in tasks:

@@ -38,7 +38,7 @@ import os
 import tempfile
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import IO
@@ -82,11 +82,11 @@ class _Merge:
     chars: int
     ts: datetime
     data: dict[str, object]
-    encoded: int = -1
+    encoded: int = field(init=False)
     dirty: bool = False
 
     def __post_init__(self) -> None:
-        self.encoded = self.chars
+        self.encoded = self.chars  # the first delta is in the pending event's text
 
 
 class Spool:

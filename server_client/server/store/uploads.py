@@ -167,13 +167,12 @@ class UploadStore(EventStore):
                 # The lease's turn ended already: the finish may be a retry of this very one.
                 return self._finish(conn, row, worker_id, part, out, [])
             return TaskUploadResult(task_id=task_id, problem=_problem(exc))
-        result = TaskUploadResult(task_id=task_id, next_index=next_index, cancel_requested=cancel)
         if part.finish is not None:
             current = _Advanced(row, last_seq=last_seq, upload_next=next_index)
             return self._finish(conn, current, worker_id, part, out, written)
         if written:
             out.published.append((task_id, written))
-        return result
+        return TaskUploadResult(task_id=task_id, next_index=next_index, cancel_requested=cancel)
 
     def _finish(
         self,
