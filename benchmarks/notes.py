@@ -413,6 +413,9 @@ def _cold_start_note(flat: dict[str, Any], sections: dict[str, Any]) -> str:
             note += ", " + text("cold-start.cpu-bound")
         else:
             note += ", " + text("cold-start.waited", waited=wall - cpu)
+    floor = flat.get("tui_cold_start_floor_ms")
+    if floor is not None:
+        note += "; " + text("cold-start.floor", floor=floor, ratio=wall / floor if floor else 0)
     note += ". " + text("cold-start.done")
     breakdown = _get(sections, "profile", "import_breakdown") or {}
     if breakdown:

@@ -366,6 +366,12 @@ def markdown(results: dict[str, Any], flat: dict[str, Any]) -> str:
         ("Resume: replay rate (raw SSE)", "replay_raw_events_per_s", "/s"),
         ("TUI cold start to first frame, best run", "tui_cold_start_best_ms", "ms"),
         (
+            "Cold start of a bare Textual app of the same shape (the floor, median)",
+            "tui_cold_start_floor_ms",
+            "ms",
+        ),
+        ("TUI cold start ÷ the bare Textual app's", "tui_cold_start_vs_floor", "×"),
+        (
             "TUI cold start, CPU time used by the first frame (median)",
             "tui_cold_start_cpu_ms",
             "ms",

@@ -14,7 +14,9 @@
   of each kind, so lazily imported renderers are not counted as per-event memory).
 - Cold start: ``codex-tui`` spawned under a pseudo-terminal (80×24) against a running server,
   timed until its first full-screen frame (every row drawn) — what a person waits for; the
-  median and best of several runs, and the CPU time the process had used by that frame.
+  median and best of several runs, and the CPU time the process had used by that frame; and
+  the same for a bare Textual app of the first screen's shape (``benchmarks.textual_floor``),
+  the floor of the stack, interleaved with them.
 - Terminal bytes per 1,000 streamed events: bytes read from the pty's master while a task
   streams into the pane, less the idle rate (what an SSH link carries).
 """
@@ -489,7 +491,8 @@ class PtyTui:
     frame (every row addressed by a cursor position sequence, searched across reads) with the
     process's CPU time at that moment."""
 
-    def __init__(self, server: Server, home: Path) -> None:
+    def __init__(self, server: Server, home: Path, argv: list[str] | None = None) -> None:
+        """Spawn ``codex-tui`` (or ``argv``, e.g. the Textual floor) against ``server``."""
         env = base_env()
         env.update(
             CODEX_TUI_HOME=str(home),
@@ -508,8 +511,9 @@ class PtyTui:
         self._framed = threading.Event()
         master, slave = os.openpty()
         fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", ROWS, COLUMNS, 0, 0))
-        command = Path(sys.executable).with_name("codex-tui")
-        argv = [str(command)] if command.exists() else [sys.executable, "-m", "codex_tui"]
+        if argv is None:
+            command = Path(sys.executable).with_name("codex-tui")
+            argv = [str(command)] if command.exists() else [sys.executable, "-m", "codex_tui"]
         self.started = time.perf_counter()
         self.proc = subprocess.Popen(  # noqa: S603 - fixed argv
             argv,
@@ -658,32 +662,43 @@ async def tui_terminal(
     then (steadier than wall time on a shared machine); then terminal bytes while each of
     ``streams`` (events, events/s) streams into the active pane."""
     runs = max(cold_runs, MIN_COLD_RUNS)
-    log(f"tui: cold start under a pty ({runs} runs), terminal bytes per event")
+    log(f"tui: cold start under a pty ({runs} runs each), terminal bytes per event")
     home = run_dir / "tui-home"
+    floor_argv = [sys.executable, "-m", "benchmarks.textual_floor"]
     colds: list[float] = []
     cpus: list[float] = []
-    for _ in range(runs):
-        tui = PtyTui(server, home)
-        try:
-            colds.append(await asyncio.to_thread(tui.wait_full_screen))
-            assert tui.first_frame is not None
-            if tui.first_frame[1] is not None:
-                cpus.append(tui.first_frame[1])
-        finally:
-            await asyncio.to_thread(tui.close)
+    floors: list[float] = []
+    floor_cpus: list[float] = []
+    for _ in range(runs):  # interleaved, so a burst of load hits both alike
+        for argv, walls, cpu_times in ((None, colds, cpus), (floor_argv, floors, floor_cpus)):
+            tui = PtyTui(server, home, argv)
+            try:
+                walls.append(await asyncio.to_thread(tui.wait_full_screen))
+                assert tui.first_frame is not None
+                if tui.first_frame[1] is not None:
+                    cpu_times.append(tui.first_frame[1])
+            finally:
+                await asyncio.to_thread(tui.close)
     out: dict[str, Any] = {
         "tui_cold_start_ms": median(colds) * 1000,
         "tui_cold_start_best_ms": min(colds) * 1000,
         "tui_cold_start_runs_ms": [round(c * 1000) for c in colds],
+        "tui_cold_start_floor_ms": median(floors) * 1000,
+        "tui_cold_start_floor_runs_ms": [round(c * 1000) for c in floors],
+        "tui_cold_start_vs_floor": median(colds) / median(floors),
         "tui_terminal": f"{COLUMNS}x{ROWS}, TERM=xterm-256color, COLORTERM=truecolor",
     }
     if cpus:
         out["tui_cold_start_cpu_ms"] = median(cpus) * 1000
         out["tui_cold_start_cpu_runs_ms"] = [round(c * 1000) for c in cpus]
+    if floor_cpus:
+        out["tui_cold_start_floor_cpu_ms"] = median(floor_cpus) * 1000
     log(
         f"  first full screen after {out['tui_cold_start_ms']:.0f} ms (median of {runs}, "
         f"best {out['tui_cold_start_best_ms']:.0f} ms; CPU "
-        f"{out.get('tui_cold_start_cpu_ms', float('nan')):.0f} ms by then)"
+        f"{out.get('tui_cold_start_cpu_ms', float('nan')):.0f} ms by then); a bare Textual "
+        f"app of the same shape: {out['tui_cold_start_floor_ms']:.0f} ms "
+        f"(×{out['tui_cold_start_vs_floor']:.2f})"
     )
     for index, (events, rate) in enumerate(streams):
         gate = Gate(run_dir / "gates")
