@@ -9,19 +9,23 @@ one place; ruff's SLF001 (private member access) is on for ``codex_tui`` and off
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 from textual.app import App
 from textual.binding import BindingsMap
+from textual.css.styles import RulesMap
 from textual.dom import DOMNode
-from textual.geometry import Size
+from textual.geometry import Region, Size
 from textual.scrollbar import ScrollBar
+from textual.visual import VisualType
 from textual.widget import Widget
+from textual.widgets import OptionList
 
 __all__ = [
     "class_bindings",
     "keymap",
     "node_bindings",
+    "replace_option_prompt_in_place",
     "update_scrollbars",
     "vertical_scrollbar",
     "write_to_terminal",
@@ -113,3 +117,42 @@ def vertical_scrollbar(widget: Widget, make: type[ScrollBar]) -> ScrollBar:
         widget._vertical_scrollbar = bar
         widget.app._start_widget(widget, bar)
     return bar
+
+
+def replace_option_prompt_in_place(options: OptionList, option_id: str, prompt: VisualType) -> None:
+    """Replace the prompt of ``options``'s option ``option_id`` and repaint only that option's
+    lines when it keeps its height; otherwise as :meth:`OptionList.replace_option_prompt`.
+
+    Why private: the public ``replace_option_prompt`` drops every option's cached lines and
+    repaints the whole list; the task list changes one row's age once a second while a task
+    runs, and a whole-list repaint per second is about 1.8 kB a second sent over SSH for one
+    changed character (:class:`codex_tui.widgets.task_list.TaskList`). It uses the option's
+    prompt setter (``Option._set_prompt``), the list's line layout (``OptionList._lines``,
+    ``_heights``, ``_index_to_line``), its rendered-option cache
+    (``OptionList._option_render_cache``, keyed by option first) and its visual of an option
+    (``OptionList._get_visual``), as ``OptionList._update_lines`` measures heights.
+
+    Raises:
+        OptionDoesNotExist: no option has the id ``option_id``.
+    """
+    index = options.get_option_index(option_id)
+    option = options.get_option_at_index(index)
+    region = options.scrollable_content_region
+    heights = options._heights  # lays the lines out if they were not yet
+    if not region or index not in heights:
+        options.replace_option_prompt(option_id, prompt)
+        return
+    option._set_prompt(prompt)
+    padding = options.get_component_styles("option-list--option").padding
+    width = region.width - options._get_left_gutter_width() - padding.width
+    rules = cast(RulesMap, options.styles)  # as OptionList measures heights
+    height = options._get_visual(option).get_height(rules, width) + option._divider
+    if height != heights[index]:
+        options.replace_option_prompt(option_id, prompt)  # the lines below move
+        return
+    cache = options._option_render_cache
+    for key in [key for key in cache.keys() if key[0] is option]:
+        cache.discard(key)
+    top = options._index_to_line[index] - options.scroll_offset.y
+    gutter = options.gutter
+    options.refresh(Region(gutter.left, gutter.top + top, region.width, height))

@@ -20,6 +20,7 @@ from textual.widgets.option_list import Option
 from codex_tui.deferred_client import client_ready
 from codex_tui.events.view import shown_line, status_icon
 from codex_tui.failures import describe_poll_failure, poll_forever, poll_retry_delays
+from codex_tui.textual_internals import replace_option_prompt_in_place
 from server_client.clock import utcnow
 from server_client.enums import TaskStatus
 
@@ -449,7 +450,7 @@ class TaskList(Widget, can_focus=False):
         else:
             for task_id, row in rows.items():
                 if self._rows.get(task_id) != row:
-                    options.replace_option_prompt(task_id, row.content())
+                    replace_option_prompt_in_place(options, task_id, row.content())
             if self._pending_select is not None and self._pending_select in rows:
                 self.select_task(self._pending_select)
         self._order = order

@@ -10,16 +10,32 @@ clock, and the flush timer is driven by hand, so nothing waits on real time.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import Any
 
 import pytest
+from textual.app import App, ComposeResult
 from textual.geometry import Region
 from textual.scrollbar import ScrollBar
+from textual.widgets import OptionList
+from textual.widgets.option_list import Option
 
+from codex_tui.textual_internals import replace_option_prompt_in_place
 from codex_tui.widgets.event_view import EventView
 from codex_tui.widgets.transcript import Transcript
+from server_client.enums import TaskStatus
 from server_client.models import Event
-from tests.support.tui_helpers import SIZE, wait_for
+from tests.conftest import ServerFactory
+from tests.support.tui_helpers import (
+    SIZE,
+    FrozenClock,
+    dashboard_ready,
+    row_texts,
+    running_app,
+    seed_tasks,
+    task_list,
+    wait_for,
+)
 from tests.tui.test_conversation import codex_event, conversation_task, delta, item
 from tests.tui.test_transcript import BurstClient, FakeClock, StreamHost, codex_turns
 
@@ -238,3 +254,92 @@ async def test_a_following_pane_repaints_its_scrollbar_only_when_the_thumb_moves
         transcript.action_scroll_top()
         await pilot.pause()
         assert repaints, "a thumb that moves is drawn again"
+
+
+async def test_a_running_task_s_age_repaints_only_its_row(
+    server_factory: ServerFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The age of a running task changes once a second; the task list then repaints that
+    task's two lines, not the list (about 250 bytes a second over SSH instead of 1.8 kB)."""
+    server = server_factory(local_worker=False)
+    seeded = await seed_tasks(server)
+    running = next(t for t in seeded.tasks if t.status is TaskStatus.RUNNING)
+    clock = FrozenClock()
+    clock.set_after(running.created_at, timedelta(seconds=5))
+    async with server.client() as client, running_app(client, server, clock=clock) as (app, pilot):
+        await wait_for(pilot, lambda: dashboard_ready(app), "the dashboard")
+        tasks = task_list(app)
+        options = tasks.options
+
+        def running_row() -> str:
+            return next(r for r in row_texts(tasks) if running.prompt[:20] in r)
+
+        await wait_for(
+            pilot, lambda: any(t.id == running.id for t in tasks.tasks), "the running task"
+        )
+        assert running_row().endswith("· 5s")
+        index = options.get_option_index(running.id)
+        regions: list[tuple[Region, ...]] = []
+        refresh = options.refresh
+
+        def spy(*marked: Region, **kwargs: Any) -> OptionList:
+            regions.append(marked)
+            return refresh(*marked, **kwargs)
+
+        monkeypatch.setattr(options, "refresh", spy)
+        clock.now = clock() + timedelta(seconds=1)
+        await wait_for(pilot, lambda: running_row().endswith("· 6s"), "the new age")
+        await pilot.pause()
+
+        assert regions, "the row was not repainted"
+        assert all(marked for marked in regions), "the whole list was repainted"
+        # Each repaint is one task row's two lines (every running or queued task ages).
+        rows = {
+            options.gutter.top + options._index_to_line[i] - options.scroll_offset.y
+            for i, option in enumerate(options.options)
+            if not option.disabled
+        }
+        marked_rows = {(r.y, r.height) for marked in regions for r in marked}
+        assert all(height == 2 and y in rows for y, height in marked_rows), marked_rows
+        line = options._index_to_line[index] - options.scroll_offset.y
+        assert (options.gutter.top + line, 2) in marked_rows
+        shown = [options.render_line(line + row).text for row in range(2)]
+        assert running.prompt[:20] in shown[0]
+        assert "6s" in shown[1]
+
+
+class _ListHost(App[None]):
+    def compose(self) -> ComposeResult:
+        yield OptionList(
+            Option("alpha", id="a"), Option("beta", id="b"), Option("gamma", id="c"), id="list"
+        )
+
+
+async def test_a_prompt_that_changes_height_moves_the_rows_below() -> None:
+    """Same height: only the option's line is repainted; another height: the list is laid out
+    again and the rows below move (the public replacement's behaviour)."""
+    app = _ListHost()
+    async with app.run_test(size=SIZE) as pilot:
+        options = app.query_one(OptionList)
+        regions: list[tuple[Region, ...]] = []
+        refresh = options.refresh
+
+        def spy(*marked: Region, **kwargs: Any) -> OptionList:
+            regions.append(marked)
+            return refresh(*marked, **kwargs)
+
+        options.refresh = spy  # type: ignore[method-assign]
+        replace_option_prompt_in_place(options, "b", "BETA")
+        await pilot.pause()
+        assert regions == [
+            (Region(options.gutter.left, options.gutter.top + 1, regions[0][0].width, 1),)
+        ]
+        texts = [options.render_line(y).text.strip() for y in range(4)]
+        assert texts == ["alpha", "BETA", "gamma", ""]
+
+        regions.clear()
+        replace_option_prompt_in_place(options, "b", "beta\nbeta, line 2")
+        await pilot.pause()
+        assert () in regions  # the whole list
+        texts = [options.render_line(y).text.strip() for y in range(4)]
+        assert texts == ["alpha", "beta", "beta, line 2", "gamma"]

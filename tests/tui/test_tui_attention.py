@@ -16,8 +16,10 @@ import pytest
 from textual import on
 from textual.app import App, ComposeResult
 from textual.message import Message
+from textual.widgets import OptionList
 from textual.widgets.option_list import Option
 
+from codex_tui.widgets import task_list as task_list_module
 from codex_tui.widgets.connection_banner import ConnectionBanner
 from codex_tui.widgets.task_list import TaskCounts, TaskList
 from server_client.client import CodexTuiClient
@@ -251,18 +253,18 @@ async def test_rows_are_redrawn_only_when_they_change(
             rebuilt: list[int] = []
             redrawn: list[str] = []
             set_options = options.set_options
-            replace_option_prompt = options.replace_option_prompt
+            replace_in_place = task_list_module.replace_option_prompt_in_place
 
             def spy_set_options(*args: Any) -> Any:
                 rebuilt.append(1)
                 return set_options(*args)
 
-            def spy_replace(option_id: str, prompt: Any) -> Any:
+            def spy_replace(option_list: OptionList, option_id: str, prompt: Any) -> None:
                 redrawn.append(option_id)
-                return replace_option_prompt(option_id, prompt)
+                replace_in_place(option_list, option_id, prompt)
 
             monkeypatch.setattr(options, "set_options", spy_set_options)
-            monkeypatch.setattr(options, "replace_option_prompt", spy_replace)
+            monkeypatch.setattr(task_list_module, "replace_option_prompt_in_place", spy_replace)
 
             # The same answer again: nothing is redrawn.
             tasks.poll_now()
