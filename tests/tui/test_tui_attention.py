@@ -19,7 +19,7 @@ from textual.message import Message
 from textual.widgets import OptionList
 from textual.widgets.option_list import Option
 
-from codex_tui.widgets import task_list as task_list_module
+from codex_tui.textual_internals import replace_option_prompt_in_place
 from codex_tui.widgets.connection_banner import ConnectionBanner
 from codex_tui.widgets.task_list import TaskCounts, TaskList
 from server_client.client import CodexTuiClient
@@ -253,7 +253,6 @@ async def test_rows_are_redrawn_only_when_they_change(
             rebuilt: list[int] = []
             redrawn: list[str] = []
             set_options = options.set_options
-            replace_in_place = task_list_module.replace_option_prompt_in_place
 
             def spy_set_options(*args: Any) -> Any:
                 rebuilt.append(1)
@@ -261,10 +260,12 @@ async def test_rows_are_redrawn_only_when_they_change(
 
             def spy_replace(option_list: OptionList, option_id: str, prompt: Any) -> None:
                 redrawn.append(option_id)
-                replace_in_place(option_list, option_id, prompt)
+                replace_option_prompt_in_place(option_list, option_id, prompt)
 
             monkeypatch.setattr(options, "set_options", spy_set_options)
-            monkeypatch.setattr(task_list_module, "replace_option_prompt_in_place", spy_replace)
+            monkeypatch.setattr(
+                "codex_tui.widgets.task_list.replace_option_prompt_in_place", spy_replace
+            )
 
             # The same answer again: nothing is redrawn.
             tasks.poll_now()
