@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from server_client import __version__
+from server_client.heap import frozen_heap
 from server_client.models import Health
 from server_client.server import (
     metrics,
@@ -77,7 +78,8 @@ def create_app(settings: ServerSettings) -> FastAPI:
             await relay.start()
         sweeper = asyncio.create_task(_sweep_lost(store, app.state.hub, settings), name="sweep")
         try:
-            yield
+            with frozen_heap():  # start-up is done: spare its objects the full collections
+                yield
         finally:
             sweeper.cancel()
             await asyncio.gather(sweeper, return_exceptions=True)

@@ -8,6 +8,7 @@ import signal
 from collections.abc import Coroutine
 from typing import Any
 
+from server_client.heap import frozen_heap
 from server_client.worker.agent import FatalWorkerError, WorkerAgent
 from server_client.worker.procs import become_subreaper
 from server_client.worker.settings import WorkerSettings
@@ -32,7 +33,8 @@ async def serve(config: WorkerSettings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, agent.stop)
-    await agent.run()
+    with frozen_heap():  # start-up is done: spare its objects the full collections
+        await agent.run()
 
 
 def run_worker(config: WorkerSettings) -> None:
