@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from pydantic_core import PydanticSerializationError, to_json
+
 from server_client.codex import event_type
 
 #: Marker left where an oversized string was cut; ``{n}`` is the number of bytes dropped.
@@ -22,13 +24,23 @@ def encoded_size(data: Any) -> int:
 
 
 def encode_event(data: Any, max_bytes: int) -> str:
-    """``data`` as the store keeps it (compact JSON text), cut by :func:`truncate_event` when
-    it is longer than ``max_bytes`` encoded bytes. Encodes once when it fits (the usual case).
+    """``data`` as the store keeps it (compact JSON text, UTF-8 characters unescaped), cut by
+    :func:`truncate_event` when it is longer than ``max_bytes`` encoded bytes. Encodes once
+    when it fits (the usual case), with pydantic-core's encoder (several times faster than the
+    standard library's on event-shaped data; the hot path of every upload); data it refuses
+    (a lone surrogate, which UTF-8 cannot hold) goes through the standard library's as before.
     """
-    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
-    # A character is at most 4 UTF-8 bytes: most events fit without encoding them to count.
-    if len(text) * 4 <= max_bytes or len(text.encode("utf-8")) <= max_bytes:
-        return text
+    try:
+        encoded = to_json(data)
+    except PydanticSerializationError:
+        encoded = None
+    if encoded is not None and len(encoded) <= max_bytes:
+        return encoded.decode("utf-8")
+    if encoded is None:
+        text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+        # A character is at most 4 UTF-8 bytes: most events fit without encoding to count.
+        if len(text) * 4 <= max_bytes or len(text.encode("utf-8")) <= max_bytes:
+            return text
     cut, _ = truncate_event(data, max_bytes)
     return json.dumps(cut, ensure_ascii=False, separators=(",", ":"))
 
