@@ -124,9 +124,10 @@ class CodexTuiApp(App[None]):
         )
 
     def on_mount(self) -> None:
-        """Start remembering the theme; check the settings once the first frame is drawn."""
+        """Start remembering the theme; once the first frame is drawn, check the settings and
+        let the garbage collector work again."""
         self._remember_theme = True
-        self.call_after_refresh(self._warn_about_settings)
+        self.call_after_refresh(self._after_first_frame)
 
     def _warn_about_settings(self) -> None:
         """Warn about settings that name unknown themes or binding ids.
@@ -144,15 +145,26 @@ class CodexTuiApp(App[None]):
             )
         for warning in self._warnings:
             self.notify(warning, title="Settings", severity="warning", timeout=12, markup=False)
-        # Everything made so far (Textual, the screens, the imports) lives as long as the app:
-        # keep it out of the garbage collector's full passes, which otherwise walk all of it
-        # in the middle of a burst of events (a 50-190 ms pause; benchmarks/ tui lag). What is
-        # garbage already is collected first, and on_unmount gives it all back.
-        gc.collect()
-        gc.freeze()
+
+    def _after_first_frame(self) -> None:
+        """Check the settings, then hand start-up's objects to the garbage collector's
+        permanent generation and turn it back on.
+
+        Everything made so far (Textual, the screens, the imports) lives as long as the app:
+        kept out of the collector's full passes, which otherwise walk all of it in the middle
+        of a burst of events (a 50-190 ms pause; benchmarks/ tui lag). What is garbage already
+        is collected first, and on_unmount gives it all back. The command turns the collector
+        off until the first frame (codex_tui.cli.tui).
+        """
+        try:
+            self._warn_about_settings()
+        finally:
+            gc.collect()
+            gc.freeze()
+            gc.enable()
 
     async def on_unmount(self) -> None:
-        """Hand what :meth:`_warn_about_settings` froze back to the garbage collector; close
+        """Hand what :meth:`_after_first_frame` froze back to the garbage collector; close
         the client if asked to."""
         gc.unfreeze()
         if self.close_client:

@@ -5,7 +5,13 @@ when it exits, so that apps run one after another (tests, embedding) leak nothin
 from __future__ import annotations
 
 import gc
+from pathlib import Path
 
+import pytest
+from click.testing import CliRunner
+
+from codex_tui.cli import main
+from codex_tui.config import ConfigError
 from tests.conftest import LiveServer
 from tests.support.tui_helpers import dashboard_ready, running_app, wait_for
 
@@ -21,3 +27,38 @@ async def test_start_up_objects_are_frozen_while_running_and_released_at_exit(
             frozen = gc.get_freeze_count()
             assert frozen > 10_000  # Textual's and our own long-lived objects
     assert gc.get_freeze_count() == 0
+
+
+async def test_the_collector_is_back_on_after_the_first_frame(live_server: LiveServer) -> None:
+    """The command turns the collector off for start-up (codex_tui.cli.tui); the app turns it
+    back on once its first frame is drawn, start-up's objects frozen first."""
+    gc.unfreeze()
+    gc.disable()
+    try:
+        async with live_server.client() as client:
+            async with running_app(client, live_server) as (app, pilot):
+                await wait_for(pilot, lambda: dashboard_ready(app))
+                await wait_for(pilot, gc.isenabled, "the collector to be on again")
+                assert gc.get_freeze_count() > 10_000
+    finally:
+        gc.enable()
+
+
+def test_the_tui_command_starts_with_the_collector_off(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Opening the TUI turns the collector off before importing the app (its settings are
+    read first: a bad config.toml is refused before anything is drawn)."""
+    seen: list[bool] = []
+
+    def refuse(**_: object) -> None:
+        seen.append(gc.isenabled())
+        raise ConfigError("config.toml: bad")
+
+    monkeypatch.setattr("codex_tui.config.load_tui_settings", refuse)
+    try:
+        result = CliRunner().invoke(main, [], env={"CODEX_TUI_HOME": str(tmp_path)})
+    finally:
+        gc.enable()
+    assert seen == [False]
+    assert result.exit_code != 0 and "config.toml: bad" in result.output
