@@ -1,0 +1,250 @@
+"""Provides tests of task workspaces with real git (server_client.worker.workspaces): a worktree per
+task at a base commit, apart from the user's working tree and index and from other tasks; the
+complete diff (edits, untracked files, deletions, binary files, modes) round-trips through ``git
+apply`` onto a fresh checkout at the base, byte for byte; removal makes git forget it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from server_client.worker.workspaces import (
+    FileStat,
+    Workspace,
+    WorkspaceError,
+    create_worktree,
+    diff_stat,
+    disk_usage,
+    full_diff,
+    mask_credentials,
+    remove_workspace,
+)
+
+
+def worktree(repo: str, ref: str | None, root: Path, name: str, *, roots: list[str]) -> Workspace:
+    """:func:`create_worktree`, run to its end."""
+    return asyncio.run(create_worktree(repo, ref, root, name, roots=roots))
+
+
+def diff(workspace: Workspace) -> bytes:
+    """:func:`full_diff`, run to its end."""
+    return asyncio.run(full_diff(workspace))
+
+
+def stat(workspace: Workspace) -> list[FileStat]:
+    """:func:`diff_stat`, run to its end."""
+    return asyncio.run(diff_stat(workspace))
+
+
+def remove(workspace: Workspace) -> None:
+    """:func:`remove_workspace`, run to its end."""
+    asyncio.run(remove_workspace(workspace))
+
+
+#: Bytes no text codec reads: a NUL, invalid UTF-8, every byte value.
+BINARY = bytes(range(256)) * 4
+
+
+def git(cwd: Path, *args: str) -> str:
+    """Run git in ``cwd`` (a test identity); its stdout."""
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@example.com",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@example.com",
+    }
+    done = subprocess.run(
+        ["git", *args], cwd=cwd, env=env, capture_output=True, text=True, check=True
+    )
+    return done.stdout
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    """A repository with two commits (tag ``v1`` on the first), a user edit in its working
+    tree and a staged file in its index."""
+    path = tmp_path / "repo"
+    path.mkdir()
+    git(path, "init", "-q", "-b", "main")
+    (path / "keep.txt").write_text("one\ntwo\nthree\n")
+    (path / "gone.txt").write_text("to be deleted\n")
+    (path / "logo.bin").write_bytes(BINARY)
+    (path / "run.sh").write_text("echo hi\n")
+    (path / ".gitignore").write_text("build/\n")
+    git(path, "add", "-A")
+    git(path, "commit", "-q", "-m", "first")
+    git(path, "tag", "v1")
+    (path / "keep.txt").write_text("one\ntwo\nthree\nfour\n")
+    git(path, "commit", "-q", "-am", "second")
+    (path / "keep.txt").write_text("the user's own edit\n")
+    (path / "staged.txt").write_text("staged by the user\n")
+    git(path, "add", "staged.txt")
+    return path
+
+
+def tree_of(root: Path) -> dict[str, tuple[bytes, bool]]:
+    """Every file under ``root`` but ``.git`` and ignored ``build/``: bytes and executable bit."""
+    files = {}
+    for folder, dirs, names in os.walk(root):
+        dirs[:] = [d for d in dirs if d not in (".git", "build")]
+        for name in names:
+            if name == ".git":
+                continue
+            path = Path(folder) / name
+            files[str(path.relative_to(root))] = (
+                path.read_bytes(),
+                os.access(path, os.X_OK),
+            )
+    return files
+
+
+def user_state(repo: Path) -> tuple[str, bytes]:
+    """What the user has: ``git status`` and the index file's bytes."""
+    return git(repo, "status", "--porcelain=v1"), (repo / ".git" / "index").read_bytes()
+
+
+def test_a_workspace_is_a_detached_checkout_at_the_base_commit(repo: Path, tmp_path: Path) -> None:
+    before = user_state(repo)
+    head = git(repo, "rev-parse", "HEAD").strip()
+    first = git(repo, "rev-parse", "v1").strip()
+    root = tmp_path / "workspaces"
+
+    at_head = worktree(str(repo), None, root, "task-a", roots=[str(tmp_path)])
+    at_tag = worktree(
+        str(repo / "keep.txt").rsplit("/", 1)[0], "v1", root, "task-b", roots=[str(tmp_path)]
+    )
+
+    assert (at_head.path, at_head.base_commit, at_head.source) == (
+        root / "task-a",
+        head,
+        str(repo),
+    )
+    assert at_tag.base_commit == first
+    assert (at_head.path / "keep.txt").read_text() == "one\ntwo\nthree\nfour\n"
+    assert (at_tag.path / "keep.txt").read_text() == "one\ntwo\nthree\n"
+    assert not (at_head.path / "staged.txt").exists()  # the user's index stays theirs
+    assert git(at_head.path, "status", "--porcelain=v1") == ""
+    assert user_state(repo) == before
+
+
+def test_the_diff_holds_everything_and_applies_byte_for_byte(repo: Path, tmp_path: Path) -> None:
+    before = user_state(repo)
+    ws = worktree(str(repo), None, tmp_path / "ws", "t1", roots=[str(tmp_path)])
+    index_before = (Path(git(ws.path, "rev-parse", "--git-path", "index").strip())).read_bytes()
+    # What codex does with apply_patch and with the shell, alike to git:
+    (ws.path / "keep.txt").write_text("one\n2\nthree\nfour\nfive\n")
+    (ws.path / "gone.txt").unlink()
+    (ws.path / "logo.bin").write_bytes(BINARY[::-1] + b"\0tail")
+    (ws.path / "new dir").mkdir()
+    (ws.path / "new dir" / "added file.py").write_text("print('new')\n")
+    (ws.path / "new.bin").write_bytes(BINARY[:300])
+    (ws.path / "run.sh").chmod(0o755)
+    (ws.path / "build").mkdir()
+    (ws.path / "build" / "out.o").write_bytes(b"ignored output")
+
+    patch = diff(ws)
+    stats = stat(ws)
+
+    # A fresh checkout at the base, the patch applied: the same tree.
+    fresh = tmp_path / "fresh"
+    git(repo, "worktree", "add", "-q", "--detach", str(fresh), ws.base_commit)
+    (tmp_path / "p.patch").write_bytes(patch)
+    git(fresh, "apply", "--binary", str(tmp_path / "p.patch"))
+    assert tree_of(fresh) == tree_of(ws.path)
+    assert b"build/out.o" not in patch  # ignored, as git status has it
+    assert sorted(stats, key=lambda s: s.path) == [
+        FileStat("gone.txt", 0, 1),
+        FileStat("keep.txt", 2, 1),
+        FileStat("logo.bin", None, None),
+        FileStat("new dir/added file.py", 1, 0),
+        FileStat("new.bin", None, None),
+        FileStat("run.sh", 0, 0),
+    ]
+    # Nobody's index was written: not the workspace's, not the user's.
+    index_after = Path(git(ws.path, "rev-parse", "--git-path", "index").strip()).read_bytes()
+    assert index_after == index_before
+    assert user_state(repo) == before
+
+
+def test_two_workspaces_of_one_repository_stay_apart(repo: Path, tmp_path: Path) -> None:
+    root = tmp_path / "ws"
+    a = worktree(str(repo), None, root, "a", roots=[str(tmp_path)])
+    b = worktree(str(repo), None, root, "b", roots=[str(tmp_path)])
+    (a.path / "keep.txt").write_text("a's edit\n")
+    (b.path / "only-b.txt").write_text("b's file\n")
+
+    patch_a, patch_b = diff(a), diff(b)
+
+    assert b"a's edit" in patch_a and b"only-b.txt" not in patch_a
+    assert b"only-b.txt" in patch_b and b"a's edit" not in patch_b
+    assert (b.path / "keep.txt").read_text() == "one\ntwo\nthree\nfour\n"
+
+
+def test_an_unchanged_workspace_has_an_empty_diff(repo: Path, tmp_path: Path) -> None:
+    ws = worktree(str(repo), None, tmp_path / "ws", "t", roots=[str(tmp_path)])
+    assert diff(ws) == b""
+    assert stat(ws) == []
+
+
+def test_removal_deletes_the_checkout_and_git_forgets_it(repo: Path, tmp_path: Path) -> None:
+    ws = worktree(str(repo), None, tmp_path / "ws", "t", roots=[str(tmp_path)])
+    (ws.path / "dirty.txt").write_text("uncommitted work\n")
+    assert disk_usage(ws.path) > len("uncommitted work\n")
+    assert str(ws.path) in git(repo, "worktree", "list", "--porcelain")
+
+    remove(ws)
+
+    assert not ws.path.exists()
+    assert str(ws.path) not in git(repo, "worktree", "list", "--porcelain")
+    assert disk_usage(ws.path) == 0
+    remove(ws)  # again: nothing left to do
+
+
+def test_a_workspace_deleted_by_hand_is_pruned(repo: Path, tmp_path: Path) -> None:
+    ws = worktree(str(repo), None, tmp_path / "ws", "t", roots=[str(tmp_path)])
+    shutil.rmtree(ws.path)
+    remove(ws)
+    assert str(ws.path) not in git(repo, "worktree", "list", "--porcelain")
+
+
+@pytest.mark.parametrize(
+    ("where", "ref", "name", "message"),
+    [
+        ("outside", None, "t", "outside the allowed roots"),
+        ("plain", None, "t", "not inside a git repository"),
+        ("repo", "no-such-branch", "t", "no branch, tag or commit named 'no-such-branch'"),
+        ("repo", "--upload-pack=evil", "t", "is not a branch, tag or commit"),
+        ("repo", None, "../escape", "must be letters, digits"),
+        ("repo", None, "taken", "exists already"),
+    ],
+)
+def test_bad_requests_are_refused_with_a_reason(
+    repo: Path, tmp_path: Path, where: str, ref: str | None, name: str, message: str
+) -> None:
+    roots = [str(tmp_path / "allowed")]
+    (tmp_path / "allowed").mkdir()
+    plain = tmp_path / "allowed" / "plain"
+    plain.mkdir()
+    inside = tmp_path / "allowed" / "repo"
+    repo.rename(inside)
+    (tmp_path / "ws" / "taken").mkdir(parents=True)
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    source = {"outside": outside, "plain": plain, "repo": inside}[where]
+
+    with pytest.raises(WorkspaceError, match=message.replace("(", r"\(")):
+        worktree(str(source), ref, tmp_path / "ws", name, roots=roots)
+    assert git(inside, "worktree", "list", "--porcelain").count("worktree ") == 1
+
+
+def test_credentials_in_urls_are_masked() -> None:
+    text = "fatal: could not read from https://alice:s3cret@example.com/r.git and ssh://tok@h/x"
+    assert mask_credentials(text) == (
+        "fatal: could not read from https://***@example.com/r.git and ssh://***@h/x"
+    )
