@@ -6,7 +6,7 @@ A server or worker holds tens of thousands of objects from start-up (FastAPI's r
 schemas, SQLAlchemy's compiled statements, pydantic's validators, httpx) that live as long as
 the process; a full pass over them took 100-150 ms on the 2-core benchmark machine, a stall
 every few seconds under load in which no event moved (``benchmarks/``, sustained rate: the
-steady-state p99 at 6,400 events/s fell from 114 to 24 ms once they were frozen).
+p99 at 6,400 events/s fell from 114 to 24 ms once they were frozen).
 :func:`gc.freeze` moves them to the permanent generation, which collections skip (Python
 documentation, ``gc.freeze``); objects made later are collected as usual.
 """
