@@ -151,7 +151,8 @@ class DashboardScreen(Screen[None]):
         )
 
     async def action_open_pane(self) -> None:
-        """Open the highlighted task in a new pane (or focus the pane that shows it)."""
+        """Split: a new pane follows the highlighted task and takes over following the
+        list's highlight; the pane that had it keeps its task (PaneGrid.open)."""
         task = self.task_list.selected_task
         if task is None:
             self.notify("No task selected.", severity="warning")
