@@ -29,14 +29,19 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
 
-from server_client.paths import WorkdirError, resolve_workdir
+from server_client.paths import WorkdirError, is_within, resolve_workdir
 
 __all__ = [
     "FileStat",
     "GitError",
+    "RemotePolicy",
     "Workspace",
     "WorkspaceError",
+    "check_remote_url",
+    "clone_workspace",
     "create_worktree",
     "disk_usage",
     "full_diff",
@@ -77,12 +82,33 @@ class Workspace:
     Attributes:
         path: The checkout codex runs in (absolute).
         base_commit: The commit it was made at (40 hex digits): what its diff is against.
-        source: The repository it was made from (a real path for a local repository).
+        source: The repository it was made from: the real path of a local repository, or the
+            URL a clone was made from.
+        kind: ``worktree`` (of a local repository) or ``clone`` (of a remote one).
     """
 
     path: Path
     base_commit: str
     source: str
+    kind: Literal["worktree", "clone"] = "worktree"
+
+
+@dataclass(frozen=True)
+class RemotePolicy:
+    """Which remote repositories a worker may clone (docs/reliability.md W4).
+
+    Attributes:
+        schemes: URL schemes allowed (``https``, ``ssh``, ``git``, ``http``); an scp-like
+            address (``git@host:owner/repo.git``) counts as ``ssh``. ``file`` is allowed only
+            through ``file_roots``. Git's other transports (``ext::``, ``fd::``) never are.
+        hosts: Hosts allowed (lower case); None: any host.
+        file_roots: Folders whose repositories may be cloned by ``file://`` URL (real paths);
+            empty: none.
+    """
+
+    schemes: frozenset[str] = frozenset({"https", "ssh"})
+    hosts: frozenset[str] | None = None
+    file_roots: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -174,8 +200,7 @@ async def create_worktree(
         WorkspaceError: ``repo`` is outside the roots, not a git repository, ``ref`` names no
             commit, the folder exists already, or git failed.
     """
-    if not re.fullmatch(r"[A-Za-z0-9_-]{1,100}", name):
-        raise WorkspaceError(f"workspace name {name!r} must be letters, digits, - and _")
+    _check_name(name)
     try:
         real = resolve_workdir(repo, roots)
     except WorkdirError as exc:
@@ -190,6 +215,117 @@ async def create_worktree(
         raise WorkspaceError(f"workspace {path} exists already")
     await _git("worktree", "add", "--detach", "--quiet", str(path), commit, cwd=top)
     return Workspace(path=path, base_commit=commit, source=str(top))
+
+
+#: An scp-like git address: ``[user@]host:path`` (no scheme, no slash before the colon).
+_SCP_LIKE = re.compile(r"^(?:(?P<user>[^@/:\s]+)@)?(?P<host>[^@/:\s]+):(?!//)(?P<path>.+)$")
+
+#: Settings of every clone: git's command transports off, no submodules.
+_CLONE_CONFIG = (
+    "-c", "protocol.ext.allow=never",
+    "-c", "protocol.fd.allow=never",
+    "-c", "submodule.recurse=false",
+)  # fmt: skip
+
+
+def check_remote_url(url: str, policy: RemotePolicy) -> str:
+    """``url`` if ``policy`` lets the worker clone it.
+
+    Raises:
+        WorkspaceError: why not, naming the rule (the scheme, the host, the folder, a
+            password or token in the URL, or a transport git must never use).
+    """
+    if not url or url != url.strip() or url.startswith("-") or any(c < " " for c in url):
+        raise WorkspaceError(
+            "repository URL is empty, starts with '-' or has spaces or control characters"
+        )
+    if "::" in url.split("/", 1)[0]:
+        raise WorkspaceError(
+            f"repository URL {mask_credentials(url)!r} names a git transport (ext::, fd::); "
+            "only plain URLs can be cloned"
+        )
+    scp = _SCP_LIKE.match(url) if "://" not in url else None
+    if scp is not None:
+        scheme, host, password = "ssh", scp["host"].lower(), None
+    else:
+        parts = urlsplit(url)
+        scheme, host, password = parts.scheme.lower(), (parts.hostname or ""), parts.password
+        if not scheme:
+            raise WorkspaceError(
+                f"{url!r} is neither a URL nor a local repository path (use an absolute path "
+                "for a repository on the worker)"
+            )
+        if password is not None or (scheme in ("https", "http") and parts.username):
+            raise WorkspaceError(
+                "repository URL carries credentials; give them to the worker instead (its SSH "
+                "agent or git credential helper), so they never reach the server"
+            )
+    if scheme == "file":
+        path = os.path.realpath(urlsplit(url).path)
+        roots = [os.path.realpath(root) for root in policy.file_roots]
+        if not any(is_within(path, root) for root in roots):
+            raise WorkspaceError(
+                f"file:// repository {path} is outside the folders this worker may clone from"
+            )
+        return url
+    if scheme not in policy.schemes:
+        allowed = ", ".join(sorted(policy.schemes)) or "none"
+        raise WorkspaceError(
+            f"repository URL scheme {scheme!r} is not allowed on this worker (allowed: {allowed})"
+        )
+    if host.startswith("-"):
+        raise WorkspaceError(f"repository host {host!r} is not a host name")
+    if policy.hosts is not None and host not in policy.hosts:
+        raise WorkspaceError(f"repository host {host!r} is not allowed on this worker")
+    return url
+
+
+async def clone_workspace(
+    url: str, ref: str | None, workspace_root: Path, name: str, *, policy: RemotePolicy
+) -> Workspace:
+    """Make a workspace by cloning ``url`` (after :func:`check_remote_url`) and checking out
+    ``ref`` detached: a branch or tag of the remote, or a commit; None: the remote's HEAD.
+
+    Submodules are not cloned; git asks for no password (the worker's SSH agent or
+    credential helper must have what a private remote needs).
+
+    Raises:
+        WorkspaceError: the policy refuses ``url``, the clone failed (credentials masked in
+            the message), ``ref`` names no commit, or the folder exists already.
+    """
+    _check_name(name)
+    check_remote_url(url, policy)
+    path = workspace_root / name
+    if not await asyncio.to_thread(_claim_folder, workspace_root, path):
+        raise WorkspaceError(f"workspace {path} exists already")
+    try:
+        await _git(*_CLONE_CONFIG, "clone", "--no-checkout", "--quiet", "--", url, str(path),
+                   cwd=workspace_root)  # fmt: skip
+        commit = await _remote_commit(path, ref)
+        await _git("checkout", "--detach", "--quiet", commit, cwd=path)
+    except WorkspaceError:
+        await asyncio.to_thread(_delete_folder, path)
+        raise
+    return Workspace(path=path, base_commit=commit, source=mask_credentials(url), kind="clone")
+
+
+async def _remote_commit(clone: Path, ref: str | None) -> str:
+    """The commit ``ref`` names in a fresh clone: the remote's HEAD for None, else a remote
+    branch (``origin/REF``), a tag or a commit."""
+    if ref is None:
+        return await _commit_of(clone, "HEAD")
+    if ref.startswith("-"):
+        raise WorkspaceError(f"ref {ref!r} is not a branch, tag or commit")
+    for candidate in (f"origin/{ref}", ref):
+        with contextlib.suppress(WorkspaceError):
+            return await _commit_of(clone, candidate)
+    raise WorkspaceError(f"the repository has no branch, tag or commit named {ref!r}")
+
+
+def _check_name(name: str) -> None:
+    """Refuse a workspace folder name that is not letters, digits, ``-`` and ``_``."""
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,100}", name):
+        raise WorkspaceError(f"workspace name {name!r} must be letters, digits, - and _")
 
 
 def _claim_folder(root: Path, path: Path) -> bool:
@@ -268,12 +404,16 @@ async def diff_stat(workspace: Workspace) -> list[FileStat]:
 
 
 async def remove_workspace(workspace: Workspace) -> None:
-    """Delete ``workspace`` and make its repository forget it (``git worktree remove
-    --force``, then ``git worktree prune``); a workspace already deleted is only pruned.
+    """Delete ``workspace``; a worktree's repository forgets it (``git worktree remove
+    --force``, then ``git worktree prune``; a worktree already deleted is only pruned).
 
     Raises:
         WorkspaceError: git failed and the folder is still there.
     """
+    if workspace.kind == "clone":  # nothing outside the folder knows it
+        if not await asyncio.to_thread(_delete_folder, workspace.path):
+            raise WorkspaceError(f"workspace {workspace.path} could not be deleted")
+        return
     source = Path(workspace.source)
     if await asyncio.to_thread(workspace.path.exists):
         try:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -15,8 +16,12 @@ import pytest
 
 from server_client.worker.workspaces import (
     FileStat,
+    GitError,
+    RemotePolicy,
     Workspace,
     WorkspaceError,
+    check_remote_url,
+    clone_workspace,
     create_worktree,
     diff_stat,
     disk_usage,
@@ -248,3 +253,86 @@ def test_credentials_in_urls_are_masked() -> None:
     assert mask_credentials(text) == (
         "fatal: could not read from https://***@example.com/r.git and ssh://***@h/x"
     )
+
+
+# -- clones of remote repositories ---------------------------------------------------------------
+
+
+def clone(url: str, ref: str | None, root: Path, name: str, policy: RemotePolicy) -> Workspace:
+    """:func:`clone_workspace`, run to its end."""
+    return asyncio.run(clone_workspace(url, ref, root, name, policy=policy))
+
+
+def test_a_clone_is_checked_out_detached_at_the_ref_and_diffs_like_a_worktree(
+    repo: Path, tmp_path: Path
+) -> None:
+    git(repo, "branch", "feature", "v1")
+    policy = RemotePolicy(file_roots=(str(tmp_path),))
+    url = repo.as_uri()
+    root = tmp_path / "ws"
+
+    at_head = clone(url, None, root, "head", policy)
+    at_branch = clone(url, "feature", root, "branch", policy)
+    at_tag = clone(url, "v1", root, "tag", policy)
+
+    assert at_head.kind == "clone" and at_head.source == url
+    assert at_head.base_commit == git(repo, "rev-parse", "HEAD").strip()
+    assert at_branch.base_commit == at_tag.base_commit == git(repo, "rev-parse", "v1").strip()
+    assert git(at_head.path, "status", "--porcelain=v1") == ""
+    assert not (at_head.path / "staged.txt").exists()
+    (at_head.path / "gone.txt").unlink()
+    (at_head.path / "new.bin").write_bytes(BINARY)
+    assert sorted(s.path for s in stat(at_head)) == ["gone.txt", "new.bin"]
+
+    remove(at_head)
+    assert not at_head.path.exists()
+    assert at_branch.path.exists()  # the others stay
+
+
+def test_a_failed_clone_leaves_no_folder_and_says_why(repo: Path, tmp_path: Path) -> None:
+    policy = RemotePolicy(file_roots=(str(tmp_path),))
+    root = tmp_path / "ws"
+    with pytest.raises(WorkspaceError, match="no branch, tag or commit named 'nope'"):
+        clone(repo.as_uri(), "nope", root, "t", policy)
+    assert not (root / "t").exists()
+    with pytest.raises(GitError, match="clone"):
+        clone((tmp_path / "missing").as_uri(), None, root, "t", policy)
+    assert not (root / "t").exists()
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("ext::sh -c touch% /tmp/pwned", "names a git transport"),
+        ("fd::3", "names a git transport"),
+        ("http://example.com/r.git", "scheme 'http' is not allowed on this worker"),
+        ("ftp://example.com/r.git", "scheme 'ftp' is not allowed"),
+        ("https://alice:s3cret@example.com/r.git", "carries credentials"),
+        ("https://ghp_token@github.com/o/r.git", "carries credentials"),
+        ("https://elsewhere.org/o/r.git", "host 'elsewhere.org' is not allowed"),
+        ("ssh://-oProxyCommand=evil/x", "is not a host name"),
+        ("file:///etc/secrets.git", "outside the folders this worker may clone from"),
+        ("-u evil", "starts with '-'"),
+        (" https://example.com/r.git", "spaces or control characters"),
+        ("relative/path", "neither a URL nor a local repository path"),
+    ],
+)
+def test_urls_the_policy_does_not_allow_are_refused_with_the_rule(url: str, message: str) -> None:
+    policy = RemotePolicy(hosts=frozenset({"example.com", "github.com"}), file_roots=("/srv",))
+    with pytest.raises(WorkspaceError, match=re.escape(message)) as caught:
+        check_remote_url(url, policy)
+    assert "s3cret" not in str(caught.value) and "ghp_token" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://example.com/o/r.git",
+        "ssh://git@example.com/o/r.git",
+        "git@github.com:o/r.git",
+        "file:///srv/repos/r.git",
+    ],
+)
+def test_urls_the_policy_allows_pass(url: str) -> None:
+    policy = RemotePolicy(hosts=frozenset({"example.com", "github.com"}), file_roots=("/srv",))
+    assert check_remote_url(url, policy) == url
