@@ -11,7 +11,9 @@ of the workspace's index, so that untracked files, deletions and binary files ar
 no index anyone uses is modified (docs/codex-facts.md, "Git workspaces").
 
 These are the git operations only; the worker does not use them for tasks yet (a task still
-runs in the workdir it names).
+runs in the workdir it names). When it does, its zombie reaper
+(``server_client.worker.procs.reap_orphan_zombies``) must leave these git processes to asyncio,
+which needs their exit status.
 
 Every git command runs with the worker's own environment (an SSH agent, a credential helper),
 never prompts (``GIT_TERMINAL_PROMPT=0``), and its errors are reported with any credentials in
@@ -43,11 +45,11 @@ __all__ = [
     "check_remote_url",
     "clone_workspace",
     "create_worktree",
+    "diff_stat",
     "disk_usage",
     "full_diff",
     "mask_credentials",
     "remove_workspace",
-    "diff_stat",
 ]
 
 #: Longest time one git command may take (s) before it is killed.
@@ -362,9 +364,9 @@ async def _scratch_index(workspace: Path):  # type: ignore[no-untyped-def]
             os.unlink(scratch)
 
 
-async def full_diff(workspace: Workspace) -> bytes:
-    """Everything that changed in ``workspace`` since its base commit, as a patch ``git apply
-    --binary`` accepts: edits, new (untracked) files, deletions, modes and binary files.
+async def _diff_against_base(workspace: Workspace, *options: str) -> bytes:
+    """``git diff --cached --no-renames OPTIONS BASE`` of every change in ``workspace``,
+    through a scratch index (:func:`_scratch_index`).
 
     Raises:
         WorkspaceError: the workspace is gone, or git failed.
@@ -373,21 +375,28 @@ async def full_diff(workspace: Workspace) -> bytes:
         raise WorkspaceError(f"workspace {workspace.path} does not exist")
     async with _scratch_index(workspace.path) as env:
         return await _git(
-            "diff", "--cached", "--binary", "--no-color", "--no-ext-diff", "--no-renames",
-            workspace.base_commit, "--",
+            "diff", "--cached", "--no-renames", *options, workspace.base_commit, "--",
             cwd=workspace.path, env=env,
         )  # fmt: skip
+
+
+async def full_diff(workspace: Workspace) -> bytes:
+    """Everything that changed in ``workspace`` since its base commit, as a patch ``git apply
+    --binary`` accepts: edits, new (untracked) files, deletions, modes and binary files.
+
+    Raises:
+        WorkspaceError: the workspace is gone, or git failed.
+    """
+    return await _diff_against_base(workspace, "--binary", "--no-color", "--no-ext-diff")
 
 
 async def diff_stat(workspace: Workspace) -> list[FileStat]:
-    """Per changed file of :func:`full_diff`, lines added and removed (None for binary)."""
-    if not await asyncio.to_thread(workspace.path.is_dir):
-        raise WorkspaceError(f"workspace {workspace.path} does not exist")
-    async with _scratch_index(workspace.path) as env:
-        out = await _git(
-            "diff", "--cached", "--numstat", "-z", "--no-renames", workspace.base_commit, "--",
-            cwd=workspace.path, env=env,
-        )  # fmt: skip
+    """Per changed file of :func:`full_diff`, lines added and removed (None for binary).
+
+    Raises:
+        WorkspaceError: the workspace is gone, or git failed.
+    """
+    out = await _diff_against_base(workspace, "--numstat", "-z")
     stats = []
     for record in out.split(b"\0"):
         if not record:
