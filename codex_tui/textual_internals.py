@@ -125,10 +125,10 @@ def replace_option_prompt_in_place(options: OptionList, option_id: str, prompt: 
 
     Why private: the public ``replace_option_prompt`` drops every option's cached lines and
     repaints the whole list; the task list changes one row's age once a second while a task
-    runs, and a whole-list repaint per second is about 1.8 kB a second sent over SSH for one
-    changed character (:class:`codex_tui.widgets.task_list.TaskList`). It uses the option's
-    prompt setter (``Option._set_prompt``), the list's line layout (``OptionList._lines``,
-    ``_heights``, ``_index_to_line``), its rendered-option cache
+    runs, and a whole-list repaint is about 1.8 kB sent over SSH for one changed
+    character (:class:`codex_tui.widgets.task_list.TaskList`). It uses the option's
+    prompt setter (``Option._set_prompt``), the list's line layout (``OptionList._heights``,
+    ``_index_to_line``), its rendered-option cache
     (``OptionList._option_render_cache``, keyed by option first) and its visual of an option
     (``OptionList._get_visual``), as ``OptionList._update_lines`` measures heights.
 
