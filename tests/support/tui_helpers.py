@@ -9,8 +9,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from textual.app import App
+from textual.geometry import Region
 from textual.pilot import Pilot
+from textual.widget import Widget
 
 from codex_tui.app import CodexTuiApp
 from codex_tui.screens.dashboard import DashboardScreen
@@ -73,6 +76,20 @@ async def wait_for(
 async def type_text(pilot: Pilot[Any], text: str) -> None:
     """Type ``text`` key by key (newlines as Enter)."""
     await pilot.press(*("enter" if char == "\n" else char for char in text))
+
+
+def record_refreshes(widget: Widget, monkeypatch: pytest.MonkeyPatch) -> list[tuple[Region, ...]]:
+    """From now on, the regions of every refresh of ``widget`` (``()`` for the whole widget),
+    in order; the refreshes still happen."""
+    regions: list[tuple[Region, ...]] = []
+    refresh = widget.refresh
+
+    def spy(*marked: Region, **kwargs: Any) -> Widget:
+        regions.append(marked)
+        return refresh(*marked, **kwargs)
+
+    monkeypatch.setattr(widget, "refresh", spy)
+    return regions
 
 
 def dashboard(app: App[Any]) -> DashboardScreen:

@@ -30,6 +30,7 @@ from tests.support.tui_helpers import (
     SIZE,
     FrozenClock,
     dashboard_ready,
+    record_refreshes,
     row_texts,
     running_app,
     seed_tasks,
@@ -37,7 +38,13 @@ from tests.support.tui_helpers import (
     wait_for,
 )
 from tests.tui.test_conversation import codex_event, conversation_task, delta, item
-from tests.tui.test_transcript import BurstClient, FakeClock, StreamHost, codex_turns
+from tests.tui.test_transcript import (
+    BurstClient,
+    FakeClock,
+    StreamHost,
+    codex_turns,
+    count_full_redraws,
+)
 
 
 def spy_refreshes(
@@ -45,22 +52,7 @@ def spy_refreshes(
 ) -> tuple[list[tuple[Region, ...]], list[str]]:
     """Record the regions of every transcript refresh (``()`` for the whole widget) and every
     refresh of the whole pane (border and children)."""
-    regions: list[tuple[Region, ...]] = []
-    whole_pane: list[str] = []
-    refresh_transcript, refresh_view = transcript.refresh, view.refresh
-
-    def transcript_spy(*marked: Region, **kwargs: Any) -> Transcript:
-        regions.append(marked)
-        return refresh_transcript(*marked, **kwargs)
-
-    def view_spy(*marked: Region, **kwargs: Any) -> EventView:
-        if not marked and not view._border_rows:
-            whole_pane.append("whole pane")
-        return refresh_view(*marked, **kwargs)
-
-    monkeypatch.setattr(transcript, "refresh", transcript_spy)
-    monkeypatch.setattr(view, "refresh", view_spy)
-    return regions, whole_pane
+    return record_refreshes(transcript, monkeypatch), count_full_redraws(view, monkeypatch)
 
 
 def ingest(view: EventView, events: Sequence[Event]) -> None:
@@ -260,7 +252,7 @@ async def test_a_running_task_s_age_repaints_only_its_row(
     server_factory: ServerFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The age of a running task changes once a second; the task list then repaints that
-    task's two lines, not the list (about 250 bytes a second over SSH instead of 1.8 kB)."""
+    task's two lines, not the list (about 250 bytes over SSH per change instead of 1.8 kB)."""
     server = server_factory(local_worker=False)
     seeded = await seed_tasks(server)
     running = next(t for t in seeded.tasks if t.status is TaskStatus.RUNNING)
@@ -279,14 +271,7 @@ async def test_a_running_task_s_age_repaints_only_its_row(
         )
         assert running_row().endswith("· 5s")
         index = options.get_option_index(running.id)
-        regions: list[tuple[Region, ...]] = []
-        refresh = options.refresh
-
-        def spy(*marked: Region, **kwargs: Any) -> OptionList:
-            regions.append(marked)
-            return refresh(*marked, **kwargs)
-
-        monkeypatch.setattr(options, "refresh", spy)
+        regions = record_refreshes(options, monkeypatch)
         clock.now = clock() + timedelta(seconds=1)
         await wait_for(pilot, lambda: running_row().endswith("· 6s"), "the new age")
         await pilot.pause()
@@ -315,20 +300,15 @@ class _ListHost(App[None]):
         )
 
 
-async def test_a_prompt_that_changes_height_moves_the_rows_below() -> None:
+async def test_a_prompt_that_changes_height_moves_the_rows_below(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """Same height: only the option's line is repainted; another height: the list is laid out
     again and the rows below move (the public replacement's behaviour)."""
     app = _ListHost()
     async with app.run_test(size=SIZE) as pilot:
         options = app.query_one(OptionList)
-        regions: list[tuple[Region, ...]] = []
-        refresh = options.refresh
-
-        def spy(*marked: Region, **kwargs: Any) -> OptionList:
-            regions.append(marked)
-            return refresh(*marked, **kwargs)
-
-        options.refresh = spy  # type: ignore[method-assign]
+        regions = record_refreshes(options, monkeypatch)
         replace_option_prompt_in_place(options, "b", "BETA")
         await pilot.pause()
         assert regions == [

@@ -47,6 +47,7 @@ from tests.support.tui_helpers import (
     SeedTask,
     event_view,
     log_text,
+    record_refreshes,
     running_app,
     seed_tasks,
     task_list,
@@ -1085,14 +1086,7 @@ async def test_counting_new_events_while_reading_redraws_only_the_border_row(
         assert not transcript.following
 
         full_redraws = count_full_redraws(view, monkeypatch)
-        repainted: list[tuple[Region, ...]] = []
-        refresh = transcript.refresh
-
-        def spy(*regions: Region, **kwargs: bool) -> Transcript:
-            repainted.append(regions)
-            return refresh(*regions, **kwargs)
-
-        monkeypatch.setattr(transcript, "refresh", spy)
+        repainted = record_refreshes(transcript, monkeypatch)
         for batch in range(3):
             feed(view, codex_turns(7, first_seq=201 + 7 * batch))
             clock.now += 1
