@@ -61,6 +61,7 @@ from server_client.models import (
     Sandbox,
     Task,
     TaskCreate,
+    TaskDiff,
     TaskPage,
     TaskStatus,
     UserInputAnswers,
@@ -204,8 +205,15 @@ class CodexTuiClient:
         labels: Sequence[str] = (),
         approval_policy: ApprovalPolicy | str = ApprovalPolicy.NEVER,
         runtime: Runtime | str | None = None,
+        repo: str | None = None,
+        ref: str | None = None,
     ) -> Task:
         """Submit a prompt; returns the queued task.
+
+        ``repo`` (an absolute path of a git repository on the worker, or a URL the server
+        allows) runs the task in a workspace of its own, a checkout at ``ref`` (default: the
+        repository's HEAD), instead of a ``workdir``; :meth:`get_diff` then shows what it
+        changed.
 
         ``worker`` (a worker name) and ``labels`` route it: it waits queued until a worker of
         the caller with that name and all those labels is online. ``approval_policy`` is
@@ -215,8 +223,9 @@ class CodexTuiClient:
 
         Raises:
             ValueError: an unknown sandbox, approval policy or runtime.
-            ApiError: 400 for a workdir outside the allowed roots, an unknown worker or an
-                approval policy with the exec runtime; 403 for a sandbox, policy or model the
+            ApiError: 400 for a workdir outside the allowed roots, an unknown worker, an
+                approval policy with the exec runtime or a repository URL the server's
+                policy refuses (the detail names the setting); 403 for a sandbox, policy or model the
                 server does not allow; 422 for an invalid body.
         """
         body = TaskCreate(
@@ -228,6 +237,8 @@ class CodexTuiClient:
             labels=list(labels),
             approval_policy=ApprovalPolicy(approval_policy),
             runtime=Runtime(runtime) if runtime is not None else None,
+            repo=repo,
+            ref=ref,
         )
         response = await self._request(
             "POST", "/api/tasks", json=body.model_dump(mode="json", exclude_none=True)
@@ -353,6 +364,44 @@ class CodexTuiClient:
             json=body.model_dump(mode="json", exclude_none=True),
         )
         return Approval.model_validate_json(response.content)
+
+    async def get_diff(self, task_id: str) -> TaskDiff:
+        """The latest diff of a task's workspace: changed files with their line counts.
+
+        Raises:
+            NotFoundError: no such task, or it has no diff yet (no repository, or its worker
+                has not reported one).
+        """
+        response = await self._request("GET", f"/api/tasks/{task_id}/diff")
+        return TaskDiff.model_validate_json(response.content)
+
+    async def get_patch(self, task_id: str) -> bytes:
+        """The latest diff of a task's workspace as a patch (``git diff --binary`` bytes,
+        which ``git apply`` takes), exactly as the worker computed it.
+
+        Raises:
+            NotFoundError: no such task, or no diff yet.
+            ApiError: 409 when the diff was too large to keep (only its counts were).
+        """
+        response = await self._request("GET", f"/api/tasks/{task_id}/patch")
+        return response.content
+
+    async def list_workspaces(self) -> list[Task]:
+        """The caller's tasks whose workspaces are on a worker (``present`` or ``removing``),
+        newest first, with their disk use (``workspace_bytes``)."""
+        response = await self._request("GET", "/api/workspaces")
+        return [Task.model_validate(item) for item in response.json()]
+
+    async def remove_workspace(self, task_id: str) -> Task:
+        """Ask the worker to delete a task's workspace (idempotent): the task's
+        ``workspace_state`` is ``removing`` until the worker has done it, then ``removed``.
+
+        Raises:
+            NotFoundError: no such task, or it has no workspace.
+            ApiError: 409 while the task is active (cancel it first).
+        """
+        response = await self._request("DELETE", f"/api/tasks/{task_id}/workspace")
+        return Task.model_validate_json(response.content)
 
     async def list_workers(self) -> list[Worker]:
         """The caller's workers, with online state, labels and running tasks."""

@@ -19,9 +19,19 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    Base64Bytes,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 if TYPE_CHECKING:
     from server_client.codex import CodexEvent
@@ -62,6 +72,26 @@ Label = Annotated[
 ]
 
 
+def _ref_is_plain(value: str) -> str:
+    if value.startswith("-") or any(c <= " " or c == "\x7f" for c in value):
+        raise ValueError("a ref is a branch, tag or commit: no spaces, no leading '-'")
+    return value
+
+
+#: A git branch, tag or commit name as a task's ``ref`` (no spaces or control characters, no
+#: leading ``-``, so it can never read as an option of git's).
+GitRef = Annotated[str, Field(min_length=1, max_length=255), AfterValidator(_ref_is_plain)]
+
+
+class WorkspaceState(StrEnum):
+    """Where a task's workspace stands: ``present`` on its worker, ``removing`` (asked for,
+    the worker has not yet done it) or ``removed``."""
+
+    PRESENT = "present"
+    REMOVING = "removing"
+    REMOVED = "removed"
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -94,6 +124,12 @@ class TaskCreate(_Model):
     ``app-server`` unless its owner chose otherwise). A policy other than ``never`` needs the
     ``app-server`` runtime: only it can ask (400 with ``exec``; an unpinned task then only
     goes to a worker that can run it).
+
+    ``repo`` gives the task a workspace of its own (docs/design.md, "Workspaces"): an
+    absolute path of a git repository on the worker (inside its workdir roots: the worker
+    makes a ``git worktree`` of it) or a URL the server's policy allows (the worker clones
+    it); ``ref`` is the branch, tag or commit to start from (default: the repository's HEAD).
+    A task with a ``repo`` has no ``workdir``: codex runs in the workspace.
     """
 
     prompt: Prompt
@@ -104,6 +140,19 @@ class TaskCreate(_Model):
     runtime: Runtime | None = None
     worker: str | None = Field(default=None, min_length=1, max_length=100)
     labels: list[Label] = Field(default_factory=list, max_length=20)
+    repo: str | None = Field(default=None, min_length=1, max_length=4096)
+    ref: GitRef | None = None
+
+    @model_validator(mode="after")
+    def _repo_or_workdir(self) -> TaskCreate:
+        if self.ref is not None and self.repo is None:
+            raise ValueError("ref needs repo: a ref names a commit of the task's repository")
+        if self.repo is not None and self.workdir is not None:
+            raise ValueError(
+                "give workdir or repo, not both: a task on a repository runs in its own "
+                "checkout of it (its workspace)"
+            )
+        return self
 
     @classmethod
     def from_task(cls, task: Task) -> TaskCreate:
@@ -125,9 +174,11 @@ class TaskCreate(_Model):
             labels=list(task.labels),
             approval_policy=task.approval_policy,
             runtime=task.requested_runtime,
+            repo=task.repo,
+            ref=task.ref,
         )
 
-    @field_validator("workdir", "model", "worker")
+    @field_validator("workdir", "model", "worker", "repo")
     @classmethod
     def _no_nul(cls, value: str | None) -> str | None:
         if value is not None and "\x00" in value:
@@ -150,6 +201,14 @@ class Task(_Model):
     ``pending_approvals`` the approvals waiting for an answer; ``pending_replies`` the
     replies not yet handed to codex; ``interrupt_requested`` is set from an interrupt
     until the running turn ends.
+
+    A task submitted with a ``repo`` (and ``ref``) gets a workspace once a worker claims it:
+    ``workspace_path`` (on that worker) and ``base_commit`` (40 hex digits, what its diff is
+    against), ``workspace_state`` (``present``, ``removing`` once removal was asked for,
+    ``removed``) and ``workspace_bytes`` (its disk use as the worker last reported it).
+    ``diff_files``/``diff_added``/``diff_removed`` summarise the latest diff (lines; binary
+    files count as a file only) and ``diff_updated_at`` says when the worker computed it; the
+    diff itself is ``GET /api/tasks/{id}/diff`` (:class:`TaskDiff`) and ``.../patch``.
     """
 
     id: str
@@ -177,6 +236,16 @@ class Task(_Model):
     pending_approvals: int = 0
     pending_replies: int = 0
     interrupt_requested: bool = False
+    repo: str | None = None
+    ref: str | None = None
+    workspace_path: str | None = None
+    base_commit: str | None = None
+    workspace_state: WorkspaceState | None = None
+    workspace_bytes: int | None = None
+    diff_files: int | None = None
+    diff_added: int | None = None
+    diff_removed: int | None = None
+    diff_updated_at: datetime | None = None
 
     @property
     def is_conversation(self) -> bool:
@@ -649,12 +718,15 @@ class Signals(_Model):
     acknowledged (steer the running turn); ``answers``: answered approvals not yet
     acknowledged. Replies and answers repeat in every answer until acknowledged with
     ``POST /api/workers/{wid}/acks`` (:class:`Acks`), so none is lost to a dropped link.
+    ``workspaces`` is set while one of the worker's workspaces awaits removal.
     """
 
     cancel: list[str] = Field(default_factory=list)
     interrupt: list[str] = Field(default_factory=list)
     replies: list[Reply] = Field(default_factory=list)
     answers: list[Approval] = Field(default_factory=list)
+    #: A workspace of this worker's awaits removal: sync workspaces now (:class:`WorkspaceSync`).
+    workspaces: bool = False
 
 
 class Acks(_Model):
@@ -667,3 +739,87 @@ class Acks(_Model):
     approvals: list[Annotated[NulFree, Field(max_length=64)]] = Field(
         default_factory=list, max_length=1000
     )
+
+
+#: Largest patch a worker uploads and the server keeps (bytes); a larger diff is kept as its
+#: per-file counts only (``truncated``), and the patch is read on the worker.
+MAX_PATCH_BYTES = 8 * 1024 * 1024
+
+
+class FileChange(_Model):
+    """One changed file of a task's diff: lines ``added`` and ``removed`` (None for a binary
+    file), as ``git diff --numstat`` counts them."""
+
+    path: str = Field(min_length=1, max_length=4096)
+    added: int | None = Field(default=None, ge=0)
+    removed: int | None = Field(default=None, ge=0)
+
+
+class WorkspaceReport(_Model):
+    """Body of ``PUT /api/workers/{wid}/tasks/{tid}/workspace``: the workspace the worker
+    made (or reused) for the task it holds under ``lease_id``, before codex starts in it.
+
+    ``path`` is absolute on the worker; ``base_commit`` the commit it was made at."""
+
+    lease_id: str = Field(min_length=1, max_length=64)
+    path: NulFree = Field(min_length=1, max_length=4096)
+    base_commit: str = Field(pattern=r"^[0-9a-f]{40}([0-9a-f]{24})?$")
+
+
+class DiffUpload(_Model):
+    """Body of ``PUT /api/workers/{wid}/tasks/{tid}/diff``: the task's whole diff against its
+    base commit, as the worker just computed it, for the task it holds under ``lease_id``.
+
+    ``patch`` (base64 on the wire) is ``git diff --binary`` output, at most
+    :data:`MAX_PATCH_BYTES`; ``truncated`` says the diff was larger and ``patch`` is empty
+    (the counts in ``files`` are still whole). The server keeps the latest upload only."""
+
+    lease_id: str = Field(min_length=1, max_length=64)
+    base_commit: str = Field(pattern=r"^[0-9a-f]{40}([0-9a-f]{24})?$")
+    files: list[FileChange] = Field(default_factory=list, max_length=100_000)
+    patch: Base64Bytes = Field(default=b"", max_length=MAX_PATCH_BYTES)
+    truncated: bool = False
+
+
+class TaskDiff(_Model):
+    """Answer of ``GET /api/tasks/{id}/diff``: the latest diff of the task's workspace
+    against ``base_commit``, without the patch (``GET /api/tasks/{id}/patch`` has it).
+
+    ``files`` are the changed files with their line counts, ``added``/``removed`` their
+    sums (binary files count 0), ``patch_bytes`` the patch's size (bytes), ``truncated``
+    that the patch was over :data:`MAX_PATCH_BYTES` and only the counts were kept, and
+    ``updated_at`` when the worker computed it; ``final`` is True once the task is no longer
+    running a turn (the diff will not change until the next one)."""
+
+    task_id: str
+    base_commit: str
+    files: list[FileChange]
+    added: int
+    removed: int
+    patch_bytes: int
+    truncated: bool = False
+    updated_at: datetime
+    final: bool = False
+
+
+class WorkspaceHeld(_Model):
+    """One workspace a worker holds, in :class:`WorkspaceSync`: its task, path and disk use
+    (bytes)."""
+
+    task_id: NulFree = Field(min_length=1, max_length=64)
+    path: NulFree = Field(min_length=1, max_length=4096)
+    bytes: int = Field(ge=0)
+
+
+class WorkspaceSync(_Model):
+    """Body of ``POST /api/workers/{wid}/workspaces``: every workspace the worker holds.
+    The server records their sizes and marks those it no longer holds ``removed``."""
+
+    workspaces: list[WorkspaceHeld] = Field(default_factory=list, max_length=10_000)
+
+
+class WorkspaceOrders(_Model):
+    """Answer to :class:`WorkspaceSync`: the tasks whose workspaces the worker is to remove
+    (their owner asked, or the task ended longer ago than the server keeps workspaces)."""
+
+    remove: list[str] = Field(default_factory=list)

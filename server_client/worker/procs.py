@@ -49,6 +49,8 @@ from dataclasses import dataclass, field
 
 import psutil
 
+from server_client.workspaces import RUNNING_GIT_PIDS, git_starting
+
 __all__ = [
     "ACTIVE_CODEX_PIDS",
     "TASK_ENV",
@@ -156,7 +158,8 @@ def _waitpid_nohang(pid: int) -> bool:
 
 
 def reap_orphan_zombies() -> list[int]:
-    """Reap zombie children of this process that are not a running codex of a runner.
+    """Reap zombie children of this process that are not a running codex of a runner or a
+    git command of :mod:`server_client.workspaces`.
 
     Only needed after :func:`become_subreaper`. Cheap: reads the main thread's children list
     (psutil's full process scan only where that list is unavailable). Must not be used if the
@@ -166,7 +169,7 @@ def reap_orphan_zombies() -> list[int]:
     Returns:
         The pids reaped.
     """
-    if _spawning:
+    if _spawning or git_starting():
         return []
     children = own_children()
     if children is None:
@@ -174,7 +177,8 @@ def reap_orphan_zombies() -> list[int]:
             children = [child.pid for child in psutil.Process().children()]
         except psutil.Error:
             return []
-    return [pid for pid in children if pid not in ACTIVE_CODEX_PIDS and _waitpid_nohang(pid)]
+    keep = ACTIVE_CODEX_PIDS | RUNNING_GIT_PIDS
+    return [pid for pid in children if pid not in keep and _waitpid_nohang(pid)]
 
 
 def _nothing_left_behind() -> bool:
@@ -184,13 +188,13 @@ def _nothing_left_behind() -> bool:
     zombie (reaped here): any live process codex started is then gone, since it would have been
     re-parented to this process or be a descendant of such a child.
     """
-    if not _is_subreaper() or _spawning:
+    if not _is_subreaper() or _spawning or git_starting():
         return False
     children = own_children()
     if children is None:
         return False
     for pid in children:
-        if pid in ACTIVE_CODEX_PIDS or _waitpid_nohang(pid):
+        if pid in ACTIVE_CODEX_PIDS or pid in RUNNING_GIT_PIDS or _waitpid_nohang(pid):
             continue
         return False
     return True

@@ -10,10 +10,10 @@ uncommitted in the workspace; the diff against the base commit is taken with a t
 of the workspace's index, so that untracked files, deletions and binary files are all in it and
 no index anyone uses is modified (docs/codex-facts.md, "Git workspaces").
 
-These are the git operations only; the worker does not use them for tasks yet (a task still
-runs in the workdir it names). When it does, its zombie reaper
-(``server_client.worker.procs.reap_orphan_zombies``) must leave these git processes to asyncio,
-which needs their exit status.
+The worker makes and reads workspaces with these; clients use the same git layer to take a
+task's patch home (:func:`apply_patch`, :func:`commit_patch`). The worker's zombie reaper
+(``server_client.worker.procs.reap_orphan_zombies``) leaves the git processes started here to
+asyncio, which needs their exit status (:data:`RUNNING_GIT_PIDS`, :func:`git_starting`).
 
 Every git command runs with the worker's own environment (an SSH agent, a credential helper),
 never prompts (``GIT_TERMINAL_PROMPT=0``), and its errors are reported with any credentials in
@@ -37,6 +37,7 @@ from urllib.parse import urlsplit
 from server_client.paths import WorkdirError, is_within, resolve_workdir
 
 __all__ = [
+    "RUNNING_GIT_PIDS",
     "FileStat",
     "GitError",
     "RemotePolicy",
@@ -48,6 +49,7 @@ __all__ = [
     "diff_stat",
     "disk_usage",
     "full_diff",
+    "git_starting",
     "mask_credentials",
     "remove_workspace",
 ]
@@ -57,6 +59,20 @@ GIT_TIMEOUT_S = 300.0
 
 #: ``user:password@`` (or ``token@``) in a URL: masked in every message.
 _CREDENTIALS = re.compile(r"(?<=://)[^/@\s]+@")
+
+#: pids of the git commands running now, until asyncio has their exit status: a zombie reaper
+#: must leave them alone (``server_client.worker.procs.reap_orphan_zombies`` does).
+RUNNING_GIT_PIDS: set[int] = set()
+
+#: git commands being started (their pid not yet in :data:`RUNNING_GIT_PIDS`).
+_starting = 0
+
+
+def git_starting() -> bool:
+    """True while a git command of this module is being started: a zombie reaper must wait,
+    since its pid is not yet in :data:`RUNNING_GIT_PIDS`."""
+    return _starting > 0
+
 
 #: Settings every git command gets: no prompts, no pager, no optional index refreshes.
 _GIT_ENV = {"GIT_TERMINAL_PROMPT": "0", "GIT_PAGER": "cat", "GIT_OPTIONAL_LOCKS": "0"}
@@ -140,7 +156,9 @@ async def _git(
         GitError: it exited non-zero.
         WorkspaceError: git is not installed, or it ran longer than ``timeout_s`` (killed).
     """
+    global _starting
     full_env = {**os.environ, **_GIT_ENV, **(env or {})}
+    _starting += 1
     try:
         proc = await asyncio.create_subprocess_exec(
             "git",
@@ -151,8 +169,11 @@ async def _git(
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )
+        RUNNING_GIT_PIDS.add(proc.pid)
     except FileNotFoundError:
-        raise WorkspaceError("git is not installed on this worker (install git)") from None
+        raise WorkspaceError("git is not installed here (install git)") from None
+    finally:
+        _starting -= 1
     try:
         out, err = await asyncio.wait_for(proc.communicate(), timeout_s)
     except TimeoutError:
@@ -162,6 +183,8 @@ async def _git(
         raise WorkspaceError(
             f"git {mask_credentials(' '.join(args))} took longer than {timeout_s:.0f} s"
         ) from None
+    finally:
+        RUNNING_GIT_PIDS.discard(proc.pid)
     if proc.returncode != 0:
         raise GitError(args, proc.returncode or 1, err.decode("utf-8", "replace"))
     return out

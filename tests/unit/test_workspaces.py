@@ -1,4 +1,4 @@
-"""Provides tests of task workspaces with real git (server_client.worker.workspaces): a worktree per
+"""Provides tests of task workspaces with real git (server_client.workspaces): a worktree per
 task at a base commit, apart from the user's working tree and index and from other tasks; the
 complete diff (edits, untracked files, deletions, binary files, modes) round-trips through ``git
 apply`` onto a fresh checkout at the base, byte for byte; removal makes git forget it."""
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from server_client.worker.workspaces import (
+from server_client.workspaces import (
     FileStat,
     GitError,
     RemotePolicy,
