@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import os
 import re
+import shlex
 import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -35,17 +36,22 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 from server_client.paths import WorkdirError, is_within, resolve_workdir
+from server_client.text import one_line
 
 __all__ = [
+    "FALLBACK_IDENTITY",
     "RUNNING_GIT_PIDS",
     "FileStat",
     "GitError",
     "RemotePolicy",
     "Workspace",
     "WorkspaceError",
+    "apply_patch",
     "check_remote_url",
     "clone_workspace",
+    "commit_patch",
     "create_worktree",
+    "default_branch_name",
     "diff_stat",
     "disk_usage",
     "full_diff",
@@ -149,11 +155,32 @@ async def _git(
     cwd: Path | str,
     env: Mapping[str, str] | None = None,
     timeout_s: float = GIT_TIMEOUT_S,
+    stdin: bytes | None = None,
 ) -> bytes:
-    """Run ``git args`` in ``cwd``; its stdout.
+    """Run ``git args`` in ``cwd``; its stdout. ``stdin`` is fed to its stdin (then closed);
+    None: stdin is ``/dev/null``, so git can never wait for it.
 
     Raises:
         GitError: it exited non-zero.
+        WorkspaceError: git is not installed, or it ran longer than ``timeout_s`` (killed).
+    """
+    returncode, out, err = await _run_git(*args, cwd=cwd, env=env, timeout_s=timeout_s, stdin=stdin)
+    if returncode != 0:
+        raise GitError(args, returncode, err.decode("utf-8", "replace"))
+    return out
+
+
+async def _run_git(
+    *args: str,
+    cwd: Path | str,
+    env: Mapping[str, str] | None = None,
+    timeout_s: float = GIT_TIMEOUT_S,
+    stdin: bytes | None = None,
+) -> tuple[int, bytes, bytes]:
+    """Run ``git args`` in ``cwd`` as :func:`_git` does: its exit code (negative: killed by
+    that signal), stdout and stderr, whatever the exit code.
+
+    Raises:
         WorkspaceError: git is not installed, or it ran longer than ``timeout_s`` (killed).
     """
     global _starting
@@ -165,7 +192,7 @@ async def _git(
             *args,
             cwd=str(cwd),
             env=full_env,
-            stdin=asyncio.subprocess.DEVNULL,
+            stdin=asyncio.subprocess.DEVNULL if stdin is None else asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )
@@ -175,7 +202,7 @@ async def _git(
     finally:
         _starting -= 1
     try:
-        out, err = await asyncio.wait_for(proc.communicate(), timeout_s)
+        out, err = await asyncio.wait_for(proc.communicate(stdin), timeout_s)
     except TimeoutError:
         with contextlib.suppress(ProcessLookupError):
             proc.kill()
@@ -185,9 +212,7 @@ async def _git(
         ) from None
     finally:
         RUNNING_GIT_PIDS.discard(proc.pid)
-    if proc.returncode != 0:
-        raise GitError(args, proc.returncode or 1, err.decode("utf-8", "replace"))
-    return out
+    return 0 if proc.returncode == 0 else (proc.returncode or 1), out, err
 
 
 async def _commit_of(repo: Path, ref: str) -> str:
@@ -471,3 +496,367 @@ def disk_usage(path: Path) -> int:
             with contextlib.suppress(OSError):
                 total += os.lstat(os.path.join(folder, file)).st_size
     return total
+
+
+# -- taking a task's patch home ------------------------------------------------------------------
+
+#: Who commits when the repository names nobody (``user.name``/``user.email`` unset).
+FALLBACK_IDENTITY = ("codex-tui", "codex-tui@localhost")
+
+#: A full commit id (SHA-1 or SHA-256).
+_COMMIT_ID = re.compile(r"[0-9a-f]{40}([0-9a-f]{24})?")
+
+#: How many file names a message lists before it says how many more there are.
+_LISTED_FILES = 20
+
+
+def default_branch_name(task_id: str) -> str:
+    """The branch :func:`commit_patch` makes for a task when the user names none:
+    ``codex/<task_id>``."""
+    return f"codex/{task_id}"
+
+
+def _shown(path: str) -> str:
+    """A path read with ``surrogateescape`` as text safe to show: bytes that are not UTF-8
+    as U+FFFD, control characters visible."""
+    return one_line(path.encode("utf-8", "surrogateescape").decode("utf-8", "replace"))
+
+
+def _listing(paths: Sequence[str]) -> str:
+    """``paths`` for a message: comma-separated, control characters shown visibly, at most
+    :data:`_LISTED_FILES` of them and then how many more."""
+    shown = ", ".join(_shown(path) for path in paths[:_LISTED_FILES])
+    more = len(paths) - _LISTED_FILES
+    return f"{shown} and {more} more" if more > 0 else shown
+
+
+def _shell_words(paths: Sequence[str]) -> str:
+    """``paths`` quoted for a shell command in a message (control characters visible)."""
+    return " ".join(shlex.quote(_shown(path)) for path in paths)
+
+
+async def _patch_paths(patch: bytes, cwd: Path) -> list[str]:
+    """The paths ``patch`` touches, in its order (``git apply --numstat -z``: nothing is
+    applied). A rename or copy gives its new path.
+
+    Raises:
+        WorkspaceError: ``patch`` is empty, or not a patch git can read.
+    """
+    if not patch.strip():
+        raise WorkspaceError("the task changed nothing: its patch is empty")
+    try:
+        out = await _git("apply", "--numstat", "-z", "-", cwd=cwd, stdin=patch)
+    except GitError as exc:
+        raise WorkspaceError(f"the patch is not one git can read: {exc.stderr}") from None
+    records = out.split(b"\0")
+    paths: list[str] = []
+    i = 0
+    while i < len(records):
+        record = records[i]
+        i += 1
+        if not record:
+            continue
+        path = record.split(b"\t", 2)[2]
+        if not path:  # a rename or copy: "added\tremoved\t\0from\0to\0"
+            path = records[i + 1]
+            i += 2
+        paths.append(path.decode("utf-8", "surrogateescape"))
+    return paths
+
+
+async def _checkout_top(checkout: Path) -> Path | None:
+    """The top level of the git working tree ``checkout`` is in; None when it is in none.
+
+    Raises:
+        WorkspaceError: ``checkout`` is not a folder, or it is inside a ``.git`` folder or a
+            bare repository (no working tree to apply to).
+    """
+    if not await asyncio.to_thread(checkout.is_dir):
+        raise WorkspaceError(f"{checkout} is not a folder (give the checkout to apply to)")
+    try:
+        out = await _git("rev-parse", "--is-inside-work-tree", "--show-toplevel", cwd=checkout)
+    except GitError:
+        try:
+            await _git("rev-parse", "--git-dir", cwd=checkout)
+        except GitError:
+            return None  # a plain folder
+        raise WorkspaceError(
+            f"{checkout} is inside a git folder or a bare repository, not a checkout"
+        ) from None
+    lines = out.decode("utf-8", "surrogateescape").splitlines()
+    if lines[0] != "true":
+        raise WorkspaceError(
+            f"{checkout} is inside a git folder or a bare repository, not a checkout"
+        )
+    return Path(lines[1])
+
+
+async def _unmerged(top: Path, paths: Sequence[str]) -> list[str]:
+    """Those of ``paths`` that have unmerged (conflicted) entries in ``top``'s index."""
+    out = await _git("ls-files", "--unmerged", "-z", cwd=top)
+    conflicted = set()
+    for record in out.split(b"\0"):
+        if record:
+            conflicted.add(record.split(b"\t", 1)[1].decode("utf-8", "surrogateescape"))
+    return [path for path in paths if path in conflicted]
+
+
+async def _in_head(top: Path, paths: Sequence[str]) -> set[str]:
+    """Those of ``paths`` that HEAD of ``top`` has (none when there is no commit yet)."""
+    try:
+        out = await _git(
+            "ls-tree", "-r", "-z", "--name-only", "HEAD", "--", *paths,
+            cwd=top, env={"GIT_LITERAL_PATHSPECS": "1"},
+        )  # fmt: skip
+    except GitError:
+        return set()
+    return {name.decode("utf-8", "surrogateescape") for name in out.split(b"\0") if name}
+
+
+async def _conflict_error(top: Path, paths: list[str], conflicted: list[str]) -> WorkspaceError:
+    """The error for a three-way apply that left ``conflicted`` files: which, and what to do
+    (resolve, or undo the whole apply file by file)."""
+    count = f"{len(conflicted)} file{'s' if len(conflicted) != 1 else ''}"
+    message = (
+        f"the patch conflicts with your checkout {top} in {count}: {_listing(conflicted)}. "
+        "Those files now hold conflict markers (<<<<<<< ours ... >>>>>>> theirs) and the rest "
+        "of the patch is applied and staged. Resolve the markers and `git add` the files; or "
+        "undo the whole apply"
+    )
+    if len(paths) > _LISTED_FILES:
+        return WorkspaceError(
+            f"{message} with `git checkout HEAD -- FILE...` for each file it touched "
+            "(`git status` lists them), deleting the ones it added"
+        )
+    had = await _in_head(top, paths)
+    steps = []
+    if old := [path for path in paths if path in had]:
+        steps.append(f"`git checkout HEAD -- {_shell_words(old)}`")
+    if new := [path for path in paths if path not in had]:
+        steps.append(f"`git rm -f -- {_shell_words(new)}`")
+    return WorkspaceError(f"{message} with {' and '.join(steps)}")
+
+
+async def apply_patch(checkout: Path, patch: bytes, *, check_only: bool = False) -> list[str]:
+    """Apply a task's patch (``git diff --binary`` bytes, as :func:`full_diff` makes) to the
+    user's ``checkout``; the paths it touches, relative to the checkout's top level.
+
+    In a git checkout it is ``git apply --3way --binary`` at the top level: a file that
+    changed since the task's base commit is merged three-way when the repository has the
+    base's blobs, and the result is staged, as ``git apply --3way`` does. When that cannot
+    be done without a conflict (a touched file has changes that are not staged, the
+    repository lacks the blobs, or ``checkout`` is a plain folder), it is a plain ``git apply
+    --binary`` to the files: all of it or nothing. git refuses paths that leave the checkout
+    (``..``, ``.git``, through a symbolic link).
+
+    Args:
+        checkout: A folder: a git checkout (any folder inside it) or a plain folder.
+        patch: The patch.
+        check_only: Only say whether it applies (``git apply --check``); nothing is written.
+
+    Returns:
+        The touched paths, in the patch's order, to show (bytes that are not UTF-8 read as
+        U+FFFD; control characters left as they are).
+
+    Raises:
+        WorkspaceError: the patch is empty ("the task changed nothing") or unreadable,
+            ``checkout`` is not a folder or is a bare repository, the patch does not apply
+            (git's reason), or it conflicts: then the conflicted files hold conflict markers,
+            and the message lists them and says how to resolve them or undo the apply.
+    """
+    top = await _checkout_top(checkout)
+    where = top or checkout
+    paths = await _patch_paths(patch, where)
+    plain = ("apply", "--binary", "--whitespace=nowarn")
+    if check_only:
+        try:
+            await _git(*plain, "--check", "-", cwd=where, stdin=patch)
+            return _for_showing(paths)
+        except GitError as exc:
+            if top is None:
+                raise _does_not_apply(where, exc) from None
+            direct = exc
+        # git's --check --3way exits 0 even when the merge would conflict; its stderr says.
+        try:
+            err = await _git_stderr(*plain, "--3way", "--check", "-", cwd=where, stdin=patch)
+        except GitError:
+            raise _does_not_apply(where, direct) from None
+        conflicts = re.findall(r"^Applied patch to '(.*)' with conflicts\.$", err, re.M)
+        if conflicts:
+            raise WorkspaceError(
+                f"the patch would conflict with your checkout {where} in {_listing(conflicts)}"
+                " (applying it leaves conflict markers in them to resolve)"
+            )
+        return _for_showing(paths)
+    if top is not None:
+        try:
+            await _git(*plain, "--3way", "-", cwd=top, stdin=patch)
+            return _for_showing(paths)
+        except GitError:
+            conflicted = await _unmerged(top, paths)
+            if conflicted:
+                raise await _conflict_error(top, paths, conflicted) from None
+    try:
+        await _git(*plain, "-", cwd=where, stdin=patch)
+    except GitError as exc:
+        raise _does_not_apply(where, exc) from None
+    return _for_showing(paths)
+
+
+def _for_showing(paths: list[str]) -> list[str]:
+    """``paths`` read with ``surrogateescape`` as plain text (U+FFFD for bytes not UTF-8)."""
+    return [path.encode("utf-8", "surrogateescape").decode("utf-8", "replace") for path in paths]
+
+
+def _does_not_apply(where: Path, exc: GitError) -> WorkspaceError:
+    """The error for a patch git refuses to apply to ``where``: git's reason and the fix."""
+    return WorkspaceError(
+        f"the patch does not apply to {where}: {one_line(' '.join(exc.stderr.split()))}. "
+        "Is it a checkout of the "
+        "task's repository? `codex-tui branch` puts the change on a branch at the task's base "
+        "commit instead"
+    )
+
+
+async def _git_stderr(*args: str, cwd: Path, stdin: bytes) -> str:
+    """Run ``git args`` with ``stdin`` fed to it; what it wrote on stderr (decoded), which
+    ``git apply --check --3way`` says a conflict on while it exits 0.
+
+    Raises:
+        GitError: it exited non-zero.
+        WorkspaceError: git is not installed, or it timed out.
+    """
+    returncode, _out, err = await _run_git(*args, cwd=cwd, stdin=stdin)
+    if returncode != 0:
+        raise GitError(args, returncode, err.decode("utf-8", "replace"))
+    return err.decode("utf-8", "replace")
+
+
+async def _identity_env(repo: Path) -> dict[str, str]:
+    """``GIT_AUTHOR_*``/``GIT_COMMITTER_*`` of :data:`FALLBACK_IDENTITY` for what neither the
+    environment nor ``repo``'s configuration (``user.*``, ``author.*``, ``committer.*``)
+    gives, so that a commit never fails for want of a name."""
+    returncode, out, _err = await _run_git(
+        "config", "--get-regexp", r"^(user|author|committer)\.(name|email)$", cwd=repo
+    )
+    configured = (
+        {line.split(" ", 1)[0].lower() for line in out.decode("utf-8", "replace").splitlines()}
+        if returncode == 0
+        else set()
+    )
+    env = {}
+    for role in ("author", "committer"):
+        for field, fallback in zip(("name", "email"), FALLBACK_IDENTITY, strict=True):
+            variable = f"GIT_{role.upper()}_{field.upper()}"
+            if variable in os.environ:
+                continue
+            if {f"user.{field}", f"{role}.{field}"} & configured:
+                continue
+            env[variable] = fallback
+    return env
+
+
+async def commit_patch(
+    repo: Path, base_commit: str, patch: bytes, branch: str, message: str
+) -> str:
+    """Make the new branch ``branch`` in ``repo`` whose one commit, on top of
+    ``base_commit``, holds ``patch``; the new commit's id.
+
+    Nothing the user works with is touched: not the working tree, not the index, not HEAD.
+    The tree is built in a scratch index (``git read-tree BASE``, ``git apply --cached
+    --binary``, ``git write-tree``), committed with ``git commit-tree -p BASE`` and the branch
+    is created only if it does not exist (``git update-ref refs/heads/BRANCH NEW ""``), so an
+    existing branch is never moved. When neither the environment nor the repository names
+    an author or committer, :data:`FALLBACK_IDENTITY` does.
+
+    Args:
+        repo: A folder of the repository (a checkout, anywhere in it, or a bare repository).
+        base_commit: The task's base commit (40 or 64 hex digits).
+        patch: The task's patch (``git diff --binary`` against ``base_commit``).
+        branch: The new branch's name, short (``codex/abc``, not ``refs/heads/...``).
+        message: The commit message.
+
+    Returns:
+        The new commit's id (hex).
+
+    Raises:
+        WorkspaceError: ``repo`` is not a git repository; ``base_commit`` is not a commit id
+            or ``repo`` lacks it (the message says to fetch it); ``branch`` is not a valid
+            name or exists already; the patch is empty or does not apply to the base.
+    """
+    if not _COMMIT_ID.fullmatch(base_commit):
+        raise WorkspaceError(f"base commit {base_commit!r} is not a full commit id")
+    if not await asyncio.to_thread(repo.is_dir):
+        raise WorkspaceError(f"{repo} is not a folder (give the repository to make the branch in)")
+    try:
+        await _git("rev-parse", "--git-dir", cwd=repo)
+    except GitError:
+        raise WorkspaceError(f"{repo} is not in a git repository") from None
+    ref = await _branch_ref(repo, branch)
+    short = base_commit[:12]
+    if (await _run_git("cat-file", "-e", f"{base_commit}^{{commit}}", cwd=repo))[0] != 0:
+        raise WorkspaceError(
+            f"{repo} does not have the task's base commit {short}: `git fetch <remote>` there "
+            f"first, or run this in a clone that has commit {short}"
+        )
+    await _patch_paths(patch, repo)  # empty or unreadable: say so before anything is made
+    with tempfile.TemporaryDirectory(prefix="codex-tui-commit-") as scratch:
+        env = {"GIT_INDEX_FILE": os.path.join(scratch, "index")}
+        await _git("read-tree", base_commit, cwd=repo, env=env)
+        try:
+            await _git("apply", "--cached", "--binary", "--whitespace=nowarn", "-",
+                       cwd=repo, env=env, stdin=patch)  # fmt: skip
+        except GitError as exc:
+            raise WorkspaceError(
+                f"the patch does not apply to its base commit {short}: {exc.stderr}"
+            ) from None
+        tree = (await _git("write-tree", cwd=repo, env=env)).decode().strip()
+    env = await _identity_env(repo)
+    made = await _git(
+        "commit-tree", tree, "-p", base_commit, "-F", "-", cwd=repo, env=env, stdin=message.encode()
+    )
+    commit = made.decode().strip()
+    returncode, _out, err = await _run_git(
+        "update-ref", "-m", "codex-tui branch", ref, commit, "", cwd=repo
+    )
+    if returncode != 0:
+        if await _ref_exists(repo, ref):
+            raise _branch_exists(repo, branch)
+        raise GitError(("update-ref", ref), returncode, err.decode("utf-8", "replace"))
+    return commit
+
+
+async def _branch_ref(repo: Path, branch: str) -> str:
+    """``refs/heads/BRANCH`` for a new branch of ``repo``.
+
+    Raises:
+        WorkspaceError: ``branch`` is not a valid branch name, or the branch exists.
+    """
+    if (
+        not branch
+        or branch == "HEAD"
+        or branch.startswith(("-", "refs/", "@"))
+        or (await _run_git("check-ref-format", "--branch", branch, cwd=repo))[0] != 0
+    ):
+        raise WorkspaceError(
+            f"{one_line(branch)!r} is not a valid branch name (see `git check-ref-format`: "
+            "no spaces, '..', '~', '^', ':', '?', '*', '[' or leading '-'); pick another"
+        )
+    ref = f"refs/heads/{branch}"
+    if await _ref_exists(repo, ref):
+        raise _branch_exists(repo, branch)
+    return ref
+
+
+async def _ref_exists(repo: Path, ref: str) -> bool:
+    """True when ``ref`` (a full ref name) exists in ``repo``."""
+    returncode, _out, _err = await _run_git("rev-parse", "--verify", "--quiet", ref, cwd=repo)
+    return returncode == 0
+
+
+def _branch_exists(repo: Path, branch: str) -> WorkspaceError:
+    """The error for a branch that exists already: it is never overwritten."""
+    return WorkspaceError(
+        f"branch {branch!r} exists already in {repo}; it is left as it is: name another branch, "
+        f"or delete that one first (`git branch -D {shlex.quote(branch)}`)"
+    )

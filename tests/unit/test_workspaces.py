@@ -20,9 +20,12 @@ from server_client.workspaces import (
     RemotePolicy,
     Workspace,
     WorkspaceError,
+    apply_patch,
     check_remote_url,
     clone_workspace,
+    commit_patch,
     create_worktree,
+    default_branch_name,
     diff_stat,
     disk_usage,
     full_diff,
@@ -336,3 +339,261 @@ def test_urls_the_policy_does_not_allow_are_refused_with_the_rule(url: str, mess
 def test_urls_the_policy_allows_pass(url: str) -> None:
     policy = RemotePolicy(hosts=frozenset({"example.com", "github.com"}), file_roots=("/srv",))
     assert check_remote_url(url, policy) == url
+
+
+# -- taking a task's patch home: apply_patch, commit_patch -------------------------------------
+
+
+def apply(checkout: Path, patch: bytes, *, check_only: bool = False) -> list[str]:
+    """:func:`apply_patch`, run to its end."""
+    return asyncio.run(apply_patch(checkout, patch, check_only=check_only))
+
+
+def commit(repo: Path, base: str, patch: bytes, branch: str, message: str = "m") -> str:
+    """:func:`commit_patch`, run to its end."""
+    return asyncio.run(commit_patch(repo, base, patch, branch, message))
+
+
+def a_task(repo: Path, tmp_path: Path) -> tuple[Workspace, bytes]:
+    """A task's workspace of ``repo`` at its HEAD after a turn that edited, deleted, added
+    (in a new folder) and rewrote a binary file, and added a binary file; and its patch."""
+    ws = worktree(str(repo), None, tmp_path / "ws", "task", roots=[str(tmp_path)])
+    (ws.path / "keep.txt").write_text("one\n2\nthree\nfour\nfive\n")
+    (ws.path / "gone.txt").unlink()
+    (ws.path / "logo.bin").write_bytes(BINARY[::-1] + b"\0tail")
+    (ws.path / "new dir").mkdir()
+    (ws.path / "new dir" / "added file.py").write_text("print('new')\n")
+    (ws.path / "new.bin").write_bytes(BINARY[:300])
+    return ws, diff(ws)
+
+
+TOUCHED = ["gone.txt", "keep.txt", "logo.bin", "new dir/added file.py", "new.bin"]
+
+
+def clone_at(repo: Path, commit: str, where: Path) -> Path:
+    """The user's own clone of ``repo``, checked out at ``commit`` on branch ``mine``."""
+    git(where.parent, "clone", "-q", str(repo), str(where))
+    git(where, "checkout", "-q", "-b", "mine", commit)
+    return where
+
+
+def test_a_patch_applies_to_a_checkout_at_its_base_byte_for_byte(
+    repo: Path, tmp_path: Path
+) -> None:
+    ws, patch = a_task(repo, tmp_path)
+    mine = clone_at(repo, ws.base_commit, tmp_path / "mine")
+    untouched = tree_of(mine)
+
+    assert sorted(apply(mine, patch, check_only=True)) == TOUCHED
+    assert tree_of(mine) == untouched  # a check writes nothing
+    assert sorted(apply(mine, patch)) == TOUCHED
+
+    assert tree_of(mine) == tree_of(ws.path)
+    assert not (mine / "gone.txt").exists()
+    assert (mine / "new.bin").read_bytes() == BINARY[:300]
+
+
+def test_a_patch_applies_from_a_subfolder_and_to_a_plain_folder(repo: Path, tmp_path: Path) -> None:
+    ws, patch = a_task(repo, tmp_path)
+    mine = clone_at(repo, ws.base_commit, tmp_path / "mine")
+    (mine / "sub").mkdir()
+    assert sorted(apply(mine / "sub", patch)) == TOUCHED  # paths are the top level's
+    (mine / "sub").rmdir()
+    assert tree_of(mine) == tree_of(ws.path)
+
+    plain = tmp_path / "plain"  # the base's files, no git at all
+    shutil.copytree(clone_at(repo, ws.base_commit, tmp_path / "c2"), plain)
+    shutil.rmtree(plain / ".git")
+    assert sorted(apply(plain, patch)) == TOUCHED
+    assert tree_of(plain) == tree_of(ws.path)
+
+
+LONG = "".join(f"line {n}\n" for n in range(1, 11))
+
+
+def with_long_file(repo: Path) -> None:
+    """Commit ``long.txt`` (ten lines) in ``repo``, its user's edits set aside and back."""
+    git(repo, "stash", "-q")
+    (repo / "long.txt").write_text(LONG)
+    git(repo, "add", "long.txt")
+    git(repo, "commit", "-q", "-m", "long")
+    git(repo, "stash", "pop", "-q")
+
+
+def test_a_checkout_that_moved_on_gets_a_three_way_merge(repo: Path, tmp_path: Path) -> None:
+    with_long_file(repo)
+    ws = worktree(str(repo), None, tmp_path / "ws", "task", roots=[str(tmp_path)])
+    (ws.path / "long.txt").write_text(LONG.replace("line 2\n", "line two, by codex\n"))
+    patch = diff(ws)
+    mine = clone_at(repo, ws.base_commit, tmp_path / "mine")
+    # The user changed line 5, which the hunk has as context: a plain apply cannot.
+    (mine / "long.txt").write_text(LONG.replace("line 5\n", "line five, mine\n"))
+    git(mine, "commit", "-q", "-am", "mine")
+    (tmp_path / "p.patch").write_bytes(patch)
+    plain = subprocess.run(["git", "apply", "--check", str(tmp_path / "p.patch")], cwd=mine)
+    assert plain.returncode != 0
+
+    assert apply(mine, patch, check_only=True) == ["long.txt"]
+    assert apply(mine, patch) == ["long.txt"]
+
+    merged = LONG.replace("line 2\n", "line two, by codex\n")
+    assert (mine / "long.txt").read_text() == merged.replace("line 5\n", "line five, mine\n")
+
+
+def test_a_conflict_names_the_files_and_how_to_resolve_or_undo(repo: Path, tmp_path: Path) -> None:
+    ws, patch = a_task(repo, tmp_path)
+    mine = clone_at(repo, ws.base_commit, tmp_path / "mine")
+    (mine / "keep.txt").write_text("one\nTWO, mine\nthree\nfour\n")
+    git(mine, "commit", "-q", "-am", "mine")
+    before = tree_of(mine)
+
+    with pytest.raises(WorkspaceError, match="would conflict") as checked:
+        apply(mine, patch, check_only=True)
+    assert "keep.txt" in str(checked.value)
+    assert tree_of(mine) == before
+    with pytest.raises(WorkspaceError) as caught:
+        apply(mine, patch)
+
+    message = str(caught.value)
+    assert "conflicts with your checkout" in message and "in 1 file: keep.txt." in message
+    assert "Resolve the markers and `git add`" in message
+    assert "<<<<<<< ours" in (mine / "keep.txt").read_text()
+    assert (mine / "new.bin").read_bytes() == BINARY[:300]  # the rest is applied
+    # The undo it names puts the checkout back as it was.
+    assert message.endswith(
+        "`git checkout HEAD -- gone.txt keep.txt logo.bin` and "
+        "`git rm -f -- 'new dir/added file.py' new.bin`"
+    )
+    git(mine, "checkout", "HEAD", "--", "gone.txt", "keep.txt", "logo.bin")
+    git(mine, "rm", "-q", "-f", "--", "new dir/added file.py", "new.bin")
+    assert tree_of(mine) == before
+    assert git(mine, "status", "--porcelain") == ""
+
+
+def test_patches_that_cannot_apply_are_refused_with_a_reason(repo: Path, tmp_path: Path) -> None:
+    ws, patch = a_task(repo, tmp_path)
+    mine = clone_at(repo, ws.base_commit, tmp_path / "mine")
+    with pytest.raises(WorkspaceError, match="the task changed nothing"):
+        apply(mine, b"")
+    with pytest.raises(WorkspaceError, match="not one git can read"):
+        apply(mine, b"this is not a patch\n")
+    with pytest.raises(WorkspaceError, match="is not a folder"):
+        apply(tmp_path / "missing", patch)
+    # An edit the user has not committed, where the patch changes: no merge base to merge
+    # with, and the plain apply does not fit.
+    (mine / "keep.txt").write_text("entirely\ndifferent\n")
+    with pytest.raises(WorkspaceError, match="the patch does not apply to .*keep.txt") as caught:
+        apply(mine, patch)
+    assert "`codex-tui branch`" in str(caught.value)
+    assert (mine / "gone.txt").exists() and not (mine / "new.bin").exists()  # all or nothing
+    assert git(mine, "status", "--porcelain") == " M keep.txt\n"
+
+
+def commit_tree(repo: Path, commit: str) -> dict[str, tuple[bytes, bool]]:
+    """The files of ``commit`` as :func:`tree_of` has them, checked out in a scratch worktree."""
+    where = repo.parent / f"tree-{commit[:8]}"
+    git(repo, "worktree", "add", "-q", "--detach", str(where), commit)
+    try:
+        return tree_of(where)
+    finally:
+        git(repo, "worktree", "remove", "--force", str(where))
+
+
+def head_of(repo: Path) -> tuple[str, str]:
+    """What HEAD is: the ref it names, and its commit."""
+    return (repo / ".git" / "HEAD").read_text(), git(repo, "rev-parse", "HEAD").strip()
+
+
+def test_a_branch_holds_exactly_the_patch_and_nothing_the_user_has_is_touched(
+    repo: Path, tmp_path: Path
+) -> None:
+    ws, patch = a_task(repo, tmp_path)
+    git(repo, "stash", "-q")  # the user goes on: a new commit, then their edits back
+    (repo / "later.txt").write_text("after the task started\n")
+    git(repo, "add", "later.txt")
+    git(repo, "commit", "-q", "-m", "later")
+    git(repo, "stash", "pop", "-q")
+    before, head = user_state(repo), head_of(repo)
+
+    made = commit(repo, ws.base_commit, patch, "codex/task", "add things\n\ncodex-tui task t")
+
+    assert git(repo, "rev-parse", "refs/heads/codex/task").strip() == made
+    assert git(repo, "rev-parse", f"{made}^").strip() == ws.base_commit
+    assert git(repo, "log", "-1", "--format=%B", made).strip() == "add things\n\ncodex-tui task t"
+    assert commit_tree(repo, made) == tree_of(ws.path)
+    assert user_state(repo) == before and head_of(repo) == head
+
+
+def test_a_branch_is_never_overwritten_nor_badly_named(repo: Path, tmp_path: Path) -> None:
+    ws, patch = a_task(repo, tmp_path)
+    git(repo, "branch", "codex/task", "v1")
+    old = git(repo, "rev-parse", "codex/task").strip()
+
+    with pytest.raises(WorkspaceError, match="branch 'codex/task' exists already"):
+        commit(repo, ws.base_commit, patch, "codex/task")
+    assert git(repo, "rev-parse", "codex/task").strip() == old
+    for bad in ("two..dots", "-x", "has space", "ends.lock", "HEAD", "@{-1}", ""):
+        with pytest.raises(WorkspaceError, match="is not a valid branch name"):
+            commit(repo, ws.base_commit, patch, bad)
+    with pytest.raises(WorkspaceError, match="the task changed nothing"):
+        commit(repo, ws.base_commit, b"", "codex/empty")
+    assert "codex/empty" not in git(repo, "branch", "--list")
+    assert default_branch_name("t0123") == "codex/t0123"
+
+
+def test_a_missing_base_commit_says_to_fetch_it(repo: Path, tmp_path: Path) -> None:
+    ws, patch = a_task(repo, tmp_path)
+    other = tmp_path / "other"
+    other.mkdir()
+    git(other, "init", "-q", "-b", "main")
+    (other / "x.txt").write_text("x\n")
+    git(other, "add", "x.txt")
+    git(other, "commit", "-q", "-m", "x")
+
+    with pytest.raises(WorkspaceError) as caught:
+        commit(other, ws.base_commit, patch, "codex/task")
+    short = ws.base_commit[:12]
+    assert f"does not have the task's base commit {short}" in str(caught.value)
+    assert f"`git fetch <remote>` there first, or run this in a clone that has commit {short}" in (
+        str(caught.value)
+    )
+    with pytest.raises(WorkspaceError, match="is not a full commit id"):
+        commit(other, "HEAD", patch, "codex/task")
+    assert git(other, "branch", "--list").split() == ["*", "main"]
+
+
+def test_commits_fall_back_to_a_codex_tui_identity_only_when_none_is_set(
+    repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ws, patch = a_task(repo, tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no global configuration
+    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)
+    for role in ("AUTHOR", "COMMITTER"):
+        for field in ("NAME", "EMAIL"):
+            monkeypatch.delenv(f"GIT_{role}_{field}", raising=False)
+
+    fallback = commit(repo, ws.base_commit, patch, "codex/a")
+    git(repo, "config", "user.name", "Ada")
+    git(repo, "config", "user.email", "ada@example.com")
+    configured = commit(repo, ws.base_commit, patch, "codex/b")
+    monkeypatch.setenv("GIT_AUTHOR_NAME", "From Env")
+    from_env = commit(repo, ws.base_commit, patch, "codex/c")
+
+    def who(commit: str) -> str:
+        return subprocess.run(
+            ["git", "log", "-1", "--format=%an <%ae> / %cn <%ce>", commit],
+            cwd=repo, capture_output=True, text=True, check=True,
+        ).stdout.strip()  # fmt: skip
+
+    assert who(fallback) == "codex-tui <codex-tui@localhost> / codex-tui <codex-tui@localhost>"
+    assert who(configured) == "Ada <ada@example.com> / Ada <ada@example.com>"
+    assert who(from_env) == "From Env <ada@example.com> / Ada <ada@example.com>"
+
+
+def test_a_branch_can_be_made_in_a_bare_clone(repo: Path, tmp_path: Path) -> None:
+    ws, patch = a_task(repo, tmp_path)
+    bare = tmp_path / "bare.git"
+    git(tmp_path, "clone", "-q", "--bare", str(repo), str(bare))
+    made = commit(bare, ws.base_commit, patch, "codex/task")
+    assert git(bare, "rev-parse", "codex/task").strip() == made
