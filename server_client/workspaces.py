@@ -56,6 +56,7 @@ __all__ = [
     "disk_usage",
     "full_diff",
     "git_starting",
+    "has_commit",
     "mask_credentials",
     "remove_workspace",
 ]
@@ -794,7 +795,7 @@ async def commit_patch(
         raise WorkspaceError(f"{repo} is not in a git repository") from None
     ref = await _branch_ref(repo, branch)
     short = base_commit[:12]
-    if (await _run_git("cat-file", "-e", f"{base_commit}^{{commit}}", cwd=repo))[0] != 0:
+    if not await has_commit(repo, base_commit):
         raise WorkspaceError(
             f"{repo} does not have the task's base commit {short}: `git fetch <remote>` there "
             f"first, or run this in a clone that has commit {short}"
@@ -860,3 +861,12 @@ def _branch_exists(repo: Path, branch: str) -> WorkspaceError:
         f"branch {branch!r} exists already in {repo}; it is left as it is: name another branch, "
         f"or delete that one first (`git branch -D {shlex.quote(branch)}`)"
     )
+
+
+async def has_commit(repo: Path, commit: str) -> bool:
+    """True when ``repo`` (a folder of a git repository) has the commit ``commit`` (a full
+    commit id); False when it does not, or is no repository, or is no folder."""
+    if not _COMMIT_ID.fullmatch(commit) or not await asyncio.to_thread(repo.is_dir):
+        return False
+    returncode, _out, _err = await _run_git("cat-file", "-e", f"{commit}^{{commit}}", cwd=repo)
+    return returncode == 0

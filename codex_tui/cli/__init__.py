@@ -4,6 +4,8 @@
 - :mod:`~codex_tui.cli.tasks`: the task verbs (submit, ls, logs, rerun, cancel, pair).
 - :mod:`~codex_tui.cli.conversations`: the conversation verbs (reply, interrupt, approvals,
   approve, decline).
+- :mod:`~codex_tui.cli.review`: the review verbs of tasks in a workspace (diff, apply,
+  branch, workspaces).
 - :mod:`~codex_tui.cli.serve`: ``server`` and ``worker``, where both are put together.
 - :mod:`~codex_tui.cli.admin`: ``admin``, directly in the server's store.
 - :mod:`~codex_tui.cli.common`: what they share (exit codes, connection, choices).

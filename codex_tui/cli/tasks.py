@@ -146,6 +146,13 @@ def pair(ctx: click.Context, server: str | None, token: str | None, as_json: boo
 @click.command()
 @connection_options
 @click.option("--workdir", help="Folder codex works in (default: the current folder).")
+@click.option(
+    "--repo",
+    metavar="PATH_OR_URL",
+    help="Run in a checkout of its own of this git repository (a path on the worker, or a "
+    "URL it may clone); review it with `codex-tui diff`. Not with --workdir.",
+)
+@click.option("--ref", metavar="REF", help="With --repo: the branch, tag or commit to start from.")
 @click.option("--sandbox", type=click.Choice(SANDBOXES), default=DEFAULT_SANDBOX, show_default=True)
 @click.option("--model", help="Model (default: codex's configured one).")
 @click.option("--worker", "worker_name", help="Run on the worker with this name.")
@@ -178,6 +185,8 @@ def submit(
     server: str | None,
     token: str | None,
     workdir: str | None,
+    repo: str | None,
+    ref: str | None,
     sandbox: str,
     model: str | None,
     worker_name: str | None,
@@ -189,17 +198,30 @@ def submit(
     prompt: str,
 ) -> None:
     """Submit PROMPT (`-` reads it from stdin); prints the task id alone on stdout. With
-    --follow, exits 0 when it completed or its turn ended (idle: `codex-tui reply` goes on)."""
+    --follow, exits 0 when it completed or its turn ended (idle: `codex-tui reply` goes on).
+    With --repo it runs in a checkout of its own: see `codex-tui diff`, `apply`, `branch`."""
     if prompt == "-":
         prompt = sys.stdin.read()
     if not prompt.strip():
         fail("the prompt is empty")
+    if repo is not None and workdir is not None:
+        fail(
+            "--repo and --workdir do not go together: a task on a repository runs in a "
+            "checkout of its own; drop --workdir"
+        )
+    if repo is not None and not repo.strip():
+        fail("--repo is empty: give a repository's path or URL")
+    if ref is not None and repo is None:
+        fail("--ref needs --repo: it names a branch, tag or commit of that repository")
     conn = connection(ctx, server, token, start=True)
-    folder = os.path.abspath(workdir) if workdir else os.getcwd()
+    source = _repository(repo) if repo is not None else None
+    folder = None if source else os.path.abspath(workdir) if workdir else os.getcwd()
 
     async def work(client: CodexTuiClient) -> int:
         task = await client.create_task(
             prompt,
+            repo=source,
+            ref=ref,
             workdir=folder,
             model=model,
             sandbox=sandbox,
@@ -215,6 +237,19 @@ def submit(
         return await follow_turn(client, task.id, 0, as_json)
 
     raise SystemExit(run_client(conn, work))
+
+
+def _repository(repo: str) -> str:
+    """``submit --repo``'s value as the task carries it: a URL (``scheme://...``) or an
+    scp-like address (``user@host:path``) as given, a local path made absolute (``~``
+    expanded). A path with a colon before its first slash is read as a path only when it
+    exists here."""
+    if "://" in repo:
+        return repo
+    head = repo.split("/", 1)[0]
+    if ":" in head and not os.path.exists(repo):
+        return repo
+    return os.path.abspath(os.path.expanduser(repo))
 
 
 def _task_row(task: Task) -> str:

@@ -17,10 +17,13 @@ from codex_tui.cli.common import connection, connection_options, fail
 #: Subcommand name → ``module:attribute`` of its click command.
 SUBCOMMANDS = {
     "admin": "codex_tui.cli.admin:admin",
+    "apply": "codex_tui.cli.review:apply",
     "approvals": "codex_tui.cli.conversations:approvals",
     "approve": "codex_tui.cli.conversations:approve",
+    "branch": "codex_tui.cli.review:branch",
     "cancel": "codex_tui.cli.tasks:cancel",
     "decline": "codex_tui.cli.conversations:decline",
+    "diff": "codex_tui.cli.review:diff",
     "interrupt": "codex_tui.cli.conversations:interrupt",
     "logs": "codex_tui.cli.tasks:logs",
     "ls": "codex_tui.cli.tasks:list_tasks",
@@ -30,6 +33,7 @@ SUBCOMMANDS = {
     "server": "codex_tui.cli.serve:server",
     "submit": "codex_tui.cli.tasks:submit",
     "worker": "codex_tui.cli.serve:worker",
+    "workspaces": "codex_tui.cli.review:workspaces",
 }
 
 
