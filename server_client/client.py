@@ -225,8 +225,8 @@ class CodexTuiClient:
             ValueError: an unknown sandbox, approval policy or runtime.
             ApiError: 400 for a workdir outside the allowed roots, an unknown worker, an
                 approval policy with the exec runtime or a repository URL the server's
-                policy refuses (the detail names the setting); 403 for a sandbox, policy or model the
-                server does not allow; 422 for an invalid body.
+                policy refuses (the detail names the setting); 403 for a sandbox, policy or
+                model the server does not allow; 422 for an invalid body.
         """
         body = TaskCreate(
             prompt=prompt,

@@ -59,6 +59,7 @@ __all__ = [
     "has_commit",
     "mask_credentials",
     "remove_workspace",
+    "url_scheme_and_host",
 ]
 
 #: Longest time one git command may take (s) before it is killed.
@@ -279,6 +280,16 @@ _CLONE_CONFIG = (
 )  # fmt: skip
 
 
+def url_scheme_and_host(url: str) -> tuple[str, str]:
+    """The scheme and host (both lower case; either may be empty) of a repository URL; an
+    scp-like ``[user@]host:path`` address has the scheme ``ssh``."""
+    scp = _SCP_LIKE.match(url) if "://" not in url else None
+    if scp is not None:
+        return "ssh", scp["host"].lower()
+    parts = urlsplit(url)
+    return parts.scheme.lower(), (parts.hostname or "")
+
+
 def check_remote_url(url: str, policy: RemotePolicy) -> str:
     """``url`` if ``policy`` lets the worker clone it.
 
@@ -295,12 +306,10 @@ def check_remote_url(url: str, policy: RemotePolicy) -> str:
             f"repository URL {mask_credentials(url)!r} names a git transport (ext::, fd::); "
             "only plain URLs can be cloned"
         )
-    scp = _SCP_LIKE.match(url) if "://" not in url else None
-    if scp is not None:
-        scheme, host, password = "ssh", scp["host"].lower(), None
-    else:
+    scheme, host = url_scheme_and_host(url)
+    if _SCP_LIKE.match(url) is None or "://" in url:
         parts = urlsplit(url)
-        scheme, host, password = parts.scheme.lower(), (parts.hostname or ""), parts.password
+        password = parts.password
         if not scheme:
             raise WorkspaceError(
                 f"{url!r} is neither a URL nor a local repository path (use an absolute path "

@@ -16,7 +16,9 @@ A create request meets them in this order:
    the named one, or any of the caller's (403).
 4. **Workdir** (:func:`admit`): absolute and inside a root: the named worker's roots when it
    reported some, else the server's ``workdir_roots`` and every root the caller's workers
-   reported (400). Workers check the real path again at spawn.
+   reported (400). Workers check the real path again at spawn. A ``repo`` path meets the same
+   rule; a ``repo`` URL the server's ``repo_url_schemes``/``repo_url_hosts`` (400, naming the
+   setting), and the worker's own policy again before it clones.
 
 **Routing** (which worker may claim a queued task, applied by the claim,
 server_client.server.store.leases): a worker may run a task routed to it by name or to no
@@ -29,6 +31,7 @@ workdir, and the worker builds codex's argv from them (server_client.worker.runn
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
@@ -40,6 +43,12 @@ from server_client.paths import WorkdirError, check_workdir_lexically
 from server_client.server.db import tasks
 from server_client.server.ratelimit import Limiter, RateLimited
 from server_client.server.settings import ServerSettings
+from server_client.workspaces import (
+    RemotePolicy,
+    WorkspaceError,
+    check_remote_url,
+    url_scheme_and_host,
+)
 
 if TYPE_CHECKING:
     from server_client.server.store import Store, User
@@ -128,13 +137,20 @@ def check_policy(body: TaskCreate, settings: ServerSettings) -> None:
             )
 
 
-async def admit(body: TaskCreate, user: User, store: Store, settings: ServerSettings) -> str | None:
+async def admit(
+    body: TaskCreate, user: User, store: Store, settings: ServerSettings
+) -> tuple[str | None, str | None]:
     """Check ``body`` against the policy, routing and workdir rules (the module docstring's
-    2-4) and return the task's workdir as it will be stored (None: the worker's default).
+    2-4) and return the task's workdir and repository as they will be stored (a None
+    workdir: the worker's default, unless the task has a repository).
+
+    A ``repo`` that is an absolute path is checked like a workdir (inside the roots); any
+    other ``repo`` is a URL, checked against the server's policy (:func:`check_repo_url`).
 
     Raises:
-        HTTPException: 413 or 403 (:func:`check_policy`); 400 for an unknown worker name or a
-            workdir outside the roots; 403 for ``danger-full-access`` without a marked worker.
+        HTTPException: 413 or 403 (:func:`check_policy`); 400 for an unknown worker name, a
+            workdir or repository outside the roots, or a repository URL the policy refuses;
+            403 for ``danger-full-access`` without a marked worker.
     """
     check_policy(body, settings)
     target = None
@@ -152,17 +168,54 @@ async def admit(body: TaskCreate, user: User, store: Store, settings: ServerSett
                 "(`codex-tui admin worker allow-danger USER WORKER`); "
                 + (f"worker {target.name} is not" if target else "none of yours is"),
             )
-    if body.workdir is None:
-        return None
+    if body.workdir is None and body.repo is None:
+        return None, None
+    if body.repo is not None and not os.path.isabs(body.repo):
+        return None, check_repo_url(body.repo, settings)
     if target is not None and target.workdir_roots:
         roots = list(target.workdir_roots)
     else:
         roots = list(settings.workdir_roots)
         roots += [r for r in await store.workdir_roots(user) if r not in roots]
     try:
-        return check_workdir_lexically(body.workdir, roots)
+        if body.repo is not None:
+            return None, check_workdir_lexically(body.repo, roots)
+        return check_workdir_lexically(body.workdir or "", roots), None
     except WorkdirError as exc:
         raise HTTPException(400, str(exc)) from exc
+
+
+def check_repo_url(url: str, settings: ServerSettings) -> str:
+    """``url`` when the server's policy lets a task name it as its ``repo``: the form git
+    must never take is refused (command transports, credentials in the URL, a leading
+    ``-``), then the scheme must be in ``repo_url_schemes`` and the host in a non-empty
+    ``repo_url_hosts``. A ``file://`` URL's folder is checked by the worker, against its
+    roots.
+
+    Raises:
+        HTTPException: 400, naming the setting that would allow it (or the fix).
+    """
+    everything = RemotePolicy(schemes=frozenset({"https", "http", "ssh", "git"}), file_roots=("/",))
+    try:
+        check_remote_url(url, everything)
+    except WorkspaceError as exc:
+        raise HTTPException(400, f"repo: {exc}") from None
+    scheme, host = url_scheme_and_host(url)
+    if scheme not in settings.repo_url_schemes:
+        allowed = ", ".join(settings.repo_url_schemes) or "none"
+        raise HTTPException(
+            400,
+            f"repo: URL scheme {scheme!r} is not allowed on this server (allowed: {allowed}; "
+            "server setting repo_url_schemes, CODEX_TUI_SERVER_REPO_URL_SCHEMES)",
+        )
+    hosts = [h.lower() for h in settings.repo_url_hosts]
+    if hosts and scheme != "file" and host not in hosts:
+        raise HTTPException(
+            400,
+            f"repo: host {host!r} is not allowed on this server (allowed: {', '.join(hosts)}; "
+            "server setting repo_url_hosts, CODEX_TUI_SERVER_REPO_URL_HOSTS)",
+        )
+    return url
 
 
 def routing_clauses(worker: Worker) -> list[ColumnElement[bool]]:

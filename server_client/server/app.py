@@ -21,6 +21,7 @@ from server_client.server import (
     routes_pairing,
     routes_tasks,
     routes_workers,
+    routes_workspaces,
 )
 from server_client.server.context import RequestContextMiddleware
 from server_client.server.db import create_engine, migrate
@@ -106,6 +107,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
     app.include_router(routes_workers.router)
     app.include_router(routes_pairing.router)
     app.include_router(routes_conversations.router)
+    app.include_router(routes_workspaces.router)
 
     @app.get("/healthz", tags=["meta"])
     async def healthz() -> Health:

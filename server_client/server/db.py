@@ -22,6 +22,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -143,9 +144,40 @@ tasks = Table(
     Column("interrupt_requested", Boolean, nullable=False, default=False),
     Column("pending_approvals", Integer, nullable=False, default=0),
     Column("pending_replies", Integer, nullable=False, default=0),
+    Column("repo", Text, nullable=True),
+    Column("ref", String(255), nullable=True),
+    Column("workspace_path", Text, nullable=True),
+    Column("base_commit", String(64), nullable=True),
+    Column("workspace_state", String(16), nullable=True),
+    Column("workspace_bytes", BigInteger, nullable=True),
+    Column("workspace_updated_at", UTCDateTime, nullable=True),
+    Column("diff_files", Integer, nullable=True),
+    Column("diff_added", Integer, nullable=True),
+    Column("diff_removed", Integer, nullable=True),
+    Column("diff_updated_at", UTCDateTime, nullable=True),
     Index("ix_tasks_owner_pk", "owner_id", "pk"),
     Index("ix_tasks_status_owner", "status", "owner_id", "pk"),
     Index("ix_tasks_worker_status", "worker_id", "status"),
+    Index("ix_tasks_worker_workspace", "worker_id", "workspace_state"),
+)
+
+#: The latest diff of a task's workspace (server_client.server.store.workspaces), one row per
+#: task, replaced by each upload: ``files`` is JSON text (``[{"path","added","removed"}]``),
+#: ``patch`` the ``git diff --binary`` bytes (empty when ``truncated``).
+task_diffs = Table(
+    "task_diffs",
+    metadata,
+    Column(
+        "task_pk",
+        BigInteger().with_variant(Integer, "sqlite"),
+        ForeignKey("tasks.pk"),
+        primary_key=True,
+    ),
+    Column("base_commit", String(64), nullable=False),
+    Column("files", Text, nullable=False),
+    Column("patch", LargeBinary, nullable=False),
+    Column("truncated", Boolean, nullable=False, default=False),
+    Column("updated_at", UTCDateTime, nullable=False),
 )
 
 events = Table(

@@ -71,13 +71,16 @@ async def create_task(
     caller's workers (of the named worker, when ``worker`` routes the task), 400 otherwise;
     workers check the real path again at spawn. An unknown worker name is a 400.
 
+    A ``repo`` path meets the workdir rule; a ``repo`` URL must fit the server's
+    ``repo_url_schemes`` and ``repo_url_hosts`` (400 naming the setting otherwise).
+
     Server policy (server_client.server.admission): a prompt over ``max_prompt_bytes`` is a
     413; a sandbox mode or model the server does not allow is a 403, and so is
     ``danger-full-access`` when none of the caller's workers (or not the named one) has an
     admin's mark for it.
     """
-    workdir = await admission.admit(body, user, store, settings)
-    task = await store.create_task(user, body, workdir)
+    workdir, repo = await admission.admit(body, user, store, settings)
+    task = await store.create_task(user, body, workdir, repo)
     hub.notify(queue_key(user.id))
     return task
 

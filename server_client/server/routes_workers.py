@@ -159,7 +159,8 @@ async def signals(
     """Long poll and heartbeat: returns as soon as the worker has something to act on for
     one of the listed tasks: a stop (a cancel request, or it no longer holds the task), an
     interrupt of the running turn, replies or approval answers not yet acknowledged (they
-    repeat until ``POST /api/workers/{wid}/acks``); else an empty answer after ``wait``
+    repeat until ``POST /api/workers/{wid}/acks``), a workspace of the worker's to remove
+    (``workspaces``, until its sync reports it gone); else an empty answer after ``wait``
     seconds (at most the worker's ``heartbeat_s``, so its leases stay fresh)."""
     user = principal.user
     worker = await _worker(principal, store, worker_id)
@@ -169,7 +170,10 @@ async def signals(
         while True:
             wake = hub.current(cancel_key(user.id))
             found = await store.signals(user, worker.id, body.task_ids)
-            news = found.cancel or found.interrupt or found.replies or found.answers
+            found.workspaces = await store.workspaces_to_remove(user, worker.id)
+            news = (
+                found.cancel or found.interrupt or found.replies or found.answers
+            ) or found.workspaces
             if news or hub.closing or not await Hub.wait(wake, _left(deadline)):
                 return found
     finally:

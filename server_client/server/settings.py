@@ -51,6 +51,13 @@ class ServerSettings(BaseSettings):
         rate_pairing: Pairing-code redemptions per client address, in ``limits`` notation.
         metrics_token: When set, ``GET /metrics`` needs ``Authorization: Bearer <it>``.
         log_json: Write structured JSON log lines (one object per line) instead of text.
+        repo_url_schemes: URL schemes a task's ``repo`` may use (``https``, ``ssh``, ``git``,
+            ``http``, ``file``; an scp-like ``git@host:path`` counts as ``ssh``). Git's
+            command transports (``ext::``, ``fd::``) and URLs carrying credentials are always
+            refused. Each worker applies its own policy again before it clones.
+        repo_url_hosts: Hosts a task's ``repo`` URL may name (lower case); empty means any.
+        workspace_retention_s: How long (s) a finished task's workspace is kept on its
+            worker before the worker removes it (0: until removed by hand).
     """
 
     model_config = SettingsConfigDict(env_prefix="CODEX_TUI_SERVER_", extra="ignore")
@@ -78,3 +85,6 @@ class ServerSettings(BaseSettings):
     rate_pairing: str = "10/minute"
     metrics_token: str | None = None
     log_json: bool = False
+    repo_url_schemes: list[str] = Field(default_factory=lambda: ["https", "ssh"])
+    repo_url_hosts: list[str] = Field(default_factory=list)
+    workspace_retention_s: float = Field(default=7 * 24 * 3600.0, ge=0)

@@ -309,11 +309,17 @@ def signals(walk: Walk, me: Actor, other: Actor) -> None:
             "interrupt": [],
             "replies": [],
             "answers": [],
+            "workspaces": False,
         }
 
 
 def _worker_write_routes(
-    walk: Walk, me: Actor, other: Actor, suffix: str, body: Callable[[dict[str, str]], Any]
+    walk: Walk,
+    me: Actor,
+    other: Actor,
+    suffix: str,
+    body: Callable[[dict[str, str]], Any],
+    method: str = "POST",
 ) -> None:
     template = "/api/workers/{w}/tasks/{t}/" + suffix
     for token in (me.user_token, me.worker_token):
@@ -324,7 +330,7 @@ def _worker_write_routes(
             ({"w": me.worker_id, "t": other.running}, {"w": me.worker_id, "t": GHOST_TASK}),
             ({"w": other.worker_id, "t": me.running}, {"w": GHOST_WORKER, "t": me.running}),
         ):
-            walk.same_as_ghost(token, "POST", template, real, ghost, 404, body=body)
+            walk.same_as_ghost(token, method, template, real, ghost, 404, body=body)
 
 
 def upload_events(walk: Walk, me: Actor, other: Actor) -> None:
@@ -520,6 +526,77 @@ def pair(walk: Walk, me: Actor, other: Actor) -> None:
         _no_leak(refused, other)
 
 
+def _task_read(walk: Walk, me: Actor, other: Actor, method: str, suffix: str) -> None:
+    """A user route of one task: the other's task answers as a missing one; a worker token
+    is refused."""
+    for task_id in (other.running, other.queued):
+        for token, expected in ((me.user_token, 404), (me.worker_token, 403)):
+            walk.same_as_ghost(
+                token,
+                method,
+                "/api/tasks/{t}/" + suffix,
+                {"t": task_id},
+                {"t": GHOST_TASK},
+                expected,
+            )
+
+
+def get_diff(walk: Walk, me: Actor, other: Actor) -> None:
+    _task_read(walk, me, other, "GET", "diff")
+
+
+def get_patch(walk: Walk, me: Actor, other: Actor) -> None:
+    _task_read(walk, me, other, "GET", "patch")
+
+
+def remove_workspace(walk: Walk, me: Actor, other: Actor) -> None:
+    _task_read(walk, me, other, "DELETE", "workspace")
+
+
+def list_workspaces(walk: Walk, me: Actor, other: Actor) -> None:
+    response = walk.call(me.user_token, "GET", "/api/workspaces")
+    assert response.status == 200 and response.json() == []
+    _no_leak(response, other)
+    assert walk.call(me.worker_token, "GET", "/api/workspaces").status == 403
+
+
+def report_workspace(walk: Walk, me: Actor, other: Actor) -> None:
+    body = {"lease_id": other.lease_id, "path": "/tmp/hijack", "base_commit": "a" * 40}
+    _worker_write_routes(walk, me, other, "workspace", lambda _ids: body, "PUT")
+
+
+def upload_diff(walk: Walk, me: Actor, other: Actor) -> None:
+    body = {"lease_id": other.lease_id, "base_commit": "a" * 40, "files": [], "patch": ""}
+    _worker_write_routes(walk, me, other, "diff", lambda _ids: body, "PUT")
+
+
+def sync_workspaces(walk: Walk, me: Actor, other: Actor) -> None:
+    def body(ids: dict[str, str]) -> dict[str, Any]:
+        return {"workspaces": [{"task_id": ids["t"], "path": "/tmp/x", "bytes": 1}]}
+
+    for token in (me.user_token, me.worker_token):
+        walk.same_as_ghost(
+            token,
+            "POST",
+            "/api/workers/{w}/workspaces",
+            {"w": other.worker_id, "t": other.running},
+            {"w": GHOST_WORKER, "t": GHOST_TASK},
+            404,
+            body=body,
+        )
+        # As itself, naming the other's task: no order about it (and nothing of it changes).
+        answer = walk.same_as_ghost(
+            token,
+            "POST",
+            f"/api/workers/{me.worker_id}/workspaces",
+            {"t": other.running},
+            {"t": GHOST_TASK},
+            200,
+            body=body,
+        )
+        assert answer.json() == {"remove": []}
+
+
 #: Every route of the OpenAPI document and its check, in the order they run.
 ROUTES: dict[tuple[str, str], Callable[[Walk, Actor, Actor], None]] = {
     ("get", "/healthz"): meta_health,
@@ -544,6 +621,13 @@ ROUTES: dict[tuple[str, str], Callable[[Walk, Actor, Actor], None]] = {
     ("post", "/api/approvals/{approval_id}"): answer_approval,
     ("post", "/api/workers/{worker_id}/tasks/{task_id}/approvals"): request_approval,
     ("post", "/api/workers/{worker_id}/acks"): acks,
+    ("get", "/api/tasks/{task_id}/diff"): get_diff,
+    ("get", "/api/tasks/{task_id}/patch"): get_patch,
+    ("get", "/api/workspaces"): list_workspaces,
+    ("delete", "/api/tasks/{task_id}/workspace"): remove_workspace,
+    ("put", "/api/workers/{worker_id}/tasks/{task_id}/workspace"): report_workspace,
+    ("put", "/api/workers/{worker_id}/tasks/{task_id}/diff"): upload_diff,
+    ("post", "/api/workers/{worker_id}/workspaces"): sync_workspaces,
     ("post", "/api/workers/connect"): connect,
     ("post", "/api/pairing-codes"): create_pairing_code,
     ("post", "/api/pair"): pair,

@@ -4,7 +4,7 @@ pairing codes and the audit log, as one :class:`Store`.
 Every method scopes by owner: a task or worker of another owner is reported exactly like one
 that does not exist (:class:`NotFound`), so ids never leak. Each aggregate is a module of this
 package (``auth``, ``tasks``, ``events``, ``workers``, ``leases``, ``conversations``,
-``approvals``, ``uploads``, ``pairing``, ``audit``)
+``approvals``, ``workspaces``, ``uploads``, ``pairing``, ``audit``)
 adding its methods to :class:`Store`; all of them reach the database one way, through the
 transaction runner of ``runner``.
 """
@@ -40,6 +40,7 @@ from server_client.server.store.records import (
 from server_client.server.store.tasks import MAX_PK, TaskStore, decode_cursor, encode_cursor
 from server_client.server.store.uploads import TokenRevoked, UploadOutcome, UploadStore
 from server_client.server.store.workers import WorkerStore
+from server_client.server.store.workspaces import WorkspaceStore
 
 __all__ = [
     "CLAIM_SCAN",
@@ -80,6 +81,7 @@ class Store(
     LeaseStore,
     ConversationStore,
     ApprovalStore,
+    WorkspaceStore,
     PairingStore,
     AuditStore,
 ):

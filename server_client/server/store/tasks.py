@@ -19,6 +19,7 @@ from server_client.models import (
     TaskCreate,
     TaskPage,
     TaskStatus,
+    WorkspaceState,
     utcnow,
 )
 from server_client.server.db import tasks
@@ -79,6 +80,16 @@ def task_from_row(row: Row[Any]) -> Task:
         pending_approvals=row.pending_approvals,
         pending_replies=row.pending_replies,
         interrupt_requested=bool(row.interrupt_requested),
+        repo=row.repo,
+        ref=row.ref,
+        workspace_path=row.workspace_path,
+        base_commit=row.base_commit,
+        workspace_state=WorkspaceState(row.workspace_state) if row.workspace_state else None,
+        workspace_bytes=row.workspace_bytes,
+        diff_files=row.diff_files,
+        diff_added=row.diff_added,
+        diff_removed=row.diff_removed,
+        diff_updated_at=row.diff_updated_at,
     )
 
 
@@ -90,8 +101,11 @@ def reread(conn: Connection, task_pk: int) -> Task:
 class TaskStore(BaseStore):
     """The store's task methods."""
 
-    async def create_task(self, owner: User, body: TaskCreate, workdir: str | None) -> Task:
-        """Store a new queued task and its first event (``status: queued``)."""
+    async def create_task(
+        self, owner: User, body: TaskCreate, workdir: str | None, repo: str | None = None
+    ) -> Task:
+        """Store a new queued task and its first event (``status: queued``); ``workdir`` and
+        ``repo`` as admitted (server_client.server.admission)."""
         now = utcnow()
         task_id = new_id()
         values = {
@@ -114,6 +128,8 @@ class TaskStore(BaseStore):
             "interrupt_requested": False,
             "pending_approvals": 0,
             "pending_replies": 0,
+            "repo": repo or body.repo,
+            "ref": body.ref,
         }
         detail = {
             "sandbox": body.sandbox.value,
