@@ -772,7 +772,10 @@ class DiffUpload(_Model):
 
     ``patch`` (base64 on the wire) is ``git diff --binary`` output, at most
     :data:`MAX_PATCH_BYTES`; ``truncated`` says the diff was larger and ``patch`` is empty
-    (the counts in ``files`` are still whole). The server keeps the latest upload only."""
+    (the counts in ``files`` are still whole). The server keeps the latest upload only.
+
+    Note pydantic's ``Base64Bytes``: the model is built from the *encoded* patch
+    (``patch=base64.b64encode(raw)``) and ``.patch`` reads back the raw bytes."""
 
     lease_id: str = Field(min_length=1, max_length=64)
     base_commit: str = Field(pattern=r"^[0-9a-f]{40}([0-9a-f]{24})?$")

@@ -160,20 +160,25 @@ async def signals(
     one of the listed tasks: a stop (a cancel request, or it no longer holds the task), an
     interrupt of the running turn, replies or approval answers not yet acknowledged (they
     repeat until ``POST /api/workers/{wid}/acks``), a workspace of the worker's to remove
-    (``workspaces``, until its sync reports it gone); else an empty answer after ``wait``
+    (asked for during the poll; ``workspaces`` is then set in every answer until its sync
+    reports it gone); else an empty answer after ``wait``
     seconds (at most the worker's ``heartbeat_s``, so its leases stay fresh)."""
     user = principal.user
     worker = await _worker(principal, store, worker_id)
     await store.touch_worker(worker.id)
     deadline = _deadline(min(wait, worker.heartbeat_s), settings.max_wait_s)
+    removals_before: bool | None = None
     try:
         while True:
             wake = hub.current(cancel_key(user.id))
             found = await store.signals(user, worker.id, body.task_ids)
             found.workspaces = await store.workspaces_to_remove(user, worker.id)
-            news = (
-                found.cancel or found.interrupt or found.replies or found.answers
-            ) or found.workspaces
+            if removals_before is None:
+                removals_before = found.workspaces
+            # A removal asked for during the poll ends it; one pending before rides along.
+            news = (found.cancel or found.interrupt or found.replies or found.answers) or (
+                found.workspaces and not removals_before
+            )
             if news or hub.closing or not await Hub.wait(wake, _left(deadline)):
                 return found
     finally:

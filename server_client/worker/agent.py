@@ -14,9 +14,11 @@ not drop and reopen its connection hundreds of times), and one coroutine per run
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import socket
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import TypeVar
 
 from server_client.errors import ApiError
@@ -25,6 +27,7 @@ from server_client.models import (
     Approval,
     ApprovalRequest,
     Claim,
+    DiffUpload,
     EventIn,
     EventKind,
     Reply,
@@ -33,10 +36,20 @@ from server_client.models import (
     TaskStatus,
     TurnEnd,
     WorkerHello,
+    WorkspaceOrders,
+    WorkspaceReport,
+    WorkspaceSync,
     utcnow,
 )
 from server_client.paths import WorkdirError, resolve_workdir
-from server_client.retry import CONNECT_FINAL, WORKER, WORKER_FINAL, is_retryable, retry_call
+from server_client.retry import (
+    CONNECT_FINAL,
+    NETWORK_ERRORS,
+    WORKER,
+    WORKER_FINAL,
+    is_retryable,
+    retry_call,
+)
 from server_client.worker.api import WorkerApi
 from server_client.worker.appserver_runner import ApprovalAsk, AppServerRunner, AppServerSpec
 from server_client.worker.codex_bin import CodexNotFoundError, codex_version, resolve_codex_bin
@@ -48,11 +61,21 @@ from server_client.worker.runner import (
     reap_orphan_zombies,
 )
 from server_client.worker.settings import WorkerSettings
+from server_client.worker.task_workspaces import (
+    Diff,
+    DiffReporter,
+    WorkspaceKeeper,
+    changes_files,
+)
 from server_client.worker.uploader import EventUploader, LeaseLostError, UploadStream
+from server_client.workspaces import Workspace, WorkspaceError
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+#: Failures of a workspace sync that wait for the next one.
+_SYNC_ERRORS: tuple[type[Exception], ...] = (ApiError, *NETWORK_ERRORS)
 
 #: Shortest time between two restarts of the signals long poll (s).
 SIGNALS_RESTART_S = 0.1
@@ -86,6 +109,12 @@ class WorkerAgent:
         self._stopping = asyncio.Event()
         self._fatal: str | None = None
         self._heartbeat_s = 10.0
+        #: The workspaces of tasks with a repository, on this machine's disk.
+        self.workspaces = WorkspaceKeeper(
+            Path(config.workspace_root), config.workdir_roots, config.remote_policy()
+        )
+        self._sync_now = asyncio.Event()
+        self._workspace_lock = asyncio.Lock()
 
     def stop(self) -> None:
         """Stop claiming and cancel every running task; :meth:`run` returns once they ended."""
@@ -176,6 +205,7 @@ class WorkerAgent:
         background = [
             asyncio.create_task(self._signals_loop(), name="signals"),
             asyncio.create_task(self._reaper_loop(), name="reaper"),
+            asyncio.create_task(self._workspace_loop(), name="workspaces"),
         ]
         try:
             await self._claim_loop()
@@ -229,6 +259,7 @@ class WorkerAgent:
     def _job_done(self, job: asyncio.Task[None]) -> None:
         self._jobs.discard(job)
         self._slot_free.set()
+        self._sync_now.set()
         if not job.cancelled() and job.exception() is not None:
             log.error("task job crashed", exc_info=job.exception())
 
@@ -293,6 +324,8 @@ class WorkerAgent:
                 return
             if answer is None:
                 continue
+            if answer.workspaces:  # set until a sync reports the workspace gone
+                self._sync_now.set()
             running = False
             for task_id in answer.cancel:
                 runner = self._runners.get(task_id)
@@ -413,17 +446,21 @@ class WorkerAgent:
             return
         log.info("task %s: codex asks for approval of %s", claim.task.id, ask.item_id)
 
-    def _prepare(self, claim: Claim) -> RunSpec | str:
-        """Build the run spec, or return the error that fails the task before codex starts."""
+    def _prepare(self, claim: Claim, workspace: Workspace | None = None) -> RunSpec | str:
+        """Build the run spec (codex runs in ``workspace`` when the task has one, else in its
+        workdir), or return the error that fails the task before codex starts."""
         task = claim.task
         try:
             codex_bin = resolve_codex_bin(self.config.codex_bin)
         except CodexNotFoundError as exc:
             return str(exc)
-        try:
-            workdir = resolve_workdir(task.workdir, self.config.workdir_roots)
-        except WorkdirError as exc:
-            return str(exc)
+        if workspace is not None:
+            workdir = str(workspace.path)
+        else:
+            try:
+                workdir = resolve_workdir(task.workdir, self.config.workdir_roots)
+            except WorkdirError as exc:
+                return str(exc)
         env = build_child_env(self.config.pass_env, task_id=task.id)
         return RunSpec(
             task_id=task.id,
@@ -441,10 +478,12 @@ class WorkerAgent:
         task = claim.task
         return task.runtime or task.requested_runtime or self.config.runtime
 
-    def _prepare_conversation(self, claim: Claim) -> AppServerSpec | str:
+    def _prepare_conversation(
+        self, claim: Claim, workspace: Workspace | None = None
+    ) -> AppServerSpec | str:
         """Build a conversation's spec: the first turn gets the prompt and any replies sent
         before the claim; a later one (the task has a thread) the replies."""
-        prepared = self._prepare(claim)
+        prepared = self._prepare(claim, workspace)
         if isinstance(prepared, str):
             return prepared
         task = claim.task
@@ -475,7 +514,13 @@ class WorkerAgent:
         log.info("task %s: claimed (app-server)", task.id)
         runner: AppServerRunner | None = None
         uploader = self._open_uploads(claim, lambda: runner)
-        prepared = self._prepare_conversation(claim)
+        workspace = await self._workspace_for(claim)
+        prepared = (
+            workspace
+            if isinstance(workspace, str)
+            else self._prepare_conversation(claim, workspace)
+        )
+        reporter = self._diff_reporter(claim, workspace)
         if isinstance(prepared, str):
             uploader.add(EventIn(ts=utcnow(), kind=EventKind.STDERR, data={"line": prepared}))
             status = TaskStatus.IDLE if task.thread_id else TaskStatus.FAILED
@@ -493,7 +538,7 @@ class WorkerAgent:
 
             runner = AppServerRunner(
                 prepared,
-                uploader.add,
+                self._emitter(uploader, reporter),
                 on_thread=uploader.set_thread_id,
                 on_approval=lambda ask: self._ask(claim, ask, runner),  # type: ignore[arg-type]
                 on_started=started,
@@ -510,6 +555,8 @@ class WorkerAgent:
             finally:
                 self._runners.pop(task.id, None)
                 self._changed.set()
+        if reporter is not None:
+            await reporter.final()
         await self._finish(claim, uploader, outcome)
 
     async def _run_exec(self, claim: Claim) -> None:
@@ -518,7 +565,9 @@ class WorkerAgent:
         log.info("task %s: claimed", task.id)
         runner: ExecRunner | None = None
         uploader = self._open_uploads(claim, lambda: runner)
-        prepared = self._prepare(claim)
+        workspace = await self._workspace_for(claim)
+        prepared = workspace if isinstance(workspace, str) else self._prepare(claim, workspace)
+        reporter = self._diff_reporter(claim, workspace)
         if isinstance(prepared, str):
             uploader.add(EventIn(ts=utcnow(), kind=EventKind.STDERR, data={"line": prepared}))
             outcome = RunOutcome(
@@ -531,7 +580,7 @@ class WorkerAgent:
         else:
             runner = ExecRunner(
                 prepared,
-                uploader.add,
+                self._emitter(uploader, reporter),
                 on_thread=uploader.set_thread_id,
                 grace_s=self.config.grace_s,
             )
@@ -546,7 +595,116 @@ class WorkerAgent:
                 self._changed.set()
             if outcome.status is TaskStatus.CANCELED and self._stopping.is_set():
                 outcome.error = outcome.error or "the worker was stopped"
+        if reporter is not None:
+            await reporter.final()
         await self._finish(claim, uploader, outcome)
+
+    async def _workspace_for(self, claim: Claim) -> Workspace | str | None:
+        """The task's workspace, made now or reused from an earlier turn and reported to the
+        server (fenced by the lease); None for a task without a repository; the reason as a
+        string when it cannot be had (the task then fails before codex starts)."""
+        task = claim.task
+        if task.repo is None:
+            return None
+        try:
+            workspace, made = await self.workspaces.prepare(task)
+        except WorkspaceError as exc:
+            log.warning("task %s: no workspace: %s", task.id, exc)
+            return f"cannot make the task's workspace: {exc}"
+        if made:
+            log.info("task %s: workspace %s at %s", task.id, workspace.path, workspace.base_commit)
+        assert self.worker_id is not None
+        worker_id = self.worker_id
+        body = WorkspaceReport(
+            lease_id=claim.lease_id, path=str(workspace.path), base_commit=workspace.base_commit
+        )
+        async with self._workspace_lock:  # a sync must not list the disk before this
+            try:
+                await retry_call(
+                    lambda: self.api.report_workspace(worker_id, task.id, body),
+                    WORKER,
+                    retry_if=_worker_retryable,
+                    on_retry=lambda exc, wait_s: _log_retry(f"workspace of {task.id}", exc, wait_s),
+                )
+            except ApiError as exc:
+                return f"the server refused the task's workspace: {exc.problem.detail}"
+        return workspace
+
+    def _diff_reporter(
+        self, claim: Claim, workspace: Workspace | str | None
+    ) -> DiffReporter | None:
+        """The reporter of the task's diff, when it runs in a workspace."""
+        if not isinstance(workspace, Workspace):
+            return None
+        assert self.worker_id is not None
+        worker_id = self.worker_id
+        task_id = claim.task.id
+
+        async def upload(diff: Diff) -> None:
+            body = DiffUpload(
+                lease_id=claim.lease_id,
+                base_commit=workspace.base_commit,
+                files=diff.files,
+                patch=base64.b64encode(diff.patch),  # Base64Bytes takes the encoded form
+                truncated=diff.truncated,
+            )
+            await retry_call(
+                lambda: self.api.upload_diff(worker_id, task_id, body),
+                WORKER,
+                retry_if=_worker_retryable,
+                on_retry=lambda exc, wait_s: _log_retry(f"diff of {task_id}", exc, wait_s),
+            )
+
+        return DiffReporter(workspace, upload)
+
+    @staticmethod
+    def _emitter(
+        uploader: EventUploader, reporter: DiffReporter | None
+    ) -> Callable[[EventIn], None]:
+        """What a runner hands each event to: the uploader, and the diff reporter when codex
+        may have changed files."""
+        if reporter is None:
+            return uploader.add
+
+        def emit(event: EventIn) -> None:
+            uploader.add(event)
+            if changes_files(event):
+                reporter.touch()
+
+        return emit
+
+    async def _workspace_loop(self) -> None:
+        """Sync the workspaces with the server: at start, every ``workspace_sync_s``
+        seconds, after a task's lease ends and when the signals say a removal waits; remove
+        those the server names (never one a turn runs in)."""
+        assert self.worker_id is not None
+        worker_id = self.worker_id
+        while True:
+            try:
+                async with self._workspace_lock:
+                    held = await self.workspaces.held()
+                    orders = await self.api.sync_workspaces(
+                        worker_id, WorkspaceSync(workspaces=held)
+                    )
+            except _SYNC_ERRORS as exc:
+                log.warning("workspace sync failed (%s); retrying later", exc)
+                orders = WorkspaceOrders()
+            removed = 0
+            for task_id in orders.remove:
+                if task_id in self._runners:
+                    continue
+                try:
+                    removed += await self.workspaces.remove(task_id)
+                    log.info("task %s: workspace removed", task_id)
+                except WorkspaceError as exc:
+                    log.warning("task %s: workspace not removed: %s", task_id, exc)
+            if removed:
+                continue  # report them gone at once
+            self._sync_now.clear()
+            try:
+                await asyncio.wait_for(self._sync_now.wait(), self.config.workspace_sync_s)
+            except TimeoutError:
+                pass
 
     def _open_uploads(self, claim: Claim, runner: Callable[[], Runner | None]) -> EventUploader:
         """The uploader of the task's lease on the worker's upload stream; a cancel flag in

@@ -27,6 +27,7 @@ from server_client.models import (
     Approval,
     ApprovalRequest,
     Claim,
+    DiffUpload,
     FinishRequest,
     Signals,
     SignalsRequest,
@@ -35,6 +36,9 @@ from server_client.models import (
     Worker,
     WorkerHello,
     WorkerUploadResult,
+    WorkspaceOrders,
+    WorkspaceReport,
+    WorkspaceSync,
 )
 
 #: Default number of uploads, finishes and connects in flight at once.
@@ -165,10 +169,33 @@ class WorkerApi:
                 f"/api/workers/{quote(worker_id, safe='')}/acks", body.model_dump_json().encode()
             )
 
+    async def report_workspace(self, worker_id: str, task_id: str, body: WorkspaceReport) -> Task:
+        """Report the workspace made (or reused) for a task held under ``body.lease_id``.
+        409: the lease is lost; 400: the task has no repository or another base commit."""
+        path = _task_path(worker_id, task_id, "workspace")
+        async with self._slots:
+            _, content = await self._post(path, body.model_dump_json().encode(), method="PUT")
+        return Task.model_validate_json(content)
+
+    async def upload_diff(self, worker_id: str, task_id: str, body: DiffUpload) -> None:
+        """Upload a task's whole diff (the server keeps the latest). 409: the lease is lost or
+        the task ended."""
+        path = _task_path(worker_id, task_id, "diff")
+        async with self._slots:
+            await self._post(path, body.model_dump_json().encode(), method="PUT")
+
+    async def sync_workspaces(self, worker_id: str, body: WorkspaceSync) -> WorkspaceOrders:
+        """Report every workspace this worker holds; the answer names those to remove."""
+        path = f"/api/workers/{quote(worker_id, safe='')}/workspaces"
+        async with self._slots:
+            _, content = await self._post(path, body.model_dump_json().encode())
+        return WorkspaceOrders.model_validate_json(content)
+
     async def _post(
-        self, path: str, body: bytes, *, wait_s: float | None = None
+        self, path: str, body: bytes, *, wait_s: float | None = None, method: str = "POST"
     ) -> tuple[int, bytes]:
-        """POST a JSON ``body``; ``wait_s`` makes it a long poll (``?wait=``, longer timeout).
+        """POST (or ``method``) a JSON ``body``; ``wait_s`` makes it a long poll (``?wait=``,
+        longer timeout).
 
         Returns:
             The status (< 400) and the body.
@@ -178,7 +205,8 @@ class WorkerApi:
             httpx.TransportError: no answer.
         """
         timeout_s = self._timeout_s + (wait_s or 0.0)
-        response = await self._http.post(
+        response = await self._http.request(
+            method,
             path,
             content=body,
             params={"wait": wait_s} if wait_s is not None else None,

@@ -16,6 +16,8 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from server_client.models import Label, Runtime
+from server_client.paths import AppDirs
+from server_client.workspaces import RemotePolicy
 
 __all__ = ["ENV_PREFIX", "TOKEN_ENV", "WorkerSettings"]
 
@@ -53,6 +55,13 @@ class WorkerSettings(BaseSettings):
             conversation: replies, live deltas, approvals) or ``exec`` (one ``codex exec``
             run); announced to the server, which gives an ``exec`` worker no task that needs
             ``app-server`` (``--runtime``).
+        workspace_root: Where the workspaces of tasks with a repository go, one folder per
+            task (default: the data folder's ``workspaces``).
+        repo_url_schemes: URL schemes of the repositories it clones (``file``: only inside
+            its workdir roots); ext::/fd:: transports and URLs with credentials never.
+        repo_url_hosts: Hosts it clones from (lower case); empty: any.
+        workspace_sync_s: Longest time (s) between two reports of its workspaces and their
+            disk use to the server, whose answer names those to remove (by age, or asked).
     """
 
     model_config = SettingsConfigDict(
@@ -73,11 +82,32 @@ class WorkerSettings(BaseSettings):
     poll_wait_s: float = Field(default=25.0, gt=0, le=60)
     labels: list[Label] = Field(default_factory=list, max_length=50)
     runtime: Runtime = Runtime.APP_SERVER
+    workspace_root: str = Field(
+        default_factory=lambda: str(AppDirs.resolve().data / "workspaces"), min_length=1
+    )
+    repo_url_schemes: list[str] = Field(default_factory=lambda: ["https", "ssh"])
+    repo_url_hosts: list[str] = Field(default_factory=list)
+    workspace_sync_s: float = Field(default=60.0, gt=0, le=3600)
 
     @field_validator("workdir_roots")
     @classmethod
     def _absolute_roots(cls, roots: list[str]) -> list[str]:
         return [os.path.abspath(os.path.expanduser(root)) for root in roots]
+
+    @field_validator("workspace_root")
+    @classmethod
+    def _absolute_root(cls, root: str) -> str:
+        return os.path.abspath(os.path.expanduser(root))
+
+    def remote_policy(self) -> RemotePolicy:
+        """Which remote repositories this worker clones for a task: its
+        ``repo_url_schemes`` and ``repo_url_hosts`` (empty: any host), and ``file://`` URLs
+        only inside its workdir roots."""
+        return RemotePolicy(
+            schemes=frozenset(s.lower() for s in self.repo_url_schemes if s.lower() != "file"),
+            hosts=frozenset(h.lower() for h in self.repo_url_hosts) or None,
+            file_roots=tuple(self.workdir_roots) if "file" in self.repo_url_schemes else (),
+        )
 
     def environ(self) -> dict[str, str]:
         """These settings as the environment variables ``WorkerSettings()`` reads back.
