@@ -48,7 +48,8 @@ class DashboardScreen(Screen[None]):
     The highlighted task shows in the active pane (the last focused). Keys: ``n`` opens the
     compose screen, ``o`` opens the highlighted task in a new pane, ``c`` closes the active
     pane, ``m`` maximises it, ``x`` cancels the highlighted task after a confirm, ``r``
-    re-runs it, ``h`` opens the history, ``w`` the workers screen; Enter on a task moves into
+    re-runs it, ``f`` reviews what it changed (the task of the focused pane, when a pane has
+    the focus), ``h`` opens the history, ``w`` the workers screen; Enter on a task moves into
     its pane, Tab cycles the focus through the list and the panes. A pane's export (``e``)
     asks for a file here.
 
@@ -66,6 +67,7 @@ class DashboardScreen(Screen[None]):
         Binding("m", "maximize_pane", "Maximise", show=False, id="maximize-pane"),
         Binding("x", "cancel_task", "Cancel", id="cancel-task"),
         Binding("r", "rerun_task", "Re-run", show=False, id="rerun-task"),
+        Binding("f", "review", "Review the diff", show=False, id="review-diff"),
         Binding("h", "history", "History", id="history"),
         Binding("w", "workers", "Workers", id="workers"),
     ]
@@ -177,6 +179,21 @@ class DashboardScreen(Screen[None]):
         from codex_tui.screens.history import HistoryScreen
 
         self.app.push_screen(HistoryScreen(self.client, clock=self.clock), self._open_from_history)
+
+    def action_review(self) -> None:
+        """Open the review screen on the focused pane's task, else on the highlighted one."""
+        from codex_tui.screens.review import ReviewScreen
+
+        focused = self.focused
+        chain = focused.ancestors_with_self if focused is not None else []
+        pane = next((node for node in chain if isinstance(node, EventView)), None)
+        task = (pane.followed_task if pane is not None else None) or self.task_list.selected_task
+        if task is None:
+            self.notify("No task selected.", severity="warning")
+            return
+        self.app.push_screen(
+            ReviewScreen(self.client, task, clock=self.clock, poll_interval_s=self.poll_interval_s)
+        )
 
     def action_rerun_task(self) -> None:
         """Queue the highlighted task again with the same prompt and options."""
