@@ -1,5 +1,6 @@
-"""Provides ComposeScreen: write a prompt, pick workdir, sandbox, model, the worker to run it
-on, when codex asks for approval (codex's ``-a``) and the runtime, and submit a task."""
+"""Provides ComposeScreen: write a prompt, pick a workdir or a repository (and its ref),
+sandbox, model, the worker to run it on, when codex asks for approval (codex's ``-a``) and the
+runtime, and submit a task."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import ClassVar
 
 import httpx
 from pydantic import ValidationError
+from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
@@ -50,6 +52,12 @@ def parse_labels(text: str) -> list[str]:
 
 class ComposeScreen(Screen[Task | None]):
     """A form for a new task; submits it itself.
+
+    ``Repo`` gives the task a workspace of its own (docs/design.md, "Workspaces"): an
+    absolute path of a git repository on the worker, or a URL, and ``Ref`` the branch, tag or
+    commit to start from (empty: the repository's HEAD). With a repository the workdir is not
+    sent (a task runs in one or the other): the workdir field is greyed out while ``Repo``
+    holds text.
 
     Besides the prompt, workdir, sandbox and model, the task can be routed: ``Worker`` names
     one of the user's workers (suggested as you type, from ``client.list_workers()``;
@@ -103,8 +111,15 @@ class ComposeScreen(Screen[Task | None]):
         margin-left: 1;
         width: 7;
     }
-    ComposeScreen #workdir-input {
+    ComposeScreen #workdir-input, ComposeScreen #repo-input {
         width: 1fr;
+    }
+    ComposeScreen #ref-label {
+        margin-left: 1;
+        width: 5;
+    }
+    ComposeScreen #ref-input {
+        width: 22;
     }
     ComposeScreen #sandbox-select, ComposeScreen #worker-input,
     ComposeScreen #approval-select {
@@ -174,6 +189,11 @@ class ComposeScreen(Screen[Task | None]):
                     id="workdir-input",
                 )
             with Horizontal(classes="compose-row"):
+                yield Label("Repo", classes="compose-label")
+                yield Input(placeholder="optional: git path or URL", id="repo-input")
+                yield Label("Ref", classes="compose-label", id="ref-label")
+                yield Input(placeholder="HEAD", id="ref-input")
+            with Horizontal(classes="compose-row"):
                 yield Label("Sandbox", classes="compose-label")
                 yield Select(
                     [(sandbox.value, sandbox) for sandbox in Sandbox],
@@ -240,6 +260,10 @@ class ComposeScreen(Screen[Task | None]):
         if not prompt:
             raise ValueError("Write a prompt first.")
         workdir = self.query_one("#workdir-input", Input).value.strip()
+        repo = self.query_one("#repo-input", Input).value.strip()
+        ref = self.query_one("#ref-input", Input).value.strip()
+        if ref and not repo:
+            raise ValueError("A ref names a commit of the task's repository: fill in Repo too.")
         model = self.query_one("#model-input", Input).value.strip()
         sandbox = self.query_one("#sandbox-select", Select).value
         worker = self.query_one("#worker-input", Input).value.strip()
@@ -248,7 +272,7 @@ class ComposeScreen(Screen[Task | None]):
         runtime = self.query_one("#runtime-select", Select).value
         return TaskCreate(
             prompt=prompt,
-            workdir=workdir or None,
+            workdir=None if repo else workdir or None,
             model=model or None,
             sandbox=Sandbox(sandbox) if isinstance(sandbox, str) else Sandbox.WORKSPACE_WRITE,
             worker=worker or None,
@@ -257,6 +281,8 @@ class ComposeScreen(Screen[Task | None]):
                 ApprovalPolicy(policy) if isinstance(policy, str) else ApprovalPolicy.NEVER
             ),
             runtime=Runtime(runtime) if isinstance(runtime, Runtime) else None,
+            repo=repo or None,
+            ref=ref or None,
         )
 
     def action_submit(self) -> None:
@@ -305,6 +331,8 @@ class ComposeScreen(Screen[Task | None]):
                 labels=request.labels,
                 approval_policy=request.approval_policy,
                 runtime=request.runtime,
+                repo=request.repo,
+                ref=request.ref,
             )
         except (ApiError, httpx.HTTPError) as error:
             self._show_error(describe_action_failure(error))
@@ -327,6 +355,11 @@ class ComposeScreen(Screen[Task | None]):
             shown = "any: " + ", ".join(names[:5])
             limit = PLACEHOLDER_CHARS
             field.placeholder = truncate(shown, limit)
+
+    @on(Input.Changed, "#repo-input")
+    def _repo_changed(self, event: Input.Changed) -> None:
+        """Grey the workdir out while a repository is given (it is not sent then)."""
+        self.query_one("#workdir-input", Input).disabled = bool(event.value.strip())
 
     def _show_error(self, message: str) -> None:
         self._error = message

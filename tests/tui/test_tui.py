@@ -131,7 +131,9 @@ async def test_compose_validates_empty_prompt_and_escape_goes_back(
         assert compose.error == "Write a prompt first."
         await type_text(pilot, "quit quietly")  # q types into the prompt, it does not quit
         assert compose.query_one("#prompt-input", TextArea).text == "quit quietly"
-        await pilot.press("tab", "tab", "q")  # on the sandbox select, q does nothing either
+        # On the sandbox select (prompt -> workdir -> repo -> ref -> sandbox), q does nothing
+        # either.
+        await pilot.press("tab", "tab", "tab", "tab", "q")
         assert app.is_running and app.screen is compose
         await pilot.press("escape")
         await wait_for(pilot, lambda: isinstance(app.screen, DashboardScreen))
@@ -146,8 +148,9 @@ async def test_compose_picks_the_sandbox_by_keyboard(server_factory: ServerFacto
         await pilot.press("n")
         await wait_for(pilot, lambda: isinstance(app.screen, ComposeScreen))
         await type_text(pilot, "look only")
-        # prompt -> workdir -> sandbox; open it, move to read-only (the first), choose it.
-        await pilot.press("tab", "tab", "enter", "up", "enter")
+        # prompt -> workdir -> repo -> ref -> sandbox; open it, move to read-only (the first),
+        # choose it.
+        await pilot.press("tab", "tab", "tab", "tab", "enter", "up", "enter")
         await pilot.press("ctrl+s")
         await wait_for(pilot, lambda: isinstance(app.screen, DashboardScreen))
         [task] = (await client.list_tasks()).items
@@ -162,8 +165,9 @@ async def test_compose_picks_the_approval_policy_and_runtime_by_keyboard(
         await pilot.press("n")
         await wait_for(pilot, lambda: isinstance(app.screen, ComposeScreen))
         await type_text(pilot, "ask me first")
-        # prompt -> workdir -> sandbox -> model -> worker -> labels -> approval -> runtime
-        await pilot.press(*["tab"] * 6, "enter", "down", "enter")  # never -> on-request
+        # prompt -> workdir -> repo -> ref -> sandbox -> model -> worker -> labels -> approval
+        # -> runtime
+        await pilot.press(*["tab"] * 8, "enter", "down", "enter")  # never -> on-request
         await pilot.press("tab", "enter", "down", "enter")  # worker's default -> app-server
         await pilot.press("ctrl+s")
         await wait_for(pilot, lambda: isinstance(app.screen, DashboardScreen))

@@ -442,8 +442,9 @@ async def test_compose_routes_a_task_to_a_worker_and_labels(
             assert worker_input.placeholder == "any: gpu-box"
 
             await type_text(pilot, "train the model")
-            # Keyboard only: prompt -> workdir -> sandbox -> model -> worker -> labels.
-            await pilot.press("tab", "tab", "tab", "tab")
+            # Keyboard only: prompt -> workdir -> repo -> ref -> sandbox -> model -> worker ->
+            # labels.
+            await pilot.press(*["tab"] * 6)
             assert app.focused is worker_input
             await pilot.press("g", "p")
             await wait_for(pilot, lambda: worker_input._suggestion == "gpu-box", "a suggestion")
