@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from server_client.client import CodexTuiClient
+from server_client.client import CodexTuiClient, NotFoundError
 from server_client.models import Task, TaskStatus, WorkspaceState
 from tests.conftest import LiveServer, ServerFactory
 from tests.e2e.test_conversations import conversation_env, until_turn_ends
@@ -318,3 +318,63 @@ async def test_a_repository_url_is_cloned_when_the_policy_allows_it(
     assert done.base_commit == base and done.workspace_path is not None
     assert (Path(done.workspace_path) / ".git").is_dir()  # a clone, not a worktree
     assert [f.path for f in diff.files] == ["c.txt"]
+
+
+async def test_the_diff_is_live_while_the_turn_runs(
+    ws_server: LiveServer, mock_model: MockModel
+) -> None:
+    repo = ws_server.workdir / "repo"
+    make_repo(repo)
+    # The second command runs until the task is cancelled: the diff of the first must be
+    # at the server meanwhile.
+    mock_model.script(
+        [
+            call_shell("echo live > live.txt", yield_time_ms=YIELD_MS),
+            call_shell("sleep 600", yield_time_ms=YIELD_MS),
+            say("never"),
+        ]
+    )
+    async with ws_server.client() as client:
+        task = await client.create_task("live", repo=str(repo))
+
+        async def live_diff() -> bool:
+            try:
+                diff = await client.get_diff(task.id)
+            except NotFoundError:
+                return False
+            return [f.path for f in diff.files] == ["live.txt"]
+
+        await poll_async(live_diff, "a diff while the turn runs")
+        running = await client.get_task(task.id)
+        assert running.status is TaskStatus.RUNNING, ws_server.log()
+        assert not (await client.get_diff(task.id)).final
+        await client.cancel_task(task.id)
+        ended = await one_turn(client, task.id)
+    assert ended.status is TaskStatus.CANCELED
+    assert ended.diff_files == 1
+
+
+async def test_an_exec_task_runs_in_a_workspace_too(
+    server_factory: ServerFactory,
+    codex_bin: str,
+    codex_home: Path,
+    mock_model: MockModel,
+    tmp_path: Path,
+) -> None:
+    env = conversation_env(codex_home, tmp_path)
+    env["CODEX_TUI_WORKER_RUNTIME"] = "exec"
+    server = server_factory(codex_bin=codex_bin, fake_mode=None, extra_env=env)
+    repo = server.workdir / "repo"
+    base = make_repo(repo)
+    before = checkout_state(repo)
+    mock_model.script(
+        [apply_patch(PATCH), call_shell("rm gone.txt", yield_time_ms=YIELD_MS), say("done")]
+    )
+    async with server.client() as client:
+        task = await client.create_task("exec it", repo=str(repo), runtime="exec")
+        done = await one_turn(client, task.id)
+        assert done.status is TaskStatus.COMPLETED, server.log()
+        diff = await client.get_diff(task.id)
+    assert done.base_commit == base and diff.final
+    assert sorted(f.path for f in diff.files) == ["added.txt", "gone.txt", "keep.txt"]
+    assert checkout_state(repo) == before

@@ -16,6 +16,7 @@ VERB_MODULES = (
     "codex_tui.cli.conversations",
     "codex_tui.cli.serve",
     "codex_tui.cli.admin",
+    "codex_tui.cli.review",
 )
 
 
