@@ -36,6 +36,7 @@ WORKER_FLAGS = {
     "pass_env": "--pass-env",
     "grace_s": "--cancel-grace",
     "runtime": "--runtime",
+    "workspace_root": "--workspace-root",
     "name": "--name",
     "labels": "--label",
     "server": "--server",
@@ -79,6 +80,11 @@ def worker_options(func: Callable[..., Any]) -> Callable[..., Any]:
             type=float,
             help="Seconds (0-60) between SIGINT and SIGKILL when a task is cancelled.  "
             f"[default: {DEFAULT_GRACE_S}]",
+        ),
+        click.option(
+            "--workspace-root",
+            help="Folder for the checkouts of tasks submitted with a repository "
+            "[default: the data folder's workspaces].",
         ),
         click.option(
             "--runtime",
@@ -225,6 +231,9 @@ def server(
             token="-",
             name="local",
             workdir_roots=list(settings.workdir_roots),
+            # The operator's repository policy holds for the worker beside the server too.
+            repo_url_schemes=list(settings.repo_url_schemes),
+            repo_url_hosts=list(settings.repo_url_hosts),
         )
         local_worker = LocalWorker(
             environ=lambda url, token: local.model_copy(

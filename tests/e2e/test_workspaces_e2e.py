@@ -303,8 +303,16 @@ async def test_a_repository_url_is_cloned_when_the_policy_allows_it(
     env = conversation_env(codex_home, tmp_path)
     schemes = '["https", "ssh", "file"]'
     env["CODEX_TUI_SERVER_REPO_URL_SCHEMES"] = schemes
-    env["CODEX_TUI_WORKER_REPO_URL_SCHEMES"] = schemes
     server = server_factory(codex_bin=codex_bin, fake_mode=None, extra_env=env)
+    # What the policy does not allow is refused at submit, naming the setting or the rule.
+    for url, named in (
+        ("http://example.com/repo.git", "CODEX_TUI_SERVER_REPO_URL_SCHEMES"),
+        ("ext::sh -c touch% /tmp/pwned", "git transport"),
+        ("https://user:hunter2@example.com/repo.git", "credentials"),
+    ):
+        refused = server.cli("submit", "--repo", url, "do it")
+        assert refused.returncode != 0 and named in refused.stderr, refused.stderr
+        assert "hunter2" not in refused.stderr + refused.stdout
     source = server.workdir / "source"
     base = make_repo(source)
     bare = server.workdir / "remote.git"
