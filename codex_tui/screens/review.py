@@ -33,7 +33,6 @@ from codex_tui.events.patch import (
     FileLines,
     FilePatch,
     LineKind,
-    ParsedPatch,
     file_lines,
     parse_patch,
 )
@@ -441,7 +440,6 @@ class ReviewScreen(Screen[None]):
         self._given = (diff, patch) if diff is not None else None
         self._diff: TaskDiff | None = None
         self._patch: bytes | None = None
-        self._parsed: ParsedPatch | None = None
         self._entries: list[FilePatch | FileChange] = []
         self._selected: int | None = None
         self._hunk: int | None = None
@@ -655,7 +653,7 @@ class ReviewScreen(Screen[None]):
         """Show ``diff`` and ``patch`` (parsed in a thread), keeping the file shown."""
         parsed = await asyncio.to_thread(parse_patch, patch) if patch is not None else None
         keep = self.selected_path
-        self._diff, self._patch, self._parsed = diff, patch, parsed
+        self._diff, self._patch = diff, patch
         self._loads += 1
         entries: list[FilePatch | FileChange] = (
             list(parsed.files) if parsed is not None else list(diff.files[:MAX_FILES])

@@ -136,19 +136,25 @@ class _Row:
     worker: str
     age: str
     canceling: bool
+    diff: tuple[int, int] | None = None
+    """Lines added and removed in the task's workspace, once its worker reported a diff."""
 
     def content(self) -> Content:
         status_word = (
             "canceling" if self.canceling else _STATUS_WORDS.get(self.status, self.status.value)
         )
+        counts = " · [$success]+$added[/] [$error]−$removed[/]" if self.diff is not None else ""
+        added, removed = self.diff if self.diff is not None else (0, 0)
         return Content.from_markup(
             f"[{_STATUS_VARIABLES[self.status]}]$icon[/] $prompt\n"
-            "[$foreground-muted]  $status · $worker · $age[/]",
+            f"[$foreground-muted]  $status · $worker · $age{counts}[/]",
             icon=status_icon(self.status),
             prompt=self.prompt,
             status=status_word,
             worker=self.worker,
             age=self.age,
+            added=str(added),
+            removed=str(removed),
         )
 
 
@@ -159,7 +165,8 @@ class TaskList(Widget, can_focus=False):
     first. Headers cannot be highlighted: the cursor skips them.
 
     Each task is a two-line row: status icon and prompt, then the status word, worker (or,
-    while a routed task is queued, its target: ``→ gpu-box``) and age.
+    while a routed task is queued, its target: ``→ gpu-box``), age and, once the worker
+    reported a diff of the task's workspace, its lines added and removed (``+12 −4``).
 
     A worker polls ``client.list_tasks()`` every ``poll_interval_s`` (and at once after
     :meth:`poll_now`); a row is redrawn only when what it shows changed. When a poll fails the
@@ -475,6 +482,11 @@ class TaskList(Widget, can_focus=False):
             worker=worker_text(task),
             age=format_age(task.created_at, now),
             canceling=task.cancel_requested and not task.status.is_terminal,
+            diff=(
+                (task.diff_added, task.diff_removed)
+                if task.diff_added is not None and task.diff_removed is not None
+                else None
+            ),
         )
 
     async def _poll_once(self) -> float | None:

@@ -1,6 +1,6 @@
 """Provides Pilot tests of the compose screen's repository and ref fields at 80×24: a task on a
 repository is submitted with ``repo`` and ``ref`` and without the workdir (greyed out while a
-repository is given), and a ref alone is refused inline."""
+repository is given), a ref alone is refused inline, and a real server keeps both."""
 
 from __future__ import annotations
 
@@ -14,10 +14,12 @@ from codex_tui.app import CodexTuiApp
 from codex_tui.screens.compose import ComposeScreen
 from codex_tui.screens.dashboard import DashboardScreen
 from server_client.models import ApprovalPolicy, Runtime, Sandbox, Task, TaskStatus
+from tests.conftest import ServerFactory
 from tests.support.tui_helpers import (
     SIZE,
     FrozenClock,
     dashboard_ready,
+    running_app,
     task_list,
     type_text,
     wait_for,
@@ -138,3 +140,19 @@ async def test_a_ref_without_a_repository_is_refused_inline() -> None:
         await wait_for(pilot, lambda: compose.error is not None, "the inline error")
         assert compose.error is not None and "fill in Repo" in compose.error
         assert client.submitted == [] and app.screen is compose
+
+
+async def test_a_real_server_keeps_the_repository_and_ref(server_factory: ServerFactory) -> None:
+    server = server_factory(local_worker=False)
+    async with server.client() as client, running_app(client, server) as (app, pilot):
+        compose = await open_compose(pilot, app)
+        await type_text(pilot, "work on the repository")
+        compose.query_one("#repo-input", Input).value = str(server.workdir)
+        compose.query_one("#ref-input", Input).value = "main"
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: isinstance(app.screen, DashboardScreen), "the dashboard")
+        tasks = task_list(app)
+        await wait_for(pilot, lambda: tasks.selected_task is not None, "the new task")
+        created = tasks.selected_task
+        assert created is not None
+        assert (created.repo, created.ref, created.workdir) == (str(server.workdir), "main", None)

@@ -1,10 +1,12 @@
 """Provides Pilot tests of the review screen at 80×24 (codex_tui.screens.review) on patches made
 by real git: moving by file and by hunk, binary files, export of the exact bytes, a branch made
 in a real repository, the messages when there is no diff, a too-large diff, a live task whose
-diff moves, and ``f`` on the dashboard; and its snapshot.
+diff moves, and ``f`` on the dashboard; its snapshot; and a task whose diff a real server
+keeps, reviewed from its row.
 
-The app is the real one; its client is the SDK's with the task, diff and patch calls answered
-from memory (:class:`ReviewClient`), so each test decides what the server holds.
+The app is the real one; but for the last test, its client is the SDK's with the task, diff
+and patch calls answered from memory (:class:`ReviewClient`), so each test decides what the
+server holds.
 """
 
 from __future__ import annotations
@@ -37,7 +39,18 @@ from server_client.models import (
     TaskPage,
     TaskStatus,
 )
-from tests.support.tui_helpers import SIZE, FrozenClock, dashboard_ready, task_list, wait_for
+from tests.conftest import ServerFactory
+from tests.server.test_conversations_api import owner
+from tests.server.test_review_cli import run_task
+from tests.support.tui_helpers import (
+    SIZE,
+    FrozenClock,
+    dashboard_ready,
+    row_texts,
+    running_app,
+    task_list,
+    wait_for,
+)
 
 SnapCompare = Callable[..., bool]
 
@@ -498,3 +511,50 @@ def test_review_screen_snapshot(snap_compare: SnapCompare, change: Change) -> No
         await pilot.press("right_square_bracket", "n", "n")
 
     assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+
+
+# -- on a real server ------------------------------------------------------------------------
+
+
+async def test_a_task_run_on_a_real_server_reviewed_from_its_row(
+    server_factory: ServerFactory, tmp_path: Path
+) -> None:
+    """The test is the worker (tests/server/test_review_cli.py): a real workspace, its diff
+    uploaded; the row shows the counts, ``f`` the files, and ``e`` writes the server's patch
+    byte for byte."""
+    server = server_factory(local_worker=False)
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "config", "user.email", "t@example.com")
+    git(repo, "config", "user.name", "t")
+    (repo / "keep.txt").write_text("one\ntwo\nthree\n")
+    (repo / "gone.txt").write_text("to be deleted\n")
+    (repo / "logo.bin").write_bytes(BINARY)
+    git(repo, "add", "--all")
+    git(repo, "commit", "-q", "-m", "first")
+    async with owner(server) as alice:
+        ran = await run_task(server, alice, repo)
+    target = tmp_path / "task.patch"
+    async with server.client() as client, running_app(client, server) as (app, pilot):
+        tasks = task_list(app)
+        await wait_for(pilot, lambda: tasks.selected_task is not None, "the task")
+        row = row_texts(tasks)[0]
+        assert row.endswith("· +3 −2"), row
+        await pilot.press("f")
+        await wait_for(pilot, lambda: isinstance(app.screen, ReviewScreen), "the review")
+        screen = app.screen
+        assert isinstance(screen, ReviewScreen)
+        await wait_for(pilot, lambda: screen.loads == 1, "the diff")
+        assert screen.patch == ran.patch
+        paths = [f.path for f in screen.files]
+        assert paths[:4] == ["evil\x1b]0;pwned\x07.txt", "gone.txt", "keep.txt", "logo.bin"]
+        shown = [str(screen.file_list.get_option_at_index(i).prompt) for i in range(len(paths))]
+        assert "evil␛]0;pwned␇.txt" in shown[0] and "\x1b" not in "".join(shown)
+        assert f"base {ran.workspace.base_commit[:7]} · 5 files +3 −2" in header(screen)
+        await pilot.press("e")
+        await wait_for(pilot, lambda: isinstance(app.screen, AskModal), "the question")
+        app.screen.query_one(Input).value = str(target)
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: screen.outcome is not None, "the export")
+    assert target.read_bytes() == ran.patch
