@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from rich.console import Group, RenderableType
+from rich.cells import cell_len
+from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
 from rich.text import Text
 
 from codex_tui.events.markdown import render_markdown
@@ -590,6 +591,30 @@ def _render_todo(item: codex.TodoList, palette: Palette) -> RenderableType:
     return Group(*parts)
 
 
+class PathLine:
+    """One line ``prefix`` + ``path`` that keeps the path's end when the width is short: the
+    start gives way to ``…`` (a file's name says more than the folders above it, and codex
+    names files by absolute path, often deep in a workspace)."""
+
+    def __init__(self, prefix: str, prefix_style: str, path: str) -> None:
+        self.prefix = prefix
+        self.prefix_style = prefix_style
+        self.path = path
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        """The line, its path cut at the start to ``options.max_width`` cells."""
+        room = options.max_width - cell_len(self.prefix)
+        path = self.path
+        if room >= 2 and cell_len(path) > room:
+            while path and cell_len(path) > room - 1:
+                path = path[1:]
+            path = "…" + path
+        line = Text(no_wrap=True, overflow="ellipsis")
+        line.append(self.prefix, style=self.prefix_style)
+        line.append(path)
+        yield line
+
+
 def _render_file_change(item: codex.FileChange, palette: Palette) -> RenderableType:
     title = Text("files changed", style=f"bold {palette.primary}")
     status = item.status
@@ -601,10 +626,9 @@ def _render_file_change(item: codex.FileChange, palette: Palette) -> RenderableT
     kind_styles = {"A": palette.success, "D": palette.error, "M": palette.warning}
     for change in item.changes[:200]:
         letter = _FILE_KINDS.get(change.kind, "?")
-        line = Text(no_wrap=True, overflow="ellipsis")
-        line.append(f"  {letter} ", style=f"bold {kind_styles.get(letter, '')}")
-        line.append(shown_line(change.path))
-        parts.append(line)
+        parts.append(
+            PathLine(f"  {letter} ", f"bold {kind_styles.get(letter, '')}", shown_line(change.path))
+        )
     if len(item.changes) > 200:
         parts.append(Text(f"  … {len(item.changes) - 200} more", style=palette.muted))
     return Group(*parts)

@@ -253,6 +253,19 @@ def test_file_change_lists_paths_with_kinds() -> None:
     assert "M /srv/app/main.py" in text
 
 
+def test_a_long_file_path_keeps_its_end_on_a_narrow_pane() -> None:
+    deep = "/home/me/.local/share/codex-tui/workspaces/21b50aef4c78/src/pkg/module.py"
+    data = {
+        "type": "item.completed",
+        "item": {"id": "i", "type": "file_change", "changes": [{"path": deep, "kind": "add"}]},
+    }
+    narrow = show(data, width=40).splitlines()
+    (line,) = [row for row in narrow if "module.py" in row]
+    assert line.rstrip().endswith("src/pkg/module.py") and "  A …" in line
+    assert len(line.rstrip()) <= 40
+    assert f"A {deep}" in show(data, width=120)  # whole when it fits
+
+
 def test_todo_list_checklist() -> None:
     text = show(
         {
