@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import ClassVar, Literal
@@ -82,7 +83,8 @@ def _counts(added: int | None, removed: int | None) -> str:
 
 
 def _file_prompt(file: FilePatch | FileChange) -> Content:
-    """Two lines of the file list: kind letter and name, then counts and folder."""
+    """Two lines of the file list: kind letter and name, then counts and folder (assembled,
+    not parsed from markup: a patch can list thousands of files)."""
     if isinstance(file, FilePatch):
         letter, variable = _MARKERS[file.change]
         if file.binary:
@@ -101,12 +103,40 @@ def _file_prompt(file: FilePatch | FileChange) -> Content:
         counts = _counts(file.added, file.removed)
     folder, _, name = file.path.rpartition("/")
     detail = f"{counts} · {folder}" if folder else counts
-    return Content.from_markup(
-        f"[{variable}]$letter[/] [b]$name[/b]\n[$foreground-muted]  $detail[/]",
-        letter=letter,
-        name=shown_line(name, 200),
-        detail=shown_line(detail, 200),
+    return Content.assemble(
+        (letter, variable),
+        " ",
+        (shown_line(name, 200), "bold"),
+        "\n",
+        (f"  {shown_line(detail, 200)}", "$foreground-muted"),
     )
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """A diff made ready to show, off the event loop: its files and their list options."""
+
+    entries: list[FilePatch | FileChange]
+    options: list[Option]
+    more: int
+
+
+def _prepare(diff: TaskDiff, patch: bytes | None) -> _Prepared:
+    """Parse ``patch`` (else take ``diff``'s counts) and build the file list's options: a
+    patch of thousands of files costs a second or more, so this runs in a thread."""
+    entries: list[FilePatch | FileChange]
+    if patch is not None:
+        parsed = parse_patch(patch)
+        entries, more = list(parsed.files), parsed.more_files
+    else:
+        entries = list(diff.files[:MAX_FILES])
+        more = len(diff.files) - len(entries)
+    options = [Option(_file_prompt(entry)) for entry in entries]
+    if more > 0:
+        options.append(
+            Option(f"… {more:,} more files (export the patch to see them)", disabled=True)
+        )
+    return _Prepared(entries, options, more)
 
 
 class DiffView(ScrollView, can_focus=True):
@@ -651,14 +681,11 @@ class ReviewScreen(Screen[None]):
 
     async def _take(self, diff: TaskDiff, patch: bytes | None) -> None:
         """Show ``diff`` and ``patch`` (parsed in a thread), keeping the file shown."""
-        parsed = await asyncio.to_thread(parse_patch, patch) if patch is not None else None
+        prepared = await asyncio.to_thread(_prepare, diff, patch)
         keep = self.selected_path
         self._diff, self._patch = diff, patch
         self._loads += 1
-        entries: list[FilePatch | FileChange] = (
-            list(parsed.files) if parsed is not None else list(diff.files[:MAX_FILES])
-        )
-        self._entries = entries
+        entries = self._entries = prepared.entries
         self._show_header()
         if not entries:
             self._show_message(
@@ -667,12 +694,7 @@ class ReviewScreen(Screen[None]):
             )
             return
         self._show_message(None)
-        more = (parsed.more_files if parsed is not None else len(diff.files) - len(entries)) or 0
-        options = [Option(_file_prompt(entry)) for entry in entries]
-        if more > 0:
-            options.append(
-                Option(f"… {more:,} more files (export the patch to see them)", disabled=True)
-            )
+        options, more = prepared.options, prepared.more
         files = self.file_list
         files.set_options(options)
         files.border_subtitle = f"{len(entries) + more:,}"
