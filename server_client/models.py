@@ -780,8 +780,19 @@ class DiffUpload(_Model):
     lease_id: str = Field(min_length=1, max_length=64)
     base_commit: str = Field(pattern=r"^[0-9a-f]{40}([0-9a-f]{24})?$")
     files: list[FileChange] = Field(default_factory=list, max_length=100_000)
-    patch: Base64Bytes = Field(default=b"", max_length=MAX_PATCH_BYTES)
+    patch: Base64Bytes = b""
     truncated: bool = False
+
+    @field_validator("patch")
+    @classmethod
+    def _patch_fits(cls, value: bytes) -> bytes:
+        # After decoding: a length limit on the field would apply to the base64 text.
+        if len(value) > MAX_PATCH_BYTES:
+            raise ValueError(
+                f"the patch is {len(value)} bytes, over {MAX_PATCH_BYTES}: send the counts "
+                "with truncated set instead"
+            )
+        return value
 
 
 class TaskDiff(_Model):

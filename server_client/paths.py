@@ -66,7 +66,7 @@ def is_within(path: str, root: str) -> bool:
     return path == root or path.startswith(root if root == os.sep else root + os.sep)
 
 
-def check_workdir_lexically(workdir: str, roots: list[str]) -> str:
+def check_workdir_lexically(workdir: str, roots: list[str], *, label: str = "workdir") -> str:
     """Normalise an absolute workdir and check it lies inside one of ``roots``, by text only.
 
     The server uses this at submit time: it cannot see the worker's filesystem, so the real
@@ -76,17 +76,18 @@ def check_workdir_lexically(workdir: str, roots: list[str]) -> str:
         The normalised path.
 
     Raises:
-        WorkdirError: not absolute, or outside every root.
+        WorkdirError: not absolute, or outside every root (the message calls the path
+            ``label``: ``workdir``, or ``repo`` for a task's repository).
     """
     if not os.path.isabs(workdir):
-        raise WorkdirError(f"workdir must be an absolute path, got {workdir!r}")
+        raise WorkdirError(f"{label} must be an absolute path, got {workdir!r}")
     normal = os.path.normpath(workdir)
     if not any(is_within(normal, os.path.normpath(root)) for root in roots):
-        raise WorkdirError(f"workdir {normal} is outside the allowed roots: {', '.join(roots)}")
+        raise WorkdirError(f"{label} {normal} is outside the allowed roots: {', '.join(roots)}")
     return normal
 
 
-def resolve_workdir(workdir: str | None, roots: list[str]) -> str:
+def resolve_workdir(workdir: str | None, roots: list[str], *, label: str = "workdir") -> str:
     """Resolve a workdir on this machine: real path (symlinks followed) inside a real root.
 
     Args:
@@ -103,14 +104,14 @@ def resolve_workdir(workdir: str | None, roots: list[str]) -> str:
         raise WorkdirError("no workdir roots are configured")
     target = workdir if workdir is not None else roots[0]
     if not os.path.isabs(target):
-        raise WorkdirError(f"workdir must be an absolute path, got {target!r}")
+        raise WorkdirError(f"{label} must be an absolute path, got {target!r}")
     real = os.path.realpath(target)
     if not os.path.isdir(real):
-        raise WorkdirError(f"workdir {target} does not exist or is not a directory")
+        raise WorkdirError(f"{label} {target} does not exist or is not a directory")
     real_roots = [os.path.realpath(root) for root in roots]
     if not any(is_within(real, root) for root in real_roots):
         raise WorkdirError(
-            f"workdir {target} resolves to {real}, outside the allowed roots: "
+            f"{label} {target} resolves to {real}, outside the allowed roots: "
             + ", ".join(real_roots)
         )
     return real

@@ -254,7 +254,7 @@ async def create_worktree(
     """
     _check_name(name)
     try:
-        real = resolve_workdir(repo, roots)
+        real = resolve_workdir(repo, roots, label="repository")
     except WorkdirError as exc:
         raise WorkspaceError(str(exc)) from None
     try:

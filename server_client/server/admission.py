@@ -179,7 +179,7 @@ async def admit(
         roots += [r for r in await store.workdir_roots(user) if r not in roots]
     try:
         if body.repo is not None:
-            return None, check_workdir_lexically(body.repo, roots)
+            return None, check_workdir_lexically(body.repo, roots, label="repo")
         return check_workdir_lexically(body.workdir or "", roots), None
     except WorkdirError as exc:
         raise HTTPException(400, str(exc)) from exc

@@ -57,8 +57,12 @@ async def get_patch(task_id: TaskIdPath, user: CurrentUser, store: StoreDep) -> 
     patch = await store.get_patch(user, task_id)
     return Response(
         content=patch,
-        media_type=PATCH_MEDIA_TYPE,
-        headers={"Content-Disposition": f'attachment; filename="{task_id}.patch"'},
+        # Set as a header: Starlette would add "charset=utf-8" to a text/* media type, and a
+        # patch is bytes (binary files, other encodings).
+        headers={
+            "Content-Type": PATCH_MEDIA_TYPE,
+            "Content-Disposition": f'attachment; filename="{task_id}.patch"',
+        },
     )
 
 

@@ -301,7 +301,7 @@ async def test_submit_stores_repo_and_ref_and_refuses_what_cannot_go_together(
         assert outside.status_code == 400, outside.text
         roots = str(server.workdir.parent)  # the server's --workdir-root
         assert "/etc/elsewhere" in detail(outside) and roots in detail(outside)
-        assert "outside the allowed roots" in detail(outside)
+        assert detail(outside).startswith("repo /etc/elsewhere is outside the allowed roots")
 
 
 #: (repo URL, expected status, words of the detail) with the default settings.
@@ -490,6 +490,11 @@ async def test_the_diff_and_the_patch_round_trip_byte_for_byte(any_db_server: Li
         assert "patch" in detail(refused)
         assert await r.client.get_patch(task_id) == PATCH2
         assert (await r.client.get_diff(task_id)).files == PATCH2_FILES
+        # The limit is on the patch's bytes, not on its base64 text (a third longer).
+        largest = b"\xff" * MAX_PATCH_BYTES
+        await r.upload(claim, largest, [FileChange(path="huge.bin")])
+        assert await r.client.get_patch(task_id) == largest
+        assert patch.headers["content-type"] == "text/x-diff", "no charset: a patch is bytes"
 
         # A diff too large to keep: its counts only; the patch route says where to read it.
         huge = [FileChange(path="data.csv", added=900_000, removed=2), FileChange(path="b.bin")]
@@ -514,6 +519,25 @@ async def test_the_diff_and_the_patch_round_trip_byte_for_byte(any_db_server: Li
             await r.upload(claim, PATCH2, PATCH2_FILES)
         assert after_end.value.status == 409
         assert await r.client.get_patch(task_id) == PATCH, "an ended task's diff is final"
+        # A late workspace report must not bring back a workspace whose removal was asked.
+        assert (await r.client.remove_workspace(task_id)).workspace_state is (
+            WorkspaceState.REMOVING
+        )
+        with pytest.raises(ApiError) as late_report:
+            await r.report(claim)
+        assert late_report.value.status == 409
+        assert (await r.client.get_task(task_id)).workspace_state is WorkspaceState.REMOVING
+
+        # A turn that ended idle keeps its final diff too: the lease's reports end with it.
+        turn = await r.start(repo_in(server))
+        await r.report(turn)
+        await r.upload(turn, PATCH, PATCH_FILES)
+        assert (await r.end(turn, TaskStatus.IDLE)).status is TaskStatus.IDLE
+        for late in (r.upload(turn, PATCH2, PATCH2_FILES), r.report(turn)):
+            with pytest.raises(ApiError) as after_idle:
+                await late
+            assert after_idle.value.status == 409
+        assert await r.client.get_patch(turn.task.id) == PATCH
 
         plain = await r.start(None)
         for path in (f"/api/tasks/{plain.task.id}/diff", f"/api/tasks/{plain.task.id}/patch"):

@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import Connection, Row, delete, insert, select, update
 
 from server_client.models import (
+    ACTIVE_STATUSES,
     TERMINAL_STATUSES,
     DiffUpload,
     FileChange,
@@ -39,6 +40,10 @@ from server_client.server.store.tasks import reread, task_from_row
 #: The states in which a task's workspace may be removed: it ended, or its conversation is
 #: idle (no turn runs in the workspace; a later reply then fails with the reason).
 _REMOVABLE = {*(s.value for s in TERMINAL_STATUSES), TaskStatus.IDLE.value}
+
+#: The states in which a turn runs under the worker's lease: its workspace and diff reports
+#: are taken only then (a late one must not undo a removal or change a turn's final diff).
+_TURN_RUNNING = [s.value for s in ACTIVE_STATUSES]
 
 #: Workspaces listed by ``GET /api/workspaces`` at most.
 MAX_LISTED = 1000
@@ -74,14 +79,17 @@ class WorkspaceStore(BaseStore):
 
         Raises:
             NotFound: no such task for this owner. LeaseLost: the worker does not hold the
-            task's lease. Invalid: the task has no repository, or a workspace at another base
-            commit (a task keeps the base it started from).
+            task's lease, or no turn runs (the task ended or is idle). Invalid: the task has
+            no repository, or a workspace at another base commit (a task keeps the base it
+            started from).
         """
         now = utcnow()
         lock = self._lock_rows
 
         def work(conn: Connection) -> Task:
             row = leased_row(conn, owner.id, worker_id, task_id, body.lease_id, lock=lock)
+            if row.status not in _TURN_RUNNING:
+                raise LeaseLost(f"task {task_id} is {row.status}: no turn runs under this lease")
             if row.repo is None:
                 raise Invalid(f"task {task_id} has no repository, so no workspace")
             if row.base_commit is not None and row.base_commit != body.base_commit:
@@ -117,8 +125,8 @@ class WorkspaceStore(BaseStore):
 
         Raises:
             NotFound: no such task for this owner. LeaseLost: the worker does not hold the
-            task's lease, or the task ended. Invalid: the task has no workspace, or one at
-            another base commit.
+            task's lease, or no turn runs (the task ended or is idle). Invalid: the task
+            has no workspace, or one at another base commit.
         """
         now = utcnow()
         lock = self._lock_rows
@@ -129,8 +137,8 @@ class WorkspaceStore(BaseStore):
 
         def work(conn: Connection) -> Task:
             row = leased_row(conn, owner.id, worker_id, task_id, body.lease_id, lock=lock)
-            if TaskStatus(row.status).is_terminal:
-                raise LeaseLost(f"task {task_id} already ended {row.status}")
+            if row.status not in _TURN_RUNNING:
+                raise LeaseLost(f"task {task_id} is {row.status}: its turn ended with the lease")
             if row.base_commit is None:
                 raise Invalid(f"task {task_id} has no workspace yet (report it first)")
             if row.base_commit != body.base_commit:
