@@ -15,9 +15,11 @@ from typing import ClassVar, Literal
 import httpx
 from rich.segment import Segment
 from rich.style import Style
+from rich.syntax import Syntax
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
+from textual.color import Color
 from textual.containers import Horizontal, Vertical
 from textual.content import Content
 from textual.geometry import Size
@@ -139,6 +141,10 @@ def _prepare(diff: TaskDiff, patch: bytes | None) -> _Prepared:
     return _Prepared(entries, options, more)
 
 
+#: Line kinds whose text is a ``+``/``-``/`` `` marker and a line of the file's code.
+_CODE_KINDS: frozenset[LineKind] = frozenset({"added", "removed", "context"})
+
+
 class DiffView(ScrollView, can_focus=True):
     """One file's diff, drawn a line at a time (only what is on screen is rendered), coloured
     by line kind from the app's theme: added and removed lines, hunk headers (the current
@@ -166,6 +172,11 @@ class DiffView(ScrollView, can_focus=True):
         self._hunk_starts: tuple[int, ...] = ()
         self._current: int | None = None
         self._styles: dict[LineKind, Style] = {}
+        self._tints: dict[LineKind, Style] = {}
+        #: Highlights the code of the shown file's lines (None: no lexer for its name).
+        self._syntax: Syntax | None = None
+        #: Highlighted lines by index, made as they are first drawn (at most the shown lines).
+        self._highlighted: dict[int, list[Segment]] = {}
 
     def on_mount(self) -> None:
         """Take the colours from the theme, now and when it changes."""
@@ -187,12 +198,15 @@ class DiffView(ScrollView, can_focus=True):
         """The line of the hunk header marked current, if any."""
         return self._current
 
-    def show(self, shown: FileLines, *, keep_scroll: bool = False) -> None:
+    def show(self, shown: FileLines, *, keep_scroll: bool = False, path: str | None = None) -> None:
         """Show ``shown`` from its top (``keep_scroll``: where the view was, as far as the
-        new lines reach)."""
+        new lines reach). The code of its lines is highlighted in the language ``path``'s
+        name says (Pygments' lexer for it; none for an unknown name)."""
         self._lines = shown.lines
         self._hunk_starts = shown.hunk_starts
         self._current = None
+        self._syntax = self._syntax_for(path)
+        self._highlighted = {}
         self.virtual_size = Size(shown.width, len(shown.lines))
         if not keep_scroll:
             self.scroll_to(0, 0, animate=False, immediate=True)
@@ -217,11 +231,47 @@ class DiffView(ScrollView, can_focus=True):
         if not 0 <= index < len(self._lines):
             return Strip.blank(width, base)
         line = self._lines[index]
+        if self._syntax is not None and line.kind in _CODE_KINDS and line.text:
+            segments = self._highlighted.get(index)
+            if segments is None:
+                segments = self._highlighted[index] = self._highlight(line)
+            return Strip(segments).crop_extend(scroll_x, scroll_x + width, base)
         style = base + self._styles.get(line.kind, Style())
         if index == self._current:
             style += Style(reverse=True)
         strip = Strip([Segment(line.text, style)])
         return strip.crop_extend(scroll_x, scroll_x + width, base)
+
+    def _syntax_for(self, path: str | None) -> Syntax | None:
+        """A highlighter for the language of ``path``'s name (Pygments' lexer for it, through
+        Rich), in a theme for the app's (light or dark); None for plain text or a name no
+        lexer claims."""
+        if not path:
+            return None
+        lexer = Syntax.guess_lexer(os.path.basename(path))
+        if lexer in ("default", "text"):
+            return None
+        return Syntax("", lexer, theme="monokai" if self.app.current_theme.dark else "friendly")
+
+    def _highlight(self, line: DiffLine) -> list[Segment]:
+        """``line`` drawn with its code highlighted (one line at a time, so a construct that
+        spans lines may colour less than in an editor) on its kind's tint; the ``+``/``-``
+        marker keeps its kind's colour."""
+        assert self._syntax is not None
+        base = self.rich_style + self._tints.get(line.kind, Style())
+        marker, code = line.text[:1], line.text[1:]
+        text = self._syntax.highlight(code)
+        text.rstrip_end(len(code))
+        segments = [Segment(marker, base + self._styles.get(line.kind, Style()))]
+        for segment in text.render(self.app.console):
+            if segment.text in ("\n", ""):
+                continue
+            token = segment.style or Style()
+            # The token's colour and emphasis only: the syntax theme's background would hide
+            # the line's tint.
+            style = Style(color=token.color, bold=token.bold, italic=token.italic)
+            segments.append(Segment(segment.text, base + style))
+        return segments
 
     def _theme_changed(self, _theme: object = None) -> None:
         palette = Palette.from_theme_variables(self.app.theme_variables)
@@ -234,6 +284,23 @@ class DiffView(ScrollView, can_focus=True):
             "note": Style.parse(palette.muted) + Style(italic=True),
             "binary": Style.parse(palette.warning) + Style(bold=True),
         }
+        surface = Color.parse(self.app.theme_variables.get("surface", "#000000"))
+        tinted: tuple[tuple[LineKind, str], ...] = (
+            ("added", palette.success),
+            ("removed", palette.error),
+        )
+        self._tints = {
+            kind: Style(bgcolor=surface.blend(Color.parse(colour), 0.22).rich_color)
+            for kind, colour in tinted
+            if colour.startswith("#")
+        }
+        self._highlighted = {}
+        if self._syntax is not None and self._syntax.lexer is not None:
+            self._syntax = Syntax(
+                "",
+                self._syntax.lexer,
+                theme="monokai" if self.app.current_theme.dark else "friendly",
+            )
         self.refresh()
 
 
@@ -856,7 +923,7 @@ class ReviewScreen(Screen[None]):
     ) -> None:
         view = self.diff_view
         view.border_subtitle = _hunk_word(len(shown.hunk_starts))
-        view.show(shown, keep_scroll=keep_scroll)
+        view.show(shown, keep_scroll=keep_scroll, path=self.selected_path)
         if then == "first" and shown.hunk_starts:
             self._go_to_hunk(0)
         elif then == "last" and shown.hunk_starts:

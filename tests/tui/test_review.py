@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from rich.segment import Segment
 from textual.pilot import Pilot
 from textual.widgets import Input
 
@@ -292,6 +293,37 @@ async def test_files_and_header_then_next_and_previous_file(change: Change) -> N
         assert screen.selected_path == "new file.txt"
         await pilot.press("escape")
         await wait_for(pilot, lambda: isinstance(app.screen, DashboardScreen), "the dashboard")
+
+
+def drawn(screen: ReviewScreen, kind: str) -> list[Segment]:
+    """The segments the diff view draws for its first line of ``kind``, scrolled into view."""
+    view = screen.diff_view
+    index = [line.kind for line in view.lines].index(kind)
+    view.scroll_to(y=index, animate=False, immediate=True)
+    return list(view.render_line(index - round(view.scroll_y)))
+
+
+async def test_code_is_highlighted_in_its_language_on_the_lines_tint(change: Change) -> None:
+    client, task = reviewing(change)
+    app = make_app(client)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_review(pilot, app, task)
+        await pilot.press("right_square_bracket")
+        assert screen.selected_path == "keep.py"
+        added = drawn(screen, "added")  # "+changed 10": a name and a number in Python
+        assert "".join(s.text for s in added).startswith("+changed 10")
+        code = [s for s in added[1:] if s.text.strip()]
+        assert len({s.style.color for s in code if s.style}) >= 2, "tokens differ in colour"
+        tints = {s.style.bgcolor for s in code if s.style}
+        assert len(tints) == 1 and None not in tints
+        context = [s for s in drawn(screen, "context") if s.text.strip()]
+        assert {s.style.bgcolor for s in context if s.style} != tints, "only changes are tinted"
+        removed = [s for s in drawn(screen, "removed")[1:] if s.text.strip()]
+        assert {s.style.bgcolor for s in removed if s.style} not in ({None}, tints)
+        # A plain text file is not highlighted: its line is one run of its kind's colour.
+        await pilot.press("right_square_bracket", "right_square_bracket")
+        assert screen.selected_path == "new file.txt"
+        assert [s.text for s in drawn(screen, "added") if s.text.strip()] == ["+hello"]
 
 
 async def test_hunk_keys_scroll_each_hunk_to_the_top_and_cross_files(change: Change) -> None:
