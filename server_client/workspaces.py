@@ -1,5 +1,5 @@
 """Provides a task's own git checkout (its workspace) and the complete diff of what changed in
-it, with git's command line (docs/reliability.md W1–W3; the git facts behind it are in
+it, with git's command line (docs/reliability.md W1–W5; the git facts behind it are in
 docs/codex-facts.md, "Git workspaces").
 
 A workspace of a local repository is a ``git worktree add --detach`` of it at the requested
@@ -121,7 +121,7 @@ class Workspace:
 
 @dataclass(frozen=True)
 class RemotePolicy:
-    """Which remote repositories a worker may clone (docs/reliability.md W4).
+    """Which remote repositories a worker may clone (docs/reliability.md W5).
 
     Attributes:
         schemes: URL schemes allowed (``https``, ``ssh``, ``git``, ``http``); an scp-like

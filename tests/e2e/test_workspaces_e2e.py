@@ -1,6 +1,6 @@
 """Workspaces end to end with the real codex 0.169.0 (``codex app-server``) against
 tests/fakes/mock_model_server.py, real git and `codex-tui server` on loopback
-(docs/reliability.md W1–W4): a task on a repository runs in a checkout of its own, its diff
+(docs/reliability.md W1–W5): a task on a repository runs in a checkout of its own, its diff
 holds what codex changed by ``apply_patch`` and by the shell (binary files and deletions
 included) and round-trips through ``codex-tui diff`` + ``git apply`` byte for byte, two
 tasks on one repository stay apart, a reply's turn sees the first turn's changes, the user's
