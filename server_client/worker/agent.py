@@ -680,6 +680,7 @@ class WorkerAgent:
         assert self.worker_id is not None
         worker_id = self.worker_id
         while True:
+            self._sync_now.clear()  # a change from now on asks for the next sync
             try:
                 async with self._workspace_lock:
                     held = await self.workspaces.held()
@@ -688,6 +689,9 @@ class WorkerAgent:
                     )
             except _SYNC_ERRORS as exc:
                 log.warning("workspace sync failed (%s); retrying later", exc)
+                orders = WorkspaceOrders()
+            except Exception:  # the loop must live on: the next sync may do better
+                log.exception("workspace sync failed")
                 orders = WorkspaceOrders()
             removed = 0
             for task_id in orders.remove:
@@ -700,7 +704,6 @@ class WorkerAgent:
                     log.warning("task %s: workspace not removed: %s", task_id, exc)
             if removed:
                 continue  # report them gone at once
-            self._sync_now.clear()
             try:
                 await asyncio.wait_for(self._sync_now.wait(), self.config.workspace_sync_s)
             except TimeoutError:

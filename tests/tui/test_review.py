@@ -298,7 +298,7 @@ async def test_files_and_header_then_next_and_previous_file(change: Change) -> N
 def drawn(screen: ReviewScreen, kind: str) -> list[Segment]:
     """The segments the diff view draws for its first line of ``kind``, scrolled into view."""
     view = screen.diff_view
-    index = [line.kind for line in view.lines].index(kind)
+    index = [str(line.kind) for line in view.lines].index(kind)
     view.scroll_to(y=index, animate=False, immediate=True)
     return list(view.render_line(index - round(view.scroll_y)))
 
