@@ -87,16 +87,11 @@ class WorkspaceStore(BaseStore):
         lock = self._lock_rows
 
         def work(conn: Connection) -> Task:
-            row = leased_row(conn, owner.id, worker_id, task_id, body.lease_id, lock=lock)
-            if row.status not in _TURN_RUNNING:
-                raise LeaseLost(f"task {task_id} is {row.status}: no turn runs under this lease")
+            row = _turn_row(conn, owner, worker_id, task_id, body.lease_id, lock=lock)
             if row.repo is None:
                 raise Invalid(f"task {task_id} has no repository, so no workspace")
-            if row.base_commit is not None and row.base_commit != body.base_commit:
-                raise Invalid(
-                    f"task {task_id}'s workspace started at {row.base_commit}, "
-                    f"not {body.base_commit}"
-                )
+            if row.base_commit is not None:
+                _same_base(row, body.base_commit)
             conn.execute(
                 update(tasks)
                 .where(tasks.c.pk == row.pk)
@@ -136,16 +131,10 @@ class WorkspaceStore(BaseStore):
         patch = b"" if body.truncated else body.patch
 
         def work(conn: Connection) -> Task:
-            row = leased_row(conn, owner.id, worker_id, task_id, body.lease_id, lock=lock)
-            if row.status not in _TURN_RUNNING:
-                raise LeaseLost(f"task {task_id} is {row.status}: its turn ended with the lease")
+            row = _turn_row(conn, owner, worker_id, task_id, body.lease_id, lock=lock)
             if row.base_commit is None:
                 raise Invalid(f"task {task_id} has no workspace yet (report it first)")
-            if row.base_commit != body.base_commit:
-                raise Invalid(
-                    f"task {task_id}'s workspace started at {row.base_commit}, "
-                    f"not {body.base_commit}"
-                )
+            _same_base(row, body.base_commit)
             conn.execute(delete(task_diffs).where(task_diffs.c.task_pk == row.pk))
             conn.execute(
                 insert(task_diffs).values(
@@ -377,6 +366,27 @@ class WorkspaceStore(BaseStore):
             return orders, gone
 
         return await self._txn(work)
+
+
+def _turn_row(
+    conn: Connection, owner: User, worker_id: str, task_id: str, lease_id: str, *, lock: bool
+) -> Row[Any]:
+    """The task's row when ``worker_id`` holds it under ``lease_id`` and a turn runs.
+
+    Raises:
+        NotFound: no such task for this owner. LeaseLost: another lease, or no turn runs
+        (the task ended, or its turn ended idle: the lease's reports end with it).
+    """
+    row = leased_row(conn, owner.id, worker_id, task_id, lease_id, lock=lock)
+    if row.status not in _TURN_RUNNING:
+        raise LeaseLost(f"task {task_id} is {row.status}: no turn runs under this lease")
+    return row
+
+
+def _same_base(row: Row[Any], base_commit: str) -> None:
+    """Raise Invalid unless the task's workspace started at ``base_commit``."""
+    if row.base_commit != base_commit:
+        raise Invalid(f"task {row.id}'s workspace started at {row.base_commit}, not {base_commit}")
 
 
 def _no_diff(row: Row[Any]) -> str:
