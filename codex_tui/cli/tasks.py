@@ -177,7 +177,13 @@ def pair(ctx: click.Context, server: str | None, token: str | None, as_json: boo
 @click.option(
     "--follow", "-f", is_flag=True, help="Stream the events until the task or its turn ends."
 )
-@click.option("--json", "as_json", is_flag=True, help="With --follow: one JSON event per line.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print the task as JSON; with --follow, only the events, one JSON envelope per line "
+    "(the task id goes to stderr).",
+)
 @click.argument("prompt")
 @click.pass_context
 def submit(
@@ -197,7 +203,8 @@ def submit(
     as_json: bool,
     prompt: str,
 ) -> None:
-    """Submit PROMPT (`-` reads it from stdin); prints the task id alone on stdout. With
+    """Submit PROMPT (`-` reads it from stdin); prints the task id alone on stdout (with
+    --json the task as JSON; with --follow --json only the events, the id on stderr). With
     --follow, exits 0 when it completed or its turn ended (idle: `codex-tui reply` goes on).
     With --repo it runs in a checkout of its own: see `codex-tui diff`, `apply`, `branch`."""
     if prompt == "-":
@@ -230,13 +237,23 @@ def submit(
             approval_policy=approval_policy,
             runtime=runtime,
         )
-        click.echo(task.id)
-        sys.stdout.flush()
+        _announce(task, follow=follow, as_json=as_json)
         if not follow:
             return 0
         return await follow_turn(client, task.id, 0, as_json)
 
     raise SystemExit(run_client(conn, work))
+
+
+def _announce(task: Task, *, follow: bool, as_json: bool) -> None:
+    """Say which task was made, keeping stdout one format: plain, the id alone on stdout;
+    ``--json`` alone, the task as one JSON object; ``--follow --json``, nothing but the event
+    envelopes on stdout (so ``| jq .kind`` reads every line) and the id on stderr."""
+    if as_json and follow:
+        click.echo(f"codex-tui: task {task.id}", err=True)
+        return
+    click.echo(json_safe(task.model_dump_json()) if as_json else task.id)
+    sys.stdout.flush()
 
 
 def _repository(repo: str) -> str:
@@ -303,7 +320,12 @@ def list_tasks(
 @click.command()
 @connection_options
 @click.option("--follow", "-f", is_flag=True, help="Stream the events until the task ends.")
-@click.option("--json", "as_json", is_flag=True, help="With --follow: one JSON event per line.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print the new task as JSON; with --follow, only the events (the id on stderr).",
+)
 @click.argument("task_id")
 @click.pass_context
 def rerun(
@@ -315,13 +337,12 @@ def rerun(
     task_id: str,
 ) -> None:
     """Submit TASK_ID's prompt again with the same workdir, model, sandbox and routing;
-    prints the new task's id alone on stdout."""
+    prints the new task's id alone on stdout (--json: as with `submit`)."""
     conn = connection(ctx, server, token, start=True)
 
     async def work(client: CodexTuiClient) -> int:
         task = await client.rerun_task(task_id)
-        click.echo(task.id)
-        sys.stdout.flush()
+        _announce(task, follow=follow, as_json=as_json)
         if not follow:
             return 0
         return await follow_turn(client, task.id, 0, as_json)

@@ -164,9 +164,8 @@ def test_cli_submit_follow_json_and_ls_logs_cancel(server_factory: ServerFactory
     server = server_factory()
     result = server.cli("submit", "--follow", "--json", "-f", "say hi")
     assert result.returncode == 0, result.stderr
-    lines = result.stdout.splitlines()
-    task_id = lines[0]
-    envelopes = [json.loads(line) for line in lines[1:]]
+    task_id = result.stderr.strip().rsplit(" ", 1)[-1]  # stdout holds the envelopes only
+    envelopes = [json.loads(line) for line in result.stdout.splitlines()]
     assert [e["seq"] for e in envelopes] == list(range(1, len(envelopes) + 1))
     assert set(envelopes[0]) == {"seq", "ts", "kind", "data"}
     assert envelopes[-1]["data"]["status"] == "completed"
