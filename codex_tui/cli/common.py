@@ -7,6 +7,9 @@ whatever else a verb needs it imports inside its callback (tests/test_tui_startu
 
 from __future__ import annotations
 
+import os
+import re
+import sys
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
@@ -25,9 +28,11 @@ __all__ = [
     "DEFAULT_SANDBOX",
     "EXIT_TASK_NOT_COMPLETED",
     "EXIT_USAGE",
+    "ID",
     "RUNTIMES",
     "SANDBOXES",
     "TASK_STATUSES",
+    "PipeSafeGroup",
     "connection",
     "connection_options",
     "default_db_url",
@@ -55,6 +60,62 @@ DEFAULT_APPROVAL_POLICY = ApprovalPolicy.NEVER.value
 RUNTIMES = tuple(runtime.value for runtime in Runtime)
 #: The values of :class:`server_client.enums.TaskStatus`.
 TASK_STATUSES = tuple(status.value for status in TaskStatus)
+
+
+class IdType(click.ParamType[str, Any]):
+    """A task's or an approval's id: letters, digits, ``-`` and ``_``, 1 to 64 of them. An
+    empty or malformed id is a usage error naming the argument, not a request that the
+    server answers 404 (or that lands on another route: ``logs ""``)."""
+
+    name = "id"
+    _SHAPE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        """``value`` when it has an id's shape, else a usage error (exit 2)."""
+        text = str(value)
+        if not text.strip():
+            self.fail("is empty: give an id, as `codex-tui ls` lists them", param, ctx)
+        if not self._SHAPE.fullmatch(text):
+            self.fail(
+                f"{text[:64]!r} is not an id (letters, digits, - and _): copy one from "
+                "`codex-tui ls`",
+                param,
+                ctx,
+            )
+        return text
+
+
+#: The type of every task id and approval id argument.
+ID = IdType()
+
+
+class PipeSafeGroup(click.Group):
+    """A group whose commands stop quietly, exit 0, when their reader goes away
+    (``codex-tui ls | head -1``): a closed stdout pipe is the reader saying it has enough.
+
+    Python ignores SIGPIPE, so a write to a closed pipe raises BrokenPipeError; click's own
+    handling of it exits 1. Here it is caught around every subcommand, once, and stdout is
+    pointed at /dev/null so that the interpreter's last flush does not fail again.
+    """
+
+    def invoke(self, ctx: click.Context) -> Any:
+        """Run the subcommand; a BrokenPipeError ends it with exit 0 and nothing printed."""
+        try:
+            return super().invoke(ctx)
+        except BrokenPipeError:
+            _silence_stdout()
+            raise SystemExit(0) from None
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null (what is still buffered for the closed pipe is dropped)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout is no file (a test's capture): nothing to flush
+        pass
+    finally:
+        os.close(devnull)
 
 
 def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from codex_tui.cli.common import connection, connection_options, fail, run_client
+from codex_tui.cli.common import ID, connection, connection_options, fail, run_client
 from server_client.enums import ApprovalDecision, ApprovalState
 from server_client.text import json_safe
 
@@ -38,7 +38,7 @@ APPROVAL_STATES = tuple(state.value for state in ApprovalState)
     is_flag=True,
     help="Print the reply (or, with --follow, each event) as JSON.",
 )
-@click.argument("task_id")
+@click.argument("task_id", type=ID)
 @click.argument("prompt")
 @click.pass_context
 def reply(
@@ -75,7 +75,7 @@ def reply(
 
 @click.command()
 @connection_options
-@click.argument("task_id")
+@click.argument("task_id", type=ID)
 @click.pass_context
 def interrupt(ctx: click.Context, server: str | None, token: str | None, task_id: str) -> None:
     """Interrupt TASK_ID's running turn: codex stops, the conversation stays (it becomes
@@ -221,7 +221,7 @@ def _answer(
     metavar="QID=TEXT",
     help="Answer codex's question QID (repeatable; for a user_input approval).",
 )
-@click.argument("approval_id")
+@click.argument("approval_id", type=ID)
 @click.pass_context
 def approve(
     ctx: click.Context,
@@ -246,7 +246,7 @@ def approve(
     is_flag=True,
     help="Also interrupt the turn (codex stops; the task becomes idle).",
 )
-@click.argument("approval_id")
+@click.argument("approval_id", type=ID)
 @click.pass_context
 def decline(
     ctx: click.Context,

@@ -18,6 +18,7 @@ from codex_tui.cli.common import (
     DEFAULT_APPROVAL_POLICY,
     DEFAULT_SANDBOX,
     EXIT_TASK_NOT_COMPLETED,
+    ID,
     RUNTIMES,
     SANDBOXES,
     TASK_STATUSES,
@@ -326,7 +327,7 @@ def list_tasks(
     is_flag=True,
     help="Print the new task as JSON; with --follow, only the events (the id on stderr).",
 )
-@click.argument("task_id")
+@click.argument("task_id", type=ID)
 @click.pass_context
 def rerun(
     ctx: click.Context,
@@ -359,7 +360,7 @@ def rerun(
     help="Keep streaming until the task ends or its turn ends (idle).",
 )
 @click.option("--json", "as_json", is_flag=True, help="One JSON event per line.")
-@click.argument("task_id")
+@click.argument("task_id", type=ID)
 @click.pass_context
 def logs(
     ctx: click.Context,
@@ -389,7 +390,7 @@ def logs(
 
 @click.command()
 @connection_options
-@click.argument("task_id")
+@click.argument("task_id", type=ID)
 @click.pass_context
 def cancel(ctx: click.Context, server: str | None, token: str | None, task_id: str) -> None:
     """Cancel a task (a running one gets SIGINT, then SIGKILL after a grace period)."""

@@ -12,7 +12,7 @@ import os
 
 import click
 
-from codex_tui.cli.common import connection, connection_options, fail
+from codex_tui.cli.common import PipeSafeGroup, connection, connection_options, fail
 
 #: Subcommand name → ``module:attribute`` of its click command.
 SUBCOMMANDS = {
@@ -37,7 +37,7 @@ SUBCOMMANDS = {
 }
 
 
-class _LazyGroup(click.Group):
+class _LazyGroup(PipeSafeGroup):
     """A group whose subcommands (:data:`SUBCOMMANDS`) are imported on first use (click's
     "lazily loading subcommands" pattern)."""
 

@@ -5,8 +5,10 @@ server URL says what to fix, and ``login``/``logout``/``status``."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
+import sys
 
 from tests.conftest import ServerFactory
 
@@ -33,3 +35,41 @@ def test_submit_follow_json_prints_only_event_envelopes_and_the_id_on_stderr(
     assert as_task["status"] in {"queued", "running", "completed"} and as_task["id"]
     rerun = ok(server.cli("rerun", "--follow", "--json", task_id)).splitlines()
     assert all("kind" in json.loads(line) for line in rerun)
+
+
+def test_an_empty_or_malformed_task_id_is_a_usage_error_naming_the_argument(
+    server_factory: ServerFactory,
+) -> None:
+    server = server_factory(local_worker=False)
+    for argv in (("logs", ""), ("cancel", "../tasks"), ("rerun", " "), ("reply", "", "hi")):
+        done = server.cli(*argv)
+        assert done.returncode == 2, (argv, done.stderr)
+        assert "TASK_ID" in done.stderr and "404" not in done.stderr, (argv, done.stderr)
+    missing = server.cli("logs", "0123456789ab")
+    assert missing.returncode == 2 and "404" in missing.stderr
+
+
+def test_a_closed_stdout_pipe_ends_a_printing_command_quietly_with_0(
+    server_factory: ServerFactory,
+) -> None:
+    server = server_factory(local_worker=False)
+
+    async def seed() -> None:
+        async with server.client() as client:
+            for n in range(60):  # some 180 kB of `ls --json`: more than a pipe's buffer holds
+                await client.create_task(f"task {n} " + "x" * 3000, workdir=str(server.workdir))
+
+    asyncio.run(seed())
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "codex_tui", "ls", "--json", "--limit", "200"],
+        env=server.env,
+        cwd=server.workdir,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    first = proc.stdout.readline()  # `| head -1`
+    proc.stdout.close()
+    stderr = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 0, stderr
+    assert json.loads(first)["prompt"].startswith("task 59") and stderr == "", stderr
