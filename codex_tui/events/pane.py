@@ -381,14 +381,23 @@ def _render_live(live: LiveItem | LiveApproval, ctx: _Ctx) -> list[RenderableTyp
 
 
 def _render_running_command(live: LiveItem, ctx: _Ctx) -> RenderableType:
-    """A running command: its badge, elapsed time, command line and the tail of its output."""
+    """A running command: its badge, elapsed time, command line and the tail of its output;
+    one whose turn or task ended first says so (``interrupted``, ``canceled``) instead."""
     palette = ctx.palette
     head = Text(no_wrap=True, overflow="ellipsis")
-    head.append(" running… ", style=f"bold {palette.muted}")
-    if ctx.now is not None:
-        elapsed = max((ctx.now - live.started).total_seconds(), 0.0)
-        if elapsed < MAX_TIMER_S:
-            head.append(f" {format_duration(elapsed)}", style=palette.accent)
+    if live.ended is not None:
+        # Its turn or task ended first: it never completed.
+        head.append(f" {live.ended} ", style=f"bold reverse {palette.warning}")
+        if live.ended_at is not None:
+            elapsed = max((live.ended_at - live.started).total_seconds(), 0.0)
+            if elapsed < MAX_TIMER_S:
+                head.append(f" {format_duration(elapsed)}", style=palette.muted)
+    else:
+        head.append(" running… ", style=f"bold {palette.muted}")
+        if ctx.now is not None:
+            elapsed = max((ctx.now - live.started).total_seconds(), 0.0)
+            if elapsed < MAX_TIMER_S:
+                head.append(f" {format_duration(elapsed)}", style=palette.accent)
     head.append(" $ ", style=f"bold {palette.accent}")
     command = truncate(live.command or "(command output)", MAX_LINE_CHARS).replace("\n", " ⏎ ")
     head.append(one_line(command), style="bold")

@@ -109,7 +109,7 @@ class EventPrinter:
 
     def _running(self) -> list[LiveItem]:
         """The items still running, oldest first (a copy: the live view's thread reads it)."""
-        return [item for item in list(self.state.live.values()) if item.final is None]
+        return [item for item in list(self.state.live.values()) if item.is_running]
 
     def _live_view(self) -> RenderableType:
         parts: list[RenderableType] = []

@@ -187,6 +187,9 @@ class LiveItem:
             for a command's output).
         final: The ``item.completed`` event and its annotation, once it came: the entry then
             shows that instead.
+        ended: Why a command ended without its ``item.completed`` (``interrupted``,
+            ``canceled``): its turn or its task ended first (None: it did not).
+        ended_at: When that was (the timestamp of the event that ended it).
         version: Counts the changes (a renderer's cache key).
     """
 
@@ -198,7 +201,20 @@ class LiveItem:
     text: str = ""
     dropped: int = 0
     final: tuple[Event, Annotation] | None = None
+    ended: str | None = None
+    ended_at: datetime | None = None
     version: int = 0
+
+    @property
+    def is_running(self) -> bool:
+        """True until it completed or its turn or task ended without it."""
+        return self.final is None and self.ended is None
+
+    def end(self, reason: str, at: datetime) -> None:
+        """Its turn or task ended before its ``item.completed``: it shows as ``reason``."""
+        self.ended = reason
+        self.ended_at = at
+        self.version += 1
 
     def add(self, delta: str) -> None:
         """Add a delta's text, keeping the text within :data:`MAX_TEXT_CHARS`."""
@@ -281,6 +297,8 @@ class StreamState:
         live: The live items by codex item id (:class:`LiveItem`), and the approval cards
             by approval id (:class:`LiveApproval`); bounded by :data:`MAX_LIVE_ITEMS` each.
         token_usage: The newest ``usage.updated`` (None: none yet).
+        just_ended: The live commands the last annotated event ended without their
+            completion (its turn or its task ended); their entries show that.
     """
 
     last_usage: codex.Usage | None = None
@@ -290,6 +308,14 @@ class StreamState:
     live: dict[str, LiveItem] = field(default_factory=dict)
     approvals: dict[str, LiveApproval] = field(default_factory=dict)
     token_usage: codex.TokenUsage | None = None
+    just_ended: list[LiveItem] = field(default_factory=list)
+
+    def end_running(self, reason: str, at: datetime) -> None:
+        """Every command still running ends as ``reason`` (:attr:`just_ended` lists them)."""
+        ended = [live for live in self.live.values() if live.kind == "command" and live.is_running]
+        for live in ended:
+            live.end(reason, at)
+        self.just_ended = ended
 
     @property
     def pending_approvals(self) -> list[LiveApproval]:
@@ -353,6 +379,9 @@ def _annotate_status(event: Event, state: StreamState) -> Annotation:
     status = event.status
     if status is not None:
         state.last_status = status
+        if status.is_terminal or status is TaskStatus.IDLE:
+            reason = "canceled" if status is TaskStatus.CANCELED else "interrupted"
+            state.end_running(reason, event.ts)
     approval = approval_of(event.data)
     if approval is None:
         return NO_NOTE
@@ -391,7 +420,13 @@ DECISION_WORDS: dict[str, str] = {
 
 def annotate_read(event: Event, typed: codex.CodexEvent | None, state: StreamState) -> Annotation:
     """:func:`annotate` of an event already read (``typed`` is its ``Event.codex``), so that
-    a caller that needs the typed event for more reads it once."""
+    a caller that needs the typed event for more reads it once.
+
+    A live command whose turn or task ends first (``turn.completed``, ``turn.failed``,
+    ``turn.interrupted``, or a status that ends the turn) ends without its completion
+    (:meth:`LiveItem.end`); :attr:`StreamState.just_ended` lists those the event ended."""
+    if state.just_ended:
+        state.just_ended = []
     if event.kind is EventKind.STATUS:
         return _annotate_status(event, state)
     match typed:
@@ -399,9 +434,12 @@ def annotate_read(event: Event, typed: codex.CodexEvent | None, state: StreamSta
             state.turns += 1
             return Annotation(turn=state.turns)
         case codex.TurnCompleted(usage=usage):
+            state.end_running("interrupted", event.ts)
             previous = state.last_usage
             state.last_usage = usage
             return Annotation(previous_usage=previous)
+        case codex.TurnFailed() | codex.TurnInterrupted():
+            state.end_running("interrupted", event.ts)
         case codex.UsageUpdated(token_usage=usage):
             state.token_usage = usage
         case codex.ItemDelta(item_id=item_id, stream=stream, delta=delta) if item_id:

@@ -114,6 +114,11 @@ class EventFeed:
         self.last_seq = event.seq
         typed = event.codex  # read once for the annotation and the entry
         note = annotate_read(event, typed, self.state)
+        for ended in self.state.just_ended:
+            # A command its turn or task ended without: its entry says so from now on.
+            shown = self._held(ended)
+            if shown is not None:
+                self._changed[id(shown)] = shown
         pending = self._pending
         touched = note.touched
         if touched is not None:
@@ -183,7 +188,7 @@ class EventFeed:
             if entry is not None
             and isinstance(live := entry.note.live, LiveItem)
             and live.kind == "command"
-            and live.final is None
+            and live.is_running
         ]
 
     def hand_over(self) -> None:

@@ -115,7 +115,8 @@ class Entry:
         """The lower-cased text search matches against."""
         live = self.note.live
         if isinstance(live, LiveItem) and live.final is None:
-            return live.text.lower()  # still changing: not cached
+            # Still changing: not cached.
+            return f"{live.command}\n{live.text}".lower() if live.command else live.text.lower()
         if self._text is None:
             self._text = event_text(self.shown_event)
         return self._text
@@ -607,7 +608,7 @@ class Transcript(ScrollView, can_focus=True):
         if raw:
             return render_raw(event, self.palette)
         live = note.live
-        running = isinstance(live, LiveItem) and live.final is None and live.kind == "command"
+        running = isinstance(live, LiveItem) and live.is_running and live.kind == "command"
         return render_annotated(
             event,
             note,
