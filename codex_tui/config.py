@@ -2,9 +2,12 @@
 
 Precedence, lowest first: defaults → ``<config>/config.toml`` → environment
 (``CODEX_TUI_SERVER``, ``CODEX_TUI_TOKEN``, ``CODEX_TUI_THEME``, ...) → command-line flags.
-When neither names a server, the connection the local server stored
-(server_client.credentials) is used, and failing that ``http://127.0.0.1:<local_port>``
-(8765). Tokens never appear in logs; keep them out of config.toml where the keyring works.
+The server last logged in to (``codex-tui login``, server_client.credentials) comes after
+the environment and before config.toml. When none names a server, the connection the local
+server stored is used, and failing that ``http://127.0.0.1:<local_port>`` (8765). A token
+stored for the chosen server (by ``login``, or the local server's) is used when no flag,
+variable or config.toml gives one. Tokens never appear in logs; keep them out of
+config.toml where the keyring works.
 
 The theme has one more layer, the theme last chosen in the app (remembered in the state
 folder by :mod:`codex_tui.state`, since the app never rewrites config.toml). Highest first:
@@ -53,7 +56,7 @@ from pydantic_settings import (
 )
 
 from codex_tui.state import default_state_path, load_state
-from server_client.credentials import load_connection
+from server_client.credentials import load_connection, load_current_server, load_token
 from server_client.paths import AppDirs
 
 __all__ = [
@@ -354,26 +357,88 @@ class ResolvedConnection:
 
     Attributes:
         explicit: True when a flag, the environment or config.toml named the server.
+        server_from: What named the server: ``--server``, ``CODEX_TUI_SERVER``,
+            ``config.toml``, ``login`` (the server last logged in to), ``local server``
+            (the one this machine's server stored) or ``default``.
+        token_from: Where the token came from: ``--token``, ``CODEX_TUI_TOKEN``,
+            ``config.toml``, ``keyring`` or ``file`` (stored); None without a token.
     """
 
     server: str
     token: str | None
     explicit: bool
+    server_from: str = "default"
+    token_from: str | None = None
 
 
-def resolve_connection(server: str | None = None, token: str | None = None) -> ResolvedConnection:
-    """Apply the precedence rules of this module to the ``--server``/``--token`` flags.
+def check_server_url(url: str, named_by: str) -> str:
+    """``url`` without trailing slashes when it is an ``http(s)://host`` URL.
 
     Raises:
-        ConfigError: config.toml is unreadable or invalid, or an environment value is.
+        ConfigError: it is not; the message names where it came from and the fix
+            (``--server localhost:8765 has no scheme: use http://localhost:8765``).
+    """
+    from urllib.parse import urlsplit
+
+    shown = url if len(url) <= 200 else url[:200] + "…"
+    if "://" not in url:
+        raise ConfigError(f"{named_by} {shown} has no scheme: use http://{shown.lstrip('/')}")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        raise ConfigError(
+            f"{named_by} {shown} has the scheme {parts.scheme!r}: use http:// or https://"
+        )
+    try:
+        parts.port  # noqa: B018 - reading it checks it
+    except ValueError:
+        raise ConfigError(f"{named_by} {shown} has an invalid port") from None
+    if not parts.hostname:
+        raise ConfigError(f"{named_by} {shown} has no host: use http://HOST:PORT")
+    return url.rstrip("/")
+
+
+def resolve_connection(
+    server: str | None = None,
+    token: str | None = None,
+    *,
+    server_from: str = "--server",
+    token_from: str = "--token",
+) -> ResolvedConnection:
+    """Apply the precedence rules of this module to the ``--server``/``--token`` flags.
+
+    ``server_from``/``token_from`` name where those values came from (a flag, or the variable
+    click read them from). After the flags and the environment, the server last logged in
+    to (``codex-tui login``) comes before config.toml's; its token is the one stored for it.
+
+    Raises:
+        ConfigError: config.toml is unreadable or invalid, or an environment value is, or
+            the server URL is malformed.
     """
     overrides: dict[str, object] = {"server": server, "token": token}
     settings = _load(ClientSettings, {k: v for k, v in overrides.items() if v})
-    stored = load_connection()
-    default = f"http://127.0.0.1:{settings.local_port}"
-    url = settings.server or (stored.server if stored else None) or default
-    url = url.rstrip("/")
-    found = settings.token
-    if found is None and stored is not None and stored.server.rstrip("/") == url:
-        found = stored.token
-    return ResolvedConnection(server=url, token=found, explicit=settings.server is not None)
+    if server:
+        url, named_by = server, server_from
+    elif settings.server and os.environ.get(f"{ENV_PREFIX}SERVER"):
+        url, named_by = settings.server, f"{ENV_PREFIX}SERVER"
+    elif current := load_current_server():
+        url, named_by = current, "login"
+    elif settings.server:
+        url, named_by = settings.server, "config.toml"
+    elif stored := load_connection():
+        url, named_by = stored.server, "local server"
+    else:
+        url, named_by = f"http://127.0.0.1:{settings.local_port}", "default"
+    shown_as = {"config.toml": f"server in {config_path()}", "login": "the logged-in server"}
+    url = check_server_url(url, shown_as.get(named_by, named_by))
+    found: str | None = settings.token
+    where: str | None = None
+    if token:
+        where = token_from
+    elif found is not None:
+        where = f"{ENV_PREFIX}TOKEN" if os.environ.get(f"{ENV_PREFIX}TOKEN") else "config.toml"
+    elif (stored_token := load_token(url)) is not None:
+        found, where = stored_token
+    explicit = named_by not in ("login", "local server", "default")
+    return ResolvedConnection(
+        server=url, token=found, explicit=explicit, server_from=named_by, token_from=where
+    )

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
+from click.core import ParameterSource
 
 from server_client.enums import ApprovalPolicy, Runtime, Sandbox, TaskStatus
 
@@ -37,6 +38,7 @@ __all__ = [
     "connection_options",
     "default_db_url",
     "fail",
+    "given_option",
     "run_client",
 ]
 
@@ -134,18 +136,32 @@ def connection_options(func: Callable[..., Any]) -> Callable[..., Any]:
     )(func)
 
 
+def given_option(ctx: click.Context, name: str, value: str | None) -> tuple[str | None, str]:
+    """The value of the option ``name`` (``server``/``token``) from the command or, failing
+    that, the root group, and what set it: the flag, or the variable click read it from."""
+    variable = f"CODEX_TUI_{name.upper()}"
+    for where in (ctx, ctx.find_root()):
+        found = value if where is ctx else where.params.get(name)
+        if found:
+            source = where.get_parameter_source(name)
+            return found, variable if source is ParameterSource.ENVIRONMENT else f"--{name}"
+    return None, f"--{name}"
+
+
 def connection(
     ctx: click.Context, server: str | None, token: str | None, *, start: bool
 ) -> ResolvedConnection:
     """Where a verb connects, by codex_tui.config's precedence (the group's own
     ``--server``/``--token`` count too); with ``start``, a local server is started when none
     is configured or running (codex_tui.launcher). Exits 2 with a message naming the fix
-    when that fails or no token is known."""
+    when that fails, the URL is malformed, the server cannot be reached without a token to
+    try, or no token is known."""
     from codex_tui.config import ConfigError, resolve_connection
 
-    parent = ctx.find_root().params
+    server, server_from = given_option(ctx, "server", server)
+    token, token_from = given_option(ctx, "token", token)
     try:
-        conn = resolve_connection(server or parent.get("server"), token or parent.get("token"))
+        conn = resolve_connection(server, token, server_from=server_from, token_from=token_from)
     except ConfigError as exc:
         fail(str(exc))
     if start:
@@ -156,9 +172,17 @@ def connection(
         except LauncherError as exc:
             fail(str(exc))
     if not conn.token:
+        from codex_tui.launcher import server_is_up
+
+        if not server_is_up(conn.server, timeout_s=3.0):
+            fail(
+                f"cannot connect to {conn.server} (named by {conn.server_from}): check the "
+                "URL, or start a server there with `codex-tui server`"
+            )
         fail(
-            f"no token for {conn.server}: pass --token or set CODEX_TUI_TOKEN "
-            "(a local server stores one for you on its first start: `codex-tui server`)"
+            f"no token for {conn.server}: run `codex-tui login --server {conn.server}`, or "
+            "pass --token or set CODEX_TUI_TOKEN (a local server stores one for you on its "
+            "first start: `codex-tui server`)"
         )
     return conn
 
@@ -187,8 +211,9 @@ def run_client(conn: ResolvedConnection, work: Callable[[CodexTuiClient], Awaita
         fail(f"{exc.status} {exc.problem.title}: {detail}")
     except httpx.TransportError as exc:
         fail(
-            f"cannot reach the server at {conn.server} ({type(exc).__name__}); "
-            "start one with `codex-tui server` or pass --server URL"
+            f"cannot connect to {conn.server} (named by {conn.server_from}; "
+            f"{type(exc).__name__}): check the URL, or start a server there with "
+            "`codex-tui server`"
         )
     except KeyboardInterrupt:
         raise SystemExit(130) from None

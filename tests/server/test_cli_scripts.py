@@ -9,8 +9,9 @@ import asyncio
 import json
 import subprocess
 import sys
+from pathlib import Path
 
-from tests.conftest import ServerFactory
+from tests.conftest import ServerFactory, free_port
 
 
 def ok(done: subprocess.CompletedProcess[str]) -> str:
@@ -73,3 +74,72 @@ def test_a_closed_stdout_pipe_ends_a_printing_command_quietly_with_0(
     stderr = proc.stderr.read().decode()
     assert proc.wait(timeout=60) == 0, stderr
     assert json.loads(first)["prompt"].startswith("task 59") and stderr == "", stderr
+
+
+def _run(env: dict[str, str], *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    """``codex-tui ARGS`` with ``env`` (stdin a pipe, so ``login`` reads the token from it)."""
+    return subprocess.run(
+        [sys.executable, "-m", "codex_tui", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        input=stdin,
+    )
+
+
+def test_a_malformed_or_unreachable_server_url_says_what_to_fix(
+    server_factory: ServerFactory, tmp_path: Path
+) -> None:
+    server = server_factory(local_worker=False)
+    env = {**server.env, "CODEX_TUI_HOME": str(tmp_path / "elsewhere")}
+    env.pop("CODEX_TUI_TOKEN", None)
+    env.pop("CODEX_TUI_SERVER", None)
+    bare = _run(env, "ls", "--server", "localhost:8765")
+    assert bare.returncode == 2
+    assert "--server localhost:8765 has no scheme: use http://localhost:8765" in bare.stderr
+    from_env = _run({**env, "CODEX_TUI_SERVER": "localhost:8765"}, "ls")
+    assert "CODEX_TUI_SERVER localhost:8765 has no scheme" in from_env.stderr
+    assert "Traceback" not in bare.stderr + from_env.stderr
+    nowhere = f"http://127.0.0.1:{free_port()}"
+    unreachable = _run(env, "ls", "--server", nowhere)
+    assert unreachable.returncode == 2
+    assert f"cannot connect to {nowhere}" in unreachable.stderr
+    assert "token" not in unreachable.stderr
+    with_token = _run({**env, "CODEX_TUI_TOKEN": "ctu_x"}, "ls", "--server", nowhere)
+    assert f"cannot connect to {nowhere}" in with_token.stderr
+    no_token = _run(env, "ls", "--server", server.url)
+    assert no_token.returncode == 2
+    assert f"no token for {server.url}: run `codex-tui login --server {server.url}`" in (
+        no_token.stderr
+    )
+
+
+def test_login_status_logout(server_factory: ServerFactory, tmp_path: Path) -> None:
+    server = server_factory(local_worker=False)
+    env = {**server.env, "CODEX_TUI_HOME": str(tmp_path / "laptop")}
+    env.pop("CODEX_TUI_TOKEN", None)
+    env.pop("CODEX_TUI_SERVER", None)
+
+    refused = _run(env, "login", "--server", server.url, stdin="ctu_wrong\n")
+    assert refused.returncode == 2 and "refused the token" in refused.stderr
+    assert "ctu_wrong" not in refused.stdout + refused.stderr
+
+    logged = _run(env, "login", "--server", server.url + "/", stdin=server.token + "\n")
+    assert ok(logged).startswith(f"logged in to {server.url} as ")
+    assert server.token not in logged.stdout + logged.stderr
+    stored = (tmp_path / "laptop" / "config" / "tokens.json").stat().st_mode & 0o777
+    assert stored == 0o600
+
+    said = ok(_run(env, "status"))  # no --server: the server logged in to
+    assert f"server: {server.url} (from login)" in said
+    assert "token:  from file" in said and "user:   " in said
+    assert server.token not in said
+    flagged = ok(_run({**env, "CODEX_TUI_TOKEN": server.token}, "status"))
+    assert "token:  from CODEX_TUI_TOKEN" in flagged
+    assert ok(_run(env, "ls")) == ""  # the default server and its token, no flags
+
+    assert ok(_run(env, "logout")).startswith(f"logged out of {server.url}")
+    after = _run(env, "status")
+    assert after.returncode == 2 and "not logged in" in after.stderr
+    assert "(from default)" in after.stdout

@@ -413,7 +413,8 @@ def test_cli_rerun_follow_json_streams_the_new_run(server_factory: ServerFactory
 
     result = server.cli("rerun", "--follow", "--json", old_id)
     assert result.returncode == 0, result.stderr + server.log()
-    new_id, *lines = result.stdout.splitlines()
+    new_id = result.stderr.strip().rsplit(" ", 1)[-1]  # stdout: the envelopes only
+    lines = result.stdout.splitlines()
     assert new_id != old_id
     events = [json.loads(line) for line in lines]
     assert [e["seq"] for e in events] == list(range(1, len(events) + 1))

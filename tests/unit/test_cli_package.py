@@ -17,6 +17,7 @@ VERB_MODULES = (
     "codex_tui.cli.serve",
     "codex_tui.cli.admin",
     "codex_tui.cli.review",
+    "codex_tui.cli.account",
 )
 
 
