@@ -504,6 +504,10 @@ class PairingCode(_Model):
     code: str
     expires_at: datetime
     command: str
+    #: The server's configured public URL (``CODEX_TUI_SERVER_PUBLIC_URL``), which
+    #: ``command`` names; None when unset (``command`` then names the address the request
+    #: reached the server at).
+    public_url: str | None = None
 
 
 class PairRequest(_Model):

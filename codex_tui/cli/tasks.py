@@ -28,7 +28,7 @@ from codex_tui.cli.common import (
     run_client,
 )
 from server_client.enums import ACTIVE_STATUSES, TaskStatus
-from server_client.text import json_safe
+from server_client.text import json_safe, one_line
 
 if TYPE_CHECKING:
     from codex_tui.events.plain import EventPrinter, JsonLinePrinter
@@ -128,18 +128,32 @@ async def _follow(client: CodexTuiClient, task_id: str, as_json: bool) -> int:
 @click.option("--json", "as_json", is_flag=True, help="Print the code as JSON.")
 @click.pass_context
 def pair(ctx: click.Context, server: str | None, token: str | None, as_json: bool) -> None:
-    """Create a one-time pairing code (valid 10 minutes) for a worker on another machine."""
+    """Create a one-time pairing code (valid 10 minutes) for a worker on another machine,
+    and print the command that runs it there: it names the server's public URL
+    (CODEX_TUI_SERVER_PUBLIC_URL on the server), else the URL this command used."""
     conn = connection(ctx, server, token, start=False)
 
     async def work(client: CodexTuiClient) -> None:
+        import shlex
+
         code = await client.create_pairing_code()
+        server_url = code.public_url or conn.server
+        command = f"codex-tui worker --server {shlex.quote(server_url)} --pair {code.code}"
         if as_json:
-            click.echo(json_safe(code.model_dump_json()))
+            click.echo(json_safe(code.model_copy(update={"command": command}).model_dump_json()))
             return
         expires = code.expires_at.astimezone().strftime("%H:%M")
         click.echo(f"Pairing code {code.code} (single use, expires at {expires}).")
         click.echo("On the other machine, run:")
-        click.echo(f"  {code.command}")
+        click.echo(f"  {one_line(command)}")
+        if code.public_url is None:
+            click.echo(
+                f"codex-tui: the server has no public URL set, so this names {conn.server}, "
+                "the address you reached it at; if the other machine cannot reach that, set "
+                "CODEX_TUI_SERVER_PUBLIC_URL=http(s)://HOST:PORT on the server (README: "
+                "Workers on other machines)",
+                err=True,
+            )
 
     run_client(conn, work)
 

@@ -25,10 +25,13 @@ def public_url(request: Request) -> str:
 async def create_pairing_code(
     request: Request, user: CurrentUser, store: StoreDep, settings: SettingsDep
 ) -> PairingCode:
-    """A single-use code, valid for 10 minutes, and the command to run on the new machine."""
+    """A single-use code, valid for 10 minutes, and the command to run on the new machine,
+    which names the server's ``public_url`` when one is set."""
     code, expires = await store.create_pairing_code(user, settings.pairing_ttl_s)
-    command = f"codex-tui worker --server {shlex.quote(public_url(request))} --pair {code}"
-    return PairingCode(code=code, expires_at=expires, command=command)
+    configured = settings.public_url.rstrip("/") if settings.public_url else None
+    server = configured or public_url(request)
+    command = f"codex-tui worker --server {shlex.quote(server)} --pair {code}"
+    return PairingCode(code=code, expires_at=expires, command=command, public_url=configured)
 
 
 @router.post("/pair", dependencies=[PairingLimit])  # 429 over rate_pairing per address

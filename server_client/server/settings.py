@@ -30,6 +30,10 @@ class ServerSettings(BaseSettings):
             tasks end ``lost`` at the next sweep (docs/reliability.md R2).
         sweep_interval_s: How often lost leases are looked for (s).
         pairing_ttl_s: Lifetime of a pairing code (s).
+        public_url: The address other machines reach this server at (``https://host``,
+            ``CODEX_TUI_SERVER_PUBLIC_URL``): the pairing command a new worker runs names it.
+            Unset, the command names the address the client reached the server at, which
+            is loopback for a local server.
         allowed_sandboxes: Sandbox modes a task may ask for (docs/reliability.md S6); a
             ``danger-full-access`` task is further only claimed by workers an admin marked.
         allowed_approval_policies: Approval policies (codex's ``-a``) a task may ask for
@@ -70,6 +74,7 @@ class ServerSettings(BaseSettings):
     lease_ttl_s: float = Field(default=30.0, gt=0)
     sweep_interval_s: float = Field(default=5.0, gt=0)
     pairing_ttl_s: float = Field(default=600.0, gt=0)
+    public_url: str | None = Field(default=None, pattern=r"^https?://[^/\s]+(/\S*)?$")
     allowed_sandboxes: list[Sandbox] = Field(default_factory=lambda: list(DEFAULT_SANDBOXES))
     allowed_approval_policies: list[ApprovalPolicy] = Field(
         default_factory=lambda: list(ApprovalPolicy)

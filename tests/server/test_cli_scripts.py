@@ -143,3 +143,26 @@ def test_login_status_logout(server_factory: ServerFactory, tmp_path: Path) -> N
     after = _run(env, "status")
     assert after.returncode == 2 and "not logged in" in after.stderr
     assert "(from default)" in after.stdout
+
+
+def test_pair_names_the_public_url_when_set_else_the_url_used_with_a_note(
+    server_factory: ServerFactory,
+) -> None:
+    public = "https://codex.example.net:8443"
+    exposed = server_factory(
+        local_worker=False, extra_env={"CODEX_TUI_SERVER_PUBLIC_URL": public + "/"}
+    )
+    printed = exposed.cli("pair")
+    command = next(line.strip() for line in ok(printed).splitlines() if "--pair" in line)
+    assert command.startswith(f"codex-tui worker --server {public} --pair ")
+    assert printed.stderr == ""
+    as_json = json.loads(ok(exposed.cli("pair", "--json")))
+    assert as_json["public_url"] == public
+    assert as_json["command"].startswith(f"codex-tui worker --server {public} --pair ")
+
+    local = server_factory(local_worker=False)
+    printed = local.cli("pair")
+    command = next(line.strip() for line in ok(printed).splitlines() if "--pair" in line)
+    assert command.startswith(f"codex-tui worker --server {local.url} --pair ")
+    assert "CODEX_TUI_SERVER_PUBLIC_URL" in printed.stderr
+    assert json.loads(ok(local.cli("pair", "--json")))["public_url"] is None
