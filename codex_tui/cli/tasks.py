@@ -253,6 +253,8 @@ def submit(
             runtime=runtime,
         )
         _announce(task, follow=follow, as_json=as_json)
+        if worker_name or labels:
+            await _warn_if_unroutable(client, task)
         if not follow:
             return 0
         return await follow_turn(client, task.id, 0, as_json)
@@ -271,6 +273,16 @@ def _announce(task: Task, *, follow: bool, as_json: bool) -> None:
     sys.stdout.flush()
 
 
+async def _warn_if_unroutable(client: CodexTuiClient, task: Task) -> None:
+    """Say on stderr when no online worker can take the new task (``no online worker has
+    label gpu; the task waits for one``): it stays queued until one comes."""
+    from server_client.routing import missing_worker
+
+    missing = missing_worker(task, await client.list_workers())
+    if missing is not None:
+        click.echo(f"codex-tui: {missing}; the task waits for one", err=True)
+
+
 def _repository(repo: str) -> str:
     """``submit --repo``'s value as the task carries it: a URL (``scheme://...``) or an
     scp-like address (``user@host:path``) as given, a local path made absolute (``~``
@@ -284,15 +296,17 @@ def _repository(repo: str) -> str:
     return os.path.abspath(os.path.expanduser(repo))
 
 
-def _task_row(task: Task) -> str:
+def _task_row(task: Task, waiting: str | None = None) -> str:
     """One line of ``ls``: id, status, created, worker and the prompt's start, control
-    characters shown visibly (docs/reliability.md T1)."""
+    characters shown visibly (docs/reliability.md T1), then ``waiting`` (what a queued task
+    waits for, :func:`server_client.routing.waiting_for`) in parentheses."""
     from codex_tui.events.view import shown_line
 
     prompt = shown_line(" ".join(task.prompt.split()), 60)
     worker = shown_line(task.worker_name or "-", 100)
     created = task.created_at.astimezone().strftime("%Y-%m-%d %H:%M")
-    return f"{task.id}  {task.status.value:<9}  {created}  {worker:<12}  {prompt}"
+    row = f"{task.id}  {task.status.value:<9}  {created}  {worker:<12}  {prompt}"
+    return f"{row}  ({shown_line(waiting, 200)})" if waiting else row
 
 
 @click.command(name="ls")
@@ -326,8 +340,16 @@ def list_tasks(
 
     async def work(client: CodexTuiClient) -> None:
         page = await client.list_tasks(status=statuses, q=search, worker=worker_name, limit=limit)
+        if as_json:
+            for task in page.items:
+                click.echo(json_safe(task.model_dump_json()))
+            return
+        from server_client.routing import waiting_for
+
+        queued = any(task.status is TaskStatus.QUEUED for task in page.items)
+        workers = await client.list_workers() if queued else []
         for task in page.items:
-            click.echo(json_safe(task.model_dump_json()) if as_json else _task_row(task))
+            click.echo(_task_row(task, waiting_for(task, workers)))
 
     run_client(conn, work)
 

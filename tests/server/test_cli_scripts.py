@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from server_client.models import WorkerHello
+from server_client.worker.api import WorkerApi
 from tests.conftest import ServerFactory, free_port
 
 
@@ -166,3 +168,28 @@ def test_pair_names_the_public_url_when_set_else_the_url_used_with_a_note(
     assert command.startswith(f"codex-tui worker --server {local.url} --pair ")
     assert "CODEX_TUI_SERVER_PUBLIC_URL" in printed.stderr
     assert json.loads(ok(local.cli("pair", "--json")))["public_url"] is None
+
+
+async def test_a_task_for_a_label_no_online_worker_has_is_flagged_at_submit_and_in_ls(
+    server_factory: ServerFactory,
+) -> None:
+    server = server_factory(local_worker=False)
+
+    async def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return await asyncio.to_thread(server.cli, *args)
+
+    waiting = await cli("submit", "--label", "gpu", "train it")
+    task_id = ok(waiting).strip()
+    assert waiting.stderr == "codex-tui: no online worker has label gpu; the task waits for one\n"
+    row = next(line for line in ok(await cli("ls")).splitlines() if line.startswith(task_id))
+    assert row.endswith("(waiting for a worker with label gpu)")
+
+    api = WorkerApi(server.url, server.token)
+    try:
+        await api.connect(WorkerHello(name="gpu-box", workdir_roots=["/"], labels=["gpu"]))
+        routed = await cli("submit", "--label", "gpu", "train it again")
+        assert ok(routed) and routed.stderr == ""
+        listed = ok(await cli("ls", "--status", "queued"))
+        assert "waiting for" not in listed
+    finally:
+        await api.aclose()
