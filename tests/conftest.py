@@ -129,7 +129,8 @@ class LiveServer:
         return text
 
     def stop(self) -> None:
-        """SIGTERM the server (it stops its local worker); SIGKILL whatever is left."""
+        """SIGTERM the server, then SIGKILL whatever of this home is left (its local worker
+        outlives it, docs/reliability.md R10)."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:

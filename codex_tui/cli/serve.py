@@ -118,9 +118,37 @@ def _worker_settings(flags: Mapping[str, Any], **values: Any) -> WorkerSettings:
         )
 
 
-@click.command()
+#: The variable that sets the local server's port, for the TUI and ``submit`` (which look
+#: for the server there) and for ``codex-tui server`` (which listens there).
+LOCAL_PORT_ENV = "CODEX_TUI_LOCAL_PORT"
+#: ``codex-tui server status``'s exit code when no server runs (LSB's "program is not
+#: running"); 0 when one runs.
+EXIT_NOT_RUNNING = 3
+
+
+def _default_port() -> int:
+    """``CODEX_TUI_LOCAL_PORT`` when set, else :data:`DEFAULT_PORT`; exits 2 with a message
+    naming the variable when it is not a port number (1-65535)."""
+    raw = os.environ.get(LOCAL_PORT_ENV, "").strip()
+    if not raw:
+        return DEFAULT_PORT
+    try:
+        port = int(raw)
+    except ValueError:
+        port = 0
+    if not 1 <= port <= 65535:
+        fail(f"environment variable {LOCAL_PORT_ENV}: not a port number 1-65535 (got {raw!r})")
+    return port
+
+
+@click.group(invoke_without_command=True)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
-@click.option("--port", default=DEFAULT_PORT, show_default=True, type=int, help="Port to bind.")
+@click.option(
+    "--port",
+    default=None,
+    type=click.IntRange(1, 65535),
+    help=f"Port to bind.  [default: {LOCAL_PORT_ENV}, else {DEFAULT_PORT}]",
+)
 @click.option(
     "--db",
     "db_url",
@@ -168,9 +196,12 @@ def _worker_settings(flags: Mapping[str, Any], **values: Any) -> WorkerSettings:
     "X-Forwarded-Proto are trusted [default: 127.0.0.1,::1].",
 )
 @click.option("--log-level", default="info", show_default=True)
+@click.pass_context
 def server(
+    ctx: click.Context,
+    /,
     host: str,
-    port: int,
+    port: int | None,
     db_url: str | None,
     no_local_worker: bool,
     lease_ttl: float | None,
@@ -182,11 +213,20 @@ def server(
     log_level: str,
     **worker_flags: Any,
 ) -> None:
-    """Run the server (and, by default, one local worker).
+    """Run the server in the foreground (and, by default, one local worker); `server status`
+    and `server stop` look after the one that runs.
+
+    One server runs per state folder (CODEX_TUI_HOME): a second one is refused. The local
+    worker outlives the server, so that stopping or restarting the server never stops a
+    task; the next server adopts it (`server stop --with-worker` stops both).
 
     Everything else (guardrails, rate limits, metrics token) is set by CODEX_TUI_SERVER_*
     environment variables; see docs/deployment.md.
     """
+    if ctx.invoked_subcommand is not None:
+        return
+    if port is None:
+        port = _default_port()
     import pydantic
     from pydantic import SecretStr
     from pydantic_settings import SettingsError
@@ -252,6 +292,116 @@ def server(
         )
     except ValueError as exc:
         fail(str(exc))
+
+
+@server.command()
+@click.option("--json", "as_json", is_flag=True, help="One JSON object instead of text.")
+def status(as_json: bool) -> None:
+    """Whether a server runs for this state folder: its pid, URL and local worker's pid.
+
+    Exits 0 when one runs, 3 when none does (LSB's "program is not running"; a local worker
+    left running is reported then too).
+    """
+    import json
+
+    from codex_tui.launcher import server_is_up
+    from server_client.paths import AppDirs
+    from server_client.server.main import local_worker_pid, running_server
+
+    dirs = AppDirs.resolve()
+    record = running_server(dirs)
+    worker_pid = local_worker_pid(dirs)
+    answers = record is not None and server_is_up(record.url)
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "running": record is not None,
+                    "pid": record.pid if record else None,
+                    "url": record.url if record else None,
+                    "answers": answers,
+                    "worker_pid": worker_pid,
+                    "state": str(dirs.state),
+                }
+            )
+        )
+    elif record is None:
+        click.echo(f"no codex-tui server runs for the state folder {dirs.state}")
+        if worker_pid is not None:
+            click.echo(
+                f"its local worker still runs (pid {worker_pid}): the next `codex-tui server` "
+                "adopts it; `codex-tui server stop --with-worker` stops it"
+            )
+    else:
+        click.echo(
+            f"codex-tui server running: pid {record.pid}, {record.url}"
+            + ("" if answers else " (not answering yet)")
+        )
+        click.echo(
+            f"local worker: pid {worker_pid}" if worker_pid is not None else "local worker: none"
+        )
+    raise SystemExit(0 if record is not None else EXIT_NOT_RUNNING)
+
+
+@server.command()
+@click.option(
+    "--with-worker",
+    is_flag=True,
+    help="Stop the local worker too (first, so that it reports its cancelled tasks); without "
+    "it the worker and its tasks go on and the next server adopts them.",
+)
+@click.option(
+    "--timeout",
+    "timeout_s",
+    default=30.0,
+    show_default=True,
+    type=click.FloatRange(0.1, 600),
+    help="Seconds each process may take to exit after SIGTERM before it is killed.",
+)
+def stop(with_worker: bool, timeout_s: float) -> None:
+    """Stop the server that runs for this state folder (SIGTERM, then wait).
+
+    Only that process: the one the server recorded in the state folder, checked by its pid,
+    start time and user. Exits 0 when what was asked is stopped (or was not running), 1 when
+    a process had to be killed after --timeout.
+    """
+    from server_client.paths import AppDirs
+    from server_client.server.main import (
+        LOCAL_WORKER_PIDFILE,
+        local_worker_pid,
+        running_server,
+        stop_process,
+    )
+
+    dirs = AppDirs.resolve()
+    record = running_server(dirs)
+    worker_pid = local_worker_pid(dirs)
+    code = 0
+    if with_worker and worker_pid is not None:
+        outcome = stop_process(worker_pid, timeout_s)
+        (dirs.state / LOCAL_WORKER_PIDFILE).unlink(missing_ok=True)
+        if outcome == "killed":
+            code = 1
+            click.echo(
+                f"the local worker (pid {worker_pid}) did not exit in {timeout_s:g} s: killed"
+            )
+        else:
+            click.echo(f"stopped the local worker (pid {worker_pid}) and cancelled its tasks")
+    if record is None:
+        click.echo(f"no codex-tui server runs for the state folder {dirs.state}")
+    else:
+        outcome = stop_process(record.pid, timeout_s, record.create_time)
+        if outcome == "killed":
+            code = 1
+            click.echo(f"the server (pid {record.pid}) did not exit in {timeout_s:g} s: killed")
+        else:
+            click.echo(f"stopped the server (pid {record.pid}, {record.url})")
+    if not with_worker and worker_pid is not None:
+        click.echo(
+            f"its local worker (pid {worker_pid}) runs on with its tasks; the next "
+            "`codex-tui server` adopts it (`codex-tui server stop --with-worker` stops it)"
+        )
+    raise SystemExit(code)
 
 
 @click.command()

@@ -1,20 +1,33 @@
-"""Provides ``run_server``: bootstrap the store, start the local worker, serve with uvicorn.
+"""Provides ``run_server``: bootstrap the store, start the local worker, serve with uvicorn;
+and :func:`running_server` / :func:`stop_process`, which ``codex-tui server status|stop`` use.
 
 On the first start with an empty store the server creates a local user for the OS user that
 runs it and stores that user's token for the local client (server_client.credentials), so
 ``codex-tui`` commands of the same OS user on the same machine connect with no flags.
+
+One server per state folder: a running server holds an exclusive lock on
+``<state>/server.lock`` (released by the kernel when it exits, however it exits) and describes
+itself in ``<state>/server.json`` (pid, start time, URL, local worker's pid). A second server
+on the same folder is refused before it touches anything (the store, the local worker, the
+port). The local worker outlives the server (a server stop or restart never stops a task,
+docs/reliability.md R1): the next server adopts it from ``<state>/local-worker.pid``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
+import fcntl
 import getpass
+import json
 import logging
 import os
 import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +48,162 @@ from server_client.server.store import Store
 log = logging.getLogger(__name__)
 
 LOCAL_WORKER_PIDFILE = "local-worker.pid"
+#: Held (``flock``) by the running server of a state folder.
+SERVER_LOCKFILE = "server.lock"
+#: The running server of a state folder: :class:`ServerRecord` as JSON.
+SERVER_RECORD = "server.json"
+
+
+class ServerAlreadyRunning(ValueError):
+    """Another server holds this state folder; the message names it and how to stop it."""
+
+
+class PortInUse(ValueError):
+    """The port is taken by another program; the message names the flag that changes it."""
+
+
+@dataclass(frozen=True)
+class ServerRecord:
+    """A running ``codex-tui server``, as it recorded itself in ``<state>/server.json``.
+
+    Attributes:
+        pid: Its process id.
+        create_time: Its process's start time (s since the epoch, as psutil reports it):
+            with ``pid`` it names that one process, never a later one given the same pid.
+        url: The URL local clients use for it.
+        worker_pid: Its local worker's pid (None: it runs without one).
+    """
+
+    pid: int
+    create_time: float
+    url: str
+    worker_pid: int | None
+
+    def to_json(self) -> str:
+        """This record as one JSON object."""
+        return json.dumps(self.__dict__) + "\n"
+
+
+def _own_process(pid: int, create_time: float | None = None) -> psutil.Process | None:
+    """The live process ``pid`` when it belongs to this OS user (and started at
+    ``create_time``, when given, to 10 ms), else None."""
+    try:
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE or proc.uids().real != os.getuid():
+            return None
+        if create_time is not None and abs(proc.create_time() - create_time) > 0.01:
+            return None
+    except psutil.Error:
+        return None
+    return proc
+
+
+def running_server(dirs: AppDirs) -> ServerRecord | None:
+    """The server recorded in ``dirs.state``'s ``server.json`` when that very process still
+    runs as this OS user (same pid and start time); None otherwise (no record, an unreadable
+    one, or a stale one left by a server that died)."""
+    try:
+        raw = json.loads((dirs.state / SERVER_RECORD).read_text())
+        record = ServerRecord(
+            pid=int(raw["pid"]),
+            create_time=float(raw["create_time"]),
+            url=str(raw["url"]),
+            worker_pid=None if raw.get("worker_pid") is None else int(raw["worker_pid"]),
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return record if _own_process(record.pid, record.create_time) is not None else None
+
+
+def local_worker_pid(dirs: AppDirs) -> int | None:
+    """The pid of the local worker recorded in ``dirs.state`` when it still runs as this OS
+    user and is a codex-tui worker (its command line says so); else None."""
+    return _live_local_worker(dirs.state / LOCAL_WORKER_PIDFILE)
+
+
+def stop_process(pid: int, timeout_s: float, create_time: float | None = None) -> str:
+    """SIGTERM the process ``pid`` of this OS user and wait up to ``timeout_s`` (s) for it
+    to exit; SIGKILL it then.
+
+    Returns:
+        ``"stopped"``, ``"killed"`` (it outlived ``timeout_s``), or ``"not running"`` (gone
+        already, another user's, or started at another time than ``create_time``).
+    """
+    proc = _own_process(pid, create_time)
+    if proc is None:
+        return "not running"
+    with contextlib.suppress(psutil.Error):
+        proc.send_signal(signal.SIGTERM)
+    if _exited(proc, timeout_s):
+        return "stopped"
+    with contextlib.suppress(psutil.Error):
+        proc.kill()
+    _exited(proc, 5.0)
+    return "killed"
+
+
+def _exited(proc: psutil.Process, timeout_s: float) -> bool:
+    """Wait up to ``timeout_s`` (s) for ``proc`` to exit; True when it did. A zombie counts
+    as exited: a process that is not our child (the TUI started the server, say) stays one
+    until its parent reaps it."""
+    deadline = time.monotonic() + timeout_s
+    delay = 0.005
+    while True:
+        try:
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.Error:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(delay)
+        delay = min(delay * 2, 0.1)
+
+
+def _claim_state_folder(dirs: AppDirs) -> int:
+    """Take this state folder's server lock (an open file descriptor, held until closed or
+    this process exits).
+
+    Raises:
+        ServerAlreadyRunning: another process holds it.
+    """
+    fd = os.open(dirs.state / SERVER_LOCKFILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        os.close(fd)
+        if exc.errno not in (errno.EWOULDBLOCK, errno.EACCES):
+            raise
+        record = running_server(dirs)
+        who = f"(pid {record.pid}, {record.url})" if record else "(starting or stopping)"
+        raise ServerAlreadyRunning(
+            f"a codex-tui server already runs for the state folder {dirs.state} {who}; "
+            "stop it with `codex-tui server stop` (add --with-worker to stop its local worker "
+            "too), or give this one other folders with CODEX_TUI_HOME"
+        ) from None
+    return fd
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host:port`` (not listening yet; uvicorn listens on it).
+
+    Raises:
+        PortInUse: the address is taken (or cannot be bound); the message names ``--port``
+            and ``CODEX_TUI_LOCAL_PORT``.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise PortInUse(
+            f"cannot listen on {host}:{port} ({exc.strerror or exc}); another program uses it: "
+            "choose another port with --port (or CODEX_TUI_LOCAL_PORT, which the TUI and "
+            "`codex-tui submit` use to find the local server too)"
+        ) from None
+    return sock
 
 
 @dataclass(frozen=True)
@@ -100,27 +269,50 @@ async def bootstrap(settings: ServerSettings, url: str, dirs: AppDirs) -> str:
 def _live_local_worker(pidfile: Path) -> int | None:
     try:
         pid = int(pidfile.read_text().strip())
-        proc = psutil.Process(pid)
-        if proc.is_running() and "server_client.worker" in " ".join(proc.cmdline()):
+    except (OSError, ValueError):
+        return None
+    proc = _own_process(pid)
+    try:
+        if proc is not None and "server_client.worker" in " ".join(proc.cmdline()):
             return pid
-    except (OSError, ValueError, psutil.Error):
+    except psutil.Error:
         pass
     return None
+
+
+def _serves(pid: int, expected: Mapping[str, str], url: str) -> bool:
+    """True when the worker ``pid`` was started for ``url`` (each of its variables that
+    ``expected`` sets to ``url`` has that value in its environment)."""
+    keys = [key for key, value in expected.items() if value == url]
+    try:
+        environ = psutil.Process(pid).environ()
+    except psutil.Error:
+        return False
+    return all(environ.get(key) == url for key in keys)
 
 
 def start_local_worker(url: str, token: str, worker: LocalWorker, dirs: AppDirs) -> int:
     """Start the local worker as its own process (own session); returns its pid.
 
-    Reuses a local worker that still runs from an earlier server start (pid file in the state
-    folder). The token goes through the environment, never the command line.
+    Adopts the local worker that still runs from an earlier server start (pid file in the
+    state folder; it outlives its server so that its tasks go on, docs/reliability.md R1)
+    when it serves this ``url``; one started for another URL (the server moved to another
+    port) is stopped first (its running tasks end cancelled) and a new one started. The
+    token goes through the environment, never the command line.
     """
     pidfile = dirs.state / LOCAL_WORKER_PIDFILE
+    expected = worker.environ(url, token)
     existing = _live_local_worker(pidfile)
     if existing is not None:
-        log.info("local worker already running (pid %d)", existing)
-        return existing
+        if _serves(existing, expected, url):
+            log.info("adopted the local worker that still runs (pid %d)", existing)
+            return existing
+        log.warning(
+            "the local worker (pid %d) serves another URL than %s; stopping it", existing, url
+        )
+        stop_local_worker(existing, worker.stop_timeout_s)
     env = dict(os.environ)
-    env.update(worker.environ(url, token))
+    env.update(expected)
     log_path = dirs.state / "local-worker.log"
     with open(log_path, "ab") as log_file:
         proc = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
@@ -138,21 +330,14 @@ def start_local_worker(url: str, token: str, worker: LocalWorker, dirs: AppDirs)
 
 def stop_local_worker(pid: int, timeout_s: float = 10.0) -> None:
     """SIGTERM the local worker (it cancels its tasks and exits); SIGKILL after ``timeout_s``."""
-    try:
-        proc = psutil.Process(pid)
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout_s)
-    except psutil.TimeoutExpired:
-        proc.kill()
-    except psutil.Error:
-        pass
+    stop_process(pid, timeout_s)
 
 
 class _Server(uvicorn.Server):
     """uvicorn's server with an orderly exit.
 
-    On the first SIGINT/SIGTERM it first runs ``before_exit`` while still serving (the local
-    worker is stopped then, so it can report its cancelled tasks), then ends long polls and
+    On the first SIGINT/SIGTERM it first runs ``before_exit`` while still serving (work that
+    must reach the server before it goes), then ends long polls and
     event streams (docs/reliability.md E5) and shuts down. A second signal forces the exit. Unlike
     plain uvicorn it does not re-raise the signal afterwards, so the caller's cleanup runs.
     """
@@ -206,13 +391,39 @@ def run_server(
     log_level: str = "info",
     forwarded_allow_ips: str | None = None,
 ) -> None:
-    """Serve until interrupted (blocking). Starts and, on exit, stops the local worker.
+    """Serve until interrupted (blocking). Starts the local worker, or adopts the one that
+    still runs; on exit leaves it running (``codex-tui server stop --with-worker`` stops
+    both), so that a restart never stops a task.
 
     ``forwarded_allow_ips`` (comma-separated, or ``*``) are the proxies whose
     ``X-Forwarded-For``/``-Proto`` uvicorn trusts for the client address (rate limits per
     address, audit rows); None keeps uvicorn's default (127.0.0.1, or FORWARDED_ALLOW_IPS).
+
+    Raises:
+        ServerAlreadyRunning: another server runs on this state folder (nothing was touched).
+        PortInUse: ``host:port`` cannot be bound (nothing was touched but the lock).
     """
     dirs = AppDirs.resolve().ensure()
+    lock = _claim_state_folder(dirs)
+    try:
+        sock = _bind(host, port)
+        with sock:
+            _serve(settings, sock, host, port, local_worker, log_level, forwarded_allow_ips, dirs)
+    finally:
+        os.close(lock)
+
+
+def _serve(
+    settings: ServerSettings,
+    sock: socket.socket,
+    host: str,
+    port: int,
+    local_worker: LocalWorker | None,
+    log_level: str,
+    forwarded_allow_ips: str | None,
+    dirs: AppDirs,
+) -> None:
+    """:func:`run_server`'s work once it holds the state folder and its socket."""
     url = client_url(host, port)
     token = asyncio.run(bootstrap(settings, url, dirs))
     worker_pid = None
@@ -229,16 +440,17 @@ def run_server(
         proxy_headers=True,
         forwarded_allow_ips=forwarded_allow_ips,
     )
-
-    async def stop_worker() -> None:
-        if worker_pid is not None:
-            await asyncio.to_thread(stop_local_worker, worker_pid, timeout_s)
-            (dirs.state / LOCAL_WORKER_PIDFILE).unlink(missing_ok=True)
-
-    timeout_s = local_worker.stop_timeout_s if local_worker else 10.0
+    me = psutil.Process()
+    record = ServerRecord(pid=me.pid, create_time=me.create_time(), url=url, worker_pid=worker_pid)
+    record_path = dirs.state / SERVER_RECORD
+    record_path.write_text(record.to_json())
     try:
-        _Server(config, app.state.hub, stop_worker).run()
+        _Server(config, app.state.hub).run(sockets=[sock])
     finally:
-        if worker_pid is not None and psutil.pid_exists(worker_pid):
-            stop_local_worker(worker_pid, timeout_s)
-            (dirs.state / LOCAL_WORKER_PIDFILE).unlink(missing_ok=True)
+        record_path.unlink(missing_ok=True)
+        if worker_pid is not None:
+            log.info(
+                "the local worker (pid %d) runs on with its tasks; the next server adopts it "
+                "(`codex-tui server stop --with-worker` stops it)",
+                worker_pid,
+            )

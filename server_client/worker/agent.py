@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
 import socket
 from collections.abc import Awaitable, Callable
@@ -187,10 +188,9 @@ class WorkerAgent:
 
     async def _sleep_or_stop(self, seconds: float) -> None:
         """Sleep ``seconds``, or less when the worker is told to stop meanwhile."""
-        try:
-            await asyncio.wait_for(self._stopping.wait(), seconds)
-        except TimeoutError:
-            pass
+        with contextlib.suppress(TimeoutError):  # not wait_for: see _workspace_loop
+            async with asyncio.timeout(seconds):
+                await self._stopping.wait()
 
     async def _pause_unless_stopping(self, seconds: float) -> None:
         """Sleep as :meth:`_sleep_or_stop`; then, if the worker is stopping, end the caller
@@ -345,10 +345,9 @@ class WorkerAgent:
     async def _changed_within(self, seconds: float) -> None:
         """Return when a runner starts or ends or an acknowledgement went out, or after
         ``seconds``."""
-        try:
-            await asyncio.wait_for(self._changed.wait(), seconds)
-        except TimeoutError:
-            pass
+        with contextlib.suppress(TimeoutError):  # not wait_for: see _workspace_loop
+            async with asyncio.timeout(seconds):
+                await self._changed.wait()
 
     def _dispatch_conversation_signals(self, answer: Signals) -> bool:
         """Pass interrupts, replies and approval answers to the running conversations;
@@ -704,10 +703,12 @@ class WorkerAgent:
                     log.warning("task %s: workspace not removed: %s", task_id, exc)
             if removed:
                 continue  # report them gone at once
-            try:
-                await asyncio.wait_for(self._sync_now.wait(), self.config.workspace_sync_s)
-            except TimeoutError:
-                pass
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for loses a cancel that comes
+            # as the event is set (a task ending as the worker stops), and the worker's exit
+            # then waits for this loop forever.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.config.workspace_sync_s):
+                    await self._sync_now.wait()
 
     def _open_uploads(self, claim: Claim, runner: Callable[[], Runner | None]) -> EventUploader:
         """The uploader of the task's lease on the worker's upload stream; a cancel flag in

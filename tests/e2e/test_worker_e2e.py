@@ -4,7 +4,6 @@ fake codex for deterministic edge cases (tests/fakes/fake_codex.py)."""
 from __future__ import annotations
 
 import json
-import signal
 import time
 
 import psutil
@@ -213,9 +212,12 @@ def test_cli_without_token_names_the_fix(server_factory: ServerFactory) -> None:
     assert "401" in result.stderr and "ctu_wrong" not in result.stderr
 
 
-async def test_stopping_the_server_stops_its_worker_which_reports_its_tasks(
+async def test_server_stop_with_worker_stops_its_worker_which_reports_its_tasks(
     server_factory: ServerFactory,
 ) -> None:
+    """`codex-tui server stop --with-worker` stops the local worker first, while the server
+    still serves, so that its running tasks end cancelled (a plain stop leaves both running:
+    tests/e2e/test_server_lifecycle.py)."""
     from server_client.server.db import create_engine
     from server_client.server.store import Store, User
 
@@ -226,7 +228,9 @@ async def test_stopping_the_server_stops_its_worker_which_reports_its_tasks(
         async for event in client.stream_events(task.id):
             if event.codex_type == "item.started":
                 break
-    server.proc.send_signal(signal.SIGTERM)
+    # It exits promptly: nothing has to be killed after the --timeout.
+    stop = server.cli("server", "stop", "--with-worker", "--timeout", "10")
+    assert stop.returncode == 0, stop.stdout + stop.stderr
     assert server.proc.wait(20) == 0, server.log()
     assert _processes_of(server, task.id) == []
     assert not (server.home / "state" / "local-worker.pid").exists()
