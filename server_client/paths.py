@@ -66,11 +66,17 @@ def is_within(path: str, root: str) -> bool:
     return path == root or path.startswith(root if root == os.sep else root + os.sep)
 
 
-def check_workdir_lexically(workdir: str, roots: list[str], *, label: str = "workdir") -> str:
+def check_workdir_lexically(
+    workdir: str, roots: list[str], *, label: str = "workdir", roots_set_by: str | None = None
+) -> str:
     """Normalise an absolute workdir and check it lies inside one of ``roots``, by text only.
 
     The server uses this at submit time: it cannot see the worker's filesystem, so the real
     path is checked again by the worker at spawn (:func:`resolve_workdir`; docs/reliability.md S4).
+
+    Args:
+        roots_set_by: The settings that choose ``roots`` (flags, variables), named in the
+            message of a path outside them so that its reader knows what to change.
 
     Returns:
         The normalised path.
@@ -83,7 +89,10 @@ def check_workdir_lexically(workdir: str, roots: list[str], *, label: str = "wor
         raise WorkdirError(f"{label} must be an absolute path, got {workdir!r}")
     normal = os.path.normpath(workdir)
     if not any(is_within(normal, os.path.normpath(root)) for root in roots):
-        raise WorkdirError(f"{label} {normal} is outside the allowed roots: {', '.join(roots)}")
+        where = f" (set by {roots_set_by})" if roots_set_by else ""
+        raise WorkdirError(
+            f"{label} {normal} is outside the allowed roots: {', '.join(roots)}{where}"
+        )
     return normal
 
 

@@ -16,9 +16,10 @@ A create request meets them in this order:
    the named one, or any of the caller's (403).
 4. **Workdir** (:func:`admit`): absolute and inside a root: the named worker's roots when it
    reported some, else the server's ``workdir_roots`` and every root the caller's workers
-   reported (400). Workers check the real path again at spawn. A ``repo`` path meets the same
-   rule; a ``repo`` URL the server's ``repo_url_schemes``/``repo_url_hosts`` (400, naming the
-   setting), and the worker's own policy again before it clones.
+   reported (400, naming the settings that set those roots). Workers check the real path
+   again at spawn. A ``repo`` path meets the same rule; a ``repo`` URL the server's
+   ``repo_url_schemes``/``repo_url_hosts`` (400, naming the setting), and the worker's own
+   policy again before it clones.
 
 **Routing** (which worker may claim a queued task, applied by the claim,
 server_client.server.store.leases): a worker may run a task routed to it by name or to no
@@ -174,13 +175,23 @@ async def admit(
         return None, check_repo_url(body.repo, settings)
     if target is not None and target.workdir_roots:
         roots = list(target.workdir_roots)
+        set_by = (
+            f"worker {target.name}'s --workdir-root, or CODEX_TUI_WORKER_WORKDIR_ROOTS "
+            "where it runs"
+        )
     else:
         roots = list(settings.workdir_roots)
         roots += [r for r in await store.workdir_roots(user) if r not in roots]
+        set_by = (
+            "the server's --workdir-root or CODEX_TUI_SERVER_WORKDIR_ROOTS, and each of your "
+            "workers' --workdir-root"
+        )
     try:
         if body.repo is not None:
-            return None, check_workdir_lexically(body.repo, roots, label="repo")
-        return check_workdir_lexically(body.workdir or "", roots), None
+            return None, check_workdir_lexically(
+                body.repo, roots, label="repo", roots_set_by=set_by
+            )
+        return check_workdir_lexically(body.workdir or "", roots, roots_set_by=set_by), None
     except WorkdirError as exc:
         raise HTTPException(400, str(exc)) from exc
 

@@ -93,6 +93,8 @@ def test_bad_input_gets_problem_bodies_and_loses_nothing(server: LiveServer) -> 
         400,
     )
     assert "outside the allowed roots" in str(outside["detail"])
+    # It names what changes the roots (issue 16).
+    assert "--workdir-root or CODEX_TUI_SERVER_WORKDIR_ROOTS" in str(outside["detail"])
     _problem(
         httpx.post(
             f"{server.url}/api/tasks",

@@ -302,6 +302,7 @@ async def test_submit_stores_repo_and_ref_and_refuses_what_cannot_go_together(
         roots = str(server.workdir.parent)  # the server's --workdir-root
         assert "/etc/elsewhere" in detail(outside) and roots in detail(outside)
         assert detail(outside).startswith("repo /etc/elsewhere is outside the allowed roots")
+        assert "--workdir-root" in detail(outside), "it names what changes the roots"
 
 
 #: (repo URL, expected status, words of the detail) with the default settings.
