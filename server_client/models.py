@@ -467,6 +467,10 @@ class WorkerHello(_Model):
     max_tasks: int = Field(default=4, ge=1, le=1000)
     labels: list[Label] = Field(default_factory=list, max_length=50)
     runtime: Runtime | None = None
+    #: Why the worker cannot run tasks now (its codex binary is missing: the message says how
+    #: to install it); None when it can. While set it claims nothing, and the server hands
+    #: it nothing.
+    cannot_run: NulFree | None = Field(default=None, max_length=1000)
 
 
 class Worker(_Model):
@@ -475,7 +479,9 @@ class Worker(_Model):
     ``online`` is true while the worker was heard from within the lease TTL; ``running``
     counts its running tasks; ``heartbeat_s`` is how often the worker must poll (s) to keep
     its leases. ``allow_danger`` is an admin's mark: only such workers are handed
-    ``danger-full-access`` tasks (``codex-tui admin worker allow-danger``).
+    ``danger-full-access`` tasks (``codex-tui admin worker allow-danger``). ``cannot_run``
+    says why the worker cannot run tasks now (codex missing), as its last hello said; it is
+    handed none while set.
     """
 
     id: str
@@ -492,6 +498,7 @@ class Worker(_Model):
     heartbeat_s: float = 10.0
     allow_danger: bool = False
     runtime: Runtime | None = None
+    cannot_run: str | None = None
 
 
 class PairingCode(_Model):

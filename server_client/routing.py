@@ -18,8 +18,9 @@ __all__ = ["can_take", "missing_worker", "route_phrase", "waiting_for"]
 
 
 def can_take(worker: Worker, task: Task) -> bool:
-    """True when ``worker`` is online and the task's routing (name, labels) allows it."""
-    if not worker.online:
+    """True when ``worker`` is online, able to run tasks (``cannot_run`` unset) and the
+    task's routing (name, labels) allows it."""
+    if not worker.online or worker.cannot_run is not None:
         return False
     if task.target_worker is not None and worker.name != task.target_worker:
         return False

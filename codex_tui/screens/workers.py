@@ -348,7 +348,9 @@ class WorkersScreen(Screen[None]):
             online=worker.online,
             labels=shown_line(", ".join(worker.labels)),
             running=f"{worker.running}/{worker.max_tasks}",
-            codex=shown_line(short_version(worker.codex_version), 16),
+            codex=shown_line(
+                "✗ cannot run" if worker.cannot_run else short_version(worker.codex_version), 16
+            ),
             host=shown_line(worker.hostname),
             seen=format_last_seen(worker.last_seen_at, now),
         )

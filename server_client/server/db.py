@@ -94,6 +94,7 @@ workers = Table(
     Column("revoked_at", UTCDateTime, nullable=True),
     Column("allow_danger", Boolean, nullable=False, default=False),
     Column("runtime", String(16), nullable=True),
+    Column("cannot_run", Text, nullable=True),
     Index("ix_workers_owner", "owner_id"),
     Index("ux_workers_owner_name", "owner_id", "name", unique=True),
 )

@@ -95,6 +95,12 @@ class FatalWorkerError(RuntimeError):
 class WorkerAgent:
     """One worker process's main object; :meth:`run` until :meth:`stop`."""
 
+    #: How often (s) a worker whose codex is missing looks for it again.
+    CODEX_RECHECK_S = 30.0
+    #: Why this worker cannot run tasks (its codex is missing), as its hello said; None
+    #: when it can. While set it claims nothing (:meth:`_await_codex`).
+    _cannot_run: str | None = None
+
     def __init__(self, config: WorkerSettings) -> None:
         self.config = config
         self.api = WorkerApi(config.server, config.token.get_secret_value())
@@ -140,12 +146,14 @@ class WorkerAgent:
     async def connect(self) -> str:
         """Register with the server, retrying with jittered backoff until it answers."""
         version: str | None = None
+        self._cannot_run = None
         try:
             version = await asyncio.to_thread(
                 codex_version, resolve_codex_bin(self.config.codex_bin)
             )
         except CodexNotFoundError as exc:
-            log.warning("%s", exc)
+            log.warning("%s; claiming no task until it is installed", exc)
+            self._cannot_run = f"codex not found: {exc}"[:1000]
         hello = WorkerHello(
             name=self.config.name,
             hostname=socket.gethostname(),
@@ -154,6 +162,7 @@ class WorkerAgent:
             max_tasks=self.config.max_tasks,
             labels=self.config.labels,
             runtime=self.config.runtime,
+            cannot_run=self._cannot_run,
         )
 
         def retrying(exc: BaseException, wait_s: float) -> None:
@@ -232,6 +241,9 @@ class WorkerAgent:
         assert self.worker_id is not None
         worker_id = self.worker_id
         while not self._stopping.is_set():
+            if self._cannot_run is not None:
+                await self._await_codex()
+                continue
             if len(self._jobs) >= self.config.max_tasks:
                 self._slot_free.clear()
                 await self._first_of(self._slot_free.wait())
@@ -255,6 +267,21 @@ class WorkerAgent:
             job = asyncio.create_task(self._run_task(claim), name=f"task-{claim.task.id}")
             self._jobs.add(job)
             job.add_done_callback(self._job_done)
+
+    async def _await_codex(self) -> None:
+        """While codex is missing, claim nothing (the signals poll keeps the worker online,
+        and the server shows why it runs nothing): look for codex again every
+        :attr:`CODEX_RECHECK_S` and, once it is there, connect again with a hello that no
+        longer says ``cannot_run``, so that tasks come again."""
+        await self._sleep_or_stop(self.CODEX_RECHECK_S)
+        if self._stopping.is_set():
+            return
+        try:
+            await asyncio.to_thread(resolve_codex_bin, self.config.codex_bin)
+        except CodexNotFoundError:
+            return
+        log.info("codex is installed now; claiming tasks again")
+        await self.connect()
 
     def _job_done(self, job: asyncio.Task[None]) -> None:
         self._jobs.discard(job)

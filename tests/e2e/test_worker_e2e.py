@@ -90,13 +90,28 @@ async def test_turn_failed_fails_with_codex_message(server_factory: ServerFactor
     assert "model melted" in events[-1].data["reason"]
 
 
-async def test_missing_codex_fails_the_task_with_install_hint(
+def test_a_worker_without_codex_says_so_with_the_install_hint_and_claims_nothing(
     server_factory: ServerFactory,
 ) -> None:
+    import httpx
+
     server = server_factory(codex_bin="/nonexistent/codex")
-    events = await _run(server)
-    assert events[-1].status is TaskStatus.FAILED
-    assert "npm install -g @openai/codex" in events[-1].data["reason"]
+    auth = {"Authorization": f"Bearer {server.token}"}
+
+    def workers() -> list[dict[str, object]]:
+        answer = httpx.get(f"{server.url}/api/workers", headers=auth).json()
+        assert isinstance(answer, list)
+        return answer
+
+    said = wait_until(lambda: [w for w in workers() if w["cannot_run"]], what="its hello")
+    assert isinstance(said, list) and "npm install -g @openai/codex" in said[0]["cannot_run"]
+    queued = server.cli("submit", "hello")
+    task_id = queued.stdout.strip()
+    seen = said[0]["last_seen_at"]
+    wait_until(lambda: workers()[0]["last_seen_at"] != seen, 30, "its next poll")
+    task = httpx.get(f"{server.url}/api/tasks/{task_id}", headers=auth).json()
+    assert task["status"] == "queued"
+    assert "claiming no task until it is installed" in server.log()
 
 
 async def test_a_burst_arrives_complete_and_in_order(server_factory: ServerFactory) -> None:

@@ -193,3 +193,25 @@ async def test_a_task_for_a_label_no_online_worker_has_is_flagged_at_submit_and_
         assert "waiting for" not in listed
     finally:
         await api.aclose()
+
+
+async def test_a_worker_that_cannot_run_is_listed_so_and_handed_no_task(
+    server_factory: ServerFactory,
+) -> None:
+    server = server_factory(local_worker=False)
+    api = WorkerApi(server.url, server.token)
+    why = "codex not found: install it: npm install -g @openai/codex"
+    hello = WorkerHello(name="gpu-box", workdir_roots=["/"], labels=["gpu"], cannot_run=why)
+    try:
+        worker = await api.connect(hello)
+        async with server.client() as client:
+            listed = await client.list_workers()
+            assert [w.cannot_run for w in listed] == [why]
+        submitted = await asyncio.to_thread(server.cli, "submit", "--label", "gpu", "train")
+        assert "no online worker has label gpu; the task waits for one" in submitted.stderr
+        assert await api.claim(worker.id, 0.5) is None  # the task is queued, not for it
+        await api.connect(hello.model_copy(update={"cannot_run": None}))  # codex installed
+        claim = await api.claim(worker.id, 10)
+        assert claim is not None and claim.task.id == ok(submitted).strip()
+    finally:
+        await api.aclose()

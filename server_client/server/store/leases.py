@@ -247,8 +247,11 @@ class LeaseStore(BaseStore):
         appended. Only tasks of the worker's owner are ever considered (docs/reliability.md
         R7), and of those only the ones the routing rule gives this worker
         (server_client.server.admission: routed to it by name or to none, labels it all
-        carries, danger-full-access only when marked).
+        carries, danger-full-access only when marked). A worker that said it cannot run
+        tasks (``cannot_run``: its codex is missing) gets none.
         """
+        if worker.cannot_run is not None:
+            return None  # it said it cannot run tasks (codex missing): hand it none
         now = utcnow()
         lease_id = secrets.token_hex(16)
         capability = []

@@ -36,6 +36,7 @@ def worker_from_row(row: Row[Any], *, ttl_s: float = 30.0, running: int = 0) -> 
         heartbeat_s=max(1.0, min(10.0, ttl_s / 3)),
         allow_danger=bool(row.allow_danger),
         runtime=Runtime(row.runtime) if row.runtime else None,
+        cannot_run=row.cannot_run,
     )
 
 
@@ -87,6 +88,7 @@ class WorkerStore(BaseStore):
             "connected_at": now,
             "last_seen_at": now,
             "runtime": hello.runtime.value if hello.runtime else None,
+            "cannot_run": hello.cannot_run,
         }
         detail = {"name": hello.name, "hostname": hello.hostname, "codex": hello.codex_version}
 
