@@ -35,6 +35,7 @@ SUBCOMMANDS = {
     "server": "codex_tui.cli.serve:server",
     "status": "codex_tui.cli.account:status",
     "submit": "codex_tui.cli.tasks:submit",
+    "web": "codex_tui.cli.web:web",
     "worker": "codex_tui.cli.serve:worker",
     "workspaces": "codex_tui.cli.review:workspaces",
 }

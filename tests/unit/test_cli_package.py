@@ -18,6 +18,7 @@ VERB_MODULES = (
     "codex_tui.cli.admin",
     "codex_tui.cli.review",
     "codex_tui.cli.account",
+    "codex_tui.cli.web",
 )
 
 
