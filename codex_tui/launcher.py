@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from codex_tui.config import ResolvedConnection, resolve_connection
@@ -48,6 +49,19 @@ def server_is_up(url: str, timeout_s: float = 0.5) -> bool:
         return False
 
 
+def _why_it_exited(log_path: Path, start: int) -> str:
+    """The server's own message from what it wrote to ``log_path`` after byte ``start``
+    (its ``codex-tui: ...`` line, else its last line)."""
+    try:
+        with open(log_path, "rb") as log_file:
+            log_file.seek(start)
+            lines = log_file.read().decode(errors="replace").splitlines()
+    except OSError:
+        return "it exited"
+    said = [line.removeprefix("codex-tui: ") for line in lines if line.startswith("codex-tui: ")]
+    return said[-1] if said else (lines[-1].strip() if lines else "it exited")
+
+
 def ensure_local_server(conn: ResolvedConnection, wait_s: float = 20.0) -> ResolvedConnection:
     """Return a connection to a running server, starting a local one when needed.
 
@@ -56,7 +70,9 @@ def ensure_local_server(conn: ResolvedConnection, wait_s: float = 20.0) -> Resol
     the local token.
 
     Raises:
-        LauncherError: the server did not come up; the message names its log file.
+        LauncherError: the server did not come up; the message names its log file, and
+            gives the server's own reason at once when it exited (another server of this
+            state folder runs on another port, the port is taken, ...).
     """
     parts = urlsplit(conn.server)
     if conn.explicit or parts.hostname not in LOOPBACK:
@@ -67,7 +83,8 @@ def ensure_local_server(conn: ResolvedConnection, wait_s: float = 20.0) -> Resol
     log_path = dirs.state / "server.log"
     argv = [sys.executable, "-m", "codex_tui", "server", "--port", str(parts.port or 80)]
     with open(log_path, "ab") as log_file:
-        subprocess.Popen(  # noqa: S603 - fixed argv, no shell
+        start = log_file.tell()
+        proc = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
             argv,
             stdin=subprocess.DEVNULL,
             stdout=log_file,
@@ -77,11 +94,21 @@ def ensure_local_server(conn: ResolvedConnection, wait_s: float = 20.0) -> Resol
         )
     deadline = time.monotonic() + wait_s
     delay = 0.05
+    exited: str | None = None  # what the server said when it exited, if it did
     while time.monotonic() < deadline:
         if server_is_up(conn.server):
             fresh = resolve_connection()
             if fresh.token:
                 return fresh
+        if exited is None and proc.poll() is not None:
+            exited = _why_it_exited(log_path, start)
+            # Refused because a server of this state folder runs elsewhere, or the port is
+            # taken: say why at once. (One that is starting for this URL, from a command run
+            # at the same moment: wait for it.)
+            if conn.server not in exited and "starting or stopping" not in exited:
+                raise LauncherError(
+                    f"the local server for {conn.server} did not start: {exited} (log: {log_path})"
+                )
         time.sleep(delay)
         delay = min(delay * 1.5, 0.5)
     raise LauncherError(

@@ -139,3 +139,45 @@ def test_a_configured_server_is_neither_probed_nor_started(tmp_path: Path) -> No
     assert time.monotonic() - started < 1
     remote = ResolvedConnection("http://192.0.2.1:8765", "t", explicit=False)  # TEST-NET-1
     assert ensure_local_server(remote, wait_s=5) is remote
+
+
+def _serve(env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
+    """``codex-tui server --port PORT --no-local-worker``, once it answers."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "codex_tui", "server", "--port", str(port), "--no-local-worker"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 30
+    while not server_is_up(f"http://127.0.0.1:{port}"):
+        assert proc.poll() is None and time.monotonic() < deadline, "the server to start"
+        time.sleep(0.05)
+    return proc
+
+
+def test_a_server_that_cannot_start_is_reported_at_once_with_its_reason(
+    isolated: tuple[dict[str, str], Path],
+) -> None:
+    """The stored connection names the local server's usual port, but the state folder's
+    server runs on another one: the server `submit` starts is refused, and `submit` says
+    why at once instead of waiting for it to answer (issue 16)."""
+    env, work = isolated
+    usual, other = int(env["CODEX_TUI_LOCAL_PORT"]), free_port()
+    first = _serve(env, usual)  # stores the connection for the usual port
+    assert _cli(env, work, "server", "stop").returncode == 0
+    first.wait(15)
+    running = _serve(env, other)  # another port: the stored connection stays
+    try:
+        started = time.monotonic()
+        result = _cli(env, work, "submit", "hello")
+        took = time.monotonic() - started
+        assert result.returncode == 2, result.stderr
+        assert "did not start: a codex-tui server already runs" in result.stderr
+        assert f"http://127.0.0.1:{other}" in result.stderr
+        assert "codex-tui server stop" in result.stderr
+        assert took < 15, f"it waited {took:.1f} s for a server that had exited"
+        assert running.poll() is None, "the running server was left alone"
+    finally:
+        running.terminate()
+        running.wait(15)
