@@ -43,6 +43,13 @@ AUDITED: dict[tuple[str, str], str | None] = {
     # Delivery receipts of the data plane: the reply and approval rows keep when each was
     # acknowledged (delivered_at, acked_at); the request and the answer are audited.
     ("POST", "/api/workers/{worker_id}/acks"): None,
+    ("PUT", "/api/workers/{worker_id}/tasks/{task_id}/workspace"): "workspace.create",
+    # Data plane: the task's one diff row is replaced by each upload (the latest is kept).
+    ("PUT", "/api/workers/{worker_id}/tasks/{task_id}/diff"): None,
+    ("DELETE", "/api/tasks/{task_id}/workspace"): "workspace.remove",
+    # A report of the worker's disk: it writes a row (workspace.removed) only when workspaces
+    # went away, which test_workspaces_api.py checks.
+    ("POST", "/api/workers/{worker_id}/workspaces"): None,
 }
 
 
@@ -177,6 +184,35 @@ def test_each_mutating_call_writes_one_row(server: LiveServer) -> None:
         headers=worker,
         json={"lease_id": lease, "status": "completed", "exit_code": 0, "event_count": 1},
     )
+
+    # A task on a repository: its workspace is reported (audited the first time), its diff
+    # uploaded, and once it ended its owner asks for its removal; a sync reports sizes.
+    on_repo = call(
+        "POST",
+        "/api/tasks",
+        "task.create",
+        headers=user,
+        json={"prompt": "change it", "repo": str(server.workdir / "repo")},
+    ).json()
+    claim = call(
+        "POST", f"/api/workers/{worker_id}/claim", "task.claim", headers=worker, params={"wait": 5}
+    ).json()
+    assert claim["task"]["id"] == on_repo["id"]
+    on_ws = f"/api/workers/{worker_id}/tasks/{on_repo['id']}"
+    report = {"lease_id": claim["lease_id"], "path": "/srv/ws/x", "base_commit": "a" * 40}
+    call("PUT", f"{on_ws}/workspace", "workspace.create", headers=worker, json=report)
+    diff = {"lease_id": claim["lease_id"], "base_commit": "a" * 40, "files": [], "patch": ""}
+    call("PUT", f"{on_ws}/diff", None, headers=worker, json=diff)
+    call(
+        "POST",
+        f"{on_ws}/finish",
+        "task.finish",
+        headers=worker,
+        json={"lease_id": claim["lease_id"], "status": "completed", "event_count": 0},
+    )
+    held = {"workspaces": [{"task_id": on_repo["id"], "path": "/srv/ws/x", "bytes": 10}]}
+    call("POST", f"/api/workers/{worker_id}/workspaces", None, headers=worker, json=held)
+    call("DELETE", f"/api/tasks/{on_repo['id']}/workspace", "workspace.remove", headers=user)
 
     # A conversation: codex asks, the owner answers, replies and interrupts; the worker
     # acknowledges (not audited) and ends the turn idle.
