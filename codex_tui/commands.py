@@ -226,19 +226,24 @@ def _palette_worthy(binding: Binding) -> bool:
 
 def binding_commands(app: App[Any], screen: Screen[Any]) -> list[SystemCommand]:
     """One palette command per binding on ``screen``: those active there (the focused chain,
-    the screen and the app, or a modal) and those of codex-tui widgets elsewhere on it.
+    the screen and the app, or a modal) and those of codex-tui widgets elsewhere on it, each
+    action of a widget class once (three panes list "Search" once).
 
     Each is titled by the binding's description; its help shows the keys and the binding id;
     it runs the binding's action in the binding's namespace, as the key would.
     """
-    entries: dict[tuple[int, str], _Entry] = {}
+    entries: dict[tuple[type[DOMNode], str], _Entry] = {}
 
     def add(namespace: DOMNode, binding: Binding) -> None:
         if not _palette_worthy(binding):
             return
+        # Once per class and action: several panes list their actions once, run in the
+        # focused one, else in the active one (the ``-active`` class), else the first.
         entry = entries.setdefault(
-            (id(namespace), binding.action), _Entry(namespace, binding, [], [])
+            (type(namespace), binding.action), _Entry(namespace, binding, [], [])
         )
+        if entry.namespace is not namespace:
+            return
         for key in current_keys(app, binding):
             if key not in entry.keys:
                 entry.keys.append(key)
@@ -248,7 +253,8 @@ def binding_commands(app: App[Any], screen: Screen[Any]) -> list[SystemCommand]:
     for active in screen.active_bindings.values():
         add(active.node, active.binding)
     if not screen.is_modal:
-        for widget in screen.walk_children(Widget):
+        widgets = sorted(screen.walk_children(Widget), key=lambda w: not w.has_class("-active"))
+        for widget in widgets:
             if _ours(type(widget)):
                 for _key, binding in node_bindings(widget):
                     if widget.check_action(binding.action, ()) is not False:

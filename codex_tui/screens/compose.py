@@ -21,6 +21,7 @@ from textual.widgets import Footer, Input, Label, Select, Static, TextArea
 from codex_tui.failures import REQUEST_ERRORS, describe_action_failure
 from server_client.client import ApiError, CodexTuiClient
 from server_client.models import ApprovalPolicy, Runtime, Sandbox, Task, TaskCreate
+from server_client.paths import is_within
 from server_client.text import truncate
 
 __all__ = ["ComposeScreen", "parse_labels"]
@@ -67,11 +68,16 @@ class ComposeScreen(Screen[Task | None]):
 
     ``ctrl+s`` validates the form and calls ``client.create_task`` in a worker; on success the
     screen dismisses with the created :class:`~server_client.models.Task`, on failure it shows
-    the server's problem inline and keeps everything typed. Escape dismisses with None.
+    the server's problem inline and keeps everything typed. Escape dismisses with None (after
+    a confirmation when the prompt holds text).
+
+    The workdir is prefilled with ``default_workdir`` while it lies inside a root one of the
+    user's workers reports; otherwise, once the workers are listed, with their first root
+    (kept when no worker reports a root: the server checks it).
 
     Args:
         client: The SDK client.
-        default_workdir: Prefills the workdir field (empty: the worker's first root).
+        default_workdir: Prefills the workdir field when a worker allows it.
         prompt: Prefills the prompt.
     """
 
@@ -315,8 +321,25 @@ class ComposeScreen(Screen[Task | None]):
         """Do nothing (shadows the app's ``q``)."""
 
     def action_back(self) -> None:
-        """Go back without submitting."""
-        self.dismiss(None)
+        """Go back without submitting; a prompt with text is thrown away only after a
+        confirmation."""
+        if not self.query_one("#prompt-input", TextArea).text.strip():
+            self.dismiss(None)
+            return
+        from codex_tui.screens.confirm import ConfirmModal
+
+        def answered(confirmed: bool | None) -> None:
+            if confirmed:
+                self.dismiss(None)
+
+        self.app.push_screen(
+            ConfirmModal(
+                "Throw this prompt away?",
+                confirm_label="Discard",
+                cancel_label="Keep writing",
+            ),
+            answered,
+        )
 
     # -- internals --------------------------------------------------------------------------
 
@@ -347,6 +370,7 @@ class ComposeScreen(Screen[Task | None]):
             workers = await self.client.list_workers()
         except REQUEST_ERRORS:
             return  # no suggestions; the field still takes any name
+        self._prefill_workdir([root for worker in workers for root in worker.workdir_roots])
         names = [worker.name for worker in workers][:MAX_WORKER_SUGGESTIONS]
         self._worker_names = names
         field = self.query_one("#worker-input", Input)
@@ -355,6 +379,17 @@ class ComposeScreen(Screen[Task | None]):
             shown = "any: " + ", ".join(names[:5])
             limit = PLACEHOLDER_CHARS
             field.placeholder = truncate(shown, limit)
+
+    def _prefill_workdir(self, roots: list[str]) -> None:
+        """Keep the prefilled workdir only when it lies inside a root the user's workers
+        allow; else prefill their first root. Without a reported root (no worker yet) the
+        prefill stays, and a workdir the user typed meanwhile stays too."""
+        field = self.query_one("#workdir-input", Input)
+        if not roots or field.value != (self.default_workdir or ""):
+            return
+        value = field.value.strip()
+        if not any(is_within(value, root) for root in roots):
+            field.value = roots[0]
 
     @on(Input.Changed, "#repo-input")
     def _repo_changed(self, event: Input.Changed) -> None:

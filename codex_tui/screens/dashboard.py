@@ -45,13 +45,14 @@ def tasks_title(counts: TaskCounts) -> Content:
 class DashboardScreen(Screen[None]):
     """The main screen: the live task list and a grid of panes, each streaming one task.
 
-    The highlighted task shows in the active pane (the last focused). Keys: ``n`` opens the
+    The highlighted task shows in the active pane (the last focused). Keys: ``n`` (or
+    ``ctrl+n``, which works in a pane too, where ``n`` is the next search match) opens the
     compose screen, ``o`` opens the highlighted task in a new pane, ``c`` closes the active
-    pane, ``m`` maximises it, ``x`` cancels the highlighted task after a confirm, ``r``
-    re-runs it, ``f`` reviews what it changed (the task of the focused pane, when a pane has
-    the focus), ``h`` opens the history, ``w`` the workers screen; Enter on a task moves into
-    its pane, Tab cycles the focus through the list and the panes. A pane's export (``e``)
-    asks for a file here.
+    pane, ``m`` maximises it; ``x`` cancels, ``r`` re-runs (each after a confirmation) and
+    ``f`` reviews the task of the focused pane, or the highlighted one when the list has the
+    focus; ``h`` opens the history, ``w`` the workers screen; Enter on a task moves into its
+    pane, Tab cycles the focus through the list and the panes. A pane's export (``e``) asks
+    for a file here.
 
     Args:
         client: The SDK client.
@@ -61,7 +62,8 @@ class DashboardScreen(Screen[None]):
     """
 
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("n", "new_task", "New", id="new-task"),
+        # ctrl+n too: in a focused pane n is the next search match.
+        Binding("n,ctrl+n", "new_task", "New", id="new-task"),
         Binding("o", "open_pane", "Open pane", id="open-pane"),
         Binding("c", "close_pane", "Close pane", id="close-pane"),
         Binding("m", "maximize_pane", "Maximise", show=False, id="maximize-pane"),
@@ -180,14 +182,23 @@ class DashboardScreen(Screen[None]):
 
         self.app.push_screen(HistoryScreen(self.client, clock=self.clock), self._open_from_history)
 
+    def target_task(self) -> Task | None:
+        """The task a key acts on: the focused pane's, else the one highlighted in the list
+        (the newest record the list has of it)."""
+        focused = self.focused
+        chain = focused.ancestors_with_self if focused is not None else []
+        pane = next((node for node in chain if isinstance(node, EventView)), None)
+        task = pane.followed_task if pane is not None else None
+        if task is None:
+            return self.task_list.selected_task
+        listed = next((t for t in self.task_list.tasks if t.id == task.id), None)
+        return listed or task
+
     def action_review(self) -> None:
         """Open the review screen on the focused pane's task, else on the highlighted one."""
         from codex_tui.screens.review import ReviewScreen
 
-        focused = self.focused
-        chain = focused.ancestors_with_self if focused is not None else []
-        pane = next((node for node in chain if isinstance(node, EventView)), None)
-        task = (pane.followed_task if pane is not None else None) or self.task_list.selected_task
+        task = self.target_task()
         if task is None:
             self.notify("No task selected.", severity="warning")
             return
@@ -196,18 +207,34 @@ class DashboardScreen(Screen[None]):
         )
 
     def action_rerun_task(self) -> None:
-        """Queue the highlighted task again with the same prompt and options."""
-        task = self.task_list.selected_task
+        """Ask, then queue the focused pane's task (else the highlighted one) again with the
+        same prompt and options."""
+        from codex_tui.screens.confirm import ConfirmModal
+
+        task = self.target_task()
         if task is None:
             self.notify("No task selected.", severity="warning")
             return
-        self.run_worker(self._rerun(task.id), group="rerun", exit_on_error=False)
+        task_id = task.id
+
+        def answered(confirmed: bool | None) -> None:
+            if confirmed:
+                self.run_worker(self._rerun(task_id), group="rerun", exit_on_error=False)
+
+        self.app.push_screen(
+            ConfirmModal(
+                f"Run this task again, as a new task?\n\n{short_prompt(task.prompt, 160)}",
+                confirm_label="Re-run",
+                cancel_label="Keep as is",
+            ),
+            answered,
+        )
 
     def action_cancel_task(self) -> None:
-        """Ask, then cancel the selected task."""
+        """Ask, then cancel the focused pane's task (else the highlighted one)."""
         from codex_tui.screens.confirm import ConfirmModal
 
-        task = self.task_list.selected_task
+        task = self.target_task()
         if task is None:
             self.notify("No task selected.", severity="warning")
             return

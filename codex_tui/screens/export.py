@@ -39,8 +39,11 @@ def export_transcript(screen: Screen[Any], client: CodexTuiClient, task: Task) -
 
 
 async def _export(screen: Screen[Any], client: CodexTuiClient, task: Task, path: Path) -> None:
+    """Write the transcript with the task's current record in its header (the pane's may
+    be the one it had when it was submitted)."""
     fmt = format_for_path(path)
     try:
+        task = await client.get_task(task.id)
         with path.open("w", encoding="utf-8") as file:
             count = await export_task(client, task, file, fmt)
     except (ApiError, httpx.HTTPError) as error:

@@ -13,6 +13,7 @@ from textual.widget import Widget
 
 from codex_tui.app import CodexTuiApp
 from codex_tui.events.view import Annotation
+from codex_tui.screens.confirm import ConfirmModal
 from codex_tui.screens.dashboard import DashboardScreen
 from codex_tui.screens.history import HistoryScreen
 from codex_tui.widgets.event_view import EventView
@@ -450,7 +451,9 @@ async def test_r_reruns_the_highlighted_task_and_selects_the_new_one(
         async with running_app(client, server) as (app, pilot):
             tasks = task_list(app)
             await wait_for(pilot, lambda: tasks.selected_task is not None, "the task")
-            await pilot.press("r")
+            await pilot.press("r")  # asks first
+            await wait_for(pilot, lambda: isinstance(app.screen, ConfirmModal), "the question")
+            await pilot.press("y")
 
             await wait_for(pilot, lambda: len(tasks.tasks) == 2, "the new task in the list")
             rerun = [task for task in (await client.list_tasks()).items if task.id != original.id]

@@ -135,7 +135,9 @@ async def test_compose_validates_empty_prompt_and_escape_goes_back(
         # either.
         await pilot.press("tab", "tab", "tab", "tab", "q")
         assert app.is_running and app.screen is compose
-        await pilot.press("escape")
+        await pilot.press("escape")  # the prompt holds text: asks first
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmModal))
+        await pilot.press("y")
         await wait_for(pilot, lambda: isinstance(app.screen, DashboardScreen))
         assert (await client.list_tasks()).items == []
         await pilot.press("q")
