@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 import click
 
-from codex_tui.cli.common import connection, connection_options, fail, run_client
+from codex_tui.cli.common import ID, connection, connection_options, fail, run_client
 from server_client.enums import ACTIVE_STATUSES
 from server_client.text import json_safe, one_line, truncate, visible
 
@@ -161,7 +161,7 @@ def _write_patch(patch: bytes, output: str | None) -> None:
     type=click.Path(dir_okay=False),
     help="Write to FILE instead of stdout.",
 )
-@click.argument("task_id")
+@click.argument("task_id", type=ID)
 @click.pass_context
 def diff(
     ctx: click.Context,
@@ -207,7 +207,7 @@ def diff(
     type=click.Path(file_okay=False),
     help="The checkout to apply to (default: the current folder).",
 )
-@click.argument("task_id")
+@click.argument("task_id", type=ID)
 @click.pass_context
 def apply(
     ctx: click.Context,
@@ -271,7 +271,7 @@ async def _branch_repo(task: Task, given: Path | None, here: Path) -> Path:
     help="The repository to make the branch in (default: the task's own when it is here, "
     "else the current folder's).",
 )
-@click.argument("task_id")
+@click.argument("task_id", type=ID)
 @click.argument("name", required=False)
 @click.pass_context
 def branch(
@@ -379,7 +379,7 @@ def workspaces(ctx: click.Context, server: str | None, token: str | None, as_jso
 
 @workspaces.command(name="rm")
 @connection_options
-@click.argument("task_ids", metavar="TASK_ID...", nargs=-1, required=True)
+@click.argument("task_ids", metavar="TASK_ID...", nargs=-1, required=True, type=ID)
 @click.pass_context
 def remove(
     ctx: click.Context, server: str | None, token: str | None, task_ids: tuple[str, ...]

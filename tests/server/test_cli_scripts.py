@@ -44,7 +44,16 @@ def test_an_empty_or_malformed_task_id_is_a_usage_error_naming_the_argument(
     server_factory: ServerFactory,
 ) -> None:
     server = server_factory(local_worker=False)
-    for argv in (("logs", ""), ("cancel", "../tasks"), ("rerun", " "), ("reply", "", "hi")):
+    for argv in (
+        ("logs", ""),
+        ("cancel", "../tasks"),
+        ("rerun", " "),
+        ("reply", "", "hi"),
+        ("diff", ""),
+        ("apply", "../x"),
+        ("branch", " "),
+        ("workspaces", "rm", "a", ""),
+    ):
         done = server.cli(*argv)
         assert done.returncode == 2, (argv, done.stderr)
         assert "TASK_ID" in done.stderr and "404" not in done.stderr, (argv, done.stderr)
