@@ -17,6 +17,7 @@ it appends live events at the tail, prepends older pages when the user nears the
 
 from __future__ import annotations
 
+import io
 from bisect import bisect_left, bisect_right
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
@@ -27,7 +28,7 @@ from math import ceil
 from typing import TYPE_CHECKING, ClassVar, Self
 
 from rich.cells import cell_len
-from rich.console import RenderableType
+from rich.console import Console, RenderableType
 from rich.segment import Segment
 from rich.style import Style
 from textual.binding import Binding, BindingType
@@ -215,8 +216,9 @@ class Transcript(ScrollView, can_focus=True):
     search highlights.
 
     Keys: ``up``/``k`` and ``down``/``j`` move the entry cursor, ``enter`` folds or unfolds
-    the entry under it, ``v`` shows its raw JSON, ``end``/``G`` jumps to the newest event and
-    follows again, ``home``/``g`` goes to the top (which pages older events in).
+    the entry under it, ``v`` shows its raw JSON, ``C`` copies it (a command with its output,
+    a message's text), ``end``/``G`` jumps to the newest event and follows again,
+    ``home``/``g`` goes to the top (which pages older events in).
 
     Args:
         max_entries: The most entries held; the owner keeps the window within it.
@@ -245,6 +247,7 @@ class Transcript(ScrollView, can_focus=True):
         Binding("pagedown,space", "page_down", "Page down", show=False, id="page-down"),
         Binding("home,g", "scroll_top", "Top", show=False, id="scroll-top"),
         Binding("end,G", "follow_tail", "Follow", id="follow-tail"),
+        Binding("C", "copy_entry", "Copy the entry", show=False, id="copy-entry"),
     ]
 
     palette: var[Palette] = var(Palette, init=False)
@@ -933,6 +936,48 @@ class Transcript(ScrollView, can_focus=True):
             return
         entry.raw = not entry.raw
         self._rerender(entry)
+
+    def action_copy_entry(self) -> None:
+        """Copy the entry under the cursor to the clipboard (OSC 52, so over SSH and in tmux
+        with ``set-clipboard on`` too): a command with its whole output, a message's or a
+        reasoning item's text, else what the entry shows; a toast says what was copied."""
+        entry = self._cursor_or_last()
+        if entry is None:
+            self.notify("Nothing to copy.", severity="warning")
+            return
+        what, text = self._copy_text(entry)
+        self.app.copy_to_clipboard(text)
+        lines = text.count("\n") + (0 if text.endswith("\n") or not text else 1)
+        noun = "line" if lines == 1 else "lines"
+        self.notify(f"Copied {what} ({lines} {noun}).", title="Copied")
+
+    def _copy_text(self, entry: Entry) -> tuple[str, str]:
+        """What copying ``entry`` puts on the clipboard, and how the toast names it."""
+        live = entry.note.live
+        if isinstance(live, LiveItem) and live.final is None:
+            if live.kind == "command":
+                return "the command and its output so far", f"$ {live.command}\n{live.text}"
+            return "the text so far", live.text
+        typed = entry.shown_event.codex
+        if isinstance(typed, codex.ItemEvent):
+            item = typed.item
+            if isinstance(item, codex.CommandExecution):
+                output = (
+                    item.output
+                    if item.output.endswith("\n") or not item.output
+                    else item.output + "\n"
+                )
+                return "the command and its output", f"$ {item.command}\n{output}"
+            if isinstance(item, codex.AgentMessage):
+                return "codex's message", item.text
+            if isinstance(item, codex.Reasoning):
+                return "the reasoning", item.text
+        console = Console(file=io.StringIO(), width=200, color_system=None, highlight=False)
+        for renderable in self.entry_renderables(entry):
+            console.print(renderable)
+        file = console.file
+        assert isinstance(file, io.StringIO)
+        return "the entry", file.getvalue()
 
     def _rerender(self, entry: Entry) -> None:
         entry.strips = None

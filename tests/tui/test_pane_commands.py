@@ -105,3 +105,31 @@ async def test_a_pane_shows_one_entry_per_command_and_ends_it_with_the_task() ->
         assert "running…" not in text and text.count("$ run b") == 1
         assert " canceled " in text
         assert view.feed.running_entries() == []
+
+
+async def test_c_copies_the_command_and_its_output_under_the_cursor() -> None:
+    clock = FakeClock()
+    app = StreamHost(clock, BurstClient())
+    async with app.run_test(size=SIZE) as pilot:
+        view = app.pane
+        view.follow(running_task("t-copy", "copy"))
+        await wait_for(pilot, lambda: not view.streaming, "the (empty) stream")
+        message = {"id": "m", "type": "agent_message", "text": "All **done**."}
+        events = [
+            command("a", "started", TS),
+            command("a", "completed", TS + timedelta(seconds=1), 0),
+            event(EventKind.CODEX, {"type": "item.completed", "item": message}),
+        ]
+        for seq, ev in enumerate(events, 1):
+            ev.seq = seq
+        feed(view, events)
+        clock.now += 1
+        view._flush()
+        await pilot.pause()
+        view.transcript.focus()
+        await pilot.press("C")  # no cursor yet: the last entry in view
+        assert app.clipboard == "All **done**."
+        await pilot.press("k", "C")
+        assert app.clipboard == "$ run a\nok\n"
+        toasts = [n.message for n in app._notifications]
+        assert "Copied the command and its output (2 lines)." in toasts
