@@ -299,6 +299,9 @@ class StreamState:
         token_usage: The newest ``usage.updated`` (None: none yet).
         just_ended: The live commands the last annotated event ended without their
             completion (its turn or its task ended); their entries show that.
+        run_started: When the task first ran (its first ``running`` status event).
+        run_ended: When it last stopped running (a status that ends it or its turn; None
+            while it runs).
     """
 
     last_usage: codex.Usage | None = None
@@ -309,6 +312,8 @@ class StreamState:
     approvals: dict[str, LiveApproval] = field(default_factory=dict)
     token_usage: codex.TokenUsage | None = None
     just_ended: list[LiveItem] = field(default_factory=list)
+    run_started: datetime | None = None
+    run_ended: datetime | None = None
 
     def end_running(self, reason: str, at: datetime) -> None:
         """Every command still running ends as ``reason`` (:attr:`just_ended` lists them)."""
@@ -379,7 +384,12 @@ def _annotate_status(event: Event, state: StreamState) -> Annotation:
     status = event.status
     if status is not None:
         state.last_status = status
+        if status is TaskStatus.RUNNING:
+            state.run_ended = None
+            if state.run_started is None:
+                state.run_started = event.ts
         if status.is_terminal or status is TaskStatus.IDLE:
+            state.run_ended = event.ts
             reason = "canceled" if status is TaskStatus.CANCELED else "interrupted"
             state.end_running(reason, event.ts)
     approval = approval_of(event.data)

@@ -36,7 +36,7 @@ from codex_tui.events.view import (
 from codex_tui.failures import describe_action_failure
 from codex_tui.textual_internals import keymap
 from codex_tui.widgets.event_feed import PAGE_EVENTS, EventFeed
-from codex_tui.widgets.task_list import short_prompt
+from codex_tui.widgets.task_list import format_age, short_prompt
 from codex_tui.widgets.transcript import Transcript
 from server_client.enums import ApprovalDecision, TaskStatus
 
@@ -93,6 +93,17 @@ class _Form:
         self.answers[qid] = [value] if value else []
         self.index += 1
         return self.index < len(self.questions)
+
+
+def _exact(seconds: int) -> str:
+    """``42s``, ``3m05s``, ``1h02m``."""
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, secs = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
 
 
 @dataclass(frozen=True)
@@ -255,6 +266,9 @@ class EventView(Widget):
     (computed)."""
     usage_text: var[str] = var("", init=False)
     """The thread's token usage and share of the context window ('' until reported)."""
+    run_time: var[str] = var("", init=False)
+    """How long the task ran (``ran 3m05s``) or has run so far (``5m so far``); ''
+    before it started."""
     replying: var[bool] = var(False, init=False, toggle_class="-replying")
     """True while the reply box is open (it has the keyboard focus)."""
 
@@ -530,12 +544,38 @@ class EventView(Widget):
             self.usage_text = usage_summary(usage)
         self._mirror_transcript()
         self._update_bar()
+        self._update_run_time()
 
     def _tick_live(self) -> None:
-        """Once a second: the timers of running commands in view move on."""
+        """Once a second: the timers of running commands in view and the task's run time
+        move on."""
         running = self.feed.running_entries()
         if running:
             self.transcript.refresh_entries(running)
+        self._update_run_time()
+
+    def _update_run_time(self) -> None:
+        """The run time: started to finished (from the task's record, else its stream), or
+        started to now while it runs; a conversation's stops at the end of its turn."""
+        task = self.followed_task
+        state = self.feed.state
+        started = None if task is None else task.started_at or state.run_started
+        if task is None or started is None:
+            self.run_time = ""
+            return
+        status = self.status or task.status
+        if status.is_terminal or status is TaskStatus.IDLE:
+            ended = state.run_ended or task.finished_at
+            if status.is_terminal and task.finished_at is not None:
+                ended = task.finished_at
+            if ended is None:
+                self.run_time = ""
+                return
+            seconds = max(int((ended - started).total_seconds()), 0)
+            self.run_time = f"ran {_exact(seconds)}"
+        else:
+            # Coarse while it ticks: whole minutes past the first one.
+            self.run_time = f"{format_age(started, self.transcript.clock())} so far"
 
     # -- paging -----------------------------------------------------------------------------
 
@@ -713,9 +753,11 @@ class EventView(Widget):
             self.query_one("#conversation-bar", Static).update(Content(text))
 
     def watch_status(self) -> None:
-        """A new status may show or hide the bar (turn done)."""
+        """A new status may show or hide the bar (turn done) and stops or starts the run
+        time."""
         if self.is_mounted:
             self._update_bar()
+            self._update_run_time()
 
     def _open_reply(self, placeholder: str, value: str = "") -> None:
         field = self.query_one("#reply-input", Input)
@@ -878,7 +920,8 @@ class EventView(Widget):
         return "Events" if task is None else short_prompt(task.prompt, 120)
 
     def compute_pane_subtitle(self) -> _Subtitle | None:
-        """Status, stream error, search and new events, joined by ``·`` (None: no task)."""
+        """Status, run time, token usage, stream error, search and new events, joined by
+        ``·`` (None: no task)."""
         if self.followed_task is None:
             return None
         parts: list[str] = []
@@ -888,6 +931,9 @@ class EventView(Widget):
             parts.append("$icon $status")
             variables["icon"] = status_icon(status)
             variables["status"] = status.value
+        if self.run_time:
+            parts.append("$runtime")
+            variables["runtime"] = self.run_time
         if self.usage_text:
             parts.append("$usage")
             variables["usage"] = self.usage_text

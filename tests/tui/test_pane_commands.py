@@ -133,3 +133,28 @@ async def test_c_copies_the_command_and_its_output_under_the_cursor() -> None:
         assert app.clipboard == "$ run a\nok\n"
         toasts = [n.message for n in app._notifications]
         assert "Copied the command and its output (2 lines)." in toasts
+
+
+async def test_the_pane_subtitle_shows_the_run_time() -> None:
+    clock = FakeClock()
+    app = StreamHost(clock, BurstClient())
+    async with app.run_test(size=SIZE) as pilot:
+        view = app.pane
+        view.transcript.clock = lambda: TS + timedelta(seconds=90)
+        task = running_task("t-time", "time").model_copy(update={"started_at": TS})
+        view.follow(task)
+        await wait_for(pilot, lambda: not view.streaming, "the (empty) stream")
+        view._tick_live()
+        assert view.run_time == "1m so far"
+        subtitle = view.pane_subtitle
+        assert subtitle is not None and "1m so far" in subtitle.content().plain
+        done = event(
+            EventKind.STATUS, {"status": "completed"}, seq=1, ts=TS + timedelta(seconds=125)
+        )
+        feed(view, [done])
+        clock.now += 1
+        view._flush()
+        await pilot.pause()
+        assert view.run_time == "ran 2m05s"
+        subtitle = view.pane_subtitle
+        assert subtitle is not None and "ran 2m05s" in subtitle.content().plain
