@@ -235,6 +235,13 @@ class WebServer:
         session.last_seen = now
         return session
 
+    def _purge(self) -> None:
+        """Forget the sessions idle for longer than ``idle_s`` (and their tokens)."""
+        now = time.monotonic()
+        for key, session in list(self._sessions.items()):
+            if session.live is None and now - session.last_seen > self.config.idle_s:
+                del self._sessions[key]
+
     def _secure(self) -> bool:
         return (self.config.public_url or "").startswith("https:")
 
@@ -345,6 +352,7 @@ class WebServer:
             self._failures[address].append(time.monotonic())
             log.info("sign-in refused from %s", address)
             return _login_form("That token was not accepted.", 401)
+        self._purge()
         cookie = secrets.token_urlsafe(32)
         key = self._key(cookie)
         self._sessions[key] = _Session(key, token, user, time.monotonic())
