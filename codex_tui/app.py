@@ -64,6 +64,17 @@ class CodexTuiApp(App[None]):
     CSS_PATH = APP_CSS_PATH
     TITLE = "codex-tui"
 
+    # Toasts go to the top right, under the first row: at the bottom they covered the panes'
+    # newest lines, their "↓ N new" counter and the footer.
+    CSS = """
+    ToastRack {
+        dock: top;
+        align: right top;
+        margin-top: 1;
+        margin-bottom: 0;
+    }
+    """
+
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("q", "quit", "Quit", id="quit"),
         Binding("question_mark", "show_keys", "Keys", show=False, id="show-keys"),

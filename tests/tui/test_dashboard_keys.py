@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from textual.pilot import Pilot
 from textual.widgets import Input, TextArea
 
+from codex_tui.app import CodexTuiApp
 from codex_tui.commands import binding_commands
 from codex_tui.screens.compose import ComposeScreen
 from codex_tui.screens.confirm import ConfirmModal
@@ -16,6 +18,7 @@ from server_client.models import TaskStatus, WorkerHello
 from server_client.worker.api import WorkerApi
 from tests.conftest import ServerFactory
 from tests.support.tui_helpers import (
+    SIZE,
     dashboard_ready,
     running_app,
     seed_tasks,
@@ -170,3 +173,22 @@ async def test_export_writes_the_tasks_current_state(
 def read(path: Path) -> str:
     """The file's text ('' while it does not exist)."""
     return path.read_text() if path.exists() else ""
+
+
+async def test_toasts_leave_the_bottom_of_the_panes_alone(server_factory: ServerFactory) -> None:
+    server = server_factory(local_worker=False)
+    async with server.client() as client:
+        app = CodexTuiApp(client, poll_interval_s=0.2)
+        async with app.run_test(size=SIZE, notifications=True) as pilot:
+            await toast_placement(app, pilot)
+
+
+async def toast_placement(app: CodexTuiApp, pilot: Pilot[None]) -> None:
+    """A toast ends in the upper half of the active pane."""
+    await wait_for(pilot, lambda: dashboard_ready(app), "the dashboard")
+    app.notify("A task finished, with a long message that wraps over a few lines.")
+    await wait_for(pilot, lambda: bool(app.screen.query("Toast")), "the toast")
+    toast = app.screen.query("Toast").first()
+    await wait_for(pilot, lambda: toast.region.height > 0, "the toast laid out")
+    pane = grid(app).active
+    assert toast.region.bottom <= pane.region.y + pane.region.height // 2
