@@ -370,7 +370,7 @@ class EventFeed:
                     transcript.mark_end(False)
                     transcript.at_start = backwards and len(events) < page
                     transcript.append(entries)
-                    transcript.move_cursor(hits[-1] if backwards else hits[0])
+                    transcript.reveal_match(hits[-1] if backwards else hits[0], query)
                     return True
             if len(events) < page:
                 return False

@@ -675,7 +675,7 @@ class EventView(Widget):
         query = self.search_query
         found = transcript.find(query, backwards=backwards)
         if found is not None:
-            transcript.move_cursor(found)
+            transcript.reveal_match(found, query)
             self.search_note = None
             return
         task_id = self.task_id

@@ -1007,6 +1007,28 @@ class Transcript(ScrollView, can_focus=True):
                 return index
         return None
 
+    def reveal_match(self, index: int, query: str) -> None:
+        """Put the cursor on entry ``index`` and scroll its first line holding ``query`` into
+        view; a folded entry whose match is folded away (deep in a command's output) is
+        unfolded first."""
+        self.move_cursor(index)
+        entry = self.entries[index]
+        needle = query.lower()
+        row = _row_of(self._render_entry(entry), needle)
+        if row is None and not entry.expanded and is_foldable(entry.shown_event):
+            entry.expanded = True
+            self._rerender(entry)
+            row = _row_of(self._render_entry(entry), needle)
+        if row is None:
+            return
+        line = self.offsets[index] + row
+        height = self.size.height or 1
+        top = round(self.scroll_y)
+        if not top <= line < top + height:
+            # The match a third of the way down, with what leads to it above.
+            self.scroll_to(y=max(line - height // 3, 0), animate=False, immediate=True)
+            self.refresh()
+
     def watch_search_query(self, query: str) -> None:
         """Highlight ``query`` in the lines shown ('' clears)."""
         self.query_text = query.lower()
@@ -1015,6 +1037,14 @@ class Transcript(ScrollView, can_focus=True):
     def _changed(self) -> None:
         if self.is_attached:
             self.post_message(self.ViewChanged(self))
+
+
+def _row_of(strips: list[Strip], needle: str) -> int | None:
+    """The first of ``strips`` whose text holds ``needle`` (lower-case), or None."""
+    for row, strip in enumerate(strips):
+        if needle in strip.text.lower():
+            return row
+    return None
 
 
 def _highlight(strip: Strip, needle: str, style: Style) -> Strip:

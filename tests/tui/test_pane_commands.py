@@ -158,3 +158,38 @@ async def test_the_pane_subtitle_shows_the_run_time() -> None:
         assert view.run_time == "ran 2m05s"
         subtitle = view.pane_subtitle
         assert subtitle is not None and "ran 2m05s" in subtitle.content().plain
+
+
+async def test_search_scrolls_to_the_matching_line_of_a_long_output() -> None:
+    clock = FakeClock()
+    app = StreamHost(clock, BurstClient())
+    async with app.run_test(size=SIZE) as pilot:
+        view = app.pane
+        view.follow(running_task("t-find", "find"))
+        await wait_for(pilot, lambda: not view.streaming, "the (empty) stream")
+        output = "".join(f"line {n}\n" for n in range(300)).replace("line 250\n", "the needle\n")
+        body = {
+            "id": "a",
+            "type": "command_execution",
+            "command": "run a",
+            "aggregated_output": output,
+            "exit_code": 0,
+            "status": "completed",
+        }
+        events = [
+            event(EventKind.CODEX, {"type": "item.completed", "item": body}, seq=1),
+            *(event(EventKind.STDERR, {"line": f"later {n}"}, seq=2 + n) for n in range(40)),
+        ]
+        feed(view, events)
+        clock.now += 1
+        view._flush()
+        await pilot.pause()
+        view.search_query = "needle"
+        view.action_search_next()
+        await pilot.pause()
+        transcript = view.transcript
+        assert transcript.cursor == 0
+        assert transcript.entries[0].expanded  # the match was folded away
+        top = round(transcript.scroll_y)
+        shown = [transcript.render_line(y).text for y in range(transcript.size.height)]
+        assert any("the needle" in line for line in shown), (top, shown)
