@@ -601,9 +601,10 @@ def _render_todo(item: codex.TodoList, palette: Palette) -> RenderableType:
 
 
 class PathLine:
-    """One line ``prefix`` + ``path`` that keeps the path's end when the width is short: the
-    start gives way to ``…`` (a file's name says more than the folders above it, and codex
-    names files by absolute path, often deep in a workspace)."""
+    """One line ``prefix`` + ``path`` that keeps the path's start and, in two thirds of the
+    room, its end when the width is short: the middle gives way to ``…`` (a file's name says
+    more than the folders above it, and codex names files by absolute path, often deep in a
+    workspace)."""
 
     def __init__(self, prefix: str, prefix_style: str, path: str) -> None:
         self.prefix = prefix
@@ -611,13 +612,18 @@ class PathLine:
         self.path = path
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
-        """The line, its path cut at the start to ``options.max_width`` cells."""
+        """The line, its path cut in the middle to ``options.max_width`` cells."""
         room = options.max_width - cell_len(self.prefix)
         path = self.path
-        if room >= 2 and cell_len(path) > room:
-            while path and cell_len(path) > room - 1:
-                path = path[1:]
-            path = "…" + path
+        if room >= 8 and cell_len(path) > room:
+            head_room = room // 3
+            head = path
+            while head and cell_len(head) > head_room:
+                head = head[:-1]
+            tail = path
+            while tail and cell_len(tail) > room - cell_len(head) - 1:
+                tail = tail[1:]
+            path = head + "…" + tail
         line = Text(no_wrap=True, overflow="ellipsis")
         line.append(self.prefix, style=self.prefix_style)
         line.append(path)
