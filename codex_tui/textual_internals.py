@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any, cast
 
 from textual.app import App
-from textual.binding import BindingsMap
+from textual.binding import Binding, BindingsMap
 from textual.css.styles import RulesMap
 from textual.dom import DOMNode
 from textual.geometry import Region, Size
@@ -23,6 +23,7 @@ from textual.widgets import OptionList
 
 __all__ = [
     "class_bindings",
+    "footer_key",
     "keymap",
     "node_bindings",
     "replace_option_prompt_in_place",
@@ -60,6 +61,31 @@ def class_bindings(node_class: type[DOMNode]) -> BindingsMap:
         A new map.
     """
     return node_class._merge_bindings()
+
+
+def footer_key(
+    app: App[Any], binding: Binding, *, enabled: bool, tooltip: str, classes: str
+) -> Widget:
+    """The widget Textual's Footer shows for ``binding`` (``textual.widgets._footer.FooterKey``,
+    made as :meth:`textual.widgets.Footer.compose` makes it, with the app's key display).
+
+    Why private: Textual does not export FooterKey; the dashboard's footer adds the keys
+    screen's ``?`` docked at its right, as the Footer docks the command palette's key
+    (:class:`codex_tui.widgets.keys_footer.KeysFooter`).
+    """
+    from textual.widgets import Footer
+    from textual.widgets._footer import FooterKey
+
+    key = FooterKey(
+        binding.key,
+        app.get_key_display(binding),
+        binding.description,
+        binding.action,
+        classes=classes,
+        disabled=not enabled,
+        tooltip=tooltip,
+    )
+    return key.data_bind(compact=Footer.compact)
 
 
 def keymap(app: App[Any]) -> Mapping[str, str]:

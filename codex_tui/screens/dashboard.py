@@ -12,12 +12,13 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
 from textual.content import Content
 from textual.screen import Screen
-from textual.widgets import Footer, OptionList
+from textual.widgets import OptionList
 
 from codex_tui import failures
 from codex_tui.failures import describe_action_failure
 from codex_tui.widgets.connection_banner import ConnectionBanner
 from codex_tui.widgets.event_view import EventView
+from codex_tui.widgets.keys_footer import KeysFooter
 from codex_tui.widgets.pane_grid import PaneGrid
 from codex_tui.widgets.task_list import TaskCounts, TaskList, short_prompt
 
@@ -106,7 +107,7 @@ class DashboardScreen(Screen[None]):
             task_list.border_title = "Tasks"
             yield task_list
             yield PaneGrid(self.client, now=self.clock, id="pane-grid")
-        yield Footer()
+        yield KeysFooter()
 
     def on_mount(self) -> None:
         """Put the keyboard in the task list."""
