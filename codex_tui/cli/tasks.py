@@ -160,7 +160,11 @@ def pair(ctx: click.Context, server: str | None, token: str | None, as_json: boo
 
 @click.command()
 @connection_options
-@click.option("--workdir", help="Folder codex works in (default: the current folder).")
+@click.option(
+    "--workdir",
+    help="Folder codex works in, on the worker's machine (default: the current folder; with "
+    "--worker or --label, that worker's first workdir root).",
+)
 @click.option(
     "--repo",
     metavar="PATH_OR_URL",
@@ -237,7 +241,11 @@ def submit(
         fail("--ref needs --repo: it names a branch, tag or commit of that repository")
     conn = connection(ctx, server, token, start=True)
     source = _repository(repo) if repo is not None else None
-    folder = None if source else os.path.abspath(workdir) if workdir else os.getcwd()
+    folder = None if source else os.path.abspath(workdir) if workdir else None
+    if not source and folder is None and not (worker_name or labels):
+        # Unrouted, the task goes to a worker whose roots hold this folder: the local one
+        # when it runs here. A routed task goes elsewhere, where this folder means nothing.
+        folder = os.getcwd()
 
     async def work(client: CodexTuiClient) -> int:
         task = await client.create_task(
@@ -253,8 +261,7 @@ def submit(
             runtime=runtime,
         )
         _announce(task, follow=follow, as_json=as_json)
-        if worker_name or labels:
-            await _warn_if_unroutable(client, task)
+        await _warn_if_unroutable(client, task)
         if not follow:
             return 0
         return await follow_turn(client, task.id, 0, as_json)
@@ -275,7 +282,8 @@ def _announce(task: Task, *, follow: bool, as_json: bool) -> None:
 
 async def _warn_if_unroutable(client: CodexTuiClient, task: Task) -> None:
     """Say on stderr when no online worker can take the new task (``no online worker has
-    label gpu; the task waits for one``): it stays queued until one comes."""
+    label gpu; the task waits for one``, or none whose roots hold its folder): it stays
+    queued until one comes."""
     from server_client.routing import missing_worker
 
     missing = missing_worker(task, await client.list_workers())

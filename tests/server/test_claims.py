@@ -232,3 +232,29 @@ async def test_a_routed_task_waits_queued_until_a_matching_worker_connects(
         assert task.worker_id == late.id and task.started_at is not None
         assert task.started_at - late_proc.wait_connected().connected_at < timedelta(seconds=5)
     assert "claimed" not in plain.log()
+
+
+async def test_a_worker_claims_only_tasks_whose_folder_lies_inside_its_roots(
+    server: LiveServer, tmp_path: Path
+) -> None:
+    """A workdir names a folder on some machine: an unrouted task goes to a worker whose
+    workdir roots hold it (or hold its local repository), never to one that would fail it."""
+    roots = {name: tmp_path / name for name in ("here", "there")}
+    for root in roots.values():
+        (root / "app").mkdir(parents=True)
+    hellos = [
+        WorkerHello(name="here", workdir_roots=[str(roots["here"])]),
+        WorkerHello(name="there", workdir_roots=[str(roots["there"])]),
+    ]
+    async with (
+        paired_workers(server, server.token, hellos) as pairs,
+        server.client() as client,
+    ):
+        (here_api, here), (there_api, there) = pairs
+        in_there = await client.create_task("there", workdir=str(roots["there"] / "app"))
+        repo_there = await client.create_task("repo", repo=str(roots["there"] / "app"))
+        in_here = await client.create_task("here", workdir=str(roots["here"] / "app"))
+        anywhere = await client.create_task("anywhere")
+        # "here" asks first: it must pass over the two tasks it could not run.
+        assert await _claim_all(here_api, here) == [in_here.id, anywhere.id]
+        assert await _claim_all(there_api, there) == [in_there.id, repo_there.id]

@@ -204,6 +204,42 @@ async def test_a_task_for_a_label_no_online_worker_has_is_flagged_at_submit_and_
         await api.aclose()
 
 
+async def test_a_routed_task_gets_its_workers_folder_and_a_folder_no_worker_holds_is_flagged(
+    server_factory: ServerFactory, tmp_path: Path
+) -> None:
+    """The current folder names a folder here: a task routed to another machine's worker
+    gets that worker's first root instead, and a folder no online worker's roots hold is
+    flagged at submit and in ls (the task would otherwise wait without a word)."""
+    server = server_factory(local_worker=False)
+    here = tmp_path / "here"
+    here.mkdir()
+
+    async def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return await asyncio.to_thread(server.cli, *args)
+
+    api = WorkerApi(server.url, server.token)
+    try:
+        elsewhere = str(tmp_path / "gpu-box-home")
+        await api.connect(WorkerHello(name="gpu-box", workdir_roots=[elsewhere], labels=["gpu"]))
+        routed = await cli("submit", "--json", "--label", "gpu", "train it")
+        assert json.loads(ok(routed))["workdir"] is None and routed.stderr == ""
+        named = await cli("submit", "--json", "--worker", "gpu-box", "train it")
+        assert json.loads(ok(named))["workdir"] is None and named.stderr == ""
+
+        pinned = await cli("submit", "--workdir", str(here), "--label", "gpu", "here")
+        task_id = ok(pinned).strip()
+        assert pinned.stderr == (
+            f"codex-tui: no online worker with label gpu allows {here} "
+            f"(their roots: gpu-box: {elsewhere}); the task waits for one\n"
+        )
+        row = next(line for line in ok(await cli("ls")).splitlines() if line.startswith(task_id))
+        assert row.endswith(f"(waiting for a worker with label gpu whose roots hold {here})")
+        anywhere = await cli("submit", "--workdir", str(here), "unrouted")
+        assert f"no online worker allows {here}" in anywhere.stderr
+    finally:
+        await api.aclose()
+
+
 async def test_a_worker_that_cannot_run_is_listed_so_and_handed_no_task(
     server_factory: ServerFactory,
 ) -> None:

@@ -28,6 +28,7 @@ from server_client.models import (
     Worker,
     utcnow,
 )
+from server_client.routing import folder_fits
 from server_client.server.admission import labels_fit, routing_clauses
 from server_client.server.db import events, tasks, tokens, workers
 from server_client.server.store.approvals import withdraw_pending
@@ -247,8 +248,9 @@ class LeaseStore(BaseStore):
         appended. Only tasks of the worker's owner are ever considered (docs/reliability.md
         R7), and of those only the ones the routing rule gives this worker
         (server_client.server.admission: routed to it by name or to none, labels it all
-        carries, danger-full-access only when marked). A worker that said it cannot run
-        tasks (``cannot_run``: its codex is missing) gets none.
+        carries, danger-full-access only when marked), and whose folder (workdir or local
+        repository) its workdir roots hold (server_client.routing.folder_fits). A worker
+        that said it cannot run tasks (``cannot_run``: its codex is missing) gets none.
         """
         if worker.cannot_run is not None:
             return None  # it said it cannot run tasks (codex missing): hand it none
@@ -281,6 +283,8 @@ class LeaseStore(BaseStore):
                 tasks.c.approval_policy,
                 tasks.c.pending_replies,
                 tasks.c.turns,
+                tasks.c.workdir,
+                tasks.c.repo,
             )
             .where(
                 tasks.c.owner_id == owner.id,
@@ -297,7 +301,12 @@ class LeaseStore(BaseStore):
 
         def work(conn: Connection) -> Claim | None:
             rows = conn.execute(query).all()
-            fits = [r for r in rows if labels_fit(json.loads(r.labels), worker)]
+            fits = [
+                r
+                for r in rows
+                if labels_fit(json.loads(r.labels), worker)
+                and folder_fits(r.workdir, r.repo, worker.workdir_roots)
+            ]
             row = fits[0] if fits else None
             if fits and skip_locked:
                 # Lock only the oldest fitting task no concurrent claim holds: locking every
