@@ -162,27 +162,29 @@ async def signals(
     repeat until ``POST /api/workers/{wid}/acks``), a workspace of the worker's to remove
     (asked for during the poll; ``workspaces`` is then set in every answer until its sync
     reports it gone); else an empty answer after ``wait``
-    seconds (at most the worker's ``heartbeat_s``, so its leases stay fresh)."""
+    seconds (at most the worker's ``heartbeat_s``, so its leases stay fresh).
+
+    The worker counts as heard from when the poll ARRIVES, never when it ends: a worker killed
+    during the poll must lose its leases one TTL after its last poll began, not one TTL after
+    the poll's end (docs/reliability.md R2). The poll lasts at most ``heartbeat_s`` (a third
+    of the TTL), so a live worker's next poll refreshes it in time."""
     user = principal.user
     worker = await _worker(principal, store, worker_id)
     await store.touch_worker(worker.id)
     deadline = _deadline(min(wait, worker.heartbeat_s), settings.max_wait_s)
     removals_before: bool | None = None
-    try:
-        while True:
-            wake = hub.current(cancel_key(user.id))
-            found = await store.signals(user, worker.id, body.task_ids)
-            found.workspaces = await store.workspaces_to_remove(user, worker.id)
-            if removals_before is None:
-                removals_before = found.workspaces
-            # A removal asked for during the poll ends it; one pending before rides along.
-            news = (found.cancel or found.interrupt or found.replies or found.answers) or (
-                found.workspaces and not removals_before
-            )
-            if news or hub.closing or not await Hub.wait(wake, _left(deadline)):
-                return found
-    finally:
-        await store.touch_worker(worker.id)
+    while True:
+        wake = hub.current(cancel_key(user.id))
+        found = await store.signals(user, worker.id, body.task_ids)
+        found.workspaces = await store.workspaces_to_remove(user, worker.id)
+        if removals_before is None:
+            removals_before = found.workspaces
+        # A removal asked for during the poll ends it; one pending before rides along.
+        news = (found.cancel or found.interrupt or found.replies or found.answers) or (
+            found.workspaces and not removals_before
+        )
+        if news or hub.closing or not await Hub.wait(wake, _left(deadline)):
+            return found
 
 
 #: The upload and the finish check the token again in their own statement.

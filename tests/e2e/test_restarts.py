@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -167,6 +167,53 @@ async def test_worker_kill_9_ends_its_task_lost_within_the_lease_and_it_is_never
     assert _statuses(again).count(TaskStatus.RUNNING) == 1
     assert final.status is TaskStatus.LOST and final.worker_name == "victim"
     assert spare.log().count("claimed") == 1, spare.describe()
+
+
+async def test_a_worker_killed_mid_heartbeat_loses_its_task_one_ttl_after_that_poll_began(
+    server_factory: ServerFactory, workers: WorkerPool
+) -> None:
+    """Issue 17 item 5: the signals long poll counts as heard from when it arrives, so a worker
+    killed in the middle of one ends ``lost`` within TTL + sweep of the kill, not a whole poll
+    (``heartbeat_s``, a third of the TTL) later; the reason states the server's real TTL."""
+    ttl_s, sweep_s = 12.0, 0.5  # heartbeat_s = ttl/3 = 4 s: a late touch would show plainly
+    server = server_factory(
+        local_worker=False, server_args=("--lease-ttl", f"{ttl_s:g}", "--sweep-interval", "0.5")
+    )
+    # One slot: with its task running, the worker's only requests are its signals polls.
+    victim = workers.start(server, "victim", fake_mode="sleep", max_tasks=1)
+    async with server.client() as client:
+        task = await client.create_task("sleep a long time", worker="victim")
+        await _running(client, task.id)
+
+        async def last_seen() -> datetime:
+            listed = await client.list_workers()
+            return next(w.last_seen_at for w in listed if w.name == "victim")
+
+        # Kill the worker just after a signals poll arrived (its last_seen_at moved), once the
+        # polls follow each other every heartbeat_s (the poll left open by the task's start,
+        # which the worker gave up for a new one, has ended): that poll is then open for about
+        # heartbeat_s more.
+        heartbeat_s = ttl_s / 3
+        seen = await last_seen()
+        changes: list[datetime] = []
+        deadline = asyncio.get_running_loop().time() + 3 * ttl_s
+        while len(changes) < 2 or changes[-1] - changes[-2] < timedelta(seconds=heartbeat_s / 2):
+            assert asyncio.get_running_loop().time() < deadline, f"no steady heartbeats {changes}"
+            if (now_seen := await last_seen()) != seen:
+                changes.append(seen := now_seen)
+        victim.kill()
+        killed_at = utcnow()
+        events = await _lost_event(client, task.id, ttl_s + sweep_s + 20)
+    lost = events[-1]
+    # Not before one TTL of silence, and within TTL + sweep (+ a margin for a loaded machine)
+    # of the kill: a poll that refreshed the worker when it ended would add ~4 s.
+    assert lost.ts - seen >= timedelta(seconds=ttl_s), (seen, lost.ts)
+    assert lost.ts - killed_at < timedelta(seconds=ttl_s + sweep_s + 1.5), (
+        killed_at,
+        lost.ts,
+        victim.describe(),
+    )
+    assert f"(no heartbeat for {ttl_s:g} s)" in lost.data["reason"], lost.data
 
 
 async def test_a_worker_restarted_right_after_kill_9_does_not_leave_its_task_running(
