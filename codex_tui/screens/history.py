@@ -26,6 +26,7 @@ from codex_tui.failures import (
     describe_action_failure,
     describe_poll_failure,
 )
+from codex_tui.screens.confirm import ConfirmModal
 from codex_tui.widgets.task_list import format_age, short_prompt, worker_text
 from server_client.client import ApiError, CodexTuiClient
 from server_client.models import Task, TaskPage, TaskStatus, utcnow
@@ -117,8 +118,8 @@ class HistoryScreen(Screen[Task | None]):
 
     Keys: ``/`` focuses the search (typing filters after :data:`SEARCH_DEBOUNCE_S`; Enter
     or Escape goes back to the table), ``s`` and ``w`` open the status and worker filters,
-    Enter dismisses the screen with the highlighted task, ``r`` re-runs it
-    (``client.rerun_task``) and dismisses with the new task, ``ctrl+r`` reloads, Escape
+    Enter dismisses the screen with the highlighted task, ``r`` asks, then re-runs
+    it (``client.rerun_task``) and dismisses with the new task, ``ctrl+r`` reloads, Escape
     dismisses with None.
 
     Args:
@@ -359,19 +360,35 @@ class HistoryScreen(Screen[Task | None]):
         self._open_select(self.worker_select)
 
     def action_rerun(self) -> None:
-        """Submit the highlighted task again with the same options; dismiss with the new one."""
+        """Ask, as the dashboard's ``r`` does, then submit the highlighted task again with the
+        same options and dismiss with the new one."""
+
         task = self.selected_task
         if task is None:
             self.notify("No task selected.", severity="warning")
             return
         if self._rerunning:
             return
-        self._rerunning = True
-        self.run_worker(
-            self._rerun(task.id),
-            name=f"rerun:{task.id}",
-            group="history-rerun",
-            exit_on_error=False,
+        task_id = task.id
+
+        def answered(confirmed: bool | None) -> None:
+            if not confirmed or self._rerunning:
+                return
+            self._rerunning = True
+            self.run_worker(
+                self._rerun(task_id),
+                name=f"rerun:{task_id}",
+                group="history-rerun",
+                exit_on_error=False,
+            )
+
+        self.app.push_screen(
+            ConfirmModal(
+                f"Run this task again, as a new task?\n\n{short_prompt(task.prompt, 160)}",
+                confirm_label="Re-run",
+                cancel_label="Keep as is",
+            ),
+            answered,
         )
 
     def action_refresh(self) -> None:

@@ -21,6 +21,7 @@ from textual.binding import Binding
 from textual.pilot import Pilot
 from textual.widgets import Static
 
+from codex_tui.screens.confirm import ConfirmModal
 from codex_tui.screens.history import (
     HistoryFilters,
     HistoryScreen,
@@ -379,7 +380,7 @@ async def test_escape_returns_none(server: LiveServer) -> None:
             assert app.result is None
 
 
-async def test_r_reruns_the_highlighted_task(server: LiveServer) -> None:
+async def test_r_asks_then_reruns_the_highlighted_task(server: LiveServer) -> None:
     api = WorkerApi(server.url, server.token)
     try:
         await api.connect(WorkerHello(name="gpu-box", workdir_roots=[str(server.workdir)]))
@@ -389,8 +390,16 @@ async def test_r_reruns_the_highlighted_task(server: LiveServer) -> None:
         server, ["train the model", "something newer"], model="m1", worker="gpu-box"
     )
     async with server.client() as client:
-        async with running_history(client) as (app, pilot, _screen):
-            await pilot.press("down", "r")
+        async with running_history(client) as (app, pilot, screen):
+            await pilot.press("down", "r")  # asks first, like the dashboard's r
+            await wait_for(pilot, lambda: isinstance(app.screen, ConfirmModal), "the question")
+            await pilot.press("escape")
+            await wait_for(pilot, lambda: app.screen is screen, "back in the history")
+            assert app.result is NO_RESULT
+            assert len((await client.list_tasks()).items) == 2, "nothing re-run"
+            await pilot.press("r")
+            await wait_for(pilot, lambda: isinstance(app.screen, ConfirmModal), "the question")
+            await pilot.press("y")
             await wait_for(pilot, lambda: app.result is not NO_RESULT, "the dismissal")
             new = app.result
             assert isinstance(new, Task)
@@ -416,6 +425,8 @@ async def test_rerun_failure_is_shown_and_the_screen_stays(server: LiveServer) -
         await client.revoke_worker(worker.id)
         async with running_history(client) as (app, pilot, screen):
             await pilot.press("r")
+            await wait_for(pilot, lambda: isinstance(app.screen, ConfirmModal), "the question")
+            await pilot.press("y")
             await wait_for(
                 pilot,
                 lambda: any("gone-soon" in str(n.message) for n in app._notifications),
