@@ -32,7 +32,10 @@ class PairingModal(ModalScreen[None]):
     text; ``c`` copies it), and how long the code stays valid. Escape closes it.
 
     The modal only displays ``pairing``; the caller creates it with
-    ``client.create_pairing_code()``. The countdown ticks every second from ``clock``.
+    ``client.create_pairing_code()``. When the server has no public URL
+    (``pairing.public_url`` is None) it says how to set one, since the command then names
+    the address this TUI reached the server at, often a loopback one. The countdown ticks
+    every second from ``clock``.
 
     Args:
         pairing: The code, its expiry and the command the server suggests.
@@ -87,6 +90,12 @@ class PairingModal(ModalScreen[None]):
         height: auto;
         color: $foreground-muted;
     }
+    PairingModal #pairing-reach {
+        width: 1fr;
+        height: auto;
+        margin-top: 1;
+        color: $text-warning;
+    }
     PairingModal #pairing-expiry {
         width: 1fr;
         height: auto;
@@ -129,6 +138,18 @@ class PairingModal(ModalScreen[None]):
                 ),
                 id="pairing-options",
             )
+            if self.pairing.public_url is None:
+                # The command names the address this TUI reached the server at, which is
+                # often loopback: say what makes it usable from another machine.
+                yield Static(
+                    Content.from_markup(
+                        "This server has no public URL, so the command names the address "
+                        "this TUI reached it at. If the other machine cannot reach that, set "
+                        "[b]CODEX_TUI_SERVER_PUBLIC_URL[/b] on the server (README: Workers on "
+                        "other machines)."
+                    ),
+                    id="pairing-reach",
+                )
             yield Static(id="pairing-expiry")
             yield Static(
                 Content.from_markup("[b]c[/b] copy command · [b]esc[/b] close"),

@@ -391,6 +391,7 @@ PAIRING = PairingCode(
     code="K7PQ-3MZD",
     expires_at=SEED_TS + timedelta(minutes=10),
     command="codex-tui worker --server http://192.168.1.20:8765 --pair K7PQ-3MZD",
+    public_url="http://192.168.1.20:8765",
 )
 
 

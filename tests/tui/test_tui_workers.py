@@ -308,6 +308,11 @@ async def test_pairing_code_is_shown_with_its_command_and_works_once(
         assert pairing.command == f"codex-tui worker --server {server.url} --pair {pairing.code}"
         assert static_text(modal.query_one("#pairing-command", Static)) == pairing.command
         assert static_text(modal.query_one("#pairing-code", Static)) == " ".join(pairing.code)
+        # No public URL on this server: the command names loopback, and the modal says so.
+        assert pairing.public_url is None
+        assert "CODEX_TUI_SERVER_PUBLIC_URL" in static_text(
+            modal.query_one("#pairing-reach", Static)
+        )
         expiry = static_text(modal.query_one("#pairing-expiry", Static))
         assert expiry.startswith("Works once. Expires in 9m") or "in 10m" in expiry
         assert not modal.expired
@@ -336,6 +341,7 @@ async def test_pairing_modal_shows_when_the_code_expired(server_factory: ServerF
         code="K7PQ-3MZD",
         expires_at=SEED_TS + timedelta(minutes=10),
         command="codex-tui worker --server http://devbox:8765 --pair K7PQ-3MZD",
+        public_url="http://devbox:8765",
     )
     async with server.client() as client, running_app(client, server, clock=clock) as (app, pilot):
         await wait_for(pilot, lambda: isinstance(app.screen, DashboardScreen))
@@ -344,6 +350,7 @@ async def test_pairing_modal_shows_when_the_code_expired(server_factory: ServerF
         modal = app.screen
         assert isinstance(modal, PairingModal)
         assert modal.expired and modal.has_class("-expired")
+        assert not modal.query("#pairing-reach")  # no public URL named: nothing said of it
         expiry = static_text(modal.query_one("#pairing-expiry", Static))
         assert expiry.startswith("Expired at 06:10 UTC.")
         await pilot.press("q")  # closes the modal, it does not quit
