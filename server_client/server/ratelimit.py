@@ -15,8 +15,10 @@ into *epochs* of ``stream_epoch_s`` seconds: each open stream holds +1 in the ke
 current epoch, and this process moves its streams' +1 into each new epoch's (fresh) key as it
 begins; a user's count is the sum of the current and the previous epoch's keys, and every key
 expires three epochs after it was made. A crashed replica's streams therefore drop out of the
-count within two epochs. Each stream's slot is released in a ``finally`` when the response
-ends, however it ends (see :class:`SlotEventSourceResponse`).
+count within two epochs (``stream_epoch_s``, server setting, default 30 s). A slot joins this
+process's slots, which the mover counts, only once its +1 is in (under the lock the mover
+holds), so that no open is counted twice in a reconnect storm. Each stream's slot is released
+in a ``finally`` when the response ends, however it ends (see :class:`SlotEventSourceResponse`).
 
 **When Redis is unreachable** the limits *degrade, they do not fail*: the request is never
 refused or failed for that reason. A warning is logged (once per outage), and for the next
@@ -62,8 +64,6 @@ SHARED_RETRY_S = 5.0
 
 #: Longest :meth:`Limiter.aclose` waits for the epoch refresher to stop (s).
 CLOSE_TIMEOUT_S = 3 * SHARED_TIMEOUT_S
-#: Length of a stream-counter epoch (s): a crashed replica's streams fade within two.
-STREAM_EPOCH_S = 30.0
 #: Retry-After (s) of a refused stream: streams end at any time, so a short guess.
 STREAM_RETRY_AFTER_S = 5
 #: Longest wait (s) for a stream slot's release while the response is torn down.
@@ -162,17 +162,18 @@ class Limiter:
     Args:
         settings: Reads ``redis_url``, ``rate_task_creations``, ``max_streams`` and
             ``rate_pairing``.
-        stream_epoch_s: Epoch of the stream counters (s); see the module docstring.
+        stream_epoch_s: Epoch of the stream counters (s), default ``settings.stream_epoch_s``;
+            see the module docstring.
 
     Raises:
         ValueError: a rate that is not in ``limits`` notation, or a non-Redis ``redis_url``.
     """
 
-    def __init__(self, settings: ServerSettings, *, stream_epoch_s: float = STREAM_EPOCH_S) -> None:
+    def __init__(self, settings: ServerSettings, *, stream_epoch_s: float | None = None) -> None:
         self.task_rate = _parse_rate(settings.rate_task_creations, "rate_task_creations")
         self.pairing_rate = _parse_rate(settings.rate_pairing, "rate_pairing")
         self.max_streams = settings.max_streams
-        self.stream_epoch_s = stream_epoch_s
+        self.stream_epoch_s = settings.stream_epoch_s if stream_epoch_s is None else stream_epoch_s
         self._memory = MemoryStorage()
         uri, prefix = storage_uri(settings.redis_url)
         self.shared_is_redis = settings.redis_url is not None
@@ -327,17 +328,26 @@ class Limiter:
                 replica, or in this process while Redis is unreachable).
         """
         slot = StreamSlot(user_id)
-        self._slots.add(slot)
         try:
             self._start_refresher()
-            epoch = self._epoch()
-            key = self._stream_key(user_id, epoch)
             async with self._lock:
-                ok, _ = await self._shared_call(
-                    lambda: self._shared.incr(key, self._stream_expiry, 1)
-                )
-                if ok:
-                    slot.epoch = epoch
+                # The slot joins the process's slots only once registered (or found
+                # unregistrable), under the lock: the refresher registers the slots it finds
+                # without an epoch, so one it saw while this open waited for the lock would
+                # be counted twice and released once, a leak until its epoch faded (issue 17
+                # item 3). The epoch is read under the lock too: a refresh that moved every
+                # slot into a new epoch before this one registers leaves it in the current.
+                epoch = self._epoch()
+                key = self._stream_key(user_id, epoch)
+                # Shielded: a cancel in the middle of the call would leave the counter
+                # raised with no slot to lower it (the call is bounded by _shared_call).
+                with anyio.CancelScope(shield=True):
+                    ok, _ = await self._shared_call(
+                        lambda: self._shared.incr(key, self._stream_expiry, 1)
+                    )
+                    if ok:
+                        slot.epoch = epoch
+                    self._slots.add(slot)
             count = await self.shared_streams(user_id) if ok else None
             if count is None:
                 count = self._local_streams_of(user_id)

@@ -52,6 +52,9 @@ class ServerSettings(BaseSettings):
         rate_task_creations: Task creations per user, in ``limits`` notation.
         max_active_tasks: Queued plus running tasks a user may have at once.
         max_streams: Open event streams per user.
+        stream_epoch_s: Epoch of the shared open-stream counters (s): the streams of a
+            replica that crashed fade from its users' counts within two epochs
+            (server_client.server.ratelimit).
         rate_pairing: Pairing-code redemptions per client address, in ``limits`` notation.
         metrics_token: When set, ``GET /metrics`` needs ``Authorization: Bearer <it>``.
         log_json: Write structured JSON log lines (one object per line) instead of text.
@@ -87,6 +90,7 @@ class ServerSettings(BaseSettings):
     rate_task_creations: str = "60/minute"
     max_active_tasks: int = Field(default=50, gt=0)
     max_streams: int = Field(default=64, gt=0)
+    stream_epoch_s: float = Field(default=30.0, gt=0)
     rate_pairing: str = "10/minute"
     metrics_token: str | None = None
     log_json: bool = False

@@ -12,19 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import os
-import secrets
 import socket
 import time
-from collections.abc import AsyncIterator, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import cast
 
 import httpx
 import pytest
-from limits.aio.storage import RedisStorage
 from prometheus_client.parser import text_string_to_metric_families
 
 from server_client.server.ratelimit import Limiter, RateLimited, storage_uri
@@ -32,7 +28,6 @@ from server_client.server.settings import ServerSettings
 from tests.conftest import LiveServer, ServerFactory, free_port, wait_until
 
 PROBLEM = "application/problem+json"
-REDIS_URL_ENV = "CODEX_TUI_TEST_REDIS_URL"
 
 
 # -- helpers ----------------------------------------------------------------------------
@@ -282,32 +277,6 @@ def test_unreachable_redis_degrades_to_this_process_counters(
 
 
 # -- Redis ------------------------------------------------------------------------------
-
-
-def _redis_base() -> str:
-    url = os.environ.get(REDIS_URL_ENV, "").strip()
-    if url:
-        return url
-    message = f"Redis tests need {REDIS_URL_ENV}, e.g. {REDIS_URL_ENV}=redis://127.0.0.1:6379/0"
-    if os.environ.get("CI"):
-        pytest.fail(f"{message} (CI is set: Redis tests must not be skipped)", pytrace=False)
-    pytest.skip(message)
-
-
-@pytest.fixture
-def redis_url() -> Iterator[str]:
-    """The test Redis with a key prefix of this test's own; its keys are removed afterwards."""
-    base = _redis_base()
-    prefix = f"codex_tui_test_{secrets.token_hex(6)}"
-    yield f"{base}{'&' if '?' in base else '?'}key_prefix={prefix}"
-    uri, _ = storage_uri(base)
-
-    async def clean() -> None:
-        await RedisStorage(uri, key_prefix=prefix).reset()
-
-    # On a thread of its own, away from any event loop pytest-asyncio set up for the test.
-    with ThreadPoolExecutor(1) as pool:
-        pool.submit(asyncio.run, clean()).result()
 
 
 def test_through_redis_two_servers_share_one_users_counts(

@@ -1,0 +1,129 @@
+"""Per-user stream slots under a reconnect storm (issue 17 item 3, docs/reliability.md S8):
+opening and closing event streams concurrently against a real server, with the counters in
+memory and in a real Redis, gives every slot back: right after the storm the user can open
+exactly ``max_streams`` streams, the shared count is zero and the open-streams gauge agrees.
+
+The epoch of the shared counters is short here (``CODEX_TUI_SERVER_STREAM_EPOCH_S``), so
+that the counters are moved into new epochs many times during the storm, as they are over
+hours in production.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from contextlib import AsyncExitStack
+
+import httpx
+import pytest
+
+from server_client.server.ratelimit import Limiter
+from server_client.server.settings import ServerSettings
+from tests.conftest import LiveServer, ServerFactory, wait_until
+from tests.server.test_ratelimits import _auth, _create, _metric, _stream
+
+#: Open/close cycles of each storm, and how many run at once (two storms run together).
+CYCLES = 1000
+CONCURRENCY = 20
+#: Above the two storms' streams at once.
+MAX_STREAMS = 2 * CONCURRENCY + 8
+#: Epoch of the shared counters in these tests (s): the counters move every second.
+EPOCH_S = 4.0
+#: Longest the storm may take (s): a stuck open or close fails here, not at the suite timeout.
+STORM_TIMEOUT_S = 120.0
+
+
+async def _storm(server: LiveServer, url: str) -> None:
+    """``CYCLES`` streams of ``url`` opened (first bytes read) and closed, ``CONCURRENCY`` at
+    a time."""
+    left = iter(range(CYCLES))
+    refused: list[int] = []
+
+    async def run(client: httpx.AsyncClient) -> None:
+        for _ in left:
+            async with _stream(client, url, server.token) as opened:
+                if opened.status_code != 200:
+                    refused.append(opened.status_code)
+
+    limits = httpx.Limits(max_connections=CONCURRENCY, max_keepalive_connections=CONCURRENCY)
+    async with (
+        httpx.AsyncClient(timeout=30, limits=limits) as client,
+        asyncio.timeout(STORM_TIMEOUT_S),
+    ):
+        await asyncio.gather(*(run(client) for _ in range(CONCURRENCY)))
+    # A closed stream's slot is released once the server has seen the client go, a moment
+    # after the client's next open may arrive: some refusals during the storm are no leak.
+    assert len(refused) < CYCLES, f"every open of the storm was refused ({set(refused)})"
+
+
+async def _shared_count(redis_url: str, user_id: str) -> int | None:
+    """The user's open streams on the shared counters, read as another replica would."""
+    settings = ServerSettings(
+        db_url="sqlite:///unused", redis_url=redis_url, stream_epoch_s=EPOCH_S
+    )
+    reader = Limiter(settings)
+    try:
+        return await reader.shared_streams(user_id)
+    finally:
+        await reader.aclose()
+
+
+async def _all_slots_free(server: LiveServer, url: str) -> None:
+    """Exactly ``MAX_STREAMS`` streams open now, the next is a 429, the gauge counts them."""
+    async with httpx.AsyncClient(timeout=30) as client, AsyncExitStack() as stack:
+        statuses = []
+        for _ in range(MAX_STREAMS):
+            opened = await stack.enter_async_context(_stream(client, url, server.token))
+            statuses.append(opened.status_code)
+        assert statuses == [200] * MAX_STREAMS, (
+            f"after the storm only {statuses.count(200)} of {MAX_STREAMS} streams could be "
+            f"opened ({statuses}): slots leaked"
+        )
+        assert _metric(server, "codex_tui_open_event_streams") == MAX_STREAMS
+        async with _stream(client, url, server.token) as refused:
+            assert refused.status_code == 429, refused.status_code
+
+
+@pytest.mark.parametrize("backend", ["memory", "redis"])
+async def test_a_reconnect_storm_gives_every_stream_slot_back(
+    server_factory: ServerFactory, backend: str, request: pytest.FixtureRequest
+) -> None:
+    env = {
+        "CODEX_TUI_SERVER_MAX_STREAMS": str(MAX_STREAMS),
+        "CODEX_TUI_SERVER_STREAM_EPOCH_S": str(EPOCH_S),
+    }
+    redis_url: str | None = None
+    if backend == "redis":
+        redis_url = request.getfixturevalue("redis_url")
+        env["CODEX_TUI_SERVER_REDIS_URL"] = redis_url
+    server = server_factory(local_worker=False, extra_env=env)
+    task_id = _create(server, server.token).json()["id"]
+    async with httpx.AsyncClient(timeout=30) as client:
+        me = (await client.get(f"{server.url}/api/me", headers=_auth(server.token))).json()
+    urls = [f"{server.url}/api/tasks/{task_id}/events", f"{server.url}/api/events?task={task_id}"]
+
+    async with httpx.AsyncClient(timeout=30) as client:
+        # One stream stays open through the storm, over several epochs: the refresher moves
+        # its +1 along, and it is counted once, neither lost nor doubled.
+        async with _stream(client, urls[0], server.token) as held:
+            assert held.status_code == 200
+            started = time.monotonic()
+            await asyncio.gather(*(_storm(server, url) for url in urls))
+            assert time.monotonic() - started > EPOCH_S, "the storm ended within one epoch"
+            await asyncio.to_thread(
+                wait_until,
+                lambda: _metric(server, "codex_tui_open_event_streams") == 1,
+                what="the open-streams gauge to read 1 (the held stream) after the storm",
+            )
+            if redis_url is not None:
+                assert await _shared_count(redis_url, me["user_id"]) == 1
+    await asyncio.to_thread(
+        wait_until,
+        lambda: _metric(server, "codex_tui_open_event_streams") == 0,
+        what="the open-streams gauge to read 0 once the held stream closed",
+    )
+    if redis_url is not None:
+        # The shared count (what every replica refuses on) is back to zero too: read it as
+        # a replica would, before the leaked counts could fade with their epochs.
+        assert await _shared_count(redis_url, me["user_id"]) == 0
+    await _all_slots_free(server, urls[0])
