@@ -10,6 +10,7 @@ from typing import Any
 from pydantic_core import PydanticSerializationError, to_json
 
 from server_client.codex import event_type
+from server_client.codex.lines import scrub_surrogates
 
 #: Marker left where an oversized string was cut; ``{n}`` is the number of bytes dropped.
 TRUNCATION_MARKER = "…[truncated {n} bytes]"
@@ -28,12 +29,16 @@ def encode_event(data: Any, max_bytes: int) -> str:
     :func:`truncate_event` when it is longer than ``max_bytes`` encoded bytes. Encodes once
     when it fits (the usual case), with pydantic-core's encoder (several times faster than the
     standard library's on event-shaped data; the hot path of every upload); data it refuses
-    (a lone surrogate, which UTF-8 cannot hold) goes through the standard library's as before.
+    (a lone surrogate, which UTF-8 cannot hold) goes through the standard library's, with each
+    lone surrogate replaced by ``?`` first, as the worker does (server_client.codex.lines;
+    docs/reliability.md S10, T2): valid JSON whose strings UTF-8 cannot hold is stored, not a
+    500.
     """
     try:
         encoded = to_json(data)
     except PydanticSerializationError:
         encoded = None
+        data = scrub_surrogates(data)
     if encoded is not None and len(encoded) <= max_bytes:
         return encoded.decode("utf-8")
     if encoded is None:

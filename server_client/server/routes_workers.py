@@ -9,6 +9,7 @@ from typing import Annotated, NoReturn
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from pydantic import AfterValidator
 
+from server_client.codex.lines import scrub_surrogates
 from server_client.models import (
     Claim,
     EventBatch,
@@ -16,7 +17,9 @@ from server_client.models import (
     Signals,
     SignalsRequest,
     Task,
+    TaskEvents,
     TaskStatus,
+    TurnEnd,
     UploadResult,
     Worker,
     WorkerHello,
@@ -41,6 +44,51 @@ from server_client.server.hub import Hub, cancel_key, queue_key, task_key
 from server_client.server.metrics import MetricsDep
 from server_client.server.problems import PROBLEM_RESPONSES
 from server_client.server.store import NotFound, Principal, Store, TokenRevoked
+
+
+def _utf8(text: str | None) -> str | None:
+    """``text`` with each lone surrogate (valid in JSON, which UTF-8 and so the store cannot
+    hold) replaced by ``?``, as the worker does with codex's lines (server_client.codex.lines);
+    the same string when it has none (the usual case, checked by encoding it)."""
+    if text is None:
+        return None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return str(scrub_surrogates(text))
+    return text
+
+
+def _scrub_end(end: TurnEnd | None) -> None:
+    """Make the texts of a finish storable (:func:`_utf8`), in place."""
+    if end is not None:
+        end.error = _utf8(end.error)
+        end.thread_id = _utf8(end.thread_id)
+
+
+def storable_batch(batch: EventBatch) -> EventBatch:
+    """An upload's texts made storable in place: its thread ids and a finish's error through
+    :func:`_utf8`; the events' data is scrubbed when it is encoded
+    (server_client.server.policy). Ids with a lone surrogate never get here: pydantic refuses
+    them (422 naming the field). docs/reliability.md S10."""
+    batch.thread_id = _utf8(batch.thread_id)
+    if isinstance(batch, TaskEvents):
+        _scrub_end(batch.finish)
+    return batch
+
+
+def storable_upload(upload: WorkerUpload) -> WorkerUpload:
+    """:func:`storable_batch` for every part of a worker's upload."""
+    for part in upload.tasks:
+        storable_batch(part)
+    return upload
+
+
+def storable_finish(body: FinishRequest) -> FinishRequest:
+    """A finish's texts made storable in place (:func:`_utf8`)."""
+    _scrub_end(body)
+    return body
+
 
 router = APIRouter(prefix="/api/workers", tags=["workers"], responses=PROBLEM_RESPONSES)
 
@@ -194,7 +242,9 @@ KnownTokenAuth = Depends(upload_principal)
 @router.post("/{worker_id}/events")
 async def upload(
     worker_id: WorkerIdPath,
-    body: Annotated[WorkerUpload, AfterValidator(reject_non_finite_upload)],
+    body: Annotated[
+        WorkerUpload, AfterValidator(reject_non_finite_upload), AfterValidator(storable_upload)
+    ],
     token: BearerToken,
     principal: Annotated[Principal, KnownTokenAuth],
     store: StoreDep,
@@ -233,7 +283,7 @@ async def upload(
 async def upload_events(
     worker_id: WorkerIdPath,
     task_id: TaskIdPath,
-    batch: Annotated[EventBatch, AfterValidator(reject_non_finite)],
+    batch: Annotated[EventBatch, AfterValidator(reject_non_finite), AfterValidator(storable_batch)],
     token: BearerToken,
     store: StoreDep,
     hub: HubDep,
@@ -258,7 +308,7 @@ async def upload_events(
 async def finish(
     worker_id: WorkerIdPath,
     task_id: TaskIdPath,
-    body: FinishRequest,
+    body: Annotated[FinishRequest, AfterValidator(storable_finish)],
     token: BearerToken,
     principal: Annotated[Principal, KnownTokenAuth],
     store: StoreDep,
