@@ -52,6 +52,7 @@ SERVER_FLAGS = {
     "pairing_ttl_s": "--pairing-ttl",
     "redis_url": "--redis-url (or CODEX_TUI_SERVER_REDIS_URL)",
     "log_json": "--log-format",
+    "trusted_proxies": "--trusted-proxies (or CODEX_TUI_SERVER_TRUSTED_PROXIES)",
 }
 
 
@@ -189,11 +190,14 @@ def _default_port() -> int:
     "CODEX_TUI_SERVER_LOG_JSON=1 for json).",
 )
 @click.option(
+    "--trusted-proxies",
     "--forwarded-allow-ips",
-    envvar="FORWARDED_ALLOW_IPS",
+    "trusted_proxies",
     default=None,
-    help="Proxies (comma-separated addresses, or *) whose X-Forwarded-For and "
-    "X-Forwarded-Proto are trusted [default: 127.0.0.1,::1].",
+    help="Reverse proxies in front of the server (comma-separated addresses or networks, "
+    "e.g. 127.0.0.1 for nginx on this machine): only requests from them have their "
+    "X-Forwarded-For and X-Forwarded-Proto believed [default: CODEX_TUI_SERVER_TRUSTED_PROXIES, "
+    "else none].",
 )
 @click.option("--log-level", default="info", show_default=True)
 @click.pass_context
@@ -209,7 +213,7 @@ def server(
     pairing_ttl: float | None,
     redis_url: str | None,
     log_format: str | None,
-    forwarded_allow_ips: str | None,
+    trusted_proxies: str | None,
     log_level: str,
     **worker_flags: Any,
 ) -> None:
@@ -244,6 +248,7 @@ def server(
         ("sweep_interval_s", sweep_interval),
         ("pairing_ttl_s", pairing_ttl),
         ("redis_url", redis_url),
+        ("trusted_proxies", trusted_proxies),
     ):
         if value is not None:
             overrides[key] = value
@@ -288,7 +293,6 @@ def server(
             port=port,
             local_worker=local_worker,
             log_level=log_level,
-            forwarded_allow_ips=forwarded_allow_ips,
         )
     except ValueError as exc:
         fail(str(exc))

@@ -25,6 +25,7 @@ from server_client.server import (
 )
 from server_client.server.context import RequestContextMiddleware
 from server_client.server.db import create_engine, migrate
+from server_client.server.edge import RequestBodyGuard
 from server_client.server.hub import Hub, cancel_key, queue_key, task_key
 from server_client.server.pgnotify import PgWakeRelay
 from server_client.server.settings import ServerSettings
@@ -95,10 +96,15 @@ def create_app(settings: ServerSettings) -> FastAPI:
         version=__version__,
         summary="Run and watch OpenAI Codex agents on remote machines.",
         lifespan=lifespan,
-        max_body_size=settings.max_body_bytes,
     )
     app.state.settings = settings
     app.state.hub = Hub()
+    # Body size (413) and stall (408) limits, as problem bodies (docs/reliability.md S12).
+    app.add_middleware(
+        RequestBodyGuard,
+        max_body_bytes=settings.max_body_bytes,
+        read_timeout_s=settings.request_read_timeout_s,
+    )
     app.add_middleware(RequestContextMiddleware)
     problems.install(app)
     ratelimit.install(app, settings)  # app.state.limiter (docs/reliability.md S8)

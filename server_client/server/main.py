@@ -20,6 +20,7 @@ import contextlib
 import errno
 import fcntl
 import getpass
+import ipaddress
 import json
 import logging
 import os
@@ -40,6 +41,7 @@ from server_client.credentials import load_connection, save_connection
 from server_client.paths import AppDirs
 from server_client.server.app import create_app
 from server_client.server.db import BOOTSTRAP_LOCK_KEY, advisory_lock, create_engine, migrate
+from server_client.server.edge import guarded_protocol
 from server_client.server.hub import Hub
 from server_client.server.logs import UVICORN_LOG_CONFIG
 from server_client.server.settings import ServerSettings
@@ -232,6 +234,44 @@ def client_url(host: str, port: int) -> str:
     return f"http://{host}:{port}"
 
 
+def is_loopback(host: str) -> bool:
+    """True when binding ``host`` (an address or a name) exposes the server to this machine
+    only: ``localhost`` or a loopback address (127.0.0.0/8, ::1)."""
+    if host.strip("[]").lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def exposure_warnings(host: str, settings: ServerSettings) -> list[str]:
+    """What to tell the operator of a server bound to ``host``: nothing on loopback; bound
+    elsewhere, that tokens cross the network in plain HTTP unless TLS is in front (taken to
+    be there when ``settings.public_url`` is https or ``settings.trusted_proxies`` names a
+    proxy), and that ``/metrics`` is open without ``settings.metrics_token``."""
+    if is_loopback(host):
+        return []
+    warnings = []
+    tls_in_front = bool(settings.trusted_proxies) or (
+        settings.public_url is not None and settings.public_url.startswith("https://")
+    )
+    if not tls_in_front:
+        warnings.append(
+            f"listening on {host} in plain HTTP: bearer tokens (users' and workers') cross the "
+            "network readable by anyone on the path. Put TLS in front (nginx, "
+            "docs/deployment.md; then set CODEX_TUI_SERVER_PUBLIC_URL=https://... and "
+            "CODEX_TUI_SERVER_TRUSTED_PROXIES), or keep --host 127.0.0.1 and reach the server "
+            "through an SSH tunnel (ssh -L 8765:127.0.0.1:8765 HOST)"
+        )
+    if not settings.metrics_token:
+        warnings.append(
+            f"GET /metrics is open to whoever reaches {host} (task counts by state, workers "
+            "online, requests by route): set CODEX_TUI_SERVER_METRICS_TOKEN to require a token"
+        )
+    return warnings
+
+
 async def bootstrap(settings: ServerSettings, url: str, dirs: AppDirs) -> str:
     """Migrate the store, ensure the local user, and return a valid local token.
 
@@ -389,15 +429,15 @@ def run_server(
     port: int = 8765,
     local_worker: LocalWorker | None = None,
     log_level: str = "info",
-    forwarded_allow_ips: str | None = None,
 ) -> None:
     """Serve until interrupted (blocking). Starts the local worker, or adopts the one that
     still runs; on exit leaves it running (``codex-tui server stop --with-worker`` stops
     both), so that a restart never stops a task.
 
-    ``forwarded_allow_ips`` (comma-separated, or ``*``) are the proxies whose
-    ``X-Forwarded-For``/``-Proto`` uvicorn trusts for the client address (rate limits per
-    address, audit rows); None keeps uvicorn's default (127.0.0.1, or FORWARDED_ALLOW_IPS).
+    Only ``settings.trusted_proxies`` have their ``X-Forwarded-For``/``-Proto`` believed
+    (none by default: uvicorn's own default, 127.0.0.1 or ``FORWARDED_ALLOW_IPS``, is never
+    used, docs/reliability.md S11). Bound off loopback, the server logs a warning for each
+    of :func:`exposure_warnings`.
 
     Raises:
         ServerAlreadyRunning: another server runs on this state folder (nothing was touched).
@@ -408,7 +448,7 @@ def run_server(
     try:
         sock = _bind(host, port)
         with sock:
-            _serve(settings, sock, host, port, local_worker, log_level, forwarded_allow_ips, dirs)
+            _serve(settings, sock, host, port, local_worker, log_level, dirs)
     finally:
         os.close(lock)
 
@@ -420,10 +460,16 @@ def _serve(
     port: int,
     local_worker: LocalWorker | None,
     log_level: str,
-    forwarded_allow_ips: str | None,
     dirs: AppDirs,
 ) -> None:
     """:func:`run_server`'s work once it holds the state folder and its socket."""
+    for warning in exposure_warnings(host, settings):
+        log.warning("%s", warning)
+    if os.environ.get("FORWARDED_ALLOW_IPS"):
+        log.warning(
+            "FORWARDED_ALLOW_IPS is ignored: name the proxies whose X-Forwarded-For is "
+            "trusted with --trusted-proxies or CODEX_TUI_SERVER_TRUSTED_PROXIES"
+        )
     url = client_url(host, port)
     token = asyncio.run(bootstrap(settings, url, dirs))
     worker_pid = None
@@ -437,8 +483,12 @@ def _serve(
         log_level=log_level,
         log_config=UVICORN_LOG_CONFIG,
         timeout_graceful_shutdown=5,
-        proxy_headers=True,
-        forwarded_allow_ips=forwarded_allow_ips,
+        # Forwarded headers from the configured proxies only; uvicorn's default would trust
+        # 127.0.0.1, i.e. any local client (docs/reliability.md S11).
+        proxy_headers=bool(settings.trusted_proxies),
+        forwarded_allow_ips=list(settings.trusted_proxies),
+        # uvicorn bounds no request read: the header deadline (docs/reliability.md S12).
+        http=guarded_protocol(settings.request_read_timeout_s),
     )
     me = psutil.Process()
     record = ServerRecord(pid=me.pid, create_time=me.create_time(), url=url, worker_pid=worker_pid)

@@ -3,10 +3,13 @@ environment variables, else the defaults below."""
 
 from __future__ import annotations
 
+import ipaddress
+import json
 import os
+from typing import Annotated
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from server_client.models import ApprovalPolicy, Sandbox
 
@@ -57,6 +60,23 @@ class ServerSettings(BaseSettings):
             (server_client.server.ratelimit).
         rate_pairing: Pairing-code redemptions per client address, in ``limits`` notation.
         metrics_token: When set, ``GET /metrics`` needs ``Authorization: Bearer <it>``.
+            Unset, ``/metrics`` is open to whoever reaches the server (it shows counts:
+            tasks by state, workers online, requests by route; no prompt, name or secret).
+            That is the choice on loopback (``--host 127.0.0.1``, the default, reached only
+            from this machine and a proxy in front, which can keep ``/metrics`` to its
+            monitoring network, docs/deployment.md); bound to any other address without
+            one, the server warns at start that ``/metrics`` is open.
+        trusted_proxies: Addresses (``10.0.0.5``, ``::1``) and networks (``10.0.0.0/8``) of
+            the reverse proxies in front of the server (``CODEX_TUI_SERVER_TRUSTED_PROXIES``,
+            comma-separated or a JSON list). Only a request whose direct peer is one of them
+            has its ``X-Forwarded-For`` (client address: rate limits per address, audit rows)
+            and ``X-Forwarded-Proto`` believed; every other request's own peer address
+            counts. Default: none, not even loopback (docs/reliability.md S11).
+        request_read_timeout_s: A request's headers must arrive within this many seconds of
+            its first byte (or of the connection, for its first request), and its body may
+            stall no longer than this between two reads; else the connection is closed, a
+            stalled body with a 408 problem first (docs/reliability.md S12). Responses (event
+            streams, long polls) are not bounded by it.
         log_json: Write structured JSON log lines (one object per line) instead of text.
         repo_url_schemes: URL schemes a task's ``repo`` may use (``https``, ``ssh``, ``git``,
             ``http``, ``file``; an scp-like ``git@host:path`` counts as ``ssh``). Git's
@@ -93,7 +113,36 @@ class ServerSettings(BaseSettings):
     stream_epoch_s: float = Field(default=30.0, gt=0)
     rate_pairing: str = "10/minute"
     metrics_token: str | None = None
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    request_read_timeout_s: float = Field(default=10.0, gt=0, le=600)
     log_json: bool = False
     repo_url_schemes: list[str] = Field(default_factory=lambda: ["https", "ssh"])
     repo_url_hosts: list[str] = Field(default_factory=list)
     workspace_retention_s: float = Field(default=7 * 24 * 3600.0, ge=0)
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _parse_proxies(cls, value: object) -> object:
+        """Accept ``"10.0.0.5, 10.1.0.0/16"`` or a JSON list; each entry must be an IP
+        address or network (uvicorn would take a malformed one as a literal that matches
+        nothing, silently)."""
+        if isinstance(value, str):
+            text = value.strip()
+            value = json.loads(text) if text.startswith("[") else text.split(",")
+        if not isinstance(value, list | tuple):
+            return value
+        proxies = []
+        for item in value:
+            text = str(item).strip()
+            if not text:
+                continue
+            try:
+                if "/" in text:
+                    proxies.append(str(ipaddress.ip_network(text, strict=False)))
+                else:
+                    proxies.append(str(ipaddress.ip_address(text)))
+            except ValueError:
+                raise ValueError(
+                    f"{text!r} is not an IP address or network (e.g. 10.0.0.5 or 10.0.0.0/8)"
+                ) from None
+        return proxies

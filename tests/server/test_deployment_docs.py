@@ -443,11 +443,16 @@ def _audit_of_task_creation(
 
 
 def test_forwarded_client_address_as_documented(server_factory: ServerFactory) -> None:
-    """As the document says: behind a proxy on 127.0.0.1 the server records the forwarded
-    client address (and the proxy's request id); with ``FORWARDED_ALLOW_IPS`` naming another
-    proxy, a request from 127.0.0.1 is not trusted and its own address is recorded."""
-    trusted = _audit_of_task_creation(server_factory, {})
+    """As the document says: behind a proxy on 127.0.0.1 named by
+    ``CODEX_TUI_SERVER_TRUSTED_PROXIES`` the server records the forwarded client address (and
+    the proxy's request id); with the setting naming another proxy, a request from 127.0.0.1
+    is not trusted and its own address is recorded."""
+    trusted = _audit_of_task_creation(
+        server_factory, {"CODEX_TUI_SERVER_TRUSTED_PROXIES": "127.0.0.1"}
+    )
     assert trusted["client_addr"] == "203.0.113.7"
     assert trusted["request_id"] == "nginx-3f2a9c"
-    untrusted = _audit_of_task_creation(server_factory, {"FORWARDED_ALLOW_IPS": "10.0.0.5"})
+    untrusted = _audit_of_task_creation(
+        server_factory, {"CODEX_TUI_SERVER_TRUSTED_PROXIES": "10.0.0.5"}
+    )
     assert untrusted["client_addr"] == "127.0.0.1"

@@ -31,10 +31,15 @@ pytestmark = pytest.mark.skipif(
 @pytest.fixture
 def proxied(server_factory: ServerFactory, tmp_path: Path) -> Iterator[tuple[LiveServer, str]]:
     """A server whose fake codex prints an item every 0.2 s, behind the guide's nginx
-    configuration (TLS with a throwaway certificate); yields the server and nginx's URL."""
+    configuration (TLS with a throwaway certificate), which the server trusts as the guide
+    says (``CODEX_TUI_SERVER_TRUSTED_PROXIES``); yields the server and nginx's URL."""
     server = server_factory(
         fake_mode="slow-burst",
-        extra_env={"FAKE_CODEX_EVENTS": "25", "FAKE_CODEX_INTERVAL": "0.2"},
+        extra_env={
+            "FAKE_CODEX_EVENTS": "25",
+            "FAKE_CODEX_INTERVAL": "0.2",
+            "CODEX_TUI_SERVER_TRUSTED_PROXIES": "127.0.0.1",
+        },
     )
     port = int(server.url.rsplit(":", 1)[1])
     cert, key = throwaway_certificate(tmp_path)
