@@ -265,7 +265,8 @@ class Server:
         return out
 
     def stop(self) -> None:
-        """SIGTERM the server (it stops its local worker), SIGKILL what is left of it."""
+        """SIGTERM the server (its local worker outlives it, as it would a restart), then
+        SIGKILL every process left of this run's home: the local worker, its codex children."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
