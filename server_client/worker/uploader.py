@@ -13,9 +13,12 @@ the part that carries its last events, in the same request and store transaction
 
 Requests are capped (:data:`MAX_UPLOAD_EVENTS` events, :data:`MAX_BATCH_BYTES` bytes; the
 tasks take turns at the front). Network errors and 5xx answers are retried with capped,
-jittered backoff (server_client.retry: the :data:`~server_client.retry.UPLOAD` numbers) and
-nothing is dropped (docs/reliability.md R4, R5); a part answered with a gap rewinds that task
-to the server's ``next_index``.
+jittered backoff (server_client.retry: the :data:`~server_client.retry.UPLOAD` numbers, each
+task its own) and nothing is dropped (docs/reliability.md R4, R5); a part answered with a gap
+rewinds that task to the server's ``next_index``. A request of several tasks that fails with a
+5xx or is refused whole is split, one task per request, so no task holds back another; a
+request the server will always refuse (400, 413, 422) is halved until the one event refused is
+found, which is dropped with a visible ``stderr`` marker in its place (issue 17).
 
 Memory is bounded: a task holds at most ``memory_bytes`` of unsent events in memory; beyond
 that (the server away for long) its events go to a spool file on disk, in order, and come
@@ -32,17 +35,21 @@ merging does not count as an event (``count``, the finish's ``event_count``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import tempfile
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import IO
 
+from pydantic_core import PydanticSerializationError
+
+from server_client.codex.lines import scrub_surrogates
 from server_client.errors import ApiError
 from server_client.models import (
     MAX_UPLOAD_EVENTS,
@@ -51,8 +58,9 @@ from server_client.models import (
     TaskUploadResult,
     TurnEnd,
     WorkerUploadResult,
+    utcnow,
 )
-from server_client.retry import UPLOAD, WORKER_FINAL, is_retryable, retry_call
+from server_client.retry import UPLOAD, WORKER_FINAL, is_retryable
 from server_client.worker.api import WorkerApi
 
 log = logging.getLogger(__name__)
@@ -65,6 +73,16 @@ MAX_BATCH_EVENTS = 500
 MAX_MERGED_DELTA_CHARS = 64 * 1024
 #: Unsent events one task keeps in memory before spooling to disk (bytes).
 MEMORY_BYTES = 8 * 1024 * 1024
+
+
+def _dump(event: EventIn) -> str:
+    """``event`` as JSON text; a lone surrogate in its data (which no UTF-8 can hold) becomes
+    ``?``, as in codex's lines (server_client.codex.lines; docs/reliability.md T2)."""
+    try:
+        return event.model_dump_json()
+    except PydanticSerializationError:
+        scrubbed = EventIn(ts=event.ts, kind=event.kind, data=scrub_surrogates(event.data))
+        return scrubbed.model_dump_json()
 
 
 class LeaseLostError(RuntimeError):
@@ -194,6 +212,13 @@ class EventUploader:
         self._closing = False
         self._lease_lost = False
         self._done = asyncio.get_running_loop().create_future()
+        # A request carrying this part alone was refused for good: at most this many events
+        # go in the next ones, halved at each refusal, until the one event refused is found.
+        self._cap: int | None = None
+        # After a failed request: its backoff (UPLOAD) and the loop time before which this
+        # task sends nothing, so that one task's trouble never holds back the others.
+        self._delays: Iterator[float] | None = None
+        self.not_before = 0.0
 
     @property
     def count(self) -> int:
@@ -254,7 +279,7 @@ class EventUploader:
         else:
             self._encode_tail()
             self._tail = None
-        encoded = event.model_dump_json()
+        encoded = _dump(event)
         self._count += 1
         if len(self._spool) or self._pending_bytes + len(encoded) > self._memory_bytes:
             self._spool.append(encoded)  # the server is far behind: keep memory bounded
@@ -304,10 +329,9 @@ class EventUploader:
         self._refill()
         parts: list[str] = []
         size = 0
+        most = min(room_events, MAX_BATCH_EVENTS, self._cap or MAX_BATCH_EVENTS)
         for encoded in self._pending:
-            if parts and (
-                len(parts) >= min(room_events, MAX_BATCH_EVENTS) or size + len(encoded) > room_bytes
-            ):
+            if parts and (len(parts) >= most or size + len(encoded) > room_bytes):
                 break
             parts.append(encoded)
             size += len(encoded) + 1
@@ -320,16 +344,61 @@ class EventUploader:
             head["thread_id"] = self._thread_id
         all_in = len(parts) == len(self._pending) and not len(self._spool)
         if self._closing and all_in and self._finish is not None:
-            head["finish"] = json.loads(self._finish.model_dump_json())
+            head["finish"] = scrub_surrogates(self._finish.model_dump(mode="json"))
         self._sending = len(parts)
         self._frozen = max(self._frozen, len(parts))
         prefix = json.dumps(head)[:-1]
         text = f'{prefix},"events":[{",".join(parts)}]}}'
         return text, len(parts)
 
+    def unfreeze(self) -> None:
+        """The request that carried this task's part was refused whole before anything of it
+        was stored (a 4xx): what it carried may go again in another shape."""
+        self._frozen = 0
+        self._sending = 0
+
+    def backoff(self, now: float) -> float:
+        """The request that carried this task's part failed and may pass later (no answer, a
+        5xx, a 429): send nothing of it before ``now`` plus the next wait of its backoff
+        (:data:`~server_client.retry.UPLOAD`); returns that wait (s)."""
+        if self._delays is None:
+            self._delays = UPLOAD.delays()
+        wait_s = next(self._delays)
+        self.not_before = now + wait_s
+        return wait_s
+
+    def refused(self, why: str) -> None:
+        """A request carrying this task's part alone was refused for good (a 4xx that is no
+        lease answer: 400, 413, 422): the same events would be refused again. Halve what the
+        next request carries until one event alone is refused; that one is dropped and an
+        ``stderr`` event in its place says so (the index stays consistent: one for one), so
+        one poison event never wedges the task nor the worker's other tasks. A refused finish
+        with no event left ends the task's uploads as lost (its lease ends by the sweep)."""
+        self._frozen = 0
+        sent, self._sending = self._sending, 0
+        if sent > 1:
+            self._cap = max(1, sent // 2)
+            return
+        self._cap = None
+        if sent == 0:
+            self.lost(f"the server refused the task's end: {why}")
+            return
+        dropped = self._pending.popleft()
+        self._pending_bytes -= len(dropped)
+        line = (
+            f"codex-tui: an event ({len(dropped)} bytes) was dropped: the server refused it ({why})"
+        )
+        log.error("task %s: %s", self.task_id, line)
+        marker = _dump(EventIn(ts=utcnow(), kind=EventKind.STDERR, data={"line": line[:4000]}))
+        self._pending.appendleft(marker)
+        self._pending_bytes += len(marker)
+        if len(self._pending) == 1:
+            self._tail = None
+
     def answered(self, result: TaskUploadResult) -> None:
         """Take the server's answer to the part this task sent."""
         self._frozen = 0  # answered: the server stored exactly what it acknowledged
+        self._delays = None
         sent, self._sending = self._sending, 0
         problem = result.problem
         if problem is None:
@@ -371,7 +440,7 @@ class EventUploader:
         merged = EventIn(
             ts=tail.ts, kind=EventKind.CODEX, data={**tail.data, "delta": "".join(tail.parts)}
         )
-        encoded = merged.model_dump_json()
+        encoded = _dump(merged)
         self._pending_bytes += len(encoded) - len(self._pending[-1]) - (tail.chars - tail.encoded)
         self._pending[-1] = encoded
         tail.dirty = False
@@ -440,6 +509,8 @@ class UploadStream:
         self._uploaders: dict[str, EventUploader] = {}
         self._sending: list[EventUploader] = []
         self._turn = 0
+        # While > 0, requests carry one task each (a refused request is being split).
+        self._solo = 0
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -485,39 +556,81 @@ class UploadStream:
             self._task = None
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
-            if not any(u.has_work for u in self._uploaders.values()):
+            now = loop.time()
+            waiting = [u for u in self._uploaders.values() if u.has_work]
+            if not any(u.not_before <= now for u in waiting):
                 self._wake.clear()
-                await self._wake.wait()
+                later = min((u.not_before for u in waiting), default=None)
+                with contextlib.suppress(TimeoutError):  # not wait_for (3.11 loses cancels)
+                    async with asyncio.timeout(None if later is None else later - now):
+                        await self._wake.wait()
                 continue
             # Batch: give codex interval_s to print more (0: let what is ready to run add
             # its lines, the other tasks' reads and their ends included).
             await asyncio.sleep(self._interval_s)
             try:
-                answer = await retry_call(
-                    self._send, UPLOAD, retry_if=self._retryable, on_retry=self._log_retry
-                )
-            except ApiError as exc:  # the worker or its token is refused: every lease is lost
-                for uploader in self._sending:
-                    uploader.lost(str(exc))
-                continue
-            except Exception as exc:  # e.g. an answer that is not one: never hang a close
-                log.exception("upload for worker %s failed for good", self._worker_id)
-                for uploader in self._sending:
-                    uploader.lost(f"{type(exc).__name__}: {exc}")
+                answer = await self._send()
+            except Exception as exc:  # noqa: BLE001 - each kind is judged in _failed
+                self._failed(exc, loop.time())
                 continue
             by_task = {result.task_id: result for result in answer.tasks}
             for uploader in self._sending:
                 result = by_task.get(uploader.task_id)
                 if result is not None:
                     uploader.answered(result)
-            self._sending = []
+            self._sending, self._solo = [], max(0, self._solo - 1)
+
+    def _failed(self, exc: Exception, now: float) -> None:
+        """Judge a request that got no answer, or a refusal of the whole of it.
+
+        - A refused token or a gone worker (401, 403, 404: server_client.retry.WORKER_FINAL)
+          loses every lease it carried.
+        - What may pass later (no answer, 5xx, 408, 429) is retried after its tasks' backoff;
+          a request of several tasks is first split (one task per request for a while), so a
+          task whose part the server cannot take holds back no other.
+        - Any other refusal (400, 413, 422) would come again for the same request: split, then
+          :meth:`EventUploader.refused` narrows it down to the one event dropped.
+        - Anything else (a bug, an answer that does not parse) loses the leases it carried,
+          so that no close hangs.
+        """
+        sending, self._sending = self._sending, []
+        if isinstance(exc, ApiError) and exc.status in WORKER_FINAL:
+            for uploader in sending:  # the worker or its token is refused: leases lost
+                uploader.lost(str(exc))
+            return
+        if isinstance(exc, ApiError) and 400 <= exc.status < 500 and exc.status not in (408, 429):
+            if len(sending) > 1:
+                self._solo = len(sending)
+                log.warning("upload refused (%s); sending each task alone to find why", exc)
+                for uploader in sending:
+                    uploader.unfreeze()
+                return
+            for uploader in sending:
+                uploader.refused(str(exc))
+            return
+        if is_retryable(exc, WORKER_FINAL):
+            if isinstance(exc, ApiError) and len(sending) > 1:
+                self._solo = len(sending)
+            wait_s = 0.0
+            for uploader in sending:  # still frozen: the server may have stored its part
+                wait_s = uploader.backoff(now)
+            self._log_retry(sending, exc, wait_s)
+            return
+        log.error("upload for worker %s failed for good", self._worker_id, exc_info=exc)
+        for uploader in sending:
+            uploader.lost(f"{type(exc).__name__}: {exc}")
 
     def _body(self) -> bytes:
-        """Encode the next request: each task with work contributes a part, in turns."""
-        ready = [u for u in self._uploaders.values() if u.has_work]
+        """Encode the next request: each task with work and not backing off contributes a
+        part, in turns (one only while a refused request is being split)."""
+        now = asyncio.get_running_loop().time()
+        ready = [u for u in self._uploaders.values() if u.has_work and u.not_before <= now]
         self._turn = (self._turn + 1) % max(1, len(ready))
         ready = ready[self._turn :] + ready[: self._turn]
+        if self._solo:
+            ready = ready[:1]
         parts: list[str] = []
         sending: list[EventUploader] = []
         room_bytes, room_events = MAX_BATCH_BYTES, MAX_UPLOAD_EVENTS
@@ -542,15 +655,10 @@ class UploadStream:
         return await self._api.upload_all(self._worker_id, self._body)
 
     @staticmethod
-    def _retryable(exc: BaseException) -> bool:
-        """The worker protocol's rule (server_client.retry.WORKER_FINAL): a refused token or
-        a gone worker end the uploads; anything else is retried."""
-        return is_retryable(exc, WORKER_FINAL)
-
-    def _log_retry(self, exc: BaseException, wait_s: float) -> None:
+    def _log_retry(sending: list[EventUploader], exc: BaseException, wait_s: float) -> None:
         what = "refused" if isinstance(exc, ApiError) else "failed"
-        tasks = ", ".join(u.task_id for u in self._sending) or "none"
-        plural = "s" if len(self._sending) > 1 else ""
+        tasks = ", ".join(u.task_id for u in sending) or "none"
+        plural = "s" if len(sending) > 1 else ""
         log.warning(
             "upload for task%s %s %s (%s); retrying in %.1f s", plural, tasks, what, exc, wait_s
         )

@@ -6,6 +6,7 @@ refused part leaves the others stored; a backlog past the memory bound waits on 
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -247,3 +248,57 @@ async def test_a_backlog_past_the_memory_bound_spools_to_disk_and_arrives_in_ord
     lines = [e.data["line"] for e in events if e.kind is EventKind.STDERR]
     assert lines == [f"line {i}" for i in range(2_000)]
     assert [e.seq for e in events] == list(range(1, len(events) + 1))
+
+
+async def test_a_poison_event_is_dropped_with_a_marker_and_holds_back_no_task(
+    server_factory: ServerFactory,
+) -> None:
+    """Issue 17 item 4: an event the server will always refuse (its time is out of range once
+    in UTC: a 422 for the whole request) is narrowed down, dropped and replaced by a visible
+    ``stderr`` marker; the other events of its task and the other task's events are stored
+    and both tasks end; a lone surrogate in an event's data is stored as ``?``."""
+    server = server_factory(local_worker=False)
+    async with server.client() as client:
+        for name in ("poisoned", "neighbour"):
+            await client.create_task(name)
+    api = CountingApi(server.url, server.token)
+    worker = await api.connect(WorkerHello(name="poison-test", workdir_roots=["/"], max_tasks=2))
+    first = await api.claim(worker.id, 5.0)
+    second = await api.claim(worker.id, 5.0)
+    assert first is not None and second is not None
+    stream = UploadStream(api, worker.id)
+    poisoned = stream.open(first.task.id, first.lease_id)
+    neighbour = stream.open(second.task.id, second.lease_id)
+    ancient = datetime(1, 1, 1, 0, 30, tzinfo=timezone(timedelta(hours=1)))
+    for i in range(40):
+        if i == 23:  # model_construct: the worker's own models would refuse it too
+            poisoned.add(EventIn.model_construct(ts=ancient, kind=EventKind.STDERR, data={}))
+        elif i == 31:
+            poisoned.add(EventIn(ts=utcnow(), kind=EventKind.STDERR, data={"line": "a\ud800b"}))
+        else:
+            poisoned.add(_line(i))
+        neighbour.add(_line(i))
+    ends = [
+        TurnEnd(status=TaskStatus.COMPLETED, event_count=u.count) for u in (poisoned, neighbour)
+    ]
+    results = await asyncio.wait_for(
+        asyncio.gather(poisoned.close(ends[0]), neighbour.close(ends[1])), 60
+    )
+    await stream.aclose()
+    await api.aclose()
+    assert all(r is not None and r.finished is TaskStatus.COMPLETED for r in results), results
+    async with server.client() as client:
+        events = await client.get_events(first.task.id)
+        lines = [e.data["line"] for e in events if e.kind is EventKind.STDERR]
+        assert len(lines) == 40, lines
+        assert lines[:23] == [f"line {i}" for i in range(23)]
+        assert lines[23].startswith("codex-tui: an event (") and "was dropped" in lines[23]
+        assert "422" in lines[23], lines[23]
+        assert lines[31] == "a?b"
+        assert lines[24:31] + lines[32:] == [f"line {i}" for i in range(24, 40) if i != 31]
+        assert events[-1].status is TaskStatus.COMPLETED
+        others = await client.get_events(second.task.id)
+        assert [e.data["line"] for e in others if e.kind is EventKind.STDERR] == [
+            f"line {i}" for i in range(40)
+        ]
+        assert others[-1].status is TaskStatus.COMPLETED
