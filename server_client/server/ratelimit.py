@@ -164,15 +164,24 @@ class Limiter:
             ``rate_pairing``.
         stream_epoch_s: Epoch of the stream counters (s), default ``settings.stream_epoch_s``;
             see the module docstring.
+        clock: Wall-clock seconds since the epoch, which the stream epochs are cut from
+            (tests pass their own to move from one epoch to the next without waiting).
 
     Raises:
         ValueError: a rate that is not in ``limits`` notation, or a non-Redis ``redis_url``.
     """
 
-    def __init__(self, settings: ServerSettings, *, stream_epoch_s: float | None = None) -> None:
+    def __init__(
+        self,
+        settings: ServerSettings,
+        *,
+        stream_epoch_s: float | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.task_rate = _parse_rate(settings.rate_task_creations, "rate_task_creations")
         self.pairing_rate = _parse_rate(settings.rate_pairing, "rate_pairing")
         self.max_streams = settings.max_streams
+        self._clock = clock
         self.stream_epoch_s = settings.stream_epoch_s if stream_epoch_s is None else stream_epoch_s
         self._memory = MemoryStorage()
         uri, prefix = storage_uri(settings.redis_url)
@@ -286,7 +295,7 @@ class Limiter:
     # -- open event streams --------------------------------------------------------------
 
     def _epoch(self) -> int:
-        return int(time.time() // self.stream_epoch_s)
+        return int(self._clock() // self.stream_epoch_s)
 
     def _stream_key(self, user_id: str, epoch: int) -> str:
         return f"streams/{user_id}/{epoch}"
@@ -384,7 +393,7 @@ class Limiter:
 
     async def _refresh_loop(self) -> None:
         while not self._closing:
-            to_boundary = self.stream_epoch_s - time.time() % self.stream_epoch_s
+            to_boundary = self.stream_epoch_s - self._clock() % self.stream_epoch_s
             await asyncio.sleep(min(self.stream_epoch_s / 4, to_boundary + 0.01))
             try:
                 await self.refresh_streams()

@@ -82,6 +82,17 @@ def _metric(server: LiveServer, name: str) -> float:
 
 
 @asynccontextmanager
+async def _within(seconds: float, what: str) -> AsyncIterator[None]:
+    """Bound the block to ``seconds``: past them it fails with an AssertionError naming
+    ``what``, instead of hanging until the suite's timeout."""
+    try:
+        async with asyncio.timeout(seconds):
+            yield
+    except TimeoutError:
+        raise AssertionError(f"timed out after {seconds} s waiting for {what}") from None
+
+
+@asynccontextmanager
 async def _stream(client: httpx.AsyncClient, url: str, token: str) -> AsyncIterator[httpx.Response]:
     """An SSE request; when 200, the first bytes have arrived (the stream is open)."""
     headers = {**_auth(token), "Accept": "text/event-stream"}
@@ -323,33 +334,45 @@ def test_through_redis_two_servers_share_one_users_counts(
 
 
 async def test_a_crashed_replicas_streams_fade_from_the_shared_count(redis_url: str) -> None:
-    """A replica that dies holding stream slots never releases them; its counts expire within
-    two stream epochs, while a live replica's slots stay counted across many epochs."""
+    """A replica that dies holding stream slots never releases them; its counts drop out
+    within two stream epochs, while a live replica's slot stays counted across many epochs.
+
+    The limiters' clock is the test's: it moves from one epoch to the next and runs the
+    mover's refresh itself, so nothing here depends on how fast a loaded machine runs (the
+    real-time version read the count while the mover was between its two calls, or late).
+    Every wait is bounded: a storage call that never returns fails within 30 s, saying so.
+    """
+    epoch_s = 3600.0  # the background mover sleeps a quarter of it: it never runs here
+    now = [time.time()]
     settings = ServerSettings(db_url="sqlite:///unused", redis_url=redis_url, max_streams=2)
-    crashed = Limiter(settings, stream_epoch_s=1.0)
-    for _ in range(2):
-        await crashed.open_stream("u1")
-    await crashed.aclose()  # stops refreshing, as a killed process would; slots never closed
-
-    live = Limiter(settings, stream_epoch_s=1.0)
+    crashed = Limiter(settings, stream_epoch_s=epoch_s, clock=lambda: now[0])
+    live = Limiter(settings, stream_epoch_s=epoch_s, clock=lambda: now[0])
     try:
-        with pytest.raises(RateLimited) as refused:
-            await live.open_stream("u1")
-        assert refused.value.limit == "max_streams" and refused.value.retry_after_s >= 1
-        assert live.local_streams == 0  # the refused slot was given back at once
-        deadline = time.monotonic() + 10
-        while (await live.shared_streams("u1")) != 0:
-            assert time.monotonic() < deadline, "the crashed replica's streams never faded"
-            await asyncio.sleep(0.1)
+        async with _within(30, "the crashed replica's streams to fade"):
+            for _ in range(2):
+                await crashed.open_stream("u1")
+            await crashed.aclose()  # stops moving, as a killed process would; never closed
 
-        held = await live.open_stream("u1")
-        start = live._epoch()
-        while live._epoch() < start + 3:  # several epochs: the live slot is moved along
-            assert await live.shared_streams("u1") == 1
-            await asyncio.sleep(0.1)
-        assert await live.shared_streams("u1") == 1
-        await live.close_stream(held)
-        assert await live.shared_streams("u1") == 0
+            with pytest.raises(RateLimited) as refused:
+                await live.open_stream("u1")
+            assert refused.value.limit == "max_streams" and refused.value.retry_after_s >= 1
+            assert live.local_streams == 0  # the refused slot was given back at once
+            assert await live.shared_streams("u1") == 2
+            now[0] += epoch_s
+            await live.refresh_streams()
+            assert await live.shared_streams("u1") == 2  # the previous epoch still counts
+            now[0] += epoch_s
+            await live.refresh_streams()
+            assert await live.shared_streams("u1") == 0, "the crashed replica's streams stay"
+
+            held = await live.open_stream("u1")
+            for _ in range(4):  # several epochs: the live slot is moved along each time
+                now[0] += epoch_s
+                assert await live.shared_streams("u1") == 1  # before the move: in previous
+                await live.refresh_streams()
+                assert await live.shared_streams("u1") == 1
+            await live.close_stream(held)
+            assert await live.shared_streams("u1") == 0
     finally:
         await live.aclose()
 
