@@ -13,6 +13,7 @@ thread keeps the online ones online. The pairing modal is given a fixed code. Up
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from codex_tui.screens.confirm import ConfirmModal
 from codex_tui.screens.export import ExportModal
 from codex_tui.screens.pairing import PairingModal
 from codex_tui.screens.workers import WorkersScreen
+from codex_tui.widgets.connection_banner import ConnectionBanner
 from codex_tui.widgets.pane_grid import PaneGrid
 from server_client.client import CodexTuiClient
 from server_client.models import PairingCode, WorkerHello
@@ -314,7 +316,21 @@ def test_offline_dashboard(snap_compare: SnapCompare) -> None:
 
     async def run_before(pilot: Pilot[Any]) -> None:
         await wait_for(pilot, lambda: dashboard_ready(app), "the dashboard")
+        # Every retry waits 1 s (the first, jittered 0.8-1 s, shows as 1 s too): the banner's
+        # countdown reads the same however many polls failed before the snapshot, on a loaded
+        # machine as on an idle one (it read "2 s" once a second poll had failed).
+        task_list(app)._retry_delays = itertools.repeat(1.0)
         await wait_for(pilot, lambda: task_list(app).error is not None, "the error line")
+        # The banner and the toast come from the message the failure posts, handled later.
+        await wait_for(
+            pilot,
+            lambda: (
+                app.connection_error is not None
+                and any(banner.offline for banner in app.screen.query(ConnectionBanner))
+                and bool(app.screen.query("Toast"))
+            ),
+            "the offline banner and the connection toast",
+        )
 
     assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
 
