@@ -14,6 +14,7 @@ from textual import on
 from textual.app import App, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.screen import Screen
+from textual.timer import Timer
 
 from codex_tui.commands import (
     binding_commands,
@@ -24,8 +25,9 @@ from codex_tui.commands import (
 from codex_tui.config import TuiSettings
 from codex_tui.notify import Notifier, Severity
 from codex_tui.screens.dashboard import DashboardScreen
-from codex_tui.state import TuiState, save_state
+from codex_tui.state import PaneLayout, TuiState, load_layout, save_layout, save_state
 from codex_tui.textual_internals import write_to_terminal
+from codex_tui.widgets.pane_grid import PaneGrid
 from codex_tui.widgets.task_list import TaskList
 from server_client.enums import TaskStatus
 from themes import APP_CSS_PATH, DEFAULT_THEME, THEME_NAMES, THEMES
@@ -34,7 +36,11 @@ if TYPE_CHECKING:
     from server_client.client import CodexTuiClient
     from server_client.models import Task
 
-__all__ = ["CodexTuiApp"]
+__all__ = ["LAYOUT_SAVE_DELAY_S", "CodexTuiApp"]
+
+#: Seconds a change of the panes waits before it is written (each move in the task list
+#: changes the active pane's task); what is still waiting is written when the app exits.
+LAYOUT_SAVE_DELAY_S = 0.5
 
 
 class CodexTuiApp(App[None]):
@@ -46,8 +52,12 @@ class CodexTuiApp(App[None]):
 
     Only codex-tui's themes are registered (:data:`themes.THEMES`). A theme chosen in the app
     (the palette's "Theme" picker or its "Theme: NAME" commands) is remembered in
-    ``state_path``; config.toml is never written. An unknown theme or keymap binding id in
-    ``settings`` shows a warning toast at start and is otherwise ignored.
+    ``state_path``; config.toml is never written. So are the dashboard's panes, per server URL
+    (``client.base_url``): their tasks in order, the active one and whether it is maximised,
+    written :data:`LAYOUT_SAVE_DELAY_S` after they change and when the app exits, and brought
+    back on the next start against the same server (:class:`DashboardScreen`'s ``layout``). An
+    unknown theme or keymap binding id in ``settings`` shows a warning toast at start and is
+    otherwise ignored.
 
     Args:
         client: The SDK client for one server (``codex-tui`` passes a
@@ -58,7 +68,8 @@ class CodexTuiApp(App[None]):
         close_client: Close ``client`` when the app exits.
         settings: Theme, keymap and notification settings (default: the built-in defaults,
             without reading config.toml or the environment).
-        state_path: Where to remember the theme chosen in the app (default: nowhere).
+        state_path: Where to remember the theme chosen in the app and the panes (default:
+            nowhere).
     """
 
     CSS_PATH = APP_CSS_PATH
@@ -103,6 +114,10 @@ class CodexTuiApp(App[None]):
         """Why the server could not be reached, or None while it answers."""
         self._warnings: list[str] = []
         self._remember_theme = False
+        self._layout_to_save: PaneLayout | None = None
+        self._saved_layout: PaneLayout | None = None
+        self._layout_warned = False
+        self._layout_timer: Timer | None = None
         for name in list(self.available_themes):
             self.unregister_theme(name)
         for theme in THEMES:
@@ -126,12 +141,17 @@ class CodexTuiApp(App[None]):
         return DEFAULT_THEME
 
     def get_default_screen(self) -> Screen[None]:
-        """The dashboard is the base screen."""
+        """The dashboard is the base screen, with the panes remembered for this server."""
+        layout = None
+        if self.state_path is not None:
+            layout = load_layout(self.state_path, self.client.base_url)
+            self._saved_layout = layout
         return DashboardScreen(
             self.client,
             default_workdir=self.default_workdir,
             clock=self.clock,
             poll_interval_s=self.poll_interval_s,
+            layout=layout,
         )
 
     def on_mount(self) -> None:
@@ -178,6 +198,7 @@ class CodexTuiApp(App[None]):
         """Hand what :meth:`_after_first_frame` froze back to the garbage collector; close
         the client if asked to."""
         gc.unfreeze()
+        self._save_layout()
         if self.close_client:
             await self.client.aclose()
 
@@ -196,6 +217,38 @@ class CodexTuiApp(App[None]):
                 severity="warning",
                 markup=False,
             )
+
+    # -- the panes ---------------------------------------------------------------------------
+
+    @on(PaneGrid.LayoutChanged)
+    def _remember_layout(self, message: PaneGrid.LayoutChanged) -> None:
+        if self.state_path is None:
+            return
+        self._layout_to_save = message.layout
+        if self._layout_timer is None:  # at most one write per delay, the newest layout
+            self._layout_timer = self.set_timer(
+                LAYOUT_SAVE_DELAY_S, self._save_layout, name="save-layout"
+            )
+
+    def _save_layout(self) -> None:
+        """Write the panes' layout if it changed since it was last written."""
+        self._layout_timer = None
+        layout, self._layout_to_save = self._layout_to_save, None
+        if layout is None or layout == self._saved_layout or self.state_path is None:
+            return
+        try:
+            save_layout(self.state_path, self.client.base_url, layout)
+        except OSError as error:
+            if not self._layout_warned:  # once: the next change would fail the same way
+                self._layout_warned = True
+                self.notify(
+                    f"Could not remember the panes in {self.state_path}: {error.strerror or error}",
+                    title="Panes",
+                    severity="warning",
+                    markup=False,
+                )
+            return
+        self._saved_layout = layout
 
     # -- keys and the command palette -------------------------------------------------------
 

@@ -38,6 +38,8 @@ class DeferredClient(_Base):
 
     def __init__(self, base_url: str, token: str) -> None:
         self._deferred_args = (base_url, token)
+        self.base_url = base_url.rstrip("/")
+        """The server's URL, as the SDK client holds it (read without building that)."""
         self._deferred_client: CodexTuiClient | None = None
         self._deferred_lock = threading.Lock()
 

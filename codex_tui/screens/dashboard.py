@@ -15,7 +15,9 @@ from textual.screen import Screen
 from textual.widgets import OptionList
 
 from codex_tui import failures
+from codex_tui.deferred_client import client_ready
 from codex_tui.failures import describe_action_failure
+from codex_tui.state import PaneLayout
 from codex_tui.widgets.connection_banner import ConnectionBanner
 from codex_tui.widgets.event_view import EventView
 from codex_tui.widgets.keys_footer import KeysFooter
@@ -60,6 +62,13 @@ class DashboardScreen(Screen[None]):
         default_workdir: Prefill for the compose screen's workdir.
         clock: Current UTC time for the task list's ages.
         poll_interval_s: Seconds between task-list polls (and workers-screen polls).
+        layout: The panes to bring back (what :class:`PaneGrid.LayoutChanged` reported when
+            the TUI last ran against this server): each task is fetched again (``GET
+            /api/tasks/{id}``) and replays its events in its own pane, in order, the active one
+            focused (and maximised if it was). A task the server no longer has or shows to this
+            user (a 4xx) is skipped, with one toast naming how many; if the server cannot be
+            reached the panes stay as they are. Until it is done the list's highlight moves no
+            pane and no layout change is reported.
     """
 
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -88,12 +97,16 @@ class DashboardScreen(Screen[None]):
         default_workdir: str | None = None,
         clock: Callable[[], datetime] | None = None,
         poll_interval_s: float = 1.5,
+        layout: PaneLayout | None = None,
     ) -> None:
         super().__init__()
         self.client = client
         self.default_workdir = default_workdir
         self.clock = clock
         self.poll_interval_s = poll_interval_s
+        self._layout = layout if layout is not None and layout.tasks else None
+        self.restoring = self._layout is not None
+        """True while the panes of :attr:`_layout` are being brought back."""
 
     def compose(self) -> ComposeResult:
         yield ConnectionBanner(clock=self.clock, id="connection-banner")
@@ -110,8 +123,12 @@ class DashboardScreen(Screen[None]):
         yield KeysFooter()
 
     def on_mount(self) -> None:
-        """Put the keyboard in the task list."""
+        """Put the keyboard in the task list; bring the remembered panes back."""
         self.task_list.options.focus()
+        if self._layout is not None:
+            self.run_worker(
+                self._restore_panes(self._layout), group="restore-panes", exit_on_error=False
+            )
 
     @property
     def task_list(self) -> TaskList:
@@ -266,7 +283,13 @@ class DashboardScreen(Screen[None]):
 
     @on(TaskList.Selected)
     def _show_selected(self, message: TaskList.Selected) -> None:
-        self.pane_grid.show(message.task)
+        if not self.restoring:
+            self.pane_grid.show(message.task)
+
+    @on(PaneGrid.LayoutChanged)
+    def _hold_layout_while_restoring(self, message: PaneGrid.LayoutChanged) -> None:
+        if self.restoring:
+            message.stop()  # the start-up pane, not what the user arranged
 
     @on(OptionList.OptionSelected, "#task-options")
     def _focus_events(self) -> None:
@@ -294,6 +317,52 @@ class DashboardScreen(Screen[None]):
         self.task_list.border_title = tasks_title(message.counts)
 
     # -- internals --------------------------------------------------------------------------
+
+    async def _restore_panes(self, layout: PaneLayout) -> None:
+        """Fetch the tasks of ``layout`` and follow them in panes (see the class's ``layout``)."""
+        try:
+            await client_ready(self.client)
+            from server_client.client import ApiError  # the SDK: imported by now
+
+            tasks: list[Task] = []
+            active = 0
+            skipped = 0
+            for index, task_id in enumerate(layout.tasks):
+                try:
+                    task = await self.client.get_task(task_id)
+                except ApiError as error:
+                    if not 400 <= error.status < 500:
+                        raise
+                    skipped += 1
+                    continue
+                if index <= layout.active:
+                    active = len(tasks)
+                tasks.append(task)
+        except failures.REQUEST_ERRORS as error:
+            self.restoring = False
+            self.notify(
+                f"Could not bring the panes back: {failures.describe_poll_failure(error)}",
+                title="Panes",
+                severity="warning",
+                markup=False,
+            )
+            return
+        try:
+            if tasks:
+                await self.pane_grid.restore(tasks, active, layout.maximized)
+                shown = self.pane_grid.active.followed_task
+                if shown is not None:  # the list's highlight drives this pane from now on
+                    self.task_list.upsert(shown)
+                    self.task_list.select_task(shown.id)
+        finally:
+            self.restoring = False
+        if skipped:
+            gone = "task is" if skipped == 1 else "tasks are"
+            self.notify(
+                f"{skipped} of the panes' {gone} gone or not yours; left out.",
+                title="Panes",
+                markup=False,
+            )
 
     async def _open_from_history(self, task: Task | None) -> None:
         if task is None:

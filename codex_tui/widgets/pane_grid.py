@@ -13,6 +13,7 @@ from textual.app import ComposeResult
 from textual.message import Message
 from textual.widget import Widget
 
+from codex_tui.state import PaneLayout
 from codex_tui.widgets.event_view import EventView
 
 if TYPE_CHECKING:
@@ -58,6 +59,10 @@ class PaneGrid(Widget):
 
     :meth:`toggle_maximize` maximises the active pane and restores it (escape also restores).
 
+    Whenever the panes, their tasks, the active pane or the maximised state change it posts
+    :class:`LayoutChanged` with :meth:`pane_layout` (the app remembers it for the next start), and
+    :meth:`restore` brings such a layout back.
+
     Args:
         client: The SDK client the panes stream with.
         max_entries: Each pane's window, in events.
@@ -79,6 +84,13 @@ class PaneGrid(Widget):
 
         pane_grid: PaneGrid
         pane: EventView
+
+    @dataclass
+    class LayoutChanged(Message):
+        """The panes, a pane's task, the active pane or the maximised state changed."""
+
+        pane_grid: PaneGrid
+        layout: PaneLayout
 
     def __init__(
         self,
@@ -102,8 +114,10 @@ class PaneGrid(Widget):
         yield self._new_pane()
 
     def on_mount(self) -> None:
-        """Mark the first pane active."""
+        """Mark the first pane active; report the layout when a pane is maximised or restored
+        (escape restores one without this grid knowing)."""
         self._set_active(self.panes[0])
+        self.watch(self.screen, "maximized", self._post_layout, init=False)
 
     def _new_pane(self) -> EventView:
         pane = EventView(
@@ -138,7 +152,40 @@ class PaneGrid(Widget):
         """Follow ``task`` in the active pane; returns that pane."""
         pane = self.active
         pane.follow(task)
+        self._post_layout()
         return pane
+
+    def pane_layout(self) -> PaneLayout:
+        """The panes' tasks in display order (empty panes left out), the active one among
+        them and whether it is maximised."""
+        followed = [(pane, pane.task_id) for pane in self.panes if pane.task_id is not None]
+        tasks = tuple(task_id for _pane, task_id in followed if task_id is not None)
+        active = next((i for i, (pane, _id) in enumerate(followed) if pane is self._active), 0)
+        maximized = self.is_attached and self.screen.maximized is not None
+        return PaneLayout(tasks=tasks, active=active, maximized=maximized and bool(tasks))
+
+    async def restore(self, tasks: list[Task], active: int = 0, maximized: bool = False) -> None:
+        """Follow ``tasks`` in panes of their own, in order, as far as they fit (the panes
+        shown now are reused first); then give the pane of ``tasks[active]`` the focus and
+        maximise it when ``maximized``. Nothing happens for an empty list."""
+        if not tasks:
+            return
+        panes = self.panes
+        for extra in panes[1:]:
+            await extra.remove()
+        panes[0].follow(tasks[0])
+        restored = [panes[0]]
+        for task in tasks[1:]:
+            pane = await self.open(task)
+            if pane is None:
+                break
+            restored.append(pane)
+        self._relayout()
+        pane = restored[min(max(active, 0), len(restored) - 1)]
+        self.focus_pane(pane)
+        if maximized and self.screen.maximized is None:
+            self.screen.maximize(pane, container=False)
+        self._post_layout()
 
     def pane_for(self, task_id: str) -> EventView | None:
         """The first pane that follows ``task_id``."""
@@ -151,6 +198,7 @@ class PaneGrid(Widget):
         panes = self.panes
         if len(panes) == 1 and panes[0].followed_task is None:
             panes[0].follow(task)
+            self._post_layout()
             return panes[0]
         if len(panes) >= self.capacity:
             return None
@@ -159,6 +207,7 @@ class PaneGrid(Widget):
         self._relayout()
         pane.follow(task)
         self._set_active(pane)
+        self._post_layout()
         return pane
 
     async def close(self, pane: EventView | None = None) -> None:
@@ -167,6 +216,7 @@ class PaneGrid(Widget):
         panes = self.panes
         if len(panes) == 1:
             pane.follow(None)
+            self._post_layout()
             return
         index = panes.index(pane)
         if self.screen.maximized is not None:
@@ -175,6 +225,7 @@ class PaneGrid(Widget):
         self._relayout()
         remaining = self.panes
         self.focus_pane(remaining[min(index, len(remaining) - 1)])
+        self._post_layout()
 
     def focus_pane(self, pane: EventView) -> None:
         """Make ``pane`` active and give it the keyboard focus."""
@@ -199,6 +250,10 @@ class PaneGrid(Widget):
         self._active = pane
         pane.add_class("-active")
         self.post_message(self.ActiveChanged(self, pane))
+        self._post_layout()
+
+    def _post_layout(self, _maximized: object = None) -> None:
+        self.post_message(self.LayoutChanged(self, self.pane_layout()))
 
     def _relayout(self) -> None:
         columns, rows = grid_shape(len(self.panes), self.size.width, self.size.height)

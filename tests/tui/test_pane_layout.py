@@ -1,0 +1,104 @@
+"""Provides tests of the panes brought back when the TUI reopens: the same tasks in the same
+order, the active pane focused (and maximised), per server URL, skipping a task that is gone."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from codex_tui.state import PaneLayout, load_layout, save_layout
+from tests.conftest import ServerFactory
+from tests.support.tui_helpers import running_app, task_list, wait_for
+from tests.tui.test_panes import (
+    active_panes,
+    create_tasks,
+    grid,
+    open_panes,
+    own_stream,
+    replayed_queued,
+    toasts,
+)
+
+#: An id of the server's shape that no task has.
+UNKNOWN_TASK = "0000deadbeef"
+
+
+async def test_reopening_brings_the_panes_back_in_order_with_the_focus(
+    server_factory: ServerFactory, tmp_path: Path
+) -> None:
+    server = server_factory(local_worker=False)
+    state = tmp_path / "state" / "tui-state.json"
+    async with server.client() as client:
+        await create_tasks(client, server, 3)
+        async with running_app(client, server, state_path=state) as (app, pilot):
+            panes = await open_panes(app, pilot, 3)
+            order = [pane.task_id or "" for pane in panes]
+            assert "" not in order and len(set(order)) == 3
+            grid(app).focus_pane(panes[1])
+            await pilot.press("m")  # maximised
+            await wait_for(pilot, lambda: app.screen.maximized is panes[1], "the maximised pane")
+        # Written when the app exits at the latest, under this server's URL.
+        saved = load_layout(state, server.url)
+        assert saved == PaneLayout(tasks=tuple(order), active=1, maximized=True)
+
+        # A task the server does not have (deleted, or another user's: both a 404) is left
+        # out quietly; another server's panes are kept apart.
+        with_unknown = (order[0], UNKNOWN_TASK, order[1], order[2])
+        save_layout(state, server.url, PaneLayout(tasks=with_unknown, active=2, maximized=True))
+        save_layout(state, "http://127.0.0.1:1", PaneLayout(tasks=("elsewhere",)))
+
+    async with server.client() as client:
+        async with running_app(client, server, state_path=state) as (app, pilot):
+            tasks = task_list(app)
+
+            def restored() -> bool:
+                return [pane.task_id for pane in grid(app).panes] == order
+
+            await wait_for(pilot, restored, "the three panes in their order")
+            back = grid(app).panes
+            await wait_for(pilot, lambda: active_panes(app) == [back[1]], "the second active")
+            focused = app.focused
+            assert focused is not None and back[1] in focused.ancestors_with_self
+            assert app.screen.maximized is back[1]
+            await pilot.press("m")  # back to the grid, where every pane draws
+            await wait_for(pilot, lambda: app.screen.maximized is None, "the grid")
+            for pane in back:  # each replays its task from the server as usual
+                await wait_for(pilot, own_stream(app, pane), f"{pane.id}'s stream")
+                await wait_for(pilot, replayed_queued(pane), f"{pane.id}'s events")
+            await wait_for(pilot, lambda: any("left out" in t for t in toasts(app)), "a toast")
+            # The list's first poll moves no pane: its highlight is on the focused pane's task.
+            await wait_for(pilot, lambda: tasks.loaded, "the first poll")
+            await wait_for(pilot, lambda: tasks.selected_task is not None, "a highlight")
+            selected = tasks.selected_task
+            assert selected is not None and selected.id == order[1]
+            assert restored()
+        data = json.loads(state.read_text(encoding="utf-8"))
+        assert data["panes"]["http://127.0.0.1:1"]["tasks"] == ["elsewhere"]
+
+
+async def test_a_layout_of_gone_tasks_leaves_one_empty_pane_and_no_crash(
+    server_factory: ServerFactory, tmp_path: Path
+) -> None:
+    server = server_factory(local_worker=False)
+    state = tmp_path / "tui-state.json"
+    save_layout(state, server.url, PaneLayout(tasks=(UNKNOWN_TASK, "not-an-id"), active=1))
+    async with server.client() as client:
+        [task] = await create_tasks(client, server, 1)
+        async with running_app(client, server, state_path=state) as (app, pilot):
+            await wait_for(pilot, lambda: any("2 of" in t for t in toasts(app)), "the toast")
+            # The dashboard works as on a first start: the list's highlight fills the pane.
+            await wait_for(pilot, lambda: grid(app).panes[0].task_id == task.id, "the pane")
+            assert len(grid(app).panes) == 1
+
+
+def test_a_malformed_state_file_remembers_no_panes(tmp_path: Path) -> None:
+    state = tmp_path / "tui-state.json"
+    for text in ("not json", '{"panes": []}', '{"panes": {"http://x": {"tasks": "t1"}}}'):
+        state.write_text(text, encoding="utf-8")
+        assert load_layout(state, "http://x") is None
+    state.write_text(
+        '{"theme": "codex-light", "panes": {"http://x": '
+        '{"tasks": ["a", 3, null, "b"], "active": 7, "maximized": "yes"}}}',
+        encoding="utf-8",
+    )
+    assert load_layout(state, "http://x/") == PaneLayout(tasks=("a", "b"))
