@@ -42,7 +42,7 @@ from server_client.models import (
     WorkspaceSync,
     utcnow,
 )
-from server_client.paths import WorkdirError, resolve_workdir
+from server_client.paths import AppDirs, WorkdirError, resolve_workdir
 from server_client.retry import (
     CONNECT_FINAL,
     NETWORK_ERRORS,
@@ -54,6 +54,7 @@ from server_client.retry import (
 from server_client.worker.api import WorkerApi
 from server_client.worker.appserver_runner import ApprovalAsk, AppServerRunner, AppServerSpec
 from server_client.worker.codex_bin import CodexNotFoundError, codex_version, resolve_codex_bin
+from server_client.worker.procs import WORKER_ENV, sweep_orphans, worker_marker
 from server_client.worker.runner import (
     ExecRunner,
     RunOutcome,
@@ -122,6 +123,10 @@ class WorkerAgent:
         )
         self._sync_now = asyncio.Event()
         self._workspace_lock = asyncio.Lock()
+        #: This worker's state folder: the processes it starts are marked with it and this
+        #: process (procs.WORKER_ENV), so that the next one can sweep what a crash left.
+        self._state_dir = str(AppDirs.resolve().state.absolute())
+        self._marker = worker_marker(self._state_dir)
 
     def stop(self) -> None:
         """Stop claiming and cancel every running task; :meth:`run` returns once they ended."""
@@ -209,7 +214,13 @@ class WorkerAgent:
             raise asyncio.CancelledError
 
     async def run(self) -> None:
-        """Connect, then claim and run tasks until :meth:`stop`; waits for running tasks."""
+        """Sweep what an earlier process of this worker left running (procs.sweep_orphans:
+        this process holds no task yet, so every such process belongs to a task it does not
+        hold), connect, then claim and run tasks until :meth:`stop`; waits for running
+        tasks."""
+        swept = await asyncio.to_thread(sweep_orphans, self._state_dir)
+        if swept:
+            log.warning("killed %d process(es) an earlier worker process left", len(swept))
         await self.connect()
         background = [
             asyncio.create_task(self._signals_loop(), name="signals"),
@@ -488,6 +499,7 @@ class WorkerAgent:
             except WorkdirError as exc:
                 return str(exc)
         env = build_child_env(self.config.pass_env, task_id=task.id)
+        env[WORKER_ENV] = self._marker
         return RunSpec(
             task_id=task.id,
             prompt=task.prompt,

@@ -31,6 +31,12 @@ one pass (shared with the other runs ending now), SIGKILL to codex's group and t
 process of the run (recorded, marked or in the group) and their descendants, and a short wait
 until they are gone.
 
+A worker killed with ``kill -9`` sweeps nothing; its codex dies with it (parent-death signal)
+but a command codex started in a session of its own lives on. Every process a worker starts
+also carries :data:`WORKER_ENV` (the worker process and its state folder), and the next worker
+process of the same state folder kills, at its start, those whose worker process is gone
+(:func:`sweep_orphans`).
+
 """
 
 from __future__ import annotations
@@ -54,6 +60,7 @@ from server_client.workspaces import RUNNING_GIT_PIDS, git_starting
 __all__ = [
     "ACTIVE_CODEX_PIDS",
     "TASK_ENV",
+    "WORKER_ENV",
     "ProcInfo",
     "ProcessTable",
     "ProcessWatch",
@@ -63,6 +70,8 @@ __all__ = [
     "reap_orphan_zombies",
     "shared_watch",
     "spawning",
+    "sweep_orphans",
+    "worker_marker",
 ]
 
 log = logging.getLogger(__name__)
@@ -562,3 +571,78 @@ def shared_watch() -> ProcessWatch:
     if watch is None:
         watch = _WATCHES[loop] = ProcessWatch()
     return watch
+
+
+# -- orphans of a previous worker process ----------------------------------------------------
+
+#: Marker variable that tags every process a worker process started (through codex's
+#: environment, beside :data:`TASK_ENV`): ``<worker pid>:<its start time>:<its state folder>``.
+WORKER_ENV = "CODEX_TUI_WORKER"
+
+
+def worker_marker(state_dir: str, pid: int | None = None) -> str:
+    """The :data:`WORKER_ENV` value of the worker process ``pid`` (default: this one) whose
+    state folder is ``state_dir`` (absolute): its pid and start time name the process, the
+    folder names the worker (two workers on one machine have two folders)."""
+    pid = os.getpid() if pid is None else pid
+    return f"{pid}:{psutil.Process(pid).create_time():.3f}:{state_dir}"
+
+
+def _marker_owner_alive(marker: str) -> bool:
+    """Whether the worker process a :data:`WORKER_ENV` value names still runs (same pid,
+    same start time: a reused pid is another process)."""
+    pid_text, _, rest = marker.partition(":")
+    start_text, _, _ = rest.partition(":")
+    try:
+        pid, start = int(pid_text), float(start_text)
+        return abs(psutil.Process(pid).create_time() - start) < 0.01
+    except (ValueError, psutil.Error):
+        return False
+
+
+def sweep_orphans(state_dir: str, timeout_s: float = _GONE_TIMEOUT_S) -> list[int]:
+    """Kill the processes an earlier worker process of the state folder ``state_dir`` left
+    behind: this user's processes whose :data:`WORKER_ENV` names that folder and a worker
+    process that is gone (e.g. killed with ``kill -9``: codex died with it, but a command
+    codex started in a session of its own lives on). Each one's process group gets SIGKILL
+    (when it is not this process's), then the process itself. Processes of another state
+    folder (another worker on the machine), of a worker process that still runs and of
+    other users are never touched. Blocking (reads ``/proc``): call it in a thread.
+
+    Args:
+        state_dir: This worker's state folder (absolute), as in :func:`worker_marker`.
+        timeout_s: How long to wait for the killed processes to be gone (s).
+
+    Returns:
+        The pids killed.
+    """
+    me, uid, own_group = os.getpid(), os.getuid(), os.getpgid(0)
+    suffix = f":{state_dir}"
+    victims: list[psutil.Process] = []
+    for proc in psutil.process_iter(["pid", "uids", "environ", "status"]):
+        try:
+            info = proc.info
+            if info["pid"] == me or info["status"] == psutil.STATUS_ZOMBIE:
+                continue
+            if info["uids"] is None or info["uids"].real != uid:
+                continue
+            marker = (info["environ"] or {}).get(WORKER_ENV)
+            if not marker or not marker.endswith(suffix) or _marker_owner_alive(marker):
+                continue
+            victims.append(proc)
+        except psutil.Error:
+            continue
+    for proc in victims:
+        log.warning(
+            "killing pid %d: left behind by an earlier worker process (task %s)",
+            proc.pid,
+            (proc.info["environ"] or {}).get(TASK_ENV, "?"),
+        )
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            group = os.getpgid(proc.pid)
+            if group != own_group:
+                os.killpg(group, signal.SIGKILL)
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+    psutil.wait_procs(victims, timeout=timeout_s)
+    return [proc.pid for proc in victims]
