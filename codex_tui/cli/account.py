@@ -14,7 +14,13 @@ from typing import TYPE_CHECKING
 
 import click
 
-from codex_tui.cli.common import connection_options, fail, given_option, run_client
+from codex_tui.cli.common import (
+    connection_options,
+    fail,
+    given_option,
+    given_token,
+    run_client,
+)
 
 if TYPE_CHECKING:
     from codex_tui.config import ResolvedConnection
@@ -123,7 +129,7 @@ def status(ctx: click.Context, server: str | None, token: str | None) -> None:
     from codex_tui.config import ConfigError, resolve_connection
 
     given, server_from = given_option(ctx, "server", server)
-    token_given, token_from = given_option(ctx, "token", token)
+    token_given, token_from = given_token(ctx, token)
     try:
         conn = resolve_connection(
             given, token_given, server_from=server_from, token_from=token_from

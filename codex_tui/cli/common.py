@@ -39,6 +39,8 @@ __all__ = [
     "default_db_url",
     "fail",
     "given_option",
+    "given_token",
+    "read_token_file",
     "run_client",
 ]
 
@@ -126,14 +128,80 @@ def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
     raise SystemExit(code)
 
 
+#: ``--token``'s help, for every command that takes one: a flag's value is visible to
+#: every user of the machine (``ps``, ``/proc/PID/cmdline``), so it says what to use instead.
+TOKEN_HELP = (
+    "Token (default: the stored one, from `codex-tui login`). A flag's value is visible to "
+    "every user of this machine in `ps`: prefer CODEX_TUI_TOKEN or --token-file."
+)
+#: ``--token-file``'s help.
+TOKEN_FILE_HELP = (
+    "Read the token from the first line of this file (or of stdin with `-`); or "
+    "CODEX_TUI_TOKEN_FILE. Kept out of `ps`, unlike --token."
+)
+#: Where :func:`_take_token_file` leaves the token it read, in ``click.Context.meta`` (shared
+#: by a command and its group): ``(token, what named it)``.
+_TOKEN_FILE_META = "codex_tui.token_file"
+
+
+def read_token_file(path: str, named_by: str = "--token-file") -> str:
+    """The token on the first line of the file ``path`` (``-``: stdin), without surrounding
+    blanks; exits 2 naming ``named_by`` and the path when it cannot be read or is empty."""
+    try:
+        if path == "-":
+            line = sys.stdin.readline()
+        else:
+            with open(path, encoding="utf-8") as file:
+                line = file.readline()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+        fail(f"{named_by}: cannot read the token from {path} ({reason})")
+    token = line.strip()
+    if not token:
+        where = "stdin" if path == "-" else path
+        fail(f"{named_by}: no token in {where} (its first line is empty)")
+    return token
+
+
+def _take_token_file(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    """``--token-file``'s callback: read the token now and leave it in ``ctx.meta``."""
+    if not value:
+        return
+    source = ctx.get_parameter_source(param.name or "token_file")
+    named_by = "CODEX_TUI_TOKEN_FILE" if source is ParameterSource.ENVIRONMENT else "--token-file"
+    ctx.meta[_TOKEN_FILE_META] = (read_token_file(value, named_by), named_by)
+
+
 def connection_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Add ``--server`` and ``--token`` to a command."""
+    """Add ``--server``, ``--token`` and ``--token-file`` to a command (the last one is read
+    at parse time; :func:`given_token` finds its token)."""
     func = click.option(
-        "--token", envvar="CODEX_TUI_TOKEN", help="User token (default: the stored one)."
+        "--token-file",
+        envvar="CODEX_TUI_TOKEN_FILE",
+        metavar="PATH",
+        expose_value=False,
+        callback=_take_token_file,
+        help=TOKEN_FILE_HELP,
     )(func)
+    func = click.option("--token", envvar="CODEX_TUI_TOKEN", help=TOKEN_HELP)(func)
     return click.option(
         "--server", envvar="CODEX_TUI_SERVER", help="Server URL (default: the stored one)."
     )(func)
+
+
+def given_token(ctx: click.Context, token: str | None) -> tuple[str | None, str]:
+    """The token given to the command or its group and what gave it, highest first:
+    ``--token`` or ``--token-file`` (both at once: a usage error, exit 2),
+    ``CODEX_TUI_TOKEN_FILE``, ``CODEX_TUI_TOKEN``; ``(None, "--token")`` when none is."""
+    found, named_by = given_option(ctx, "token", token)
+    from_file = ctx.meta.get(_TOKEN_FILE_META)
+    if from_file is None:
+        return found, named_by
+    if found and named_by == "--token":
+        if from_file[1] == "--token-file":
+            fail("give the token once: --token or --token-file, not both")
+        return found, named_by
+    return from_file[0], from_file[1]
 
 
 def given_option(ctx: click.Context, name: str, value: str | None) -> tuple[str | None, str]:
@@ -159,7 +227,7 @@ def connection(
     from codex_tui.config import ConfigError, resolve_connection
 
     server, server_from = given_option(ctx, "server", server)
-    token, token_from = given_option(ctx, "token", token)
+    token, token_from = given_token(ctx, token)
     try:
         conn = resolve_connection(server, token, server_from=server_from, token_from=token_from)
     except ConfigError as exc:

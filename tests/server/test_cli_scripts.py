@@ -1,7 +1,9 @@
 """The script verbs of ``codex-tui`` as a shell script uses them (issue 16), against a real
 server and its local worker (the fake codex): ``--json`` keeps stdout JSON lines only, a
 malformed task id is a usage error, a closed pipe ends a command quietly with 0, a bad
-server URL says what to fix, and ``login``/``logout``/``status``."""
+server URL says what to fix, and ``login``/``logout``/``status``; a token comes from a file,
+stdin or the environment as well as ``--token``, whose help says ``ps`` shows it (issue 17
+item 10)."""
 
 from __future__ import annotations
 
@@ -11,9 +13,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import click
+import httpx
+import psutil
+
 from server_client.models import WorkerHello
 from server_client.worker.api import WorkerApi
-from tests.conftest import ServerFactory, free_port
+from tests.conftest import FAKE_CODEX, ServerFactory, free_port, wait_until
 
 
 def ok(done: subprocess.CompletedProcess[str]) -> str:
@@ -260,3 +266,101 @@ async def test_a_worker_that_cannot_run_is_listed_so_and_handed_no_task(
         assert claim is not None and claim.task.id == ok(submitted).strip()
     finally:
         await api.aclose()
+
+
+def _commands_taking_a_token() -> list[tuple[str, click.Command]]:
+    """Every ``codex-tui`` command (the group included) with a ``--token`` option, by name."""
+    from codex_tui.cli import main
+
+    found: list[tuple[str, click.Command]] = []
+
+    def walk(name: str, command: click.Command) -> None:
+        if any(p.name == "token" for p in command.params):
+            found.append((name, command))
+        if isinstance(command, click.Group):
+            with click.Context(command) as ctx:
+                for sub in command.list_commands(ctx):
+                    sub_command = command.get_command(ctx, sub)
+                    assert sub_command is not None
+                    walk(f"{name} {sub}", sub_command)
+
+    walk("codex-tui", main)
+    return found
+
+
+def test_every_token_flag_says_it_shows_in_ps_and_offers_a_file() -> None:
+    commands = _commands_taking_a_token()
+    names = [name for name, _ in commands]
+    assert {"codex-tui", "codex-tui ls", "codex-tui pair", "codex-tui worker"} <= set(names)
+    for name, command in commands:
+        options = {opt for p in command.params for opt in getattr(p, "opts", ())}
+        assert "--token-file" in options, name
+        token = next(p for p in command.params if p.name == "token")
+        assert isinstance(token, click.Option) and token.envvar == "CODEX_TUI_TOKEN", name
+        assert "`ps`" in (token.help or ""), name
+
+
+def test_the_token_comes_from_a_file_stdin_or_the_environment_never_a_flag(
+    server_factory: ServerFactory, tmp_path: Path
+) -> None:
+    server = server_factory(local_worker=False)
+    env = {**server.env, "CODEX_TUI_HOME": str(tmp_path / "laptop"), "CODEX_TUI_SERVER": server.url}
+    env.pop("CODEX_TUI_TOKEN", None)
+    token_file = tmp_path / "token"
+    token_file.write_text(server.token + "\n")
+    token_file.chmod(0o600)
+
+    missing = _run(env, "ls")
+    assert missing.returncode == 2 and "no token" in missing.stderr
+    assert ok(_run(env, "ls", "--token-file", str(token_file))) == ""
+    assert "token:  from --token-file" in ok(_run(env, "status", "--token-file", str(token_file)))
+    assert ok(_run(env, "ls", "--token-file", "-", stdin=server.token + "\n")) == ""
+    from_env = ok(_run({**env, "CODEX_TUI_TOKEN_FILE": str(token_file)}, "status"))
+    assert "token:  from CODEX_TUI_TOKEN_FILE" in from_env
+    # On the group, for every verb under it.
+    assert ok(_run(env, "--token-file", str(token_file), "ls")) == ""
+    # A file wins over CODEX_TUI_TOKEN; a flag and a file at once is a usage error.
+    over_env = _run({**env, "CODEX_TUI_TOKEN": "ctu_stale"}, "ls", "--token-file", str(token_file))
+    assert ok(over_env) == ""
+    filed = {**env, "CODEX_TUI_TOKEN_FILE": str(token_file)}
+    assert "token:  from --token\n" in ok(_run(filed, "status", "--token", server.token))
+    both = _run(env, "ls", "--token", server.token, "--token-file", str(token_file))
+    assert both.returncode == 2 and "give the token once" in both.stderr
+    empty = tmp_path / "empty"
+    empty.write_text("\n")
+    refused = _run(env, "ls", "--token-file", str(empty))
+    assert refused.returncode == 2 and str(empty) in refused.stderr
+    absent = _run(env, "ls", "--token-file", str(tmp_path / "nowhere"))
+    assert absent.returncode == 2 and "cannot read the token" in absent.stderr
+    for done in (missing, both, refused, absent):
+        assert server.token not in done.stdout + done.stderr
+
+
+def test_a_worker_takes_its_token_from_a_file_and_it_stays_out_of_its_command_line(
+    server_factory: ServerFactory, tmp_path: Path
+) -> None:
+    server = server_factory(local_worker=False)
+    token_file = tmp_path / "token"
+    token_file.write_text(server.token + "\n")
+    env = {**server.env, "CODEX_TUI_HOME": str(tmp_path / "gpu-box")}
+    env.pop("CODEX_TUI_TOKEN", None)
+    argv = [sys.executable, "-m", "codex_tui", "worker", "--server", server.url]
+    argv += ["--token-file", str(token_file), "--name", "filed", "--codex-bin", str(FAKE_CODEX)]
+    argv += ["--workdir-root", str(tmp_path)]
+    proc = subprocess.Popen(
+        argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=tmp_path
+    )
+    try:
+
+        def online() -> bool:
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            listed = httpx.get(
+                f"{server.url}/api/workers", headers={"Authorization": f"Bearer {server.token}"}
+            ).json()
+            return any(w["name"] == "filed" and w["online"] for w in listed)
+
+        wait_until(online, 30, "the worker started with --token-file to connect")
+        assert server.token not in " ".join(psutil.Process(proc.pid).cmdline())
+    finally:
+        proc.terminate()
+        proc.wait(30)

@@ -16,7 +16,7 @@ import pytest
 
 from server_client.server.main import exposure_warnings, is_loopback
 from server_client.server.settings import ServerSettings
-from tests.conftest import LiveServer, ServerFactory
+from tests.conftest import LiveServer, ServerFactory, wait_until
 
 PROBLEM = "application/problem+json"
 #: The read bound of these tests' servers (s).
@@ -192,3 +192,18 @@ def test_a_server_off_loopback_warns_about_plain_http_and_open_metrics() -> None
         db_url="sqlite:///x.db", public_url="https://codex.example.com", metrics_token="m"
     )
     assert exposure_warnings("0.0.0.0", behind_tls) == []  # noqa: S104 - the case tested
+
+
+def test_a_server_bound_to_every_address_says_so_loudly_at_start(
+    server_factory: ServerFactory,
+) -> None:
+    server = server_factory(
+        local_worker=False,
+        server_args=("--host", "0.0.0.0"),  # noqa: S104 - the case tested; reached on loopback
+        extra_env={"FORWARDED_ALLOW_IPS": "*"},
+    )
+    log = str(wait_until(lambda: "WARNING" in server.log() and server.log(), 15, "a warning"))
+    assert "listening on 0.0.0.0 in plain HTTP" in log and "SSH tunnel" in log
+    assert "GET /metrics is open" in log
+    assert "FORWARDED_ALLOW_IPS is ignored" in log
+    assert server.token not in log
