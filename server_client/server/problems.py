@@ -5,6 +5,8 @@ the handlers that turn every refusal into one, and their description for the Ope
 from __future__ import annotations
 
 import logging
+import sqlite3
+import time
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -33,7 +35,22 @@ TITLES = {
     413: "Content Too Large",
     422: "Unprocessable Content",
     429: "Too Many Requests",
+    507: "Insufficient Storage",
 }
+
+#: PostgreSQL's SQLSTATE ``disk_full`` (class 53, "insufficient resources"; PostgreSQL's
+#: documentation, appendix A "PostgreSQL Error Codes").
+PG_DISK_FULL = "53100"
+
+#: The detail of a 507: the request is not at fault, and nothing of it was kept.
+STORAGE_FULL_DETAIL = (
+    "the server's storage is full: nothing of this request was stored (what was stored "
+    "before is intact and can still be read); retry once its administrator has freed space"
+)
+
+#: Seconds between two log lines about a full storage (every write fails meanwhile).
+STORAGE_FULL_LOG_EVERY_S = 60.0
+_storage_full_logged_at: float | None = None
 
 #: The error answers every API route may give, documented for the routers' OpenAPI operations:
 #: each one a problem body. The 422 replaces FastAPI's default, which describes a body this
@@ -52,6 +69,7 @@ PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
         (413, "The prompt or body is too large."),
         (422, "The request does not match this document (wrong types, unknown fields, ...)."),
         (429, "A rate limit: retry after the ``Retry-After`` header's seconds."),
+        (507, "The server's storage is full: nothing was stored; retry once space is freed."),
     )
 }
 
@@ -71,11 +89,39 @@ def problem_response(
     )
 
 
+def is_storage_full(exc: DBAPIError) -> bool:
+    """Whether the database refused a write because its storage is full: SQLite's
+    ``SQLITE_FULL`` ("database or disk is full": the disk, or ``PRAGMA max_page_count``) or
+    PostgreSQL's SQLSTATE 53100 ``disk_full``. Either way the statement's transaction was
+    rolled back: nothing of it is stored, and what was stored before is intact."""
+    orig = exc.orig
+    if str(getattr(orig, "sqlstate", "") or "") == PG_DISK_FULL:
+        return True
+    code = getattr(orig, "sqlite_errorcode", None)
+    if isinstance(code, int):
+        return code & 0xFF == sqlite3.SQLITE_FULL  # extended codes keep the primary low byte
+    return isinstance(orig, sqlite3.Error) and "database or disk is full" in str(orig)
+
+
+def _log_storage_full(exc: DBAPIError) -> None:
+    """A warning about a full storage, at most once per :data:`STORAGE_FULL_LOG_EVERY_S`
+    (a log on the same disk must not grow by a line per refused write)."""
+    global _storage_full_logged_at  # one process-wide throttle
+    now = time.monotonic()
+    if _storage_full_logged_at is None or now - _storage_full_logged_at >= STORAGE_FULL_LOG_EVERY_S:
+        _storage_full_logged_at = now
+        log.warning(
+            "the database's storage is full (%s); writes get 507 until space is freed, reads go on",
+            type(exc.orig).__name__,
+        )
+
+
 def install(app: FastAPI) -> None:
     """Answer every error of ``app`` with a problem body: HTTP errors with their status,
     invalid requests 422 (with pydantic's errors), the store's refusals 404/400/409, rate
-    limits 429 with ``Retry-After``, values the database cannot store 400, the rest 500
-    (logged, never shown)."""
+    limits 429 with ``Retry-After``, values the database cannot store 400, a full storage 507
+    (reads go on; writes succeed again once space is freed), the rest 500 (logged, never
+    shown)."""
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -119,6 +165,9 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(DBAPIError)
     async def database_error(_request: Request, exc: DBAPIError) -> JSONResponse:
+        if is_storage_full(exc):
+            _log_storage_full(exc)
+            return problem_response(507, "Insufficient Storage", STORAGE_FULL_DETAIL)
         # SQLSTATE class 22, "data exception": a value from the request the database cannot
         # take, e.g. a NUL character in text or a number out of a column's range on
         # PostgreSQL. The request is at fault (400), nothing was stored.

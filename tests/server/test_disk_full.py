@@ -1,0 +1,249 @@
+"""A full storage (issue 17 item 9): a write the database refuses for lack of space is a 507
+problem saying the server's storage is full, never a generic 500; reads go on; once space
+returns, writes succeed again without a restart and nothing stored before was lost; a
+worker's refused upload is one it retries (the same batch lands once space returns).
+
+The server is a real uvicorn in this process (so that the test can fill its storage):
+- SQLite, on a real file: every connection of the store gets ``PRAGMA max_page_count`` at
+  checkout, set to the file's current size, which makes SQLite answer SQLITE_FULL
+  ("database or disk is full") exactly as on a full disk; raising it is space returning.
+- PostgreSQL (``pg_url``): a trigger raises SQLSTATE 53100 ``disk_full`` on every insert into
+  tasks and events, as PostgreSQL does when it cannot extend a file; dropping it is space
+  returning.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from sqlalchemy import event
+
+from server_client.errors import ApiError
+from server_client.models import EventBatch, EventIn, EventKind, WorkerHello
+from server_client.retry import WORKER_FINAL, is_retryable
+from server_client.server.app import create_app
+from server_client.server.db import create_engine, migrate
+from server_client.server.main import _Server
+from server_client.server.settings import ServerSettings
+from server_client.server.store import Store
+from server_client.worker.api import WorkerApi
+from tests.conftest import free_port, wait_until_async
+
+PROBLEM = "application/problem+json"
+#: A prompt large enough that a few tasks need new pages (bytes).
+BIG = 20_000
+#: Most tasks created while waiting for the storage to fill up (SQLite reuses free pages).
+MAX_FILL_ATTEMPTS = 300
+
+PG_FILL = (
+    """CREATE FUNCTION test_disk_full() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        RAISE EXCEPTION 'could not extend file: No space left on device'
+            USING ERRCODE = 'disk_full';
+    END $$""",
+    "CREATE TRIGGER test_disk_full_tasks BEFORE INSERT ON tasks "
+    "FOR EACH ROW EXECUTE FUNCTION test_disk_full()",
+    "CREATE TRIGGER test_disk_full_events BEFORE INSERT ON events "
+    "FOR EACH ROW EXECUTE FUNCTION test_disk_full()",
+)
+PG_FREE = (
+    "DROP TRIGGER test_disk_full_tasks ON tasks",
+    "DROP TRIGGER test_disk_full_events ON events",
+    "DROP FUNCTION test_disk_full()",
+)
+
+
+@dataclass
+class Running:
+    """A server in this process: its URL, a user's token, and how to fill/free its storage."""
+
+    url: str
+    token: str
+    fill: Callable[[], Awaitable[None]]
+    free: Callable[[], Awaitable[None]]
+
+
+async def _token(db_url: str) -> str:
+    engine = create_engine(db_url)
+    try:
+        await migrate(engine)
+        store = Store(engine)
+        user = await store.create_user("full")
+        return await store.issue_token(user.id)
+    finally:
+        await engine.dispose()
+
+
+@asynccontextmanager
+async def _serve(db_url: str) -> AsyncIterator[tuple[str, Any]]:
+    """A real uvicorn server on loopback for ``db_url``: its URL and its app."""
+    app = create_app(ServerSettings(db_url=db_url, workdir_roots=["/"]))
+    port = free_port()
+    server = _Server(uvicorn.Config(app, port=port, log_level="warning"), app.state.hub)
+    serving = asyncio.create_task(server.serve())
+    try:
+        await wait_until_async(lambda: server.started, 20, "uvicorn to start")
+        yield f"http://127.0.0.1:{port}", app
+    finally:
+        server.should_exit = True
+        async with asyncio.timeout(20):
+            await asyncio.gather(serving, return_exceptions=True)
+
+
+@asynccontextmanager
+async def _sqlite_server(tmp_path: Path) -> AsyncIterator[Running]:
+    db_url = f"sqlite:///{tmp_path / 'full.db'}"
+    token = await _token(db_url)
+    limit = [2**30]
+
+    async with _serve(db_url) as (url, app):
+        engine = app.state.store._sync_engine
+        assert engine is not None, "the SQLite store runs on its sync twin"
+
+        def cap_pages(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+            dbapi_connection.execute(f"PRAGMA max_page_count = {limit[0]}")
+
+        event.listen(engine, "checkout", cap_pages)
+
+        async def fill() -> None:
+            def size() -> int:
+                with engine.connect() as conn:
+                    return int(conn.exec_driver_sql("PRAGMA page_count").scalar_one())
+
+            limit[0] = await asyncio.to_thread(size)  # no page more than now
+
+        async def free() -> None:
+            limit[0] = 2**30
+
+        yield Running(url, token, fill, free)
+
+
+@asynccontextmanager
+async def _pg_server(pg_url: str) -> AsyncIterator[Running]:
+    token = await _token(pg_url)
+
+    async def run(statements: tuple[str, ...]) -> None:
+        engine = create_engine(pg_url)
+        try:
+            async with engine.begin() as conn:
+                for statement in statements:
+                    await conn.exec_driver_sql(statement)
+        finally:
+            await engine.dispose()
+
+    async with _serve(pg_url) as (url, _app):
+        yield Running(url, token, lambda: run(PG_FILL), lambda: run(PG_FREE))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def _assert_507(response: httpx.Response) -> None:
+    assert response.status_code == 507, (response.status_code, response.text)
+    assert response.headers["content-type"].startswith(PROBLEM)
+    body = response.json()
+    assert body["status"] == 507 and body["title"] == "Insufficient Storage", body
+    assert "storage is full" in body["detail"], body
+
+
+async def test_a_full_storage_is_a_507_reads_go_on_and_writes_resume_when_space_returns(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    running = (
+        _sqlite_server(tmp_path)
+        if backend == "sqlite"
+        else _pg_server(request.getfixturevalue("pg_url"))
+    )
+    async with (
+        running as server,
+        httpx.AsyncClient(
+            base_url=server.url, headers={"Authorization": f"Bearer {server.token}"}, timeout=30
+        ) as http,
+    ):
+        workdir = str(tmp_path)
+
+        async def create(prompt: str) -> httpx.Response:
+            return await http.post("/api/tasks", json={"prompt": prompt, "workdir": workdir})
+
+        # A worker with a claimed task, and tasks stored before the disk fills up.
+        api = WorkerApi(server.url, server.token)
+        try:
+            worker = await api.connect(
+                WorkerHello(name="w", codex_version="codex-cli 0.0.0", workdir_roots=["/"])
+            )
+            claimed = (await create("the claimed one")).json()["id"]
+            claim = await api.claim(worker.id, wait_s=5)
+            assert claim is not None and claim.task.id == claimed
+            stored = [claimed] + [(await create(f"before {i}")).json()["id"] for i in range(3)]
+
+            await server.fill()
+            refused = None
+            for i in range(MAX_FILL_ATTEMPTS):
+                made = await create(f"while filling {i} " + "x" * BIG)
+                if made.status_code != 201:
+                    refused = made
+                    break
+                stored.append(made.json()["id"])  # SQLite used a free page: still stored
+            assert refused is not None, f"{MAX_FILL_ATTEMPTS} tasks fit in a full storage"
+            _assert_507(refused)
+            _assert_507(await create("again " + "x" * BIG))  # a small one may still fit
+
+            # The worker's upload is refused the same way, and is one it retries.
+            batch = (
+                EventBatch(
+                    lease_id=claim.lease_id,
+                    first_index=0,
+                    events=[
+                        EventIn(
+                            ts=datetime.now(UTC),
+                            kind=EventKind.CODEX,
+                            data={"n": n, "pad": "y" * BIG},
+                        )
+                        for n in range(3)
+                    ],
+                )
+                .model_dump_json()
+                .encode()
+            )
+            with pytest.raises(ApiError) as upload_refused:
+                await api.upload(worker.id, claimed, batch)
+            assert upload_refused.value.status == 507
+            assert is_retryable(upload_refused.value, WORKER_FINAL)
+
+            # Reads go on.
+            listed = (await http.get("/api/tasks", params={"limit": 200})).json()["items"]
+            assert sorted(t["id"] for t in listed) == sorted(stored)
+            one = await http.get(f"/api/tasks/{stored[1]}")
+            assert one.status_code == 200 and one.json()["prompt"] == "before 0"
+            events = await http.get(
+                f"/api/tasks/{stored[1]}/events", headers={"Accept": "application/json"}
+            )
+            assert events.status_code == 200 and events.json(), events.text
+            assert (await http.get("/api/me")).status_code == 200
+
+            # Space returns: writes succeed again, in the same server, and nothing was lost.
+            await server.free()
+            after = await create("after")
+            assert after.status_code == 201, after.text
+            uploaded = await api.upload(worker.id, claimed, batch)  # the same batch, again
+            assert uploaded.next_index == 3, uploaded
+        finally:
+            await api.aclose()
+        listed = (await http.get("/api/tasks", params={"limit": 200})).json()["items"]
+        assert sorted(t["id"] for t in listed) == sorted([*stored, after.json()["id"]])
+        page = await http.get(
+            f"/api/tasks/{claimed}/events", headers={"Accept": "application/json"}
+        )
+        data = [e["data"] for e in page.json() if e.get("kind") == "codex"]
+        assert [d["n"] for d in data] == [0, 1, 2], page.text
