@@ -31,7 +31,8 @@ class RequestContext:
         request_id: The request's id (``X-Request-ID``, given or generated); None outside
             requests.
         client_addr: The client's address as uvicorn reports it (the proxy's client when
-            ``--forwarded-allow-ips`` trusts the proxy); None outside requests.
+            ``trusted_proxies`` names the proxy, docs/reliability.md S11); None outside
+            requests.
         actor: Who acts: ``user:<name>``, ``worker:<name>``, ``admin`` (CLI) or ``server``.
         task_id: The task the call is about, once known (for log lines).
     """

@@ -488,8 +488,8 @@ LimiterDep = Annotated[Limiter, Depends(get_limiter)]
 
 async def limit_pairing(request: Request, limiter: LimiterDep) -> None:
     """Dependency of ``POST /api/pair``: 429 (:class:`RateLimited`) over the client address's
-    pairing-attempt limit. The address is the one uvicorn reports (the proxy's client when
-    ``--forwarded-allow-ips`` trusts the proxy)."""
+    pairing-attempt limit. The address is the one uvicorn reports: the connection's peer, or
+    the proxy's client when the server's ``trusted_proxies`` names the proxy (S11)."""
     addr = context.current().client_addr or (request.client.host if request.client else None)
     await limiter.check_pairing(addr or "unknown")
 
