@@ -97,7 +97,9 @@ def test_half_headers_of_a_second_request_on_a_kept_alive_connection_are_closed(
         sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
         first = b""
         while b"\r\n\r\n" not in first or not first.rstrip().endswith(b"}"):
-            first += sock.recv(65536)
+            chunk = sock.recv(65536)
+            assert chunk, f"the server closed the connection after {first!r}"
+            first += chunk
         assert _parse(first)[0] == 200
         started = time.monotonic()
         sock.sendall(b"GET /healthz HTTP/1.1\r\nHo")
