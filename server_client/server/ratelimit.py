@@ -149,11 +149,14 @@ class StreamSlot:
         epoch: The epoch whose shared counter holds this stream's +1; None while it is not
             registered in the shared storage (Redis was unreachable).
         released: True once closed (closing again does nothing).
+        moving: True while the epoch mover moves its +1 into a new epoch; a slot closed
+            meanwhile leaves the release of its +1 to the mover.
     """
 
     user_id: str
     epoch: int | None = None
     released: bool = False
+    moving: bool = False
 
 
 class Limiter:
@@ -376,16 +379,27 @@ class Limiter:
 
     async def close_stream(self, slot: StreamSlot) -> None:
         """Release ``slot`` (idempotent). When the shared storage cannot be reached the shared
-        count stays up until its epoch fades (see the module docstring)."""
+        count stays up until its epoch fades (see the module docstring).
+
+        Never waits for the epoch mover's lock: a response bounds its release
+        (:data:`RELEASE_TIMEOUT_S`), and a release cut short while queued behind the mover
+        and the opens would leave the slot counted with nothing left to release it. A slot
+        the mover is moving right now is given back by the mover, once its move is done.
+        """
         if slot.released:
             return
         slot.released = True
         self._slots.discard(slot)
-        async with self._lock:
-            epoch, slot.epoch = slot.epoch, None
+        if slot.moving:
+            return  # refresh_streams releases it after the move
+        epoch, slot.epoch = slot.epoch, None
         if epoch is not None:
-            key = self._stream_key(slot.user_id, epoch)
-            await self._shared_call(lambda: self._shared.incr(key, self._stream_expiry, -1))
+            await self._release_shared(slot.user_id, epoch, 1)
+
+    async def _release_shared(self, user_id: str, epoch: int, amount: int) -> None:
+        """Take ``amount`` off the user's counter of ``epoch``."""
+        key = self._stream_key(user_id, epoch)
+        await self._shared_call(lambda: self._shared.incr(key, self._stream_expiry, -amount))
 
     def _start_refresher(self) -> None:
         if self._refresher is None or self._refresher.done():
@@ -411,20 +425,44 @@ class Limiter:
                 if not slot.released and slot.epoch != epoch:
                     stale.setdefault((slot.user_id, slot.epoch), []).append(slot)
             for (user_id, old), slots in stale.items():
-                amount = len(slots)
-                key = self._stream_key(user_id, epoch)
-                ok, _ = await self._shared_call(
-                    lambda: self._shared.incr(key, self._stream_expiry, amount)  # noqa: B023
-                )
-                if not ok:
-                    return
                 for slot in slots:
-                    slot.epoch = epoch
-                if old is not None:
-                    old_key = self._stream_key(user_id, old)
-                    await self._shared_call(
-                        lambda: self._shared.incr(old_key, self._stream_expiry, -amount)  # noqa: B023
-                    )
+                    slot.moving = True
+                try:
+                    moved = await self._move(user_id, old, epoch, slots)
+                finally:
+                    # Slots closed during the move left their release to it (close_stream).
+                    with anyio.CancelScope(shield=True):
+                        await self._release_closed(slots)
+                if not moved:
+                    return
+
+    async def _move(
+        self, user_id: str, old: int | None, epoch: int, slots: list[StreamSlot]
+    ) -> bool:
+        """Move ``slots`` (of ``user_id``, counted in ``old``, None: not counted) into
+        ``epoch``'s counter; False when the shared storage is unreachable."""
+        amount = len(slots)
+        key = self._stream_key(user_id, epoch)
+        ok, _ = await self._shared_call(lambda: self._shared.incr(key, self._stream_expiry, amount))
+        if not ok:
+            return False
+        for slot in slots:
+            slot.epoch = epoch
+        if old is not None:
+            await self._release_shared(user_id, old, amount)
+        return True
+
+    async def _release_closed(self, slots: list[StreamSlot]) -> None:
+        """End the move of ``slots``: release the +1 of those closed meanwhile."""
+        closed: dict[tuple[str, int], int] = {}
+        for slot in slots:
+            slot.moving = False
+            if slot.released and slot.epoch is not None:
+                where = (slot.user_id, slot.epoch)
+                closed[where] = closed.get(where, 0) + 1
+                slot.epoch = None
+        for (user_id, epoch), amount in closed.items():
+            await self._release_shared(user_id, epoch, amount)
 
     async def aclose(self) -> None:
         """Stop the epoch refresher (the app's lifespan calls this on shutdown).

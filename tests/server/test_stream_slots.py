@@ -14,13 +14,14 @@ import asyncio
 import time
 from contextlib import AsyncExitStack
 
+import anyio
 import httpx
 import pytest
 
 from server_client.server.ratelimit import Limiter
 from server_client.server.settings import ServerSettings
 from tests.conftest import LiveServer, ServerFactory, wait_until
-from tests.server.test_ratelimits import _auth, _create, _metric, _stream
+from tests.server.test_ratelimits import _auth, _create, _metric, _stream, _within
 
 #: Open/close cycles of each storm, and how many run at once (two storms run together).
 CYCLES = 1000
@@ -48,7 +49,7 @@ async def _storm(server: LiveServer, url: str) -> None:
     limits = httpx.Limits(max_connections=CONCURRENCY, max_keepalive_connections=CONCURRENCY)
     async with (
         httpx.AsyncClient(timeout=30, limits=limits) as client,
-        asyncio.timeout(STORM_TIMEOUT_S),
+        _within(STORM_TIMEOUT_S, f"{CYCLES} streams of {url} to open and close"),
     ):
         await asyncio.gather(*(run(client) for _ in range(CONCURRENCY)))
     # A closed stream's slot is released once the server has seen the client go, a moment
@@ -127,3 +128,48 @@ async def test_a_reconnect_storm_gives_every_stream_slot_back(
         # a replica would, before the leaked counts could fade with their epochs.
         assert await _shared_count(redis_url, me["user_id"]) == 0
     await _all_slots_free(server, urls[0])
+
+
+async def test_a_stream_closed_while_its_slot_is_being_moved_gives_it_back_at_once(
+    redis_url: str,
+) -> None:
+    """The release of a stream must not wait behind the epoch mover: a response gives its
+    release a few seconds at most (``RELEASE_TIMEOUT_S``), and a release cut short there left
+    the slot's +1 in the shared count while the gauge read 0. Here the mover is stuck in a
+    storage call while one of the two slots it moves is closed under a short deadline."""
+    epoch_s = 3600.0  # the background mover sleeps a quarter of it: only the test moves
+    now = [time.time()]
+    settings = ServerSettings(db_url="sqlite:///unused", redis_url=redis_url, max_streams=5)
+    limiter = Limiter(settings, stream_epoch_s=epoch_s, clock=lambda: now[0])
+    try:
+        async with _within(30, "the move and the release"):
+            kept = await limiter.open_stream("u1")
+            closed = await limiter.open_stream("u1")
+            assert await limiter.shared_streams("u1") == 2
+
+            storage = limiter._shared
+            real_incr = storage.incr
+            in_move = asyncio.Event()
+            go_on = asyncio.Event()
+
+            async def slow_incr(key: str, expiry: int, amount: int = 1) -> int:
+                if amount == 2:  # the mover's +2 into the new epoch: held up
+                    in_move.set()
+                    await go_on.wait()
+                return await real_incr(key, expiry, amount)
+
+            storage.incr = slow_incr  # type: ignore[method-assign]
+            now[0] += epoch_s
+            mover = asyncio.create_task(limiter.refresh_streams())
+            await in_move.wait()
+            with anyio.move_on_after(0.5):  # as SlotEventSourceResponse bounds its release
+                await limiter.close_stream(closed)
+            assert limiter.local_streams == 1
+            go_on.set()
+            await mover
+            storage.incr = real_incr  # type: ignore[method-assign]
+            assert await limiter.shared_streams("u1") == 1, "the closed slot is still counted"
+            await limiter.close_stream(kept)
+            assert await limiter.shared_streams("u1") == 0
+    finally:
+        await limiter.aclose()
