@@ -9,6 +9,10 @@ not drop and reopen its connection hundreds of times), and one coroutine per run
 (:data:`~server_client.retry.WORKER` backoff; the refusals that end a call are
 :data:`~server_client.retry.WORKER_FINAL` and, for the connect,
 :data:`~server_client.retry.CONNECT_FINAL`).
+
+A start first kills what an earlier process of the worker left running (procs.sweep_orphans,
+docs/reliability.md C3) and sends what it saved when it stopped; a stop ends the worker within
+codex's grace plus :data:`STOP_UPLOAD_S`, whatever the server does, saving what is unsent (T3).
 """
 
 from __future__ import annotations
@@ -69,7 +73,12 @@ from server_client.worker.task_workspaces import (
     WorkspaceKeeper,
     changes_files,
 )
-from server_client.worker.uploader import EventUploader, LeaseLostError, UploadStream
+from server_client.worker.uploader import (
+    EventUploader,
+    LeaseLostError,
+    SavedUpload,
+    UploadStream,
+)
 from server_client.workspaces import Workspace, WorkspaceError
 
 log = logging.getLogger(__name__)
@@ -78,6 +87,10 @@ T = TypeVar("T")
 
 #: Failures of a workspace sync that wait for the next one.
 _SYNC_ERRORS: tuple[type[Exception], ...] = (ApiError, *NETWORK_ERRORS)
+
+#: After a stop, how long (s) the tasks' last uploads may take once codex had its grace: then
+#: what is unsent is saved for the next start and the worker exits (docs/reliability.md T3).
+STOP_UPLOAD_S = 1.0
 
 #: Shortest time between two restarts of the signals long poll (s).
 SIGNALS_RESTART_S = 0.1
@@ -127,9 +140,16 @@ class WorkerAgent:
         #: process (procs.WORKER_ENV), so that the next one can sweep what a crash left.
         self._state_dir = str(AppDirs.resolve().state.absolute())
         self._marker = worker_marker(self._state_dir)
+        #: Where a stop leaves the events it could not send, for the next start.
+        self.saved_dir = Path(self._state_dir) / "unsent-uploads"
+        self._stopped_at: float | None = None
 
     def stop(self) -> None:
-        """Stop claiming and cancel every running task; :meth:`run` returns once they ended."""
+        """Stop claiming and cancel every running task; :meth:`run` returns once they ended
+        and reported, or ``grace_s`` + :data:`STOP_UPLOAD_S` seconds after this call at the
+        latest, whatever the server does (what is unsent is then saved to disk)."""
+        if self._stopped_at is None:
+            self._stopped_at = asyncio.get_running_loop().time()
         self._stopping.set()
         for runner in self._runners.values():
             if isinstance(runner, AppServerRunner):
@@ -221,7 +241,16 @@ class WorkerAgent:
         swept = await asyncio.to_thread(sweep_orphans, self._state_dir)
         if swept:
             log.warning("killed %d process(es) an earlier worker process left", len(swept))
-        await self.connect()
+        try:
+            await self._send_saved()
+            if not self._stopping.is_set():
+                await self.connect()
+        except BaseException:
+            await self.api.aclose()
+            raise
+        if self._stopping.is_set():  # stopped while it sent them: the rest waits on disk
+            await self.api.aclose()
+            return
         background = [
             asyncio.create_task(self._signals_loop(), name="signals"),
             asyncio.create_task(self._reaper_loop(), name="reaper"),
@@ -233,13 +262,87 @@ class WorkerAgent:
                 raise FatalWorkerError(self._fatal)
         finally:
             if self._jobs:
-                await asyncio.gather(*self._jobs, return_exceptions=True)
+                await self._end_jobs()
             for task in background:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
             if self.uploads is not None:
                 await self.uploads.aclose()
             await self.api.aclose()
+
+    async def _end_jobs(self) -> None:
+        """Wait for the running tasks to end and report; once the worker is stopping, only
+        until ``grace_s`` + :data:`STOP_UPLOAD_S` after the stop: then the upload stream
+        stops, what it has not sent is saved under :attr:`saved_dir` and the tasks' jobs are
+        cancelled (docs/reliability.md T3)."""
+        loop = asyncio.get_running_loop()
+        while self._jobs:
+            pending = set(self._jobs)
+            if self._stopped_at is None:
+                stopping = asyncio.ensure_future(self._stopping.wait())
+                await asyncio.wait({*pending, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                stopping.cancel()
+                continue
+            left = self._stopped_at + self.config.grace_s + STOP_UPLOAD_S - loop.time()
+            if left > 0:
+                await asyncio.wait(pending, timeout=left)
+                continue
+            await self._save_unsent()
+            for job in pending:
+                job.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+            return
+
+    async def _save_unsent(self) -> None:
+        """Stop the upload stream and write what it has not sent to :attr:`saved_dir`."""
+        if self.uploads is None:
+            return
+        await self.uploads.aclose()
+        for saved in self.uploads.save_unsent():
+            path = self.saved_dir / f"{saved.task_id}.jsonl"
+            try:
+                await asyncio.to_thread(saved.write, path)
+            except OSError as exc:
+                log.error("task %s: its unsent events are lost: %s", saved.task_id, exc)
+                continue
+            log.warning(
+                "task %s: %d unsent event(s)%s saved to %s for the next start",
+                saved.task_id,
+                len(saved.events),
+                " and its end" if saved.finish is not None else "",
+                path,
+            )
+
+    async def _send_saved(self) -> None:
+        """Send what an earlier process of this worker saved when it stopped (before the
+        connect, which ends that process's leases): each task's events and end, idempotent by
+        index and fenced by the lease (a lease lost meanwhile drops them, with a log line).
+        Retried while the server cannot be reached, until it answers or the worker stops
+        (the files then stay for the next start)."""
+        paths = sorted(self.saved_dir.glob("*.jsonl")) if self.saved_dir.is_dir() else []
+        for path in paths:
+            try:
+                saved = SavedUpload.read(path)
+            except (OSError, ValueError, KeyError) as exc:
+                log.error("%s cannot be read (%s); dropped", path, exc)
+                path.unlink(missing_ok=True)
+                continue
+            stream = UploadStream(self.api, saved.worker_id)
+            uploader = stream.resume(saved)
+            try:
+                await self._first_of(uploader.close(saved.finish))
+            except LeaseLostError:
+                log.warning(
+                    "task %s: %d saved event(s) dropped: its lease was lost meanwhile",
+                    saved.task_id,
+                    len(saved.events),
+                )
+            finally:
+                await stream.aclose()
+            if self._stopping.is_set():
+                return
+            log.info("task %s: %d saved event(s) sent", saved.task_id, len(saved.events))
+            path.unlink(missing_ok=True)
 
     async def _reaper_loop(self, interval_s: float = 10.0) -> None:
         """Reap orphaned command processes that exited on their own: the worker is their

@@ -24,6 +24,10 @@ Memory is bounded: a task holds at most ``memory_bytes`` of unsent events in mem
 that (the server away for long) its events go to a spool file on disk, in order, and come
 back as the server acknowledges the ones before them.
 
+When the worker stops and the server does not answer in time, what a task has not sent (its
+events and its end) is saved to a file (:class:`SavedUpload`), and the worker's next start
+sends it through :meth:`UploadStream.resume` (docs/reliability.md T3).
+
 Deltas (``codex`` events of type ``item.delta``, from the app-server runtime) are coalesced: a
 delta of the same item and stream as the last unsent event is appended to it instead of
 becoming an event of its own (the merged event keeps the first delta's time), up to
@@ -83,6 +87,70 @@ def _dump(event: EventIn) -> str:
     except PydanticSerializationError:
         scrubbed = EventIn(ts=event.ts, kind=event.kind, data=scrub_surrogates(event.data))
         return scrubbed.model_dump_json()
+
+
+@dataclass
+class SavedUpload:
+    """What one task's uploader had not sent when its worker stopped (:meth:`EventUploader.save`),
+    kept on disk for the next start of the worker to send (:meth:`UploadStream.resume`).
+
+    Attributes:
+        worker_id: The worker that held the lease. task_id, lease_id: The task and lease.
+        first_index: The index of ``events[0]`` among the lease's events.
+        events: The encoded events (JSON texts), in order.
+        finish: The lease's end, when the run had ended (else None: the task ends ``lost``
+            when the worker connects again).
+        thread_id: Codex's thread id, when known.
+    """
+
+    worker_id: str
+    task_id: str
+    lease_id: str
+    first_index: int
+    events: list[str]
+    finish: TurnEnd | None = None
+    thread_id: str | None = None
+
+    def write(self, path: Path) -> None:
+        """Write to ``path`` atomically (a header line, then one event per line)."""
+        head = {
+            "worker_id": self.worker_id,
+            "task_id": self.task_id,
+            "lease_id": self.lease_id,
+            "first_index": self.first_index,
+            "thread_id": self.thread_id,
+            "finish": None if self.finish is None else self.finish.model_dump(mode="json"),
+        }
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(".partial")
+        with open(partial, "w", encoding="utf-8") as out:
+            out.write(json.dumps(scrub_surrogates(head)) + "\n")
+            for encoded in self.events:
+                out.write(encoded + "\n")
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(partial, path)
+
+    @classmethod
+    def read(cls, path: Path) -> SavedUpload:
+        """Read what :meth:`write` wrote.
+
+        Raises:
+            OSError: the file cannot be read. ValueError: it is not such a file.
+        """
+        with open(path, encoding="utf-8") as source:
+            head = json.loads(source.readline())
+            events = [line[:-1] if line.endswith("\n") else line for line in source]
+        finish = head.get("finish")
+        return cls(
+            worker_id=str(head["worker_id"]),
+            task_id=str(head["task_id"]),
+            lease_id=str(head["lease_id"]),
+            first_index=int(head["first_index"]),
+            events=[event for event in events if event],
+            finish=None if finish is None else TurnEnd.model_validate(finish),
+            thread_id=head.get("thread_id"),
+        )
 
 
 class LeaseLostError(RuntimeError):
@@ -432,6 +500,32 @@ class EventUploader:
         if self._on_lease_lost is not None:
             self._on_lease_lost()
 
+    def save(self, worker_id: str) -> SavedUpload | None:
+        """What this task has not sent yet (its events, in memory and spooled, and its end
+        once :meth:`close` gave it), for the worker's next start; None when nothing is left.
+        Call only once the stream's loop is stopped (:meth:`UploadStream.aclose`)."""
+        if self._done.done() or not (self.unsent or self._finish is not None):
+            return None
+        self._encode_tail()
+        events = list(self._pending) + self._spool.take(1 << 62)
+        return SavedUpload(
+            worker_id=worker_id,
+            task_id=self.task_id,
+            lease_id=self.lease_id,
+            first_index=self._base_index,
+            events=events,
+            finish=self._finish,
+            thread_id=self._thread_id,
+        )
+
+    def _restore(self, saved: SavedUpload) -> None:
+        """Take ``saved``'s events as this (fresh) uploader's unsent ones."""
+        self._base_index = saved.first_index
+        self._pending.extend(saved.events)
+        self._pending_bytes = sum(len(event) for event in saved.events)
+        self._count = saved.first_index + len(saved.events)
+        self._thread_id = saved.thread_id
+
     def _encode_tail(self) -> None:
         """Encode the deltas joined to the last pending event since it was last encoded."""
         tail = self._tail
@@ -538,6 +632,21 @@ class UploadStream:
                 self._run(), name=f"uploads-{self._worker_id}"
             )
         return uploader
+
+    def resume(self, saved: SavedUpload) -> EventUploader:
+        """The uploader of a task whose events an earlier process of this worker saved
+        (:meth:`EventUploader.save`); :meth:`EventUploader.close` with ``saved.finish`` sends
+        them (idempotent by index, fenced by the lease: LeaseLostError when it was lost)."""
+        uploader = self.open(saved.task_id, saved.lease_id)
+        uploader._restore(saved)
+        self.wake()
+        return uploader
+
+    def save_unsent(self) -> list[SavedUpload]:
+        """What every open task has not sent (:meth:`EventUploader.save`); call after
+        :meth:`aclose`."""
+        saved = [u.save(self._worker_id) for u in list(self._uploaders.values())]
+        return [s for s in saved if s is not None]
 
     def wake(self) -> None:
         """Something new to send."""

@@ -1,0 +1,80 @@
+"""A worker stops when asked, whatever its server does (issue 17 item 11; docs/reliability.md T3):
+SIGTERM with the server killed and never back ends the worker within codex's grace plus a
+second or so; the events and the end it could not send wait on disk under its state folder,
+and its next start sends them first, each once, before it connects."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from server_client.models import Event, EventKind, TaskStatus, utcnow
+from tests.conftest import ServerFactory, wait_until_async
+from tests.support.worker_procs import WorkerPool
+
+#: codex's grace after SIGINT (the worker's default) and the bound on the worker's exit (s).
+GRACE_S = 2.0
+EXIT_BOUND_S = 5.0
+
+
+@pytest.fixture
+def workers(tmp_path: Path) -> Iterator[WorkerPool]:
+    """Paired worker processes of this test (killed at the end, with their codex)."""
+    with WorkerPool(tmp_path) as pool:
+        yield pool
+
+
+async def test_sigterm_with_the_server_gone_exits_in_seconds_and_the_next_start_sends_the_rest(
+    server_factory: ServerFactory, workers: WorkerPool
+) -> None:
+    server = server_factory(local_worker=False)
+    worker = workers.start(
+        server,
+        "stopper",
+        fake_mode="slow-burst",
+        extra_env={"FAKE_CODEX_EVENTS": "100000", "FAKE_CODEX_INTERVAL": "0.05"},
+    )
+    async with server.client() as client:
+        task = await client.create_task("burst slowly", worker="stopper")
+        seen: list[Event] = []
+        async for event in client.stream_events(task.id):
+            seen.append(event)
+            if event.codex_type == "item.completed" and event.data["item"]["id"] == "item_3":
+                break
+    server.proc.kill()
+    server.proc.wait(10)
+    killed_at = utcnow()
+    await wait_until_async(
+        lambda: worker.log().count(f"upload for task {task.id} failed") >= 2,
+        20,
+        "the worker to retry its uploads while the server is down",
+    )
+    stopped = time.monotonic()
+    code = await asyncio.to_thread(worker.terminate, 30)
+    took = time.monotonic() - stopped
+    assert took < EXIT_BOUND_S, f"exited {took:.1f} s after SIGTERM\n{worker.describe()}"
+    assert code == 0, worker.describe()
+    saved = worker.home / "state" / "unsent-uploads" / f"{task.id}.jsonl"
+    assert saved.exists(), worker.describe()
+
+    await asyncio.to_thread(server_factory, local_worker=False, reuse=server)
+    await asyncio.to_thread(worker.restart_plain)
+    await wait_until_async(
+        lambda: not saved.exists(), 30, f"the saved events to be sent\n{worker.describe()}"
+    )
+    async with server.client() as client:
+        final = await client.get_task(task.id)
+        events = await client.get_events(task.id)
+    assert [e.seq for e in events] == list(range(1, len(events) + 1))
+    items = [e.data["item"]["id"] for e in events if e.codex_type == "item.completed"]
+    assert items == [f"item_{n}" for n in range(len(items))], items
+    while_down = [e for e in events if e.kind is EventKind.CODEX and e.ts > killed_at]
+    assert while_down, "no event printed while the server was down arrived"
+    assert final.status is TaskStatus.CANCELED, (final, worker.describe())
+    assert final.error == "the worker was stopped"
+    assert [e.status for e in events if e.is_terminal] == [TaskStatus.CANCELED]
+    assert "saved event(s) sent" in worker.log()
