@@ -26,6 +26,23 @@ __all__ = ["PAGE_EVENTS", "EventFeed"]
 PAGE_EVENTS = 500
 
 
+def _completed_command_id(entry: Entry) -> str | None:
+    """The item id of a command's completion that ``entry`` shows as its own (None: it shows
+    something else, e.g. a started command that another event completed)."""
+    event = entry.event
+    if entry.note.live is not None or "completed" not in (event.codex_type or ""):
+        return None
+    typed = event.codex
+    if (
+        isinstance(typed, codex.ItemEvent)
+        and typed.phase == "completed"
+        and isinstance(typed.item, codex.CommandExecution)
+        and typed.item.id
+    ):
+        return typed.item.id
+    return None
+
+
 def _seq(item: Entry | int) -> int:
     """The seq of a buffered event (an entry, or the seq of an event that shows nothing)."""
     return item.seq if isinstance(item, Entry) else item
@@ -264,6 +281,73 @@ class EventFeed:
                 entries.append(entry)
         return entries
 
+    def join_completions(self, page: list[Entry]) -> list[Entry]:
+        """A newer page about to follow the window, without the completions of commands whose
+        started entry the window holds: that entry shows the completion, updated in place (as
+        the live stream does), so a command split by a page boundary is one entry."""
+        started = {
+            live.item_id: entry
+            for entry in self.transcript.entries
+            if isinstance(live := entry.note.live, LiveItem) and live.kind == "command"
+        }
+        if not started:
+            return page
+        kept: list[Entry] = []
+        changed: list[Entry] = []
+        for entry in page:
+            item_id = _completed_command_id(entry)
+            held = started.pop(item_id, None) if item_id is not None else None
+            live = held.note.live if held is not None else None
+            if held is None or not isinstance(live, LiveItem):
+                kept.append(entry)
+                continue
+            if live.final is None:  # else the stream completed it already
+                seconds = max((entry.event.ts - live.started).total_seconds(), 0.0)
+                live.finish(entry.event, Annotation(duration_s=seconds))
+                changed.append(held)
+        if changed:
+            self.transcript.refresh_entries(changed)
+        return kept
+
+    def join_starts(self, page: list[Entry]) -> list[Entry]:
+        """An older page about to go in front of the window, its commands joined to what the
+        window and the stream know of them, so that a command split by a page boundary is
+        one entry: a started command whose completion the window shows is left out (that
+        entry stays its one entry, and learns the duration); one whose completion is in no
+        entry (an entry that showed it has left the window) shows the stream's item, which
+        has it (or gets it: the entry then changes as the stream's does)."""
+        started = {
+            live.item_id: entry
+            for entry in page
+            if isinstance(live := entry.note.live, LiveItem)
+            and live.kind == "command"
+            and live.is_running
+        }
+        if not started:
+            return page
+        joined: list[Entry] = []
+        dropped: set[int] = set()
+        for entry in self.transcript.entries:
+            item_id = _completed_command_id(entry)
+            held = started.pop(item_id, None) if item_id is not None else None
+            live = held.note.live if held is not None else None
+            if held is None or not isinstance(live, LiveItem):
+                continue
+            if entry.note.duration_s is None:
+                seconds = max((entry.event.ts - live.started).total_seconds(), 0.0)
+                entry.note = Annotation(duration_s=seconds)
+                joined.append(entry)
+            dropped.add(id(held))
+        if joined:
+            self.transcript.refresh_entries(joined)
+        for item_id, entry in started.items():
+            streamed = self.state.live.get(item_id)
+            if streamed is not None and streamed.kind == "command":
+                entry.note = Annotation(live=streamed)
+                entry.forget_render()
+                self._remember_live(streamed, entry)
+        return [entry for entry in page if id(entry) not in dropped]
+
     async def _fetch_older(self, task_id: str, before: int) -> tuple[list[Entry], bool]:
         """Older entries before ``before`` (skipping pages that show nothing) and whether the
         task's first event was reached."""
@@ -291,7 +375,7 @@ class EventFeed:
             raise
         if task_id != self.task_id or transcript.first_seq != before:
             return False
-        transcript.prepend(entries, at_start=at_start)
+        transcript.prepend(self.join_starts(entries), at_start=at_start)
         return True
 
     async def load_newer(self, task_id: str, after: int) -> bool:
@@ -310,7 +394,7 @@ class EventFeed:
             raise
         if task_id != self.task_id or transcript.last_seq != after:
             return False
-        transcript.append(self.page_entries(events))
+        transcript.append(self.join_completions(self.page_entries(events)))
         if len(events) < self.page:
             self.rejoin()
         return True
