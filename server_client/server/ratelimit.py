@@ -440,16 +440,31 @@ class Limiter:
         self, user_id: str, old: int | None, epoch: int, slots: list[StreamSlot]
     ) -> bool:
         """Move ``slots`` (of ``user_id``, counted in ``old``, None: not counted) into
-        ``epoch``'s counter; False when the shared storage is unreachable."""
+        ``epoch``'s counter; False when the shared storage is unreachable.
+
+        Off the old counter first, then onto the new one: a count read in between (by any
+        replica) is short of these slots for a moment, and may let a stream too many in,
+        but never counts them twice, which would refuse a stream of a user at the limit for
+        nothing. Slots taken off but not yet counted again have no epoch: should the second
+        call fail, the next refresh registers them as it does those opened while the storage
+        was unreachable.
+        """
         amount = len(slots)
+        if old is not None:
+            old_key = self._stream_key(user_id, old)
+            ok, _ = await self._shared_call(
+                lambda: self._shared.incr(old_key, self._stream_expiry, -amount)
+            )
+            if not ok:
+                return False
+            for slot in slots:
+                slot.epoch = None
         key = self._stream_key(user_id, epoch)
         ok, _ = await self._shared_call(lambda: self._shared.incr(key, self._stream_expiry, amount))
         if not ok:
             return False
         for slot in slots:
             slot.epoch = epoch
-        if old is not None:
-            await self._release_shared(user_id, old, amount)
         return True
 
     async def _release_closed(self, slots: list[StreamSlot]) -> None:

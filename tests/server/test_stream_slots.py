@@ -18,7 +18,7 @@ import anyio
 import httpx
 import pytest
 
-from server_client.server.ratelimit import Limiter
+from server_client.server.ratelimit import Limiter, RateLimited
 from server_client.server.settings import ServerSettings
 from tests.conftest import LiveServer, ServerFactory, wait_until
 from tests.server.test_ratelimits import _auth, _create, _metric, _stream, _within
@@ -173,3 +173,48 @@ async def test_a_stream_closed_while_its_slot_is_being_moved_gives_it_back_at_on
             assert await limiter.shared_streams("u1") == 0
     finally:
         await limiter.aclose()
+
+
+async def test_moving_slots_into_a_new_epoch_never_counts_them_twice(redis_url: str) -> None:
+    """While the mover moves a replica's slots into a new epoch, another replica reading the
+    count must never see them twice (it would refuse a stream of a user at the limit for
+    nothing); for a moment it may see them not at all. The mover is held between its two
+    storage calls."""
+    epoch_s = 3600.0  # the background mover sleeps a quarter of it: only the test moves
+    now = [time.time()]
+    settings = ServerSettings(db_url="sqlite:///unused", redis_url=redis_url, max_streams=2)
+    mover_side = Limiter(settings, stream_epoch_s=epoch_s, clock=lambda: now[0])
+    reader = Limiter(settings, stream_epoch_s=epoch_s, clock=lambda: now[0])
+    try:
+        async with _within(30, "the move"):
+            for _ in range(2):
+                await mover_side.open_stream("u1")
+            storage = mover_side._shared
+            real_incr = storage.incr
+            between = asyncio.Event()
+            go_on = asyncio.Event()
+            calls: list[int] = []
+
+            async def held_incr(key: str, expiry: int, amount: int = 1) -> int:
+                calls.append(amount)
+                if len(calls) == 2:  # the move's second call: the first one has landed
+                    between.set()
+                    await go_on.wait()
+                return await real_incr(key, expiry, amount)
+
+            storage.incr = held_incr  # type: ignore[method-assign]
+            now[0] += epoch_s
+            move = asyncio.create_task(mover_side.refresh_streams())
+            await between.wait()
+            assert sorted(map(abs, calls)) == [2, 2], calls
+            during = await reader.shared_streams("u1")
+            go_on.set()
+            await move
+            assert during is not None and during <= 2, f"{during} streams counted for 2"
+            assert await reader.shared_streams("u1") == 2
+            # And a user at the limit is refused only when at it.
+            with pytest.raises(RateLimited):
+                await reader.open_stream("u1")
+    finally:
+        await mover_side.aclose()
+        await reader.aclose()
