@@ -12,7 +12,8 @@ not drop and reopen its connection hundreds of times), and one coroutine per run
 
 A start first kills what an earlier process of the worker left running (procs.sweep_orphans,
 docs/reliability.md C3) and sends what it saved when it stopped; a stop ends the worker within
-codex's grace plus :data:`STOP_UPLOAD_S`, whatever the server does, saving what is unsent (T3).
+codex's grace plus :data:`STOP_UPLOAD_S`, whatever the server does, saving what is unsent (T3);
+a local worker whose server is gone for good stops by itself (``local_give_up_s``).
 """
 
 from __future__ import annotations
@@ -20,11 +21,15 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import json
 import logging
+import os
 import socket
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
+
+import psutil
 
 from server_client.errors import ApiError
 from server_client.models import (
@@ -143,6 +148,8 @@ class WorkerAgent:
         #: Where a stop leaves the events it could not send, for the next start.
         self.saved_dir = Path(self._state_dir) / "unsent-uploads"
         self._stopped_at: float | None = None
+        #: When the server last answered (event loop time, s; set once connected).
+        self._heard_at: float | None = None
 
     def stop(self) -> None:
         """Stop claiming and cancel every running task; :meth:`run` returns once they ended
@@ -213,6 +220,7 @@ class WorkerAgent:
             raise FatalWorkerError(f"server refused this worker: {exc}") from exc
         self.worker_id = worker.id
         self._heartbeat_s = worker.heartbeat_s
+        self._heard_at = asyncio.get_running_loop().time()
         if self.uploads is None:
             self.uploads = UploadStream(
                 self.api, worker.id, interval_s=self.config.batch_interval_s
@@ -241,17 +249,26 @@ class WorkerAgent:
         swept = await asyncio.to_thread(sweep_orphans, self._state_dir)
         if swept:
             log.warning("killed %d process(es) an earlier worker process left", len(swept))
+        self._heard_at = asyncio.get_running_loop().time()
+        watch = asyncio.create_task(self._local_watch_loop(), name="local-watch")
+        connected = False
         try:
             await self._send_saved()
             if not self._stopping.is_set():
                 await self.connect()
-        except BaseException:
-            await self.api.aclose()
-            raise
-        if self._stopping.is_set():  # stopped while it sent them: the rest waits on disk
-            await self.api.aclose()
+                connected = not self._stopping.is_set()
+        except asyncio.CancelledError:
+            if not self._stopping.is_set():  # stopped: what is left waits on disk
+                raise
+        finally:
+            if not connected:
+                watch.cancel()
+                await asyncio.gather(watch, return_exceptions=True)
+                await self.api.aclose()
+        if not connected:
             return
         background = [
+            watch,
             asyncio.create_task(self._signals_loop(), name="signals"),
             asyncio.create_task(self._reaper_loop(), name="reaper"),
             asyncio.create_task(self._workspace_loop(), name="workspaces"),
@@ -343,6 +360,46 @@ class WorkerAgent:
                 return
             log.info("task %s: %d saved event(s) sent", saved.task_id, len(saved.events))
             path.unlink(missing_ok=True)
+
+    async def _local_watch_loop(self) -> None:
+        """A local worker whose server is gone for good stops (as on SIGTERM): once the server
+        has not answered for ``local_give_up_s`` while no server runs on the state folder
+        (settings.WorkerSettings.local_give_up_s). A worker started by hand never does."""
+        give_up_s = self.config.local_give_up_s
+        loop = asyncio.get_running_loop()
+        while not self._stopping.is_set():
+            await self._sleep_or_stop(min(5.0, give_up_s / 4))
+            heard_at = self._heard_at
+            if heard_at is None or loop.time() - heard_at < give_up_s:
+                continue
+            if await asyncio.to_thread(self._server_gone_for_good):
+                log.warning(
+                    "the server has not answered for %.0f s and no server runs on %s: this "
+                    "local worker stops (it would poll forever)",
+                    loop.time() - heard_at,
+                    self._state_dir,
+                )
+                self.stop()
+                return
+
+    def _server_gone_for_good(self) -> bool:
+        """True when this process is its state folder's local worker (``local-worker.pid``
+        names it) and no server runs on the folder (``server.json``, which a server writes
+        while it runs, is gone or names a process, pid and start time, that is gone)."""
+        state = Path(self._state_dir)
+        try:
+            if int((state / "local-worker.pid").read_text().strip()) != os.getpid():
+                return False
+        except (OSError, ValueError):
+            return False
+        try:
+            record = json.loads((state / "server.json").read_text())
+            server = psutil.Process(int(record["pid"]))
+            if server.status() == psutil.STATUS_ZOMBIE:
+                return True
+            return abs(server.create_time() - float(record["create_time"])) > 0.01
+        except (OSError, ValueError, KeyError, TypeError, psutil.Error):
+            return True
 
     async def _reaper_loop(self, interval_s: float = 10.0) -> None:
         """Reap orphaned command processes that exited on their own: the worker is their
@@ -463,6 +520,7 @@ class WorkerAgent:
             except ApiError as exc:
                 self._refused(exc)
                 return
+            self._heard_at = asyncio.get_running_loop().time()
             if answer is None:
                 continue
             if answer.workspaces:  # set until a sync reports the workspace gone

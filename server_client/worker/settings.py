@@ -62,6 +62,11 @@ class WorkerSettings(BaseSettings):
         repo_url_hosts: Hosts it clones from (lower case); empty: any.
         workspace_sync_s: Longest time (s) between two reports of its workspaces and their
             disk use to the server, whose answer names those to remove (by age, or asked).
+        local_give_up_s: A local worker (the one ``codex-tui server`` starts beside itself:
+            its state folder's ``local-worker.pid`` names it) exits once its server has been
+            unreachable this long (s) while no server runs on its state folder (its
+            ``server.json`` is gone or names a process that is gone); a server restart
+            (seconds) never ends it (docs/reliability.md R10, T3).
     """
 
     model_config = SettingsConfigDict(
@@ -88,6 +93,7 @@ class WorkerSettings(BaseSettings):
     repo_url_schemes: list[str] = Field(default_factory=lambda: ["https", "ssh"])
     repo_url_hosts: list[str] = Field(default_factory=list)
     workspace_sync_s: float = Field(default=60.0, gt=0, le=3600)
+    local_give_up_s: float = Field(default=600.0, gt=0, le=7 * 24 * 3600)
 
     @field_validator("workdir_roots")
     @classmethod

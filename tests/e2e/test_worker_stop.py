@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from server_client.models import Event, EventKind, TaskStatus, utcnow
@@ -78,3 +79,39 @@ async def test_sigterm_with_the_server_gone_exits_in_seconds_and_the_next_start_
     assert final.error == "the worker was stopped"
     assert [e.status for e in events if e.is_terminal] == [TaskStatus.CANCELED]
     assert "saved event(s) sent" in worker.log()
+
+
+async def test_a_local_worker_whose_server_is_gone_for_good_exits(
+    server_factory: ServerFactory,
+) -> None:
+    """Issue 17 item 10: the worker `codex-tui server` started beside itself outlives a server
+    restart (R10) but not a server that is gone for good: once the server has been unreachable
+    for ``local_give_up_s`` and no server runs on its state folder, it stops and exits."""
+    give_up_s = 2.0
+    server = server_factory(extra_env={"CODEX_TUI_WORKER_LOCAL_GIVE_UP_S": f"{give_up_s:g}"})
+    state = server.home / "state"
+    pid = int((state / "local-worker.pid").read_text())
+    worker = psutil.Process(pid)
+    async with server.client() as client:  # connected: it heard from its server
+
+        async def online() -> bool:
+            return any(w.online for w in await client.list_workers())
+
+        deadline = asyncio.get_running_loop().time() + 30
+        while not await online():
+            assert asyncio.get_running_loop().time() < deadline, "the local worker connects"
+    server.proc.kill()
+    server.proc.wait(10)
+
+    def gone() -> bool:
+        try:
+            return worker.status() == psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return True
+
+    # give_up_s, the watch's tick (a quarter of it) and a stop without tasks, with a margin.
+    try:
+        await wait_until_async(gone, give_up_s + 10, "the local worker to exit")
+    finally:
+        log = (state / "local-worker.log").read_text()
+    assert "this local worker stops" in log, log
