@@ -18,7 +18,8 @@ expires three epochs after it was made. A crashed replica's streams therefore dr
 count within two epochs (``stream_epoch_s``, server setting, default 30 s). A slot joins this
 process's slots, which the mover counts, only once its +1 is in (under the lock the mover
 holds), so that no open is counted twice in a reconnect storm. Each stream's slot is released
-in a ``finally`` when the response ends, however it ends (see :class:`SlotEventSourceResponse`).
+in a ``finally`` when the response ends, however it ends (see :class:`SlotEventSourceResponse`),
+without waiting for that lock (a slot closed while being moved is released by the mover).
 
 **When Redis is unreachable** the limits *degrade, they do not fail*: the request is never
 refused or failed for that reason. A warning is logged (once per outage), and for the next
