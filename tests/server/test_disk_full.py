@@ -1,7 +1,8 @@
 """A full storage (issue 17 item 9): a write the database refuses for lack of space is a 507
 problem saying the server's storage is full, never a generic 500; reads go on; once space
 returns, writes succeed again without a restart and nothing stored before was lost; a
-worker's refused upload is one it retries (the same batch lands once space returns).
+worker's refused upload is one it retries: the same batch, and the events its upload stream
+kept, land once space returns.
 
 The server is a real uvicorn in this process (so that the test can fill its storage):
 - SQLite, on a real file: every connection of the store gets ``PRAGMA max_page_count`` at
@@ -36,6 +37,7 @@ from server_client.server.main import _Server
 from server_client.server.settings import ServerSettings
 from server_client.server.store import Store
 from server_client.worker.api import WorkerApi
+from server_client.worker.uploader import UploadStream
 from tests.conftest import free_port, wait_until_async
 
 PROBLEM = "application/problem+json"
@@ -158,7 +160,7 @@ def _assert_507(response: httpx.Response) -> None:
 
 
 async def test_a_full_storage_is_a_507_reads_go_on_and_writes_resume_when_space_returns(
-    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest, caplog: pytest.LogCaptureFixture
 ) -> None:
     running = (
         _sqlite_server(tmp_path)
@@ -178,6 +180,7 @@ async def test_a_full_storage_is_a_507_reads_go_on_and_writes_resume_when_space_
 
         # A worker with a claimed task, and tasks stored before the disk fills up.
         api = WorkerApi(server.url, server.token)
+        stream = None
         try:
             worker = await api.connect(
                 WorkerHello(name="w", codex_version="codex-cli 0.0.0", workdir_roots=["/"])
@@ -185,7 +188,11 @@ async def test_a_full_storage_is_a_507_reads_go_on_and_writes_resume_when_space_
             claimed = (await create("the claimed one")).json()["id"]
             claim = await api.claim(worker.id, wait_s=5)
             assert claim is not None and claim.task.id == claimed
-            stored = [claimed] + [(await create(f"before {i}")).json()["id"] for i in range(3)]
+            streamed = (await create("the streamed one")).json()["id"]
+            claim2 = await api.claim(worker.id, wait_s=5)
+            assert claim2 is not None and claim2.task.id == streamed
+            stored = [claimed, streamed]
+            stored += [(await create(f"before {i}")).json()["id"] for i in range(3)]
 
             await server.fill()
             refused = None
@@ -221,10 +228,27 @@ async def test_a_full_storage_is_a_507_reads_go_on_and_writes_resume_when_space_
             assert upload_refused.value.status == 507
             assert is_retryable(upload_refused.value, WORKER_FINAL)
 
+            # So is the worker's own upload stream's: it keeps the events and retries.
+            stream = UploadStream(api, worker.id, interval_s=0.01)
+            uploader = stream.open(streamed, claim2.lease_id)
+            for n in range(5):
+                uploader.add(
+                    EventIn(
+                        ts=datetime.now(UTC), kind=EventKind.STDERR, data={"n": n, "pad": "z" * BIG}
+                    )
+                )
+
+            def retried() -> bool:
+                return any(
+                    "507" in r.getMessage() and streamed in r.getMessage() for r in caplog.records
+                )
+
+            await wait_until_async(retried, 20, "the upload stream to be refused with 507")
+
             # Reads go on.
             listed = (await http.get("/api/tasks", params={"limit": 200})).json()["items"]
             assert sorted(t["id"] for t in listed) == sorted(stored)
-            one = await http.get(f"/api/tasks/{stored[1]}")
+            one = await http.get(f"/api/tasks/{stored[2]}")
             assert one.status_code == 200 and one.json()["prompt"] == "before 0"
             events = await http.get(
                 f"/api/tasks/{stored[1]}/events", headers={"Accept": "application/json"}
@@ -237,8 +261,13 @@ async def test_a_full_storage_is_a_507_reads_go_on_and_writes_resume_when_space_
             after = await create("after")
             assert after.status_code == 201, after.text
             uploaded = await api.upload(worker.id, claimed, batch)  # the same batch, again
+            async with asyncio.timeout(30):
+                await uploader.close()  # what it kept lands now
+                await stream.aclose()
             assert uploaded.next_index == 3, uploaded
         finally:
+            if stream is not None:
+                await stream.aclose()  # idempotent; on a failure, before its client closes
             await api.aclose()
         listed = (await http.get("/api/tasks", params={"limit": 200})).json()["items"]
         assert sorted(t["id"] for t in listed) == sorted([*stored, after.json()["id"]])
@@ -247,3 +276,8 @@ async def test_a_full_storage_is_a_507_reads_go_on_and_writes_resume_when_space_
         )
         data = [e["data"] for e in page.json() if e.get("kind") == "codex"]
         assert [d["n"] for d in data] == [0, 1, 2], page.text
+        page = await http.get(
+            f"/api/tasks/{streamed}/events", headers={"Accept": "application/json"}
+        )
+        lines = [e["data"]["n"] for e in page.json() if e.get("kind") == "stderr"]
+        assert lines == [0, 1, 2, 3, 4], page.text
