@@ -377,7 +377,23 @@ def _render_live(live: LiveItem | LiveApproval, ctx: _Ctx) -> list[RenderableTyp
     if live.kind == "reasoning":
         text = shown_text(live.text).replace("**", "").strip()
         return [Text(f"▸ {text}{more}", style="dim italic")]
+    if live.kind == "stderr":
+        return _render_stderr_run(live, ctx)
     return [_render_running_command(live, ctx)]
+
+
+def _render_stderr_run(live: LiveItem, ctx: _Ctx) -> list[RenderableType]:
+    """A run of consecutive stderr lines: each line, dimmed, when ``expanded`` or alone; else
+    one dimmed row, ``▸ 3 stderr lines · <the first line>``."""
+    lines = live.text.splitlines() or [""]
+    style = ctx.palette.muted
+    if ctx.expanded or len(lines) == 1:
+        shown: list[RenderableType] = [_line(line, style) for line in lines]
+        if live.dropped:
+            shown.append(_line("… (more stderr not kept)", style))
+        return shown
+    # The count first: a narrow pane cuts the row's end.
+    return [_line(f"▸ {len(lines)} stderr lines · {lines[0]}", style)]
 
 
 def _render_running_command(live: LiveItem, ctx: _Ctx) -> RenderableType:

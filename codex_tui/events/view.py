@@ -32,6 +32,7 @@ __all__ = [
     "MAX_JSON_CHARS",
     "MAX_LINE_CHARS",
     "MAX_OPEN_ITEMS",
+    "MAX_STDERR_RUN",
     "MAX_TEXT_CHARS",
     "CONVERSATION_KEYS",
     "DECISION_WORDS",
@@ -58,6 +59,7 @@ __all__ = [
     "shown_line",
     "shown_text",
     "shows",
+    "start_stderr_run",
     "status_details",
     "status_icon",
     "status_note",
@@ -74,6 +76,8 @@ MAX_LINE_CHARS = 400
 MAX_JSON_CHARS = 600
 #: Most lines of one command's output shown when it is expanded.
 MAX_EXPANDED_LINES = 2000
+#: Most consecutive stderr lines one folded entry gathers; the next line starts another.
+MAX_STDERR_RUN = 20
 #: Most open items whose start time is remembered (older ones lose their duration).
 MAX_OPEN_ITEMS = 1000
 #: Most live items (built by deltas) and approval cards a stream remembers; the oldest go
@@ -157,7 +161,7 @@ def format_duration(seconds: float) -> str:
 # -- what a stream has shown ----------------------------------------------------------------
 
 #: What a live item builds: an agent message's text, a reasoning summary, or a command's output.
-LiveKind = Literal["agent_message", "reasoning", "command"]
+LiveKind = Literal["agent_message", "reasoning", "command", "stderr"]
 
 _DELTA_KINDS: dict[str, LiveKind] = {
     "agent_message": "agent_message",
@@ -302,6 +306,11 @@ class StreamState:
         run_started: When the task first ran (its first ``running`` status event).
         run_ended: When it last stopped running (a status that ends it or its turn; None
             while it runs).
+        fold_stderr: Gather each run of consecutive ``stderr`` lines (up to
+            :data:`MAX_STDERR_RUN`) into one live item of kind ``stderr`` (a pane's view; a
+            printer shows each line).
+        stderr_run: The run the next ``stderr`` line joins (None: the last event was not
+            one).
     """
 
     last_usage: codex.Usage | None = None
@@ -314,6 +323,8 @@ class StreamState:
     just_ended: list[LiveItem] = field(default_factory=list)
     run_started: datetime | None = None
     run_ended: datetime | None = None
+    fold_stderr: bool = False
+    stderr_run: LiveItem | None = None
 
     def end_running(self, reason: str, at: datetime) -> None:
         """Every command still running ends as ``reason`` (:attr:`just_ended` lists them)."""
@@ -437,6 +448,14 @@ def annotate_read(event: Event, typed: codex.CodexEvent | None, state: StreamSta
     (:meth:`LiveItem.end`); :attr:`StreamState.just_ended` lists those the event ended."""
     if state.just_ended:
         state.just_ended = []
+    if state.fold_stderr:
+        if event.kind is EventKind.STDERR:
+            run = state.stderr_run
+            if run is not None and run.version < MAX_STDERR_RUN:
+                run.add(stream_line(event.data) + "\n")
+                return Annotation(touched=run)
+            return start_stderr_run(event, state)
+        state.stderr_run = None
     if event.kind is EventKind.STATUS:
         return _annotate_status(event, state)
     match typed:
@@ -483,6 +502,15 @@ def annotate_read(event: Event, typed: codex.CodexEvent | None, state: StreamSta
                 if duration is not None:
                     return Annotation(duration_s=duration)
     return NO_NOTE
+
+
+def start_stderr_run(event: Event, state: StreamState) -> Annotation:
+    """Start a run of ``stderr`` lines with ``event`` (see :attr:`StreamState.fold_stderr`):
+    its entry shows the run, and the lines right after it join it."""
+    run = LiveItem(f"stderr:{event.seq}", "stderr", event.seq, event.ts)
+    run.add(stream_line(event.data) + "\n")
+    state.stderr_run = run
+    return Annotation(live=run)
 
 
 # -- which events show ----------------------------------------------------------------------

@@ -11,7 +11,14 @@ from typing import TYPE_CHECKING
 from codex_tui import failures
 from codex_tui.events.palette import Palette
 from codex_tui.events.pane import RenderState, event_text
-from codex_tui.events.view import MAX_LIVE_ITEMS, Annotation, Live, LiveItem, annotate_read
+from codex_tui.events.view import (
+    MAX_LIVE_ITEMS,
+    Annotation,
+    Live,
+    LiveItem,
+    annotate_read,
+    start_stderr_run,
+)
 from codex_tui.widgets.transcript import Entry, Transcript
 from server_client import codex
 
@@ -78,7 +85,7 @@ class EventFeed:
         pushes out what the user reads."""
         self.task_id: str | None = None
         """The task whose events the feed holds (None: none)."""
-        self.state = RenderState()
+        self.state = RenderState(fold_stderr=True)
         """The stream's render state (annotations depend on the events before)."""
         self.events_seen = 0
         """How many events of the task the stream has delivered."""
@@ -106,7 +113,7 @@ class EventFeed:
     def reset(self, task_id: str | None, palette: Palette) -> None:
         """Forget everything: the feed now holds ``task_id``'s events (none yet)."""
         self.task_id = task_id
-        self.state = RenderState(palette=palette)
+        self.state = RenderState(palette=palette, fold_stderr=True)
         self.events_seen = 0
         self.last_seq = 0
         self._pending.clear()
@@ -144,7 +151,9 @@ class EventFeed:
                 # Not buffered itself: a burst of deltas would push its own item's entry out.
                 self._changed[id(held)] = held
                 return
-            if isinstance(touched, LiveItem) and touched.final is None:
+            if isinstance(touched, LiveItem) and touched.kind == "stderr":
+                note = start_stderr_run(event, self.state)  # its run's entry is gone
+            elif isinstance(touched, LiveItem) and touched.final is None:
                 pending.append(event.seq)  # a delta of an item no longer shown
                 return
         entry = self.transcript.make_entry(event, note, typed)
@@ -261,7 +270,7 @@ class EventFeed:
         shows it whole); an item that starts and completes in the page shows once, as it
         completed, where it started; an answered approval in the page is shown on its card.
         """
-        state = RenderState(palette=self.state.palette)
+        state = RenderState(palette=self.state.palette, fold_stderr=True)
         entries = []
         made: dict[int, Entry] = {}
         for event in events:

@@ -916,11 +916,14 @@ class Transcript(ScrollView, can_focus=True):
         return self.cursor_entry
 
     def action_toggle_fold(self) -> None:
-        """Fold or unfold the entry under the cursor (long command output, reasoning)."""
+        """Fold or unfold the entry under the cursor (long command output, reasoning, a run
+        of stderr lines)."""
         entry = self._cursor_or_last()
         if entry is None:
             return
-        if not entry.raw and not is_foldable(entry.shown_event):
+        live = entry.note.live
+        stderr_run = isinstance(live, LiveItem) and live.kind == "stderr"
+        if not entry.raw and not stderr_run and not is_foldable(entry.shown_event):
             self.app.bell()
             return
         if entry.raw:
@@ -957,6 +960,8 @@ class Transcript(ScrollView, can_focus=True):
         if isinstance(live, LiveItem) and live.final is None:
             if live.kind == "command":
                 return "the command and its output so far", f"$ {live.command}\n{live.text}"
+            if live.kind == "stderr":
+                return "the stderr lines", live.text
             return "the text so far", live.text
         typed = entry.shown_event.codex
         if isinstance(typed, codex.ItemEvent):

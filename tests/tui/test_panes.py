@@ -150,9 +150,9 @@ class PlayedWorker:
         self.lease_id = claim.lease_id
 
     async def upload(self, task_id: str, lines: list[str]) -> None:
-        """Upload one stderr event per line."""
+        """Upload one stdout event per line (one entry each: a pane folds stderr runs)."""
         events = [
-            EventIn(ts=datetime.now(UTC), kind=EventKind.STDERR, data={"line": line})
+            EventIn(ts=datetime.now(UTC), kind=EventKind.STDOUT, data={"line": line})
             for line in lines
         ]
         batch = EventBatch(lease_id=self.lease_id, first_index=self.sent, events=events)

@@ -64,6 +64,11 @@ def stderr(line: str) -> EventIn:
     return EventIn(ts=SEED_TS, kind=EventKind.STDERR, data={"line": line})
 
 
+def stdout(line: str) -> EventIn:
+    """A stdout line to seed: one entry each (a pane folds runs of stderr lines)."""
+    return EventIn(ts=SEED_TS, kind=EventKind.STDOUT, data={"line": line})
+
+
 def codex_in(data: dict[str, Any]) -> EventIn:
     """A codex event to seed."""
     return EventIn(ts=SEED_TS, kind=EventKind.CODEX, data=data)
@@ -192,7 +197,7 @@ async def test_home_pages_back_to_the_first_event_and_end_reloads_the_tail(
     server_factory: ServerFactory, max_entries: int
 ) -> None:
     server = server_factory(local_worker=False)
-    lines = [stderr(f"page line {n}") for n in range(PAGED_EVENTS)]
+    lines = [stdout(f"page line {n}") for n in range(PAGED_EVENTS)]
     seeded = await seed_tasks(server, [SeedTask("many events", lines, TaskStatus.COMPLETED)])
     [task] = seeded.tasks
     assert task.last_seq > 3 * max(max_entries, PAGE_EVENTS)
@@ -402,11 +407,11 @@ def search_task() -> SeedTask:
     lines = []
     for n in range(SEARCH_EVENTS):
         if n == 0:
-            lines.append(stderr("the ancientword lives here"))
+            lines.append(stdout("the ancientword lives here"))
         elif n in MARKERS:
-            lines.append(stderr(f"marker number {MARKERS.index(n)}"))
+            lines.append(stdout(f"marker number {MARKERS.index(n)}"))
         else:
-            lines.append(stderr(f"filler line {n}"))
+            lines.append(stdout(f"filler line {n}"))
     return SeedTask("Search a long task", lines, TaskStatus.COMPLETED, exit_code=0)
 
 
@@ -1021,7 +1026,7 @@ async def test_a_steady_stream_redraws_a_following_pane_at_most_ten_times_a_seco
         monkeypatch.setattr(transcript, "append", spy)
         await pilot.pause()
         full_redraws = count_full_redraws(view, monkeypatch)
-        events = [event(EventKind.STDERR, {"line": f"line {n}"}, seq=n + 1) for n in range(90)]
+        events = [event(EventKind.STDOUT, {"line": f"line {n}"}, seq=n + 1) for n in range(90)]
         arrivals = [0.013 + n / 30 for n in range(90)]  # 30/s for 3 s
         pending = list(zip(arrivals, events, strict=True))
         for tick in range(1, 80):  # the flush timer: every 50 ms, for 4 s
