@@ -926,6 +926,10 @@ class EventView(Widget):
             return None
         parts: list[str] = []
         variables: dict[str, str] = {}
+        if self.new_below:
+            # First: a narrow pane (two or more at 80 columns) cuts its subtitle's end.
+            parts.append("[$accent]↓ $unseen new (end)[/]")
+            variables["unseen"] = str(self.new_below)
         status = self.status
         if status is not None:
             parts.append("$icon $status")
@@ -945,9 +949,6 @@ class EventView(Widget):
         if self.search_note:
             parts.append("$note")
             variables["note"] = self.search_note
-        if self.new_below:
-            parts.append("[$accent]↓ $unseen new (end)[/]")
-            variables["unseen"] = str(self.new_below)
         return _Subtitle(" · ".join(parts), tuple(sorted(variables.items())))
 
     def watch_pane_title(self, title: str) -> None:
