@@ -6,10 +6,17 @@ refused part leaves the others stored; a backlog past the memory bound waits on 
 from __future__ import annotations
 
 import asyncio
+import socket
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import httpx
 import pytest
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 from server_client.client import ApiError
 from server_client.models import (
@@ -302,3 +309,97 @@ async def test_a_poison_event_is_dropped_with_a_marker_and_holds_back_no_task(
             f"line {i}" for i in range(40)
         ]
         assert others[-1].status is TaskStatus.COMPLETED
+
+
+class _PoisonProxy:
+    """An HTTP proxy in front of the real server that answers 500 to every worker upload
+    carrying ``task_id`` while ``poisoned`` is set (as a part the server cannot store would);
+    every other request goes through unchanged."""
+
+    def __init__(self, upstream: str, task_id: str) -> None:
+        self.upstream = upstream
+        self.task_id = task_id.encode()
+        self.poisoned = True
+        self.refused = 0
+        self._server: uvicorn.Server | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.url = ""
+
+    async def _app(self, request: Request) -> Response:
+        body = await request.body()
+        if self.poisoned and request.url.path.endswith("/events") and self.task_id in body:
+            self.refused += 1
+            return Response(
+                b'{"type":"about:blank","title":"Internal Server Error","status":500}',
+                status_code=500,
+                media_type="application/problem+json",
+            )
+        headers = {k: v for k, v in request.headers.items() if k.lower() != "host"}
+        async with httpx.AsyncClient(base_url=self.upstream, timeout=30) as client:
+            answer = await client.request(
+                request.method,
+                request.url.path,
+                params=request.url.query,
+                content=body,
+                headers=headers,
+            )
+        drop = {"content-length", "transfer-encoding", "connection", "content-encoding"}
+        kept = {k: v for k, v in answer.headers.items() if k.lower() not in drop}
+        return Response(answer.content, status_code=answer.status_code, headers=kept)
+
+    async def __aenter__(self) -> _PoisonProxy:
+        app = Starlette(routes=[Route("/{path:path}", self._app, methods=["GET", "POST"])])
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        self._server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+        self._task = asyncio.create_task(self._server.serve(sockets=[sock]))
+        await wait_until_async(lambda: self._server is not None and self._server.started, 10)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None and self._task is not None
+        self._server.should_exit = True
+        await self._task
+
+
+async def test_a_task_whose_part_gets_5xx_holds_back_no_other_and_loses_nothing(
+    server_factory: ServerFactory,
+) -> None:
+    """Issue 17 item 4: a request of several tasks answered 5xx is split, each task backs off
+    on its own, so the other task's events and end go through while one part keeps failing;
+    once the server takes it, the failing task's events arrive too, each once."""
+    server = server_factory(local_worker=False)
+    async with server.client() as client:
+        for name in ("failing", "healthy"):
+            await client.create_task(name)
+    direct = WorkerApi(server.url, server.token)
+    worker = await direct.connect(WorkerHello(name="5xx-test", workdir_roots=["/"], max_tasks=2))
+    first = await direct.claim(worker.id, 5.0)
+    second = await direct.claim(worker.id, 5.0)
+    await direct.aclose()
+    assert first is not None and second is not None
+    async with _PoisonProxy(server.url, first.task.id) as proxy:
+        api = WorkerApi(proxy.url, server.token)
+        stream = UploadStream(api, worker.id)
+        failing = stream.open(first.task.id, first.lease_id)
+        healthy = stream.open(second.task.id, second.lease_id)
+        for i in range(30):
+            failing.add(_line(i))
+            healthy.add(_line(i))
+        end = TurnEnd(status=TaskStatus.COMPLETED, event_count=30)
+        stuck = asyncio.ensure_future(failing.close(end))
+        done = await asyncio.wait_for(healthy.close(end), 20)
+        assert done is not None and done.finished is TaskStatus.COMPLETED
+        assert not stuck.done() and proxy.refused >= 1
+        proxy.poisoned = False
+        result = await asyncio.wait_for(stuck, 20)
+        assert result is not None and result.finished is TaskStatus.COMPLETED
+        await stream.aclose()
+        await api.aclose()
+    async with server.client() as client:
+        for task_id in (first.task.id, second.task.id):
+            events = await client.get_events(task_id)
+            lines = [e.data["line"] for e in events if e.kind is EventKind.STDERR]
+            assert lines == [f"line {i}" for i in range(30)]
+            assert events[-1].status is TaskStatus.COMPLETED
