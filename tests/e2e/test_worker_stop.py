@@ -8,14 +8,15 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import psutil
 import pytest
 
-from server_client.models import Event, EventKind, TaskStatus, utcnow
-from tests.conftest import ServerFactory, wait_until_async
-from tests.support.worker_procs import WorkerPool
+from server_client.models import EventKind, TaskStatus, utcnow
+from tests.conftest import LiveServer, ServerFactory, wait_until_async
+from tests.support.worker_procs import WorkerPool, WorkerProc
 
 #: codex's grace after SIGINT (the worker's default) and the bound on the worker's exit (s).
 GRACE_S = 2.0
@@ -29,10 +30,14 @@ def workers(tmp_path: Path) -> Iterator[WorkerPool]:
         yield pool
 
 
-async def test_sigterm_with_the_server_gone_exits_in_seconds_and_the_next_start_sends_the_rest(
-    server_factory: ServerFactory, workers: WorkerPool
-) -> None:
-    server = server_factory(local_worker=False)
+async def _stopped_with_the_server_gone(
+    server_factory: ServerFactory, workers: WorkerPool, *server_args: str
+) -> tuple[LiveServer, WorkerProc, str, Path, datetime]:
+    """A worker runs a task that prints steadily; the server is killed for good and the
+    worker, retrying its uploads, gets SIGTERM: it must exit within the bound, code 0, with
+    the task's unsent events saved. Returns the server, the worker, the task id, the saved
+    file and when the server was killed."""
+    server = server_factory(local_worker=False, server_args=server_args)
     worker = workers.start(
         server,
         "stopper",
@@ -41,9 +46,7 @@ async def test_sigterm_with_the_server_gone_exits_in_seconds_and_the_next_start_
     )
     async with server.client() as client:
         task = await client.create_task("burst slowly", worker="stopper")
-        seen: list[Event] = []
         async for event in client.stream_events(task.id):
-            seen.append(event)
             if event.codex_type == "item.completed" and event.data["item"]["id"] == "item_3":
                 break
     server.proc.kill()
@@ -61,15 +64,23 @@ async def test_sigterm_with_the_server_gone_exits_in_seconds_and_the_next_start_
     assert code == 0, worker.describe()
     saved = worker.home / "state" / "unsent-uploads" / f"{task.id}.jsonl"
     assert saved.exists(), worker.describe()
+    return server, worker, task.id, saved, killed_at
 
+
+async def test_sigterm_with_the_server_gone_exits_in_seconds_and_the_next_start_sends_the_rest(
+    server_factory: ServerFactory, workers: WorkerPool
+) -> None:
+    server, worker, task_id, saved, killed_at = await _stopped_with_the_server_gone(
+        server_factory, workers
+    )
     await asyncio.to_thread(server_factory, local_worker=False, reuse=server)
     await asyncio.to_thread(worker.restart_plain)
     await wait_until_async(
         lambda: not saved.exists(), 30, f"the saved events to be sent\n{worker.describe()}"
     )
     async with server.client() as client:
-        final = await client.get_task(task.id)
-        events = await client.get_events(task.id)
+        final = await client.get_task(task_id)
+        events = await client.get_events(task_id)
     assert [e.seq for e in events] == list(range(1, len(events) + 1))
     items = [e.data["item"]["id"] for e in events if e.codex_type == "item.completed"]
     assert items == [f"item_{n}" for n in range(len(items))], items
@@ -79,6 +90,30 @@ async def test_sigterm_with_the_server_gone_exits_in_seconds_and_the_next_start_
     assert final.error == "the worker was stopped"
     assert [e.status for e in events if e.is_terminal] == [TaskStatus.CANCELED]
     assert "saved event(s) sent" in worker.log()
+
+
+async def test_saved_events_whose_lease_was_lost_meanwhile_are_dropped_with_a_log_line(
+    server_factory: ServerFactory, workers: WorkerPool
+) -> None:
+    """The server came back and, the worker being away past the lease, ended the task
+    ``lost``: the next start drops what was saved (the lease fences it), says so, and the task
+    stays as the server ended it."""
+    server, worker, task_id, saved, _ = await _stopped_with_the_server_gone(
+        server_factory, workers, "--lease-ttl", "2", "--sweep-interval", "0.5"
+    )
+    await asyncio.to_thread(server_factory, local_worker=False, reuse=server)
+    async with server.client() as client:
+        async for event in client.stream_events(task_id):
+            if event.is_terminal:
+                break
+        before = await client.get_events(task_id)
+        assert before[-1].status is TaskStatus.LOST, before[-1]
+        await asyncio.to_thread(worker.restart_plain)
+        await wait_until_async(lambda: not saved.exists(), 30, "the saved file to be handled")
+        after = await client.get_events(task_id)
+        final = await client.get_task(task_id)
+    assert after == before and final.status is TaskStatus.LOST
+    assert "dropped: its lease was lost meanwhile" in worker.log(), worker.describe()
 
 
 async def test_a_local_worker_whose_server_is_gone_for_good_exits(
