@@ -27,7 +27,6 @@ from codex_tui.notify import Notifier, Severity
 from codex_tui.screens.dashboard import DashboardScreen
 from codex_tui.state import PaneLayout, TuiState, load_layout, save_layout, save_state
 from codex_tui.textual_internals import write_to_terminal
-from codex_tui.widgets.pane_grid import PaneGrid
 from codex_tui.widgets.task_list import TaskList
 from server_client.enums import TaskStatus
 from themes import APP_CSS_PATH, DEFAULT_THEME, THEME_NAMES, THEMES
@@ -152,6 +151,7 @@ class CodexTuiApp(App[None]):
             clock=self.clock,
             poll_interval_s=self.poll_interval_s,
             layout=layout,
+            remember_layout=self._remember_layout,
         )
 
     def on_mount(self) -> None:
@@ -220,11 +220,11 @@ class CodexTuiApp(App[None]):
 
     # -- the panes ---------------------------------------------------------------------------
 
-    @on(PaneGrid.LayoutChanged)
-    def _remember_layout(self, message: PaneGrid.LayoutChanged) -> None:
+    def _remember_layout(self, layout: PaneLayout) -> None:
+        """The dashboard's panes changed to ``layout``: write it soon."""
         if self.state_path is None:
             return
-        self._layout_to_save = message.layout
+        self._layout_to_save = layout
         if self._layout_timer is None:  # at most one write per delay, the newest layout
             self._layout_timer = self.set_timer(
                 LAYOUT_SAVE_DELAY_S, self._save_layout, name="save-layout"

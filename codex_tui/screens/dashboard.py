@@ -69,6 +69,10 @@ class DashboardScreen(Screen[None]):
             user (a 4xx) is skipped, with one toast naming how many; if the server cannot be
             reached the panes stay as they are. Until it is done the list's highlight moves no
             pane and no layout change is reported.
+        remember_layout: Called with each new layout of the panes
+            (:class:`PaneGrid.LayoutChanged`); the app writes it down. A call, not the message
+            itself: Textual stops a message at the node that was handling a message when it
+            was posted (here the screen, for a pane shown from the list's highlight).
     """
 
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -98,6 +102,7 @@ class DashboardScreen(Screen[None]):
         clock: Callable[[], datetime] | None = None,
         poll_interval_s: float = 1.5,
         layout: PaneLayout | None = None,
+        remember_layout: Callable[[PaneLayout], None] | None = None,
     ) -> None:
         super().__init__()
         self.client = client
@@ -107,6 +112,7 @@ class DashboardScreen(Screen[None]):
         self._layout = layout if layout is not None and layout.tasks else None
         self.restoring = self._layout is not None
         """True while the panes of :attr:`_layout` are being brought back."""
+        self._remember_layout = remember_layout
 
     def compose(self) -> ComposeResult:
         yield ConnectionBanner(clock=self.clock, id="connection-banner")
@@ -287,9 +293,11 @@ class DashboardScreen(Screen[None]):
             self.pane_grid.show(message.task)
 
     @on(PaneGrid.LayoutChanged)
-    def _hold_layout_while_restoring(self, message: PaneGrid.LayoutChanged) -> None:
-        if self.restoring:
-            message.stop()  # the start-up pane, not what the user arranged
+    def _layout_changed(self, message: PaneGrid.LayoutChanged) -> None:
+        message.stop()
+        if not self.restoring and self._remember_layout is not None:
+            # While restoring: the start-up pane, not what the user arranged.
+            self._remember_layout(message.layout)
 
     @on(OptionList.OptionSelected, "#task-options")
     def _focus_events(self) -> None:

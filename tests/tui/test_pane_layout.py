@@ -34,6 +34,12 @@ async def test_reopening_brings_the_panes_back_in_order_with_the_focus(
             panes = await open_panes(app, pilot, 3)
             order = [pane.task_id or "" for pane in panes]
             assert "" not in order and len(set(order)) == 3
+            # Written while the app runs, a moment after each change (the list's highlight
+            # moving a pane's task among them).
+            wanted = PaneLayout(tasks=tuple(order), active=2)
+            await wait_for(
+                pilot, lambda: load_layout(state, server.url) == wanted, "the layout written"
+            )
             grid(app).focus_pane(panes[1])
             await pilot.press("m")  # maximised
             await wait_for(pilot, lambda: app.screen.maximized is panes[1], "the maximised pane")
