@@ -286,7 +286,10 @@ async def _warn_if_unroutable(client: CodexTuiClient, task: Task) -> None:
     queued until one comes."""
     from server_client.routing import missing_worker
 
-    missing = missing_worker(task, await client.list_workers())
+    workers = await client.list_workers()
+    if task.target_worker is None and not task.labels and not any(w.online for w in workers):
+        return  # an unrouted task waits for any worker: a local one may still be starting
+    missing = missing_worker(task, workers)
     if missing is not None:
         click.echo(f"codex-tui: {missing}; the task waits for one", err=True)
 
