@@ -921,9 +921,7 @@ class Transcript(ScrollView, can_focus=True):
         entry = self._cursor_or_last()
         if entry is None:
             return
-        live = entry.note.live
-        stderr_run = isinstance(live, LiveItem) and live.kind == "stderr"
-        if not entry.raw and not stderr_run and not is_foldable(entry.shown_event):
+        if not entry.raw and not _foldable(entry):
             self.app.bell()
             return
         if entry.raw:
@@ -1014,13 +1012,13 @@ class Transcript(ScrollView, can_focus=True):
 
     def reveal_match(self, index: int, query: str) -> None:
         """Put the cursor on entry ``index`` and scroll its first line holding ``query`` into
-        view; a folded entry whose match is folded away (deep in a command's output) is
-        unfolded first."""
+        view; a folded entry whose match is folded away (deep in a command's output, a run
+        of stderr lines) is unfolded first."""
         self.move_cursor(index)
         entry = self.entries[index]
         needle = query.lower()
         row = _row_of(self._render_entry(entry), needle)
-        if row is None and not entry.expanded and is_foldable(entry.shown_event):
+        if row is None and not entry.expanded and _foldable(entry):
             entry.expanded = True
             self._rerender(entry)
             row = _row_of(self._render_entry(entry), needle)
@@ -1042,6 +1040,15 @@ class Transcript(ScrollView, can_focus=True):
     def _changed(self) -> None:
         if self.is_attached:
             self.post_message(self.ViewChanged(self))
+
+
+def _foldable(entry: Entry) -> bool:
+    """True when ``entry`` shows differently unfolded: a command's output, reasoning, a run
+    of stderr lines."""
+    live = entry.note.live
+    if isinstance(live, LiveItem) and live.kind == "stderr" and live.final is None:
+        return True
+    return is_foldable(entry.shown_event)
 
 
 def _row_of(strips: list[Strip], needle: str) -> int | None:

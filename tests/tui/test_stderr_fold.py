@@ -5,7 +5,14 @@ from __future__ import annotations
 
 from server_client.models import EventIn, EventKind, TaskStatus
 from tests.conftest import ServerFactory
-from tests.support.tui_helpers import SEED_TS, SIZE, SeedTask, seed_tasks, wait_for
+from tests.support.tui_helpers import (
+    SEED_TS,
+    SIZE,
+    SeedTask,
+    seed_tasks,
+    type_text,
+    wait_for,
+)
 from tests.tui.test_transcript import PaneHost, codex_in, replayed
 
 STARTUP = [
@@ -68,6 +75,15 @@ async def test_a_run_of_stderr_lines_is_one_row_that_unfolds(
             assert "stderr lines ·" not in text
             await pilot.press("enter")
             await wait_for(pilot, lambda: not first.expanded, "the run folded")
+
+            # A search that finds a folded line unfolds the run and puts the cursor on it.
+            transcript.move_cursor(len(transcript.entries) - 1)
+            await pilot.press("slash")
+            await type_text(pilot, "research preview\n")
+            await wait_for(pilot, lambda: first.expanded, "the run unfolded by the search")
+            assert transcript.cursor_entry is first
+            first.expanded = False
+            transcript.focus()
 
             # C copies every line of the run.
             await pilot.press("C")
