@@ -57,12 +57,16 @@ def _routed_to(worker: Worker, task: Task) -> bool:
     return set(task.labels) <= set(worker.labels)
 
 
+def _ready_for(worker: Worker, task: Task) -> bool:
+    """True when ``worker`` is online, able to run tasks (``cannot_run`` unset) and the
+    task's name and labels let it take the task (its folder aside)."""
+    return worker.online and worker.cannot_run is None and _routed_to(worker, task)
+
+
 def can_take(worker: Worker, task: Task) -> bool:
     """True when ``worker`` is online, able to run tasks (``cannot_run`` unset), the task's
     routing (name, labels) allows it and its roots hold the task's folder."""
-    if not worker.online or worker.cannot_run is not None:
-        return False
-    return _routed_to(worker, task) and folder_fits(task.workdir, task.repo, worker.workdir_roots)
+    return _ready_for(worker, task) and folder_fits(task.workdir, task.repo, worker.workdir_roots)
 
 
 def _labels(labels: list[str]) -> str:
@@ -91,7 +95,7 @@ def missing_worker(task: Task, workers: Iterable[Worker]) -> str | None:
     if not _stuck(task, workers):
         return None
     folder = task_folder(task.workdir, task.repo)
-    routed = [w for w in workers if w.online and w.cannot_run is None and _routed_to(w, task)]
+    routed = [w for w in workers if _ready_for(w, task)]
     if routed and folder is not None:
         roots = "; ".join(f"{w.name}: {', '.join(w.workdir_roots)}" for w in routed)
         return f"no online worker {_for(task)}allows {folder} (their roots: {roots})"
@@ -117,6 +121,6 @@ def waiting_for(task: Task, workers: Iterable[Worker]) -> str | None:
     if not _stuck(task, workers):
         return None
     folder = task_folder(task.workdir, task.repo)
-    if folder is not None and any(w.online and _routed_to(w, task) for w in workers):
+    if folder is not None and any(_ready_for(w, task) for w in workers):
         return f"waiting for {route_phrase(task)} whose roots hold {folder}"
     return f"waiting for {route_phrase(task)}"
