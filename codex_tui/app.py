@@ -144,7 +144,9 @@ class CodexTuiApp(App[None]):
         layout = None
         if self.state_path is not None:
             layout = load_layout(self.state_path, self.client.base_url)
-            self._saved_layout = layout
+            # Nothing remembered reads as the layout a fresh start has (one empty pane), so
+            # starting alone writes no state file: only a change does.
+            self._saved_layout = layout if layout is not None else PaneLayout()
         return DashboardScreen(
             self.client,
             default_workdir=self.default_workdir,

@@ -6,6 +6,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
+import codex_tui.app
 from codex_tui.state import PaneLayout, load_layout, save_layout
 from tests.conftest import ServerFactory
 from tests.support.tui_helpers import running_app, task_list, wait_for
@@ -95,6 +98,32 @@ async def test_a_layout_of_gone_tasks_leaves_one_empty_pane_and_no_crash(
             # The dashboard works as on a first start: the list's highlight fills the pane.
             await wait_for(pilot, lambda: grid(app).panes[0].task_id == task.id, "the pane")
             assert len(grid(app).panes) == 1
+
+
+async def test_starting_writes_no_layout_only_a_change_does(
+    server_factory: ServerFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # With a tiny delay the start's own layout (one empty pane) would be written at once, before
+    # the list's first poll; a slow start hit this with the usual delay (CI under load).
+    written: list[PaneLayout] = []
+
+    def spy(path: Path, server_url: str, layout: PaneLayout) -> None:
+        written.append(layout)
+        save_layout(path, server_url, layout)
+
+    monkeypatch.setattr(codex_tui.app, "LAYOUT_SAVE_DELAY_S", 0.01)
+    monkeypatch.setattr(codex_tui.app, "save_layout", spy)
+    server = server_factory(local_worker=False)
+    state = tmp_path / "tui-state.json"
+    async with server.client() as client:
+        async with running_app(client, server, state_path=state) as (app, pilot):
+            tasks = task_list(app)
+            await wait_for(pilot, lambda: tasks.loaded, "the list's first poll")
+            [task] = await create_tasks(client, server, 1)
+            # The list's highlight fills the pane: that change is the first layout written.
+            await wait_for(pilot, lambda: written, "a layout written")
+            assert written[0] == PaneLayout(tasks=(task.id,))
+            assert load_layout(state, server.url) == PaneLayout(tasks=(task.id,))
 
 
 def test_a_malformed_state_file_remembers_no_panes(tmp_path: Path) -> None:
