@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
 from functools import partial
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -21,6 +22,7 @@ from textual.binding import Binding
 from textual.pilot import Pilot
 from textual.widgets import Static
 
+import codex_tui.screens.history as history_module
 from codex_tui.screens.confirm import ConfirmModal
 from codex_tui.screens.history import (
     HistoryFilters,
@@ -210,8 +212,24 @@ async def test_search_filters_rows_on_the_server(server: LiveServer) -> None:
             assert isinstance(_app.screen, HistoryScreen)  # escape in the field only leaves it
 
 
-async def test_typing_fast_sends_one_search_after_the_pause(server: LiveServer) -> None:
+async def test_typing_fast_sends_one_search_after_the_pause(
+    server: LiveServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each keystroke restarts the pause; only the last one's search goes out.
+
+    The pause is held open by the test until the typing is done (a 0.3 s timer raced the
+    key presses: under load two keys can be more than 0.3 s apart, and the search of the
+    first letters went out as well).
+    """
     await create(server, ["alpha", "alphabet", "beta"])
+    paused: list[float] = []
+    typed = asyncio.Event()
+
+    async def pause_until_typed(delay_s: float) -> None:
+        paused.append(delay_s)
+        await typed.wait()
+
+    monkeypatch.setattr(history_module, "asyncio", SimpleNamespace(sleep=pause_until_typed))
     async with server.client() as client:
         calls: list[str | None] = []
         original = client.list_tasks
@@ -224,6 +242,10 @@ async def test_typing_fast_sends_one_search_after_the_pause(server: LiveServer) 
         async with running_history(client, search_debounce_s=0.3) as (_app, pilot, screen):
             await pilot.press("slash")
             await type_text(pilot, "alphab")
+            await wait_for(pilot, lambda: len(paused) == 6, "a pause for each of the 6 keys")
+            assert paused == [0.3] * 6
+            assert calls == [None], "no search goes out while the pause runs"
+            typed.set()
             await wait_for(pilot, lambda: settled(screen) and screen.filters.query == "alphab")
             assert prompts(screen) == ["alphabet"]
             assert calls == [None, "alphab"]
