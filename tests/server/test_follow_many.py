@@ -19,6 +19,7 @@ from server_client.worker.api import WorkerApi
 from tests.conftest import LiveServer, ServerFactory
 from tests.fakes.netproxy import CuttingProxy
 from tests.support.protocol import claim_all
+from tests.support.waits import while_running, within
 
 
 async def _one_worker_streams_all(
@@ -64,14 +65,18 @@ async def test_one_stream_of_many_tasks_resumes_after_random_cuts_with_each_seq_
         task_ids = [(await client.create_task(f"many {n}")).id for n in range(3)]
     started = asyncio.Event()
     producer = asyncio.create_task(_one_worker_streams_all(server, task_ids, total, started))
-    await started.wait()
+    await while_running(started.wait(), producer, 60, "the worker to upload a third")
     seen: dict[str, list[Event]] = defaultdict(list)
     async with CuttingProxy(server.url, seed=5) as proxy:
         async with CodexTuiClient(proxy.url, server.token) as flaky:
-            async for event in flaky.follow_tasks(dict.fromkeys(task_ids, 0)):
-                assert event.task_id is not None
-                seen[event.task_id].append(event)
-    await producer
+
+            async def follow() -> None:
+                async for event in flaky.follow_tasks(dict.fromkeys(task_ids, 0)):
+                    assert event.task_id is not None
+                    seen[event.task_id].append(event)
+
+            await while_running(follow(), producer, 120, "the cut stream of the 3 tasks to end")
+    await within(producer, 30, "the worker to finish the tasks")
     assert proxy.cuts > 10, "the proxy should have cut the stream many times"
     for task_id in task_ids:
         events = seen[task_id]

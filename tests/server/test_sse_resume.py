@@ -19,6 +19,7 @@ from server_client.worker.api import WorkerApi
 from tests.conftest import LiveServer, ServerFactory
 from tests.fakes.netproxy import CuttingProxy
 from tests.support.protocol import claim_next, finish_completed
+from tests.support.waits import while_running, within
 
 
 async def _act_as_worker(
@@ -69,11 +70,15 @@ async def test_resume_after_random_cuts_yields_every_seq_once(
         task = await client.create_task("resume me")
     started = asyncio.Event()
     producer = asyncio.create_task(_act_as_worker(server, task.id, total, started))
-    await started.wait()
+    await while_running(started.wait(), producer, 60, "the worker to upload a third")
     async with CuttingProxy(server.url, seed=7) as proxy:
         async with CodexTuiClient(proxy.url, server.token) as flaky:
-            seqs = [e.seq async for e in flaky.stream_events(task.id)]
-    await producer
+
+            async def follow() -> list[int]:
+                return [e.seq async for e in flaky.stream_events(task.id)]
+
+            seqs = await while_running(follow(), producer, 120, "the cut stream to end")
+    await within(producer, 30, "the worker to finish the task")
     # queued + running + `total` codex events + completed
     assert seqs == list(range(1, total + 4))
     assert proxy.cuts > 20, "the proxy should have cut the stream many times"
