@@ -22,6 +22,7 @@ from server_client.server.ratelimit import Limiter, RateLimited
 from server_client.server.settings import ServerSettings
 from tests.conftest import LiveServer, ServerFactory, wait_until
 from tests.server.test_ratelimits import _auth, _create, _metric, _stream, _within
+from tests.support.waits import while_running, within
 
 #: Open/close cycles of each storm, and how many run at once (two storms run together).
 CYCLES = 1000
@@ -161,12 +162,12 @@ async def test_a_stream_closed_while_its_slot_is_being_moved_gives_it_back_at_on
             storage.incr = slow_incr  # type: ignore[method-assign]
             now[0] += epoch_s
             mover = asyncio.create_task(limiter.refresh_streams())
-            await in_move.wait()
+            await while_running(in_move.wait(), mover, 30, "the mover's +2 into the new epoch")
             with anyio.move_on_after(0.5):  # as SlotEventSourceResponse bounds its release
                 await limiter.close_stream(closed)
             assert limiter.local_streams == 1
             go_on.set()
-            await mover
+            await within(mover, 30, "the mover to finish moving the slots")
             storage.incr = real_incr  # type: ignore[method-assign]
             assert await limiter.shared_streams("u1") == 1, "the closed slot is still counted"
             await limiter.close_stream(kept)
@@ -205,11 +206,11 @@ async def test_moving_slots_into_a_new_epoch_never_counts_them_twice(redis_url: 
             storage.incr = held_incr  # type: ignore[method-assign]
             now[0] += epoch_s
             move = asyncio.create_task(mover_side.refresh_streams())
-            await between.wait()
+            await while_running(between.wait(), move, 30, "the move's second storage call")
             assert sorted(map(abs, calls)) == [2, 2], calls
             during = await reader.shared_streams("u1")
             go_on.set()
-            await move
+            await within(move, 30, "the move to finish")
             assert during is not None and during <= 2, f"{during} streams counted for 2"
             assert await reader.shared_streams("u1") == 2
             # And a user at the limit is refused only when at it.
