@@ -40,6 +40,7 @@ from server_client.worker.runner import (
 )
 from tests.conftest import FAKE_CODEX as FAKE
 from tests.conftest import FAKE_ENV
+from tests.support.waits import within
 
 pytestmark = pytest.mark.timeout(60)
 REAL_CACHE = Path("/root/.cache/codex-tui-ci/codex-0.169.0/node_modules/@openai")
@@ -86,8 +87,9 @@ class Collector:
         return kind in self.types()
 
 
-async def wait_until(pred: Callable[[], bool], timeout_s: float = 10.0) -> None:
-    """Poll ``pred`` until it holds; fail after ``timeout_s`` seconds."""
+async def wait_until(pred: Callable[[], bool], timeout_s: float = 30.0) -> None:
+    """Poll ``pred`` until it holds; fail after ``timeout_s`` seconds (generous: what is
+    awaited often includes starting the fake codex, which takes seconds on a loaded box)."""
     deadline = time.monotonic() + timeout_s
     while not pred():
         if time.monotonic() > deadline:
@@ -508,7 +510,7 @@ async def test_a_recorded_descendant_without_marker_is_killed_when_codex_ends(
     assert os.getsid(grandchild) == grandchild  # out of codex's session and group
 
     done.touch()  # codex finishes its turn and exits by itself
-    outcome = await asyncio.wait_for(task, 10)
+    outcome = await within(task, 30, "codex to end its turn once the wait file exists")
 
     assert outcome.status is TaskStatus.COMPLETED
     assert is_dead(grandchild)
@@ -1062,7 +1064,7 @@ async def test_real_codex_cancel_kills_its_command(tmp_path: Path) -> None:
         runner = ExecRunner(spec, events, grace_s=GRACE_S, watch=ProcessWatch(interval_s=0.1))
         task = asyncio.create_task(runner.run())
         await wait_until(lambda: events.has_type("item.started"), timeout_s=30)
-        await wait_until(lambda: len(marked(task_id)) >= 3, timeout_s=10)  # codex + 2 sleeps
+        await wait_until(lambda: len(marked(task_id)) >= 3)  # codex + 2 sleeps
         runner.cancel()
         outcome = await asyncio.wait_for(task, GRACE_S + 10)
 
