@@ -24,6 +24,7 @@ import pytest
 
 from tests.fakes.codex_home import codex_env
 from tests.fakes.mock_model_server import MockModel, call_shell, fail_http, say, think
+from tests.support.waits import within
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -343,13 +344,11 @@ async def test_sigint_stops_codex_and_its_command(
         sleepers = [p for p in command_procs if p.info["name"] == "sleep"]
         assert all(os.getsid(p.pid) != codex_sid for p in sleepers)
 
-        sent = time.monotonic()
         proc.send_signal(signal.SIGINT)
-        out, err = await asyncio.wait_for(proc.communicate(), timeout=5)
-        exit_after = time.monotonic() - sent
-
-        assert exit_after < 1.0, f"codex took {exit_after:.2f} s to exit after SIGINT"
-        assert proc.returncode == 1
+        # codex exits by itself within about 0.05 s (docs/codex-facts.md); the bound is for a
+        # loaded box, and still far short of the command's 30 s sleep.
+        out, err = await within(proc.communicate(), 15, "codex to exit after SIGINT")
+        assert proc.returncode == 1, "codex ended by its own SIGINT handling, not killed"
         events = parse_events(out.decode())
         types = [e["type"] for e in events]
         assert types[:2] == ["thread.started", "turn.started"]
@@ -358,7 +357,7 @@ async def test_sigint_stops_codex_and_its_command(
         # No process started by the command survives.
         await wait_until(
             lambda: not processes_marked(marker, {proc.pid}),
-            within=2,
+            within=15,
             what="the command's processes to exit",
         )
     finally:
