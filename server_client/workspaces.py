@@ -204,7 +204,11 @@ async def _run_git(
     finally:
         _starting -= 1
     try:
-        out, err = await asyncio.wait_for(proc.communicate(stdin), timeout_s)
+        # asyncio.timeout, not wait_for: Python 3.11's wait_for returns the result and drops
+        # a cancel that comes as git exits, so a caller stopping this work (the diff
+        # reporter at a turn's end) would wait for it forever.
+        async with asyncio.timeout(timeout_s):
+            out, err = await proc.communicate(stdin)
     except TimeoutError:
         with contextlib.suppress(ProcessLookupError):
             proc.kill()

@@ -246,6 +246,7 @@ class DiffReporter:
         self._interval_s = interval_s
         self._dirty = asyncio.Event()
         self._pump: asyncio.Task[None] | None = None
+        self._closed = False
         self._lock = asyncio.Lock()
         #: Diffs uploaded (for tests and logs).
         self.uploads = 0
@@ -253,16 +254,20 @@ class DiffReporter:
     def touch(self) -> None:
         """Codex may have changed files: a diff goes out within ``interval_s``."""
         self._dirty.set()
-        if self._pump is None:
+        if self._pump is None and not self._closed:
             self._pump = asyncio.get_running_loop().create_task(self._run(), name="diff")
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
             await self._dirty.wait()
+            if self._closed:
+                return
             started = loop.time()
             self._dirty.clear()
             await self._send()
+            if self._closed:
+                return
             await asyncio.sleep(max(0.0, started + self._interval_s - loop.time()))
 
     async def _send(self) -> None:
@@ -285,7 +290,14 @@ class DiffReporter:
         await self._send()
 
     async def aclose(self) -> None:
-        """Stop the live updates (an upload in flight is cancelled)."""
+        """Stop the live updates (an upload in flight is cancelled).
+
+        The pump also stops by itself once it sees the reporter closed: a cancel that
+        something on its way swallows (Python 3.11's ``asyncio.wait_for`` drops one that
+        comes as its work finishes) must not leave the turn's end waiting for it forever.
+        """
+        self._closed = True
+        self._dirty.set()  # a pump that lost its cancel finds the reporter closed
         if self._pump is not None:
             self._pump.cancel()
             await asyncio.gather(self._pump, return_exceptions=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -61,16 +62,54 @@ def conv_server(
     )
 
 
+#: How long a test waits for a turn to end (seconds): well under the 180 s limit, so a hang
+#: fails here with what the stream delivered rather than at pytest-timeout's limit.
+TURN_TIMEOUT_S = 75.0
+
+
+def _brief(event: Event) -> str:
+    """One line for an event in a failure message: its seq, kind and a cut of its data."""
+    text = str(event.data)
+    return f"  #{event.seq} {event.kind.value}: {text[:160]}{'…' if len(text) > 160 else ''}"
+
+
 async def until_turn_ends(
-    client: CodexTuiClient, task_id: str, after: int = 0
+    client: CodexTuiClient,
+    task_id: str,
+    after: int = 0,
+    *,
+    timeout_s: float = TURN_TIMEOUT_S,
+    server_log: Callable[[], str] | None = None,
 ) -> list[tuple[float, Event]]:
     """The task's events after seq ``after`` with the time each arrived here, up to the
-    status event that ends the turn (idle or terminal)."""
+    status event that ends the turn (idle or terminal).
+
+    Raises:
+        AssertionError: no turn end arrived within ``timeout_s`` seconds; the message holds
+            the task as the server has it, the last events the stream delivered and (given
+            ``server_log``) the server's log.
+    """
     seen: list[tuple[float, Event]] = []
-    async for event in client.stream_events(task_id, after=after):
-        seen.append((time.monotonic(), event))
-        if event.status is TaskStatus.IDLE or event.is_terminal:
-            break
+    try:
+        async with asyncio.timeout(timeout_s):
+            async for event in client.stream_events(task_id, after=after):
+                seen.append((time.monotonic(), event))
+                if event.status is TaskStatus.IDLE or event.is_terminal:
+                    break
+    except TimeoutError:
+        try:
+            async with asyncio.timeout(10):
+                task: object = await client.get_task(task_id)
+        except Exception as error:  # the report must not hide the hang behind another error
+            task = f"(could not read the task: {error!r})"
+        last = "\n".join(_brief(e) for _, e in seen[-15:]) or "  (none)"
+        log = server_log() if server_log is not None else "(no server log given)"
+        raise AssertionError(
+            f"no turn end (idle or terminal status event) of task {task_id} after seq {after}"
+            f" within {timeout_s} s; the server has it as {task!r}\n"
+            f"the stream delivered {len(seen)} events, the last:\n{last}\n"
+            f"server log:\n{log}"
+        ) from None
     return seen
 
 
@@ -106,7 +145,7 @@ async def test_deltas_arrive_before_the_item_completes(
     mock_model.script([say_streamed("The ", "answer ", "is ", "42.", pause_s=0.5)])
     async with conv_server.client() as client:
         task = await client.create_task("stream it", workdir=str(conv_server.workdir))
-        seen = await until_turn_ends(client, task.id)
+        seen = await until_turn_ends(client, task.id, server_log=conv_server.log)
         final = await client.get_task(task.id)
     assert seen[-1][1].status is TaskStatus.IDLE, conv_server.log()
     assert final.status is TaskStatus.IDLE and final.runtime == "app-server"
@@ -138,11 +177,13 @@ async def test_a_reply_continues_the_thread_with_its_history(
     )
     async with conv_server.client() as client:
         task = await client.create_task("the first prompt", workdir=str(conv_server.workdir))
-        first = await until_turn_ends(client, task.id)
+        first = await until_turn_ends(client, task.id, server_log=conv_server.log)
         assert first[-1][1].status is TaskStatus.IDLE, conv_server.log()
         thread_id = (await client.get_task(task.id)).thread_id
         await client.reply(task.id, "the second prompt")
-        second = await until_turn_ends(client, task.id, after=first[-1][1].seq)
+        second = await until_turn_ends(
+            client, task.id, after=first[-1][1].seq, server_log=conv_server.log
+        )
         final = await client.get_task(task.id)
     assert second[-1][1].status is TaskStatus.IDLE, conv_server.log()
     assert [m["text"] for m in completed(second, "agentMessage")] == ["two"]
@@ -191,7 +232,7 @@ async def test_an_approval_is_answered_by_the_owner(
         assert (await client.get_task(task.id)).status is TaskStatus.WAITING
         answered = await client.answer_approval(approval.id, decision)
         assert answered.state is ApprovalState.ANSWERED
-        seen = await until_turn_ends(client, task.id)
+        seen = await until_turn_ends(client, task.id, server_log=conv_server.log)
     assert seen[-1][1].status is TaskStatus.IDLE, conv_server.log()
     assert (conv_server.workdir / "approved.txt").exists() is file_made
     commands = completed(seen, "commandExecution")
@@ -222,12 +263,14 @@ async def test_an_interrupt_leaves_no_process_and_the_next_reply_works(
         commands = [p for p in task_processes(task.id) if "tick" in " ".join(p.cmdline())]
         assert commands, "the long command runs"
         await client.interrupt(task.id)
-        seen = await until_turn_ends(client, task.id)
+        seen = await until_turn_ends(client, task.id, server_log=conv_server.log)
         assert seen[-1][1].status is TaskStatus.IDLE, conv_server.log()
         assert "turn.interrupted" in [d["type"] for d in codex_of(seen)]
         wait_until(lambda: not task_processes(task.id), 10, "no process of the task")
         await client.reply(task.id, "go on")
-        after = await until_turn_ends(client, task.id, after=seen[-1][1].seq)
+        after = await until_turn_ends(
+            client, task.id, after=seen[-1][1].seq, server_log=conv_server.log
+        )
     assert after[-1][1].status is TaskStatus.IDLE, conv_server.log()
     assert [m["text"] for m in completed(after, "agentMessage")] == ["after the interrupt"]
 
@@ -244,13 +287,15 @@ async def test_a_restarted_worker_resumes_an_idle_thread(
     mock_model.script([say("first answer"), say("second answer")])
     async with server.client() as client:
         task = await client.create_task("remember this", workdir=str(server.workdir))
-        first = await until_turn_ends(client, task.id)
+        first = await until_turn_ends(client, task.id, server_log=server.log)
         assert first[-1][1].status is TaskStatus.IDLE, server.log()
     server.stop()  # the server and its local worker (and codex) stop
     server = server_factory(codex_bin=codex_bin, fake_mode=None, extra_env=env, reuse=server)
     async with server.client() as client:
         await client.reply(task.id, "and now?")
-        second = await until_turn_ends(client, task.id, after=first[-1][1].seq)
+        second = await until_turn_ends(
+            client, task.id, after=first[-1][1].seq, server_log=server.log
+        )
     assert second[-1][1].status is TaskStatus.IDLE, server.log()
     assert [m["text"] for m in completed(second, "agentMessage")] == ["second answer"]
     assert any("remember this" in t for t in user_texts(mock_model.requests[-1]))
@@ -285,7 +330,7 @@ async def test_a_pending_approval_survives_a_server_kill(
         server = server_factory(local_worker=False, reuse=server)
         async with server.client() as client:
             await client.answer_approval(approval.id, ApprovalDecision.ACCEPT)
-            seen = await until_turn_ends(client, task.id)
+            seen = await until_turn_ends(client, task.id, server_log=server.log)
         assert seen[-1][1].status is TaskStatus.IDLE, server.log() + pool.describe()
         assert (worker.workroot / "survived.txt").read_text() == "survived\n"
         assert worker.alive()
@@ -309,7 +354,7 @@ async def test_a_reply_during_the_turn_steers_it(
 
         await asyncio.wait_for(command_started(), 60)
         await client.reply(task.id, "also mention bananas")
-        seen = await until_turn_ends(client, task.id)
+        seen = await until_turn_ends(client, task.id, server_log=conv_server.log)
         final = await client.get_task(task.id)
     assert seen[-1][1].status is TaskStatus.IDLE, conv_server.log()
     assert [m["text"] for m in completed(seen, "agentMessage")] == ["steered answer"]
@@ -338,7 +383,7 @@ async def test_a_stopped_worker_ends_the_turn_idle_and_a_reply_continues(
             )
             approval = await pending_approval(client, task.id)
             assert worker.terminate() == 0  # SIGTERM: the worker stops, the turn ends
-            seen = await until_turn_ends(client, task.id)
+            seen = await until_turn_ends(client, task.id, server_log=server.log)
             stopped = await client.get_task(task.id)
             assert seen[-1][1].status is TaskStatus.IDLE, server.log() + pool.describe()
             assert stopped.error and "reply to continue" in stopped.error
@@ -348,6 +393,8 @@ async def test_a_stopped_worker_ends_the_turn_idle_and_a_reply_continues(
             worker.restart_plain()
             # (the stopped turn left the command's call in the history: the next step is "ok")
             await client.reply(task.id, "go on")
-            after = await until_turn_ends(client, task.id, after=seen[-1][1].seq)
+            after = await until_turn_ends(
+                client, task.id, after=seen[-1][1].seq, server_log=server.log
+            )
         assert after[-1][1].status is TaskStatus.IDLE, server.log() + pool.describe()
         assert [m["text"] for m in completed(after, "agentMessage")] == ["ok"]

@@ -113,9 +113,17 @@ def ws_server(
     return server_factory(codex_bin=codex_bin, fake_mode=None, extra_env=env)
 
 
-async def one_turn(client: CodexTuiClient, task_id: str, after: int = 0) -> Task:
-    """Wait for the task's running turn to end; the task then."""
-    seen = await until_turn_ends(client, task_id, after=after)
+async def one_turn(
+    client: CodexTuiClient, task_id: str, server: LiveServer, after: int = 0
+) -> Task:
+    """Wait for the task's running turn to end; the task then.
+
+    Raises:
+        AssertionError: the turn did not end within the bounded wait of
+            :func:`until_turn_ends` (the message holds the task, its last events and the
+            ``server``'s log).
+    """
+    seen = await until_turn_ends(client, task_id, after=after, server_log=server.log)
     assert seen, "the stream ended without events"
     return await client.get_task(task_id)
 
@@ -157,7 +165,7 @@ async def test_the_diff_holds_patch_and_shell_edits_and_applies_byte_for_byte(
     async with ws_server.client() as client:
         task = await client.create_task("change the repository", repo=str(repo))
         assert task.repo == str(repo) and task.workdir is None
-        done = await one_turn(client, task.id)
+        done = await one_turn(client, task.id, ws_server)
         assert done.status is TaskStatus.IDLE, ws_server.log()
         diff = await client.get_diff(task.id)
         patch = await client.get_patch(task.id)
@@ -214,7 +222,9 @@ async def test_two_tasks_on_one_repository_stay_apart(
         first = await client.create_task("note it", repo=str(repo))
         second = await client.create_task("note it", repo=str(repo))
         for task in (first, second):
-            assert (await one_turn(client, task.id)).status is TaskStatus.IDLE, ws_server.log()
+            assert (await one_turn(client, task.id, ws_server)).status is TaskStatus.IDLE, (
+                ws_server.log()
+            )
         patches = {task.id: await client.get_patch(task.id) for task in (first, second)}
         paths = {
             task.id: (await client.get_task(task.id)).workspace_path for task in (first, second)
@@ -242,11 +252,11 @@ async def test_a_reply_works_on_the_first_turns_changes(
     )
     async with ws_server.client() as client:
         task = await client.create_task("first", repo=str(repo))
-        turn1 = await one_turn(client, task.id)
+        turn1 = await one_turn(client, task.id, ws_server)
         assert turn1.status is TaskStatus.IDLE, ws_server.log()
         assert [f.path for f in (await client.get_diff(task.id)).files] == ["one.txt"]
         await client.reply(task.id, "second")
-        turn2 = await one_turn(client, task.id, after=turn1.last_seq)
+        turn2 = await one_turn(client, task.id, ws_server, after=turn1.last_seq)
         assert turn2.status is TaskStatus.IDLE, ws_server.log()
         diff = await client.get_diff(task.id)
     # The same workspace, and codex read what the first turn wrote.
@@ -266,7 +276,9 @@ async def test_workspaces_are_removed_on_request_and_by_age(
         asked = await client.create_task("one", repo=str(repo))
         aged = await client.create_task("two", repo=str(repo))
         for task in (asked, aged):
-            assert (await one_turn(client, task.id)).status is TaskStatus.IDLE, ws_server.log()
+            assert (await one_turn(client, task.id, ws_server)).status is TaskStatus.IDLE, (
+                ws_server.log()
+            )
         tasks = {t.id: await client.get_task(t.id) for t in (asked, aged)}
         listed = cli_bytes(ws_server, "workspaces").decode()
         assert asked.id in listed and aged.id in listed
@@ -320,7 +332,7 @@ async def test_a_repository_url_is_cloned_when_the_policy_allows_it(
     mock_model.script([call_shell("echo cloned > c.txt", yield_time_ms=YIELD_MS), say("ok")])
     async with server.client() as client:
         task = await client.create_task("in a clone", repo=bare.as_uri(), ref="main")
-        done = await one_turn(client, task.id)
+        done = await one_turn(client, task.id, server)
         assert done.status is TaskStatus.IDLE, server.log()
         diff = await client.get_diff(task.id)
     assert done.base_commit == base and done.workspace_path is not None
@@ -357,7 +369,7 @@ async def test_the_diff_is_live_while_the_turn_runs(
         assert running.status is TaskStatus.RUNNING, ws_server.log()
         assert not (await client.get_diff(task.id)).final
         await client.cancel_task(task.id)
-        ended = await one_turn(client, task.id)
+        ended = await one_turn(client, task.id, ws_server)
     assert ended.status is TaskStatus.CANCELED
     assert ended.diff_files == 1
 
@@ -380,7 +392,7 @@ async def test_an_exec_task_runs_in_a_workspace_too(
     )
     async with server.client() as client:
         task = await client.create_task("exec it", repo=str(repo), runtime="exec")
-        done = await one_turn(client, task.id)
+        done = await one_turn(client, task.id, server)
         assert done.status is TaskStatus.COMPLETED, server.log()
         diff = await client.get_diff(task.id)
     assert done.base_commit == base and diff.final

@@ -10,11 +10,13 @@ import os
 import re
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
 from server_client.workspaces import (
+    RUNNING_GIT_PIDS,
     FileStat,
     GitError,
     RemotePolicy,
@@ -597,3 +599,51 @@ def test_a_branch_can_be_made_in_a_bare_clone(repo: Path, tmp_path: Path) -> Non
     git(tmp_path, "clone", "-q", "--bare", str(repo), str(bare))
     made = commit(bare, ws.base_commit, patch, "codex/task")
     assert git(bare, "rev-parse", "codex/task").strip() == made
+
+
+def _has_exited(pid: int) -> bool:
+    """Whether process ``pid`` has exited (a zombie, or gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as file:
+            state = file.read().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+    return state in ("Z", "X")
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_a_cancel_that_comes_as_git_exits_is_never_lost(repo: Path, tmp_path: Path) -> None:
+    # On the worker's event loop (uvloop), cancel a diff at each of the loop turns around the
+    # moment its first git exits; every cancel that lands must end it with CancelledError.
+    # Python 3.11's wait_for dropped one that came as git's output was complete: the diff
+    # then went on, and the reporter stopping at a turn's end waited for it forever.
+    uvloop = pytest.importorskip("uvloop")
+    workspace = worktree(str(repo), None, tmp_path / "ws", "t1", roots=[str(tmp_path)])
+    (workspace.path / "new.txt").write_text("new\n")
+
+    async def cancel_after(turns: int) -> str:
+        work = asyncio.ensure_future(diff_stat(workspace))
+        deadline = time.monotonic() + 30
+        while not RUNNING_GIT_PIDS:
+            assert time.monotonic() < deadline, "git did not start within 30 s"
+            await asyncio.sleep(0)
+        pid = min(RUNNING_GIT_PIDS)
+        while not _has_exited(pid):
+            assert time.monotonic() < deadline, f"git (pid {pid}) did not exit within 30 s"
+            await asyncio.sleep(0)
+        for _ in range(turns):
+            await asyncio.sleep(0)
+        if not work.cancel():
+            return "finished first"
+        try:
+            await work
+        except asyncio.CancelledError:
+            return "cancelled"
+        return "cancel lost"
+
+    async def sweep() -> list[tuple[int, str]]:
+        return [(turns, await cancel_after(turns)) for turns in range(12) for _ in range(3)]
+
+    outcomes = uvloop.run(sweep())
+    assert not [o for o in outcomes if o[1] == "cancel lost"], outcomes
+    assert any(o[1] == "cancelled" for o in outcomes), outcomes

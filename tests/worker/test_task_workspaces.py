@@ -147,3 +147,37 @@ async def test_touches_coalesce_into_paced_uploads_and_final_sends_the_last(
     await reporter.final()
     assert sent == [["one.txt"], ["one.txt", "two.txt"]]
     assert reporter.uploads == 2
+
+
+async def test_final_returns_even_when_the_pump_loses_its_cancel(
+    repo: Path, tmp_path: Path
+) -> None:
+    # An upload path that drops a cancel (as Python 3.11's wait_for does when its work
+    # finishes at that moment) must not keep the turn's end waiting for the pump forever.
+    made, _ = await keeper(tmp_path).prepare(task(str(repo)))
+    sent: list[list[str]] = []
+    uploading = asyncio.Event()
+    release = asyncio.Event()
+
+    async def upload(diff: Diff) -> None:
+        sent.append([f.path for f in diff.files])
+        if len(sent) == 1:
+            uploading.set()
+            try:
+                await release.wait()
+            except asyncio.CancelledError:
+                pass  # the cancel is lost here, as wait_for loses it
+
+    reporter = DiffReporter(made, upload, interval_s=3600)
+    (made.path / "one.txt").write_text("1\n")
+    reporter.touch()
+    async with asyncio.timeout(30):
+        await uploading.wait()
+    (made.path / "two.txt").write_text("2\n")
+    reporter.touch()  # more changes: the pump would go round again
+    try:
+        async with asyncio.timeout(30):
+            await reporter.final()
+    except TimeoutError:
+        raise AssertionError("final() still waits for a pump that lost its cancel") from None
+    assert sent == [["one.txt"], ["one.txt", "two.txt"]]
