@@ -31,6 +31,7 @@ from server_client.worker.api import WorkerApi
 from server_client.worker.runner import ExecRunner
 from server_client.worker.settings import WorkerSettings
 from tests.conftest import free_port, wait_until_async
+from tests.support.waits import bounded, within
 
 
 async def _token(db_url: str) -> str:
@@ -59,21 +60,20 @@ async def test_heartbeats_arrive_and_shutdown_closes_streams(tmp_path: Path) -> 
             task = (await http.post("/api/tasks", json={"prompt": "wait"})).json()
             async with http.stream("GET", f"/api/tasks/{task['id']}/events") as response:
                 lines = response.aiter_lines()
-                first = await anext(lines)
+                first = await within(anext(lines), 10, "the stream's first bytes")
                 assert first.startswith(":"), "a comment is sent at once"
                 pings = 0
-                async with asyncio.timeout(10):
+                async with bounded(10, "two heartbeats"):
                     async for line in lines:
                         if line.startswith(": ping"):
                             pings += 1
                             if pings == 2:
                                 break
                 server.handle_exit(signal.SIGTERM, None)
-                async with asyncio.timeout(5):
+                async with bounded(5, "shutdown to end the open stream"):
                     rest = [line async for line in lines]
                 assert not any(line.startswith("id:") for line in rest)
-        async with asyncio.timeout(10):
-            await serving
+        await within(serving, 10, "uvicorn to exit after SIGTERM")
     finally:
         server.should_exit = True
         await asyncio.gather(serving, return_exceptions=True)

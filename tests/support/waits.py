@@ -4,7 +4,8 @@ awaited, and a helper task's error surfaces at once instead of as a hang."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+from collections.abc import AsyncIterator, Awaitable
+from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -20,6 +21,24 @@ async def within(awaitable: Awaitable[T], timeout_s: float, what: str) -> T:
     try:
         return await asyncio.wait_for(awaitable, timeout_s)
     except TimeoutError:
+        raise AssertionError(f"timed out after {timeout_s} s waiting for {what}") from None
+
+
+@asynccontextmanager
+async def bounded(timeout_s: float, what: str) -> AsyncIterator[None]:
+    """Bound the block to ``timeout_s`` seconds.
+
+    Raises:
+        AssertionError: when the block is still running after ``timeout_s`` seconds, naming
+            ``what`` (the block is cancelled).
+    """
+    bound = asyncio.timeout(timeout_s)
+    try:
+        async with bound:
+            yield
+    except TimeoutError:
+        if not bound.expired():
+            raise
         raise AssertionError(f"timed out after {timeout_s} s waiting for {what}") from None
 
 
