@@ -11,6 +11,7 @@ import asyncio
 import json
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import click
@@ -86,9 +87,16 @@ def test_a_closed_stdout_pipe_ends_a_printing_command_quietly_with_0(
         stderr=subprocess.PIPE,
     )
     assert proc.stdout is not None and proc.stderr is not None
-    first = proc.stdout.readline()  # `| head -1`
-    proc.stdout.close()
-    stderr = proc.stderr.read().decode()
+    # A hung `ls` is killed after 60 s, which ends the blocking reads below with a message.
+    watchdog = threading.Timer(60, proc.kill)
+    watchdog.start()
+    try:
+        first = proc.stdout.readline()  # `| head -1`
+        proc.stdout.close()
+        stderr = proc.stderr.read().decode()
+    finally:
+        watchdog.cancel()
+    assert first, f"`ls --json` printed no line within 60 s: {stderr}"
     assert proc.wait(timeout=60) == 0, stderr
     assert json.loads(first)["prompt"].startswith("task 59") and stderr == "", stderr
 
