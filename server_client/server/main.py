@@ -36,6 +36,7 @@ from types import FrameType
 
 import psutil
 import uvicorn
+from sse_starlette.sse import AppStatus
 
 from server_client.credentials import load_connection, save_connection
 from server_client.paths import AppDirs
@@ -380,6 +381,14 @@ class _Server(uvicorn.Server):
     must reach the server before it goes), then ends long polls and
     event streams (docs/reliability.md E5) and shuts down. A second signal forces the exit. Unlike
     plain uvicorn it does not re-raise the signal afterwards, so the caller's cleanup runs.
+
+    Event streams end by closing the hub: each stream's generator sends what it has read and
+    returns, so its chunked response is completed and the client sees a clean end (and
+    reconnects elsewhere). sse-starlette's own shutdown drain is turned off for the process:
+    it cancels every stream within 0.5 s of the exit flag, whatever it is doing, which cut a
+    stream still sending its replay mid-response (the client read an incomplete chunked
+    body). A stream that does not end by itself is bounded by uvicorn's
+    ``timeout_graceful_shutdown``.
     """
 
     def __init__(
@@ -389,6 +398,8 @@ class _Server(uvicorn.Server):
         before_exit: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         super().__init__(config)
+        # The hub ends the streams (see above); what disable_automatic_graceful_drain() sets.
+        AppStatus.enable_automatic_graceful_drain = False
         self._hub = hub
         self._before_exit = before_exit
         self._exiting = False

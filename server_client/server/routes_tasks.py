@@ -177,10 +177,10 @@ async def _follow(
                 yield bytes(chunk)
             if ended:
                 return
+            if hub.closing:  # also mid-replay: the rest would hold the shutdown up
+                return  # the client reconnects with Last-Event-ID once a server is back
             if len(rows) >= REPLAY_PAGE:
                 continue
-            if hub.closing:
-                return  # the client reconnects with Last-Event-ID once a server is back
             # Waking is a hint: a wake-up lost between replicas (a NOTIFY dropped with its
             # connection) delays the stream by at most this long, since the store is read
             # again.
@@ -315,10 +315,10 @@ async def _follow_many(
             if all(f.ended for f in followed):
                 yield END_FRAME  # done: the client does not reconnect
                 return
+            if hub.closing:  # also mid-replay, as in _follow
+                return
             if behind:
                 continue
-            if hub.closing:
-                return
             if not await hub.wait(watch.event, STORE_RECHECK_S):
                 if await request.is_disconnected():
                     return

@@ -14,11 +14,16 @@ import httpx
 import pytest
 import uvicorn
 from pydantic import SecretStr
+from sse_starlette import ServerSentEvent
+from starlette.requests import Request
 
 import server_client.worker.agent as agent_module
+from server_client.models import EventBatch, EventIn, EventKind, TaskCreate, WorkerHello, utcnow
 from server_client.server.app import create_app
 from server_client.server.db import create_engine, migrate
+from server_client.server.hub import Hub
 from server_client.server.main import _Server
+from server_client.server.routes_tasks import REPLAY_PAGE, _follow, _follow_many, _Followed
 from server_client.server.settings import ServerSettings
 from server_client.server.store import Store
 from server_client.worker.agent import SIGNALS_RESTART_S, WorkerAgent
@@ -72,6 +77,48 @@ async def test_heartbeats_arrive_and_shutdown_closes_streams(tmp_path: Path) -> 
     finally:
         server.should_exit = True
         await asyncio.gather(serving, return_exceptions=True)
+
+
+def _seqs(frames: list[ServerSentEvent | bytes]) -> list[int]:
+    """The seqs of the events in a stream's frames (``id: N`` or ``id: TASK:N`` lines)."""
+    text = b"".join(f for f in frames if isinstance(f, bytes)).decode()
+    return [int(line.rpartition(":")[2]) for line in text.splitlines() if line.startswith("id:")]
+
+
+async def test_a_stream_replaying_a_long_log_ends_after_its_page_once_shutdown_began(
+    tmp_path: Path,
+) -> None:
+    """E5 mid-replay: once the hub is closed, a stream still replaying a long log sends the
+    page it has read and ends, instead of replaying the rest first (which, to a slow client,
+    could outlast uvicorn's graceful-shutdown timeout and be cut mid-response); the client
+    resumes elsewhere from the last seq it got. Both the one-task and the many-task stream."""
+    engine = create_engine(f"sqlite:///{tmp_path / 'replay.db'}")
+    try:
+        await migrate(engine)
+        store = Store(engine)
+        user = await store.create_user("replay")
+        task = await store.create_task(user, TaskCreate(prompt="long"), None)
+        worker = await store.connect_worker(user, WorkerHello(name="w", workdir_roots=["/"]))
+        claim = await store.claim(user, worker)
+        assert claim is not None, "the worker claimed the queued task"
+        events = [
+            EventIn(ts=utcnow(), kind=EventKind.CODEX, data={"text": f"event {i}"})
+            for i in range(3 * REPLAY_PAGE)
+        ]
+        batch = EventBatch(lease_id=claim.lease_id, first_index=0, events=events)
+        await store.append_events(user, worker.id, task.id, batch)
+        task_pk, task = await store.task_pk(user, task.id)
+        assert task.last_seq > 3 * REPLAY_PAGE, "the log is more than three pages long"
+        hub = Hub()
+        hub.close()  # the server began shutting down
+        request = Request({"type": "http", "method": "GET", "path": "/", "headers": []})
+        one = [frame async for frame in _follow(request, store, hub, task, task_pk, 0)]
+        assert _seqs(one) == list(range(1, REPLAY_PAGE + 1))
+        followed = [_Followed(task.id, task_pk, 0, ended=False)]
+        many = [frame async for frame in _follow_many(request, store, hub, followed)]
+        assert _seqs(many) == list(range(1, REPLAY_PAGE + 1))
+    finally:
+        await engine.dispose()
 
 
 class _SignalsApi:
