@@ -140,4 +140,5 @@ async def poll_forever(
         wake.clear()
         wait_s = await poll_once()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(wake.wait(), interval_s if wait_s is None else wait_s)
+            async with asyncio.timeout(interval_s if wait_s is None else wait_s):
+                await wake.wait()

@@ -152,7 +152,8 @@ class _SessionApp(AppService):
     async def shut(self) -> None:
         """Ask the app to quit and wait for it; kill it after :data:`_APP_STOP_S` seconds."""
         try:
-            await asyncio.wait_for(self.stop(), _APP_STOP_S)
+            async with asyncio.timeout(_APP_STOP_S):
+                await self.stop()
         except TimeoutError:
             if self._process is not None and self._process.returncode is None:
                 self._process.kill()

@@ -237,7 +237,8 @@ class Hub:
         if timeout_s <= 0:
             return event.is_set()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(event.wait(), timeout_s)
+            async with asyncio.timeout(timeout_s):
+                await event.wait()
         return event.is_set()
 
     def __len__(self) -> int:

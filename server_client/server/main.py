@@ -414,7 +414,10 @@ class _Server(uvicorn.Server):
         if self._exiting or self._before_exit is None or self._loop is None:
             self.force_exit = self._exiting
             self._exiting = True
-            self._hub.close()
+            if self._loop is not None:  # a signal handler: the loop closes the hub, not it
+                self._loop.call_soon_threadsafe(self._hub.close)
+            else:
+                self._hub.close()
             self.should_exit = True
             return
         self._exiting = True

@@ -171,7 +171,8 @@ class PgWakeRelay:
             ),
         ]
         try:
-            await asyncio.wait_for(self._listening.wait(), timeout_s)
+            async with asyncio.timeout(timeout_s):
+                await self._listening.wait()
         except TimeoutError:
             await self.aclose()
             raise
@@ -191,7 +192,8 @@ class PgWakeRelay:
     async def wait_idle(self, timeout_s: float) -> bool:
         """Wait up to ``timeout_s`` seconds until every queued key was sent; True if so."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._idle.wait(), timeout_s)
+            async with asyncio.timeout(timeout_s):
+                await self._idle.wait()
         return self._idle.is_set()
 
     async def aclose(self, flush_timeout_s: float = 1.0) -> None:
@@ -217,7 +219,8 @@ class PgWakeRelay:
         if conn is None or conn.is_closed():
             return
         try:
-            await asyncio.wait_for(conn.close(), 1.0)
+            async with asyncio.timeout(1.0):
+                await conn.close()
         except asyncio.CancelledError:
             conn.terminate()
             raise
@@ -265,9 +268,11 @@ class PgWakeRelay:
                 self._listened_before = True
                 while not lost.is_set():
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(lost.wait(), self._ping_interval_s)
+                        async with asyncio.timeout(self._ping_interval_s):
+                            await lost.wait()
                     if not lost.is_set():
-                        await asyncio.wait_for(conn.fetchval("SELECT 1"), self._timeout_s)
+                        async with asyncio.timeout(self._timeout_s):
+                            await conn.fetchval("SELECT 1")
                 log.warning("LISTEN connection lost; reconnecting")
             except _CONNECTION_ERRORS as exc:
                 log.warning("LISTEN connection lost (%s); reconnecting", type(exc).__name__)
@@ -318,14 +323,12 @@ class PgWakeRelay:
                 # next one, so its NOTIFY always follows its writer's commit.
                 keys, self._pending = list(self._pending), {}
                 try:
-                    await asyncio.wait_for(
-                        conn.execute(
+                    async with asyncio.timeout(self._timeout_s):
+                        await conn.execute(
                             "SELECT pg_notify($1, k) FROM unnest($2::text[]) AS k",
                             self.channel,
                             keys,
-                        ),
-                        self._timeout_s,
-                    )
+                        )
                 except _CONNECTION_ERRORS as exc:
                     log.warning("NOTIFY failed (%s); retrying", type(exc).__name__)
                     self._pending = dict.fromkeys(keys) | self._pending

@@ -220,7 +220,8 @@ class Limiter:
         if not self._shared_usable():
             return False, None
         try:
-            result = await asyncio.wait_for(call(), SHARED_TIMEOUT_S * 2)
+            async with asyncio.timeout(SHARED_TIMEOUT_S * 2):
+                result = await call()
         except Exception as exc:  # noqa: BLE001 - any storage failure degrades, never fails
             task = asyncio.current_task()
             if task is not None and task.cancelling():

@@ -523,10 +523,12 @@ class AppServerRunner:
         if self._thread_id and self._turn_id and not self._turn_done.is_set():
             params = TurnInterruptParams(threadId=self._thread_id, turnId=self._turn_id)
             with contextlib.suppress(AppServerError, OSError):
-                await asyncio.wait_for(self._call("turn/interrupt", params), REQUEST_TIMEOUT_S)
+                async with asyncio.timeout(REQUEST_TIMEOUT_S):
+                    await self._call("turn/interrupt", params)
         await watch.kill_descendants(watched)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._turn_done.wait(), max(self._grace_s, 2.0))
+            async with asyncio.timeout(max(self._grace_s, 2.0)):
+                await self._turn_done.wait()
         await watch.kill_descendants(watched)
         if self._turn_end is None:
             self._emit(
@@ -855,13 +857,15 @@ class AppServerRunner:
                 with contextlib.suppress(Exception):
                     proc.stdin.close()
             try:
-                await asyncio.wait_for(self._exited.wait(), self._grace_s)
+                async with asyncio.timeout(self._grace_s):
+                    await self._exited.wait()
             except TimeoutError:
                 with contextlib.suppress(Exception):
                     await watch.refresh()
                 self._kill_group(proc)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._exited.wait(), 5.0)
+                    async with asyncio.timeout(5.0):
+                        await self._exited.wait()
         await watch.sweep(watched)
         _, pending = await asyncio.wait(readers, timeout=2.0)
         for task in pending:

@@ -286,7 +286,8 @@ async def codex_version_async(
     except (OSError, ValueError):
         return None
     try:
-        stdout, _ = await asyncio.wait_for(proc.communicate(), timeout_s)
+        async with asyncio.timeout(timeout_s):
+            stdout, _ = await proc.communicate()
     except TimeoutError:
         with contextlib.suppress(ProcessLookupError):
             proc.kill()

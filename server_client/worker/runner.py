@@ -457,7 +457,8 @@ class ExecRunner:
         await watch.refresh()  # record what codex started, before it can die
         self._signal_group(proc, signal.SIGINT)
         try:
-            await asyncio.wait_for(self._exited.wait(), self._grace_s)
+            async with asyncio.timeout(self._grace_s):
+                await self._exited.wait()
         except TimeoutError:
             await watch.refresh()
             self._signal_group(proc, signal.SIGKILL)
