@@ -10,6 +10,7 @@ import pytest
 from server_client.client import ApiError, NotFoundError
 from server_client.models import EventKind, TaskStatus
 from tests.conftest import LiveServer, ServerFactory
+from tests.support.waits import bounded
 
 PROBLEM = "application/problem+json"
 
@@ -150,7 +151,8 @@ async def test_cancel_of_a_queued_task_ends_it_with_a_terminal_event(server: Liv
         assert canceled.status is TaskStatus.CANCELED
         again = await client.cancel_task(task.id)
         assert again.status is TaskStatus.CANCELED
-        events = [e async for e in client.stream_events(task.id)]
+        async with bounded(60, f"the stream of canceled task {task.id} to end"):
+            events = [e async for e in client.stream_events(task.id)]
         assert [e.seq for e in events] == [1, 2]
         assert all(e.kind is EventKind.STATUS for e in events)
         assert events[-1].is_terminal and events[-1].status is TaskStatus.CANCELED

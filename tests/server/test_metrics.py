@@ -14,6 +14,7 @@ from server_client.models import EventKind, TaskStatus
 from server_client.server.app import create_app
 from server_client.server.settings import ServerSettings
 from tests.conftest import LiveServer, ServerFactory, wait_until
+from tests.support.waits import bounded
 
 PROBLEM = "application/problem+json"
 
@@ -52,7 +53,8 @@ async def test_a_finished_task_shows_in_every_metric(live_server: LiveServer) ->
     async with server.client() as client:
         wait_until(lambda: _value(_scrape(server), "codex_tui_workers_online") == 1)
         task = await client.create_task("hello", workdir=str(server.workdir))
-        events = [e async for e in client.stream_events(task.id)]
+        async with bounded(60, f"task {task.id}'s stream to end on the local worker"):
+            events = [e async for e in client.stream_events(task.id)]
         assert events[-1].status is TaskStatus.COMPLETED
         uploaded = sum(1 for e in events if e.kind is not EventKind.STATUS)
         assert uploaded > 0

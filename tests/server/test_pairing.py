@@ -22,6 +22,7 @@ import pytest
 from server_client.client import ApiError, redeem_pairing_code
 from server_client.models import PairingCode, PairResult, TaskStatus, utcnow
 from tests.conftest import LiveServer, ServerFactory, wait_until
+from tests.support.waits import bounded
 from tests.support.worker_procs import WorkerPool, create_pairing_code, run_sdk
 
 #: Crockford base32 without I, L, O, U: ``K7PQ-3MZD``.
@@ -187,7 +188,8 @@ async def test_codes_and_tokens_never_appear_in_logs_or_error_bodies(
     remote = workers.start(server, "chatty")
     async with server.client() as client:
         task = await client.create_task("talk", worker="chatty")
-        events = [e async for e in client.stream_events(task.id)]
+        async with bounded(60, f"task {task.id}'s stream to end on worker chatty"):
+            events = [e async for e in client.stream_events(task.id)]
         assert events[-1].status is TaskStatus.COMPLETED, remote.describe()
         unused = await client.create_pairing_code()
     async with httpx.AsyncClient(base_url=server.url) as http:

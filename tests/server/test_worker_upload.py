@@ -10,6 +10,7 @@ from server_client.models import TaskStatus, WorkerUploadResult
 from server_client.worker.api import WorkerApi
 from tests.conftest import ServerFactory
 from tests.support.protocol import claim_next
+from tests.support.waits import bounded
 
 
 def _part(
@@ -79,6 +80,7 @@ async def test_the_upload_route_answers_each_part_and_refuses_bad_bodies_whole(
         )
         assert elsewhere.status_code == 404
     async with server.client() as client:
-        events = [e async for e in client.stream_events(task.id)]
+        async with bounded(60, f"the stream of finished task {task.id} to end"):
+            events = [e async for e in client.stream_events(task.id)]
     assert [e.data.get("line") for e in events if e.kind.value == "stderr"] == ["a", "b"]
     assert events[-1].status is TaskStatus.COMPLETED
