@@ -18,6 +18,7 @@ from server_client.client import ApiError, CodexTuiClient, redeem_pairing_code
 from server_client.models import Claim, FinishRequest, TaskStatus, Worker, WorkerHello
 from server_client.worker.api import WorkerApi
 from tests.conftest import LiveServer, ServerFactory
+from tests.support.waits import bounded
 from tests.support.worker_procs import WorkerPool, add_user
 
 TASKS_PER_OWNER = 150
@@ -218,7 +219,8 @@ async def test_a_routed_task_waits_queued_until_a_matching_worker_connects(
 
         gpu = workers.start(server, "gpu-1", labels=("gpu",))
         connected = gpu.wait_connected()
-        done = [e async for e in client.stream_events(by_label)]
+        async with bounded(60, f"task {by_label}'s stream to end on worker gpu-1"):
+            done = [e async for e in client.stream_events(by_label)]
         assert done[-1].status is TaskStatus.COMPLETED, gpu.describe()
         task = await client.get_task(by_label)
         assert task.worker_name == "gpu-1" and task.started_at is not None
@@ -226,7 +228,8 @@ async def test_a_routed_task_waits_queued_until_a_matching_worker_connects(
 
         late_proc = workers.start(server, "late")  # pairs again: the same worker, a new token
         assert late_proc.wait_connected().id == late.id
-        done = [e async for e in client.stream_events(by_name.id)]
+        async with bounded(60, f"task {by_name.id}'s stream to end on worker late"):
+            done = [e async for e in client.stream_events(by_name.id)]
         assert done[-1].status is TaskStatus.COMPLETED, late_proc.describe()
         task = await client.get_task(by_name.id)
         assert task.worker_id == late.id and task.started_at is not None

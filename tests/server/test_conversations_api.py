@@ -36,6 +36,7 @@ from server_client.models import (
 from server_client.worker.api import WorkerApi
 from tests.conftest import LiveServer, ServerFactory
 from tests.server.test_audit import audit_rows
+from tests.support.waits import bounded
 from tests.support.worker_procs import add_user
 
 #: A long poll the answer must cut short (s).
@@ -113,11 +114,12 @@ async def owner(server: LiveServer, token: str | None = None) -> AsyncIterator[O
 async def _statuses_until_idle(client: CodexTuiClient, task_id: str) -> list[dict[str, Any]]:
     """The task's status events up to its first idle one (the stream stays open past it)."""
     seen: list[dict[str, Any]] = []
-    async for event in client.stream_events(task_id):
-        if event.status is not None:
-            seen.append(event.data)
-            if event.status is TaskStatus.IDLE:
-                return seen
+    async with bounded(60, f"task {task_id}'s first idle status"):
+        async for event in client.stream_events(task_id):
+            if event.status is not None:
+                seen.append(event.data)
+                if event.status is TaskStatus.IDLE:
+                    return seen
     raise AssertionError(f"the stream ended without idle: {seen}")
 
 

@@ -19,7 +19,7 @@ from server_client.worker.api import WorkerApi
 from tests.conftest import LiveServer, ServerFactory
 from tests.fakes.netproxy import CuttingProxy
 from tests.support.protocol import claim_all
-from tests.support.waits import while_running, within
+from tests.support.waits import bounded, while_running, within
 
 
 async def _one_worker_streams_all(
@@ -94,11 +94,16 @@ async def test_positions_resume_each_task_and_a_finished_one_ends_at_once(
     async with server.client() as client:
         running, finished = [(await client.create_task(n)).id for n in ("a", "b")]
         await client.cancel_task(finished)  # queued: ends canceled at once (seqs 1, 2)
-        assert [e.seq async for e in client.follow_tasks({finished: 2})] == []
-        tail = [(e.task_id, e.seq) async for e in client.follow_tasks({finished: 1})]
+        async with bounded(60, f"the follow of finished task {finished} past its end to end"):
+            assert [e.seq async for e in client.follow_tasks({finished: 2})] == []
+        async with bounded(60, f"the follow of finished task {finished} from seq 1 to end"):
+            tail = [(e.task_id, e.seq) async for e in client.follow_tasks({finished: 1})]
         assert tail == [(finished, 2)]
         await client.cancel_task(running)
-        both = [(e.task_id, e.seq) async for e in client.follow_tasks({running: 0, finished: 1})]
+        async with bounded(60, f"the follow of canceled tasks {running} and {finished} to end"):
+            both = [
+                (e.task_id, e.seq) async for e in client.follow_tasks({running: 0, finished: 1})
+            ]
         assert sorted(both) == sorted([(finished, 2), (running, 1), (running, 2)])
         assert [seq for task_id, seq in both if task_id == running] == [1, 2]  # in order
 
@@ -110,8 +115,9 @@ async def test_bad_positions_and_other_owners_tasks_are_refused(
     async with server.client() as client:
         task = await client.create_task("mine")
         with pytest.raises(ApiError) as missing:
-            async for _ in client.follow_tasks({task.id: 0, "not-a-task": 0}):
-                pass
+            async with bounded(60, "the follow of an unknown task to be refused"):
+                async for _ in client.follow_tasks({task.id: 0, "not-a-task": 0}):
+                    pass
         assert missing.value.status == 404
     auth = {"Authorization": f"Bearer {server.token}"}
     async with httpx.AsyncClient(base_url=server.url, headers=auth) as http:

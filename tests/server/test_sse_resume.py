@@ -19,7 +19,7 @@ from server_client.worker.api import WorkerApi
 from tests.conftest import LiveServer, ServerFactory
 from tests.fakes.netproxy import CuttingProxy
 from tests.support.protocol import claim_next, finish_completed
-from tests.support.waits import while_running, within
+from tests.support.waits import bounded, while_running, within
 
 
 async def _act_as_worker(
@@ -90,9 +90,11 @@ async def test_last_event_id_and_after_resume_from_the_store(server_factory: Ser
         task = await client.create_task("short")
         started = asyncio.Event()
         await _act_as_worker(server, task.id, 10, started)
-        everything = [e.seq async for e in client.stream_events(task.id)]
+        async with bounded(60, f"the stream of finished task {task.id} to end"):
+            everything = [e.seq async for e in client.stream_events(task.id)]
         assert everything == list(range(1, 14))
-        tail = [e.seq async for e in client.stream_events(task.id, after=9)]
+        async with bounded(60, f"the stream of finished task {task.id} after seq 9 to end"):
+            tail = [e.seq async for e in client.stream_events(task.id, after=9)]
         assert tail == [10, 11, 12, 13]
         page = await client.get_events(task.id, after=3, limit=4)
         assert [e.seq for e in page] == [4, 5, 6, 7]
@@ -113,7 +115,8 @@ async def test_a_stream_resumed_past_the_end_of_a_finished_task_closes_at_once(
 ) -> None:
     async with live_server.client() as client:
         task = await client.create_task("hi", workdir=str(live_server.workdir))
-        events = [e async for e in client.stream_events(task.id)]
+        async with bounded(60, f"task {task.id}'s stream to end on the local worker"):
+            events = [e async for e in client.stream_events(task.id)]
     last = events[-1].seq
     headers = {"Authorization": f"Bearer {live_server.token}", "Last-Event-ID": str(last)}
     url = f"{live_server.url}/api/tasks/{task.id}/events"
