@@ -33,6 +33,7 @@ from server_client.worker.uploader import LeaseLostError, UploadStream
 from tests.conftest import ServerFactory, wait_until_async
 from tests.fakes.netproxy import CuttingProxy
 from tests.support.protocol import claim_next, finish_completed
+from tests.support.waits import bounded
 
 
 async def test_lost_responses_are_retried_without_duplicates(
@@ -56,7 +57,8 @@ async def test_lost_responses_are_retried_without_duplicates(
     await finish_completed(direct, worker, claim, 250)
     await direct.aclose()
     async with server.client() as client:
-        events = [e async for e in client.stream_events(task.id)]
+        async with bounded(60, f"the stream of finished task {task.id} to end"):
+            events = [e async for e in client.stream_events(task.id)]
     lines = [e.data["line"] for e in events if e.kind is EventKind.STDERR]
     assert lines == [f"line {i}" for i in range(250)]
     assert [e.seq for e in events] == list(range(1, 254))
@@ -139,7 +141,8 @@ async def test_deltas_coalesce_and_retries_still_lose_and_duplicate_nothing(
     await finish_completed(direct, worker, claim, count)
     await direct.aclose()
     async with server.client() as client:
-        events = [e async for e in client.stream_events(task.id)]
+        async with bounded(60, f"the stream of finished task {task.id} to end"):
+            events = [e async for e in client.stream_events(task.id)]
     stored = [e.data for e in events if e.kind is EventKind.CODEX]
     expected_lines = [str(i) for i in range(5, 400, 5)]
     assert len(stored) + len(expected_lines) == count, "merging counts no event"
@@ -192,7 +195,8 @@ async def test_the_tasks_of_a_worker_share_one_request_with_their_ends(
     async with server.client() as client:
         for task in tasks:
             assert (await client.get_task(task.id)).status is TaskStatus.COMPLETED
-            events = [e async for e in client.stream_events(task.id)]
+            async with bounded(60, f"the stream of finished task {task.id} to end"):
+                events = [e async for e in client.stream_events(task.id)]
             lines = [e.data["line"] for e in events if e.kind is EventKind.STDERR]
             assert lines == [f"line {i}" for i in range(100)]
             assert events[-1].status is TaskStatus.COMPLETED
@@ -251,7 +255,8 @@ async def test_a_backlog_past_the_memory_bound_spools_to_disk_and_arrives_in_ord
     assert result is not None and result.finished is TaskStatus.COMPLETED
     assert uploader.spooled == 0
     async with server.client() as client:
-        events = [e async for e in client.stream_events(task.id)]
+        async with bounded(60, f"the stream of finished task {task.id} to end"):
+            events = [e async for e in client.stream_events(task.id)]
     lines = [e.data["line"] for e in events if e.kind is EventKind.STDERR]
     assert lines == [f"line {i}" for i in range(2_000)]
     assert [e.seq for e in events] == list(range(1, len(events) + 1))
