@@ -29,6 +29,7 @@ from codex_tui.events.view import Annotation
 from server_client.codex.lines import parse_line
 from server_client.models import Event, EventKind, TaskStatus
 from tests.conftest import FAKE_CODEX, LiveServer, ServerFactory, wait_until
+from tests.support.waits import bounded
 
 #: Every field of :data:`tests.fakes.fake_codex.HOSTILE` output that a person reads.
 FIELDS = (
@@ -170,9 +171,10 @@ def test_logs_export_and_json_lines_are_safe_and_keep_the_text() -> None:
 async def _task_id(server: LiveServer) -> str:
     async with server.client() as client:
         task = await client.create_task("show me", workdir=str(server.workdir))
-        async for event in client.stream_events(task.id):
-            if event.is_terminal:
-                assert event.status is TaskStatus.COMPLETED, server.log()
+        async with bounded(90, f"task {task.id}'s terminal event"):
+            async for event in client.stream_events(task.id):
+                if event.is_terminal:
+                    assert event.status is TaskStatus.COMPLETED, server.log()
     return task.id
 
 
@@ -280,7 +282,8 @@ async def test_deeply_nested_lines_neither_fail_the_task_nor_a_reader(
     server = server_factory(fake_mode="deep")
     async with server.client() as client:
         task = await client.create_task("go deep", workdir=str(server.workdir))
-        events = [event async for event in client.stream_events(task.id)]
+        async with bounded(90, f"task {task.id}'s stream to end"):
+            events = [event async for event in client.stream_events(task.id)]
         done = await client.get_task(task.id)
     assert done.status is TaskStatus.COMPLETED, (done.error, server.log())
     types = [e.codex_type for e in events if e.kind is EventKind.CODEX]

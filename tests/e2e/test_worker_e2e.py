@@ -10,12 +10,14 @@ import psutil
 
 from server_client.models import Event, EventKind, TaskStatus
 from tests.conftest import LiveServer, ServerFactory, wait_until
+from tests.support.waits import bounded
 
 
 async def _run(server: LiveServer, prompt: str = "do the thing", **kwargs: str) -> list[Event]:
     async with server.client() as client:
         task = await client.create_task(prompt, workdir=str(server.workdir), **kwargs)
-        return [event async for event in client.stream_events(task.id)]
+        async with bounded(90, f"task {task.id}'s stream to end"):
+            return [event async for event in client.stream_events(task.id)]
 
 
 def _codex_types(events: list[Event]) -> list[str]:
@@ -145,15 +147,17 @@ async def test_cancel_stops_codex_and_every_process_it_started(
     async with server.client() as client:
         task = await client.create_task("fork and sleep", workdir=str(server.workdir))
         seen: list[Event] = []
-        async for event in client.stream_events(task.id):
-            seen.append(event)
-            if event.codex_type == "item.started":
-                break
+        async with bounded(90, f"task {task.id}'s first item.started"):
+            async for event in client.stream_events(task.id):
+                seen.append(event)
+                if event.codex_type == "item.started":
+                    break
         wait_until(lambda: len(_processes_of(server, task.id)) >= 2, what="codex and its child")
         asked = time.monotonic()
         canceled = await client.cancel_task(task.id)
         assert canceled.cancel_requested
-        rest = [e async for e in client.stream_events(task.id, after=seen[-1].seq)]
+        async with bounded(90, f"canceled task {task.id}'s stream to end"):
+            rest = [e async for e in client.stream_events(task.id, after=seen[-1].seq)]
         took = time.monotonic() - asked
     assert rest[-1].status is TaskStatus.CANCELED
     assert any(e.data.get("cancel_requested") for e in rest if e.kind is EventKind.STATUS)
@@ -169,7 +173,8 @@ async def test_cancel_of_codex_that_ignores_sigint_kills_it_after_the_grace(
         task = await client.create_task("stubborn", workdir=str(server.workdir))
         wait_until(lambda: _processes_of(server, task.id), what="codex to start")
         await client.cancel_task(task.id)
-        events = [e async for e in client.stream_events(task.id)]
+        async with bounded(90, f"canceled task {task.id}'s stream to end"):
+            events = [e async for e in client.stream_events(task.id)]
     assert events[-1].status is TaskStatus.CANCELED
     assert _processes_of(server, task.id) == []
 
@@ -240,9 +245,10 @@ async def test_server_stop_with_worker_stops_its_worker_which_reports_its_tasks(
     async with server.client() as client:
         me = await client.me()
         task = await client.create_task("long", workdir=str(server.workdir))
-        async for event in client.stream_events(task.id):
-            if event.codex_type == "item.started":
-                break
+        async with bounded(90, f"task {task.id}'s first item.started"):
+            async for event in client.stream_events(task.id):
+                if event.codex_type == "item.started":
+                    break
     # It exits promptly: nothing has to be killed after the --timeout.
     stop = server.cli("server", "stop", "--with-worker", "--timeout", "10")
     assert stop.returncode == 0, stop.stdout + stop.stderr
@@ -265,12 +271,14 @@ async def test_revoking_the_local_worker_stops_it_and_it_does_not_come_back(
     pid = int((server.home / "state" / "local-worker.pid").read_text())
     async with server.client() as client:
         task = await client.create_task("long", workdir=str(server.workdir))
-        async for event in client.stream_events(task.id):
-            if event.codex_type == "item.started":
-                break
+        async with bounded(90, f"task {task.id}'s first item.started"):
+            async for event in client.stream_events(task.id):
+                if event.codex_type == "item.started":
+                    break
         local = next(w for w in await client.list_workers() if w.name == "local")
         await client.revoke_worker(local.id)
-        events = [e async for e in client.stream_events(task.id, after=event.seq)]
+        async with bounded(90, f"task {task.id} to end lost after its worker was revoked"):
+            events = [e async for e in client.stream_events(task.id, after=event.seq)]
         assert events[-1].status is TaskStatus.LOST
         wait_until(
             lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie",

@@ -16,6 +16,7 @@ import pytest
 
 from server_client.models import EventKind, TaskStatus, utcnow
 from tests.conftest import LiveServer, ServerFactory, wait_until_async
+from tests.support.waits import bounded
 from tests.support.worker_procs import WorkerPool, WorkerProc
 
 #: codex's grace after SIGINT (the worker's default) and the bound on the worker's exit (s).
@@ -46,9 +47,10 @@ async def _stopped_with_the_server_gone(
     )
     async with server.client() as client:
         task = await client.create_task("burst slowly", worker="stopper")
-        async for event in client.stream_events(task.id):
-            if event.codex_type == "item.completed" and event.data["item"]["id"] == "item_3":
-                break
+        async with bounded(90, f"task {task.id}'s item_3 to complete"):
+            async for event in client.stream_events(task.id):
+                if event.codex_type == "item.completed" and event.data["item"]["id"] == "item_3":
+                    break
     server.proc.kill()
     server.proc.wait(10)
     killed_at = utcnow()
@@ -103,9 +105,10 @@ async def test_saved_events_whose_lease_was_lost_meanwhile_are_dropped_with_a_lo
     )
     await asyncio.to_thread(server_factory, local_worker=False, reuse=server)
     async with server.client() as client:
-        async for event in client.stream_events(task_id):
-            if event.is_terminal:
-                break
+        async with bounded(90, f"task {task_id} to end lost on the restarted server"):
+            async for event in client.stream_events(task_id):
+                if event.is_terminal:
+                    break
         before = await client.get_events(task_id)
         assert before[-1].status is TaskStatus.LOST, before[-1]
         await asyncio.to_thread(worker.restart_plain)
