@@ -15,6 +15,7 @@ import pytest
 from server_client.models import Event, EventKind, TaskStatus
 from tests.conftest import LiveServer, ServerFactory, wait_until
 from tests.fakes.mock_model_server import MockModel, call_shell, say
+from tests.support.waits import bounded
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -44,7 +45,8 @@ async def test_real_codex_runs_a_shell_command_streamed_through_server_and_sdk(
         task = await client.create_task(
             "echo the marker", workdir=str(real_server.workdir), sandbox="workspace-write"
         )
-        events = [e async for e in client.stream_events(task.id)]
+        async with bounded(90, f"task {task.id}'s stream to end under the real codex"):
+            events = [e async for e in client.stream_events(task.id)]
         final = await client.get_task(task.id)
     assert [e.seq for e in events] == list(range(1, len(events) + 1))
     assert events[-1].status is TaskStatus.COMPLETED, real_server.log()
@@ -134,7 +136,8 @@ async def test_cancel_of_a_long_running_real_command_leaves_no_process(
         wait_until(lambda: _marked(marker), 60, "the command to start")
         started = time.monotonic()
         await client.cancel_task(task.id)
-        events = [e async for e in client.stream_events(task.id)]
+        async with bounded(90, f"canceled task {task.id}'s stream to end"):
+            events = [e async for e in client.stream_events(task.id)]
         took = time.monotonic() - started
     assert events[-1].status is TaskStatus.CANCELED, server.log()
     assert took < 2.0 + 1.5

@@ -17,6 +17,7 @@ import psutil
 
 from server_client.models import Event, EventKind, TaskStatus
 from tests.conftest import LiveServer, ServerFactory, free_port, wait_until
+from tests.support.waits import bounded
 from tests.support.worker_procs import task_processes
 
 
@@ -53,9 +54,10 @@ def _isolated_env(home: Path, **extra: str) -> dict[str, str]:
 
 async def _until_running(server: LiveServer, task_id: str) -> Event:
     async with server.client() as client:
-        async for event in client.stream_events(task_id):
-            if event.codex_type == "item.started":
-                return event
+        async with bounded(90, f"task {task_id}'s first item.started"):
+            async for event in client.stream_events(task_id):
+                if event.codex_type == "item.started":
+                    return event
     raise AssertionError(f"task {task_id} ended before it ran:\n{server.log()}")
 
 
@@ -203,7 +205,8 @@ async def test_a_task_on_the_local_worker_survives_a_server_restart_and_complete
     assert _worker_pid(again) == worker, "the new server adopted the running worker"
     gate.touch()
     async with again.client() as client:
-        events = [e async for e in client.stream_events(task.id)]
+        async with bounded(90, f"task {task.id}'s stream to end on the adopted worker"):
+            events = [e async for e in client.stream_events(task.id)]
         final = await client.get_task(task.id)
     statuses = [e.status for e in events if e.kind is EventKind.STATUS]
     assert statuses == [TaskStatus.QUEUED, TaskStatus.RUNNING, TaskStatus.COMPLETED], again.log()
