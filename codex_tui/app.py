@@ -26,7 +26,7 @@ from codex_tui.config import TuiSettings
 from codex_tui.notify import Notifier, Severity
 from codex_tui.screens.dashboard import DashboardScreen
 from codex_tui.state import PaneLayout, TuiState, load_layout, save_layout, save_state
-from codex_tui.textual_internals import write_to_terminal
+from codex_tui.textual_internals import exit_with_traceback_without_locals, write_to_terminal
 from codex_tui.widgets.task_list import TaskList
 from server_client.enums import TaskStatus
 from themes import APP_CSS_PATH, DEFAULT_THEME, THEME_NAMES, THEMES
@@ -221,6 +221,11 @@ class CodexTuiApp(App[None]):
             )
 
     # -- the panes ---------------------------------------------------------------------------
+
+    def _fatal_error(self) -> None:
+        """A crash prints its traceback without the frames' local variables (a token or a
+        pairing code can be one; docs/reliability.md S7)."""
+        exit_with_traceback_without_locals(self)
 
     def _remember_layout(self, layout: PaneLayout) -> None:
         """The dashboard's panes changed to ``layout``: write it soon."""

@@ -11,6 +11,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, cast
 
+import rich
+from rich.segment import Segments
+from rich.traceback import Traceback
 from textual.app import App
 from textual.binding import Binding, BindingsMap
 from textual.css.styles import RulesMap
@@ -23,6 +26,7 @@ from textual.widgets import OptionList
 
 __all__ = [
     "class_bindings",
+    "exit_with_traceback_without_locals",
     "footer_key",
     "keymap",
     "node_bindings",
@@ -182,3 +186,19 @@ def replace_option_prompt_in_place(options: OptionList, option_id: str, prompt: 
     top = options._index_to_line[index] - options.scroll_offset.y
     gutter = options.gutter
     options.refresh(Region(gutter.left, gutter.top + top, region.width, height))
+
+
+def exit_with_traceback_without_locals(app: App[Any]) -> None:
+    """Exit ``app`` after an unhandled exception as Textual's ``App._fatal_error`` does (a bell,
+    the traceback printed once the terminal is restored, the app closed), but without each
+    frame's local variables.
+
+    Why private: Textual renders a crash with ``show_locals=True`` and has no setting for it;
+    a local can hold the user's token or a pairing code (docs/reliability.md S7), so the app
+    overrides ``_fatal_error`` with this. It appends to ``App._exit_renderables`` (printed at
+    exit) and calls ``App._close_messages_no_wait``, as Textual's own method does.
+    """
+    app.bell()
+    traceback = Traceback(show_locals=False, width=None, suppress=[rich])
+    app._exit_renderables.append(Segments(app.console.render(traceback, app.console.options)))
+    app._close_messages_no_wait()
