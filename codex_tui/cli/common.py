@@ -164,12 +164,17 @@ def read_token_file(path: str, named_by: str = "--token-file") -> str:
 
 
 def _take_token_file(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
-    """``--token-file``'s callback: read the token now and leave it in ``ctx.meta``."""
+    """``--token-file``'s callback: leave ``(token, named_by, path)`` in ``ctx.meta``. The flag's
+    file is read now (``-`` is stdin, read once); ``CODEX_TUI_TOKEN_FILE``'s only when it is
+    the token used (:func:`given_token`), so a ``--token`` flag works beside a variable naming
+    a file that cannot be read."""
     if not value:
         return
     source = ctx.get_parameter_source(param.name or "token_file")
-    named_by = "CODEX_TUI_TOKEN_FILE" if source is ParameterSource.ENVIRONMENT else "--token-file"
-    ctx.meta[_TOKEN_FILE_META] = (read_token_file(value, named_by), named_by)
+    if source is ParameterSource.ENVIRONMENT:
+        ctx.meta.setdefault(_TOKEN_FILE_META, (None, "CODEX_TUI_TOKEN_FILE", value))
+    else:
+        ctx.meta[_TOKEN_FILE_META] = (read_token_file(value, "--token-file"), "--token-file", value)
 
 
 def connection_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -197,11 +202,15 @@ def given_token(ctx: click.Context, token: str | None) -> tuple[str | None, str]
     from_file = ctx.meta.get(_TOKEN_FILE_META)
     if from_file is None:
         return found, named_by
+    filed, file_named_by, path = from_file
     if found and named_by == "--token":
-        if from_file[1] == "--token-file":
+        if file_named_by == "--token-file":
             fail("give the token once: --token or --token-file, not both")
         return found, named_by
-    return from_file[0], from_file[1]
+    if filed is None:
+        filed = read_token_file(path, file_named_by)
+        ctx.meta[_TOKEN_FILE_META] = (filed, file_named_by, path)
+    return filed, file_named_by
 
 
 def given_option(ctx: click.Context, name: str, value: str | None) -> tuple[str | None, str]:

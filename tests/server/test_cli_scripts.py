@@ -332,6 +332,12 @@ def test_the_token_comes_from_a_file_stdin_or_the_environment_never_a_flag(
     assert ok(over_env) == ""
     filed = {**env, "CODEX_TUI_TOKEN_FILE": str(token_file)}
     assert "token:  from --token\n" in ok(_run(filed, "status", "--token", server.token))
+    # The variable's file is read only when it gives the token: a flag beside a variable
+    # naming an unreadable file works, and without the flag the error names the variable.
+    unreadable = {**env, "CODEX_TUI_TOKEN_FILE": str(tmp_path / "gone")}
+    assert "token:  from --token\n" in ok(_run(unreadable, "status", "--token", server.token))
+    gone = _run(unreadable, "ls")
+    assert gone.returncode == 2 and "CODEX_TUI_TOKEN_FILE: cannot read the token" in gone.stderr
     both = _run(env, "ls", "--token", server.token, "--token-file", str(token_file))
     assert both.returncode == 2 and "give the token once" in both.stderr
     empty = tmp_path / "empty"
