@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from sqlalchemy.exc import DBAPIError
 
 from server_client import __version__
 from server_client.heap import frozen_heap
@@ -40,6 +41,9 @@ async def _sweep_lost(store: Store, hub: Hub, settings: ServerSettings) -> None:
 
     The first sweep waits one lease TTL after the start, so workers that kept running while
     the server was down can reconnect before their leases are judged (docs/reliability.md R1).
+    A sweep refused for a full storage logs the throttled storage-full warning and is tried
+    again at the next interval (docs/reliability.md R11); any other error is logged with its
+    traceback.
     """
     await asyncio.sleep(settings.lease_ttl_s)
     while True:
@@ -49,6 +53,11 @@ async def _sweep_lost(store: Store, hub: Hub, settings: ServerSettings) -> None:
                 hub.notify(task_key(task_id))
                 hub.notify(cancel_key(owner_id))
                 hub.notify(queue_key(owner_id))  # a conversation with replies queues again
+        except DBAPIError as exc:
+            if problems.is_storage_full(exc):  # a warning now and then, not a traceback per sweep
+                problems.log_storage_full(exc)
+            else:
+                log.exception("sweep of lost leases failed")
         except Exception:  # noqa: BLE001 - keep sweeping after a transient store error
             log.exception("sweep of lost leases failed")
         await asyncio.sleep(settings.sweep_interval_s)

@@ -103,7 +103,7 @@ def is_storage_full(exc: DBAPIError) -> bool:
     return isinstance(orig, sqlite3.Error) and "database or disk is full" in str(orig)
 
 
-def _log_storage_full(exc: DBAPIError) -> None:
+def log_storage_full(exc: DBAPIError) -> None:
     """A warning about a full storage, at most once per :data:`STORAGE_FULL_LOG_EVERY_S`
     (a log on the same disk must not grow by a line per refused write)."""
     global _storage_full_logged_at  # one process-wide throttle
@@ -166,7 +166,7 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(DBAPIError)
     async def database_error(_request: Request, exc: DBAPIError) -> JSONResponse:
         if is_storage_full(exc):
-            _log_storage_full(exc)
+            log_storage_full(exc)
             return problem_response(507, "Insufficient Storage", STORAGE_FULL_DETAIL)
         # SQLSTATE class 22, "data exception": a value from the request the database cannot
         # take, e.g. a NUL character in text or a number out of a column's range on

@@ -16,23 +16,25 @@ The server is a real uvicorn in this process (so that the test can fill its stor
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import uvicorn
-from sqlalchemy import event
+from sqlalchemy import event, update
 
 from server_client.errors import ApiError
-from server_client.models import EventBatch, EventIn, EventKind, WorkerHello
+from server_client.models import EventBatch, EventIn, EventKind, TaskCreate, TaskStatus, WorkerHello
 from server_client.retry import WORKER_FINAL, is_retryable
-from server_client.server.app import create_app
-from server_client.server.db import create_engine, migrate
+from server_client.server.app import _sweep_lost, create_app
+from server_client.server.db import create_engine, migrate, workers
+from server_client.server.hub import Hub
 from server_client.server.main import _Server
 from server_client.server.settings import ServerSettings
 from server_client.server.store import Store
@@ -281,3 +283,58 @@ async def test_a_full_storage_is_a_507_reads_go_on_and_writes_resume_when_space_
         )
         lines = [e["data"]["n"] for e in page.json() if e.get("kind") == "stderr"]
         assert lines == [0, 1, 2, 3, 4], page.text
+
+
+async def test_a_sweep_refused_for_a_full_storage_logs_no_traceback_and_ends_the_task_later(
+    pg_url: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Ending a silent worker's task lost appends its status event: refused while the
+    # storage is full, at every sweep; the log must not gain a traceback per sweep (R11).
+    engine = create_engine(pg_url)
+    await migrate(engine)
+    store = Store(engine, lease_ttl_s=30.0)
+    sweeper: asyncio.Task[None] | None = None
+    try:
+        alice = await store.create_user("alice")
+        worker = await store.connect_worker(alice, WorkerHello(name="silent", max_tasks=10))
+        task = await store.create_task(alice, TaskCreate(prompt="lose me"), None)
+        assert await store.claim(alice, worker) is not None
+        async with engine.begin() as conn:
+            await conn.execute(
+                update(workers)
+                .where(workers.c.id == worker.id)
+                .values(last_seen_at=datetime.now(UTC) - timedelta(seconds=120))
+            )
+            for statement in PG_FILL:
+                await conn.exec_driver_sql(statement)
+
+        sweeps = 0
+        sweep = store.sweep_lost
+
+        async def counted() -> list[tuple[str, str]]:
+            nonlocal sweeps
+            sweeps += 1
+            return await sweep()
+
+        monkeypatch.setattr(store, "sweep_lost", counted)
+        settings = ServerSettings(db_url=pg_url, lease_ttl_s=0.01, sweep_interval_s=0.01)
+        caplog.set_level(logging.WARNING)
+        sweeper = asyncio.create_task(_sweep_lost(store, Hub(), settings))
+        await wait_until_async(lambda: sweeps >= 5, 30, "five sweeps of a full storage")
+        tracebacks = [r.getMessage() for r in caplog.records if r.exc_info]
+        assert not tracebacks, tracebacks
+        assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+        assert (await store.get_task(alice, task.id)).status is TaskStatus.RUNNING
+
+        async with engine.begin() as conn:  # space returns: the next sweep ends it
+            for statement in PG_FREE:
+                await conn.exec_driver_sql(statement)
+        freed_at = sweeps  # the sweep that starts after this one began saw the space
+        await wait_until_async(lambda: sweeps >= freed_at + 2, 30, "a sweep with space again")
+        assert (await store.get_task(alice, task.id)).status is TaskStatus.LOST
+    finally:
+        if sweeper is not None:
+            sweeper.cancel()
+            await asyncio.gather(sweeper, return_exceptions=True)
+        await store.aclose()
+        await engine.dispose()
