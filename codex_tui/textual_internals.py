@@ -11,9 +11,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, cast
 
-import rich
-from rich.segment import Segments
-from rich.traceback import Traceback
 from textual.app import App
 from textual.binding import Binding, BindingsMap
 from textual.css.styles import RulesMap
@@ -198,6 +195,10 @@ def exit_with_traceback_without_locals(app: App[Any]) -> None:
     overrides ``_fatal_error`` with this. It appends to ``App._exit_renderables`` (printed at
     exit) and calls ``App._close_messages_no_wait``, as Textual's own method does.
     """
+    import rich  # imported on a crash only: rich.traceback loads pygments (start-up time)
+    from rich.segment import Segments
+    from rich.traceback import Traceback
+
     app.bell()
     traceback = Traceback(show_locals=False, width=None, suppress=[rich])
     app._exit_renderables.append(Segments(app.console.render(traceback, app.console.options)))
