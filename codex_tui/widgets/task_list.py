@@ -440,6 +440,9 @@ class TaskList(Widget, can_focus=False):
         now = self.clock()
         rows = {task_id: self._row(self._tasks[task_id], now) for task_id in order}
         if layout != self._layout:
+            # The highlight as drawn: newer than _selected_id while its event is still queued
+            # (select_task just moved it), so a rebuild keeps what was asked for last.
+            drawn = options.highlighted_option.id if options.highlighted_option else None
             options.set_options(
                 option
                 for group, members in groups
@@ -448,7 +451,7 @@ class TaskList(Widget, can_focus=False):
                     *(Option(rows[task_id].content(), id=task_id) for task_id in members),
                 )
             )
-            target = self._pending_select or self._selected_id
+            target = self._pending_select or drawn or self._selected_id
             if target is not None and target in rows:
                 self._pending_select = None
                 options.highlighted = options.get_option_index(target)

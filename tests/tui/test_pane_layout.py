@@ -63,7 +63,11 @@ async def test_reopening_brings_the_panes_back_in_order_with_the_focus(
             def restored() -> bool:
                 return [pane.task_id for pane in grid(app).panes] == order
 
-            await wait_for(pilot, restored, "the three panes in their order")
+            try:
+                await wait_for(pilot, restored, "the three panes in their order")
+            except AssertionError as error:
+                shown = [pane.task_id for pane in grid(app).panes]
+                raise AssertionError(f"{error}: panes {shown}, wanted {order}") from None
             back = grid(app).panes
             await wait_for(pilot, lambda: active_panes(app) == [back[1]], "the second active")
             focused = app.focused
@@ -124,6 +128,34 @@ async def test_starting_writes_no_layout_only_a_change_does(
             await wait_for(pilot, lambda: written, "a layout written")
             assert written[0] == PaneLayout(tasks=(task.id,))
             assert load_layout(state, server.url) == PaneLayout(tasks=(task.id,))
+
+
+async def test_a_highlight_asked_for_survives_a_poll_that_comes_before_its_event(
+    server_factory: ServerFactory, tmp_path: Path
+) -> None:
+    # Restoring panes ends by highlighting the focused pane's task; the list's first poll can
+    # land before that highlight's event is handled. The poll must not move the highlight (and
+    # with it the active pane's task) to the newest task.
+    server = server_factory(local_worker=False)
+    async with server.client() as client:
+        oldest, _middle, newest = await create_tasks(client, server, 3)
+        async with running_app(client, server, state_path=tmp_path / "state.json") as (app, pilot):
+            tasks = task_list(app)
+            await wait_for(pilot, lambda: tasks.loaded, "the list's first poll")
+            listed = list(tasks.tasks)
+            assert listed[0].id == newest.id  # newest first: a rebuild starts there
+            tasks.update_tasks([oldest])  # a one-row list, as the restore's upsert left it
+            tasks.select_task(oldest.id)
+            tasks.update_tasks(listed)  # the poll, before the highlight's event is handled
+
+            def on_oldest() -> bool:
+                selected = tasks.selected_task
+                return selected is not None and selected.id == oldest.id
+
+            await wait_for(pilot, on_oldest, "the highlight on the task asked for")
+            await wait_for(pilot, lambda: grid(app).panes[0].task_id == oldest.id, "its pane")
+            drawn = tasks.options.highlighted_option
+            assert drawn is not None and drawn.id == oldest.id and on_oldest()
 
 
 def test_a_malformed_state_file_remembers_no_panes(tmp_path: Path) -> None:
