@@ -383,8 +383,11 @@ class WorkersScreen(Screen[None]):
         try:
             workers = await self.client.list_workers()
         except REQUEST_ERRORS as error:
-            self._set_error(describe_poll_failure(error))
+            if self.query_one_optional("#workers-error", Static) is not None:
+                self._set_error(describe_poll_failure(error))
             return
+        if self.query_one_optional("#workers-table", DataTable) is None:
+            return  # the screen was closed during the request: its rows are gone
         self._loaded = True
         self._set_error(None)
         self.update_workers(workers)
