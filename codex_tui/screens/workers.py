@@ -380,17 +380,19 @@ class WorkersScreen(Screen[None]):
         )
 
     async def _poll_once(self) -> None:
+        workers: list[Worker] | None = None
         try:
             workers = await self.client.list_workers()
         except REQUEST_ERRORS as error:
-            if self.query_one_optional("#workers-error", Static) is not None:
-                self._set_error(describe_poll_failure(error))
-            return
+            failure: str | None = describe_poll_failure(error)
+        else:
+            failure = None
         if self.query_one_optional("#workers-table", DataTable) is None:
             return  # the screen was closed during the request: its rows are gone
-        self._loaded = True
-        self._set_error(None)
-        self.update_workers(workers)
+        self._set_error(failure)
+        if workers is not None:
+            self._loaded = True
+            self.update_workers(workers)
 
     def _set_error(self, error: str | None) -> None:
         if error is not None:

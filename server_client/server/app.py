@@ -53,13 +53,11 @@ async def _sweep_lost(store: Store, hub: Hub, settings: ServerSettings) -> None:
                 hub.notify(task_key(task_id))
                 hub.notify(cancel_key(owner_id))
                 hub.notify(queue_key(owner_id))  # a conversation with replies queues again
-        except DBAPIError as exc:
-            if problems.is_storage_full(exc):  # a warning now and then, not a traceback per sweep
-                problems.log_storage_full(exc)
+        except Exception as exc:  # noqa: BLE001 - keep sweeping after a transient store error
+            if isinstance(exc, DBAPIError) and problems.is_storage_full(exc):
+                problems.log_storage_full(exc)  # a warning now and then, not a traceback a sweep
             else:
                 log.exception("sweep of lost leases failed")
-        except Exception:  # noqa: BLE001 - keep sweeping after a transient store error
-            log.exception("sweep of lost leases failed")
         await asyncio.sleep(settings.sweep_interval_s)
 
 
