@@ -138,6 +138,10 @@ class _Row:
     canceling: bool
     diff: tuple[int, int] | None = None
     """Lines added and removed in the task's workspace, once its worker reported a diff."""
+    waiting: str | None = None
+    """What a queued task no online worker can take waits for (``waiting for a worker with
+    label gpu``: :func:`server_client.routing.waiting_for`); it replaces the status word and
+    the target."""
 
     def content(self) -> Content:
         status_word = (
@@ -145,9 +149,12 @@ class _Row:
         )
         counts = " · [$success]+$added[/] [$error]−$removed[/]" if self.diff is not None else ""
         added, removed = self.diff if self.diff is not None else (0, 0)
+        if self.waiting is not None and not self.canceling:
+            second = "[$warning]$waiting[/] · $age"
+        else:
+            second = f"$status · $worker · $age{counts}"
         return Content.from_markup(
-            f"[{_STATUS_VARIABLES[self.status]}]$icon[/] $prompt\n"
-            f"[$foreground-muted]  $status · $worker · $age{counts}[/]",
+            f"[{_STATUS_VARIABLES[self.status]}]$icon[/] $prompt\n[$foreground-muted]  {second}[/]",
             icon=status_icon(self.status),
             prompt=self.prompt,
             status=status_word,
@@ -155,6 +162,7 @@ class _Row:
             age=self.age,
             added=str(added),
             removed=str(removed),
+            waiting=self.waiting or "",
         )
 
 
@@ -166,10 +174,14 @@ class TaskList(Widget, can_focus=False):
 
     Each task is a two-line row: status icon and prompt, then the status word, worker (or,
     while a routed task is queued, its target: ``→ gpu-box``), age and, once the worker
-    reported a diff of the task's workspace, its lines added and removed (``+12 −4``).
+    reported a diff of the task's workspace, its lines added and removed (``+12 −4``). A
+    queued task that no online worker can take says what it waits for instead of its status
+    and target (``waiting for a worker with label gpu``, ``waiting for an online worker``:
+    :func:`server_client.routing.waiting_for`, the rule ``codex-tui ls`` shows too).
 
     A worker polls ``client.list_tasks()`` every ``poll_interval_s`` (and at once after
-    :meth:`poll_now`); a row is redrawn only when what it shows changed. When a poll fails the
+    :meth:`poll_now`), and ``client.list_workers()`` too while a listed task is queued; a row
+    is redrawn only when what it shows changed. When a poll fails the
     server counts as disconnected (the rule is in :mod:`codex_tui.failures`): an error line
     appears above the list, which stays as it was and can still be browsed, and polling goes
     on after growing delays until a poll succeeds.
@@ -323,6 +335,8 @@ class TaskList(Widget, can_focus=False):
         self._counts = TaskCounts()
         self._unfinished: set[str] = set()
         self._waiting: set[str] = set()
+        # queued task id -> what it waits for, when no online worker can take it (last poll)
+        self._unroutable: dict[str, str] = {}
         self._selected_id: str | None = None
         self._pending_select: str | None = None
         self._error: str | None = None
@@ -490,6 +504,7 @@ class TaskList(Widget, can_focus=False):
                 if task.diff_added is not None and task.diff_removed is not None
                 else None
             ),
+            waiting=self._unroutable.get(task.id) if task.status is TaskStatus.QUEUED else None,
         )
 
     async def _poll_once(self) -> float | None:
@@ -506,6 +521,22 @@ class TaskList(Widget, can_focus=False):
         self._retry_delays = self._new_retry_delays()
         self._loaded = True
         self._set_online()
+        queued = [task for task in page.items if task.status is TaskStatus.QUEUED]
+        if not queued:
+            self._unroutable = {}
+        else:
+            from server_client.routing import waiting_for
+
+            try:
+                workers = await self.client.list_workers()
+            except REQUEST_ERRORS:
+                pass  # what they wait for stays as last seen; the tasks themselves are fresh
+            else:
+                self._unroutable = {
+                    task.id: waiting
+                    for task in queued
+                    if (waiting := waiting_for(task, workers)) is not None
+                }
         self.update_tasks(page.items)
         return None
 

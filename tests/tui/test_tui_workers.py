@@ -468,7 +468,14 @@ async def test_compose_routes_a_task_to_a_worker_and_labels(
             assert stored.labels == ["gpu", "linux"]
             assert stored.status is TaskStatus.QUEUED
             tasks = task_list(app)
-            await wait_for(pilot, lambda: "→ gpu-box [gpu, linux]" in row_texts(tasks)[0])
+            # gpu-box never connected: the row says what the task waits for.
+            await wait_for(
+                pilot,
+                lambda: (
+                    "waiting for worker gpu-box with labels gpu, linux ·" in row_texts(tasks)[0]
+                ),
+                "the row to say which worker the task waits for",
+            )
 
             # An unknown worker: the server's 400 is shown inline and the form is kept.
             compose = await open_compose(pilot, app)
@@ -514,3 +521,33 @@ async def test_task_list_shows_the_target_of_queued_routed_tasks(
             assert "waits for a gpu" in rows[1] and "queued · → [gpu] ·" in rows[1]
             assert "waits for gpu-box" in rows[2] and "queued · → gpu-box ·" in rows[2]
             assert "claimed by gpu-box" in rows[3] and "running · gpu-box ·" in rows[3]
+
+
+async def test_task_list_says_what_a_queued_task_no_online_worker_can_take_waits_for(
+    server_factory: ServerFactory,
+) -> None:
+    server = server_factory(local_worker=False)
+    async with server.client() as client:
+        await pair_worker(client, server, "cpu-box")
+        await client.create_task("waits for a gpu", labels=["gpu"])
+        await client.create_task("any worker will do")
+        async with running_app(client, server) as (app, pilot):
+            tasks = task_list(app)
+            await wait_for(
+                pilot,
+                lambda: any("waiting for a worker with label gpu ·" in r for r in row_texts(tasks)),
+                "the gpu task's row to say what it waits for",
+            )
+            rows = row_texts(tasks)
+            assert "any worker will do" in rows[0] and "queued · — ·" in rows[0]
+            assert "waits for a gpu" in rows[1] and "→ [gpu]" not in rows[1]
+
+            # Once a worker with the label is online, the row shows the queue and its target.
+            await pair_worker(client, server, "gpu-box", ["gpu"])
+            tasks.poll_now()
+            await wait_for(
+                pilot,
+                lambda: "queued · → [gpu] ·" in row_texts(tasks)[1],
+                "the gpu task's row to show its target once a gpu worker is online",
+            )
+            assert all("waiting for" not in row for row in row_texts(tasks))
