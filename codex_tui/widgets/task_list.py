@@ -140,8 +140,8 @@ class _Row:
     """Lines added and removed in the task's workspace, once its worker reported a diff."""
     waiting: str | None = None
     """What a queued task no online worker can take waits for (``waiting for a worker with
-    label gpu``: :func:`server_client.routing.waiting_for`); it replaces the status word and
-    the target."""
+    label gpu``: :func:`server_client.routing.waiting_for`); it replaces the target, which
+    it names."""
 
     def content(self) -> Content:
         status_word = (
@@ -150,7 +150,7 @@ class _Row:
         counts = " · [$success]+$added[/] [$error]−$removed[/]" if self.diff is not None else ""
         added, removed = self.diff if self.diff is not None else (0, 0)
         if self.waiting is not None and not self.canceling:
-            second = "[$warning]$waiting[/] · $age"
+            second = "$status · [$warning]$waiting[/] · $age"
         else:
             second = f"$status · $worker · $age{counts}"
         return Content.from_markup(
@@ -175,8 +175,8 @@ class TaskList(Widget, can_focus=False):
     Each task is a two-line row: status icon and prompt, then the status word, worker (or,
     while a routed task is queued, its target: ``→ gpu-box``), age and, once the worker
     reported a diff of the task's workspace, its lines added and removed (``+12 −4``). A
-    queued task that no online worker can take says what it waits for instead of its status
-    and target (``waiting for a worker with label gpu``, ``waiting for an online worker``:
+    queued task that no online worker can take says what it waits for instead of its target
+    (``queued · waiting for a worker with label gpu``, ``waiting for an online worker``:
     :func:`server_client.routing.waiting_for`, the rule ``codex-tui ls`` shows too).
 
     A worker polls ``client.list_tasks()`` every ``poll_interval_s`` (and at once after

@@ -535,7 +535,9 @@ async def test_task_list_says_what_a_queued_task_no_online_worker_can_take_waits
             tasks = task_list(app)
             await wait_for(
                 pilot,
-                lambda: any("waiting for a worker with label gpu ·" in r for r in row_texts(tasks)),
+                lambda: any(
+                    "queued · waiting for a worker with label gpu ·" in r for r in row_texts(tasks)
+                ),
                 "the gpu task's row to say what it waits for",
             )
             rows = row_texts(tasks)
