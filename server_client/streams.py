@@ -11,12 +11,19 @@ ends after the terminal event, as :meth:`CodexTuiClient.stream_events` does.
 The connection's own resumes (network errors, a server restart) are the SDK's; a refusal of
 the stream (:class:`ApiError`, e.g. a task that is not the caller's) is raised in every
 consumer of that connection.
+
+One network read can carry hundreds of events, which the SSE parser hands over without
+awaiting anything: the stream gives the event loop a turn at least every
+:data:`SLICE_S` while it parses such a burst, so an application's timers, keys and
+rendering never wait for a whole read (a 10,000-event burst held a TUI's loop for one read's
+parse at a time, tens of ms, before).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -26,6 +33,10 @@ from server_client.models import Event
 #: Most events waiting for one consumer that does not read them (it is then dropped with an
 #: error: a consumer must keep up, as a TUI pane that buffers its events does).
 MAX_WAITING = 100_000
+
+#: Longest the stream parses and hands over events without letting the event loop run other
+#: work (s).
+SLICE_S = 0.002
 
 
 #: The client attribute that holds its shared streams (:meth:`TaskStreams.shared`); kept on
@@ -133,8 +144,13 @@ class TaskStreams:
     async def _follow(self, positions: dict[str, int], consumers: set[_Consumer]) -> None:
         """Feed ``consumers`` from one stream that starts at ``positions`` (a consumer that
         left meanwhile is skipped)."""
+        clock = time.perf_counter
         try:
+            slice_end = clock() + SLICE_S
             async for event in self._client.follow_tasks(positions):
+                if clock() >= slice_end:
+                    await asyncio.sleep(0)  # a burst of one read: let the loop run between
+                    slice_end = clock() + SLICE_S
                 task_id = event.task_id
                 event.task_id = None  # as the task's own stream has it (exports, raw views)
                 for consumer in consumers:

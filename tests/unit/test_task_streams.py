@@ -8,6 +8,9 @@ import asyncio
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
+import pytest
+
+from server_client import streams as streams_module
 from server_client.client import CodexTuiClient
 from server_client.models import Event, EventIn, EventKind, TaskStatus, TurnEnd, utcnow
 from server_client.streams import TaskStreams
@@ -84,3 +87,49 @@ async def test_consumers_share_one_stream_and_a_late_one_gets_the_whole_log(
     assert client.opened[0] == {a: 0}
     assert any(set(opened) == {a, b} for opened in client.opened)
     assert len(client.opened) <= 5
+
+
+async def test_a_burst_read_in_one_network_read_lets_the_event_loop_run_between_events(
+    server_factory: ServerFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A replay of a stored log arrives many events per network read; the SSE parser hands
+    them over without awaiting anything, so the stream itself must give the loop a turn (every
+    ``SLICE_S``; 0 here: before each event) or a TUI's timers wait for a whole read's parse."""
+    monkeypatch.setattr(streams_module, "SLICE_S", 0.0)
+    server = server_factory(local_worker=False)
+    async with server.client() as client:
+        task_id = (await client.create_task("a long log")).id
+    api = WorkerApi(server.url, server.token)
+    uploads, uploaders = await claim_all(api, "burst-test", 1)
+    for n in range(2_000):
+        uploaders[task_id].add(_line(task_id, n))
+    await uploaders[task_id].close(TurnEnd(status=TaskStatus.COMPLETED, event_count=2_000))
+    await uploads.aclose()
+    await api.aclose()
+
+    turns = 0
+
+    async def count_turns() -> None:
+        nonlocal turns
+        while True:
+            turns += 1
+            await asyncio.sleep(0)
+
+    async with server.client() as client:
+        streams = TaskStreams(client)
+        counter = asyncio.create_task(count_turns())
+        back_to_back = 0
+        seen = 0
+        last_turns = turns
+        try:
+            async with asyncio.timeout(60):
+                async for _event in streams.events(task_id):
+                    seen += 1
+                    if turns == last_turns:
+                        back_to_back += 1  # handed over with no other work run since the last
+                    last_turns = turns
+        finally:
+            counter.cancel()
+            await streams.aclose()
+    assert seen == 2_003  # queued, running, 2,000 lines, completed
+    assert back_to_back == 0, f"{back_to_back} of {seen} events came without the loop running"
