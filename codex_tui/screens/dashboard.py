@@ -295,6 +295,7 @@ class DashboardScreen(Screen[None]):
     @on(PaneGrid.LayoutChanged)
     def _layout_changed(self, message: PaneGrid.LayoutChanged) -> None:
         message.stop()
+        self._show_waiting()
         if not self.restoring and self._remember_layout is not None:
             # While restoring: the start-up pane, not what the user arranged.
             self._remember_layout(message.layout)
@@ -319,6 +320,13 @@ class DashboardScreen(Screen[None]):
             Content.from_markup("[$error]offline[/]") if message.error else None
         )
         self.banner.set_state(message.error, message.retry_in_s, message.since)
+
+    @on(TaskList.WaitingChanged)
+    def _show_waiting(self) -> None:
+        """Each pane's queued task says what it waits for when no online worker can take
+        it (the task list's last poll): at 80 columns the list's row cuts it short."""
+        for pane in self.pane_grid.panes:
+            pane.waiting_for = self.task_list.waiting_for(pane.task_id)
 
     @on(TaskList.CountsChanged)
     def _show_counts(self, message: TaskList.CountsChanged) -> None:

@@ -271,6 +271,10 @@ class EventView(Widget):
     before it started."""
     replying: var[bool] = var(False, init=False, toggle_class="-replying")
     """True while the reply box is open (it has the keyboard focus)."""
+    waiting_for: var[str | None] = var(None, init=False)
+    """What the queued task waits for when no online worker can take it (``waiting for a
+    worker with label gpu``; set by the dashboard from its task list), shown after the
+    status while the task is queued."""
 
     @dataclass
     class StatusChanged(Message):
@@ -920,8 +924,8 @@ class EventView(Widget):
         return "Events" if task is None else short_prompt(task.prompt, 120)
 
     def compute_pane_subtitle(self) -> _Subtitle | None:
-        """Status, run time, token usage, stream error, search and new events, joined by
-        ``·`` (None: no task)."""
+        """Status (and what a queued task waits for), run time, token usage, stream error,
+        search and new events, joined by ``·`` (None: no task)."""
         if self.followed_task is None:
             return None
         parts: list[str] = []
@@ -935,6 +939,9 @@ class EventView(Widget):
             parts.append("$icon $status")
             variables["icon"] = status_icon(status)
             variables["status"] = status.value
+            if status is TaskStatus.QUEUED and self.waiting_for:
+                parts.append("[$warning]$waiting[/]")
+                variables["waiting"] = self.waiting_for
         if self.run_time:
             parts.append("$runtime")
             variables["runtime"] = self.run_time

@@ -187,7 +187,8 @@ class TaskList(Widget, can_focus=False):
     on after growing delays until a poll succeeds.
 
     Messages: :class:`Selected` when the highlighted task changes, :class:`CountsChanged` when
-    the groups' sizes change, :class:`TaskFinished` when a task seen unfinished has ended,
+    the groups' sizes change, :class:`WaitingChanged` when what stuck queued tasks wait for
+    changed, :class:`TaskFinished` when a task seen unfinished has ended,
     :class:`ApprovalNeeded` when a task starts waiting for an approval (also for those
     waiting at the first poll), and :class:`ConnectionChanged` after each failed poll and on
     recovery.
@@ -262,6 +263,18 @@ class TaskList(Widget, can_focus=False):
             return isinstance(message, TaskList.CountsChanged) and (
                 message.task_list is self.task_list
             )
+
+    @dataclass
+    class WaitingChanged(Message):
+        """What the queued tasks no online worker can take wait for changed
+        (:meth:`TaskList.waiting_for`)."""
+
+        task_list: TaskList
+
+        @property
+        def control(self) -> TaskList:
+            """The task list that posted the message."""
+            return self.task_list
 
     @dataclass
     class TaskFinished(Message):
@@ -401,6 +414,11 @@ class TaskList(Widget, can_focus=False):
         """When polls started failing, or None while the server answers."""
         return self._offline_since
 
+    def waiting_for(self, task_id: str | None) -> str | None:
+        """What a listed queued task waits for when no online worker can take it
+        (``waiting for a worker with label gpu``; as of the last poll), else None."""
+        return self._unroutable.get(task_id) if task_id is not None else None
+
     def poll_now(self) -> None:
         """Poll at once instead of waiting for the interval (or the next retry)."""
         self._wake.set()
@@ -522,6 +540,7 @@ class TaskList(Widget, can_focus=False):
         self._loaded = True
         self._set_online()
         queued = [task for task in page.items if task.status is TaskStatus.QUEUED]
+        before = self._unroutable
         if not queued:
             self._unroutable = {}
         else:
@@ -538,6 +557,8 @@ class TaskList(Widget, can_focus=False):
                     if (waiting := waiting_for(task, workers)) is not None
                 }
         self.update_tasks(page.items)
+        if self._unroutable != before:
+            self.post_message(self.WaitingChanged(self))
         return None
 
     def _set_offline(self, error: str, retry_in_s: float) -> None:
