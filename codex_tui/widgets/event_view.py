@@ -273,8 +273,8 @@ class EventView(Widget):
     """True while the reply box is open (it has the keyboard focus)."""
     waiting_for: var[str | None] = var(None, init=False)
     """What the queued task waits for when no online worker can take it (``waiting for a
-    worker with label gpu``; set by the dashboard from its task list), shown after the
-    status while the task is queued."""
+    worker with label gpu``; set by the dashboard from its task list), shown in the bar
+    under the transcript while the task is queued."""
 
     @dataclass
     class StatusChanged(Message):
@@ -731,8 +731,9 @@ class EventView(Widget):
         return None
 
     def _update_bar(self) -> None:
-        """The line under the transcript: the pending approval and its keys, or that the
-        turn is done and how to reply; hidden otherwise."""
+        """The line under the transcript: the pending approval and its keys, that the turn
+        is done and how to reply, or what a queued task no online worker can take waits
+        for; hidden otherwise."""
         keys = self.transcript.keys
         card = self.pending_approval if self.followed_task is not None else None
         text = ""
@@ -748,6 +749,8 @@ class EventView(Widget):
             text = f"{answers} · {approval_summary(card.approval)}"
         elif self.status is TaskStatus.IDLE and self.followed_task is not None:
             text = f"◇ turn done — {keys['reply']} reply"
+        elif self.status is TaskStatus.QUEUED and self.waiting_for and self.followed_task:
+            text = f"○ {self.waiting_for}"
         if text == self._bar:
             return
         self._bar = text
@@ -755,6 +758,10 @@ class EventView(Widget):
         self.set_class(card is not None, "-approval")
         if self.is_mounted:
             self.query_one("#conversation-bar", Static).update(Content(text))
+
+    def watch_waiting_for(self) -> None:
+        """Show or hide what the queued task waits for."""
+        self._update_bar()
 
     def watch_status(self) -> None:
         """A new status may show or hide the bar (turn done) and stops or starts the run
@@ -924,8 +931,8 @@ class EventView(Widget):
         return "Events" if task is None else short_prompt(task.prompt, 120)
 
     def compute_pane_subtitle(self) -> _Subtitle | None:
-        """Status (and what a queued task waits for), run time, token usage, stream error,
-        search and new events, joined by ``·`` (None: no task)."""
+        """Status, run time, token usage, stream error, search and new events, joined by
+        ``·`` (None: no task)."""
         if self.followed_task is None:
             return None
         parts: list[str] = []
@@ -939,9 +946,6 @@ class EventView(Widget):
             parts.append("$icon $status")
             variables["icon"] = status_icon(status)
             variables["status"] = status.value
-            if status is TaskStatus.QUEUED and self.waiting_for:
-                parts.append("[$warning]$waiting[/]")
-                variables["waiting"] = self.waiting_for
         if self.run_time:
             parts.append("$runtime")
             variables["runtime"] = self.run_time

@@ -26,7 +26,6 @@ from codex_tui.screens.confirm import ConfirmModal
 from codex_tui.screens.dashboard import DashboardScreen
 from codex_tui.screens.pairing import PairingModal, format_remaining
 from codex_tui.screens.workers import WorkersScreen, format_last_seen, short_version
-from codex_tui.widgets.event_view import EventView
 from codex_tui.widgets.task_list import worker_text
 from server_client.client import ApiError, CodexTuiClient, redeem_pairing_code
 from server_client.models import PairingCode, Task, TaskStatus, Worker, WorkerHello
@@ -176,11 +175,6 @@ def row_of(screen: WorkersScreen, name: str) -> list[str]:
         if worker.name == name:
             return screen.row_text(worker.id)
     return []
-
-
-def subtitle(view: EventView) -> str:
-    """The plain text of a pane's border subtitle."""
-    return view.pane_subtitle.content().plain if view.pane_subtitle is not None else ""
 
 
 def static_text(widget: Static) -> str:
@@ -550,13 +544,14 @@ async def test_task_list_says_what_a_queued_task_no_online_worker_can_take_waits
             rows = row_texts(tasks)
             assert "any worker will do" in rows[0] and "queued · — ·" in rows[0]
             assert "waits for a gpu" in rows[1] and "→ [gpu]" not in rows[1]
-            # The pane says it in full (at 80 columns the row cuts it short).
+            # The pane says it in full, under its transcript (at 80 columns the row cuts it).
             tasks.select_task(gpu_task.id)
             view = event_view(app)
+            bar = view.query_one("#conversation-bar", Static)
             await wait_for(
                 pilot,
-                lambda: "○ queued · waiting for a worker with label gpu" in subtitle(view),
-                "the pane's subtitle to say what its task waits for",
+                lambda: bar.display and static_text(bar) == "○ waiting for a worker with label gpu",
+                "the pane's bar to say what its task waits for",
             )
 
             # Once a worker with the label is online, the row shows the queue and its target.
@@ -568,7 +563,5 @@ async def test_task_list_says_what_a_queued_task_no_online_worker_can_take_waits
                 "the gpu task's row to show its target once a gpu worker is online",
             )
             assert all("waiting for" not in row for row in row_texts(tasks))
-            await wait_for(
-                pilot, lambda: "waiting for" not in subtitle(view), "the pane's subtitle"
-            )
-            assert "○ queued" in subtitle(view)
+            await wait_for(pilot, lambda: not bar.display, "the pane's bar to go")
+            assert view.status is TaskStatus.QUEUED
