@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, ClassVar
@@ -66,9 +68,10 @@ class DashboardScreen(Screen[None]):
             the TUI last ran against this server): each task is fetched again (``GET
             /api/tasks/{id}``) and replays its events in its own pane, in order, the active one
             focused (and maximised if it was). A task the server no longer has or shows to this
-            user (a 4xx) is skipped, with one toast naming how many; if the server cannot be
-            reached the panes stay as they are. Until it is done the list's highlight moves no
-            pane and no layout change is reported.
+            user (a 4xx) is skipped, with one toast naming how many; while the server cannot
+            be reached it is tried again (when the list's polls get through, or after growing
+            waits). Until it is done the list's highlight moves no pane and no layout change
+            is reported, so the remembered layout is never overwritten.
         remember_layout: Called with each new layout of the panes
             (:class:`PaneGrid.LayoutChanged`); the app writes it down. A call, not the message
             itself: Textual stops a message at the node that was handling a message when it
@@ -112,6 +115,8 @@ class DashboardScreen(Screen[None]):
         self._layout = layout if layout is not None and layout.tasks else None
         self.restoring = self._layout is not None
         """True while the panes of :attr:`_layout` are being brought back."""
+        # Set when the task list's polls reach the server again after failing.
+        self._reconnected = asyncio.Event()
         self._remember_layout = remember_layout
 
     def compose(self) -> ComposeResult:
@@ -316,6 +321,8 @@ class DashboardScreen(Screen[None]):
 
     @on(TaskList.ConnectionChanged)
     def _show_connection(self, message: TaskList.ConnectionChanged) -> None:
+        if message.connected:
+            self._reconnected.set()  # a restore waiting for the server tries again at once
         self.task_list.border_subtitle = (
             Content.from_markup("[$error]offline[/]") if message.error else None
         )
@@ -334,35 +341,59 @@ class DashboardScreen(Screen[None]):
 
     # -- internals --------------------------------------------------------------------------
 
-    async def _restore_panes(self, layout: PaneLayout) -> None:
-        """Fetch the tasks of ``layout`` and follow them in panes (see the class's ``layout``)."""
-        try:
-            await client_ready(self.client)
-            from server_client.client import ApiError  # the SDK: imported by now
+    async def _fetch_layout_tasks(self, layout: PaneLayout) -> tuple[list[Task], int, int]:
+        """The tasks of ``layout`` the server still shows this user, the index of the active
+        one among them and how many were skipped (a 4xx).
 
-            tasks: list[Task] = []
-            active = 0
-            skipped = 0
-            for index, task_id in enumerate(layout.tasks):
-                try:
-                    task = await self.client.get_task(task_id)
-                except ApiError as error:
-                    if not 400 <= error.status < 500:
-                        raise
-                    skipped += 1
-                    continue
-                if index <= layout.active:
-                    active = len(tasks)
-                tasks.append(task)
-        except failures.REQUEST_ERRORS as error:
-            self.restoring = False
-            self.notify(
-                f"Could not bring the panes back: {failures.describe_poll_failure(error)}",
-                title="Panes",
-                severity="warning",
-                markup=False,
-            )
-            return
+        Raises:
+            One of :data:`codex_tui.failures.REQUEST_ERRORS`: the server did not answer.
+        """
+        await client_ready(self.client)
+        from server_client.client import ApiError  # the SDK: imported by now
+
+        tasks: list[Task] = []
+        active = 0
+        skipped = 0
+        for index, task_id in enumerate(layout.tasks):
+            try:
+                task = await self.client.get_task(task_id)
+            except ApiError as error:
+                if not 400 <= error.status < 500:
+                    raise
+                skipped += 1
+                continue
+            if index <= layout.active:
+                active = len(tasks)
+            tasks.append(task)
+        return tasks, active, skipped
+
+    async def _restore_panes(self, layout: PaneLayout) -> None:
+        """Fetch the tasks of ``layout`` and follow them in panes (see the class's ``layout``).
+
+        While the server does not answer, it tries again after growing waits
+        (:func:`codex_tui.failures.poll_retry_delays`), or at once when the task list's polls
+        reach the server again; meanwhile the list's highlight moves no pane, so the layout
+        the user left is neither lost nor overwritten (one toast says so)."""
+        delays = failures.poll_retry_delays()
+        told = False
+        while True:
+            self._reconnected.clear()
+            try:
+                tasks, active, skipped = await self._fetch_layout_tasks(layout)
+                break
+            except failures.REQUEST_ERRORS as error:
+                if not told:
+                    told = True
+                    self.notify(
+                        f"The panes come back when the server answers: "
+                        f"{failures.describe_poll_failure(error)}",
+                        title="Panes",
+                        severity="warning",
+                        markup=False,
+                    )
+            with contextlib.suppress(TimeoutError):  # not wait_for (3.11 loses cancels)
+                async with asyncio.timeout(next(delays)):
+                    await self._reconnected.wait()
         try:
             if tasks:
                 await self.pane_grid.restore(tasks, active, layout.maximized)

@@ -3,6 +3,7 @@ order, the active pane focused (and maximised), per server URL, skipping a task 
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -169,3 +170,35 @@ def test_a_malformed_state_file_remembers_no_panes(tmp_path: Path) -> None:
         encoding="utf-8",
     )
     assert load_layout(state, "http://x/") == PaneLayout(tasks=("a", "b"))
+
+
+async def test_panes_come_back_once_a_server_that_was_down_at_start_answers(
+    server_factory: ServerFactory, tmp_path: Path
+) -> None:
+    # Before, a start with the server down gave up on the panes, and the list's first
+    # highlight once the server was back overwrote the remembered layout with one pane.
+    server = server_factory(local_worker=False)
+    state = tmp_path / "tui-state.json"
+    async with server.client() as client:
+        tasks = await create_tasks(client, server, 2)
+    order = tuple(task.id for task in tasks)
+    remembered = PaneLayout(tasks=order, active=0)
+    save_layout(state, server.url, remembered)
+    await asyncio.to_thread(server.stop)
+    async with server.client() as client:
+        async with running_app(client, server, state_path=state) as (app, pilot):
+            await wait_for(
+                pilot, lambda: any("come back when" in t for t in toasts(app)), "the toast"
+            )
+            assert grid(app).panes[0].task_id is None
+            await asyncio.to_thread(server_factory, local_worker=False, reuse=server)
+
+            def restored() -> bool:
+                return tuple(pane.task_id for pane in grid(app).panes) == order
+
+            await wait_for(pilot, restored, "the two panes in their order", 40)
+            await wait_for(pilot, lambda: task_list(app).loaded, "the list's first poll")
+            for pane in grid(app).panes:
+                await wait_for(pilot, replayed_queued(pane), f"{pane.id}'s events")
+            assert restored()
+            assert load_layout(state, server.url) == remembered
