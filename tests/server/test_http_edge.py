@@ -1,15 +1,16 @@
 """The server's HTTP edge (issue 17 items 8 and 10, docs/reliability.md S12, S10), with raw
 sockets against a real server: half-sent headers and stalled bodies are closed within
 ``request_read_timeout_s`` (here 2 s), a stalled body with a 408 problem; a too large
-``Content-Length`` gets a 413 problem before the body is read; event streams and the
-workers' long polls outlast the bound; a server bound off loopback warns about plain HTTP
-and an open ``/metrics``."""
+``Content-Length`` gets a 413 problem before the body is read, a chunked body as it passes
+the limit; event streams and the workers' long polls outlast the bound; a server bound off
+loopback warns about plain HTTP and an open ``/metrics``."""
 
 from __future__ import annotations
 
 import json
 import socket
 import time
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -209,3 +210,36 @@ def test_a_server_bound_to_every_address_says_so_loudly_at_start(
     assert "GET /metrics is open" in log
     assert "FORWARDED_ALLOW_IPS is ignored" in log
     assert server.token not in log
+
+
+def test_a_chunked_body_past_the_limit_gets_a_413_problem_and_stores_nothing(
+    edge_server: LiveServer,
+) -> None:
+    # No Content-Length to refuse up front: the body is counted as it is read, and the
+    # request is answered as soon as it passes the limit (httpx reads that answer although
+    # the server closes the connection before the rest of the body is sent).
+    limit = ServerSettings.model_fields["max_body_bytes"].default
+    prompt = "x" * (limit + 1)
+    body = json.dumps({"prompt": prompt, "workdir": str(edge_server.workdir)}).encode()
+
+    def chunks() -> Iterator[bytes]:
+        for start in range(0, len(body), 65536):
+            yield body[start : start + 65536]
+
+    response = httpx.post(
+        f"{edge_server.url}/api/tasks",
+        content=chunks(),
+        headers={
+            "Authorization": f"Bearer {edge_server.token}",
+            "Content-Type": "application/json",
+        },
+        timeout=BOUND_S + SLACK_S,
+    )
+    assert response.status_code == 413, response.text
+    assert response.headers["content-type"].startswith(PROBLEM)
+    problem = response.json()
+    assert problem["status"] == 413 and "CODEX_TUI_SERVER_MAX_BODY_BYTES" in problem["detail"]
+    listed = httpx.get(
+        f"{edge_server.url}/api/tasks", headers={"Authorization": f"Bearer {edge_server.token}"}
+    )
+    assert listed.json()["items"] == []
