@@ -139,7 +139,7 @@ TOKEN_FILE_HELP = (
     "Read the token from the first line of this file (or of stdin with `-`); or "
     "CODEX_TUI_TOKEN_FILE. Kept out of `ps`, unlike --token."
 )
-#: Where :func:`_take_token_file` leaves the token it read, in ``click.Context.meta`` (shared
+#: Where :func:`take_token_file` leaves the token it read, in ``click.Context.meta`` (shared
 #: by a command and its group): ``(token, what named it)``.
 _TOKEN_FILE_META = "codex_tui.token_file"
 
@@ -163,7 +163,7 @@ def read_token_file(path: str, named_by: str = "--token-file") -> str:
     return token
 
 
-def _take_token_file(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+def take_token_file(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
     """``--token-file``'s callback: leave ``(token, named_by, path)`` in ``ctx.meta``. The flag's
     file is read now (``-`` is stdin, read once); ``CODEX_TUI_TOKEN_FILE``'s only when it is
     the token used (:func:`given_token`), so a ``--token`` flag works beside a variable naming
@@ -185,7 +185,7 @@ def connection_options(func: Callable[..., Any]) -> Callable[..., Any]:
         envvar="CODEX_TUI_TOKEN_FILE",
         metavar="PATH",
         expose_value=False,
-        callback=_take_token_file,
+        callback=take_token_file,
         help=TOKEN_FILE_HELP,
     )(func)
     func = click.option("--token", envvar="CODEX_TUI_TOKEN", help=TOKEN_HELP)(func)

@@ -15,14 +15,14 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import click
-from click.core import ParameterSource
 
 from codex_tui.cli.common import (
     DEFAULT_PORT,
     TOKEN_FILE_HELP,
     default_db_url,
     fail,
-    read_token_file,
+    given_token,
+    take_token_file,
 )
 
 if TYPE_CHECKING:
@@ -424,7 +424,14 @@ def stop(with_worker: bool, timeout_s: float) -> None:
     help="A user token instead of pairing (or CODEX_TUI_TOKEN). A flag's value is visible to "
     "every user of this machine in `ps`: prefer CODEX_TUI_TOKEN or --token-file.",
 )
-@click.option("--token-file", envvar="CODEX_TUI_TOKEN_FILE", metavar="PATH", help=TOKEN_FILE_HELP)
+@click.option(
+    "--token-file",
+    envvar="CODEX_TUI_TOKEN_FILE",
+    metavar="PATH",
+    expose_value=False,
+    callback=take_token_file,
+    help=TOKEN_FILE_HELP,
+)
 @click.pass_context
 @click.option("--name", default=None, help="Worker name (default: this host's name).")
 @click.option("--label", "labels", multiple=True, help="A label for routing (repeatable).")
@@ -435,7 +442,6 @@ def worker(
     server_url: str | None,
     code: str | None,
     token: str | None,
-    token_file: str | None,
     name: str | None,
     labels: tuple[str, ...],
     **worker_flags: Any,
@@ -448,17 +454,9 @@ def worker(
     """
     import socket
 
-    # Highest first: --token or --token-file (not both), CODEX_TUI_TOKEN_FILE, CODEX_TUI_TOKEN.
-    token_flag = token is not None and (
-        ctx.get_parameter_source("token") is ParameterSource.COMMANDLINE
-    )
-    if token_file:
-        file_flag = ctx.get_parameter_source("token_file") is ParameterSource.COMMANDLINE
-        if token_flag and file_flag:
-            fail("give the token once: --token or --token-file, not both")
-        if file_flag or not token_flag:
-            named_by = "--token-file" if file_flag else "CODEX_TUI_TOKEN_FILE"
-            token = read_token_file(token_file, named_by)
+    # Highest first: --token or --token-file (not both), CODEX_TUI_TOKEN_FILE, CODEX_TUI_TOKEN,
+    # as for every other command.
+    token, _named_by = given_token(ctx, token)
 
     from server_client.credentials import (
         WorkerCredentials,

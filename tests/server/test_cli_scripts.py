@@ -17,6 +17,7 @@ from pathlib import Path
 import click
 import httpx
 import psutil
+import pytest
 
 from server_client.models import WorkerHello
 from server_client.worker.api import WorkerApi
@@ -350,16 +351,21 @@ def test_the_token_comes_from_a_file_stdin_or_the_environment_never_a_flag(
         assert server.token not in done.stdout + done.stderr
 
 
+@pytest.mark.parametrize("given_to", ["worker", "group"])
 def test_a_worker_takes_its_token_from_a_file_and_it_stays_out_of_its_command_line(
-    server_factory: ServerFactory, tmp_path: Path
+    server_factory: ServerFactory, tmp_path: Path, given_to: str
 ) -> None:
+    # The worker reads its token by the rules of every other command: a --token-file given to
+    # the group (`codex-tui --token-file F worker`) counts too.
     server = server_factory(local_worker=False)
     token_file = tmp_path / "token"
     token_file.write_text(server.token + "\n")
     env = {**server.env, "CODEX_TUI_HOME": str(tmp_path / "gpu-box")}
     env.pop("CODEX_TUI_TOKEN", None)
-    argv = [sys.executable, "-m", "codex_tui", "worker", "--server", server.url]
-    argv += ["--token-file", str(token_file), "--name", "filed", "--codex-bin", str(FAKE_CODEX)]
+    filed = ["--token-file", str(token_file)]
+    argv = [sys.executable, "-m", "codex_tui", *(filed if given_to == "group" else [])]
+    argv += ["worker", "--server", server.url, *(filed if given_to == "worker" else [])]
+    argv += ["--name", "filed", "--codex-bin", str(FAKE_CODEX)]
     argv += ["--workdir-root", str(tmp_path)]
     proc = subprocess.Popen(
         argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=tmp_path
@@ -378,3 +384,19 @@ def test_a_worker_takes_its_token_from_a_file_and_it_stays_out_of_its_command_li
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+def test_a_worker_refuses_two_tokens_and_names_an_unreadable_token_file(
+    server_factory: ServerFactory, tmp_path: Path
+) -> None:
+    server = server_factory(local_worker=False)
+    token_file = tmp_path / "token"
+    token_file.write_text(server.token + "\n")
+    env = {**server.env, "CODEX_TUI_HOME": str(tmp_path / "gpu-box")}
+    env.pop("CODEX_TUI_TOKEN", None)
+    worker = ["worker", "--server", server.url, "--name", "filed"]
+    both = _run(env, *worker, "--token", server.token, "--token-file", str(token_file))
+    assert both.returncode == 2 and "give the token once" in both.stderr
+    gone = _run({**env, "CODEX_TUI_TOKEN_FILE": str(tmp_path / "gone")}, *worker)
+    assert gone.returncode == 2 and "CODEX_TUI_TOKEN_FILE: cannot read the token" in gone.stderr
+    assert server.token not in both.stderr + gone.stderr
