@@ -17,7 +17,9 @@ from tests.conftest import LiveServer, ServerFactory, wait_until
 from tests.fakes.mock_model_server import MockModel, call_shell, say
 from tests.support.waits import bounded
 
-pytestmark = pytest.mark.timeout(120)
+# Above the sum of any one test's own bounded waits (the cancel test: 30 + 60 + 90 s), so a
+# hang fails with the message of the wait that timed out, not at the suite's timeout.
+pytestmark = pytest.mark.timeout(240)
 
 
 @pytest.fixture
