@@ -16,9 +16,10 @@ from textual.containers import Horizontal, Vertical
 from textual.content import Content
 from textual.screen import Screen
 from textual.suggester import SuggestFromList
-from textual.widgets import Footer, Input, Label, Select, Static, TextArea
+from textual.widgets import Input, Label, Select, Static, TextArea
 
 from codex_tui.failures import REQUEST_ERRORS, describe_action_failure
+from codex_tui.widgets.keys_footer import KeysFooter
 from server_client.client import ApiError, CodexTuiClient
 from server_client.models import ApprovalPolicy, Runtime, Sandbox, Task, TaskCreate
 from server_client.paths import is_within
@@ -231,7 +232,7 @@ class ComposeScreen(Screen[Task | None]):
                 )
             yield Static(id="compose-error")
             yield Static("Submitting…", id="compose-busy")
-        yield Footer()
+        yield KeysFooter()
 
     def on_mount(self) -> None:
         """Start in the prompt; fetch worker names for the worker field's suggestions."""

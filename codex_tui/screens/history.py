@@ -17,7 +17,7 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.content import Content
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Input, Select, Static
+from textual.widgets import DataTable, Input, Select, Static
 
 from codex_tui.events.palette import Palette
 from codex_tui.events.view import shown_line, status_icon
@@ -27,6 +27,7 @@ from codex_tui.failures import (
     describe_poll_failure,
 )
 from codex_tui.screens.confirm import ConfirmModal
+from codex_tui.widgets.keys_footer import KeysFooter
 from codex_tui.widgets.task_list import format_age, short_prompt, worker_text
 from server_client.client import ApiError, CodexTuiClient
 from server_client.models import Task, TaskPage, TaskStatus, utcnow
@@ -243,7 +244,7 @@ class HistoryScreen(Screen[Task | None]):
             table = HistoryTable(id="history-table", cursor_type="row", zebra_stripes=False)
             self._add_columns(table)
             yield table
-        yield Footer()
+        yield KeysFooter()
 
     def on_mount(self) -> None:
         """Load the first page and the worker names; the keyboard goes to the table."""

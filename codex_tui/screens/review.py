@@ -26,7 +26,7 @@ from textual.geometry import Size
 from textual.screen import ModalScreen, Screen
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
-from textual.widgets import Footer, Input, OptionList, Static
+from textual.widgets import Input, OptionList, Static
 from textual.widgets.option_list import Option
 
 from codex_tui.events.palette import Palette
@@ -41,6 +41,7 @@ from codex_tui.events.patch import (
 )
 from codex_tui.events.view import shown_line
 from codex_tui.failures import REQUEST_ERRORS, describe_action_failure
+from codex_tui.widgets.keys_footer import KeysFooter
 from codex_tui.widgets.task_list import format_age, short_prompt
 from server_client.client import ApiError, CodexTuiClient, NotFoundError
 from server_client.clock import utcnow
@@ -555,7 +556,7 @@ class ReviewScreen(Screen[None]):
             files.border_title = "Files"
             yield files
             yield DiffView(id="review-diff")
-        yield Footer()
+        yield KeysFooter()
 
     def on_mount(self) -> None:
         """Show what was given, or fetch it; watch a live task; tick the header's age."""

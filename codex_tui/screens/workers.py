@@ -16,7 +16,7 @@ from textual.binding import Binding, BindingType
 from textual.containers import Vertical
 from textual.content import Content
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Static
+from textual.widgets import DataTable, Static
 
 from codex_tui.events.palette import Palette
 from codex_tui.events.view import shown_line
@@ -28,6 +28,7 @@ from codex_tui.failures import (
 )
 from codex_tui.screens.confirm import ConfirmModal
 from codex_tui.screens.pairing import PairingModal
+from codex_tui.widgets.keys_footer import KeysFooter
 from codex_tui.widgets.task_list import format_age
 from server_client.client import ApiError, CodexTuiClient, NotFoundError
 from server_client.models import Worker, utcnow
@@ -199,7 +200,7 @@ class WorkersScreen(Screen[None]):
                 table.add_column(heading, key=key)
             yield table
             yield Static(id="worker-detail")
-        yield Footer()
+        yield KeysFooter()
 
     def on_mount(self) -> None:
         """Start polling; the keyboard goes to the table."""
