@@ -177,17 +177,22 @@ def take_token_file(ctx: click.Context, param: click.Parameter, value: str | Non
         ctx.meta[_TOKEN_FILE_META] = (read_token_file(value, "--token-file"), "--token-file", value)
 
 
+#: ``--token-file PATH`` (or ``CODEX_TUI_TOKEN_FILE``): read at parse time into ``ctx.meta``
+#: (:func:`take_token_file`), where :func:`given_token` finds it; not passed to the command.
+token_file_option = click.option(
+    "--token-file",
+    envvar="CODEX_TUI_TOKEN_FILE",
+    metavar="PATH",
+    expose_value=False,
+    callback=take_token_file,
+    help=TOKEN_FILE_HELP,
+)
+
+
 def connection_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """Add ``--server``, ``--token`` and ``--token-file`` to a command (the last one is read
     at parse time; :func:`given_token` finds its token)."""
-    func = click.option(
-        "--token-file",
-        envvar="CODEX_TUI_TOKEN_FILE",
-        metavar="PATH",
-        expose_value=False,
-        callback=take_token_file,
-        help=TOKEN_FILE_HELP,
-    )(func)
+    func = token_file_option(func)
     func = click.option("--token", envvar="CODEX_TUI_TOKEN", help=TOKEN_HELP)(func)
     return click.option(
         "--server", envvar="CODEX_TUI_SERVER", help="Server URL (default: the stored one)."

@@ -18,11 +18,10 @@ import click
 
 from codex_tui.cli.common import (
     DEFAULT_PORT,
-    TOKEN_FILE_HELP,
     default_db_url,
     fail,
     given_token,
-    take_token_file,
+    token_file_option,
 )
 
 if TYPE_CHECKING:
@@ -424,14 +423,7 @@ def stop(with_worker: bool, timeout_s: float) -> None:
     help="A user token instead of pairing (or CODEX_TUI_TOKEN). A flag's value is visible to "
     "every user of this machine in `ps`: prefer CODEX_TUI_TOKEN or --token-file.",
 )
-@click.option(
-    "--token-file",
-    envvar="CODEX_TUI_TOKEN_FILE",
-    metavar="PATH",
-    expose_value=False,
-    callback=take_token_file,
-    help=TOKEN_FILE_HELP,
-)
+@token_file_option
 @click.pass_context
 @click.option("--name", default=None, help="Worker name (default: this host's name).")
 @click.option("--label", "labels", multiple=True, help="A label for routing (repeatable).")
