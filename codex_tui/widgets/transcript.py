@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import accumulate, count
 from math import ceil
+from operator import attrgetter
 from typing import TYPE_CHECKING, ClassVar, Self
 
 from rich.cells import cell_len
@@ -64,6 +65,10 @@ FOLDED_OUTPUT_LINES = 6
 LINE_CACHE_LINES = 512
 
 _render_ids = count(1)
+_seq_of = attrgetter("seq")
+#: Entries refreshed at once past which their positions are looked up in one pass over the
+#: window instead of one binary search each.
+_LOOKUPS_BEFORE_INDEX = 32
 
 
 @dataclass(eq=False, slots=True, weakref_slot=True)
@@ -91,11 +96,11 @@ class Entry:
     strips: list[Strip] | None = None
     render_id: int = 0
     _text: str | None = field(default=None, repr=False)
+    #: The event's seq, copied once: the transcript's searches and checks read it per entry.
+    seq: int = field(init=False, repr=False)
 
-    @property
-    def seq(self) -> int:
-        """The event's seq."""
-        return self.event.seq
+    def __post_init__(self) -> None:
+        self.seq = self.event.seq
 
     def forget_render(self) -> None:
         """What it shows changed: render it again when next shown."""
@@ -390,7 +395,8 @@ class Transcript(ScrollView, can_focus=True):
         return Entry(event, note, height=estimate_height(typed, self._content_width))
 
     def append(self, entries: Sequence[Entry]) -> None:
-        """Add entries after the newest; drops the oldest beyond ``max_entries``.
+        """Add entries (in seq order, as the window keeps them) after the newest; drops the
+        oldest beyond ``max_entries``.
 
         Callers append only while the user follows or the window is not full (see
         :attr:`room`), so trimming never removes what the user is reading.
@@ -398,7 +404,8 @@ class Transcript(ScrollView, can_focus=True):
         if not entries:
             return
         last = self.last_seq or 0
-        fresh = [e for e in entries if e.seq > last]
+        # A batch comes in seq order: most often all of it is new.
+        fresh = list(entries) if entries[0].seq > last else [e for e in entries if e.seq > last]
         if not fresh:
             return
         # Entries that land below the view change nothing on screen but the scrollbar.
@@ -457,14 +464,14 @@ class Transcript(ScrollView, can_focus=True):
 
     def entry_at(self, seq: int) -> Entry | None:
         """The entry of the event ``seq`` in the window (None: not held)."""
-        index = bisect_left(self.entries, seq, key=lambda e: e.seq)
+        index = bisect_left(self.entries, seq, key=_seq_of)
         if index < len(self.entries) and self.entries[index].seq == seq:
             return self.entries[index]
         return None
 
     def index_of(self, entry: Entry) -> int | None:
         """The index of ``entry`` in the window (None: not held)."""
-        index = bisect_left(self.entries, entry.seq, key=lambda e: e.seq)
+        index = bisect_left(self.entries, entry.seq, key=_seq_of)
         if index < len(self.entries) and self.entries[index] is entry:
             return index
         return None
@@ -479,8 +486,14 @@ class Transcript(ScrollView, can_focus=True):
         changed_rows: list[tuple[int, list[Strip] | None, list[Strip]]] = []
         moved_from: int | None = None  # the first line below which everything moved
         changed = False
+        entries = list(entries)
+        where: Callable[[Entry], int | None] = self.index_of
+        if len(entries) > _LOOKUPS_BEFORE_INDEX:
+            # Many at once (a burst's live items): one pass over the window, not a search each.
+            positions = {id(e): i for i, e in enumerate(self.entries)}
+            where = lambda e: positions.get(id(e))  # noqa: E731
         for entry in entries:
-            index = self.index_of(entry)
+            index = where(entry)
             if index is None:
                 continue
             changed = True

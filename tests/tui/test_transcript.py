@@ -1131,3 +1131,45 @@ async def test_a_buffered_burst_lets_the_app_run_between_slices() -> None:
         await wait_for(pilot, lambda: view.events_seen == len(events), "the burst", 60)
         between = {n for n in seen if 0 < n < len(events)}
         assert len(between) >= 3, f"the loop ran only at {sorted(between)}"
+
+
+async def test_many_live_items_finishing_in_one_flush_show_their_results() -> None:
+    """More finished items at once than one binary search each is worth (the transcript
+    then finds them in one pass over its window): those in view show their result at once,
+    those above the view when scrolled to; no entry is added for them."""
+    clock = FakeClock()
+    app = StreamHost(clock, BurstClient(), max_entries=50)
+    async with app.run_test(size=SIZE) as pilot:
+        view = app.pane
+        transcript = view.transcript
+        commands = 80
+
+        def command(n: int, phase: str, seq: int) -> Event:
+            body: dict[str, Any] = {"id": f"c{n}", "type": "command_execution"}
+            body["command"] = f"step {n}"
+            if phase == "completed":
+                body |= {"status": "completed", "exit_code": 0, "aggregated_output": f"out-{n}\n"}
+            ev = item(phase, body)
+            ev.seq = seq
+            return ev
+
+        feed(view, [command(n, "started", n + 1) for n in range(commands)])
+        clock.now += 1
+        view._flush()
+        await pilot.pause()
+        assert transcript.first_seq == commands - 50 + 1
+        # Every command still in the window finishes in the same batch.
+        in_window = range(commands - 50, commands)
+        feed(view, [command(n, "completed", commands + 1 + i) for i, n in enumerate(in_window)])
+        clock.now += 1
+        view._flush()
+        await pilot.pause()
+        assert view.pending == 0
+        assert [e.seq for e in transcript.entries] == list(range(commands - 50 + 1, commands + 1))
+        assert transcript.following and transcript.scroll_y == transcript.max_scroll_y
+        shown = "".join(transcript.render_line(y).text for y in range(transcript.size.height))
+        assert f"out-{commands - 1}" in shown
+        transcript.scroll_to(y=0, animate=False, immediate=True)
+        await pilot.pause()
+        top = "".join(transcript.render_line(y).text for y in range(transcript.size.height))
+        assert f"out-{commands - 50}" in top
