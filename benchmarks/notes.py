@@ -172,6 +172,13 @@ def _latency_note(flat: dict[str, Any], sections: dict[str, Any], exits: bool) -
         steady_p99=steady.get("p99", 0),
         exits=", " + text("latency.exits") if exits else "",
     )
+    if flat.get("relay_floor_p50_ms") and flat.get("added_p50_vs_relay_floor"):
+        note += " " + text(
+            "latency.floor",
+            rate=flat.get("relay_floor_rate_per_s") or 0,
+            p50=flat["relay_floor_p50_ms"],
+            ratio=flat["added_p50_vs_relay_floor"],
+        )
     note += " " + text("latency.done")
     # The concurrency profile's load (a few events/s per task) and the throughput profile's
     # (more per task); without profiles, the reference level alone.

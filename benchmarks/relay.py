@@ -63,6 +63,10 @@ class RelayConfig:
         refine: Bisection steps between the last passing and the first failing rate.
         fallback: Rates tried (highest first, events/s) when the first step fails.
         pad: Bytes of filler text per event (the pipeline's events carry as many).
+        floor_rate: The rate (events/s) of one more step after the stepping: the pipeline's
+            latency levels offer 100 events/s in all, so at this rate the relay's latency is
+            the floor of the pipeline's added latency (each event uploaded and streamed
+            alone, as the pipeline's are at 2/s per task). 0: no such step.
     """
 
     steps: list[float]
@@ -70,6 +74,7 @@ class RelayConfig:
     refine: int
     fallback: list[float] = field(default_factory=list)
     pad: int = DEFAULT_PAD
+    floor_rate: float = 100.0
 
 
 @dataclass
@@ -227,7 +232,9 @@ async def relay(run_dir: Path, cfg: RelayConfig, log: Callable[[str], None]) -> 
         ``steps`` (each step's result), ``relay_events_per_s`` (the highest passing offered
         rate, events/s; 0 when none passed), ``relay_p50_ms``/``relay_p99_ms`` (latency at
         that rate, ms), ``relay_steady_p99_ms``, ``relay_delivered_per_s`` and
-        ``relay_first_failing_per_s``.
+        ``relay_first_failing_per_s``; with ``cfg.floor_rate``, ``floor_step`` and
+        ``relay_floor_rate_per_s``, ``relay_floor_p50_ms``/``relay_floor_p99_ms`` (the
+        latency at that low rate, ms: the floor of the pipeline's added latency).
     """
     server = await asyncio.to_thread(start_relay, run_dir)
     steps: list[dict[str, Any]] = []
@@ -240,15 +247,30 @@ async def relay(run_dir: Path, cfg: RelayConfig, log: Callable[[str], None]) -> 
         steps.append(result)
         return result
 
+    floor: dict[str, Any] = {}
     try:
         passing, failing = await step_rates(
             cfg.steps, step, refine=cfg.refine, fallback=cfg.fallback
         )
+        if cfg.floor_rate:
+            log(f"relay: latency floor at {cfg.floor_rate:g} events/s")
+            floor = await run_relay_step(server, cfg.floor_rate, cfg)
+            judge_step(floor, cfg.floor_rate)
+            log(f"    {brief(floor)}")
     finally:
         server.stop()
     if not steps:
         raise BenchError("relay: no step ran")
+    floor_keys: dict[str, Any] = {}
+    if floor.get("passed"):
+        floor_keys = {
+            "floor_step": floor,
+            "relay_floor_rate_per_s": cfg.floor_rate,
+            "relay_floor_p50_ms": floor["latency_ms"]["p50"],
+            "relay_floor_p99_ms": floor["latency_ms"]["p99"],
+        }
     return {
+        **floor_keys,
         "steps": steps,
         "relay_events_per_s": passing["offered_per_s"] if passing else 0.0,
         "relay_p50_ms": passing["latency_ms"]["p50"] if passing else None,

@@ -106,6 +106,10 @@ def flatten(sections: dict[str, Any]) -> dict[str, Any]:
     flat["sustained_vs_relay_pct"] = relay_pct(
         flat.get("sustained_events_per_s"), relay.get("relay_events_per_s")
     )
+    added, floor = flat.get("added_p50_ms_50"), relay.get("relay_floor_p50_ms")
+    if added is not None and floor:
+        # How far the pipeline's added p50 is from its own libraries' (the same 100 events/s).
+        flat["added_p50_vs_relay_floor"] = added / floor
     for name in ("resume", "tui", "cancel", "real_codex"):
         for key, value in (sections.get(name) or {}).items():
             if not isinstance(value, dict | list) or key.endswith("_runs_ms"):
@@ -354,6 +358,17 @@ def markdown(results: dict[str, Any], flat: dict[str, Any]) -> str:
         ("Bare relay: sustained events/s", "relay_events_per_s", "/s"),
         ("Bare relay: latency p50 at that rate", "relay_p50_ms", "ms"),
         ("Bare relay: latency p99 at that rate", "relay_p99_ms", "ms"),
+        (
+            "Bare relay at 100 events/s: latency p50 (the floor of added latency)",
+            "relay_floor_p50_ms",
+            "ms",
+        ),
+        ("Bare relay at 100 events/s: latency p99", "relay_floor_p99_ms", "ms"),
+        (
+            "Added p50 at 50 tasks ÷ the bare relay's p50 at 100 events/s",
+            "added_p50_vs_relay_floor",
+            "×",
+        ),
         ("Delta storm: added latency p50", "delta_storm_added_p50_ms", "ms"),
         ("Delta storm: every delta once, in order, texts whole", "delta_storm_ok", ""),
         ("Sustained events/s, SQLite", "sqlite_events_per_s", "/s"),

@@ -135,3 +135,38 @@ def test_the_report_derives_the_relay_ratio_and_the_storm_keys() -> None:
     assert "5,000 events/s, 25.0 % of the relay's rate" in relay_note
     storm_note = next(n for n in notes if n.startswith("Delta storm"))
     assert "added latency p50 29.9 ms and p99 58.0 ms" in storm_note
+
+
+def test_the_report_compares_the_added_p50_with_the_relays_own_at_the_same_rate() -> None:
+    """The relay's floor step (100 events/s, each event alone) is the floor of the
+    pipeline's added latency: the report derives their ratio and the latency note says it."""
+
+    def level(p50: float) -> dict[str, Any]:
+        return {
+            "e2e": {
+                "latency_ms": latency(p50 + 0.1, 9.0),
+                "latency_ms_by_phase": {"steady": latency(p50, 7.0)},
+                "ok": True,
+                "offered_per_s": 100.0,
+            },
+            "baseline": {"latency_ms": latency(0.1, 1.0)},
+            "added_ms": {"p50": p50, "p99": 8.0, "max": 9.0},
+        }
+
+    relay_section = {
+        "steps": [],
+        "relay_events_per_s": 20000.0,
+        "relay_floor_rate_per_s": 100.0,
+        "relay_floor_p50_ms": 2.0,
+        "relay_floor_p99_ms": 5.0,
+    }
+    sections = {"pipeline": {"latency": {"levels": {50: level(3.0)}}}, "relay": relay_section}
+    flat = report.flatten(sections)
+    assert flat["relay_floor_p50_ms"] == 2.0
+    assert flat["added_p50_vs_relay_floor"] == 1.5
+    latency_note = next(n for n in make_notes(flat, sections) if n.startswith("Added latency"))
+    assert "adds p50 2.0 ms at 100 events/s" in latency_note
+    assert "×1.50 that" in latency_note
+    # Without the floor step (an older run, or the relay failed) there is no ratio.
+    del relay_section["relay_floor_p50_ms"]
+    assert "added_p50_vs_relay_floor" not in report.flatten(sections)
