@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -79,14 +80,7 @@ def problem_response(
 ) -> JSONResponse:
     """A JSON problem body (``application/problem+json``) with ``status``; a 401 also carries
     ``WWW-Authenticate: Bearer``."""
-    problem = Problem(title=title, status=status, detail=detail, **extra)
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return JSONResponse(
-        problem.model_dump(exclude_none=True),
-        status_code=status,
-        media_type=PROBLEM_JSON,
-        headers=headers,
-    )
+    return _response(Problem(title=title, status=status, detail=detail, **extra))
 
 
 def is_storage_full(exc: DBAPIError) -> bool:
@@ -116,73 +110,91 @@ def log_storage_full(exc: DBAPIError) -> None:
         )
 
 
-def install(app: FastAPI) -> None:
-    """Answer every error of ``app`` with a problem body: HTTP errors with their status,
-    invalid requests 422 (with pydantic's errors), the store's refusals 404/400/409, rate
-    limits 429 with ``Retry-After``, values the database cannot store 400, a full storage 507
-    (reads go on; writes succeed again once space is freed), the rest 500 (logged, never
-    shown)."""
+def validation_problem(raw_errors: Sequence[Any]) -> Problem:
+    """The 422 problem for pydantic's ``errors()`` of an invalid request: each error's
+    location, message and type, the first one in ``detail``."""
+    errors = [
+        {"loc": list(err.get("loc", ())), "msg": err.get("msg"), "type": err.get("type")}
+        for err in raw_errors
+    ]
+    first = errors[0] if errors else {}
+    where = ".".join(str(part) for part in first.get("loc", []))
+    detail = f"{where}: {first.get('msg')}" if first else "invalid request"
+    return Problem(title="Unprocessable Content", status=422, detail=detail, errors=errors)
 
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+
+def problem_of(exc: Exception) -> Problem:
+    """The problem an exception of a request's handling is answered with: HTTP errors with
+    their status, the store's refusals 404/400/409, rate limits 429, values the database
+    cannot store 400, a full storage 507, the rest 500 (logged, never shown). Shared by the
+    HTTP handlers (:func:`install`) and the worker's upload socket, so both answer alike."""
+    if isinstance(exc, StarletteHTTPException):
         title = TITLES.get(exc.status_code, "Error")
         detail = exc.detail if isinstance(exc.detail, str) and exc.detail != title else None
-        return problem_response(exc.status_code, title, detail)
-
-    @app.exception_handler(RequestValidationError)
-    async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [
-            {"loc": list(err.get("loc", ())), "msg": err.get("msg"), "type": err.get("type")}
-            for err in exc.errors()
-        ]
-        first = errors[0] if errors else {}
-        where = ".".join(str(part) for part in first.get("loc", []))
-        detail = f"{where}: {first.get('msg')}" if first else "invalid request"
-        return problem_response(422, "Unprocessable Content", detail, errors=errors)
-
-    @app.exception_handler(NotFound)
-    async def not_found(_request: Request, exc: NotFound) -> JSONResponse:
-        return problem_response(404, "Not Found", str(exc))
-
-    @app.exception_handler(PairingError)
-    async def pairing_error(_request: Request, exc: PairingError) -> JSONResponse:
-        return problem_response(400, "Bad Request", str(exc))
-
-    @app.exception_handler(Invalid)
-    async def invalid(_request: Request, exc: Invalid) -> JSONResponse:
-        return problem_response(400, "Bad Request", str(exc))
-
-    @app.exception_handler(Conflict)
-    async def conflict(_request: Request, exc: Conflict) -> JSONResponse:
-        return problem_response(409, "Conflict", str(exc), next_index=exc.next_index)
-
-    @app.exception_handler(RateLimited)
-    async def rate_limited(_request: Request, exc: RateLimited) -> JSONResponse:
+        return Problem(title=title, status=exc.status_code, detail=detail)
+    if isinstance(exc, NotFound):
+        return Problem(title="Not Found", status=404, detail=str(exc))
+    if isinstance(exc, PairingError | Invalid):
+        return Problem(title="Bad Request", status=400, detail=str(exc))
+    if isinstance(exc, Conflict):
+        return Problem(title="Conflict", status=409, detail=str(exc), next_index=exc.next_index)
+    if isinstance(exc, RateLimited):
         log.info("refused over a rate limit (%s): %s", exc.limit, exc.detail)
-        response = problem_response(429, "Too Many Requests", exc.detail)
-        response.headers["Retry-After"] = str(exc.retry_after_s)
-        return response
-
-    @app.exception_handler(DBAPIError)
-    async def database_error(_request: Request, exc: DBAPIError) -> JSONResponse:
+        return Problem(title="Too Many Requests", status=429, detail=exc.detail)
+    if isinstance(exc, DBAPIError):
         if is_storage_full(exc):
             log_storage_full(exc)
-            return problem_response(507, "Insufficient Storage", STORAGE_FULL_DETAIL)
+            return Problem(title="Insufficient Storage", status=507, detail=STORAGE_FULL_DETAIL)
         # SQLSTATE class 22, "data exception": a value from the request the database cannot
         # take, e.g. a NUL character in text or a number out of a column's range on
         # PostgreSQL. The request is at fault (400), nothing was stored.
         if str(getattr(exc.orig, "sqlstate", "") or "").startswith("22"):
             log.warning("refused a value the database cannot store: %s", type(exc.orig).__name__)
-            return problem_response(
-                400,
-                "Bad Request",
-                "the request holds a value the database cannot store "
+            return Problem(
+                title="Bad Request",
+                status=400,
+                detail="the request holds a value the database cannot store "
                 "(a NUL character, or a number out of range)",
             )
         log.error("database error: %s", type(exc).__name__, exc_info=exc)
-        return problem_response(500, "Internal Server Error", "see the server log")
+        return Problem(title="Internal Server Error", status=500, detail="see the server log")
+    log.error("unhandled error: %s", type(exc).__name__, exc_info=exc)
+    return Problem(title="Internal Server Error", status=500, detail="see the server log")
 
-    @app.exception_handler(Exception)
-    async def internal(_request: Request, exc: Exception) -> JSONResponse:
-        log.error("unhandled error: %s", type(exc).__name__, exc_info=exc)
-        return problem_response(500, "Internal Server Error", "see the server log")
+
+def _response(problem: Problem) -> JSONResponse:
+    headers = {"WWW-Authenticate": "Bearer"} if problem.status == 401 else None
+    return JSONResponse(
+        problem.model_dump(exclude_none=True),
+        status_code=problem.status,
+        media_type=PROBLEM_JSON,
+        headers=headers,
+    )
+
+
+def install(app: FastAPI) -> None:
+    """Answer every error of ``app`` with a problem body (:func:`problem_of`; invalid
+    requests 422 with pydantic's errors, :func:`validation_problem`), a rate limit with
+    ``Retry-After``."""
+
+    async def handle(_request: Request, exc: Exception) -> JSONResponse:
+        response = _response(problem_of(exc))
+        if isinstance(exc, RateLimited):
+            response.headers["Retry-After"] = str(exc.retry_after_s)
+        return response
+
+    async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        return _response(validation_problem(exc.errors()))
+
+    app.add_exception_handler(RequestValidationError, validation_error)  # type: ignore[arg-type]
+    for kind in (
+        StarletteHTTPException,
+        NotFound,
+        PairingError,
+        Invalid,
+        Conflict,
+        RateLimited,
+        DBAPIError,
+        Exception,
+    ):
+        app.add_exception_handler(kind, handle)
