@@ -503,6 +503,10 @@ def _serve(
         forwarded_allow_ips=list(settings.trusted_proxies),
         # uvicorn bounds no request read: the header deadline (docs/reliability.md S12).
         http=guarded_protocol(settings.request_read_timeout_s),
+        # The workers' upload sockets (routes_workers.upload_socket): a message over
+        # max_body_bytes is answered 413 there; one far larger is cut off by the protocol.
+        ws="websockets-sansio",
+        ws_max_size=2 * settings.max_body_bytes,
     )
     me = psutil.Process()
     record = ServerRecord(pid=me.pid, create_time=me.create_time(), url=url, worker_pid=worker_pid)

@@ -6,14 +6,24 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated, NoReturn
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
-from pydantic import AfterValidator
+from fastapi import (
+    APIRouter,
+    Depends,
+    HTTPException,
+    Query,
+    Request,
+    Response,
+    WebSocket,
+    WebSocketDisconnect,
+)
+from pydantic import AfterValidator, TypeAdapter, ValidationError
 
 from server_client.codex.lines import scrub_surrogates
 from server_client.models import (
     Claim,
     EventBatch,
     FinishRequest,
+    Problem,
     Signals,
     SignalsRequest,
     Task,
@@ -41,8 +51,9 @@ from server_client.server.deps import (
     upload_principal,
 )
 from server_client.server.hub import Hub, cancel_key, queue_key, task_key
-from server_client.server.metrics import MetricsDep
-from server_client.server.problems import PROBLEM_RESPONSES
+from server_client.server.metrics import Metrics, MetricsDep
+from server_client.server.problems import PROBLEM_RESPONSES, problem_of, validation_problem
+from server_client.server.settings import ServerSettings
 from server_client.server.store import NotFound, Principal, Store, TokenRevoked
 
 
@@ -260,6 +271,25 @@ async def upload(
     (docs/reliability.md R3, R4). The whole request is refused only for the token (401) or the
     worker (404).
     """
+    return await _append_uploads(store, hub, metrics, principal, token, worker_id, body)
+
+
+async def _append_uploads(
+    store: Store,
+    hub: Hub,
+    metrics: Metrics,
+    principal: Principal,
+    token: str,
+    worker_id: str,
+    body: WorkerUpload,
+) -> WorkerUploadResult:
+    """Store one worker upload and wake what follows its tasks (the upload route's and the
+    upload socket's work).
+
+    Raises:
+        HTTPException: 401 when the token was revoked meanwhile.
+        NotFound: no such worker of the token's owner (404).
+    """
     try:
         outcome = await store.append_uploads(principal, token, worker_id, body.tasks)
     except TokenRevoked:
@@ -277,6 +307,74 @@ async def upload(
         if ran_s is not None:
             metrics.observe_run(ran_s)
     return WorkerUploadResult(tasks=outcome.results)
+
+
+#: The upload's body as the route validates it, for the socket's messages.
+_UPLOAD = TypeAdapter(
+    Annotated[
+        WorkerUpload, AfterValidator(reject_non_finite_upload), AfterValidator(storable_upload)
+    ]
+)
+
+
+@router.websocket("/{worker_id}/events/socket")
+async def upload_socket(websocket: WebSocket, worker_id: WorkerIdPath) -> None:
+    """The event upload over one WebSocket a worker keeps open (issue 14: one stream per
+    worker, without a request's fixed cost per upload).
+
+    Each text message from the worker is a :class:`WorkerUpload`, answered, in order, by
+    one message: the :class:`WorkerUploadResult` the upload route would send, or the problem
+    body of its refusal (``status`` 401, 404, 413, 422, 507, ...), stored or refused exactly
+    as the route would (idempotent by ``first_index``, fenced by the lease). The token comes
+    in the handshake's ``Authorization: Bearer`` header and is checked again for each
+    message, so a revoked token is refused from its next upload on (401, then the socket is
+    closed). A message larger than ``max_body_bytes`` is refused with 413.
+    """
+    app = websocket.app
+    store: Store = app.state.store
+    hub: Hub = app.state.hub
+    metrics: Metrics = app.state.metrics
+    settings: ServerSettings = app.state.settings
+    scheme, _, token = websocket.headers.get("authorization", "").partition(" ")
+    await websocket.accept()
+    try:
+        while True:
+            text = await websocket.receive_text()
+            problem: Problem | None = None
+            answer = ""
+            try:
+                if scheme.lower() != "bearer" or not token:
+                    raise HTTPException(401, "missing bearer token: send 'Authorization: Bearer'")
+                principal = set_principal(await store.authenticate_known(token))
+                if len(text) > settings.max_body_bytes:  # characters: at most its bytes
+                    raise HTTPException(
+                        413, f"an upload is at most {settings.max_body_bytes} bytes"
+                    )
+                try:
+                    body = _UPLOAD.validate_json(text)
+                except ValidationError as exc:
+                    problem = validation_problem(exc.errors())
+                else:
+                    result = await _append_uploads(
+                        store, hub, metrics, principal, token, worker_id, body
+                    )
+                    answer = result.model_dump_json()
+            except Exception as exc:  # noqa: BLE001 - each is answered as the route would
+                problem = problem_of(exc)
+            if problem is not None:
+                await websocket.send_text(problem.model_dump_json(exclude_none=True))
+                if problem.status == 401:
+                    await websocket.close(code=SOCKET_REFUSED)
+                    return
+            else:
+                await websocket.send_text(answer)
+    except WebSocketDisconnect:
+        return
+
+
+#: The close code of an upload socket whose token is refused (the application's range of
+#: RFC 6455's codes, 4000-4999: 4000 + the HTTP status).
+SOCKET_REFUSED = 4401
 
 
 @router.post("/{worker_id}/tasks/{task_id}/events", dependencies=[KnownTokenAuth])

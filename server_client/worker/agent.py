@@ -122,7 +122,9 @@ class WorkerAgent:
 
     def __init__(self, config: WorkerSettings) -> None:
         self.config = config
-        self.api = WorkerApi(config.server, config.token.get_secret_value())
+        self.api = WorkerApi(
+            config.server, config.token.get_secret_value(), upload_socket=config.upload_socket
+        )
         self.worker_id: str | None = None
         #: The upload stream of every task's events (made once connected).
         self.uploads: UploadStream | None = None

@@ -1,8 +1,11 @@
 """Provides ``WorkerApi``: the worker's side of the worker protocol.
 
-Every call is outbound from the worker (docs/design.md) and a POST, over httpx. Network errors
-surface as ``httpx.TransportError``; refusals as :class:`server_client.errors.ApiError` (409
-carries ``problem.next_index`` for uploads and finishes).
+Every call is outbound from the worker (docs/design.md) and a POST, over httpx, except the
+event uploads, which go over one WebSocket to the server where it can be opened (one message
+each way per upload instead of a request: a tenth of the client's CPU per upload, measured in
+benchmarks/) and as POSTs where it cannot. Network errors surface as ``httpx.TransportError``
+(:class:`SocketLost` for the socket); refusals as :class:`server_client.errors.ApiError` (409
+carries ``problem.next_index`` for uploads and finishes), over the socket too.
 
 Connections: the long polls (claim, signals) hold their own; uploads, finishes and connects
 wait for one of ``max_requests`` slots in a FIFO of ours, and an upload's body is built once
@@ -16,12 +19,16 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
+import logging
 from collections.abc import Callable, Sequence
 from urllib.parse import quote
 
 import httpx
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
-from server_client.errors import raise_for_problem
+from server_client.errors import ApiError, raise_for_problem
 from server_client.models import (
     Acks,
     Approval,
@@ -29,6 +36,7 @@ from server_client.models import (
     Claim,
     DiffUpload,
     FinishRequest,
+    Problem,
     Signals,
     SignalsRequest,
     Task,
@@ -46,6 +54,112 @@ DEFAULT_MAX_REQUESTS = 16
 
 
 _JSON = {"Content-Type": "application/json"}
+
+log = logging.getLogger(__name__)
+
+#: After the upload socket could not be opened (or gave no answer before it broke), uploads
+#: go as requests for this long before it is tried again (s).
+SOCKET_RETRY_S = 60.0
+
+#: RFC 6455's close code "message too big": the server's limit cut off an upload.
+_TOO_BIG = 1009
+
+
+class SocketLost(httpx.TransportError):
+    """The upload socket broke, or its answer did not come in time, after an upload was sent:
+    the server may have stored it (uploads are idempotent by ``first_index``: send it again).
+    """
+
+
+class UploadSocket:
+    """One worker's upload WebSocket (the server's ``upload_socket`` route): one upload
+    message out, its answer in, one at a time (the worker's upload stream has one upload in
+    flight).
+
+    Args:
+        url: The socket's ``ws://`` or ``wss://`` URL.
+        token: The bearer token for the handshake (never logged).
+        timeout_s: Longest wait (s) to open the socket, and for an upload's answer.
+    """
+
+    def __init__(self, url: str, token: str, timeout_s: float) -> None:
+        self._url = url
+        self._headers = {"Authorization": f"Bearer {token}"}
+        self._timeout_s = timeout_s
+        self._conn: ClientConnection | None = None
+        self._answered = False
+        self._unavailable_until = float("-inf")
+
+    async def upload(self, data: bytes) -> WorkerUploadResult | None:
+        """Send one encoded :class:`~server_client.models.WorkerUpload` and return its answer;
+        None when the socket cannot be opened now (send the upload as a request instead).
+
+        Raises:
+            ApiError: the server refused the upload (its problem body), or cut it off as too
+                large (413).
+            SocketLost: the socket broke or timed out once the upload was on its way.
+        """
+        now = asyncio.get_running_loop().time()
+        if self._conn is None:
+            if now < self._unavailable_until:
+                return None
+            try:
+                async with asyncio.timeout(self._timeout_s):
+                    self._conn = await connect(
+                        self._url,
+                        additional_headers=self._headers,
+                        open_timeout=None,
+                        max_size=None,
+                        compression=None,
+                    )
+            except (OSError, InvalidHandshake, TimeoutError) as exc:
+                self._unavailable(now, f"could not be opened ({type(exc).__name__}: {exc})")
+                return None
+            self._answered = False
+        conn = self._conn
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                await conn.send(data.decode())
+                answer = await conn.recv(decode=False)
+        except ConnectionClosed as exc:
+            self._lost(now)
+            if exc.rcvd is not None and exc.rcvd.code == _TOO_BIG:
+                raise ApiError(
+                    Problem(title="Content Too Large", status=413, detail=exc.rcvd.reason or None)
+                ) from None
+            raise SocketLost(f"the upload socket closed ({exc})") from None
+        except (OSError, TimeoutError) as exc:
+            self._lost(now)
+            conn.transport.abort()  # no closing handshake on a socket that failed
+            raise SocketLost(f"the upload socket failed ({type(exc).__name__})") from None
+        self._answered = True
+        parsed = json.loads(answer)
+        if isinstance(parsed, dict) and "tasks" in parsed:
+            return WorkerUploadResult.model_validate(parsed)
+        problem = Problem.model_validate(parsed)
+        if problem.status == 401:  # the server closes the socket after a refused token
+            self._conn = None
+            await conn.close()
+        raise ApiError(problem)
+
+    def _lost(self, now: float) -> None:
+        self._conn = None
+        if not self._answered:  # opened, but it never carried an upload: requests for a while
+            self._unavailable(now, "gave no answer")
+
+    def _unavailable(self, now: float, why: str) -> None:
+        self._unavailable_until = now + SOCKET_RETRY_S
+        log.info(
+            "the upload socket %s; uploading by requests, trying it again in %.0f s",
+            why,
+            SOCKET_RETRY_S,
+        )
+
+    async def aclose(self) -> None:
+        """Close the socket (if open)."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await conn.close()
 
 
 @functools.lru_cache(maxsize=4096)
@@ -65,6 +179,8 @@ class WorkerApi:
             timeout starts once it has a slot.
         max_requests: Uploads, finishes and connects in flight at once (the others wait, in
             order); long polls are not counted.
+        upload_socket: Send :meth:`upload_all`'s uploads over an :class:`UploadSocket` where
+            it opens (False: as requests only).
     """
 
     def __init__(
@@ -74,8 +190,13 @@ class WorkerApi:
         *,
         timeout_s: float = 15.0,
         max_requests: int = DEFAULT_MAX_REQUESTS,
+        upload_socket: bool = True,
     ) -> None:
         self._timeout_s = timeout_s
+        self._base_url = base_url.rstrip("/")
+        self._token = token
+        self._upload_socket = upload_socket
+        self._sockets: dict[str, UploadSocket] = {}
         self._slots = asyncio.Semaphore(max(1, max_requests))
         self._http = httpx.AsyncClient(
             base_url=base_url.rstrip("/"),
@@ -89,6 +210,8 @@ class WorkerApi:
 
     async def aclose(self) -> None:
         """Close every connection."""
+        for sock in self._sockets.values():
+            await sock.aclose()
         await self._http.aclose()
 
     async def connect(self, hello: WorkerHello) -> Worker:
@@ -141,8 +264,21 @@ class WorkerApi:
         """
         path = f"/api/workers/{quote(worker_id, safe='')}/events"
         async with self._slots:
-            _, content = await self._post(path, body())
+            data = body()
+            if self._upload_socket:
+                answer = await self._socket(worker_id, path).upload(data)
+                if answer is not None:
+                    return answer
+            _, content = await self._post(path, data)
         return WorkerUploadResult.model_validate_json(content)
+
+    def _socket(self, worker_id: str, path: str) -> UploadSocket:
+        sock = self._sockets.get(worker_id)
+        if sock is None:
+            scheme, _, rest = self._base_url.partition("://")
+            url = f"{'wss' if scheme == 'https' else 'ws'}://{rest}{path}/socket"
+            sock = self._sockets[worker_id] = UploadSocket(url, self._token, self._timeout_s)
+        return sock
 
     async def finish(self, worker_id: str, task_id: str, body: FinishRequest) -> Task:
         """Report the task's end (idempotent)."""

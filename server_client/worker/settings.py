@@ -48,6 +48,9 @@ class WorkerSettings(BaseSettings):
         grace_s: SIGINT → SIGKILL grace when a task is cancelled (s), 0..60.
         batch_interval_s: How long an upload waits for more events (s; 0: at once, the
             one-upload-in-flight rule batches under load).
+        upload_socket: Send the uploads over one WebSocket to the server (its
+            ``/api/workers/<id>/events/socket``), falling back to requests where it cannot be
+            opened (e.g. a proxy without WebSockets); False: requests only.
         poll_wait_s: Longest claim long poll (s), up to the server's 60; the signals poll,
             which is also the heartbeat, uses the server's ``heartbeat_s``.
         labels: Labels this worker carries, for routing (``--label``).
@@ -84,6 +87,7 @@ class WorkerSettings(BaseSettings):
     pass_env: list[str] = Field(default_factory=list)
     grace_s: float = Field(default=2.0, ge=0, le=60)
     batch_interval_s: float = Field(default=0.0, ge=0, le=60)
+    upload_socket: bool = True
     poll_wait_s: float = Field(default=25.0, gt=0, le=60)
     labels: list[Label] = Field(default_factory=list, max_length=50)
     runtime: Runtime = Runtime.APP_SERVER

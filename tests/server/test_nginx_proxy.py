@@ -1,15 +1,18 @@
 """The deployment guide's nginx configuration, run for real in front of a real server (issue 5):
 events stream through it live (not buffered until the task ends), request ids and client
-addresses reach the audit log, and uploads of the worker's largest batch size pass."""
+addresses reach the audit log, uploads of the worker's largest batch size pass, and so does a
+worker's upload socket."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
 import shutil
 import socket
 import sqlite3
+import ssl
 import subprocess
 import time
 from collections.abc import Iterator
@@ -18,7 +21,10 @@ from typing import Any
 
 import httpx
 import pytest
+from websockets.asyncio.client import connect
 
+from server_client.models import WorkerHello
+from server_client.worker.api import WorkerApi
 from tests.conftest import LiveServer, ServerFactory, free_port, wait_until
 from tests.server.test_deployment_docs import _nginx_conf, throwaway_certificate
 
@@ -143,3 +149,31 @@ def test_request_ids_are_nginx_s_when_the_client_sends_none(
     rid = response.headers["x-request-id"]
     assert re.fullmatch(r"[0-9a-f]{32}", rid), rid  # nginx's $request_id
     assert _audit(server, "pairing.create")[-1]["request_id"] == rid
+
+
+def test_a_worker_s_upload_socket_goes_through_the_proxy(proxied: tuple[LiveServer, str]) -> None:
+    """The guide's socket location passes the WebSocket upgrade on: an upload sent over the
+    socket through nginx is answered (with the worker's own answer, not a fallback)."""
+    server, url = proxied
+
+    async def upload() -> dict[str, Any]:
+        api = WorkerApi(server.url, server.token)
+        try:
+            worker = await api.connect(WorkerHello(name="via-nginx", workdir_roots=["/"]))
+        finally:
+            await api.aclose()
+        insecure = ssl.create_default_context()
+        insecure.check_hostname = False
+        insecure.verify_mode = ssl.CERT_NONE
+        socket_url = "wss" + url.removeprefix("https") + f"/api/workers/{worker.id}/events/socket"
+        async with connect(
+            socket_url,
+            ssl=insecure,
+            additional_headers={"Authorization": f"Bearer {server.token}"},
+            open_timeout=30,
+        ) as ws:
+            await ws.send('{"tasks":[]}')
+            answer: dict[str, Any] = json.loads(await asyncio.wait_for(ws.recv(), 30))
+            return answer
+
+    assert asyncio.run(upload()) == {"tasks": []}
