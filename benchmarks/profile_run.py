@@ -38,25 +38,29 @@ HOT_SPOTS: dict[str, dict[str, str]] = {
         r"_nothing_left_behind|\(psutil/",
         "scans_at_exit": r"ProcessWatch\.sweep|_kill_and_wait|reap_orphan_zombies|"
         r"_nothing_left_behind",
-        "upload_http": r"UploadStream\.(_run|_send)|WorkerApi\.(upload|upload_all|_post)",
+        "upload_http": r"UploadStream\.(_run|_send)|WorkerApi\.(upload|upload_all|_post)|"
+        r"UploadSocket\.upload",
         "finish_http": r"EventUploader\.close|WorkerApi\.finish",
-        # The HTTP client's own code (httpx, httpcore, h11, anyio), callers left out.
-        "http_client_code": r"leaf:\((httpx|httpcore|h11|anyio|sniffio)/",
+        # The HTTP and WebSocket clients' own code (httpx, httpcore, h11, anyio, websockets),
+        # callers left out.
+        "http_client_code": r"leaf:\((httpx|httpcore|h11|anyio|sniffio|websockets)/",
         "read_codex_output": r"ExecRunner\.(_pump|_deliver|_on_stdout_line|_on_stderr_line)",
         "event_encoding": r"EventUploader\.(add|part)|UploadStream\._body|model_dump_json",
         # uvloop's C code (socket and pipe I/O, callbacks): the loop's frame is the innermost.
         "event_loop_c": r"leaf:^Runner\.run ",
     },
     "server": {
-        "event_upload_route": r"upload_events|^upload \(server_client/server/routes_workers",
+        "event_upload_route": r"upload_events|^(upload|upload_socket) \(server_client/server/"
+        r"routes_workers",
         "append_events_txn": r"append_events_by_token|Store\._append\b|Store\._txn|"
         r"Store\.append_events|Store\.append_uploads|Store\._part\b",
         "finish_route": r"^finish \(server_client/server/routes_workers|Store\.finish|finish_row",
         "token_check": r"authenticate_known|Store\.authenticate|hash_token",
         "fastapi_dependencies": r"solve_dependencies",
-        # Framework code by its own time: FastAPI, Starlette, uvicorn, sse-starlette, anyio.
+        # Framework code by its own time: FastAPI, Starlette, uvicorn, sse-starlette, anyio,
+        # websockets (the upload sockets' protocol).
         "framework_code": r"leaf:\((fastapi|starlette|uvicorn|sse_starlette|anyio|httptools|"
-        r"h11)/",
+        r"h11|websockets)/",
         "event_loop_c": r"leaf:^Runner\.run ",
         "sse_streams": r"_follow|_follow_many|EventSourceResponse|ServerSentEvent|envelope_json|"
         r"sse_frame",
