@@ -153,6 +153,18 @@ class Metrics:
             ["route", "method", "status"],
             registry=self.registry,
         )
+        self.upload_messages = Counter(
+            "codex_tui_upload_socket_messages",
+            "Worker uploads answered over upload sockets (one WebSocket per worker), by the "
+            "status of the answer (200, or the problem's).",
+            ["status"],
+            registry=self.registry,
+        )
+        self.upload_sockets = Gauge(
+            "codex_tui_open_upload_sockets",
+            "Workers' upload sockets open in this process.",
+            registry=self.registry,
+        )
         self._store = _StoreCollector()
         self.registry.register(self._store)
 

@@ -337,6 +337,7 @@ async def upload_socket(websocket: WebSocket, worker_id: WorkerIdPath) -> None:
     settings: ServerSettings = app.state.settings
     scheme, _, token = websocket.headers.get("authorization", "").partition(" ")
     await websocket.accept()
+    metrics.upload_sockets.inc()
     try:
         while True:
             text = await websocket.receive_text()
@@ -362,14 +363,18 @@ async def upload_socket(websocket: WebSocket, worker_id: WorkerIdPath) -> None:
             except Exception as exc:  # noqa: BLE001 - each is answered as the route would
                 problem = problem_of(exc)
             if problem is not None:
+                metrics.upload_messages.labels(str(problem.status)).inc()
                 await websocket.send_text(problem.model_dump_json(exclude_none=True))
                 if problem.status == 401:
                     await websocket.close(code=SOCKET_REFUSED)
                     return
             else:
+                metrics.upload_messages.labels("200").inc()
                 await websocket.send_text(answer)
     except WebSocketDisconnect:
         return
+    finally:
+        metrics.upload_sockets.dec()
 
 
 #: The close code of an upload socket whose token is refused (the application's range of

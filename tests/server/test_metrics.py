@@ -72,8 +72,9 @@ async def test_a_finished_task_shows_in_every_metric(live_server: LiveServer) ->
     assert _value(samples, "codex_tui_open_event_streams") == 0
     requests = "codex_tui_http_requests_total"
     assert _value(samples, requests, route="/api/tasks", method="POST", status="201") == 1
-    upload_route = "/api/workers/{worker_id}/events"  # the worker's one upload stream
-    assert _value(samples, requests, route=upload_route, method="POST", status="200") >= 1
+    # The worker's one upload stream goes over its upload socket, not as requests.
+    assert _value(samples, "codex_tui_upload_socket_messages_total", status="200") >= 1
+    assert _value(samples, "codex_tui_open_upload_sockets") == 1
 
     async with httpx.AsyncClient() as http:
         assert (await http.get(f"{server.url}/no/such/path")).status_code == 404
