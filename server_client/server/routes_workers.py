@@ -347,7 +347,9 @@ async def upload_socket(websocket: WebSocket, worker_id: WorkerIdPath) -> None:
                 if scheme.lower() != "bearer" or not token:
                     raise HTTPException(401, "missing bearer token: send 'Authorization: Bearer'")
                 principal = set_principal(await store.authenticate_known(token))
-                if len(text) > settings.max_body_bytes:  # characters: at most its bytes
+                # The limit is in bytes, as for a request body; a character is 1-4 of them.
+                limit = settings.max_body_bytes
+                if len(text) > limit or (len(text) * 4 > limit and len(text.encode()) > limit):
                     raise HTTPException(
                         413, f"an upload is at most {settings.max_body_bytes} bytes"
                     )

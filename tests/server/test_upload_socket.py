@@ -76,6 +76,13 @@ async def test_the_upload_socket_answers_each_message_as_the_route_would(
             too_big = json.dumps({"tasks": [_part(task.id, claim.lease_id, 0, ["x" * 1_100_000])]})
             refused = await ask(too_big)
             assert refused["status"] == 413, refused
+            # The limit counts bytes: 400,000 three-byte characters are over 1 MiB.
+            wide = json.dumps(
+                {"tasks": [_part(task.id, claim.lease_id, 0, ["€" * 400_000])]},
+                ensure_ascii=False,
+            )
+            assert len(wide) < 1024 * 1024 < len(wide.encode())
+            assert (await ask(wide))["status"] == 413
             # The refusals stored nothing; the socket goes on: the first events, then the
             # same again (idempotent by first_index), then the rest and the task's end.
             first = await ask(json.dumps({"tasks": [_part(task.id, claim.lease_id, 0, ["a"])]}))
