@@ -249,13 +249,17 @@ async def signals(
 #: The upload and the finish check the token again in their own statement.
 KnownTokenAuth = Depends(upload_principal)
 
+#: A worker upload as both its transports take it (the upload route and the upload socket):
+#: no NaN or infinite number, its texts made storable.
+CheckedUpload = Annotated[
+    WorkerUpload, AfterValidator(reject_non_finite_upload), AfterValidator(storable_upload)
+]
+
 
 @router.post("/{worker_id}/events")
 async def upload(
     worker_id: WorkerIdPath,
-    body: Annotated[
-        WorkerUpload, AfterValidator(reject_non_finite_upload), AfterValidator(storable_upload)
-    ],
+    body: CheckedUpload,
     token: BearerToken,
     principal: Annotated[Principal, KnownTokenAuth],
     store: StoreDep,
@@ -309,12 +313,8 @@ async def _append_uploads(
     return WorkerUploadResult(tasks=outcome.results)
 
 
-#: The upload's body as the route validates it, for the socket's messages.
-_UPLOAD = TypeAdapter(
-    Annotated[
-        WorkerUpload, AfterValidator(reject_non_finite_upload), AfterValidator(storable_upload)
-    ]
-)
+#: The upload route's body, validated the same way for the socket's messages.
+_UPLOAD = TypeAdapter(CheckedUpload)
 
 
 @router.websocket("/{worker_id}/events/socket")
