@@ -21,23 +21,8 @@ from server_client.models import TaskStatus, WorkerUploadResult
 from server_client.worker import api as api_module
 from server_client.worker.api import UploadSocket, WorkerApi
 from tests.conftest import ServerFactory, wait_until_async
-from tests.support.protocol import claim_next
+from tests.support.protocol import claim_next, upload_part
 from tests.support.waits import bounded
-
-
-def _part(
-    task_id: str, lease_id: str, first: int, lines: list[str], **more: object
-) -> dict[str, object]:
-    events = [
-        {"ts": "2026-12-06T00:00:00Z", "kind": "stderr", "data": {"line": line}} for line in lines
-    ]
-    return {
-        "task_id": task_id,
-        "lease_id": lease_id,
-        "first_index": first,
-        "events": events,
-        **more,
-    }
 
 
 def _socket_url(http_url: str, worker_id: str) -> str:
@@ -65,28 +50,34 @@ async def test_the_upload_socket_answers_each_message_as_the_route_would(
                 answer: dict[str, Any] = json.loads(await ws.recv())
                 return answer
 
-            parts = [_part(task.id, claim.lease_id, 0, ["a"])] * 2
+            parts = [upload_part(task.id, claim.lease_id, 0, ["a"])] * 2
             refused = await ask(json.dumps({"tasks": parts}))
             assert refused["status"] == 422 and "each task at most once" in refused["detail"]
-            nan = '{"tasks":[' + json.dumps(_part(task.id, claim.lease_id, 0, []))[:-1]
+            nan = '{"tasks":[' + json.dumps(upload_part(task.id, claim.lease_id, 0, []))[:-1]
             nan = nan.replace('"events": []', '"events": [{"ts": "2026-12-06T00:00:00Z", ')
             nan += '"kind": "codex", "data": {"x": NaN}}]}]}'
             assert (await ask(nan))["status"] == 422
             assert (await ask("not json"))["status"] == 422
-            too_big = json.dumps({"tasks": [_part(task.id, claim.lease_id, 0, ["x" * 1_100_000])]})
+            too_big = json.dumps(
+                {"tasks": [upload_part(task.id, claim.lease_id, 0, ["x" * 1_100_000])]}
+            )
             refused = await ask(too_big)
             assert refused["status"] == 413, refused
             # The limit counts bytes: 400,000 three-byte characters are over 1 MiB.
             wide = json.dumps(
-                {"tasks": [_part(task.id, claim.lease_id, 0, ["€" * 400_000])]},
+                {"tasks": [upload_part(task.id, claim.lease_id, 0, ["€" * 400_000])]},
                 ensure_ascii=False,
             )
             assert len(wide) < 1024 * 1024 < len(wide.encode())
             assert (await ask(wide))["status"] == 413
             # The refusals stored nothing; the socket goes on: the first events, then the
             # same again (idempotent by first_index), then the rest and the task's end.
-            first = await ask(json.dumps({"tasks": [_part(task.id, claim.lease_id, 0, ["a"])]}))
-            again = await ask(json.dumps({"tasks": [_part(task.id, claim.lease_id, 0, ["a"])]}))
+            first = await ask(
+                json.dumps({"tasks": [upload_part(task.id, claim.lease_id, 0, ["a"])]})
+            )
+            again = await ask(
+                json.dumps({"tasks": [upload_part(task.id, claim.lease_id, 0, ["a"])]})
+            )
             assert first == again and first["tasks"][0]["next_index"] == 1
             done = {"status": "completed", "event_count": 2, "exit_code": 0}
             answer = WorkerUploadResult.model_validate(
@@ -94,8 +85,8 @@ async def test_the_upload_socket_answers_each_message_as_the_route_would(
                     json.dumps(
                         {
                             "tasks": [
-                                _part(task.id, claim.lease_id, 1, ["b"], finish=done),
-                                _part("no-such-task", "x", 0, ["c"]),
+                                upload_part(task.id, claim.lease_id, 1, ["b"], finish=done),
+                                upload_part("no-such-task", "x", 0, ["c"]),
                             ]
                         }
                     )
@@ -132,7 +123,7 @@ async def test_a_worker_uploads_over_its_socket_and_a_refused_token_there_is_an_
     api = WorkerApi(server.url, server.token)
     try:
         worker, claim = await claim_next(api, "socket-api")
-        body = json.dumps({"tasks": [_part(task.id, claim.lease_id, 0, ["a", "b"])]}).encode()
+        body = json.dumps({"tasks": [upload_part(task.id, claim.lease_id, 0, ["a", "b"])]}).encode()
         async with bounded(30, "an upload over the socket"):
             answer = await api.upload_all(worker.id, lambda: body)
         assert answer.tasks[0].next_index == 2
@@ -182,7 +173,9 @@ async def test_a_worker_whose_socket_cannot_be_opened_uploads_by_requests(
             f"ws://127.0.0.1:{port}{path}/socket", server.token, 5.0
         )
         for first, line in enumerate(["a", "b"]):
-            body = json.dumps({"tasks": [_part(task.id, claim.lease_id, first, [line])]}).encode()
+            body = json.dumps(
+                {"tasks": [upload_part(task.id, claim.lease_id, first, [line])]}
+            ).encode()
             async with bounded(30, "an upload that falls back to a request"):
                 answer = await api.upload_all(worker.id, functools.partial(bytes, body))
             assert answer.tasks[0].next_index == first + 1

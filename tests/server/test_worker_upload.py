@@ -9,23 +9,8 @@ import httpx
 from server_client.models import TaskStatus, WorkerUploadResult
 from server_client.worker.api import WorkerApi
 from tests.conftest import ServerFactory
-from tests.support.protocol import claim_next
+from tests.support.protocol import claim_next, upload_part
 from tests.support.waits import bounded
-
-
-def _part(
-    task_id: str, lease_id: str, first: int, lines: list[str], **more: object
-) -> dict[str, object]:
-    events = [
-        {"ts": "2026-12-06T00:00:00Z", "kind": "stderr", "data": {"line": line}} for line in lines
-    ]
-    return {
-        "task_id": task_id,
-        "lease_id": lease_id,
-        "first_index": first,
-        "events": events,
-        **more,
-    }
 
 
 async def test_the_upload_route_answers_each_part_and_refuses_bad_bodies_whole(
@@ -41,8 +26,8 @@ async def test_the_upload_route_answers_each_part_and_refuses_bad_bodies_whole(
     auth = {"Authorization": f"Bearer {server.token}"}
     async with httpx.AsyncClient(headers=auth) as http:
         bad_bodies = {
-            "each task at most once": [_part(task.id, claim.lease_id, 0, ["a"])] * 2,
-            "NaN": [_part(task.id, claim.lease_id, 0, [])],
+            "each task at most once": [upload_part(task.id, claim.lease_id, 0, ["a"])] * 2,
+            "NaN": [upload_part(task.id, claim.lease_id, 0, [])],
         }
         for needle, parts in bad_bodies.items():
             content = httpx.Request("POST", url, json={"tasks": parts}).content
@@ -62,8 +47,8 @@ async def test_the_upload_route_answers_each_part_and_refuses_bad_bodies_whole(
             url,
             json={
                 "tasks": [
-                    _part(task.id, claim.lease_id, 0, ["a", "b"], finish=done),
-                    _part("no-such-task", "x", 0, ["c"]),
+                    upload_part(task.id, claim.lease_id, 0, ["a", "b"], finish=done),
+                    upload_part("no-such-task", "x", 0, ["c"]),
                 ]
             },
         )

@@ -17,6 +17,23 @@ async def claim_next(api: WorkerApi, name: str, wait_s: float = 5.0) -> tuple[Wo
     return worker, claim
 
 
+def upload_part(
+    task_id: str, lease_id: str, first: int, lines: list[str], **more: object
+) -> dict[str, object]:
+    """One task's part of a worker upload, as JSON: ``lines`` as stderr events from index
+    ``first`` under ``lease_id``; ``more`` adds fields (e.g. ``finish``)."""
+    events = [
+        {"ts": "2026-12-06T00:00:00Z", "kind": "stderr", "data": {"line": line}} for line in lines
+    ]
+    return {
+        "task_id": task_id,
+        "lease_id": lease_id,
+        "first_index": first,
+        "events": events,
+        **more,
+    }
+
+
 async def finish_completed(
     api: WorkerApi, worker: Worker, claim: Claim, event_count: int, lease_id: str | None = None
 ) -> None:
