@@ -459,7 +459,10 @@ def _terminal_note(sections: dict[str, Any]) -> str | None:
     streams = [
         v
         for k, v in sorted((_get(sections, "tui") or {}).items())
-        if k.startswith("tui_stream_") and isinstance(v, dict) and "bytes_per_event" in v
+        if k.startswith("tui_stream_")
+        and isinstance(v, dict)
+        and "bytes_per_event" in v
+        and v.get("last_event_shown", True)  # else the pane followed another task
     ]
     if not streams:
         return None

@@ -648,6 +648,28 @@ async def _idle_rate(tui: PtyTui, idle_s: float) -> float:
     return tui.bytes_between(start, time.perf_counter()) / idle_s
 
 
+def stream_figures(
+    events: int, rate: float, total: int, idle_rate: float, seconds: float, shown: bool
+) -> dict[str, Any]:
+    """What one stream into a pane cost the terminal: ``total`` bytes written in ``seconds``
+    from the release of ``events`` events at ``rate`` per second, less what the idle screen
+    writes (``idle_rate``, bytes per second: the clocks of a running task), per event and
+    in kbit/s; ``shown`` is whether the last event appeared on the screen. A stream whose
+    last event never showed measured a pane that did not follow it: its figures describe
+    nothing and the caller does not report them as a goal's key."""
+    streamed = max(total - idle_rate * seconds, 0.0)
+    return {
+        "events": events,
+        "rate_per_s": rate,
+        "bytes_per_event": streamed / events,
+        "bytes": total,
+        "idle_bytes_per_s": idle_rate,
+        "seconds": seconds,
+        "last_event_shown": shown,
+        "kbit_per_s": streamed * 8 / 1000 / max(seconds, 1e-9),
+    }
+
+
 async def tui_terminal(
     server: Server,
     run_dir: Path,
@@ -659,8 +681,8 @@ async def tui_terminal(
 ) -> dict[str, Any]:
     """Cold starts under a pty (``cold_runs``, at least :data:`MIN_COLD_RUNS`): the median
     and best time to the first full screen, and the median CPU time the process had used by
-    then (steadier than wall time on a shared machine); then terminal bytes while each of
-    ``streams`` (events, events/s) streams into the active pane."""
+    then (steadier than wall time on a shared machine); then :func:`tui_streams` (terminal
+    bytes while each of ``streams`` streams into the active pane)."""
     runs = max(cold_runs, MIN_COLD_RUNS)
     log(f"tui: cold start under a pty ({runs} runs each), terminal bytes per event")
     home = run_dir / "tui-home"
@@ -700,6 +722,25 @@ async def tui_terminal(
         f"app of the same shape: {out['tui_cold_start_floor_ms']:.0f} ms "
         f"(×{out['tui_cold_start_vs_floor']:.2f})"
     )
+    out.update(await tui_streams(server, run_dir, streams=streams, log=log, idle_s=idle_s))
+    return out
+
+
+async def tui_streams(
+    server: Server,
+    run_dir: Path,
+    *,
+    streams: list[tuple[int, float]],
+    log: Log,
+    idle_s: float = 2.0,
+) -> dict[str, Any]:
+    """Terminal bytes while each of ``streams`` (events, events/s) streams into the pane of
+    a ``codex-tui`` under a pty (80×24), opened on the running task, less the idle screen's
+    rate measured over ``idle_s`` before; keys ``tui_bytes_per_1000_events`` (the first
+    stream) and ``tui_bytes_per_1000_events_<rate>`` (the others), and ``tui_stream_<n>``
+    with each stream's :func:`stream_figures`. A stream whose last event never showed gets
+    no key (the log says so)."""
+    out: dict[str, Any] = {}
     for index, (events, rate) in enumerate(streams):
         gate = Gate(run_dir / "gates")
         spec = LoadSpec(1, events, rate)
@@ -709,7 +750,9 @@ async def tui_terminal(
                 spec.prompts(gate.path, word=word)[0], workdir=str(server.workdir)
             )
         await _wait_running(server, task.id)
-        tui = PtyTui(server, home)
+        # A home of its own: the TUI reopens the panes it left (tui-state.json, README), so a
+        # shared one would show the previous stream's task instead of this one.
+        tui = PtyTui(server, run_dir / f"tui-home-stream-{index}")
         try:
             await asyncio.to_thread(tui.wait_full_screen)
             if not await asyncio.to_thread(tui.wait_text, word.encode()):
@@ -719,32 +762,28 @@ async def tui_terminal(
             gate.release()
             released = time.perf_counter()
             await _wait_done(server, task.id, 60 + events / max(rate, 100))
+            last = b"message %d " % (events - 1)
+            shown = await asyncio.to_thread(tui.wait_text, last, 30.0, released)
             end = await asyncio.to_thread(tui.wait_quiet, 1.0, 30.0)
             end = max(end, released)
             total = tui.bytes_between(released, end)
-            streamed = max(total - idle_rate * (end - released), 0.0)
-            shown = b"message %d " % (events - 1) in tui.output(released)
         finally:
             gate.close()
             await asyncio.to_thread(tui.close)
-        per_1000 = streamed / events * 1000
         key = "tui_bytes_per_1000_events" if index == 0 else f"tui_bytes_per_1000_events_{rate:g}"
-        out[key] = per_1000
-        out[f"tui_stream_{index}"] = {
-            "events": events,
-            "rate_per_s": rate,
-            "bytes_per_event": streamed / events,
-            "bytes": total,
-            "idle_bytes_per_s": idle_rate,
-            "seconds": end - released,
-            "last_event_shown": shown,
-            "kbit_per_s": streamed * 8 / 1000 / max(end - released, 1e-9),
-        }
-        log(
-            f"  {events} events at {rate:g}/s: {per_1000:.0f} bytes per 1,000 events "
-            f"({out[f'tui_stream_{index}']['kbit_per_s']:.0f} kbit/s; idle "
-            f"{idle_rate:.0f} B/s)"
-        )
+        figures = stream_figures(events, rate, total, idle_rate, end - released, shown)
+        out[f"tui_stream_{index}"] = figures
+        if shown:
+            out[key] = figures["bytes_per_event"] * 1000
+            log(
+                f"  {events} events at {rate:g}/s: {out[key]:.0f} bytes per 1,000 events "
+                f"({figures['kbit_per_s']:.0f} kbit/s; idle {idle_rate:.0f} B/s)"
+            )
+        else:
+            log(
+                f"  {events} events at {rate:g}/s: the pane never showed the last event "
+                f"({total} bytes in {end - released:.1f} s); {key} is not reported"
+            )
     return out
 
 
