@@ -285,9 +285,12 @@ class CodexTuiApp(App[None]):
 
     # -- notifications ----------------------------------------------------------------------
 
-    def announce_finished(self, task: Task) -> None:
-        """Announce a finished task: toast, bell and desktop notification, as configured."""
-        self.notifier.task_finished(task)
+    def announce_finished(self, task: Task, *, on_screen: bool = False) -> None:
+        """Announce a finished task: toast, bell and desktop notification, as configured.
+        A task ``on_screen`` (a pane in view follows it) gets no toast: its pane's border and
+        bar say that it ended, and a toast would cover the pane being read (and cost the
+        terminal a redraw of what it covered when it goes)."""
+        self.notifier.task_finished(task, toast=not on_screen)
 
     def _toast(self, message: str, *, title: str, severity: Severity) -> None:
         self.notify(message, title=title, severity=severity, markup=False)
@@ -301,7 +304,9 @@ class CodexTuiApp(App[None]):
         task = message.task
         if task.status is TaskStatus.CANCELED and task.cancel_requested:
             return  # the user asked for it and was told already
-        self.announce_finished(task)
+        screen = self.screen
+        on_screen = isinstance(screen, DashboardScreen) and screen.pane_grid.showing(task.id)
+        self.announce_finished(task, on_screen=on_screen)
 
     @on(TaskList.ApprovalNeeded)
     def _approval_needed(self, message: TaskList.ApprovalNeeded) -> None:

@@ -105,14 +105,15 @@ class Notifier:
         self.tmux: bool = bool(env.get("TMUX"))
         """Whether the OSC 9 sequence is wrapped in tmux's passthrough."""
 
-    def task_finished(self, task: Task) -> None:
-        """Announce that ``task`` ended; a task that has not ended is ignored."""
+    def task_finished(self, task: Task, *, toast: bool = True) -> None:
+        """Announce that ``task`` ended; a task that has not ended is ignored. ``toast``
+        False leaves the toast out whatever the settings say (the task is on the screen)."""
         severity = _SEVERITY.get(task.status)
         if severity is None:
             return
         status = task.status.value
         prompt = clean_text(task.prompt, 120)
-        if self.settings.toast:
+        if self.settings.toast and toast:
             message = prompt
             if task.error and severity == "error":
                 message += "\n" + clean_text(task.error, 160)

@@ -191,6 +191,15 @@ class PaneGrid(Widget):
         """The first pane that follows ``task_id``."""
         return next((p for p in self.panes if p.task_id == task_id), None)
 
+    def showing(self, task_id: str) -> bool:
+        """Whether a pane in view follows ``task_id`` (while a pane is maximised, only that
+        one is in view)."""
+        maximized = self.screen.maximized
+        return any(
+            pane.task_id == task_id and (maximized is None or pane is maximized)
+            for pane in self.panes
+        )
+
     async def open(self, task: Task) -> EventView | None:
         """Follow ``task`` in a new pane and make it active (like a split: the active pane
         keeps its task, and the list's highlight drives the new pane from now on); None when

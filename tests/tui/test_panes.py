@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+import pytest
 from textual.pilot import Pilot
 from textual.widget import Widget
 
@@ -18,6 +19,7 @@ from codex_tui.screens.dashboard import DashboardScreen
 from codex_tui.screens.history import HistoryScreen
 from codex_tui.widgets.event_view import EventView
 from codex_tui.widgets.pane_grid import PaneGrid
+from codex_tui.widgets.task_list import TaskList
 from server_client.client import CodexTuiClient
 from server_client.models import (
     EventBatch,
@@ -331,6 +333,51 @@ async def test_m_in_the_task_list_maximises_the_active_pane(server_factory: Serv
             await pilot.press("m")
             assert screen.maximized is None
             assert first.is_attached and second.is_attached
+
+
+async def test_a_task_ending_in_a_pane_in_view_gets_no_toast(
+    server_factory: ServerFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The pane's border and bar say that its task ended; a toast would cover the pane (the
+    # bell and the desktop notification still go: tests/unit/test_notify.py). A task no pane
+    # shows, or one behind a maximised pane, still gets its toast.
+    server = server_factory(local_worker=False)
+    async with server.client() as client:
+        await create_tasks(client, server, 3)
+        async with running_app(client, server) as (app, pilot):
+            bells: list[str] = []  # one per announcement
+            announce = app.notifier.task_finished
+
+            def counted(task: Task, **kwargs: bool) -> None:
+                bells.append(task.id)
+                announce(task, **kwargs)
+
+            monkeypatch.setattr(app.notifier, "task_finished", counted)
+            first, second = await open_panes(app, pilot, 2)
+            listed = task_list(app).tasks
+            unseen = next(t for t in listed if t.id not in (first.task_id, second.task_id))
+
+            def finish(task_id: str) -> None:
+                task = next(t for t in task_list(app).tasks if t.id == task_id)
+                done = task.model_copy(update={"status": TaskStatus.COMPLETED})
+                task_list(app).post_message(TaskList.TaskFinished(task_list(app), done))
+
+            def toasts() -> list[str]:
+                return [n.message for n in app._notifications if n.title.endswith("completed")]
+
+            finish(second.task_id or "")
+            await wait_for(pilot, lambda: len(bells) == 1, "the announcement")
+            assert toasts() == []
+
+            finish(unseen.id)
+            await wait_for(pilot, lambda: len(bells) == 2, "the second announcement")
+            assert toasts() == [unseen.prompt]
+
+            await pilot.press("m")  # the second pane fills the grid: the first is out of view
+            assert dashboard(app).maximized is second
+            finish(first.task_id or "")
+            await wait_for(pilot, lambda: len(bells) == 3, "the third announcement")
+            assert len(toasts()) == 2
 
 
 # -- independent panes --------------------------------------------------------------------------

@@ -85,6 +85,15 @@ def test_long_text_is_cut_to_the_limit() -> None:
 # -- the switches ---------------------------------------------------------------------------
 
 
+def test_a_task_on_the_screen_gets_the_bell_and_the_desktop_notification_but_no_toast() -> None:
+    recorder = Recorder()
+    notifier = recorder.notifier(NotifySettings(toast=True, bell=True, desktop=True), {})
+    notifier.task_finished(make_task(TaskStatus.COMPLETED), toast=False)
+    assert recorder.toasts == []
+    assert recorder.bells == 1
+    assert recorder.written == ["\x1b]9;codex-tui: task completed: fix the build\x07"]
+
+
 @pytest.mark.parametrize("toast", [True, False])
 @pytest.mark.parametrize("bell", [True, False])
 @pytest.mark.parametrize("desktop", [True, False])
