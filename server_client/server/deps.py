@@ -45,6 +45,13 @@ TaskIdPath = Annotated[str, Path(pattern=ID_PATTERN, description="A task id.")]
 WorkerIdPath = Annotated[str, Path(pattern=ID_PATTERN, description="A worker id.")]
 
 
+#: The 401 detail for a request or socket that carries no bearer token.
+MISSING_TOKEN = (
+    "missing bearer token: send 'Authorization: Bearer <token>' "
+    "(codex-tui --token or CODEX_TUI_TOKEN)"
+)
+
+
 async def bearer_token(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> str:
@@ -54,11 +61,7 @@ async def bearer_token(
         HTTPException: 401 when there is none.
     """
     if credentials is None:
-        raise HTTPException(
-            401,
-            "missing bearer token: send 'Authorization: Bearer <token>' "
-            "(codex-tui --token or CODEX_TUI_TOKEN)",
-        )
+        raise HTTPException(401, MISSING_TOKEN)
     return credentials.credentials
 
 

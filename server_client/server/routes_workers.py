@@ -39,6 +39,7 @@ from server_client.models import (
     reject_non_finite_upload,
 )
 from server_client.server.deps import (
+    MISSING_TOKEN,
     BearerToken,
     CurrentPrincipal,
     CurrentUser,
@@ -345,7 +346,7 @@ async def upload_socket(websocket: WebSocket, worker_id: WorkerIdPath) -> None:
             answer = ""
             try:
                 if scheme.lower() != "bearer" or not token:
-                    raise HTTPException(401, "missing bearer token: send 'Authorization: Bearer'")
+                    raise HTTPException(401, MISSING_TOKEN)
                 principal = set_principal(await store.authenticate_known(token))
                 # The limit is in bytes, as for a request body; a character is 1-4 of them.
                 limit = settings.max_body_bytes

@@ -21,12 +21,13 @@ import asyncio
 import functools
 import json
 import logging
+import ssl
 from collections.abc import Callable, Sequence
 from urllib.parse import quote
 
 import httpx
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from server_client.errors import ApiError, raise_for_problem
 from server_client.models import (
@@ -58,11 +59,24 @@ _JSON = {"Content-Type": "application/json"}
 log = logging.getLogger(__name__)
 
 #: After the upload socket could not be opened (or gave no answer before it broke), uploads
-#: go as requests for this long before it is tried again (s).
+#: go as requests for this long before it is tried again (s); not when no connection could
+#: be made or a proxy answered 502-504 (the server is restarting: the socket is tried again
+#: at the next upload).
 SOCKET_RETRY_S = 60.0
 
 #: RFC 6455's close code "message too big": the server's limit cut off an upload.
 _TOO_BIG = 1009
+
+
+def _server_away(exc: BaseException) -> bool:
+    """Whether opening the socket failed because the server cannot be reached now (no
+    connection could be made: refused, reset, unreachable; a proxy's 502, 503 or 504), as
+    while it restarts, when a request would fail as well, rather than because the socket
+    cannot work where a request does (no WebSocket support on the way, TLS, a path that
+    hangs: TimeoutError and ssl.SSLError are OSErrors too)."""
+    if isinstance(exc, InvalidStatus):
+        return exc.response.status_code in (502, 503, 504)
+    return isinstance(exc, OSError) and not isinstance(exc, TimeoutError | ssl.SSLError)
 
 
 class SocketLost(httpx.TransportError):
@@ -80,10 +94,15 @@ class UploadSocket:
         url: The socket's ``ws://`` or ``wss://`` URL.
         token: The bearer token for the handshake (never logged).
         timeout_s: Longest wait (s) to open the socket, and for an upload's answer.
+        ssl_context: The TLS settings of a ``wss://`` URL: the worker's HTTP client's, so
+            both trust the same authorities (None: Python's defaults).
     """
 
-    def __init__(self, url: str, token: str, timeout_s: float) -> None:
+    def __init__(
+        self, url: str, token: str, timeout_s: float, ssl_context: ssl.SSLContext | None = None
+    ) -> None:
         self._url = url
+        self._ssl = ssl_context if url.startswith("wss://") else None
         self._headers = {"Authorization": f"Bearer {token}"}
         self._timeout_s = timeout_s
         self._conn: ClientConnection | None = None
@@ -107,12 +126,18 @@ class UploadSocket:
                 async with asyncio.timeout(self._timeout_s):
                     self._conn = await connect(
                         self._url,
+                        ssl=self._ssl,
                         additional_headers=self._headers,
                         open_timeout=None,
                         max_size=None,
                         compression=None,
                     )
             except (OSError, InvalidHandshake, TimeoutError) as exc:
+                if _server_away(exc):
+                    # Down or restarting: a request would fail as well, and the socket is
+                    # wanted again as soon as the server is back.
+                    log.debug("the upload socket could not be opened: %s", exc)
+                    return None
                 self._unavailable(now, f"could not be opened ({type(exc).__name__}: {exc})")
                 return None
             self._answered = False
@@ -198,8 +223,13 @@ class WorkerApi:
         self._upload_socket = upload_socket
         self._sockets: dict[str, UploadSocket] = {}
         self._slots = asyncio.Semaphore(max(1, max_requests))
+        # One TLS context for the requests and the upload socket: httpx's own (certifi's
+        # authorities, or SSL_CERT_FILE / SSL_CERT_DIR), where the socket alone would take
+        # Python's (the system's store), and fall back to requests where the two differ.
+        self._ssl = httpx.create_ssl_context()
         self._http = httpx.AsyncClient(
             base_url=base_url.rstrip("/"),
+            verify=self._ssl,
             headers={"Authorization": f"Bearer {token}"},
             timeout=timeout_s,
             # Long polls hold a connection each, the other calls at most max_requests.
@@ -277,7 +307,9 @@ class WorkerApi:
         if sock is None:
             scheme, _, rest = self._base_url.partition("://")
             url = f"{'wss' if scheme == 'https' else 'ws'}://{rest}{path}/socket"
-            sock = self._sockets[worker_id] = UploadSocket(url, self._token, self._timeout_s)
+            sock = self._sockets[worker_id] = UploadSocket(
+                url, self._token, self._timeout_s, self._ssl
+            )
         return sock
 
     async def finish(self, worker_id: str, task_id: str, body: FinishRequest) -> Task:

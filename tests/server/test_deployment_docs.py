@@ -379,12 +379,15 @@ def test_nginx_settings_fit_the_server() -> None:
 
 
 def throwaway_certificate(folder: Path) -> tuple[Path, Path]:
-    """A self-signed certificate for codex.example.com valid one day: ``(cert, key)`` PEM
-    files in ``folder`` (made by openssl)."""
+    """A self-signed certificate for codex.example.com and 127.0.0.1 valid one day:
+    ``(cert, key)`` PEM files in ``folder`` (made by openssl); a client that trusts it can
+    verify a server on loopback."""
     cert, key = folder / "cert.pem", folder / "key.pem"
     subprocess.run(
         ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
-        + ["-subj", "/CN=codex.example.com", "-keyout", str(key), "-out", str(cert)],
+        + ["-subj", "/CN=codex.example.com"]
+        + ["-addext", "subjectAltName=DNS:codex.example.com,IP:127.0.0.1"]
+        + ["-keyout", str(key), "-out", str(cert)],
         check=True,
         capture_output=True,
         timeout=60,

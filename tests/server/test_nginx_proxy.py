@@ -19,11 +19,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import certifi
 import httpx
 import pytest
 from websockets.asyncio.client import connect
 
-from server_client.models import WorkerHello
+from server_client.models import WorkerHello, WorkerUploadResult
 from server_client.worker.api import WorkerApi
 from tests.conftest import LiveServer, ServerFactory, free_port, wait_until
 from tests.server.test_deployment_docs import _nginx_conf, throwaway_certificate
@@ -177,3 +178,27 @@ def test_a_worker_s_upload_socket_goes_through_the_proxy(proxied: tuple[LiveServ
             return answer
 
     assert asyncio.run(upload()) == {"tasks": []}
+
+
+def test_the_worker_s_socket_trusts_the_authorities_its_requests_trust(
+    proxied: tuple[LiveServer, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Behind TLS whose authority only httpx's bundle holds (certifi's, not the system's),
+    the upload socket opens as the requests do, instead of falling back to requests."""
+    server, url = proxied
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    monkeypatch.setattr(certifi, "where", lambda: str(tmp_path / "cert.pem"))
+
+    async def upload() -> tuple[WorkerUploadResult, bool]:
+        api = WorkerApi(url, server.token)
+        try:
+            worker = await api.connect(WorkerHello(name="via-tls", workdir_roots=["/"]))
+            answer = await api.upload_all(worker.id, lambda: b'{"tasks":[]}')
+            return answer, api._sockets[worker.id]._conn is not None
+        finally:
+            await api.aclose()
+
+    answer, over_socket = asyncio.run(upload())
+    assert answer.tasks == []
+    assert over_socket, "the upload fell back to a request: the socket refused the authority"

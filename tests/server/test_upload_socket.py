@@ -10,9 +10,10 @@ import json
 import socket
 from typing import Any
 
+import httpx
 import pytest
 import uvicorn
-from fastapi import FastAPI
+from fastapi import FastAPI, Response, WebSocket
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
@@ -107,6 +108,16 @@ async def test_the_upload_socket_answers_each_message_as_the_route_would(
                 await ws.recv()
             assert closed.value.rcvd is not None and closed.value.rcvd.code == 4401
 
+        # No token at all: the same refusal, in the same words, as the upload route's.
+        async with httpx.AsyncClient(base_url=server.url) as anonymous:
+            route = await anonymous.post(f"/api/workers/{worker.id}/events", json={"tasks": []})
+        assert route.status_code == 401
+        async with connect(_socket_url(server.url, worker.id)) as ws:
+            await ws.send('{"tasks":[]}')
+            refused = json.loads(await ws.recv())
+        assert refused["status"] == 401
+        assert refused["detail"] == route.json()["detail"]
+
     async with server.client() as client:
         async with bounded(60, f"the stream of finished task {task.id} to end"):
             events = [e async for e in client.stream_events(task.id)]
@@ -185,3 +196,59 @@ async def test_a_worker_whose_socket_cannot_be_opened_uploads_by_requests(
         await api.aclose()
         plain_server.should_exit = True
         await serving
+
+
+@pytest.mark.parametrize("away", ["refused", "bad gateway"])
+async def test_a_socket_refused_while_the_server_restarts_is_tried_again_at_the_next_upload(
+    away: str,
+) -> None:
+    """Nothing listening (or a proxy's 502 in front of it) is a server away for a moment,
+    not a path without WebSocket support: the socket is not left alone for SOCKET_RETRY_S,
+    and the upload after the server is back goes over it."""
+    app = FastAPI()
+
+    @app.websocket("/socket")
+    async def upload_socket(websocket: WebSocket) -> None:
+        await websocket.accept()
+        await websocket.receive_text()
+        await websocket.send_text('{"tasks":[]}')
+        await websocket.close()
+
+    gate = FastAPI()  # a proxy whose upstream is down
+
+    @gate.get("/{path:path}")
+    async def bad_gateway(path: str) -> Response:  # noqa: ARG001 - any path
+        return Response(status_code=502)
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    if away == "refused":
+        sock.close()  # nothing listens on the port until the server comes back
+    upload = UploadSocket(f"ws://127.0.0.1:{port}/socket", "ctu_token", 5.0)
+    server: uvicorn.Server | None = None
+    serving: asyncio.Task[None] | None = None
+    try:
+        if away == "bad gateway":
+            server = uvicorn.Server(uvicorn.Config(gate, log_level="warning", ws="none"))
+            serving = asyncio.create_task(server.serve(sockets=[sock]))
+            await wait_until_async(lambda: server is not None and server.started, 10)
+        async with bounded(30, "an upload while the server is away"):
+            assert await upload.upload(b'{"tasks":[]}') is None
+        if server is not None and serving is not None:
+            server.should_exit = True
+            await serving
+        again = socket.socket()
+        again.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        again.bind(("127.0.0.1", port))
+        server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+        serving = asyncio.create_task(server.serve(sockets=[again]))
+        await wait_until_async(lambda: server is not None and server.started, 10)
+        async with bounded(30, "the upload once the server is back"):
+            answer = await upload.upload(b'{"tasks":[]}')
+        assert answer is not None and answer.tasks == [], "the socket was left alone"
+    finally:
+        await upload.aclose()
+        if server is not None and serving is not None:
+            server.should_exit = True
+            await serving
