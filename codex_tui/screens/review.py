@@ -556,7 +556,9 @@ class ReviewScreen(Screen[None]):
             files.border_title = "Files"
             yield files
             yield DiffView(id="review-diff")
-        yield KeysFooter()
+        # Without the palette's hint (ctrl+p still opens it, and ? lists every key): at 80
+        # columns it cut the last key, q Quit, to "q Q".
+        yield KeysFooter(show_command_palette=False)
 
     def on_mount(self) -> None:
         """Show what was given, or fetch it; watch a live task; tick the header's age."""
