@@ -51,6 +51,7 @@ from server_client.server.deps import (
     set_principal,
     upload_principal,
 )
+from server_client.server.edge import BodyTooLarge
 from server_client.server.hub import Hub, cancel_key, queue_key, task_key
 from server_client.server.metrics import Metrics, MetricsDep
 from server_client.server.problems import PROBLEM_RESPONSES, problem_of, validation_problem
@@ -351,9 +352,7 @@ async def upload_socket(websocket: WebSocket, worker_id: WorkerIdPath) -> None:
                 # The limit is in bytes, as for a request body; a character is 1-4 of them.
                 limit = settings.max_body_bytes
                 if len(text) > limit or (len(text) * 4 > limit and len(text.encode()) > limit):
-                    raise HTTPException(
-                        413, f"an upload is at most {settings.max_body_bytes} bytes"
-                    )
+                    raise BodyTooLarge(limit)
                 try:
                     body = _UPLOAD.validate_json(text)
                 except ValidationError as exc:

@@ -19,6 +19,7 @@ from websockets.exceptions import ConnectionClosed
 
 from server_client.errors import ApiError
 from server_client.models import TaskStatus, WorkerUploadResult
+from server_client.server.edge import too_large_detail
 from server_client.worker import api as api_module
 from server_client.worker.api import UploadSocket, WorkerApi
 from tests.conftest import ServerFactory, wait_until_async
@@ -64,6 +65,8 @@ async def test_the_upload_socket_answers_each_message_as_the_route_would(
             )
             refused = await ask(too_big)
             assert refused["status"] == 413, refused
+            # In the words of a request body over the limit: they name the setting.
+            assert refused["detail"] == too_large_detail(1024 * 1024)
             # The limit counts bytes: 400,000 three-byte characters are over 1 MiB.
             wide = json.dumps(
                 {"tasks": [upload_part(task.id, claim.lease_id, 0, ["€" * 400_000])]},
