@@ -3,6 +3,7 @@ notifications and connection state."""
 
 from __future__ import annotations
 
+import asyncio
 import gc
 from collections.abc import Callable, Iterable
 from datetime import datetime
@@ -22,9 +23,10 @@ from codex_tui.commands import (
     known_binding_ids,
     without_titles,
 )
-from codex_tui.config import TuiSettings
+from codex_tui.deferred_client import DeferredClient, client_ready
 from codex_tui.notify import Notifier, Severity
 from codex_tui.screens.dashboard import DashboardScreen
+from codex_tui.startup import StartedUp, StartUpError
 from codex_tui.state import PaneLayout, TuiState, load_layout, save_layout, save_state
 from codex_tui.textual_internals import exit_with_traceback_without_locals, write_to_terminal
 from codex_tui.widgets.task_list import TaskList
@@ -32,6 +34,7 @@ from server_client.enums import TaskStatus
 from themes import APP_CSS_PATH, DEFAULT_THEME, THEME_NAMES, THEMES
 
 if TYPE_CHECKING:
+    from codex_tui.config import TuiSettings
     from server_client.client import CodexTuiClient
     from server_client.models import Task
 
@@ -69,6 +72,14 @@ class CodexTuiApp(App[None]):
             without reading config.toml or the environment).
         state_path: Where to remember the theme chosen in the app and the panes (default:
             nowhere).
+        start_up: What ``codex-tui`` settles after the first frame (codex_tui.startup): run
+            in a thread once that frame is drawn, its settings then replace ``settings``
+            and ``client`` (a :class:`~codex_tui.deferred_client.DeferredClient` made
+            without a server) is connected to its server; a :class:`StartUpError` exits
+            the app with code 2, its message in :attr:`start_up_error`. None: ``settings``
+            and ``client`` are final.
+        theme: The theme of the frames drawn before ``start_up`` is done (None: the
+            default); ``start_up``'s settings replace it, unremembered, when they differ.
     """
 
     CSS_PATH = APP_CSS_PATH
@@ -100,6 +111,8 @@ class CodexTuiApp(App[None]):
         close_client: bool = False,
         settings: TuiSettings | None = None,
         state_path: Path | None = None,
+        start_up: Callable[[], StartedUp] | None = None,
+        theme: str | None = None,
     ) -> None:
         super().__init__()
         self.client = client
@@ -107,8 +120,17 @@ class CodexTuiApp(App[None]):
         self.default_workdir = default_workdir
         self.clock = clock
         self.poll_interval_s = poll_interval_s
-        self.settings = settings if settings is not None else TuiSettings.defaults()
+        if settings is None and start_up is None:
+            from codex_tui.config import TuiSettings
+
+            settings = TuiSettings.defaults()
+        self.settings: TuiSettings | None = settings
+        """The settings in force; None until ``start_up`` gave them."""
         self.state_path = state_path
+        self._start_up = start_up
+        self.start_up_error: str | None = None
+        """Why ``start_up`` failed (the app then exits with code 2), for the caller to
+        print once the terminal is back."""
         self.connection_error: str | None = None
         """Why the server could not be reached, or None while it answers."""
         self._warnings: list[str] = []
@@ -119,35 +141,41 @@ class CodexTuiApp(App[None]):
         self._layout_timer: Timer | None = None
         for name in list(self.available_themes):
             self.unregister_theme(name)
-        for theme in THEMES:
-            self.register_theme(theme)
-        self.theme = self._initial_theme()
-        if self.settings.keymap:
-            self.set_keymap(self.settings.keymap)
-        self.notifier = Notifier(
-            self.settings.notify, write=self._write_terminal, bell=self.bell, toast=self._toast
-        )
-        """Announces finished tasks (:meth:`announce_finished`)."""
+        for ours in THEMES:
+            self.register_theme(ours)
+        self.notifier: Notifier | None = None
+        """Announces finished tasks (:meth:`announce_finished`); None until the settings
+        are known."""
+        if settings is None:
+            self.theme = theme if theme in THEME_NAMES else DEFAULT_THEME
+        else:
+            self._apply_settings(settings)
 
-    def _initial_theme(self) -> str:
-        wanted = self.settings.theme
-        if wanted is None or wanted in THEME_NAMES:
-            return wanted or DEFAULT_THEME
-        self._warnings.append(
-            f"Unknown theme {wanted!r}; using {DEFAULT_THEME}. "
-            f"Valid themes: {', '.join(THEME_NAMES)}."
+    def _apply_settings(self, settings: TuiSettings) -> None:
+        """Put ``settings`` in force: theme (not remembered as a choice), keymap, notifier."""
+        self.settings = settings
+        wanted = settings.theme
+        if wanted is not None and wanted not in THEME_NAMES:
+            self._warnings.append(
+                f"Unknown theme {wanted!r}; using {DEFAULT_THEME}. "
+                f"Valid themes: {', '.join(THEME_NAMES)}."
+            )
+            wanted = None
+        remember, self._remember_theme = self._remember_theme, False
+        try:
+            self.theme = wanted or DEFAULT_THEME
+        finally:
+            self._remember_theme = remember
+        if settings.keymap:
+            self.set_keymap(settings.keymap)
+        self.notifier = Notifier(
+            settings.notify, write=self._write_terminal, bell=self.bell, toast=self._toast
         )
-        return DEFAULT_THEME
 
     def get_default_screen(self) -> Screen[None]:
         """The dashboard is the base screen, with the panes remembered for this server."""
-        layout = None
-        if self.state_path is not None:
-            layout = load_layout(self.state_path, self.client.base_url)
-            # Nothing remembered reads as the layout a fresh start has (one empty pane), so
-            # starting alone writes no state file: only a change does.
-            self._saved_layout = layout if layout is not None else PaneLayout()
-        return DashboardScreen(
+        layout = self._load_layout() if self.client.base_url else None
+        self._dashboard = DashboardScreen(
             self.client,
             default_workdir=self.default_workdir,
             clock=self.clock,
@@ -155,12 +183,48 @@ class CodexTuiApp(App[None]):
             layout=layout,
             remember_layout=self._remember_layout,
         )
+        return self._dashboard
+
+    def _load_layout(self) -> PaneLayout | None:
+        """The panes remembered for this server (None: none, or no state path)."""
+        if self.state_path is None:
+            return None
+        layout = load_layout(self.state_path, self.client.base_url)
+        # Nothing remembered reads as the layout a fresh start has (one empty pane), so
+        # starting alone writes no state file: only a change does.
+        self._saved_layout = layout if layout is not None else PaneLayout()
+        return layout
 
     def on_mount(self) -> None:
-        """Start remembering the theme; once the first frame is drawn, check the settings and
-        let the garbage collector work again."""
+        """Start remembering the theme; once the first frame is drawn, start up (or check
+        the settings) and let the garbage collector work again."""
         self._remember_theme = True
         self.call_after_refresh(self._after_first_frame)
+
+    async def _finish_start_up(self, start_up: Callable[[], StartedUp]) -> None:
+        """Run ``start_up`` in a thread, then apply its settings, bring back the panes
+        remembered for its server and connect the client (in that order: the panes are
+        being restored before the task list's first poll can move one). A
+        :class:`StartUpError` exits with code 2 and its message (codex-tui prints it)."""
+        assert isinstance(self.client, DeferredClient)
+        try:
+            started = await asyncio.to_thread(start_up)
+        except StartUpError as error:
+            self.start_up_error = str(error)
+            self.client.fail(self.start_up_error)
+            self.exit(return_code=2)
+            return
+        self._apply_settings(started.settings)
+        self.client.base_url = started.server.rstrip("/")
+        layout = self._load_layout()
+        if layout is not None:
+            self._dashboard.restore(layout)
+        self.client.connect(started.server, started.token)
+        self._warn_about_settings()
+        await client_ready(self.client)
+        # What start-up and the SDK imported lives as long as the app, as what the first
+        # frame made does (_after_first_frame).
+        gc.freeze()
 
     def _warn_about_settings(self) -> None:
         """Warn about settings that name unknown themes or binding ids.
@@ -168,7 +232,7 @@ class CodexTuiApp(App[None]):
         After the first frame: checking binding ids imports every screen
         (:func:`~codex_tui.commands.binding_registry`).
         """
-        keymap = set(self.settings.keymap)
+        keymap = set(self.settings.keymap) if self.settings is not None else set()
         unknown = sorted(keymap - known_binding_ids(self)) if keymap else []
         if unknown:
             valid = ", ".join(sorted(known_binding_ids(self)))
@@ -190,7 +254,12 @@ class CodexTuiApp(App[None]):
         off until the first frame (codex_tui.cli.tui).
         """
         try:
-            self._warn_about_settings()
+            if self._start_up is None:
+                self._warn_about_settings()
+            else:
+                self.run_worker(
+                    self._finish_start_up(self._start_up), name="start-up", exit_on_error=True
+                )
         finally:
             gc.collect()
             gc.freeze()
@@ -228,8 +297,9 @@ class CodexTuiApp(App[None]):
         exit_with_traceback_without_locals(self)
 
     def _remember_layout(self, layout: PaneLayout) -> None:
-        """The dashboard's panes changed to ``layout``: write it soon."""
-        if self.state_path is None:
+        """The dashboard's panes changed to ``layout``: write it soon (not before the server
+        is known: the panes are remembered per server)."""
+        if self.state_path is None or not self.client.base_url:
             return
         self._layout_to_save = layout
         if self._layout_timer is None:  # at most one write per delay, the newest layout
@@ -290,7 +360,8 @@ class CodexTuiApp(App[None]):
         A task ``on_screen`` (a pane in view follows it) gets no toast: its pane's border and
         bar say that it ended, and a toast would cover the pane being read (and cost the
         terminal a redraw of what it covered when it goes)."""
-        self.notifier.task_finished(task, toast=not on_screen)
+        if self.notifier is not None:
+            self.notifier.task_finished(task, toast=not on_screen)
 
     def _toast(self, message: str, *, title: str, severity: Severity) -> None:
         self.notify(message, title=title, severity=severity, markup=False)
@@ -310,7 +381,8 @@ class CodexTuiApp(App[None]):
 
     @on(TaskList.ApprovalNeeded)
     def _approval_needed(self, message: TaskList.ApprovalNeeded) -> None:
-        self.notifier.approval_needed(message.task)
+        if self.notifier is not None:
+            self.notifier.approval_needed(message.task)
 
     @on(TaskList.ConnectionChanged)
     def _notify_connection(self, message: TaskList.ConnectionChanged) -> None:

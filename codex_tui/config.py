@@ -55,9 +55,9 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from codex_tui.startup import config_path
 from codex_tui.state import default_state_path, load_state
 from server_client.credentials import load_connection, load_current_server, load_token
-from server_client.paths import AppDirs
 
 __all__ = [
     "DEFAULT_PORT",
@@ -86,11 +86,6 @@ class ConfigError(ValueError):
 
     The message names the file or variable and the problem.
     """
-
-
-def config_path() -> Path:
-    """``<config folder>/config.toml`` (under ``CODEX_TUI_HOME`` when that is set)."""
-    return AppDirs.resolve().config / "config.toml"
 
 
 class ClientSettings(BaseSettings):

@@ -20,12 +20,12 @@ import re
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Literal, Protocol
 
-from codex_tui.config import NotifySettings, desktop_supported
 from codex_tui.events.view import status_icon
 from server_client.enums import TaskStatus
 from server_client.text import truncate
 
 if TYPE_CHECKING:
+    from codex_tui.config import NotifySettings
     from server_client.models import Task
 
 __all__ = [
@@ -94,6 +94,8 @@ class Notifier:
         toast: Toast,
         environ: Mapping[str, str] | None = None,
     ) -> None:
+        from codex_tui.config import desktop_supported  # pydantic: settings exist, so loaded
+
         self.settings = settings
         self._write = write
         self._bell = bell

@@ -11,6 +11,7 @@ import os
 import re
 import sys
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
@@ -33,13 +34,17 @@ __all__ = [
     "RUNTIMES",
     "SANDBOXES",
     "TASK_STATUSES",
+    "ConnectionProblem",
+    "GivenConnection",
     "PipeSafeGroup",
     "connection",
     "connection_options",
     "default_db_url",
     "fail",
+    "given_connection",
     "given_option",
     "given_token",
+    "open_connection",
     "read_token_file",
     "run_client",
 ]
@@ -230,43 +235,91 @@ def given_option(ctx: click.Context, name: str, value: str | None) -> tuple[str 
     return None, f"--{name}"
 
 
-def connection(
-    ctx: click.Context, server: str | None, token: str | None, *, start: bool
-) -> ResolvedConnection:
-    """Where a verb connects, by codex_tui.config's precedence (the group's own
-    ``--server``/``--token`` count too); with ``start``, a local server is started when none
-    is configured or running (codex_tui.launcher). Exits 2 with a message naming the fix
-    when that fails, the URL is malformed, the server cannot be reached without a token to
-    try, or no token is known."""
-    from codex_tui.config import ConfigError, resolve_connection
+class ConnectionProblem(Exception):
+    """Where to connect could not be settled; the message names the fix (what
+    :func:`connection` prints before exiting 2)."""
 
+
+@dataclass(frozen=True)
+class GivenConnection:
+    """The ``--server``/``--token`` a verb was given (None: not given) and what gave each:
+    the flag, the variable click read it from, or the token file (:func:`given_token`).
+    Read from click's context before anything else runs: a ``--token-file -`` reads stdin.
+    """
+
+    server: str | None
+    server_from: str
+    token: str | None
+    token_from: str
+
+
+def given_connection(ctx: click.Context, server: str | None, token: str | None) -> GivenConnection:
+    """The ``--server``/``--token`` given to the command or its group (the group's count
+    too), the token file read if one was named.
+
+    Raises:
+        SystemExit: exit 2, the token was given twice or its file cannot be read
+            (:func:`given_token`).
+    """
     server, server_from = given_option(ctx, "server", server)
     token, token_from = given_token(ctx, token)
+    return GivenConnection(server, server_from, token, token_from)
+
+
+def open_connection(given: GivenConnection, *, start: bool) -> ResolvedConnection:
+    """Where a verb connects, by codex_tui.config's precedence applied to ``given``; with
+    ``start``, a local server is started when none is configured or running
+    (codex_tui.launcher). Needs no click context, so the TUI runs it in a thread after its
+    first frame.
+
+    Raises:
+        ConnectionProblem: config.toml or a variable is invalid, the URL is malformed, the
+            local server could not be started, the server cannot be reached without a token
+            to try, or no token is known; the message names the fix.
+    """
+    from codex_tui.config import ConfigError, resolve_connection
+
     try:
-        conn = resolve_connection(server, token, server_from=server_from, token_from=token_from)
+        conn = resolve_connection(
+            given.server,
+            given.token,
+            server_from=given.server_from,
+            token_from=given.token_from,
+        )
     except ConfigError as exc:
-        fail(str(exc))
+        raise ConnectionProblem(str(exc)) from None
     if start:
         from codex_tui.launcher import LauncherError, ensure_local_server
 
         try:
             conn = ensure_local_server(conn)
         except LauncherError as exc:
-            fail(str(exc))
+            raise ConnectionProblem(str(exc)) from None
     if not conn.token:
         from codex_tui.launcher import server_is_up
 
         if not server_is_up(conn.server, timeout_s=3.0):
-            fail(
+            raise ConnectionProblem(
                 f"cannot connect to {conn.server} (named by {conn.server_from}): check the "
                 "URL, or start a server there with `codex-tui server`"
             )
-        fail(
+        raise ConnectionProblem(
             f"no token for {conn.server}: run `codex-tui login --server {conn.server}`, or "
             "pass --token or set CODEX_TUI_TOKEN (a local server stores one for you on its "
             "first start: `codex-tui server`)"
         )
     return conn
+
+
+def connection(
+    ctx: click.Context, server: str | None, token: str | None, *, start: bool
+) -> ResolvedConnection:
+    """Where a verb connects (:func:`given_connection`, then :func:`open_connection`).
+    Exits 2 with a message naming the fix when that fails."""
+    try:
+        return open_connection(given_connection(ctx, server, token), start=start)
+    except ConnectionProblem as exc:
+        fail(str(exc))
 
 
 def run_client(conn: ResolvedConnection, work: Callable[[CodexTuiClient], Awaitable[T]]) -> T:

@@ -12,7 +12,14 @@ import os
 
 import click
 
-from codex_tui.cli.common import PipeSafeGroup, connection, connection_options, fail
+from codex_tui.cli.common import (
+    ConnectionProblem,
+    PipeSafeGroup,
+    connection_options,
+    fail,
+    given_connection,
+    open_connection,
+)
 
 #: Subcommand name → ``module:attribute`` of its click command.
 SUBCOMMANDS = {
@@ -100,28 +107,44 @@ def main(
     # among them, 15 ms here) are all it would do. The app collects, freezes what start-up
     # made and turns the collector back on right after its first frame (CodexTuiApp).
     gc.disable()
-    from codex_tui.config import ConfigError, load_tui_settings
-    from codex_tui.state import default_state_path
-
-    try:
-        settings = load_tui_settings(
-            theme=theme,
-            bell=False if no_bell else None,
-            desktop=False if no_desktop_notify else None,
-        )
-    except ConfigError as exc:
-        fail(str(exc))
-    conn = connection(ctx, server, token, start=True)
-    assert conn.token is not None
+    # Read now, before the app owns the terminal: a --token-file - reads stdin.
+    given = given_connection(ctx, server, token)
     from codex_tui.app import CodexTuiApp
     from codex_tui.deferred_client import DeferredClient
+    from codex_tui.startup import StartedUp, StartUpError, config_path, first_frame_theme
+    from codex_tui.state import default_state_path
 
-    # The SDK (httpx, the wire models) is imported after the first frame, in a thread.
-    client = DeferredClient(conn.server, conn.token)
-    CodexTuiApp(
-        client,
+    state_path = default_state_path()
+
+    def start_up() -> StartedUp:
+        """After the first frame, in a thread: the settings (pydantic-settings), then the
+        server and token, a local server started if none is configured or running."""
+        from codex_tui.config import ConfigError, load_tui_settings
+
+        try:
+            settings = load_tui_settings(
+                theme=theme,
+                bell=False if no_bell else None,
+                desktop=False if no_desktop_notify else None,
+            )
+            conn = open_connection(given, start=True)
+        except (ConfigError, ConnectionProblem) as exc:
+            raise StartUpError(str(exc)) from None
+        assert conn.token is not None
+        return StartedUp(settings, conn.server, conn.token)
+
+    # The SDK (httpx, the wire models) is imported after the first frame, in a thread; so
+    # are the settings read (codex_tui.startup).
+    app = CodexTuiApp(
+        DeferredClient(),
         default_workdir=os.getcwd(),
         close_client=True,
-        settings=settings,
-        state_path=default_state_path(),
-    ).run()
+        state_path=state_path,
+        start_up=start_up,
+        theme=first_frame_theme(theme, config=config_path(), state=state_path),
+    )
+    app.run()
+    if app.start_up_error is not None:
+        fail(app.start_up_error)
+    if app.return_code:
+        raise SystemExit(app.return_code)

@@ -137,9 +137,17 @@ class DashboardScreen(Screen[None]):
         """Put the keyboard in the task list; bring the remembered panes back."""
         self.task_list.options.focus()
         if self._layout is not None:
-            self.run_worker(
-                self._restore_panes(self._layout), group="restore-panes", exit_on_error=False
-            )
+            self.restore(self._layout)
+
+    def restore(self, layout: PaneLayout) -> None:
+        """Bring back the panes of ``layout`` (as the ``layout`` argument does), when the
+        server they belong to became known after the screen was made; a layout without
+        tasks leaves the panes as they are."""
+        if not layout.tasks:
+            return
+        self._layout = layout
+        self.restoring = True
+        self.run_worker(self._restore_panes(layout), group="restore-panes", exit_on_error=False)
 
     @property
     def task_list(self) -> TaskList:

@@ -346,6 +346,7 @@ async def test_a_task_ending_in_a_pane_in_view_gets_no_toast(
         await create_tasks(client, server, 3)
         async with running_app(client, server) as (app, pilot):
             bells: list[str] = []  # one per announcement
+            assert app.notifier is not None  # settings given: there from the start
             announce = app.notifier.task_finished
 
             def counted(task: Task, **kwargs: bool) -> None:

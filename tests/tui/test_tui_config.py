@@ -185,6 +185,18 @@ def test_invalid_config_toml_is_a_clear_cli_error(content: str, problem: str) ->
     assert "Traceback" not in result.output
 
 
+def test_a_server_that_cannot_be_reached_without_a_token_is_a_clear_cli_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Settled after the first frame (codex_tui.startup), and still a message and exit 2.
+    monkeypatch.setenv("CODEX_TUI_KEYRING", "0")
+    url = f"http://127.0.0.1:{free_port()}"
+    result = CliRunner().invoke(main, ["--server", url])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith(f"codex-tui: cannot connect to {url} (named by --server)")
+    assert "Traceback" not in result.output
+
+
 @pytest.mark.parametrize(
     ("name", "value"), [("CODEX_TUI_NOTIFY__DESKTOP", "sometimes"), ("CODEX_TUI_KEYMAP", "n=x")]
 )

@@ -1,6 +1,7 @@
 """Provides the tests of what starting ``codex-tui`` imports: the command module only click,
-``--help`` nothing more, the TUI neither the server nor the screens it does not show, and a
-screen its module when it first opens (the cold-start goal in benchmarks/tui.py).
+``--help`` nothing more, the TUI neither the server, the settings' pydantic nor the screens it
+does not show, and a screen its module when it first opens (the cold-start goal in
+benchmarks/tui.py).
 
 Each check runs in a fresh interpreter, since this one has imported everything already.
 """
@@ -139,7 +140,16 @@ def test_the_tui_starts_without_the_server_side_or_hidden_screens(tmp_path: Path
         tmp_path,
     )
     assert "codex_tui.screens.dashboard" in modules
-    hidden = (*SERVER_SIDE, *HIDDEN_SCREENS, *TYPED_EVENTS, *SDK, "codex_tui.events.plain")
+    # The settings are read after the first frame (codex_tui.startup): no pydantic before it.
+    settings = ("pydantic", "pydantic_settings", "codex_tui.config", "codex_tui.launcher")
+    hidden = (
+        *SERVER_SIDE,
+        *HIDDEN_SCREENS,
+        *TYPED_EVENTS,
+        *SDK,
+        *settings,
+        "codex_tui.events.plain",
+    )
     assert imported(modules, hidden) == []
 
 
