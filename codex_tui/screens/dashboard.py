@@ -19,6 +19,7 @@ from textual.widgets import OptionList
 from codex_tui import failures
 from codex_tui.deferred_client import client_ready
 from codex_tui.failures import describe_action_failure
+from codex_tui.keys import NEW_TASK_ID, NEW_TASK_KEYS
 from codex_tui.state import PaneLayout
 from codex_tui.widgets.connection_banner import ConnectionBanner
 from codex_tui.widgets.event_view import EventView
@@ -80,7 +81,7 @@ class DashboardScreen(Screen[None]):
 
     BINDINGS: ClassVar[list[BindingType]] = [
         # ctrl+n too: in a focused pane n is the next search match.
-        Binding("n,ctrl+n", "new_task", "New", id="new-task"),
+        Binding(NEW_TASK_KEYS, "new_task", "New", id=NEW_TASK_ID),
         Binding("o", "open_pane", "Open pane", id="open-pane"),
         Binding("c", "close_pane", "Close pane", id="close-pane"),
         Binding("m", "maximize_pane", "Maximise", show=False, id="maximize-pane"),

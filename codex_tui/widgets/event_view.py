@@ -34,6 +34,7 @@ from codex_tui.events.view import (
     usage_summary,
 )
 from codex_tui.failures import describe_action_failure
+from codex_tui.keys import NEW_TASK_ID, NEW_TASK_KEYS, key_hint
 from codex_tui.textual_internals import keymap
 from codex_tui.widgets.event_feed import PAGE_EVENTS, EventFeed
 from codex_tui.widgets.task_list import format_age, short_prompt
@@ -51,7 +52,8 @@ __all__ = ["PAGE_EVENTS", "EventView"]
 #: short as the SDK's own slice (``server_client.streams.SLICE_S``, where the measurement is).
 STREAM_SLICE_S = 0.0005
 
-_NO_TASK = "No task selected. Press n to start one."
+#: What a pane that follows no task says; ``{key}`` is the key that starts a task now.
+_NO_TASK = "No task selected. Press {key} to start one."
 
 
 @dataclass
@@ -359,10 +361,24 @@ class EventView(Widget):
         self.app.theme_changed_signal.subscribe(self, self._theme_changed)
         self.transcript.keys = self.conversation_keys()
         self.set_interval(1.0, self._tick_live, name="event-view-timers")
+        self._no_task = self._no_task_text()
+        self.screen.bindings_updated_signal.subscribe(self, self._bindings_changed)
         if self.followed_task is None:
-            self.transcript.reset(_NO_TASK)
+            self.transcript.reset(self._no_task)
         self._show_title(self.pane_title)
         self._show_subtitle(self.pane_subtitle)
+
+    def _no_task_text(self) -> str:
+        return _NO_TASK.format(key=key_hint(self.app, NEW_TASK_ID, NEW_TASK_KEYS))
+
+    def _bindings_changed(self, _screen: object) -> None:
+        """The keymap may have changed (codex-tui applies config.toml's after the first
+        frame): a pane that follows no task names the key that starts one now."""
+        text = self._no_task_text()
+        if text != self._no_task:
+            self._no_task = text
+            if self.followed_task is None:
+                self.transcript.reset(text)
 
     def _theme_changed(self, _theme: object) -> None:
         self.palette = self._palette()
@@ -457,7 +473,7 @@ class EventView(Widget):
         self.palette = self._palette()
         self.feed.reset(task.id if task else None, self.palette)
         self._next_handover = float("-inf")
-        self.transcript.reset(None if task else _NO_TASK)
+        self.transcript.reset(None if task else self._no_task_text())
         self.new_below = 0
         self._usage = None
         self.usage_text = ""

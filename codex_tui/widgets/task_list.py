@@ -20,6 +20,7 @@ from textual.widgets.option_list import Option
 from codex_tui.deferred_client import client_ready
 from codex_tui.events.view import shown_line, status_icon
 from codex_tui.failures import describe_poll_failure, poll_forever, poll_retry_delays
+from codex_tui.keys import NEW_TASK_ID, NEW_TASK_KEYS, key_hint
 from codex_tui.textual_internals import replace_option_prompt_in_place
 from server_client.clock import utcnow
 from server_client.enums import TaskStatus
@@ -359,13 +360,23 @@ class TaskList(Widget, can_focus=False):
 
     def compose(self) -> ComposeResult:
         yield Static(id="task-list-error")
-        yield Static("No tasks yet. Press n to start one.", id="task-list-empty")
+        yield Static(self._empty_text(), id="task-list-empty")
         yield OptionList(id="task-options")
 
     def on_mount(self) -> None:
         """Start polling once the first frame is drawn (the first request costs the event
-        loop tens of milliseconds: httpx imports its connection pool and connects)."""
+        loop tens of milliseconds: httpx imports its connection pool and connects); follow
+        the keymap in the empty list's hint."""
         self.call_after_refresh(self._start_polling)
+        self.screen.bindings_updated_signal.subscribe(self, self._bindings_changed)
+
+    def _empty_text(self) -> str:
+        return f"No tasks yet. Press {key_hint(self.app, NEW_TASK_ID, NEW_TASK_KEYS)} to start one."
+
+    def _bindings_changed(self, _screen: object) -> None:
+        """The keymap may have changed (codex-tui applies config.toml's after the first
+        frame): the hint names the key that starts a task now."""
+        self.query_one("#task-list-empty", Static).update(self._empty_text())
 
     def _start_polling(self) -> None:
         self.run_worker(

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from textual.widgets import Static
 
 from codex_tui.app import CodexTuiApp
 from codex_tui.config import NotifySettings, TuiSettings
@@ -18,8 +19,8 @@ from codex_tui.deferred_client import DeferredClient
 from codex_tui.screens.compose import ComposeScreen
 from codex_tui.startup import StartedUp, StartUpError, first_frame_theme
 from codex_tui.state import PaneLayout, TuiState, load_layout, load_state, save_layout, save_state
-from tests.conftest import ServerFactory
-from tests.support.tui_helpers import SIZE, dashboard_ready, task_list, wait_for
+from tests.conftest import ServerFactory, free_port
+from tests.support.tui_helpers import SIZE, dashboard_ready, event_view, task_list, wait_for
 from tests.tui.test_panes import create_tasks, grid
 
 #: Bound of the waits on the start-up thread, in seconds.
@@ -79,6 +80,36 @@ async def test_start_up_runs_after_the_first_frame_then_applies_and_connects(
     # The theme start-up applied is not a choice made in the app: not remembered.
     assert load_state(state).theme is None
     assert load_layout(state, "http://127.0.0.1:1") == PaneLayout(tasks=("elsewhere",))
+
+
+async def test_the_hints_name_the_new_task_key_once_the_keymap_applies() -> None:
+    release = threading.Event()
+    settings = TuiSettings(keymap={"new-task": "ctrl+t"})
+
+    def start_up() -> StartedUp:
+        assert release.wait(THREAD_WAIT_S), "the test never saw the first frame"
+        return StartedUp(settings, f"http://127.0.0.1:{free_port()}", "t")
+
+    app = CodexTuiApp(DeferredClient(), poll_interval_s=5.0, close_client=True, start_up=start_up)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: dashboard_ready(app), "the first frame")
+        empty = task_list(app).query_one("#task-list-empty", Static)
+
+        def hints() -> tuple[str, str]:
+            return str(empty.render()), event_view(app).transcript.placeholder or ""
+
+        assert hints() == (
+            "No tasks yet. Press n to start one.",
+            "No task selected. Press n to start one.",
+        )
+        release.set()
+        wanted = (
+            "No tasks yet. Press ^t to start one.",
+            "No task selected. Press ^t to start one.",
+        )
+        await wait_for(pilot, lambda: hints() == wanted, "the hints to name ^t")
+        await pilot.press("ctrl+t")  # the key they name opens the compose screen
+        await wait_for(pilot, lambda: isinstance(app.screen, ComposeScreen), "compose")
 
 
 async def test_a_start_up_error_exits_2_with_its_message_and_keeps_the_state(
