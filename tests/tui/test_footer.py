@@ -7,6 +7,7 @@ from textual.widget import Widget
 from textual.widgets import Footer
 
 from codex_tui.app import CodexTuiApp
+from codex_tui.config import TuiSettings
 from codex_tui.screens.keys import KeysModal
 from tests.conftest import ServerFactory
 from tests.support.tui_helpers import SIZE, dashboard, running_app, wait_for
@@ -45,3 +46,18 @@ async def test_the_keys_hint_stays_in_the_footer_at_80_columns(
             # One key, one meaning: ? opens the keys screen.
             await pilot.press("question_mark")
             await wait_for(pilot, lambda: isinstance(app.screen, KeysModal), "the keys screen")
+
+
+async def test_a_remapped_binding_keeps_its_place_in_the_footer(
+    server_factory: ServerFactory,
+) -> None:
+    # Textual's keymap moves a remapped binding to the end of the footer, where 80 columns
+    # cut it off: "New" was gone with new-task = "f2".
+    server = server_factory(local_worker=False)
+    settings = TuiSettings(keymap={"new-task": "f2"})
+    async with server.client() as client:
+        async with running_app(client, server, settings=settings) as (app, pilot):
+            await wait_for(pilot, lambda: "new_task" in footer_keys(app), "New in the footer")
+            shown = list(footer_keys(app))
+            assert shown[:3] == ["show_keys", "new_task", "open_pane"], shown
+            assert "f2" in str(footer_keys(app)["new_task"].render())
