@@ -225,6 +225,14 @@ class TaskList(Widget, can_focus=False):
     TaskList.-empty > #task-list-empty {
         display: block;
     }
+    TaskList > #task-list-connecting {
+        display: none;
+        color: $foreground-muted;
+        padding: 0 1;
+    }
+    TaskList.-connecting > #task-list-connecting {
+        display: block;
+    }
     TaskList > OptionList {
         height: 1fr;
         text-wrap: nowrap;
@@ -361,12 +369,14 @@ class TaskList(Widget, can_focus=False):
     def compose(self) -> ComposeResult:
         yield Static(id="task-list-error")
         yield Static(self._empty_text(), id="task-list-empty")
+        yield Static("Connecting to the server…", id="task-list-connecting")
         yield OptionList(id="task-options")
 
     def on_mount(self) -> None:
         """Start polling once the first frame is drawn (the first request costs the event
         loop tens of milliseconds: httpx imports its connection pool and connects); follow
         the keymap in the empty list's hint."""
+        self.add_class("-connecting")  # until the first poll's answer, or its failure
         self.call_after_refresh(self._start_polling)
         self.screen.bindings_updated_signal.subscribe(self, self._bindings_changed)
 
@@ -549,6 +559,7 @@ class TaskList(Widget, can_focus=False):
             return retry_in_s
         self._retry_delays = self._new_retry_delays()
         self._loaded = True
+        self.remove_class("-connecting")
         self._set_online()
         queued = [task for task in page.items if task.status is TaskStatus.QUEUED]
         before = self._unroutable
@@ -578,6 +589,7 @@ class TaskList(Widget, can_focus=False):
         if error != self._error:
             self.query_one("#task-list-error", Static).update(Content(f"{error} — retrying"))
         self._error = error
+        self.remove_class("-connecting")
         self.add_class("-offline")
         self.post_message(self.ConnectionChanged(self, error, retry_in_s, self._offline_since))
 

@@ -64,6 +64,10 @@ async def test_start_up_runs_after_the_first_frame_then_applies_and_connects(
         assert app.theme == "codex-high-contrast"
         assert app.settings is None and app.notifier is None
         assert not app.client.is_connected  # type: ignore[attr-defined]
+        # The task list says what it waits for (a local server can take seconds to start).
+        connecting = task_list(app).query_one("#task-list-connecting", Static)
+        await wait_for(pilot, lambda: connecting.display, "the list to say it is connecting")
+        assert str(connecting.render()) == "Connecting to the server…"
         release.set()
 
         def restored() -> bool:
@@ -71,6 +75,7 @@ async def test_start_up_runs_after_the_first_frame_then_applies_and_connects(
 
         await wait_for(pilot, restored, "the panes remembered for this server")
         await wait_for(pilot, lambda: len(task_list(app).tasks) == 2, "the first poll")
+        assert not connecting.display
         assert ran_in and ran_in[0] != threading.main_thread().name
         assert app.settings is settings
         assert app.theme == "codex-light"
