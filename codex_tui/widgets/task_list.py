@@ -217,20 +217,12 @@ class TaskList(Widget, can_focus=False):
     TaskList.-offline > #task-list-error {
         display: block;
     }
-    TaskList > #task-list-empty {
+    TaskList > #task-list-empty, TaskList > #task-list-connecting {
         display: none;
         color: $foreground-muted;
         padding: 0 1;
     }
-    TaskList.-empty > #task-list-empty {
-        display: block;
-    }
-    TaskList > #task-list-connecting {
-        display: none;
-        color: $foreground-muted;
-        padding: 0 1;
-    }
-    TaskList.-connecting > #task-list-connecting {
+    TaskList.-empty > #task-list-empty, TaskList.-connecting > #task-list-connecting {
         display: block;
     }
     TaskList > OptionList {
